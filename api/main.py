@@ -1,0 +1,72 @@
+"""The FastAPI application: lifespan (database, Temporal client, signing key), routers, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from api import cases, errors, health, steps, tasks
+from api.schemas import Problem
+from reintegration.db import create_tables, make_engine
+from reintegration.logs import configure_logging
+from reintegration.settings import Settings, get_settings
+from reintegration.temporal import connect
+from reintegration.tokens import signing_key
+
+log = structlog.get_logger("api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging()
+        app.state.settings = settings
+        app.state.engine = make_engine(settings)
+        create_tables(app.state.engine)
+        app.state.signing_key = signing_key(settings)
+        app.state.temporal = None
+        connecting = asyncio.create_task(_connect(app, settings))
+        try:
+            # Wait briefly so a normal start is ready at once; keep trying in the background after.
+            await asyncio.wait({connecting}, timeout=30)
+            yield
+        finally:
+            connecting.cancel()
+            app.state.engine.dispose()
+
+    app = FastAPI(
+        title="Reintegration Orchestrator",
+        version="1.0.0",
+        summary="Durable case journeys for the assistance and reintegration of victims of trafficking",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(cases.router)
+    app.include_router(steps.router)
+    app.include_router(tasks.router)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            schema["components"]["schemas"]["Problem"] = Problem.model_json_schema()
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+async def _connect(app: FastAPI, settings: Settings) -> None:
+    app.state.temporal = await connect(settings, attempts=100000, delay=1.0)
+    log.info("connected to temporal", address=settings.temporal_address, namespace=settings.temporal_namespace)
+
+
+app = create_app()

@@ -1,0 +1,197 @@
+"""Request and response bodies of the API, each with a realistic example."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflows.model import (
+    ConsentBody,
+    CountryCode,
+    ExploitationType,
+    ReferringOrgType,
+    ShortText,
+    TraffickingStatus,
+)
+
+T = TypeVar("T")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+
+
+GENDERS = ("Feminine", "Masculine", "TransgenderFeminine", "TransgenderMasculine", "NonConforming",
+           "NonSpecifiedUnknown")
+
+
+class Person(Strict):
+    """The person's identifying data (HTCDS ``prs_`` fields); kept only in the person vault."""
+
+    first_name: ShortText = Field(description="prs_FirstName")
+    second_name: str | None = Field(default=None, max_length=200, description="prs_SecondName")
+    birthdate: date | None = Field(default=None, description="prs_Birthdate; unknown is allowed")
+    presumed_minor: bool = Field(
+        default=False, description="When the birth date is unknown: treat as a minor until shown otherwise"
+    )
+    gender: str = Field(default="NonSpecifiedUnknown", pattern="^(" + "|".join(GENDERS) + ")$",
+                        description="prs_Gender")
+    citizenship: list[CountryCode] = Field(default_factory=list, max_length=5, description="prs_Citizenship")
+    primary_language: str | None = Field(default=None, max_length=35, description="prs_PrimaryLanguage")
+    identity_number: str | None = Field(default=None, max_length=100, description="prs_IdentityNumber")
+    mobile_phone: str | None = Field(default=None, max_length=50, description="prs_MobilePhone")
+
+
+class Identification(Strict):
+    identified_on: date
+    country: CountryCode = Field(description="Where the person was identified; the case's owning country")
+    place: str | None = Field(default=None, max_length=200, description="Kept with the person's data")
+    referred_by: ReferringOrgType | None = Field(default=None, description="HTCDS org_Type of the referrer")
+    exploitation_types: list[ExploitationType] = Field(min_length=1, max_length=11,
+                                                       description="HTCDS vic_TypeOfExploitation")
+    trafficking_status: TraffickingStatus = TraffickingStatus.PossibleVictimOfTrafficking
+
+
+class CaseCreate(Strict):
+    person: Person
+    identification: Identification
+    origin_country: CountryCode
+    consent: ConsentBody | None = Field(default=None, description="Initial informed consent, if already given")
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "person": {"first_name": "Ana", "second_name": "Popescu", "birthdate": "1999-04-02",
+                               "gender": "Feminine", "citizenship": ["RO"], "primary_language": "ro"},
+                    "identification": {"identified_on": "2026-11-20", "country": "ES", "place": "Madrid",
+                                       "referred_by": "LawEnforcement", "exploitation_types": ["ForcedLabour"]},
+                    "origin_country": "RO",
+                    "consent": {"assistance": True, "data_sharing": True, "given_on": "2026-11-20"},
+                }
+            ]
+        },
+    )
+
+
+class Owner(BaseModel):
+    country: str
+    caseworker: str | None
+
+
+class OpenStep(BaseModel):
+    step: str
+    due_at: datetime | None
+    overdue: bool
+    turn: str
+
+
+class TaskPublic(BaseModel):
+    """A task as a caseworker or supervisor sees it."""
+
+    task_id: str
+    case_id: str
+    case_reference: str
+    service: str
+    agency_id: str
+    status: str
+    stage: str
+    safety_plan: bool
+    assigned_at: datetime
+    accept_by: datetime
+    due_on: date
+    overdue: bool
+    accepted_at: datetime | None
+    completed_at: datetime | None
+    declined_at: datetime | None
+    outcome: str | None
+    assessment: str | None
+    notes: str
+    outcome_notes: str
+    decline_reason: str
+    previous_agencies: list[str]
+
+
+class PartnerTask(BaseModel):
+    """A task as its agency sees it: the minimum the service needs, no internal case id."""
+
+    task_id: str
+    case_reference: str
+    service: str
+    status: str
+    assigned_at: datetime
+    accept_by: datetime
+    due_on: date
+    overdue: bool
+    notes: str
+    outcome: str | None
+    assessment: str | None
+    decline_reason: str
+
+
+class TimelineEntry(BaseModel):
+    at: datetime
+    kind: str
+    name: str
+    actor_sub: str | None
+    actor_role: str | None
+    task_id: str | None
+    facts: dict[str, Any]
+
+
+class CasePublic(BaseModel):
+    case_id: str
+    reference: str
+    version: int
+    stage: str
+    status: str = Field(description="active, stalled or closed")
+    htcds_status: str = Field(description="HTCDS cas_Status")
+    pathway: str | None
+    owner: Owner
+    origin_country: str
+    destination_country: str
+    is_minor: bool
+    opened_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+    closure_reason: str | None
+    allowed_steps: list[str]
+    open_steps: list[OpenStep]
+    open_tasks: list[TaskPublic]
+    consent: dict[str, Any] | None
+    facts: dict[str, Any]
+    timeline: list[TimelineEntry] | None = None
+    person: Person | None = Field(default=None, description="Only with ?include=person; each read is audited")
+
+
+class CaseSummary(BaseModel):
+    case_id: str
+    reference: str
+    stage: str
+    status: str
+    pathway: str | None
+    owner: Owner
+    opened_at: datetime
+    updated_at: datetime
+    next_due_at: datetime | None
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    allowed_steps: list[str] | None = None
+    errors: list[dict[str, Any]] | None = None

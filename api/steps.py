@@ -1,0 +1,223 @@
+"""Steps and task assignment on a case: one documented route per step of journey.md.
+
+(No ``from __future__ import annotations`` here: the routes are built in a loop and FastAPI reads
+their body types from the real annotations.)
+"""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Response
+
+from api.cases import CASEWORK, CaseId, IdempotencyKey, IfMatch, TaskId, _respond, actor_of, etag
+from api.deps import ClientDep, EngineDep, SessionDep, SettingsDep, require
+from api.errors import NotFound, PreconditionFailed, Unprocessable, responses
+from api.journeys import case_in_scope, send_command
+from api.schemas import CasePublic, TaskPublic
+from api.tasks import task_public
+from reintegration.db import TaskRecord
+from workflows.model import (
+    STEP_BODIES,
+    AssignTaskBody,
+    CancelTaskBody,
+    ReassignTaskBody,
+    Role,
+    Step,
+    StepCommand,
+    TaskAction,
+    TaskCommand,
+)
+from workflows.rules import SUPERVISOR_STEPS
+
+router = APIRouter(prefix="/v1/cases", tags=["steps"])
+
+STEP_EXAMPLES: dict[Step, dict[str, Any]] = {
+    Step.consent: {"assistance": True, "data_sharing": True, "given_on": "2026-11-20"},
+    Step.risk_assessment: {"level": "medium", "threats": ["trafficker knows the family's address"],
+                           "assessed_on": "2026-11-21"},
+    Step.safety_plan: {"agreed_on": "2026-11-22", "measures": [
+        {"measure": "shelter placement", "service": "shelter", "agency_id": "shelter-es", "due_date": "2026-11-29"},
+        {"measure": "new phone number", "notes": "given by the caseworker"}]},
+    Step.guardian: {"guardian_type": "legal_guardian", "authority_reference": "JUZ-MAD-2026-118",
+                    "appointed_on": "2026-11-23"},
+    Step.security_guarantee: {"confirmed_on": "2026-11-30"},
+    Step.pathway: {"pathway": "voluntary_return", "decided_on": "2026-12-01"},
+    Step.travel_plan: {"travel_date": "2026-12-10", "route": "MAD-OTP by air", "escort": True,
+                       "receiving_caseworker": "cw-ro-1"},
+    Step.departure: {"departed_on": "2026-12-10"},
+    Step.residence_application: {"filed_on": "2026-12-05", "permit_type": "victim-of-trafficking",
+                                 "authority_reference": "EXT-2026-4411"},
+    Step.residence_decision: {"decision": "granted", "decided_on": "2027-03-01", "valid_until": "2028-03-01"},
+    Step.appeal: {"filed_on": "2027-03-10", "authority_reference": "REC-2027-0093"},
+    Step.reintegration_plan: {"agreed_on": "2026-12-20", "services": [
+        {"service": "medical", "agency_id": "reintegration-partner-ro"},
+        {"service": "job-orientation", "agency_id": "reintegration-partner-ro", "due_date": "2027-01-31"}]},
+    Step.monitoring: {"visited_on": "2027-03-20", "economic": 0.6, "social": 0.7, "psychosocial": 0.8},
+    Step.closure: {"reason": "completed"},
+    Step.approve_closure: {"notes": "Plan completed and sustainable."},
+    Step.reject_closure: {"reason": "The 12-month visit is still due."},
+    Step.withdraw_consent: {"withdrawn_on": "2026-11-25"},
+}
+
+
+def _update_id(user: Any, key: str | None) -> str | None:
+    return f"{user.sub}:{key}" if key else None
+
+
+def _check_agencies(settings: Any, *agency_ids: str | None) -> None:
+    unknown = sorted({a for a in agency_ids if a and a not in settings.agencies})
+    if unknown:
+        raise Unprocessable(f"unknown agency: {', '.join(unknown)}", known_agencies=sorted(settings.agencies))
+
+
+async def _record(
+    step: Step, case_id: str, body: Any, *, response: Response, user: Any, session: Any, client: Any, engine: Any,
+    settings: Any, if_match: str | None, key: str | None,
+) -> CasePublic:
+    """Record one step on the case's workflow and return the case as it is after it."""
+    case = case_in_scope(session, case_id, user)
+    if if_match is not None and if_match not in (etag(case), "*"):
+        raise PreconditionFailed("the case moved on since that ETag; read it again")
+    payload = body.model_dump(mode="json")
+    planned = payload.get("measures", []) + payload.get("services", [])
+    _check_agencies(settings, *(item.get("agency_id") for item in planned))
+    command = StepCommand(step=step, body=payload, actor=actor_of(user))
+    await send_command(client, engine, case_id, "step", command, update_id=_update_id(user, key))
+    return _respond(response, session, case_id, settings)
+
+
+def _make_step_route(step: Step) -> None:
+    model = STEP_BODIES[step]
+    roles = (Role.supervisor,) if step in SUPERVISOR_STEPS else CASEWORK
+
+    async def record_step(
+        case_id: CaseId,
+        body: Annotated[model, Body(openapi_examples={step.value: {"value": STEP_EXAMPLES[step]}})],  # type: ignore[valid-type]
+        response: Response,
+        user: Annotated[Any, require(*roles)],
+        session: SessionDep,
+        client: ClientDep,
+        engine: EngineDep,
+        settings: SettingsDep,
+        if_match: IfMatch = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> CasePublic:
+        return await _record(step, case_id, body, response=response, user=user, session=session, client=client,
+                             engine=engine, settings=settings, if_match=if_match, key=idempotency_key)
+
+    record_step.__name__ = f"record_{step.name}"
+    router.add_api_route(
+        f"/{{case_id}}/steps/{step.value}",
+        record_step,
+        methods=["POST"],
+        response_model=CasePublic,
+        summary=f"Record the {step.value} step",
+        description=(model.__doc__ or "") + "\n\nReturns the case as it is after the step.",
+        responses=responses(401, 403, 404, 409, 412, 422, 503),
+    )
+
+
+for _step in Step:
+    _make_step_route(_step)
+
+
+@router.post(
+    "/{case_id}/withdraw-consent",
+    response_model=CasePublic,
+    summary="The person withdrew consent",
+    description="Open tasks are cancelled and the case closes with reason `withdrew`.",
+    responses=responses(401, 403, 404, 409, 412, 422, 503),
+)
+async def withdraw_consent(
+    case_id: CaseId,
+    body: Annotated[STEP_BODIES[Step.withdraw_consent], Body(openapi_examples={"withdraw": {"value": STEP_EXAMPLES[Step.withdraw_consent]}})],  # type: ignore[valid-type]
+    response: Response,
+    user: Annotated[Any, require(*CASEWORK)],
+    session: SessionDep,
+    client: ClientDep,
+    engine: EngineDep,
+    settings: SettingsDep,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
+) -> CasePublic:
+    return await _record(Step.withdraw_consent, case_id, body, response=response, user=user, session=session,
+                         client=client, engine=engine, settings=settings, if_match=if_match, key=idempotency_key)
+
+
+async def _task_command(
+    *, case_id: str, action: TaskAction, task_id: str | None, body: Any, user: Any, session: Any, client: Any,
+    engine: Any, key: str | None,
+) -> TaskPublic:
+    case_in_scope(session, case_id, user)
+    if task_id is not None:
+        task = session.get(TaskRecord, task_id)
+        if task is None or task.case_id != case_id:
+            raise NotFound("no such task on this case")
+    command = TaskCommand(action=action, task_id=task_id, body=body.model_dump(mode="json"), actor=actor_of(user))
+    result = await send_command(client, engine, case_id, "task", command, update_id=_update_id(user, key))
+    session.expire_all()
+    return task_public(session.get(TaskRecord, result.task_id))
+
+
+@router.post(
+    "/{case_id}/tasks",
+    status_code=201,
+    response_model=TaskPublic,
+    summary="Assign a task to a partner agency",
+    responses=responses(401, 403, 404, 409, 422, 503),
+)
+async def assign_task(
+    case_id: CaseId,
+    body: Annotated[AssignTaskBody, Body(openapi_examples={"shelter": {"value": {
+        "service": "shelter", "agency_id": "shelter-es", "notes": "Needs a bed tonight; speaks Romanian."}}})],
+    user: Annotated[Any, require(*CASEWORK)],
+    session: SessionDep,
+    client: ClientDep,
+    engine: EngineDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> TaskPublic:
+    _check_agencies(settings, body.agency_id)
+    return await _task_command(case_id=case_id, action=TaskAction.assign, task_id=None, body=body, user=user,
+                               session=session, client=client, engine=engine, key=idempotency_key)
+
+
+@router.post(
+    "/{case_id}/tasks/{task_id}/reassign",
+    response_model=TaskPublic,
+    summary="Give a declined or overdue task to another agency",
+    responses=responses(401, 403, 404, 409, 422, 503),
+)
+async def reassign_task(
+    case_id: CaseId,
+    task_id: TaskId,
+    body: Annotated[ReassignTaskBody, Body(openapi_examples={"reassign": {"value": {"agency_id": "clinic-es"}}})],
+    user: Annotated[Any, require(*CASEWORK)],
+    session: SessionDep,
+    client: ClientDep,
+    engine: EngineDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> TaskPublic:
+    _check_agencies(settings, body.agency_id)
+    return await _task_command(case_id=case_id, action=TaskAction.reassign, task_id=task_id, body=body, user=user,
+                               session=session, client=client, engine=engine, key=idempotency_key)
+
+
+@router.post(
+    "/{case_id}/tasks/{task_id}/cancel",
+    response_model=TaskPublic,
+    summary="Cancel an open task",
+    responses=responses(401, 403, 404, 409, 422, 503),
+)
+async def cancel_task(
+    case_id: CaseId,
+    task_id: TaskId,
+    body: Annotated[CancelTaskBody, Body(openapi_examples={"cancel": {"value": {"reason": "No longer needed."}}})],
+    user: Annotated[Any, require(*CASEWORK)],
+    session: SessionDep,
+    client: ClientDep,
+    engine: EngineDep,
+    idempotency_key: IdempotencyKey = None,
+) -> TaskPublic:
+    return await _task_command(case_id=case_id, action=TaskAction.cancel, task_id=task_id, body=body, user=user,
+                               session=session, client=client, engine=engine, key=idempotency_key)

@@ -1,0 +1,168 @@
+"""Tasks: a partner's inbox and actions; a caseworker's and supervisor's view of tasks in scope."""
+
+from __future__ import annotations
+
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query
+from sqlalchemy import or_
+from sqlmodel import select
+
+from api.deps import ClientDep, CurrentUser, EngineDep, SessionDep, require
+from api.errors import Forbidden, responses
+from api.journeys import aware, decode_cursor, encode_cursor, send_command, task_in_scope, utcnow
+from api.schemas import Page, PartnerTask, TaskPublic
+from reintegration.db import TaskRecord
+from workflows import rules
+from workflows.model import (
+    AcceptTaskBody,
+    Actor,
+    CompleteTaskBody,
+    DeclineTaskBody,
+    Role,
+    Service,
+    TaskAction,
+    TaskCommand,
+    TaskStatus,
+)
+
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+TaskId = Annotated[str, Path(max_length=64)]
+
+
+def _overdue(task: TaskRecord) -> bool:
+    now = utcnow()
+    if task.status == "assigned" and aware(task.accept_by) < now:
+        return True
+    return task.status in ("assigned", "accepted", "declined") and rules.end_of(task.due_on) < now
+
+
+def task_public(task: TaskRecord) -> TaskPublic:
+    data = task.model_dump()
+    for key in ("assigned_at", "accept_by", "accepted_at", "completed_at", "declined_at"):
+        if data[key] is not None:
+            data[key] = aware(data[key])
+    return TaskPublic(**data, overdue=_overdue(task))
+
+
+def partner_task(task: TaskRecord) -> PartnerTask:
+    return PartnerTask(
+        task_id=task.task_id, case_reference=task.case_reference, service=task.service, status=task.status,
+        assigned_at=aware(task.assigned_at), accept_by=aware(task.accept_by), due_on=task.due_on,
+        overdue=_overdue(task), notes=task.notes, outcome=task.outcome, assessment=task.assessment,
+        decline_reason=task.decline_reason,
+    )
+
+
+def view(task: TaskRecord, role: Role) -> TaskPublic | PartnerTask:
+    return partner_task(task) if role == Role.partner else task_public(task)
+
+
+@router.get("", response_model=Page[TaskPublic | PartnerTask], summary="List tasks in scope",
+            responses=responses(401, 403, 422))
+def list_tasks(
+    user: CurrentUser,
+    session: SessionDep,
+    status: TaskStatus | None = None,
+    service: Service | None = None,
+    overdue: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> Page[Any]:
+    """A partner sees its agency's tasks; caseworkers and supervisors the tasks of their countries."""
+    query = select(TaskRecord)
+    if user.role == Role.partner:
+        query = query.where(TaskRecord.agency_id == user.agency)
+    elif user.role in (Role.caseworker, Role.supervisor):
+        if user.countries is not None:
+            query = query.where(TaskRecord.owner_country.in_(user.countries))
+    else:
+        raise Forbidden("an admin has no access to tasks")
+    if status:
+        query = query.where(TaskRecord.status == status.value)
+    if service:
+        query = query.where(TaskRecord.service == service.value)
+    if overdue is not None:
+        now = utcnow()
+        late = or_(
+            (TaskRecord.status == "assigned") & (TaskRecord.accept_by < now),
+            TaskRecord.status.in_(["assigned", "accepted", "declined"]) & (TaskRecord.due_on < now.date()),
+        )
+        query = query.where(late if overdue else ~late)
+    if cursor:
+        at, key = decode_cursor(cursor)
+        query = query.where(
+            (TaskRecord.assigned_at < at) | ((TaskRecord.assigned_at == at) & (TaskRecord.task_id < key))
+        )
+    rows = session.exec(query.order_by(TaskRecord.assigned_at.desc(), TaskRecord.task_id.desc()).limit(limit + 1)).all()
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor(aware(last.assigned_at), last.task_id)
+    return Page[Any](items=[view(t, user.role) for t in rows[:limit]], next_cursor=next_cursor)
+
+
+@router.get("/{task_id}", response_model=TaskPublic | PartnerTask, summary="Read a task",
+            responses=responses(401, 403, 404))
+def read_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Any:
+    return view(task_in_scope(session, task_id, user), user.role)
+
+
+async def act(
+    *, task_id: str, action: TaskAction, body: Any, user: Any, session: Any, client: Any, engine: Any,
+    update_id: str | None = None,
+) -> Any:
+    """Send a task action to the case's workflow and return the task as it is after it."""
+    task = task_in_scope(session, task_id, user)
+    command = TaskCommand(
+        action=action, task_id=task_id, body=body.model_dump(mode="json"),
+        actor=Actor(sub=user.sub, role=user.role, agency=user.agency),
+    )
+    await send_command(client, engine, task.case_id, "task", command, update_id=update_id)
+    session.expire_all()
+    return view(session.get(TaskRecord, task_id), user.role)
+
+
+PARTNER = (Role.partner,)
+
+
+@router.post("/{task_id}/accept", response_model=PartnerTask, summary="Accept a task",
+             responses=responses(401, 403, 404, 409, 422, 503))
+async def accept_task(
+    task_id: TaskId, user: Annotated[Any, require(*PARTNER)], session: SessionDep, client: ClientDep,
+    engine: EngineDep,
+    body: Annotated[AcceptTaskBody, Body(openapi_examples={"accept": {"value": {"notes": "We can take this."}}})] = AcceptTaskBody(),
+) -> Any:
+    return await act(task_id=task_id, action=TaskAction.accept, body=body, user=user, session=session,
+                     client=client, engine=engine)
+
+
+@router.post("/{task_id}/complete", response_model=PartnerTask, summary="Complete a task",
+             responses=responses(401, 403, 404, 409, 422, 503))
+async def complete_task(
+    task_id: TaskId, user: Annotated[Any, require(*PARTNER)], session: SessionDep, client: ClientDep,
+    engine: EngineDep,
+    body: Annotated[CompleteTaskBody, Body(openapi_examples={
+        "done": {"summary": "Service delivered", "value": {"outcome": "done", "notes": "First consultation held."}},
+        "origin-assessment": {"summary": "Origin assessment: safe",
+                              "value": {"outcome": "done", "assessment": "safe"}},
+        "reception": {"summary": "Reception: arrived", "value": {"outcome": "done", "arrived_on": "2026-12-10"}},
+    })],
+) -> Any:
+    return await act(task_id=task_id, action=TaskAction.complete, body=body, user=user, session=session,
+                     client=client, engine=engine)
+
+
+@router.post("/{task_id}/decline", response_model=PartnerTask, summary="Decline a task",
+             responses=responses(401, 403, 404, 409, 422, 503))
+async def decline_task(
+    task_id: TaskId, user: Annotated[Any, require(*PARTNER)], session: SessionDep, client: ClientDep,
+    engine: EngineDep,
+    body: Annotated[DeclineTaskBody, Body(openapi_examples={"full": {"value": {"reason": "No beds free this month."}}})],
+) -> Any:
+    return await act(task_id=task_id, action=TaskAction.decline, body=body, user=user, session=session,
+                     client=client, engine=engine)
+
+

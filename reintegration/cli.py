@@ -1,0 +1,127 @@
+"""The ``reintegration`` command: mint a development token, or run the whole embedded stack."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+from reintegration.settings import get_settings
+from workflows.model import Role
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="reintegration", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    token = commands.add_parser("token", help="print a development bearer token")
+    token.add_argument("--role", required=True, choices=[r.value for r in Role])
+    token.add_argument("--sub", required=True, help="the user's id (not a name)")
+    token.add_argument("--agency", help="the partner's agency id (partners only)")
+    token.add_argument("--countries", help="comma-separated ISO 3166-1 alpha-2 codes; absent = all")
+    token.add_argument("--name", help="display name")
+    token.add_argument("--hours", type=float, help="lifetime in hours")
+
+    commands.add_parser("run", help="run Temporal, the worker and the API in the foreground")
+
+    args = parser.parse_args(argv)
+    if args.command == "token":
+        return _token(args)
+    return run_stack()
+
+
+def _token(args: argparse.Namespace) -> int:
+    from reintegration.tokens import mint
+
+    role = Role(args.role)
+    if role == Role.partner and not args.agency:
+        print("reintegration token: a partner token needs --agency", file=sys.stderr)
+        return 2
+    countries = [c.strip().upper() for c in args.countries.split(",")] if args.countries else None
+    if countries and not all(len(c) == 2 and c.isalpha() for c in countries):
+        print("reintegration token: --countries takes ISO 3166-1 alpha-2 codes, e.g. ES,PT", file=sys.stderr)
+        return 2
+    ttl = timedelta(hours=args.hours) if args.hours else None
+    print(mint(get_settings(), role=role, sub=args.sub, agency=args.agency, countries=countries, name=args.name,
+               ttl=ttl))
+    return 0
+
+
+def run_stack() -> int:
+    """Temporal dev server, worker and API as one foreground process group; Ctrl-C stops all."""
+    from reintegration.temporal import connect, dev_server_command
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    logs = settings.data_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    processes: list[tuple[str, subprocess.Popen]] = []
+
+    def start(name: str, command: list[str]) -> None:
+        log_file = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child's life
+        processes.append((name, subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)))
+
+    def stop(*_: object) -> None:
+        for _, proc in reversed(processes):
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 15
+        for _, proc in reversed(processes):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        started = time.monotonic()
+        start("temporal", dev_server_command(settings))
+        asyncio.run(connect(settings, attempts=240, delay=0.5))
+        print(f"Temporal   {settings.temporal_address}  (Web UI http://127.0.0.1:{settings.temporal_ui_port}, "
+              f"namespace {settings.temporal_namespace})", flush=True)
+        start("worker", [sys.executable, "-m", "worker"])
+        print(f"Worker     task queue {settings.temporal_task_queue}  (log {logs / 'worker.log'})", flush=True)
+        start("api", [sys.executable, "-m", "uvicorn", "api.main:app", "--host", settings.api_host,
+                      "--port", str(settings.api_port), "--no-access-log"])
+        _wait_ready(f"http://{settings.api_host}:{settings.api_port}/ready")
+        print(f"API        http://{settings.api_host}:{settings.api_port}  (docs /docs, log {logs / 'api.log'})",
+              flush=True)
+        print(f"Ready in {time.monotonic() - started:.1f} s. Data in {settings.data_dir}/. Ctrl-C stops everything.",
+              flush=True)
+        while True:
+            for name, proc in processes:
+                if proc.poll() is not None:
+                    print(f"{name} exited with {proc.returncode}; see {logs / (name + '.log')}", file=sys.stderr)
+                    return 1
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nStopping…", flush=True)
+        return 0
+    finally:
+        stop()
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _wait_ready(url: str, timeout: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"the API did not become ready at {url}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

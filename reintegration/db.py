@@ -1,0 +1,144 @@
+"""The database: engine, tables of the read model, the task inbox, the timeline and the person vault.
+
+The workflows own the journey; these tables are its projection, written only by activities
+(``activities/read_model.py``), except the person vault, which the API writes because the person's
+identifying data must never pass through a workflow.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, event
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, Session, SQLModel, create_engine
+
+from reintegration.settings import Settings
+
+
+class CaseRecord(SQLModel, table=True):
+    """The case view: one row per case, moved only forward (by ``version``)."""
+
+    __tablename__ = "cases"
+    __table_args__ = (
+        Index("ix_cases_scope_order", "owner_country", "opened_at", "case_id"),
+        Index("ix_cases_order", "opened_at", "case_id"),
+    )
+
+    case_id: str = Field(primary_key=True, max_length=64)
+    reference: str = Field(index=True, unique=True, max_length=32)
+    version: int = 0
+    owner_country: str = Field(max_length=2)
+    owner_caseworker: str | None = Field(default=None, index=True, max_length=200)
+    origin_country: str = Field(max_length=2)
+    destination_country: str = Field(max_length=2)
+    stage: str = Field(index=True, max_length=32)
+    status: str = Field(index=True, max_length=16)
+    pathway: str | None = Field(default=None, index=True, max_length=32)
+    is_minor: bool = False
+    opened_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    closed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    closure_reason: str | None = Field(default=None, max_length=32)
+    next_due_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), index=True))
+    active_workflow_id: str = Field(max_length=200)
+    allowed_steps: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    open_items: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    agencies: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    facts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class TaskRecord(SQLModel, table=True):
+    """The task inbox of partner agencies, and the caseworker's view of each task."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (Index("ix_tasks_agency_status", "agency_id", "status"),)
+
+    task_id: str = Field(primary_key=True, max_length=64)
+    case_id: str = Field(index=True, max_length=64)
+    case_reference: str = Field(max_length=32)
+    owner_country: str = Field(index=True, max_length=2)
+    version: int = 0
+    service: str = Field(max_length=32)
+    agency_id: str = Field(max_length=100)
+    status: str = Field(max_length=16)
+    stage: str = Field(max_length=32)
+    safety_plan: bool = False
+    assigned_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    accept_by: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    due_on: date
+    accepted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    completed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    declined_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    outcome: str | None = Field(default=None, max_length=16)
+    assessment: str | None = Field(default=None, max_length=16)
+    notes: str = ""
+    outcome_notes: str = ""
+    decline_reason: str = ""
+    previous_agencies: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class TimelineRecord(SQLModel, table=True):
+    """What happened on a case, in order; one row per event, written once."""
+
+    __tablename__ = "timeline"
+    __table_args__ = (Index("ix_timeline_case_order", "case_id", "position"),)
+
+    event_id: str = Field(primary_key=True, max_length=64)
+    case_id: str = Field(max_length=64)
+    position: int
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    kind: str = Field(max_length=16)
+    name: str = Field(max_length=64)
+    actor_sub: str | None = Field(default=None, max_length=200)
+    actor_role: str | None = Field(default=None, max_length=16)
+    task_id: str | None = Field(default=None, max_length=64)
+    facts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class PersonRecord(SQLModel, table=True):
+    """The person's identifying data, kept apart from everything else.
+
+    ``payload`` is the serialised person; the confidentiality work encrypts it with a per-case key
+    so that erasing the key makes it unreadable everywhere.
+    """
+
+    __tablename__ = "persons"
+
+    case_id: str = Field(primary_key=True, max_length=64)
+    payload: str
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+def make_engine(settings: Settings) -> Engine:
+    url = settings.sqlalchemy_url
+    if url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def create_tables(engine: Engine) -> None:
+    SQLModel.metadata.create_all(engine)
+
+
+__all__ = [
+    "CaseRecord",
+    "PersonRecord",
+    "Session",
+    "TaskRecord",
+    "TimelineRecord",
+    "create_tables",
+    "make_engine",
+]

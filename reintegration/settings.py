@@ -1,0 +1,83 @@
+"""One settings class for the API, the worker and the command line.
+
+Every value comes from the environment (prefix ``REINTEGRATION_``, except ``DATABASE_URL``) or
+its default; the defaults are the embedded development setup under ``./data``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workflows.model import JourneyConfig
+
+DEVELOPMENT_AGENCIES = {
+    # Development defaults until the agency registry exists: agency id -> its country.
+    "shelter-es": "ES",
+    "clinic-es": "ES",
+    "legal-aid-es": "ES",
+    "consulate-ro": "ES",
+    "origin-office-ro": "RO",
+    "reintegration-partner-ro": "RO",
+}
+
+
+class Settings(BaseSettings):
+    """Everything configurable, read once per process."""
+
+    model_config = SettingsConfigDict(env_prefix="REINTEGRATION_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = Path("data")
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "REINTEGRATION_DATABASE_URL")
+    )
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "reintegration"
+    temporal_task_queue: str = "case-journeys"
+    temporal_ui_port: int = 8233
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    jwt_signing_key_file: Path | None = None
+    jwt_issuer: str = "reintegration-dev"
+    jwt_audience: str = "reintegration-api"
+    token_ttl_hours: int = 12
+
+    agencies: dict[str, str] = Field(default_factory=lambda: dict(DEVELOPMENT_AGENCIES))
+
+    journey: JourneyConfig = Field(default_factory=JourneyConfig)
+
+    @model_validator(mode="after")
+    def _refuse_development_defaults_in_production(self) -> Settings:
+        if self.environment == "production":
+            if self.database_url is None or self.database_url.startswith("sqlite"):
+                raise ValueError("production needs DATABASE_URL pointing at PostgreSQL")
+            # The local signing key is a development default; production verifies OIDC tokens
+            # (the confidentiality issue). Until then, production refuses to start at all.
+            raise ValueError("production authentication (OIDC) is not configured yet")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            return url
+        return f"sqlite:///{(self.data_dir / 'reintegration.db').as_posix()}"
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.jwt_signing_key_file or self.data_dir / "dev-signing-key"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,138 @@
+"""The real parts for the tests: a Temporal dev server, a database (SQLite, and the machine's
+PostgreSQL for the production path), the worker, and the API served over HTTP on a free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from api.main import create_app
+from reintegration.db import create_tables, make_engine
+from reintegration.settings import Settings
+from reintegration.temporal import temporal_cli
+from reintegration.tokens import mint
+from worker import build_worker
+from workflows.model import Role
+
+NAMESPACE = "reintegration"
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        namespace=NAMESPACE,
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(temporal_cli()),
+        dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"],
+    )
+    yield env
+    await env.shutdown()
+
+
+@dataclass
+class Stack:
+    """One running system: settings, database, worker (stoppable) and the API over HTTP."""
+
+    backend: str
+    settings: Settings
+    client: Client
+    engine: Any
+    http: httpx.AsyncClient
+    base_url: str
+    worker: Worker | None = None
+    worker_task: asyncio.Task | None = None
+    _tokens: dict = field(default_factory=dict)
+
+    def token(self, role: str, sub: str, *, agency: str | None = None, countries: list[str] | None = None) -> str:
+        key = (role, sub, agency, tuple(countries or ()))
+        if key not in self._tokens:
+            self._tokens[key] = mint(self.settings, role=Role(role), sub=sub, agency=agency, countries=countries)
+        return self._tokens[key]
+
+    def auth(self, role: str, sub: str, **kw: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(role, sub, **kw)}"}
+
+    async def start_worker(self) -> None:
+        self.worker = build_worker(self.client, self.settings, self.engine)
+        self.worker_task = asyncio.create_task(self.worker.run())
+
+    async def stop_worker(self) -> None:
+        assert self.worker is not None and self.worker_task is not None
+        await self.worker.shutdown()
+        await self.worker_task
+        self.worker = self.worker_task = None
+
+
+def _postgres_database() -> tuple[str, str]:
+    name = f"reintegration_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name, f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def _drop_postgres_database(name: str) -> None:
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+async def stack(request: pytest.FixtureRequest, temporal_env: WorkflowEnvironment, tmp_path_factory) -> AsyncIterator[Stack]:
+    backend = request.param
+    data_dir: Path = tmp_path_factory.mktemp(f"data-{backend}")
+    database_url, pg_name = None, None
+    if backend == "postgres":
+        pg_name, database_url = _postgres_database()
+    host = temporal_env.client.service_client.config.target_host
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        temporal_address=host,
+        temporal_namespace=NAMESPACE,
+        temporal_task_queue=f"journeys-{backend}-{uuid.uuid4().hex[:6]}",
+    )
+    engine = make_engine(settings)
+    create_tables(engine)
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server_task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    base_url = f"http://127.0.0.1:{port}"
+    http = httpx.AsyncClient(base_url=base_url, timeout=60)
+    stack = Stack(backend=backend, settings=settings, client=temporal_env.client, engine=engine, http=http,
+                  base_url=base_url)
+    await stack.start_worker()
+    try:
+        yield stack
+    finally:
+        if stack.worker is not None:
+            await stack.stop_worker()
+        await http.aclose()
+        server.should_exit = True
+        await server_task
+        engine.dispose()
+        if pg_name:
+            _drop_postgres_database(pg_name)

@@ -1,0 +1,1 @@
+"""The case journey as Temporal workflows: deterministic code and the pure rules it follows."""

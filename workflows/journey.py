@@ -1,0 +1,132 @@
+"""What every workflow of a case journey shares: the step and task updates and the projection.
+
+The case workflow and each stage's child workflow own the journey's state while their stage is
+current; the API sends commands to whichever workflow the read model names as active. A workflow
+whose stage has passed refuses commands with ``StageMoved`` so the API can look again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.read_model import ReadModelActivities
+    from workflows import rules
+    from workflows.model import (
+        CommandResult,
+        JourneyState,
+        Stage,
+        StepCommand,
+        TaskCommand,
+        TimelineEvent,
+    )
+
+PROJECTION_TIMEOUT = timedelta(seconds=30)
+PROJECTION_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30))
+
+
+class ErrorType:
+    """``ApplicationError.type`` values the API maps to HTTP statuses."""
+
+    STEP_NOT_ALLOWED = "StepNotAllowed"
+    INVALID_COMMAND = "InvalidCommand"
+    TASK_NOT_FOUND = "TaskNotFound"
+    FORBIDDEN = "Forbidden"
+    STAGE_MOVED = "StageMoved"
+
+
+_ERROR_TYPES: dict[type[rules.JourneyRuleError], str] = {
+    rules.StepNotAllowed: ErrorType.STEP_NOT_ALLOWED,
+    rules.InvalidCommand: ErrorType.INVALID_COMMAND,
+    rules.TaskNotFound: ErrorType.TASK_NOT_FOUND,
+    rules.Forbidden: ErrorType.FORBIDDEN,
+}
+
+
+def _refusal(exc: rules.JourneyRuleError) -> ApplicationError:
+    allowed = [s.value for s in getattr(exc, "allowed_steps", [])]
+    return ApplicationError(exc.detail, allowed, type=_ERROR_TYPES[type(exc)], non_retryable=True)
+
+
+class JourneyWorkflowBase:
+    """Step and task updates over a ``JourneyState``; subclasses say which stages they own."""
+
+    OWNED_STAGES: tuple[Stage, ...] = ()
+
+    state: JourneyState
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+
+    # --- updates ---------------------------------------------------------------------------
+
+    @workflow.update(name="step")
+    async def step(self, cmd: StepCommand) -> CommandResult:
+        """Record a caseworker's or supervisor's step."""
+        async with self._lock:
+            body = self._checked(lambda: rules.check_step(self.state, cmd))
+            events = rules.apply_step(self.state, cmd, body, workflow.now(), self._new_id)
+            await self.project(events)
+            return CommandResult(version=self.state.version, stage=self.state.stage)
+
+    @step.validator
+    def validate_step(self, cmd: StepCommand) -> None:
+        self._checked(lambda: rules.check_step(self.state, cmd))
+
+    @workflow.update(name="task")
+    async def task(self, cmd: TaskCommand) -> CommandResult:
+        """Assign a task or act on one."""
+        async with self._lock:
+            body = self._checked(lambda: rules.check_task(self.state, cmd, workflow.now()))
+            events, task_id = rules.apply_task(self.state, cmd, body, workflow.now(), self._new_id)
+            await self.project(events)
+            return CommandResult(version=self.state.version, stage=self.state.stage, task_id=task_id)
+
+    @task.validator
+    def validate_task(self, cmd: TaskCommand) -> None:
+        self._checked(lambda: rules.check_task(self.state, cmd, workflow.now()))
+
+    @workflow.query(name="journey")
+    def journey(self) -> JourneyState:
+        """The journey's state as this workflow holds it (for reconciliation)."""
+        return self.state
+
+    # --- shared mechanics ----------------------------------------------------------------
+
+    def _checked(self, check):  # type: ignore[no-untyped-def]
+        if self.state.stage not in self.OWNED_STAGES:
+            raise ApplicationError(
+                f"the case has moved on to the {self.state.stage.value} stage",
+                type=ErrorType.STAGE_MOVED,
+                non_retryable=True,
+            )
+        try:
+            return check()
+        except rules.JourneyRuleError as exc:
+            raise _refusal(exc) from None
+
+    @staticmethod
+    def _new_id() -> str:
+        return str(workflow.uuid4())
+
+    async def project(self, events: list[TimelineEvent]) -> None:
+        await workflow.execute_activity_method(
+            ReadModelActivities.project_case,
+            rules.project(self.state, events),
+            start_to_close_timeout=PROJECTION_TIMEOUT,
+            retry_policy=PROJECTION_RETRY,
+        )
+
+    async def hold_stage(self) -> bool:
+        """Wait while this workflow's stage is current; True if it should continue as new."""
+        await workflow.wait_condition(
+            lambda: self.state.stage not in self.OWNED_STAGES
+            or workflow.info().is_continue_as_new_suggested()
+        )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.state.stage in self.OWNED_STAGES

@@ -1,0 +1,67 @@
+"""The child workflows of the stages that can last months: return, residence and reintegration.
+
+Each holds the journey while its stage is current, continues as new when its history grows long,
+and returns the state to the case workflow when the stage ends (arrival, a permit, a change of
+pathway, closure or withdrawal of consent).
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.journey import JourneyWorkflowBase
+    from workflows.model import JourneyState, Stage
+
+
+class _StageWorkflow(JourneyWorkflowBase):
+    @workflow.init
+    def __init__(self, state: JourneyState) -> None:
+        super().__init__()
+        self.state = state
+
+    async def _hold(self) -> JourneyState:
+        if await self.hold_stage():
+            workflow.continue_as_new(self.state)
+        return self.state
+
+
+@workflow.defn(name="ReturnStage")
+class ReturnWorkflow(_StageWorkflow):
+    """Voluntary return: origin assessment, documents, travel, departure and reception."""
+
+    OWNED_STAGES = (Stage.return_,)
+
+    @workflow.run
+    async def run(self, state: JourneyState) -> JourneyState:
+        return await self._hold()
+
+
+@workflow.defn(name="ResidenceStage")
+class ResidenceWorkflow(_StageWorkflow):
+    """Residence: legal assistance, application, decision and appeal; the wait can take months."""
+
+    OWNED_STAGES = (Stage.residence,)
+
+    @workflow.run
+    async def run(self, state: JourneyState) -> JourneyState:
+        return await self._hold()
+
+
+@workflow.defn(name="ReintegrationStage")
+class ReintegrationWorkflow(_StageWorkflow):
+    """Reintegration: the plan, its services, monitoring visits and closure."""
+
+    OWNED_STAGES = (Stage.reintegration,)
+
+    @workflow.run
+    async def run(self, state: JourneyState) -> JourneyState:
+        return await self._hold()
+
+
+STAGE_WORKFLOWS = {
+    Stage.return_: ReturnWorkflow,
+    Stage.residence: ResidenceWorkflow,
+    Stage.reintegration: ReintegrationWorkflow,
+}
+ALL_WORKFLOWS = [ReturnWorkflow, ResidenceWorkflow, ReintegrationWorkflow]
