@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 async def _connect(app: FastAPI, settings: Settings) -> None:
     app.state.temporal = await connect(settings, attempts=100000, delay=1.0)
-    log.info("connected to temporal", address=settings.temporal_address, namespace=settings.temporal_namespace)
+    log.info("connected to temporal", temporal_address=settings.temporal_address, namespace=settings.temporal_namespace)
 
 
 app = create_app()

@@ -76,6 +76,9 @@ def run_stack() -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
+    # Ctrl-C reaches the whole process group; each child stops itself, and so does this loop.
+    # Set explicitly: a shell that starts us in the background would otherwise have SIGINT ignored.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         started = time.monotonic()

@@ -332,7 +332,9 @@ def _why_not_pathway(state: JourneyState) -> str | None:
     if stage == Stage.return_:
         return "the person has already left" if state.departed_on else None
     if stage == Stage.residence:
-        return None if _last_residence_rejected(state) else "a change follows a residence refusal"
+        if not _last_residence_rejected(state):
+            return "a change follows a residence refusal"
+        return "an appeal is pending" if state.appeal_filed_on else None
     return "the pathway is decided after the security guarantee"
 
 
