@@ -17,7 +17,7 @@ from api import journeys
 from api.deps import ClientDep, CurrentUser, EngineDep, SessionDep, SettingsDep, require
 from api.errors import NotFound, PreconditionFailed, Unavailable, Unprocessable, responses
 from api.journeys import aware, case_in_scope, send_command, utcnow
-from api.schemas import CaseCreate, CasePublic, CaseSummary, OpenStep, Page, Person, TaskPublic, TimelineEntry
+from api.schemas import CaseCreate, CasePublic, CaseSummary, OpenStep, Page, PersonView, TimelineEntry
 from api.tasks import task_public
 from reintegration.db import CaseRecord, PersonRecord, TaskRecord, TimelineRecord
 from reintegration.persons import load_person, store_person
@@ -86,7 +86,7 @@ def case_public(session: Session, case: CaseRecord, settings: Settings, *, perso
     person_data = None
     if person:
         stored = load_person(session, case_id=case.case_id)
-        person_data = Person.model_validate(stored) if stored else None
+        person_data = PersonView.model_validate(stored) if stored else None
     htcds = "Active"
     if case.status == "closed":
         htcds = "ClosedReferred" if case.closure_reason == "transferred" else "Closed"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import itertools
+import time
 from datetime import datetime, timedelta, timezone
 
 import structlog
@@ -28,8 +30,10 @@ from workflows.model import CommandResult, Role
 
 log = structlog.get_logger("api")
 
-ROUTING_ATTEMPTS = 40
-ROUTING_PAUSE = 0.25
+# How long a command may wait for the case's next stage workflow to start (a worker restart can
+# hold a stage change for the sticky-queue timeout), and the pauses between looks.
+ROUTING_DEADLINE = 45.0
+ROUTING_PAUSES = (0.05, 0.1, 0.2, 0.5, 1.0)
 UPDATE_TIMEOUT = timedelta(seconds=30)
 
 
@@ -63,7 +67,12 @@ async def send_command(
     client: Client, engine: Engine, case_id: str, update: str, command: object, *, update_id: str | None = None
 ) -> CommandResult:
     """Send a step or task command to the workflow that owns the case now, and wait for its effect."""
-    for _ in range(ROUTING_ATTEMPTS):
+    deadline = time.monotonic() + ROUTING_DEADLINE
+    for attempt in itertools.count():
+        if attempt and time.monotonic() > deadline:
+            break
+        if attempt:
+            await asyncio.sleep(ROUTING_PAUSES[min(attempt - 1, len(ROUTING_PAUSES) - 1)])
         with Session(engine) as session:
             case = session.get(CaseRecord, case_id)
         if case is None:
@@ -78,7 +87,6 @@ async def send_command(
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             if isinstance(cause, ApplicationError) and cause.type == ErrorType.STAGE_MOVED:
-                await asyncio.sleep(ROUTING_PAUSE)
                 continue
             raise _refusal(cause) from None
         except WorkflowUpdateRPCTimeoutOrCancelledError:
@@ -86,7 +94,6 @@ async def send_command(
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 # The stage's workflow has not started yet, or has just finished.
-                await asyncio.sleep(ROUTING_PAUSE)
                 continue
             log.warning("temporal unavailable", status=exc.status.name)
             raise Unavailable("Temporal is unavailable") from None

@@ -46,6 +46,14 @@ class Person(Strict):
     mobile_phone: str | None = Field(default=None, max_length=50, description="prs_MobilePhone")
 
 
+class PersonView(Person):
+    """The person's data as stored, with where they were identified."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    identification_place: str | None = None
+
+
 class Identification(Strict):
     identified_on: date
     country: CountryCode = Field(description="Where the person was identified; the case's owning country")
@@ -166,7 +174,7 @@ class CasePublic(BaseModel):
     consent: dict[str, Any] | None
     facts: dict[str, Any]
     timeline: list[TimelineEntry] | None = None
-    person: Person | None = Field(default=None, description="Only with ?include=person; each read is audited")
+    person: PersonView | None = Field(default=None, description="Only with ?include=person; each read is audited")
 
 
 class CaseSummary(BaseModel):

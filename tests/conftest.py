@@ -8,6 +8,7 @@ import asyncio
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,18 +98,16 @@ def _drop_postgres_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgres"])
-async def stack(request: pytest.FixtureRequest, temporal_env: WorkflowEnvironment, tmp_path_factory) -> AsyncIterator[Stack]:
-    backend = request.param
-    data_dir: Path = tmp_path_factory.mktemp(f"data-{backend}")
+@asynccontextmanager
+async def running_stack(backend: str, env: WorkflowEnvironment, data_dir: Path) -> AsyncIterator[Stack]:
+    """Database, worker and the API over HTTP on a free port, against the given Temporal server."""
     database_url, pg_name = None, None
     if backend == "postgres":
         pg_name, database_url = _postgres_database()
-    host = temporal_env.client.service_client.config.target_host
     settings = Settings(
         data_dir=data_dir,
         database_url=database_url,
-        temporal_address=host,
+        temporal_address=env.client.service_client.config.target_host,
         temporal_namespace=NAMESPACE,
         temporal_task_queue=f"journeys-{backend}-{uuid.uuid4().hex[:6]}",
     )
@@ -119,10 +118,12 @@ async def stack(request: pytest.FixtureRequest, temporal_env: WorkflowEnvironmen
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     server_task = asyncio.create_task(server.serve())
     while not server.started:
+        if server_task.done():
+            server_task.result()
         await asyncio.sleep(0.05)
     base_url = f"http://127.0.0.1:{port}"
-    http = httpx.AsyncClient(base_url=base_url, timeout=60)
-    stack = Stack(backend=backend, settings=settings, client=temporal_env.client, engine=engine, http=http,
+    http = httpx.AsyncClient(base_url=base_url, timeout=120)
+    stack = Stack(backend=backend, settings=settings, client=env.client, engine=engine, http=http,
                   base_url=base_url)
     await stack.start_worker()
     try:
@@ -136,3 +137,9 @@ async def stack(request: pytest.FixtureRequest, temporal_env: WorkflowEnvironmen
         engine.dispose()
         if pg_name:
             _drop_postgres_database(pg_name)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+async def stack(request: pytest.FixtureRequest, temporal_env: WorkflowEnvironment, tmp_path_factory) -> AsyncIterator[Stack]:
+    async with running_stack(request.param, temporal_env, tmp_path_factory.mktemp(f"data-{request.param}")) as s:
+        yield s

@@ -90,6 +90,9 @@ class Journey:
 
     async def to_reintegration_by_return(self) -> None:
         await self.through_protection()
+        await self.to_reintegration_by_return_from_pathway()
+
+    async def to_reintegration_by_return_from_pathway(self) -> None:
         await self.step("pathway", {"pathway": "voluntary_return", "decided_on": day(3)})
         assert self.case["stage"] == "return"
         await self.deliver("origin-assessment", "origin-office-ro", assessment="safe")

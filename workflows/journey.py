@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
         TimelineEvent,
     )
 
-PROJECTION_TIMEOUT = timedelta(seconds=30)
+PROJECTION_TIMEOUT = timedelta(seconds=10)
 PROJECTION_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30))
 
 
