@@ -63,8 +63,15 @@ def _update_id(user: Any, key: str | None) -> str | None:
     return f"{user.sub}:{key}" if key else None
 
 
-def _check_agencies(settings: Any, *agency_ids: str | None) -> None:
-    unknown = sorted({a for a in agency_ids if a and a not in settings.agencies})
+def _resolve_agencies(settings: Any, items: list[dict[str, Any]]) -> None:
+    """Give each partner item the service's default agency where none is named; refuse unknown ones."""
+    for item in items:
+        service = item.get("service")
+        if service and not item.get("agency_id"):
+            item["agency_id"] = settings.default_agencies.get(service)
+            if item["agency_id"] is None:
+                raise Unprocessable(f"name the agency for the {service} task: it has no default")
+    unknown = sorted({i["agency_id"] for i in items if i.get("agency_id") and i["agency_id"] not in settings.agencies})
     if unknown:
         raise Unprocessable(f"unknown agency: {', '.join(unknown)}", known_agencies=sorted(settings.agencies))
 
@@ -78,8 +85,7 @@ async def _record(
     if if_match is not None and if_match not in (etag(case), "*"):
         raise PreconditionFailed("the case moved on since that ETag; read it again")
     payload = body.model_dump(mode="json")
-    planned = payload.get("measures", []) + payload.get("services", [])
-    _check_agencies(settings, *(item.get("agency_id") for item in planned))
+    _resolve_agencies(settings, payload.get("measures", []) + payload.get("services", []))
     command = StepCommand(step=step, body=payload, actor=actor_of(user))
     await send_command(client, engine, case_id, "step", command, update_id=_update_id(user, key))
     return _respond(response, session, case_id, settings)
@@ -144,7 +150,7 @@ async def withdraw_consent(
 
 
 async def _task_command(
-    *, case_id: str, action: TaskAction, task_id: str | None, body: Any, user: Any, session: Any, client: Any,
+    *, case_id: str, action: TaskAction, task_id: str | None, body: dict[str, Any], user: Any, session: Any, client: Any,
     engine: Any, key: str | None,
 ) -> TaskPublic:
     case_in_scope(session, case_id, user)
@@ -152,7 +158,7 @@ async def _task_command(
         task = session.get(TaskRecord, task_id)
         if task is None or task.case_id != case_id:
             raise NotFound("no such task on this case")
-    command = TaskCommand(action=action, task_id=task_id, body=body.model_dump(mode="json"), actor=actor_of(user))
+    command = TaskCommand(action=action, task_id=task_id, body=body, actor=actor_of(user))
     result = await send_command(client, engine, case_id, "task", command, update_id=_update_id(user, key))
     session.expire_all()
     return task_public(session.get(TaskRecord, result.task_id))
@@ -176,8 +182,9 @@ async def assign_task(
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskPublic:
-    _check_agencies(settings, body.agency_id)
-    return await _task_command(case_id=case_id, action=TaskAction.assign, task_id=None, body=body, user=user,
+    payload = body.model_dump(mode="json")
+    _resolve_agencies(settings, [payload])
+    return await _task_command(case_id=case_id, action=TaskAction.assign, task_id=None, body=payload, user=user,
                                session=session, client=client, engine=engine, key=idempotency_key)
 
 
@@ -198,8 +205,9 @@ async def reassign_task(
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskPublic:
-    _check_agencies(settings, body.agency_id)
-    return await _task_command(case_id=case_id, action=TaskAction.reassign, task_id=task_id, body=body, user=user,
+    payload = body.model_dump(mode="json")
+    _resolve_agencies(settings, [payload])
+    return await _task_command(case_id=case_id, action=TaskAction.reassign, task_id=task_id, body=payload, user=user,
                                session=session, client=client, engine=engine, key=idempotency_key)
 
 
@@ -219,5 +227,6 @@ async def cancel_task(
     engine: EngineDep,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskPublic:
-    return await _task_command(case_id=case_id, action=TaskAction.cancel, task_id=task_id, body=body, user=user,
+    return await _task_command(case_id=case_id, action=TaskAction.cancel, task_id=task_id,
+                               body=body.model_dump(mode="json"), user=user,
                                session=session, client=client, engine=engine, key=idempotency_key)

@@ -25,6 +25,17 @@ DEVELOPMENT_AGENCIES = {
     "reintegration-partner-ro": "RO",
 }
 
+DEVELOPMENT_DEFAULT_AGENCIES = {
+    "shelter": "shelter-es",
+    "medical": "clinic-es",
+    "police-protection": "shelter-es",
+    "origin-assessment": "origin-office-ro",
+    "travel-documents": "consulate-ro",
+    "family-assessment": "origin-office-ro",
+    "reception": "origin-office-ro",
+    "legal-assistance": "legal-aid-es",
+}
+
 
 class Settings(BaseSettings):
     """Everything configurable, read once per process."""
@@ -51,6 +62,10 @@ class Settings(BaseSettings):
     token_ttl_hours: int = 12
 
     agencies: dict[str, str] = Field(default_factory=lambda: dict(DEVELOPMENT_AGENCIES))
+    default_agencies: dict[str, str] = Field(
+        default_factory=lambda: dict(DEVELOPMENT_DEFAULT_AGENCIES),
+        description="The agency a task goes to when the caseworker names none, by service",
+    )
 
     journey: JourneyConfig = Field(default_factory=JourneyConfig)
 

@@ -105,6 +105,17 @@ class Journey:
 
     async def to_reintegration_by_residence(self) -> None:
         await self.through_protection()
+        await self.to_reintegration_by_residence_from_pathway()
+
+    async def to_reintegration_by_residence_from_protection(self) -> None:
+        """From a protection stage whose safety-plan tasks are still open."""
+        for task in list(self.case["open_tasks"]):
+            await self.task_action(task["task_id"], task["agency_id"], "accept")
+            await self.task_action(task["task_id"], task["agency_id"], "complete", {"outcome": "done"})
+        await self.step("security-guarantee", {"confirmed_on": day(2)})
+        await self.to_reintegration_by_residence_from_pathway()
+
+    async def to_reintegration_by_residence_from_pathway(self) -> None:
         await self.step("pathway", {"pathway": "residence", "decided_on": day(3)})
         await self.deliver("legal-assistance", "legal-aid-es")
         await self.step("residence-application", {"filed_on": day(5), "permit_type": "victim-of-trafficking",

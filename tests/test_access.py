@@ -174,3 +174,21 @@ async def test_pagination_walks_every_case_once(stack):
         if not cursor:
             break
     assert len(seen) == len(set(seen)) and ids <= set(seen)
+
+
+async def test_a_task_goes_to_the_services_default_agency_unless_one_is_named(stack):
+    j = Journey(stack)
+    await j.open()
+    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks", json={"service": "medical"}, headers=j.cw)
+    assert r.status_code == 201 and r.json()["agency_id"] == "clinic-es"
+    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks", json={"service": "medical", "agency_id": "shelter-es"},
+                              headers=j.cw)
+    assert r.status_code == 201 and r.json()["agency_id"] == "shelter-es"
+    await j.step("risk-assessment", {"level": "medium", "assessed_on": day(1)})
+    await j.step("safety-plan", {"agreed_on": day(1), "measures": [
+        {"measure": "shelter placement", "service": "shelter"}, {"measure": "change of phone number"}]})
+    [shelter] = [t for t in j.case["open_tasks"] if t["safety_plan"]]
+    assert shelter["agency_id"] == "shelter-es"
+    await j.to_reintegration_by_residence_from_protection()
+    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks", json={"service": "education"}, headers=j.cw)
+    assert r.status_code == 422 and "no default" in r.json()["detail"]

@@ -236,7 +236,7 @@ class SafetyMeasure(Strict):
     service: Service | None = Field(
         default=None, description="Set when a partner carries the measure out: it becomes a task."
     )
-    agency_id: str | None = None
+    agency_id: str | None = Field(default=None, description="Default: the service's default agency")
     due_date: date | None = None
     notes: Notes = ""
 
@@ -295,7 +295,7 @@ class AppealBody(Strict):
 
 class PlannedService(Strict):
     service: Service
-    agency_id: str
+    agency_id: str | None = Field(default=None, description="Default: the service's default agency")
     due_date: date | None = None
     notes: Notes = ""
 
@@ -357,7 +357,7 @@ STEP_BODIES: dict[Step, type[Strict]] = {
 
 class AssignTaskBody(Strict):
     service: Service
-    agency_id: str
+    agency_id: str | None = Field(default=None, description="Default: the service's default agency")
     due_date: date | None = None
     notes: Notes = ""
 

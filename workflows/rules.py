@@ -417,7 +417,7 @@ def apply_step(
         case SafetyPlanBody():
             state.safety_plan_on = body.agreed_on
             for measure in body.measures:
-                if measure.service and measure.agency_id:
+                if measure.service and measure.agency_id:  # the API names the default agency
                     task = _new_task(
                         state, measure.service, measure.agency_id, measure.due_date, measure.notes, now, new_id
                     )
@@ -465,6 +465,8 @@ def apply_step(
                 state.plan_revisions += 1
             state.plan_revision_needed = False
             for item in body.services:
+                if item.agency_id is None:
+                    continue  # the API names the default agency; a plan item without one has no task
                 task = _new_task(state, item.service, item.agency_id, item.due_date, item.notes, now, new_id)
                 task.plan_item = True
                 events.append(_task_event(state, task, "assigned", cmd.actor, now, new_id))
@@ -520,6 +522,8 @@ def check_task(state: JourneyState, cmd: TaskCommand, now: datetime) -> object:
         raise StepNotAllowed("a closure is waiting for a supervisor's decision", allowed_steps(state))
     if cmd.action == TaskAction.assign:
         assert isinstance(body, AssignTaskBody)
+        if body.agency_id is None:
+            raise InvalidCommand(f"name the agency for the {body.service.value} task")
         services = allowed_services(state)
         if body.service not in services:
             raise StepNotAllowed(
