@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 from sqlalchemy import exists
 from sqlmodel import Session, select
-from temporalio.client import WithStartWorkflowOperation
+from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
@@ -42,10 +42,11 @@ from workflows.model import (
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
 
-CaseId = Annotated[str, Path(max_length=64, description="The case's id, as returned when it was opened")]
-TaskId = Annotated[str, Path(max_length=64)]
+IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,199}$"
+CaseId = Annotated[str, Path(max_length=64, pattern=IDENTIFIER, description="The case's id, as returned when it was opened")]
+TaskId = Annotated[str, Path(max_length=64, pattern=IDENTIFIER)]
 IdempotencyKey = Annotated[
-    str | None, Header(max_length=200, description="Same key and body: same response, one effect")
+    str | None, Header(max_length=200, pattern=IDENTIFIER, description="Same key and body: same response, one effect")
 ]
 IfMatch = Annotated[str | None, Header(description="The case's ETag; 412 if the case moved on")]
 
@@ -198,7 +199,7 @@ async def open_case(
         await client.execute_update_with_start_workflow(
             CaseWorkflow.opened, start_workflow_operation=start, rpc_timeout=journeys.UPDATE_TIMEOUT
         )
-    except RPCError:
+    except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError):
         raise Unavailable("Temporal is unavailable; retry with the same Idempotency-Key") from None
     response.status_code = 201
     return _respond(response, session, case_id, settings)
@@ -230,8 +231,8 @@ def list_cases(
     status: Annotated[str | None, Query(pattern="^(active|stalled|closed)$")] = None,
     pathway: Annotated[str | None, Query(pattern="^(voluntary_return|residence)$")] = None,
     country: Annotated[str | None, Query(pattern="^[A-Z]{2}$")] = None,
-    agency: Annotated[str | None, Query(max_length=100)] = None,
-    caseworker: Annotated[str | None, Query(max_length=200)] = None,
+    agency: Annotated[str | None, Query(max_length=100, pattern=IDENTIFIER)] = None,
+    caseworker: Annotated[str | None, Query(max_length=200, pattern=IDENTIFIER)] = None,
     overdue_since: Annotated[datetime | None, Query(description="Cases with an item due before this time")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.model import (
     ConsentBody,
+    Strict,
     CountryCode,
     ExploitationType,
     ReferringOrgType,
@@ -19,8 +20,6 @@ from workflows.model import (
 T = TypeVar("T")
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 

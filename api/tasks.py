@@ -29,7 +29,7 @@ from workflows.model import (
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
-TaskId = Annotated[str, Path(max_length=64)]
+TaskId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}$")]
 
 
 def _overdue(task: TaskRecord) -> bool:

@@ -10,6 +10,7 @@ import os
 import secrets
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Annotated
 
 import jwt
 from pydantic import BaseModel, Field, ValidationError
@@ -23,10 +24,10 @@ ALGORITHM = "HS256"
 class Claims(BaseModel):
     """Who is calling: the claims of ``api.md``."""
 
-    sub: str = Field(min_length=1, max_length=200)
+    sub: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,199}$")
     role: Role
-    agency: str | None = None
-    countries: list[str] | None = None
+    agency: str | None = Field(default=None, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,99}$")
+    countries: list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]] | None = None
     name: str | None = None
 
     def sees_country(self, country: str) -> bool:

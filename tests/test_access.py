@@ -192,3 +192,18 @@ async def test_a_task_goes_to_the_services_default_agency_unless_one_is_named(st
     await j.to_reintegration_by_residence_from_protection()
     r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks", json={"service": "education"}, headers=j.cw)
     assert r.status_code == 422 and "no default" in r.json()["detail"]
+
+
+async def test_control_characters_and_odd_ids_are_422_never_500(stack):
+    j = Journey(stack)
+    await j.open()
+    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks", json={"service": "shelter", "notes": "bed\x00now"},
+                              headers=j.cw)
+    assert r.status_code == 422
+    r = await stack.http.post("/v1/cases", json=case_body(first_name="Ma\x00ria"), headers=j.cw)
+    assert r.status_code == 422
+    for path in ("/v1/cases/a%00b", "/v1/tasks/a%00b", "/v1/cases?caseworker=a%00b", "/v1/cases?agency=%00"):
+        r = await stack.http.get(path, headers=j.supervisor)
+        assert r.status_code in (404, 422), (path, r.status_code)
+    r = await stack.http.post("/v1/cases", json=case_body(), headers={**j.cw, "Idempotency-Key": "bad key\x01"})
+    assert r.status_code in (400, 422)

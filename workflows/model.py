@@ -11,7 +11,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Stage(StrEnum):
@@ -170,8 +170,29 @@ class ReferringOrgType(StrEnum):
     SchoolOrCollege = "SchoolOrCollege"
 
 
+def _refuse_control_characters(value: Any) -> Any:
+    """NUL and other control characters have no place in any field, and PostgreSQL refuses NUL."""
+    if isinstance(value, str):
+        if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
+            raise ValueError("control characters are not allowed")
+    elif isinstance(value, dict):
+        for item in value.values():
+            _refuse_control_characters(item)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_control_characters(item)
+    return value
+
+
 class Strict(BaseModel):
+    """Unknown fields refused; no control characters anywhere."""
+
     model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_control_characters(cls, data: Any) -> Any:
+        return _refuse_control_characters(data)
 
 
 CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$", examples=["ES"])]
