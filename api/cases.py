@@ -61,6 +61,14 @@ def etag(case: CaseRecord) -> str:
     return f'W/"{case.version}"'
 
 
+def parse_etag(value: str) -> int:
+    """The version in an ETag this API gave; a malformed one matches nothing (412)."""
+    digits = value.strip().removeprefix("W/").strip('"')
+    if not digits.isdigit() or len(digits) > 12:
+        raise PreconditionFailed("If-Match does not hold an ETag of this case")
+    return int(digits)
+
+
 def case_public(session: Session, case: CaseRecord, settings: Settings, *, person: bool = False,
                 timeline: bool = True) -> CasePublic:
     now = utcnow()

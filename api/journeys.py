@@ -22,7 +22,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateR
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.errors import Conflict, Forbidden, NotFound, Unavailable, Unprocessable
+from api.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unavailable, Unprocessable
 from reintegration.db import CaseRecord, TaskRecord
 from reintegration.tokens import Claims
 from workflows.journey import ErrorType
@@ -114,6 +114,8 @@ def _refusal(cause: BaseException | None) -> Exception:
             return NotFound(detail)
         case ErrorType.FORBIDDEN:
             return Forbidden(detail)
+        case ErrorType.VERSION_MISMATCH:
+            return PreconditionFailed(detail)
     return Conflict(detail, allowed_steps=[])
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.model import (
     ConsentBody,
+    Day,
     Strict,
     CountryCode,
     ExploitationType,
@@ -33,7 +34,7 @@ class Person(Strict):
 
     first_name: ShortText = Field(description="prs_FirstName")
     second_name: str | None = Field(default=None, max_length=200, description="prs_SecondName")
-    birthdate: date | None = Field(default=None, description="prs_Birthdate; unknown is allowed")
+    birthdate: Day | None = Field(default=None, description="prs_Birthdate; unknown is allowed")
     presumed_minor: bool = Field(
         default=False, description="When the birth date is unknown: treat as a minor until shown otherwise"
     )
@@ -54,7 +55,7 @@ class PersonView(Person):
 
 
 class Identification(Strict):
-    identified_on: date
+    identified_on: Day
     country: CountryCode = Field(description="Where the person was identified; the case's owning country")
     place: str | None = Field(default=None, max_length=200, description="Kept with the person's data")
     referred_by: ReferringOrgType | None = Field(default=None, description="HTCDS org_Type of the referrer")

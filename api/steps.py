@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response
 
-from api.cases import CASEWORK, CaseId, IdempotencyKey, IfMatch, TaskId, _respond, actor_of, etag
+from api.cases import CASEWORK, CaseId, IdempotencyKey, IfMatch, TaskId, _respond, actor_of, parse_etag
 from api.deps import ClientDep, EngineDep, SessionDep, SettingsDep, require
 from api.errors import NotFound, PreconditionFailed, Unprocessable, responses
 from api.journeys import case_in_scope, send_command
@@ -82,11 +82,15 @@ async def _record(
 ) -> CasePublic:
     """Record one step on the case's workflow and return the case as it is after it."""
     case = case_in_scope(session, case_id, user)
-    if if_match is not None and if_match not in (etag(case), "*"):
-        raise PreconditionFailed("the case moved on since that ETag; read it again")
+    expected = None
+    if if_match is not None and if_match != "*":
+        expected = parse_etag(if_match)
+        if expected != case.version:
+            raise PreconditionFailed("the case moved on since that ETag; read it again")
     payload = body.model_dump(mode="json")
     _resolve_agencies(settings, payload.get("measures", []) + payload.get("services", []))
-    command = StepCommand(step=step, body=payload, actor=actor_of(user))
+    # The workflow checks the version again: two writers with the same ETag cannot both succeed.
+    command = StepCommand(step=step, body=payload, actor=actor_of(user), expected_version=expected)
     await send_command(client, engine, case_id, "step", command, update_id=_update_id(user, key))
     return _respond(response, session, case_id, settings)
 

@@ -45,7 +45,7 @@ async def test_unsafe_origin_blocks_return_until_the_pathway_changes(stack):
     await j.through_protection()
     await j.step("pathway", {"pathway": "voluntary_return", "decided_on": day(3)})
     await j.deliver("origin-assessment", "origin-office-ro", assessment="unsafe")
-    refused = await j.step("travel-plan", {"travel_date": day(10), "route": "MAD-OTP"}, expect=409)
+    refused = await j.step("travel-plan", {"travel_date": day(10), "route": "MAD-OTP", "receiving_caseworker": "cw-ro-1"}, expect=409)
     assert "unsafe" in refused["detail"] and "travel-plan" not in refused["allowed_steps"]
     await j.step("pathway", {"pathway": "residence", "decided_on": day(5), "reason": "return unsafe"})
     assert j.case["stage"] == "residence"
@@ -58,7 +58,7 @@ async def test_a_new_safe_assessment_lifts_the_block(stack):
     await j.step("pathway", {"pathway": "voluntary_return", "decided_on": day(3)})
     await j.deliver("origin-assessment", "origin-office-ro", assessment="unsafe")
     await j.deliver("origin-assessment", "origin-office-ro", assessment="safe")
-    await j.step("travel-plan", {"travel_date": day(10), "route": "MAD-OTP"})
+    await j.step("travel-plan", {"travel_date": day(10), "route": "MAD-OTP", "receiving_caseworker": "cw-ro-1"})
     assert "departure" not in j.case["allowed_steps"]  # documents still missing
 
 
@@ -94,3 +94,40 @@ async def test_withdrawal_during_reintegration(stack):
     await j.step("withdraw-consent", {"withdrawn_on": day(50)})
     assert j.case["status"] == "closed" and j.case["closure_reason"] == "withdrew"
     assert j.case["open_tasks"] == []
+
+
+async def test_a_second_return_needs_fresh_assessment_and_documents(stack):
+    j = Journey(stack)
+    await j.open()
+    await j.through_protection()
+    await j.step("pathway", {"pathway": "voluntary_return", "decided_on": day(3)})
+    await j.deliver("origin-assessment", "origin-office-ro", assessment="safe")
+    await j.deliver("travel-documents", "consulate-ro")
+    await j.step("pathway", {"pathway": "residence", "decided_on": day(4), "reason": "changed her mind"})
+    await j.step("residence-application", {"filed_on": day(5), "permit_type": "victim-of-trafficking",
+                                           "authority_reference": "EXT-3"})
+    await j.step("residence-decision", {"decision": "rejected", "decided_on": day(200)})
+    await j.step("pathway", {"pathway": "voluntary_return", "decided_on": day(201)})
+    plan = {"travel_date": day(210), "route": "MAD-OTP", "receiving_caseworker": "cw-ro-1"}
+    refused = await j.step("travel-plan", plan, expect=409)
+    assert "origin assessment" in refused["detail"]  # the one from eight months ago is stale
+    await j.deliver("origin-assessment", "origin-office-ro", assessment="safe")
+    await j.step("travel-plan", plan)
+    refused = await j.step("departure", {"departed_on": day(210)}, expect=409)
+    assert "travel documents" in refused["detail"]
+
+
+async def test_arrival_before_departure_is_refused(stack):
+    j = Journey(stack)
+    await j.open()
+    await j.through_protection()
+    await j.step("pathway", {"pathway": "voluntary_return", "decided_on": day(3)})
+    await j.deliver("origin-assessment", "origin-office-ro", assessment="safe")
+    await j.deliver("travel-documents", "consulate-ro")
+    await j.step("travel-plan", {"travel_date": day(10), "route": "MAD-OTP", "receiving_caseworker": "cw-ro-1"})
+    await j.step("departure", {"departed_on": day(10)})
+    task = await j.assign("reception", "origin-office-ro")
+    await j.task_action(task["task_id"], "origin-office-ro", "accept")
+    await j.task_action(task["task_id"], "origin-office-ro", "complete", {"outcome": "done", "arrived_on": day(9)},
+                        expect=422)
+    assert (await j.get())["stage"] == "return"

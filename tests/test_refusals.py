@@ -81,13 +81,13 @@ async def test_return_and_residence_gates(stack):
     j = Journey(stack)
     await j.open()
     await j.through_protection()
-    await refused(j, "travel-plan", {"travel_date": day(9), "route": "MAD-OTP"})
+    await refused(j, "travel-plan", {"travel_date": day(9), "route": "MAD-OTP", "receiving_caseworker": "cw-ro-1"})
     await refused(j, "reintegration-plan", {"agreed_on": day(3), "services": [
         {"service": "medical", "agency_id": "clinic-es"}]})
     await j.step("pathway", {"pathway": "voluntary_return", "decided_on": day(3)})
     await refused(j, "residence-application", {"filed_on": day(4), "permit_type": "x", "authority_reference": "y"})
     await refused(j, "departure", {"departed_on": day(4)})
-    await refused(j, "travel-plan", {"travel_date": day(9), "route": "MAD-OTP"})  # no origin assessment yet
+    await refused(j, "travel-plan", {"travel_date": day(9), "route": "MAD-OTP", "receiving_caseworker": "cw-ro-1"})  # no origin assessment yet
     reception = await j.assign("reception", "origin-office-ro")
     await j.task_action(reception["task_id"], "origin-office-ro", "accept")
     r = await j.http.post(f"/v1/tasks/{reception['task_id']}/complete", json={"outcome": "done",
@@ -166,3 +166,68 @@ async def test_task_actions_refused_in_the_wrong_state(stack):
     r = await j.http.post(f"/v1/cases/{j.case_id}/tasks", json={"service": "reception",
                           "agency_id": "origin-office-ro"}, headers=j.cw)
     assert r.status_code == 409  # not in the protection stage
+
+
+async def test_a_safety_task_the_agency_could_not_do_does_not_block_forever(stack):
+    j = Journey(stack)
+    await j.open()
+    await j.step("risk-assessment", {"level": "medium", "assessed_on": day(1)})
+    await j.step("safety-plan", {"agreed_on": day(1), "measures": [{"measure": "shelter", "service": "shelter"}]})
+    [task] = j.case["open_tasks"]
+    await j.task_action(task["task_id"], "shelter-es", "accept")
+    await j.task_action(task["task_id"], "shelter-es", "complete", {"outcome": "unable", "notes": "no beds"})
+    # The caseworker revises the plan with another agency, and the guarantee follows its completion.
+    await j.step("safety-plan", {"agreed_on": day(2), "measures": [
+        {"measure": "shelter", "service": "shelter", "agency_id": "clinic-es"}]})
+    await refused(j, "security-guarantee", {"confirmed_on": day(3)})
+    [task] = j.case["open_tasks"]
+    await j.task_action(task["task_id"], "clinic-es", "accept")
+    await j.task_action(task["task_id"], "clinic-es", "complete", {"outcome": "done"})
+    await j.step("security-guarantee", {"confirmed_on": day(3)})
+
+
+async def test_plans_take_only_the_services_of_their_stage(stack):
+    j = Journey(stack)
+    await j.open()
+    await j.step("risk-assessment", {"level": "high", "assessed_on": day(1)})
+    r = await j.http.post(f"/v1/cases/{j.case_id}/steps/safety-plan", headers=j.cw, json={
+        "agreed_on": day(1), "measures": [{"measure": "x", "service": "origin-assessment"}]})
+    assert r.status_code == 422 and "safety measure" in r.json()["detail"]
+    await j.step("safety-plan", {"agreed_on": day(1), "measures": [{"measure": "curfew plan"}]})
+    await j.to_reintegration_by_residence_from_protection()
+    r = await j.http.post(f"/v1/cases/{j.case_id}/steps/reintegration-plan", headers=j.cw, json={
+        "agreed_on": day(41), "services": [{"service": "reception", "agency_id": "origin-office-ro"}]})
+    assert r.status_code == 422 and "reintegration service" in r.json()["detail"]
+    await j.step("reintegration-plan", {"agreed_on": day(41), "services": [{"service": "housing",
+                                                                             "agency_id": "shelter-es"}]})
+    # Monitoring follows the schedule: the 3-month visit cannot be recorded a week after the plan.
+    r = await j.http.post(f"/v1/cases/{j.case_id}/steps/monitoring", headers=j.cw, json={
+        "visited_on": day(48), "economic": 0.9, "social": 0.9, "psychosocial": 0.9})
+    assert r.status_code == 422 and "monitoring visit" in r.json()["detail"]
+
+
+async def test_dates_out_of_any_sense_are_422(stack):
+    j = Journey(stack)
+    body = {"person": {"first_name": "A"}, "identification": {"identified_on": "9999-12-20", "country": "ES",
+            "exploitation_types": ["Other"]}, "origin_country": "RO"}
+    r = await j.http.post("/v1/cases", json=body, headers=j.cw)
+    assert r.status_code == 422
+    await j.open()
+    r = await j.http.post(f"/v1/cases/{j.case_id}/steps/risk-assessment", headers=j.cw,
+                          json={"level": "low", "assessed_on": "9999-01-01"})
+    assert r.status_code == 422
+
+
+async def test_two_writers_with_the_same_etag_cannot_both_succeed(stack):
+    import asyncio
+
+    j = Journey(stack)
+    await j.open()
+    r = await j.http.get(f"/v1/cases/{j.case_id}", headers=j.cw)
+    tag = r.headers["etag"]
+    body = {"level": "low", "assessed_on": day(1)}
+    url = f"/v1/cases/{j.case_id}/steps/risk-assessment"
+    answers = await asyncio.gather(*(j.http.post(url, json=body, headers={**j.cw, "If-Match": tag})
+                                     for _ in range(2)))
+    assert sorted(a.status_code for a in answers) == [200, 412]
+    assert [e["name"] for e in (await j.get())["timeline"]].count("risk-assessment") == 1

@@ -26,7 +26,9 @@ with workflow.unsafe.imports_passed_through():
         TimelineEvent,
     )
 
-PROJECTION_TIMEOUT = timedelta(seconds=10)
+# Longer than the database's lock wait (SQLite busy_timeout 30 s), so an attempt that times out has
+# given up on its transaction before a retry starts.
+PROJECTION_TIMEOUT = timedelta(seconds=60)
 PROJECTION_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30))
 
 
@@ -37,6 +39,7 @@ class ErrorType:
     INVALID_COMMAND = "InvalidCommand"
     TASK_NOT_FOUND = "TaskNotFound"
     FORBIDDEN = "Forbidden"
+    VERSION_MISMATCH = "VersionMismatch"
     STAGE_MOVED = "StageMoved"
 
 
@@ -45,12 +48,17 @@ _ERROR_TYPES: dict[type[rules.JourneyRuleError], str] = {
     rules.InvalidCommand: ErrorType.INVALID_COMMAND,
     rules.TaskNotFound: ErrorType.TASK_NOT_FOUND,
     rules.Forbidden: ErrorType.FORBIDDEN,
+    rules.VersionMismatch: ErrorType.VERSION_MISMATCH,
 }
 
 
 def _refusal(exc: rules.JourneyRuleError) -> ApplicationError:
     allowed = [s.value for s in getattr(exc, "allowed_steps", [])]
     return ApplicationError(exc.detail, allowed, type=_ERROR_TYPES[type(exc)], non_retryable=True)
+
+
+def _dry_id() -> str:
+    return "dry-run"
 
 
 class JourneyWorkflowBase:
@@ -76,7 +84,8 @@ class JourneyWorkflowBase:
 
     @step.validator
     def validate_step(self, cmd: StepCommand) -> None:
-        self._checked(lambda: rules.check_step(self.state, cmd))
+        body = self._checked(lambda: rules.check_step(self.state, cmd))
+        self._dry_run(lambda state: rules.apply_step(state, cmd, body, workflow.now(), _dry_id))
 
     @workflow.update(name="task")
     async def task(self, cmd: TaskCommand) -> CommandResult:
@@ -89,7 +98,8 @@ class JourneyWorkflowBase:
 
     @task.validator
     def validate_task(self, cmd: TaskCommand) -> None:
-        self._checked(lambda: rules.check_task(self.state, cmd, workflow.now()))
+        body = self._checked(lambda: rules.check_task(self.state, cmd, workflow.now()))
+        self._dry_run(lambda state: rules.apply_task(state, cmd, body, workflow.now(), _dry_id)[0])
 
     @workflow.query(name="journey")
     def journey(self) -> JourneyState:
@@ -109,6 +119,18 @@ class JourneyWorkflowBase:
             return check()
         except rules.JourneyRuleError as exc:
             raise _refusal(exc) from None
+
+    def _dry_run(self, apply) -> None:  # type: ignore[no-untyped-def]
+        """Apply the command to a copy and project it: whatever would fail is refused before history."""
+        copy = self.state.model_copy(deep=True)
+        try:
+            rules.project(copy, apply(copy))
+        except rules.JourneyRuleError as exc:
+            raise _refusal(exc) from None
+        except Exception:
+            raise ApplicationError(
+                "the command cannot be applied to this case", type=ErrorType.INVALID_COMMAND, non_retryable=True
+            ) from None
 
     @staticmethod
     def _new_id() -> str:

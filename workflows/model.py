@@ -196,6 +196,10 @@ class Strict(BaseModel):
 
 
 CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$", examples=["ES"])]
+# A date a person could mean: bounded so that no deadline arithmetic can overflow.
+Day = Annotated[date, Field(ge=date(1900, 1, 1), le=date(2199, 12, 31))]
+# User and agency ids: short, printable, no spaces.
+Identifier = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:-]*$")]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 Notes = Annotated[str, Field(max_length=2000)]
 Score = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -204,9 +208,9 @@ Score = Annotated[float, Field(ge=0.0, le=1.0)]
 class Actor(Strict):
     """Who asked for a change: a user id and role, never a name."""
 
-    sub: str
+    sub: Identifier
     role: Role
-    agency: str | None = None
+    agency: Identifier | None = None
 
 
 # --- Journey configuration: a snapshot per case, taken when the case opens ---------------------
@@ -243,13 +247,13 @@ class ConsentBody(Strict):
     data_sharing: bool = Field(
         default=False, description="Consent to share the data a service needs with partners."
     )
-    given_on: date
+    given_on: Day
 
 
 class RiskAssessmentBody(Strict):
     level: RiskLevel
     threats: list[ShortText] = Field(default_factory=list, max_length=20)
-    assessed_on: date
+    assessed_on: Day
 
 
 class SafetyMeasure(Strict):
@@ -257,77 +261,77 @@ class SafetyMeasure(Strict):
     service: Service | None = Field(
         default=None, description="Set when a partner carries the measure out: it becomes a task."
     )
-    agency_id: str | None = Field(default=None, description="Default: the service's default agency")
-    due_date: date | None = None
+    agency_id: Identifier | None = Field(default=None, description="Default: the service's default agency")
+    due_date: Day | None = None
     notes: Notes = ""
 
 
 class SafetyPlanBody(Strict):
     measures: list[SafetyMeasure] = Field(min_length=1, max_length=20)
-    agreed_on: date
+    agreed_on: Day
 
 
 class GuardianBody(Strict):
     guardian_type: ShortText = Field(examples=["legal_guardian"])
     authority_reference: ShortText
-    appointed_on: date
+    appointed_on: Day
 
 
 class SecurityGuaranteeBody(Strict):
-    confirmed_on: date
+    confirmed_on: Day
     notes: Notes = ""
 
 
 class PathwayBody(Strict):
     pathway: Pathway
-    decided_on: date
+    decided_on: Day
     reason: Notes = ""
 
 
 class TravelPlanBody(Strict):
-    travel_date: date
+    travel_date: Day
     route: ShortText
     escort: bool = False
-    receiving_caseworker: str | None = Field(
-        default=None, description="User id of the caseworker in the country of origin."
+    receiving_caseworker: Identifier = Field(
+        description="User id of the caseworker in the country of origin who takes the case on arrival."
     )
 
 
 class DepartureBody(Strict):
-    departed_on: date
+    departed_on: Day
 
 
 class ResidenceApplicationBody(Strict):
-    filed_on: date
+    filed_on: Day
     permit_type: ShortText
     authority_reference: ShortText
 
 
 class ResidenceDecisionBody(Strict):
     decision: str = Field(pattern="^(granted|rejected)$")
-    decided_on: date
-    valid_until: date | None = None
+    decided_on: Day
+    valid_until: Day | None = None
 
 
 class AppealBody(Strict):
-    filed_on: date
+    filed_on: Day
     authority_reference: ShortText
 
 
 class PlannedService(Strict):
     service: Service
-    agency_id: str | None = Field(default=None, description="Default: the service's default agency")
-    due_date: date | None = None
+    agency_id: Identifier | None = Field(default=None, description="Default: the service's default agency")
+    due_date: Day | None = None
     notes: Notes = ""
 
 
 class ReintegrationPlanBody(Strict):
     services: list[PlannedService] = Field(min_length=1, max_length=20)
-    agreed_on: date
+    agreed_on: Day
 
 
 class MonitoringBody(Strict):
-    visited_on: date
+    visited_on: Day
     economic: Score
     social: Score
     psychosocial: Score
@@ -348,7 +352,7 @@ class RejectClosureBody(Strict):
 
 
 class WithdrawConsentBody(Strict):
-    withdrawn_on: date
+    withdrawn_on: Day
     notes: Notes = ""
 
 
@@ -378,8 +382,8 @@ STEP_BODIES: dict[Step, type[Strict]] = {
 
 class AssignTaskBody(Strict):
     service: Service
-    agency_id: str | None = Field(default=None, description="Default: the service's default agency")
-    due_date: date | None = None
+    agency_id: Identifier | None = Field(default=None, description="Default: the service's default agency")
+    due_date: Day | None = None
     notes: Notes = ""
 
 
@@ -393,7 +397,7 @@ class CompleteTaskBody(Strict):
     assessment: OriginAssessment | None = Field(
         default=None, description="For origin-assessment: is return safe?"
     )
-    arrived_on: date | None = Field(default=None, description="For reception: the arrival date.")
+    arrived_on: Day | None = Field(default=None, description="For reception: the arrival date.")
 
 
 class DeclineTaskBody(Strict):
@@ -401,8 +405,8 @@ class DeclineTaskBody(Strict):
 
 
 class ReassignTaskBody(Strict):
-    agency_id: str
-    due_date: date | None = None
+    agency_id: Identifier
+    due_date: Day | None = None
     notes: Notes = ""
 
 
@@ -427,6 +431,7 @@ class StepCommand(Strict):
     step: Step
     body: dict[str, Any]
     actor: Actor
+    expected_version: int | None = Field(default=None, description="From If-Match: refuse if the case moved on")
 
 
 class TaskCommand(Strict):
@@ -471,6 +476,7 @@ class TaskState(Strict):
     agency_id: str
     status: TaskStatus = TaskStatus.assigned
     stage: Stage
+    stage_run: int = 0
     safety_plan: bool = False
     plan_item: bool = False
     assigned_at: datetime

@@ -120,6 +120,10 @@ class Forbidden(JourneyRuleError):
     """This caller may never do this (403)."""
 
 
+class VersionMismatch(JourneyRuleError):
+    """The caller's version of the case is stale (412)."""
+
+
 # --- Dates --------------------------------------------------------------------------------------
 
 
@@ -181,23 +185,29 @@ def opened_event(state: JourneyState, actor: Actor, now: datetime, new_id: NewId
 # --- What is allowed now ------------------------------------------------------------------------
 
 
-def latest_origin_assessment(state: JourneyState) -> OriginAssessment | None:
-    done = [
+def _done_this_stage(state: JourneyState, service: Service) -> list[TaskState]:
+    """Tasks of this service done during the current run of the current stage.
+
+    A return after a change of pathway starts afresh: earlier assessments and documents are stale.
+    """
+    return [
         t
         for t in state.tasks.values()
-        if t.service == Service.origin_assessment
+        if t.service == service
+        and t.stage == state.stage
+        and t.stage_run == state.stage_runs
         and t.status == TaskStatus.completed
         and t.outcome == TaskOutcome.done
-        and t.completed_at is not None
     ]
-    return max(done, key=lambda t: t.completed_at).assessment if done else None  # type: ignore[arg-type,return-value]
+
+
+def latest_origin_assessment(state: JourneyState) -> OriginAssessment | None:
+    done = _done_this_stage(state, Service.origin_assessment)
+    return max(done, key=lambda t: t.completed_at or t.assigned_at).assessment if done else None
 
 
 def _task_done(state: JourneyState, service: Service) -> bool:
-    return any(
-        t.service == service and t.status == TaskStatus.completed and t.outcome == TaskOutcome.done
-        for t in state.tasks.values()
-    )
+    return bool(_done_this_stage(state, service))
 
 
 def open_tasks(state: JourneyState) -> list[TaskState]:
@@ -241,12 +251,7 @@ def why_not(state: JourneyState, step: Step) -> str | None:
             if state.risk_level in (RiskLevel.medium, RiskLevel.high):
                 if state.safety_plan_on is None:
                     return f"a safety plan is required for {state.risk_level.value} risk"
-                pending = [
-                    t.task_id
-                    for t in state.tasks.values()
-                    if t.safety_plan and t.status != TaskStatus.cancelled and t.outcome != TaskOutcome.done
-                ]
-                if pending:
+                if any(t.safety_plan for t in open_tasks(state)):
                     return "the safety plan's tasks are not all completed"
             return None
         case Step.pathway:
@@ -375,8 +380,24 @@ def check_step(state: JourneyState, cmd: StepCommand) -> object:
     reason = why_not(state, cmd.step)
     if reason:
         raise StepNotAllowed(f"{cmd.step.value} is not allowed now: {reason}", allowed_steps(state))
+    if cmd.expected_version is not None and cmd.expected_version != state.version:
+        raise VersionMismatch("the case moved on since that version; read it again")
     body = parse_body(STEP_BODIES[cmd.step], cmd.body)
     match body:
+        case SafetyPlanBody() if any(m.service and m.service not in IMMEDIATE_SERVICES for m in body.measures):
+            raise InvalidCommand(
+                "a safety measure's service is one of: " + ", ".join(sorted(s.value for s in IMMEDIATE_SERVICES))
+            )
+        case ReintegrationPlanBody() if any(i.service not in REINTEGRATION_SERVICES for i in body.services):
+            raise InvalidCommand(
+                "a reintegration service is one of: " + ", ".join(sorted(s.value for s in REINTEGRATION_SERVICES))
+            )
+        case MonitoringBody() if state.plan_agreed_on and body.visited_on < state.plan_agreed_on:
+            raise InvalidCommand("a monitoring visit comes after the plan was agreed")
+        case MonitoringBody() if (earliest := _earliest_next_visit(state)) and body.visited_on < earliest:
+            raise InvalidCommand(f"the next scheduled monitoring visit can be recorded from {earliest}")
+        case DepartureBody() if body.departed_on < state.identified_on:
+            raise InvalidCommand("the departure is after the identification")
         case ConsentBody() if state.stage != Stage.identification and not body.assistance:
             raise InvalidCommand("consent to assistance cannot be removed here: use withdraw-consent")
         case PathwayBody() if state.pathway is not None and body.pathway == state.pathway:
@@ -494,6 +515,15 @@ def apply_step(
     return events
 
 
+def _earliest_next_visit(state: JourneyState) -> date | None:
+    """A scheduled visit can be recorded from its grace period before its date; extra visits any time."""
+    done, offsets = len(state.monitoring_visits), state.config.monitoring_offsets_months
+    if state.plan_agreed_on is None or done >= len(offsets):
+        return None
+    scheduled = add_months(state.plan_agreed_on, offsets[done])
+    return scheduled - timedelta(days=state.config.monitoring_grace_days)
+
+
 def assess_sustainability(state: JourneyState, body: MonitoringBody) -> MonitoringVisit:
     scores = {"economic": body.economic, "social": body.social, "psychosocial": body.psychosocial}
     weights = state.config.sustainability_weights
@@ -556,6 +586,8 @@ def check_task(state: JourneyState, cmd: TaskCommand, now: datetime) -> object:
                 raise StepNotAllowed("reception is confirmed after the departure", allowed_steps(state))
             if body.arrived_on is None:
                 raise InvalidCommand("reception completes with arrived_on")
+            if body.arrived_on < state.departed_on:
+                raise InvalidCommand("the arrival cannot be before the departure")
     if isinstance(body, ReassignTaskBody):
         if task.status != TaskStatus.declined and not is_overdue(task, now):
             raise StepNotAllowed("only a declined or overdue task can be reassigned", allowed_steps(state))
@@ -645,6 +677,7 @@ def _new_task(
         due_on=due_date or (now.date() + timedelta(days=state.config.task_due_days)),
         notes=notes,
         version=state.version,
+        stage_run=state.stage_runs,
     )
     state.tasks[task.task_id] = task
     return task
