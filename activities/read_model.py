@@ -1,19 +1,35 @@
 """Writes the journey's projection into the read model: cases, tasks and the timeline.
 
-Idempotent by construction: a row moves only to a higher version and a timeline event is written
-once, so a replayed or retried activity never duplicates a row or moves a case back.
+Idempotent by construction: a row moves only to a higher (or equal) version, checked inside the
+UPDATE itself so that a slow, abandoned attempt cannot write over a newer one, and a timeline event
+is written once. A replayed or retried activity never duplicates a row or moves a case back.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+import structlog
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from reintegration.db import CaseRecord, TaskRecord, TimelineRecord
-from workflows.model import Projection
+from workflows.model import JourneyState, Projection, TaskState
+
+log = structlog.get_logger("activities")
+
+CASE_FACTS = {
+    "identified_on", "exploitation_types", "trafficking_status", "referred_by", "consent", "consent_withdrawn_on",
+    "risk_level", "risk_assessed_on", "safety_plan_on", "guardian_on", "security_guarantee_on", "pathway_decisions",
+    "travel_plan_on", "travel_date", "receiving_caseworker", "departed_on", "arrived_on", "residence_applied_on",
+    "residence_decisions", "appeal_filed_on", "permit_valid_until", "reintegration_started_on", "plan_agreed_on",
+    "plan_revisions", "plan_revision_needed", "monitoring_visits", "closure_requested", "closure_requested_at",
+    "closure_requested_by", "closure_rejections", "stage_entered_at",
+}
 
 
 class ReadModelActivities:
@@ -25,98 +41,92 @@ class ReadModelActivities:
     @activity.defn(name="project_case")
     async def project_case(self, projection: Projection) -> None:
         """Write the case, its changed tasks and its new timeline events."""
-        await asyncio.to_thread(write_projection, self._engine, projection)
+        try:
+            await asyncio.to_thread(write_projection, self._engine, projection)
+        except SQLAlchemyError as exc:
+            # The driver's message can quote the row's values: log and raise the type only.
+            log.warning("read model write failed", case_id=projection.state.case_id, error=type(exc).__name__)
+            raise ApplicationError(f"read model write failed: {type(exc).__name__}") from None
 
 
 def write_projection(engine: Engine, projection: Projection) -> None:
     state = projection.state
-    with Session(engine) as session:
-        case = session.get(CaseRecord, state.case_id, with_for_update=True)
-        if case is None:
-            case = CaseRecord(case_id=state.case_id, opened_at=state.opened_at)
-        if case.version > state.version:
-            return  # a newer projection is already there
-        _set_case(case, projection)
-        session.add(case)
-
-        stored = {
-            t.task_id: t
-            for t in session.exec(select(TaskRecord).where(TaskRecord.case_id == state.case_id))
-        }
+    with engine.begin() as conn:
+        _upsert(conn, CaseRecord, CaseRecord.case_id, state.case_id, state.version, _case_values(projection))
         for task in state.tasks.values():
-            row = stored.get(task.task_id)
-            if row is not None and row.version > task.version:
-                continue
-            row = row or TaskRecord(task_id=task.task_id, case_id=state.case_id)
-            row.case_reference = state.reference
-            row.owner_country = state.owner_country
-            row.version = task.version
-            for field in (
-                "agency_id", "assigned_at", "accept_by", "due_on", "accepted_at", "completed_at",
-                "declined_at", "notes", "outcome_notes", "decline_reason", "safety_plan",
-            ):
-                setattr(row, field, getattr(task, field))
-            row.service, row.status, row.stage = task.service.value, task.status.value, task.stage.value
-            row.outcome = task.outcome.value if task.outcome else None
-            row.assessment = task.assessment.value if task.assessment else None
-            row.previous_agencies = list(task.previous_agencies)
-            session.add(row)
-
+            _upsert(conn, TaskRecord, TaskRecord.task_id, task.task_id, task.version, _task_values(state, task))
         if projection.events:
             ids = [e.event_id for e in projection.events]
-            known = set(session.exec(select(TimelineRecord.event_id).where(TimelineRecord.event_id.in_(ids))))
-            for index, ev in enumerate(projection.events):
-                if ev.event_id in known:
-                    continue
-                session.add(
-                    TimelineRecord(
-                        event_id=ev.event_id,
-                        case_id=state.case_id,
-                        position=ev.seq * 1000 + index,
-                        at=ev.at,
-                        kind=ev.kind,
-                        name=ev.name,
-                        actor_sub=ev.actor_sub,
-                        actor_role=ev.actor_role.value if ev.actor_role else None,
-                        task_id=ev.task_id,
-                        facts=ev.facts,
-                    )
-                )
-        session.commit()
+            known = set(conn.scalars(select(TimelineRecord.event_id).where(TimelineRecord.event_id.in_(ids))))
+            rows = [
+                {
+                    "event_id": ev.event_id, "case_id": state.case_id, "position": ev.seq * 1000 + index,
+                    "at": ev.at, "kind": ev.kind, "name": ev.name, "actor_sub": ev.actor_sub,
+                    "actor_role": ev.actor_role.value if ev.actor_role else None, "task_id": ev.task_id,
+                    "facts": ev.facts,
+                }
+                for index, ev in enumerate(projection.events)
+                if ev.event_id not in known
+            ]
+            if rows:
+                conn.execute(insert(TimelineRecord), rows)
 
 
-def _set_case(case: CaseRecord, projection: Projection) -> None:
-    state = projection.state
-    case.reference = state.reference
-    case.version = state.version
-    case.owner_country = state.owner_country
-    case.owner_caseworker = state.owner_caseworker
-    case.origin_country = state.origin_country
-    case.destination_country = state.destination_country
-    case.stage = state.stage.value
-    case.status = state.status.value
-    case.pathway = state.pathway.value if state.pathway else None
-    case.is_minor = state.is_minor
-    case.updated_at = state.last_activity_at or state.opened_at
-    case.closed_at = state.closed_at
-    case.closure_reason = state.closure_reason.value if state.closure_reason else None
-    case.active_workflow_id = projection.active_workflow_id
-    case.allowed_steps = [s.value for s in projection.allowed_steps]
-    items = [i.model_dump(mode="json") for i in projection.open_items]
-    case.open_items = items
-    dues = [i.due_at for i in projection.open_items if i.due_at is not None]
-    case.next_due_at = min(dues) if dues else None
-    case.agencies = sorted({t.agency_id for t in state.tasks.values()})
-    case.facts = state.model_dump(
-        mode="json",
-        include={
-            "identified_on", "exploitation_types", "trafficking_status", "referred_by", "consent",
-            "consent_withdrawn_on", "risk_level", "risk_assessed_on", "safety_plan_on", "guardian_on",
-            "security_guarantee_on", "pathway_decisions", "travel_plan_on", "travel_date",
-            "receiving_caseworker", "departed_on", "arrived_on", "residence_applied_on",
-            "residence_decisions", "appeal_filed_on", "permit_valid_until", "reintegration_started_on",
-            "plan_agreed_on", "plan_revisions", "plan_revision_needed", "monitoring_visits",
-            "closure_requested", "closure_requested_at", "closure_requested_by", "closure_rejections",
-            "stage_entered_at",
-        },
+def _upsert(conn: Connection, table: Any, key_column: Any, key: str, version: int, values: dict) -> None:
+    """Update the row if ours is not older; insert it if there is none. A race ends in a retry."""
+    result = conn.execute(
+        update(table).where(key_column == key, table.version <= version).values(**values, version=version)
     )
+    if result.rowcount == 0 and conn.scalar(select(key_column).where(key_column == key)) is None:
+        conn.execute(insert(table).values(**values, version=version, **{key_column.key: key}))
+
+
+def _case_values(projection: Projection) -> dict[str, Any]:
+    state = projection.state
+    dues = [i.due_at for i in projection.open_items if i.due_at is not None]
+    return {
+        "reference": state.reference,
+        "owner_country": state.owner_country,
+        "owner_caseworker": state.owner_caseworker,
+        "origin_country": state.origin_country,
+        "destination_country": state.destination_country,
+        "stage": state.stage.value,
+        "status": state.status.value,
+        "pathway": state.pathway.value if state.pathway else None,
+        "is_minor": state.is_minor,
+        "opened_at": state.opened_at,
+        "updated_at": state.last_activity_at or state.opened_at,
+        "closed_at": state.closed_at,
+        "closure_reason": state.closure_reason.value if state.closure_reason else None,
+        "next_due_at": min(dues) if dues else None,
+        "active_workflow_id": projection.active_workflow_id,
+        "allowed_steps": [s.value for s in projection.allowed_steps],
+        "open_items": [i.model_dump(mode="json") for i in projection.open_items],
+        "agencies": sorted({t.agency_id for t in state.tasks.values()}),
+        "facts": state.model_dump(mode="json", include=CASE_FACTS),
+    }
+
+
+def _task_values(state: JourneyState, task: TaskState) -> dict[str, Any]:
+    return {
+        "case_id": state.case_id,
+        "case_reference": state.reference,
+        "owner_country": state.owner_country,
+        "service": task.service.value,
+        "agency_id": task.agency_id,
+        "status": task.status.value,
+        "stage": task.stage.value,
+        "safety_plan": task.safety_plan,
+        "assigned_at": task.assigned_at,
+        "accept_by": task.accept_by,
+        "due_on": task.due_on,
+        "accepted_at": task.accepted_at,
+        "completed_at": task.completed_at,
+        "declined_at": task.declined_at,
+        "outcome": task.outcome.value if task.outcome else None,
+        "assessment": task.assessment.value if task.assessment else None,
+        "notes": task.notes,
+        "outcome_notes": task.outcome_notes,
+        "decline_reason": task.decline_reason,
+        "previous_agencies": list(task.previous_agencies),
+    }

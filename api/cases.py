@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
@@ -91,7 +91,9 @@ def case_public(session: Session, case: CaseRecord, settings: Settings, *, perso
         rows = session.exec(
             select(TimelineRecord).where(TimelineRecord.case_id == case.case_id).order_by(TimelineRecord.position)
         ).all()
-        entries = [TimelineEntry.model_validate(r, from_attributes=True) for r in rows]
+        entries = [
+            TimelineEntry.model_validate({**r.model_dump(), "at": aware(r.at)}) for r in rows
+        ]
     person_data = None
     if person:
         stored = load_person(session, case_id=case.case_id)
@@ -269,7 +271,8 @@ def list_cases(
             exists().where(TaskRecord.case_id == CaseRecord.case_id, TaskRecord.agency_id == agency)
         )
     if overdue_since:
-        query = query.where(CaseRecord.status == "active", CaseRecord.next_due_at < overdue_since)
+        cutoff = aware(overdue_since).astimezone(timezone.utc)  # stored times are UTC
+        query = query.where(CaseRecord.status == "active", CaseRecord.next_due_at < cutoff)
     if cursor:
         at, key = journeys.decode_cursor(cursor)
         query = query.where(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import jwt
 
@@ -207,3 +207,16 @@ async def test_control_characters_and_odd_ids_are_422_never_500(stack):
         assert r.status_code in (404, 422), (path, r.status_code)
     r = await stack.http.post("/v1/cases", json=case_body(), headers={**j.cw, "Idempotency-Key": "bad key\x01"})
     assert r.status_code in (400, 422)
+
+
+async def test_times_carry_their_zone_and_overdue_since_respects_it(stack):
+    j = Journey(stack, caseworker="cw-tz", countries=["IT"])
+    await j.open(country="IT")  # identified today: the risk assessment is due in 3 days
+    case = await j.get()
+    assert all(e["at"].endswith(("Z", "+00:00")) for e in case["timeline"])
+    due = datetime.fromisoformat(case["open_steps"][0]["due_at"])
+    ids = lambda r: {c["case_id"] for c in r.json()["items"]}  # noqa: E731
+    after = (due + timedelta(minutes=30)).astimezone(timezone(timedelta(hours=2))).isoformat()
+    before = (due - timedelta(minutes=30)).astimezone(timezone(timedelta(hours=-5))).isoformat()
+    assert j.case_id in ids(await stack.http.get("/v1/cases", headers=j.cw, params={"overdue_since": after}))
+    assert j.case_id not in ids(await stack.http.get("/v1/cases", headers=j.cw, params={"overdue_since": before}))

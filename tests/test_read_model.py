@@ -1,0 +1,47 @@
+"""The projection activity on the real databases: retries and late attempts never move a case back."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from sqlmodel import Session, select
+
+from activities.read_model import write_projection
+from reintegration.db import CaseRecord, TaskRecord, TimelineRecord
+from workflows import rules
+from workflows.model import Actor, CaseOpening, ConsentBody, Role, StepCommand, TaskAction, TaskCommand
+
+
+def _journey():
+    now = datetime.now(timezone.utc)
+    actor = Actor(sub="cw-rm", role=Role.caseworker)
+    opening = CaseOpening(case_id=f"rm-{now.timestamp()}", reference=f"ES-RM-{now.microsecond}", owner_country="ES",
+                          owner_caseworker="cw-rm", origin_country="RO", identified_on=now.date(), is_minor=False,
+                          opened_by=actor)
+    state = rules.new_journey(opening, now)
+    counter = iter(range(10**6))
+    new_id = lambda: f"{opening.case_id}-{next(counter)}"  # noqa: E731
+    return state, actor, now, new_id
+
+
+async def test_a_late_older_projection_never_overwrites_a_newer_one(stack):
+    state, actor, now, new_id = _journey()
+    opened = [rules.opened_event(state, actor, now, new_id)]
+    first = rules.project(state.model_copy(deep=True), opened)
+    consent = StepCommand(step="consent", body=ConsentBody(assistance=True, given_on=now.date()).model_dump(mode="json"),
+                          actor=actor)
+    events = rules.apply_step(state, consent, rules.check_step(state, consent), now, new_id)
+    assign = TaskCommand(action=TaskAction.assign, body={"service": "shelter", "agency_id": "shelter-es"}, actor=actor)
+    task_events, task_id = rules.apply_task(state, assign, rules.check_task(state, assign, now), now, new_id)
+    second = rules.project(state.model_copy(deep=True), events + task_events)
+
+    write_projection(stack.engine, first)
+    write_projection(stack.engine, second)
+    write_projection(stack.engine, second)  # a retry
+    write_projection(stack.engine, first)  # an abandoned attempt that finishes late
+    with Session(stack.engine) as session:
+        case = session.get(CaseRecord, state.case_id)
+        assert case.version == second.state.version and case.stage == "protection"
+        assert session.get(TaskRecord, task_id).status == "assigned"
+        timeline = session.exec(select(TimelineRecord).where(TimelineRecord.case_id == state.case_id)).all()
+        assert sorted(e.name for e in timeline) == sorted(["opened", "consent", "protection", "assigned"])
