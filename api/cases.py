@@ -13,8 +13,8 @@ from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateRPCTimeo
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from api import journeys
-from api.deps import ClientDep, CurrentUser, EngineDep, SessionDep, SettingsDep, require
+from api import idempotency, journeys
+from api.deps import IDENTIFIER, ClientDep, CurrentUser, EngineDep, IdempotencyKey, SessionDep, SettingsDep, require
 from api.errors import NotFound, PreconditionFailed, Unavailable, Unprocessable, responses
 from api.journeys import aware, case_in_scope, send_command, utcnow
 from api.schemas import CaseCreate, CasePublic, CaseSummary, OpenStep, Page, PersonView, TimelineEntry
@@ -42,12 +42,8 @@ from workflows.model import (
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
 
-IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,199}$"
 CaseId = Annotated[str, Path(max_length=64, pattern=IDENTIFIER, description="The case's id, as returned when it was opened")]
 TaskId = Annotated[str, Path(max_length=64, pattern=IDENTIFIER)]
-IdempotencyKey = Annotated[
-    str | None, Header(max_length=200, pattern=IDENTIFIER, description="Same key and body: same response, one effect")
-]
 IfMatch = Annotated[str | None, Header(description="The case's ETag; 412 if the case moved on")]
 
 CASEWORK = (Role.caseworker, Role.supervisor)
@@ -157,18 +153,27 @@ async def open_case(
     user: Annotated[Any, require(Role.caseworker)],
     session: SessionDep,
     client: ClientDep,
+    engine: EngineDep,
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> CasePublic:
     """Open a case: the person's data goes to the vault, the journey's workflow starts."""
+    return await idempotency.once(
+        engine, user=user, key=idempotency_key, status_code=201,
+        request_hash=idempotency.fingerprint("POST", "/v1/cases", body.model_dump(mode="json")),
+        run=lambda case_id: _open_case(case_id, body, response, user, session, client, settings),
+        headers=lambda stored: {"ETag": f'W/"{stored["version"]}"'},
+    )
+
+
+async def _open_case(
+    case_id: str, body: CaseCreate, response: Response, user: Any, session: Session, client: Any, settings: Settings
+) -> CasePublic:
     country = body.identification.country
     if not user.sees_country(country):
         raise Unprocessable(f"you do not work in {country}")
-    # The same Idempotency-Key from the same caller opens the same case once.
-    case_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"reintegration:{user.sub}:{idempotency_key}")
-                  if idempotency_key else uuid.uuid4())
     existing = session.get(CaseRecord, case_id)
-    if existing is not None:
+    if existing is not None:  # a claim abandoned by a crash after the case was opened
         response.headers["ETag"] = etag(existing)
         return case_public(session, existing, settings)
     person = body.person

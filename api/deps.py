@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -49,6 +49,11 @@ def current_user(
     except InvalidToken:
         raise Unauthorized("the bearer token is invalid or expired") from None
 
+
+IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,199}$"
+IdempotencyKey = Annotated[
+    str | None, Header(max_length=200, pattern=IDENTIFIER, description="Same key and body: same response, one effect")
+]
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 EngineDep = Annotated[Engine, Depends(get_engine)]

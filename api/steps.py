@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Response
 from api.cases import CASEWORK, CaseId, IdempotencyKey, IfMatch, TaskId, _respond, actor_of, parse_etag
 from api.deps import ClientDep, EngineDep, SessionDep, SettingsDep, require
 from api.errors import NotFound, PreconditionFailed, Unprocessable, responses
+from api import idempotency
 from api.journeys import case_in_scope, send_command
 from api.schemas import CasePublic, TaskPublic
 from api.tasks import task_public
@@ -59,10 +60,6 @@ STEP_EXAMPLES: dict[Step, dict[str, Any]] = {
 }
 
 
-def _update_id(user: Any, key: str | None) -> str | None:
-    return f"{user.sub}:{key}" if key else None
-
-
 def _resolve_agencies(settings: Any, items: list[dict[str, Any]]) -> None:
     """Give each partner item the service's default agency where none is named; refuse unknown ones."""
     for item in items:
@@ -81,6 +78,21 @@ async def _record(
     settings: Any, if_match: str | None, key: str | None,
 ) -> CasePublic:
     """Record one step on the case's workflow and return the case as it is after it."""
+    case_in_scope(session, case_id, user)
+    return await idempotency.once(
+        engine, user=user, key=key, status_code=200,
+        request_hash=idempotency.fingerprint("POST", f"/v1/cases/{case_id}/steps/{step.value}",
+                                             {"body": body.model_dump(mode="json"), "if_match": if_match}),
+        run=lambda _: _record_once(step, case_id, body, response=response, user=user, session=session,
+                                 client=client, engine=engine, settings=settings, if_match=if_match, key=key),
+        headers=lambda stored: {"ETag": f'W/"{stored["version"]}"'},
+    )
+
+
+async def _record_once(
+    step: Step, case_id: str, body: Any, *, response: Response, user: Any, session: Any, client: Any, engine: Any,
+    settings: Any, if_match: str | None, key: str | None,
+) -> CasePublic:
     case = case_in_scope(session, case_id, user)
     expected = None
     if if_match is not None and if_match != "*":
@@ -91,7 +103,7 @@ async def _record(
     _resolve_agencies(settings, payload.get("measures", []) + payload.get("services", []))
     # The workflow checks the version again: two writers with the same ETag cannot both succeed.
     command = StepCommand(step=step, body=payload, actor=actor_of(user), expected_version=expected)
-    await send_command(client, engine, case_id, "step", command, update_id=_update_id(user, key))
+    await send_command(client, engine, case_id, "step", command, update_id=idempotency.update_id(user, key))
     return _respond(response, session, case_id, settings)
 
 
@@ -162,10 +174,17 @@ async def _task_command(
         task = session.get(TaskRecord, task_id)
         if task is None or task.case_id != case_id:
             raise NotFound("no such task on this case")
-    command = TaskCommand(action=action, task_id=task_id, body=body, actor=actor_of(user))
-    result = await send_command(client, engine, case_id, "task", command, update_id=_update_id(user, key))
-    session.expire_all()
-    return task_public(session.get(TaskRecord, result.task_id))
+
+    async def run(_: str) -> TaskPublic:
+        command = TaskCommand(action=action, task_id=task_id, body=body, actor=actor_of(user))
+        result = await send_command(client, engine, case_id, "task", command,
+                                    update_id=idempotency.update_id(user, key))
+        session.expire_all()
+        return task_public(session.get(TaskRecord, result.task_id))
+
+    path = f"/v1/cases/{case_id}/tasks" + (f"/{task_id}/{action.value}" if task_id else "")
+    return await idempotency.once(engine, user=user, key=key, status_code=201 if task_id is None else 200,
+                                  request_hash=idempotency.fingerprint("POST", path, body), run=run)
 
 
 @router.post(

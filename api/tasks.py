@@ -9,7 +9,8 @@ from fastapi import APIRouter, Body, Path, Query
 from sqlalchemy import or_
 from sqlmodel import select
 
-from api.deps import ClientDep, CurrentUser, EngineDep, SessionDep, require
+from api import idempotency
+from api.deps import ClientDep, CurrentUser, EngineDep, IdempotencyKey, SessionDep, require
 from api.errors import Forbidden, responses
 from api.journeys import aware, decode_cursor, encode_cursor, send_command, task_in_scope, utcnow
 from api.schemas import Page, PartnerTask, TaskPublic
@@ -112,17 +113,23 @@ def read_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Any:
 
 async def act(
     *, task_id: str, action: TaskAction, body: Any, user: Any, session: Any, client: Any, engine: Any,
-    update_id: str | None = None,
+    key: str | None,
 ) -> Any:
     """Send a task action to the case's workflow and return the task as it is after it."""
     task = task_in_scope(session, task_id, user)
-    command = TaskCommand(
-        action=action, task_id=task_id, body=body.model_dump(mode="json"),
-        actor=Actor(sub=user.sub, role=user.role, agency=user.agency),
+    payload = body.model_dump(mode="json")
+
+    async def run(_: str) -> Any:
+        command = TaskCommand(action=action, task_id=task_id, body=payload,
+                              actor=Actor(sub=user.sub, role=user.role, agency=user.agency))
+        await send_command(client, engine, task.case_id, "task", command, update_id=idempotency.update_id(user, key))
+        session.expire_all()
+        return view(session.get(TaskRecord, task_id), user.role)
+
+    return await idempotency.once(
+        engine, user=user, key=key, status_code=200, run=run,
+        request_hash=idempotency.fingerprint("POST", f"/v1/tasks/{task_id}/{action.value}", payload),
     )
-    await send_command(client, engine, task.case_id, "task", command, update_id=update_id)
-    session.expire_all()
-    return view(session.get(TaskRecord, task_id), user.role)
 
 
 PARTNER = (Role.partner,)
@@ -134,9 +141,10 @@ async def accept_task(
     task_id: TaskId, user: Annotated[Any, require(*PARTNER)], session: SessionDep, client: ClientDep,
     engine: EngineDep,
     body: Annotated[AcceptTaskBody, Body(openapi_examples={"accept": {"value": {"notes": "We can take this."}}})] = AcceptTaskBody(),
+    idempotency_key: IdempotencyKey = None,
 ) -> Any:
     return await act(task_id=task_id, action=TaskAction.accept, body=body, user=user, session=session,
-                     client=client, engine=engine)
+                     client=client, engine=engine, key=idempotency_key)
 
 
 @router.post("/{task_id}/complete", response_model=PartnerTask, summary="Complete a task",
@@ -150,9 +158,10 @@ async def complete_task(
                               "value": {"outcome": "done", "assessment": "safe"}},
         "reception": {"summary": "Reception: arrived", "value": {"outcome": "done", "arrived_on": "2026-12-10"}},
     })],
+    idempotency_key: IdempotencyKey = None,
 ) -> Any:
     return await act(task_id=task_id, action=TaskAction.complete, body=body, user=user, session=session,
-                     client=client, engine=engine)
+                     client=client, engine=engine, key=idempotency_key)
 
 
 @router.post("/{task_id}/decline", response_model=PartnerTask, summary="Decline a task",
@@ -161,8 +170,9 @@ async def decline_task(
     task_id: TaskId, user: Annotated[Any, require(*PARTNER)], session: SessionDep, client: ClientDep,
     engine: EngineDep,
     body: Annotated[DeclineTaskBody, Body(openapi_examples={"full": {"value": {"reason": "No beds free this month."}}})],
+    idempotency_key: IdempotencyKey = None,
 ) -> Any:
     return await act(task_id=task_id, action=TaskAction.decline, body=body, user=user, session=session,
-                     client=client, engine=engine)
+                     client=client, engine=engine, key=idempotency_key)
 
 

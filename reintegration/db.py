@@ -111,6 +111,20 @@ class PersonRecord(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
+class IdempotencyRecord(SQLModel, table=True):
+    """A request made with an ``Idempotency-Key``: its fingerprint and, once done, its response."""
+
+    __tablename__ = "idempotency_keys"
+
+    sub: str = Field(primary_key=True, max_length=200)
+    key: str = Field(primary_key=True, max_length=200)
+    request_hash: str = Field(max_length=64)
+    resource_id: str = Field(max_length=64, description="The id a creating request gives what it creates")
+    status_code: int | None = None
+    response: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+
+
 def make_engine(settings: Settings) -> Engine:
     url = settings.sqlalchemy_url
     if url.startswith("sqlite"):
@@ -135,6 +149,7 @@ def create_tables(engine: Engine) -> None:
 
 __all__ = [
     "CaseRecord",
+    "IdempotencyRecord",
     "PersonRecord",
     "Session",
     "TaskRecord",

@@ -1,0 +1,139 @@
+"""``Idempotency-Key``: the same key with the same request gives the same response and one effect;
+with another request, ``422``.
+
+The first request with a key claims it (a row with no response yet), runs, and stores its response.
+A repeat waits for that response. A failure the client should retry (``5xx``) releases the key. A
+claim left behind by a crashed process is taken over after a while; the command it carried reaches
+the workflow under the same update id, which Temporal de-duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import delete, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from api.errors import PROBLEM_JSON, ApiProblem, Conflict, Unprocessable
+from reintegration.db import IdempotencyRecord
+from reintegration.tokens import Claims
+
+ABANDONED_AFTER = timedelta(minutes=2)
+WAIT_FOR_FIRST = 60.0
+
+
+def fingerprint(method: str, path: str, body: Any) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+
+
+def update_id(user: Claims, key: str | None) -> str | None:
+    """The Temporal update id of a keyed command: repeats reaching the workflow are dropped there too."""
+    return f"{user.sub}:{key}" if key else None
+
+
+async def once(
+    engine: Engine,
+    *,
+    user: Claims,
+    key: str | None,
+    request_hash: str,
+    status_code: int,
+    run: Callable[[str], Awaitable[BaseModel]],
+    headers: Callable[[dict[str, Any]], dict[str, str]] = lambda _: {},
+) -> Any:
+    """Run the request once per (caller, key) and give every repeat the first response.
+
+    ``run`` gets the id to give what the request creates: fixed at the first claim, so a request
+    taken over after a crash creates the same thing, not a second one.
+    """
+    if key is None:
+        return await run(str(uuid.uuid4()))
+    claim = await _claim_or_wait(engine, user.sub, key, request_hash)
+    if isinstance(claim, tuple):
+        code, body = claim
+        media = PROBLEM_JSON if code >= 400 else "application/json"
+        return JSONResponse(body, status_code=code, headers=headers(body) if code < 400 else {}, media_type=media)
+    try:
+        result = await run(claim)
+    except ApiProblem as problem:
+        if problem.status >= 500:
+            _release(engine, user.sub, key)
+        else:
+            body = {"type": f"https://reintegration.example/problems/{problem.status}", "title": problem.title,
+                    "status": problem.status, "detail": problem.detail, **problem.extra}
+            _store(engine, user.sub, key, problem.status, body)
+        raise
+    except BaseException:
+        _release(engine, user.sub, key)
+        raise
+    body = result.model_dump(mode="json")
+    _store(engine, user.sub, key, status_code, body)
+    return result
+
+
+async def _claim_or_wait(engine: Engine, sub: str, key: str, request_hash: str) -> str | tuple[int, Any]:
+    """The resource id once this request holds the key; the stored response if an earlier one finished."""
+    deadline = asyncio.get_running_loop().time() + WAIT_FOR_FIRST
+    while True:
+        now = datetime.now(timezone.utc)
+        with Session(engine) as session:
+            record = session.get(IdempotencyRecord, (sub, key))
+            if record is None:
+                resource_id = str(uuid.uuid4())
+                session.add(IdempotencyRecord(sub=sub, key=key, request_hash=request_hash, resource_id=resource_id,
+                                              created_at=now))
+                try:
+                    session.commit()
+                    return resource_id
+                except IntegrityError:
+                    continue  # another request claimed it first: look again
+            if record.request_hash != request_hash:
+                raise Unprocessable("this Idempotency-Key was used with another request")
+            if record.status_code is not None:
+                return record.status_code, record.response
+            claimed = record.created_at if record.created_at.tzinfo else record.created_at.replace(tzinfo=timezone.utc)
+            if now - claimed > ABANDONED_AFTER:
+                taken = session.execute(
+                    update(IdempotencyRecord)
+                    .where(IdempotencyRecord.sub == sub, IdempotencyRecord.key == key,
+                           IdempotencyRecord.status_code.is_(None), IdempotencyRecord.created_at == record.created_at)
+                    .values(created_at=now)
+                )
+                session.commit()
+                if taken.rowcount == 1:
+                    return record.resource_id
+                continue
+        if asyncio.get_running_loop().time() > deadline:
+            raise Conflict("a request with this Idempotency-Key is still in progress; retry later")
+        await asyncio.sleep(0.1)
+
+
+def _store(engine: Engine, sub: str, key: str, status_code: int, body: Any) -> None:
+    with Session(engine) as session:
+        session.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.sub == sub, IdempotencyRecord.key == key)
+            .values(status_code=status_code, response=body)
+        )
+        session.commit()
+
+
+def _release(engine: Engine, sub: str, key: str) -> None:
+    with Session(engine) as session:
+        session.execute(
+            delete(IdempotencyRecord).where(
+                IdempotencyRecord.sub == sub, IdempotencyRecord.key == key, IdempotencyRecord.status_code.is_(None)
+            )
+        )
+        session.commit()
