@@ -9,9 +9,12 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from sqlmodel import Session
 
+from api import agencies as agencies_api
 from api import cases, errors, health, steps, tasks
 from api.schemas import Problem
+from reintegration import agencies
 from reintegration.db import create_tables, make_engine
 from reintegration.logs import configure_logging
 from reintegration.settings import Settings, get_settings
@@ -30,6 +33,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = make_engine(settings)
         create_tables(app.state.engine)
+        if settings.environment == "development":
+            with Session(app.state.engine) as session:
+                agencies.seed(session, settings.seed_agencies)
         app.state.signing_key = signing_key(settings)
         app.state.temporal = None
         connecting = asyncio.create_task(_connect(app, settings))
@@ -52,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(cases.router)
     app.include_router(steps.router)
     app.include_router(tasks.router)
+    app.include_router(agencies_api.router)
 
     def openapi() -> dict:
         if app.openapi_schema is None:

@@ -12,6 +12,7 @@ from api.cases import CASEWORK, CaseId, IdempotencyKey, IfMatch, TaskId, _respon
 from api.deps import ClientDep, EngineDep, SessionDep, SettingsDep, require
 from api.errors import NotFound, PreconditionFailed, Unprocessable, responses
 from api import idempotency
+from reintegration import agencies
 from api.journeys import case_in_scope, send_command
 from api.schemas import CasePublic, TaskPublic
 from api.tasks import task_public
@@ -60,17 +61,20 @@ STEP_EXAMPLES: dict[Step, dict[str, Any]] = {
 }
 
 
-def _resolve_agencies(settings: Any, items: list[dict[str, Any]]) -> None:
-    """Give each partner item the service's default agency where none is named; refuse unknown ones."""
+def _resolve_agencies(session: Any, settings: Any, case: Any, items: list[dict[str, Any]]) -> None:
+    """Name each partner item's agency (the service's default where none is named), and check that
+    it offers the service in the country where the service is needed; 422 saying why otherwise."""
     for item in items:
         service = item.get("service")
-        if service and not item.get("agency_id"):
-            item["agency_id"] = settings.default_agencies.get(service)
-            if item["agency_id"] is None:
-                raise Unprocessable(f"name the agency for the {service} task: it has no default")
-    unknown = sorted({i["agency_id"] for i in items if i.get("agency_id") and i["agency_id"] not in settings.agencies})
-    if unknown:
-        raise Unprocessable(f"unknown agency: {', '.join(unknown)}", known_agencies=sorted(settings.agencies))
+        if not service:
+            continue
+        country = agencies.service_country(service, owner_country=case.owner_country,
+                                           origin_country=case.origin_country)
+        try:
+            item["agency_id"] = agencies.resolve(session, service=service, agency_id=item.get("agency_id"),
+                                                 country=country, default_agencies=settings.default_agencies)
+        except agencies.AgencyRefused as refused:
+            raise Unprocessable(str(refused)) from None
 
 
 async def _record(
@@ -100,7 +104,8 @@ async def _record_once(
         if expected != case.version:
             raise PreconditionFailed("the case moved on since that ETag; read it again")
     payload = body.model_dump(mode="json")
-    _resolve_agencies(settings, payload.get("measures", []) + payload.get("services", []))
+    if step.value in case.allowed_steps:  # otherwise the workflow answers 409 before agencies matter
+        _resolve_agencies(session, settings, case, payload.get("measures", []) + payload.get("services", []))
     # The workflow checks the version again: two writers with the same ETag cannot both succeed.
     command = StepCommand(step=step, body=payload, actor=actor_of(user), expected_version=expected)
     await send_command(client, engine, case_id, "step", command, update_id=idempotency.update_id(user, key))
@@ -167,13 +172,17 @@ async def withdraw_consent(
 
 async def _task_command(
     *, case_id: str, action: TaskAction, task_id: str | None, body: dict[str, Any], user: Any, session: Any, client: Any,
-    engine: Any, key: str | None,
+    engine: Any, settings: Any, key: str | None,
 ) -> TaskPublic:
-    case_in_scope(session, case_id, user)
+    case = case_in_scope(session, case_id, user)
     if task_id is not None:
         task = session.get(TaskRecord, task_id)
         if task is None or task.case_id != case_id:
             raise NotFound("no such task on this case")
+        if action == TaskAction.reassign:
+            _resolve_agencies(session, settings, case, [{**body, "service": task.service}])
+    else:
+        _resolve_agencies(session, settings, case, [body])
 
     async def run(_: str) -> TaskPublic:
         command = TaskCommand(action=action, task_id=task_id, body=body, actor=actor_of(user))
@@ -205,10 +214,9 @@ async def assign_task(
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskPublic:
-    payload = body.model_dump(mode="json")
-    _resolve_agencies(settings, [payload])
-    return await _task_command(case_id=case_id, action=TaskAction.assign, task_id=None, body=payload, user=user,
-                               session=session, client=client, engine=engine, key=idempotency_key)
+    return await _task_command(case_id=case_id, action=TaskAction.assign, task_id=None,
+                               body=body.model_dump(mode="json"), user=user, session=session, client=client,
+                               engine=engine, settings=settings, key=idempotency_key)
 
 
 @router.post(
@@ -228,10 +236,9 @@ async def reassign_task(
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskPublic:
-    payload = body.model_dump(mode="json")
-    _resolve_agencies(settings, [payload])
-    return await _task_command(case_id=case_id, action=TaskAction.reassign, task_id=task_id, body=payload, user=user,
-                               session=session, client=client, engine=engine, key=idempotency_key)
+    return await _task_command(case_id=case_id, action=TaskAction.reassign, task_id=task_id,
+                               body=body.model_dump(mode="json"), user=user, session=session, client=client,
+                               engine=engine, settings=settings, key=idempotency_key)
 
 
 @router.post(
@@ -248,8 +255,9 @@ async def cancel_task(
     session: SessionDep,
     client: ClientDep,
     engine: EngineDep,
+    settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskPublic:
     return await _task_command(case_id=case_id, action=TaskAction.cancel, task_id=task_id,
-                               body=body.model_dump(mode="json"), user=user,
-                               session=session, client=client, engine=engine, key=idempotency_key)
+                               body=body.model_dump(mode="json"), user=user, session=session, client=client,
+                               engine=engine, settings=settings, key=idempotency_key)

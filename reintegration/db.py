@@ -111,6 +111,23 @@ class PersonRecord(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
+class AgencyRecord(SQLModel, table=True):
+    """A partner agency: who it is, where, what it does, and where its tasks are delivered."""
+
+    __tablename__ = "agencies"
+
+    agency_id: str = Field(primary_key=True, max_length=100)
+    name: str = Field(max_length=200)
+    org_type: str = Field(max_length=64)
+    country: str = Field(max_length=2, index=True)
+    services: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    webhook_url: str | None = Field(default=None, max_length=2000)
+    webhook_secret: str | None = Field(default=None, max_length=200)
+    active: bool = True
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
 class IdempotencyRecord(SQLModel, table=True):
     """A request made with an ``Idempotency-Key``: its fingerprint and, once done, its response."""
 
@@ -148,6 +165,7 @@ def create_tables(engine: Engine) -> None:
 
 
 __all__ = [
+    "AgencyRecord",
     "CaseRecord",
     "IdempotencyRecord",
     "PersonRecord",

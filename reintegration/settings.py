@@ -15,15 +15,22 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workflows.model import JourneyConfig
 
-DEVELOPMENT_AGENCIES = {
-    # Development defaults until the agency registry exists: agency id -> its country.
-    "shelter-es": "ES",
-    "clinic-es": "ES",
-    "legal-aid-es": "ES",
-    "consulate-ro": "ES",
-    "origin-office-ro": "RO",
-    "reintegration-partner-ro": "RO",
-}
+DEVELOPMENT_AGENCIES: list[dict] = [
+    # Seeded into the agency registry on a development start when it is empty.
+    {"agency_id": "shelter-es", "name": "Shelter (development)", "org_type": "NGO", "country": "ES",
+     "services": ["shelter", "police-protection", "housing", "psychosocial"]},
+    {"agency_id": "clinic-es", "name": "Clinic (development)", "org_type": "HealthServiceOrganisation",
+     "country": "ES", "services": ["medical", "psychosocial", "shelter", "job-orientation", "financial", "education"]},
+    {"agency_id": "legal-aid-es", "name": "Legal aid (development)", "org_type": "LegalService", "country": "ES",
+     "services": ["legal-assistance", "legal"]},
+    {"agency_id": "consulate-ro", "name": "Consulate of Romania in Spain (development)",
+     "org_type": "CentralGovernmentOrganisation", "country": "ES", "services": ["travel-documents"]},
+    {"agency_id": "origin-office-ro", "name": "Office in the country of origin (development)",
+     "org_type": "NGO", "country": "RO", "services": ["origin-assessment", "family-assessment", "reception"]},
+    {"agency_id": "reintegration-partner-ro", "name": "Reintegration partner (development)", "org_type": "NGO",
+     "country": "RO", "services": ["medical", "psychosocial", "legal", "job-orientation", "education", "housing",
+                                   "financial", "family", "security-follow-up"]},
+]
 
 DEVELOPMENT_DEFAULT_AGENCIES = {
     "shelter": "shelter-es",
@@ -61,7 +68,10 @@ class Settings(BaseSettings):
     jwt_audience: str = "reintegration-api"
     token_ttl_hours: int = 12
 
-    agencies: dict[str, str] = Field(default_factory=lambda: dict(DEVELOPMENT_AGENCIES))
+    seed_agencies: list[dict] = Field(
+        default_factory=lambda: [dict(a) for a in DEVELOPMENT_AGENCIES],
+        description="Agencies registered on a development start when the registry is empty",
+    )
     default_agencies: dict[str, str] = Field(
         default_factory=lambda: dict(DEVELOPMENT_DEFAULT_AGENCIES),
         description="The agency a task goes to when the caseworker names none, by service",

@@ -123,9 +123,10 @@ class Journey:
         await self.step("residence-decision", {"decision": "granted", "decided_on": day(40), "valid_until": day(400)})
 
     async def through_reintegration_to_closure(self) -> None:
+        await self.get()
+        agency = "reintegration-partner-ro" if self.case["owner"]["country"] == "RO" else "clinic-es"
         await self.step("reintegration-plan", {"agreed_on": day(20), "services": [
-            {"service": "medical", "agency_id": "reintegration-partner-ro"},
-            {"service": "job-orientation", "agency_id": "reintegration-partner-ro"}]})
+            {"service": "medical", "agency_id": agency}, {"service": "job-orientation", "agency_id": agency}]})
         for task in list(self.case["open_tasks"]):
             await self.task_action(task["task_id"], task["agency_id"], "accept")
             await self.task_action(task["task_id"], task["agency_id"], "complete", {"outcome": "done"})

@@ -181,17 +181,25 @@ async def test_a_task_goes_to_the_services_default_agency_unless_one_is_named(st
     await j.open()
     r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks", json={"service": "medical"}, headers=j.cw)
     assert r.status_code == 201 and r.json()["agency_id"] == "clinic-es"
+    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks", json={"service": "shelter", "agency_id": "clinic-es"},
+                              headers=j.cw)
+    assert r.status_code == 201 and r.json()["agency_id"] == "clinic-es"
     r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks", json={"service": "medical", "agency_id": "shelter-es"},
                               headers=j.cw)
-    assert r.status_code == 201 and r.json()["agency_id"] == "shelter-es"
+    assert r.status_code == 422 and r.json()["detail"] == "shelter-es does not offer medical"
+    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks",
+                              json={"service": "psychosocial", "agency_id": "reintegration-partner-ro"}, headers=j.cw)
+    assert r.status_code == 422 and "works in RO" in r.json()["detail"]
     await j.step("risk-assessment", {"level": "medium", "assessed_on": day(1)})
     await j.step("safety-plan", {"agreed_on": day(1), "measures": [
         {"measure": "shelter placement", "service": "shelter"}, {"measure": "change of phone number"}]})
     [shelter] = [t for t in j.case["open_tasks"] if t["safety_plan"]]
     assert shelter["agency_id"] == "shelter-es"
     await j.to_reintegration_by_residence_from_protection()
-    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks", json={"service": "education"}, headers=j.cw)
-    assert r.status_code == 422 and "no default" in r.json()["detail"]
+    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks", json={"service": "family"}, headers=j.cw)
+    assert r.status_code == 422 and r.json()["detail"] == "no agency offers family in ES"
+    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks", json={"service": "psychosocial"}, headers=j.cw)
+    assert r.status_code == 422 and "one of clinic-es, shelter-es" in r.json()["detail"]
 
 
 async def test_control_characters_and_odd_ids_are_422_never_500(stack):

@@ -388,6 +388,10 @@ def check_step(state: JourneyState, cmd: StepCommand) -> object:
             raise InvalidCommand(
                 "a safety measure's service is one of: " + ", ".join(sorted(s.value for s in IMMEDIATE_SERVICES))
             )
+        case SafetyPlanBody() | ReintegrationPlanBody() if any(
+            getattr(i, "service", None) and not i.agency_id for i in getattr(body, "measures", getattr(body, "services", []))
+        ):
+            raise InvalidCommand("every partner task of a plan names its agency")
         case ReintegrationPlanBody() if any(i.service not in REINTEGRATION_SERVICES for i in body.services):
             raise InvalidCommand(
                 "a reintegration service is one of: " + ", ".join(sorted(s.value for s in REINTEGRATION_SERVICES))
@@ -438,7 +442,7 @@ def apply_step(
         case SafetyPlanBody():
             state.safety_plan_on = body.agreed_on
             for measure in body.measures:
-                if measure.service and measure.agency_id:  # the API names the default agency
+                if measure.service and measure.agency_id:
                     task = _new_task(
                         state, measure.service, measure.agency_id, measure.due_date, measure.notes, now, new_id
                     )
@@ -486,9 +490,7 @@ def apply_step(
                 state.plan_revisions += 1
             state.plan_revision_needed = False
             for item in body.services:
-                if item.agency_id is None:
-                    continue  # the API names the default agency; a plan item without one has no task
-                task = _new_task(state, item.service, item.agency_id, item.due_date, item.notes, now, new_id)
+                task = _new_task(state, item.service, item.agency_id or "", item.due_date, item.notes, now, new_id)
                 task.plan_item = True
                 events.append(_task_event(state, task, "assigned", cmd.actor, now, new_id))
         case MonitoringBody():

@@ -1,0 +1,63 @@
+"""The agency registry: which agency offers which service where, and the default for a task."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlmodel import Session, select
+
+from reintegration.db import AgencyRecord
+from workflows.model import Service
+
+# Services delivered in the country of origin; every other service is delivered where the case is.
+ORIGIN_SERVICES = frozenset({Service.origin_assessment.value, Service.family_assessment.value,
+                             Service.reception.value})
+
+
+class AgencyRefused(Exception):
+    """The agency cannot take this task; the message says why in a caseworker's words."""
+
+
+def service_country(service: str, *, owner_country: str, origin_country: str) -> str:
+    return origin_country if service in ORIGIN_SERVICES else owner_country
+
+
+def seed(session: Session, agencies: list[dict[str, Any]]) -> int:
+    """Register the development agencies when the registry is empty; returns how many."""
+    if session.exec(select(AgencyRecord).limit(1)).first() is not None:
+        return 0
+    now = datetime.now(timezone.utc)
+    for agency in agencies:
+        session.add(AgencyRecord(**agency, created_at=now, updated_at=now))
+    session.commit()
+    return len(agencies)
+
+
+def resolve(
+    session: Session, *, service: str, agency_id: str | None, country: str, default_agencies: dict[str, str]
+) -> str:
+    """The agency a task goes to: the one named, or the service's default; refused if it cannot serve."""
+    if agency_id is None:
+        agency_id = default_agencies.get(service)
+        in_country = session.exec(
+            select(AgencyRecord).where(AgencyRecord.country == country, AgencyRecord.active)
+            .order_by(AgencyRecord.agency_id)
+        ).all()
+        offering = [a.agency_id for a in in_country if service in a.services]
+        if agency_id not in offering:
+            if not offering:
+                raise AgencyRefused(f"no agency offers {service} in {country}")
+            if len(offering) > 1:
+                raise AgencyRefused(f"name the agency for the {service} task: one of {', '.join(offering)}")
+            agency_id = offering[0]
+    agency = session.get(AgencyRecord, agency_id)
+    if agency is None:
+        raise AgencyRefused(f"unknown agency: {agency_id}")
+    if not agency.active:
+        raise AgencyRefused(f"{agency_id} is not taking tasks (inactive)")
+    if service not in agency.services:
+        raise AgencyRefused(f"{agency_id} does not offer {service}")
+    if agency.country != country:
+        raise AgencyRefused(f"{agency_id} works in {agency.country}; {service} is needed in {country}")
+    return agency_id
