@@ -14,6 +14,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
 from api import idempotency, journeys
+from reintegration import commands
 from api.deps import IDENTIFIER, ClientDep, CurrentUser, EngineDep, IdempotencyKey, SessionDep, SettingsDep, require
 from api.errors import NotFound, PreconditionFailed, Unavailable, Unprocessable, responses
 from api.journeys import aware, case_in_scope, send_command, utcnow
@@ -212,7 +213,7 @@ async def _open_case(
     )
     try:
         await client.execute_update_with_start_workflow(
-            CaseWorkflow.opened, start_workflow_operation=start, rpc_timeout=journeys.UPDATE_TIMEOUT
+            CaseWorkflow.opened, start_workflow_operation=start, rpc_timeout=commands.UPDATE_TIMEOUT
         )
     except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError):
         raise Unavailable("Temporal is unavailable; retry with the same Idempotency-Key") from None

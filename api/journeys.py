@@ -1,40 +1,25 @@
-"""Commands to the case workflows and reads of the read model, for the routers.
-
-A command goes to the workflow the read model names as active for the case. When a stage has just
-ended, that workflow may have finished or refuse with ``StageMoved``: the command is sent again to
-the workflow that now owns the case, for a few seconds at most.
-"""
+"""Commands to the case workflows and reads of the read model, for the routers."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import itertools
-import time
 from datetime import datetime, timedelta, timezone
 
 import structlog
 from sqlalchemy import and_, or_
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
-from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 
 from api.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unavailable, Unprocessable
+from reintegration import commands
 from reintegration.db import CaseRecord, TaskRecord
 from reintegration.tokens import Claims
 from workflows.journey import ErrorType
 from workflows.model import CommandResult, Role
 
 log = structlog.get_logger("api")
-
-# How long a command may wait for the case's next stage workflow to start (a worker restart can
-# hold a stage change for the sticky-queue timeout), and the pauses between looks.
-ROUTING_DEADLINE = 45.0
-ROUTING_PAUSES = (0.05, 0.1, 0.2, 0.5, 1.0)
-UPDATE_TIMEOUT = timedelta(seconds=30)
 
 
 def case_in_scope(session: Session, case_id: str, user: Claims) -> CaseRecord:
@@ -66,57 +51,32 @@ def task_in_scope(session: Session, task_id: str, user: Claims) -> TaskRecord:
 async def send_command(
     client: Client, engine: Engine, case_id: str, update: str, command: object, *, update_id: str | None = None
 ) -> CommandResult:
-    """Send a step or task command to the workflow that owns the case now, and wait for its effect."""
-    deadline = time.monotonic() + ROUTING_DEADLINE
-    for attempt in itertools.count():
-        if attempt and time.monotonic() > deadline:
-            break
-        if attempt:
-            await asyncio.sleep(ROUTING_PAUSES[min(attempt - 1, len(ROUTING_PAUSES) - 1)])
-        with Session(engine) as session:
-            case = session.get(CaseRecord, case_id)
-        if case is None:
-            raise NotFound("no such case")
-        if case.status == "closed":
-            raise Conflict("the case is closed", allowed_steps=[])
-        handle = client.get_workflow_handle(case.active_workflow_id)
-        try:
-            return await handle.execute_update(
-                update, command, id=update_id, result_type=CommandResult, rpc_timeout=UPDATE_TIMEOUT
-            )
-        except WorkflowUpdateFailedError as exc:
-            cause = exc.cause
-            if isinstance(cause, ApplicationError) and cause.type == ErrorType.STAGE_MOVED:
-                continue
-            raise _refusal(cause) from None
-        except WorkflowUpdateRPCTimeoutOrCancelledError:
-            raise Unavailable("the case's workflow did not answer in time; retry with the same Idempotency-Key")
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                # The stage's workflow has not started yet, or has just finished.
-                continue
-            log.warning("temporal unavailable", status=exc.status.name)
-            raise Unavailable("Temporal is unavailable") from None
-    raise Unavailable("the case is changing stage; retry in a moment", retry_after=2)
+    """Send a command to the case's workflow; map what did not take effect to a problem."""
+    try:
+        return await commands.send_command(client, engine, case_id, update, command, update_id=update_id)
+    except commands.NoSuchCase:
+        raise NotFound("no such case") from None
+    except commands.CaseClosed:
+        raise Conflict("the case is closed", allowed_steps=[]) from None
+    except commands.TemporalUnavailable as exc:
+        raise Unavailable(exc.message, retry_after=exc.retry_after) from None
+    except commands.CommandRefused as exc:
+        raise _refusal(exc) from None
 
 
-def _refusal(cause: BaseException | None) -> Exception:
-    if not isinstance(cause, ApplicationError):
-        return Unavailable("the case's workflow could not take the command")
-    detail = str(cause.message)
-    match cause.type:
+def _refusal(exc: commands.CommandRefused) -> Exception:
+    match exc.type:
         case ErrorType.STEP_NOT_ALLOWED:
-            allowed = list(cause.details[0]) if cause.details else []
-            return Conflict(detail, allowed_steps=allowed)
+            return Conflict(exc.message, allowed_steps=exc.allowed_steps)
         case ErrorType.INVALID_COMMAND:
-            return Unprocessable(detail)
+            return Unprocessable(exc.message)
         case ErrorType.TASK_NOT_FOUND:
-            return NotFound(detail)
+            return NotFound(exc.message)
         case ErrorType.FORBIDDEN:
-            return Forbidden(detail)
+            return Forbidden(exc.message)
         case ErrorType.VERSION_MISMATCH:
-            return PreconditionFailed(detail)
-    return Conflict(detail, allowed_steps=[])
+            return PreconditionFailed(exc.message)
+    return Conflict(exc.message, allowed_steps=[])
 
 
 # --- Listing -----------------------------------------------------------------------------------

@@ -1,0 +1,104 @@
+"""Sending a command to the workflow that owns a case now; used by the API and by activities.
+
+A command goes to the workflow the read model names as active for the case. When a stage has just
+ended, that workflow may have finished, or refuse with ``StageMoved``: the command is sent again to
+the workflow that now owns the case, until ``ROUTING_DEADLINE``.
+
+Errors (each the API maps to one status):
+    CommandError
+      NoSuchCase        the case is not in the read model
+      CaseClosed        the case is closed; nothing changes any more
+      CommandRefused    the workflow refused: ``type`` is an ``ErrorType``, ``allowed_steps`` may help
+      TemporalUnavailable   Temporal did not answer, or the stage change did not settle in time
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from datetime import timedelta
+
+import structlog
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from reintegration.db import CaseRecord
+from workflows.journey import ErrorType
+from workflows.model import CommandResult
+
+log = structlog.get_logger("commands")
+
+# How long a command may wait for the case's next stage workflow to start (a worker restart can
+# hold a stage change for the sticky-queue timeout), and the pauses between looks.
+ROUTING_DEADLINE = 45.0
+ROUTING_PAUSES = (0.05, 0.1, 0.2, 0.5, 1.0)
+UPDATE_TIMEOUT = timedelta(seconds=30)
+
+
+class CommandError(Exception):
+    """A command that did not take effect."""
+
+
+class NoSuchCase(CommandError):
+    pass
+
+
+class CaseClosed(CommandError):
+    pass
+
+
+class CommandRefused(CommandError):
+    def __init__(self, message: str, *, type: str | None, allowed_steps: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message, self.type, self.allowed_steps = message, type, allowed_steps or []
+
+
+class TemporalUnavailable(CommandError):
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.message, self.retry_after = message, retry_after
+
+
+async def send_command(
+    client: Client, engine: Engine, case_id: str, update: str, command: object, *, update_id: str | None = None
+) -> CommandResult:
+    """Send a step or task command to the workflow that owns the case now, and wait for its effect."""
+    deadline = time.monotonic() + ROUTING_DEADLINE
+    for attempt in itertools.count():
+        if attempt and time.monotonic() > deadline:
+            break
+        if attempt:
+            await asyncio.sleep(ROUTING_PAUSES[min(attempt - 1, len(ROUTING_PAUSES) - 1)])
+        with Session(engine) as session:
+            case = session.get(CaseRecord, case_id)
+        if case is None:
+            raise NoSuchCase("no such case")
+        if case.status == "closed":
+            raise CaseClosed("the case is closed")
+        handle = client.get_workflow_handle(case.active_workflow_id)
+        try:
+            return await handle.execute_update(
+                update, command, id=update_id, result_type=CommandResult, rpc_timeout=UPDATE_TIMEOUT
+            )
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError) and cause.type == ErrorType.STAGE_MOVED:
+                continue
+            if not isinstance(cause, ApplicationError):
+                raise TemporalUnavailable("the case's workflow could not take the command") from None
+            allowed = list(cause.details[0]) if cause.details else []
+            raise CommandRefused(str(cause.message), type=cause.type, allowed_steps=allowed) from None
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise TemporalUnavailable(
+                "the case's workflow did not answer in time; retry with the same Idempotency-Key"
+            ) from None
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                continue  # the stage's workflow has not started yet, or has just finished
+            log.warning("temporal unavailable", status=exc.status.name)
+            raise TemporalUnavailable("Temporal is unavailable") from None
+    raise TemporalUnavailable("the case is changing stage; retry in a moment", retry_after=2)
