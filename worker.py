@@ -5,27 +5,39 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import httpx
 import structlog
 from temporalio.worker import Worker
 
+from activities.delivery import DeliveryActivities
 from activities.read_model import ReadModelActivities
 from reintegration.db import create_tables, make_engine
 from reintegration.logs import configure_logging
 from reintegration.settings import Settings, get_settings
 from reintegration.temporal import connect
 from workflows.case import CaseWorkflow
+from workflows.delivery import TaskDeliveryWorkflow
 from workflows.stages import ALL_WORKFLOWS
 
 log = structlog.get_logger("worker")
 
 
-def build_worker(client, settings: Settings, engine) -> Worker:  # type: ignore[no-untyped-def]
-    read_model = ReadModelActivities(engine=engine)
+def build_worker(client, settings: Settings, engine, http: httpx.AsyncClient) -> Worker:  # type: ignore[no-untyped-def]
+    """The worker with every workflow and activity; the caller owns (and closes) the HTTP client."""
+    read_model = ReadModelActivities(
+        engine=engine, client=client, task_queue=settings.temporal_task_queue,
+        delivery={
+            "timeout_seconds": settings.delivery_timeout_seconds,
+            "retry_initial_seconds": settings.delivery_retry_initial_seconds,
+            "retry_max_seconds": settings.delivery_retry_max_seconds,
+        },
+    )
+    delivery = DeliveryActivities(engine=engine, http=http, client=client, partner_fields=settings.partner_fields)
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
-        workflows=[CaseWorkflow, *ALL_WORKFLOWS],
-        activities=[read_model.project_case],
+        workflows=[CaseWorkflow, *ALL_WORKFLOWS, TaskDeliveryWorkflow],
+        activities=[read_model.project_case, delivery.deliver, delivery.report_rejected],
     )
 
 
@@ -35,7 +47,8 @@ async def main() -> None:
     engine = make_engine(settings)
     create_tables(engine)
     client = await connect(settings)
-    worker = build_worker(client, settings, engine)
+    http = httpx.AsyncClient(follow_redirects=False)
+    worker = build_worker(client, settings, engine, http)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -43,6 +56,7 @@ async def main() -> None:
     log.info("worker started", task_queue=settings.temporal_task_queue, namespace=settings.temporal_namespace)
     async with worker:
         await stop.wait()
+    await http.aclose()
     log.info("worker stopped")
 
 

@@ -15,10 +15,12 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
-from reintegration.db import CaseRecord, TaskRecord, TimelineRecord
-from workflows.model import JourneyState, Projection, TaskState
+from reintegration.db import AgencyRecord, CaseRecord, DeliveryRecord, TaskRecord, TimelineRecord
+from workflows.model import DeliveryRequest, JourneyState, Projection, TaskState
 
 log = structlog.get_logger("activities")
 
@@ -33,24 +35,63 @@ CASE_FACTS = {
 
 
 class ReadModelActivities:
-    """Projection of case workflows into the database; the engine is injected by ``worker.py``."""
+    """Projection of case workflows into the database, and the start of the deliveries it calls for.
 
-    def __init__(self, *, engine: Engine) -> None:
-        self._engine = engine
+    The engine, the Temporal client and the delivery settings are injected by ``worker.py``.
+    """
+
+    def __init__(self, *, engine: Engine, client: Client | None = None, task_queue: str = "",
+                 delivery: dict[str, float] | None = None) -> None:
+        self._engine, self._client, self._task_queue = engine, client, task_queue
+        self._delivery = delivery or {}
 
     @activity.defn(name="project_case")
     async def project_case(self, projection: Projection) -> None:
-        """Write the case, its changed tasks and its new timeline events."""
+        """Write the case, its changed tasks and its new timeline events; start their deliveries."""
         try:
-            await asyncio.to_thread(write_projection, self._engine, projection)
+            messages = await asyncio.to_thread(write_projection, self._engine, projection)
         except SQLAlchemyError as exc:
             # The driver's message can quote the row's values: log and raise the type only.
             log.warning("read model write failed", case_id=projection.state.case_id, error=type(exc).__name__)
             raise ApplicationError(f"read model write failed: {type(exc).__name__}") from None
+        for message in messages:
+            await self._start_delivery(message)
+
+    async def _start_delivery(self, message: DeliveryRequest) -> None:
+        """Start the message's delivery workflow; its id makes a second start a no-op."""
+        if self._client is None:
+            return
+        request = message.model_copy(update=self._delivery)
+        try:
+            await self._client.start_workflow(
+                "TaskDelivery", request, id=f"delivery-{request.delivery_id}", task_queue=self._task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            pass
 
 
-def write_projection(engine: Engine, projection: Projection) -> None:
+def delivery_messages(projection: Projection) -> list[DeliveryRequest]:
+    """The messages to agencies that this projection's task events call for."""
+    messages = []
+    for ev in projection.events:
+        if ev.kind != "task" or ev.name not in ("assigned", "reassigned", "cancelled") or ev.task_id is None:
+            continue
+        assignment = int(ev.facts.get("assignment", 1))
+        if ev.name == "cancelled":
+            delivery_id, event = f"{ev.task_id}.cancel.{assignment}", "task.cancelled"
+        else:
+            delivery_id = ev.task_id if assignment == 1 else f"{ev.task_id}.{assignment}"
+            event = "task.assigned"
+        messages.append(DeliveryRequest(delivery_id=delivery_id, event=event, case_id=projection.state.case_id,
+                                        task_id=ev.task_id, agency_id=str(ev.facts["agency_id"])))
+    return messages
+
+
+def write_projection(engine: Engine, projection: Projection) -> list[DeliveryRequest]:
+    """Write the projection in one transaction, with an outbox row per message to a webhook agency."""
     state = projection.state
+    messages: list[DeliveryRequest] = []
     with engine.begin() as conn:
         _upsert(conn, CaseRecord, CaseRecord.case_id, state.case_id, state.version, _case_values(projection))
         for task in state.tasks.values():
@@ -70,6 +111,18 @@ def write_projection(engine: Engine, projection: Projection) -> None:
             ]
             if rows:
                 conn.execute(insert(TimelineRecord), rows)
+        for message in delivery_messages(projection):
+            webhook = conn.scalar(select(AgencyRecord.webhook_url).where(AgencyRecord.agency_id == message.agency_id))
+            if not webhook:
+                continue  # this agency works from the API
+            messages.append(message)
+            if conn.scalar(select(DeliveryRecord.delivery_id).where(
+                    DeliveryRecord.delivery_id == message.delivery_id)) is None:
+                conn.execute(insert(DeliveryRecord).values(
+                    delivery_id=message.delivery_id, task_id=message.task_id, case_id=message.case_id,
+                    agency_id=message.agency_id, event=message.event, status="pending",
+                    created_at=projection.events[0].at if projection.events else state.opened_at))
+    return messages
 
 
 def _upsert(conn: Connection, table: Any, key_column: Any, key: str, version: int, values: dict) -> None:

@@ -17,7 +17,7 @@ from api import idempotency, journeys
 from reintegration import commands
 from api.deps import IDENTIFIER, ClientDep, CurrentUser, EngineDep, IdempotencyKey, SessionDep, SettingsDep, require
 from api.errors import NotFound, PreconditionFailed, Unavailable, Unprocessable, responses
-from api.journeys import aware, case_in_scope, send_command, utcnow
+from api.journeys import OPEN_STATUSES, aware, case_in_scope, send_command, utcnow
 from api.schemas import CaseCreate, CasePublic, CaseSummary, OpenStep, Page, PersonView, TimelineEntry
 from api.tasks import task_public
 from reintegration.db import CaseRecord, PersonRecord, TaskRecord, TimelineRecord
@@ -76,7 +76,7 @@ def case_public(session: Session, case: CaseRecord, settings: Settings, *, perso
     tasks = session.exec(
         select(TaskRecord).where(TaskRecord.case_id == case.case_id).order_by(TaskRecord.assigned_at)
     ).all()
-    open_tasks = [task_public(t) for t in tasks if t.status in ("assigned", "accepted", "declined")]
+    open_tasks = [task_public(t) for t in tasks if t.status in OPEN_STATUSES]
     steps = [
         OpenStep(step=i["name"], due_at=i["due_at"], turn=i["turn"],
                  overdue=i["due_at"] is not None and datetime.fromisoformat(i["due_at"]) < now)

@@ -17,9 +17,11 @@ from reintegration import commands
 from reintegration.db import CaseRecord, TaskRecord
 from reintegration.tokens import Claims
 from workflows.journey import ErrorType
-from workflows.model import CommandResult, Role
+from workflows.model import OPEN_TASK_STATUSES, CommandResult, Role
 
 log = structlog.get_logger("api")
+
+OPEN_STATUSES = sorted(s.value for s in OPEN_TASK_STATUSES)
 
 
 def case_in_scope(session: Session, case_id: str, user: Claims) -> CaseRecord:

@@ -7,6 +7,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reintegration.partner_view import PartnerTask  # noqa: F401 - part of the API's vocabulary
 from workflows.model import (
     ConsentBody,
     Day,
@@ -123,23 +124,6 @@ class TaskPublic(BaseModel):
     outcome_notes: str
     decline_reason: str
     previous_agencies: list[str]
-
-
-class PartnerTask(BaseModel):
-    """A task as its agency sees it: the minimum the service needs, no internal case id."""
-
-    task_id: str
-    case_reference: str
-    service: str
-    status: str
-    assigned_at: datetime
-    accept_by: datetime
-    due_on: date
-    overdue: bool
-    notes: str
-    outcome: str | None
-    assessment: str | None
-    decline_reason: str
 
 
 class TimelineEntry(BaseModel):

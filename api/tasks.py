@@ -10,10 +10,11 @@ from sqlalchemy import or_
 from sqlmodel import select
 
 from api import idempotency
-from api.deps import ClientDep, CurrentUser, EngineDep, IdempotencyKey, SessionDep, require
+from api.deps import ClientDep, CurrentUser, EngineDep, IdempotencyKey, SessionDep, SettingsDep, require
 from api.errors import Forbidden, responses
-from api.journeys import aware, decode_cursor, encode_cursor, send_command, task_in_scope, utcnow
-from api.schemas import Page, PartnerTask, TaskPublic
+from api.journeys import OPEN_STATUSES, aware, decode_cursor, encode_cursor, send_command, task_in_scope, utcnow
+from api.schemas import Page, TaskPublic
+from reintegration.partner_view import PartnerTask, is_overdue, partner_task
 from reintegration.db import TaskRecord
 from workflows import rules
 from workflows.model import (
@@ -33,32 +34,18 @@ router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 TaskId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}$")]
 
 
-def _overdue(task: TaskRecord) -> bool:
-    now = utcnow()
-    if task.status == "assigned" and aware(task.accept_by) < now:
-        return True
-    return task.status in ("assigned", "accepted", "declined") and rules.end_of(task.due_on) < now
-
-
 def task_public(task: TaskRecord) -> TaskPublic:
     data = task.model_dump()
     for key in ("assigned_at", "accept_by", "accepted_at", "completed_at", "declined_at"):
         if data[key] is not None:
             data[key] = aware(data[key])
-    return TaskPublic(**data, overdue=_overdue(task))
+    return TaskPublic(**data, overdue=is_overdue(task))
 
 
-def partner_task(task: TaskRecord) -> PartnerTask:
-    return PartnerTask(
-        task_id=task.task_id, case_reference=task.case_reference, service=task.service, status=task.status,
-        assigned_at=aware(task.assigned_at), accept_by=aware(task.accept_by), due_on=task.due_on,
-        overdue=_overdue(task), notes=task.notes, outcome=task.outcome, assessment=task.assessment,
-        decline_reason=task.decline_reason,
-    )
-
-
-def view(task: TaskRecord, role: Role) -> TaskPublic | PartnerTask:
-    return partner_task(task) if role == Role.partner else task_public(task)
+def view(session: Any, settings: Any, task: TaskRecord, role: Role) -> TaskPublic | PartnerTask:
+    if role == Role.partner:
+        return partner_task(session, task, settings.partner_fields)
+    return task_public(task)
 
 
 @router.get("", response_model=Page[TaskPublic | PartnerTask], summary="List tasks in scope",
@@ -66,6 +53,7 @@ def view(task: TaskRecord, role: Role) -> TaskPublic | PartnerTask:
 def list_tasks(
     user: CurrentUser,
     session: SessionDep,
+    settings: SettingsDep,
     status: TaskStatus | None = None,
     service: Service | None = None,
     overdue: bool | None = None,
@@ -89,7 +77,7 @@ def list_tasks(
         now = utcnow()
         late = or_(
             (TaskRecord.status == "assigned") & (TaskRecord.accept_by < now),
-            TaskRecord.status.in_(["assigned", "accepted", "declined"]) & (TaskRecord.due_on < now.date()),
+            TaskRecord.status.in_(OPEN_STATUSES) & (TaskRecord.due_on < now.date()),
         )
         query = query.where(late if overdue else ~late)
     if cursor:
@@ -102,18 +90,18 @@ def list_tasks(
     if len(rows) > limit:
         last = rows[limit - 1]
         next_cursor = encode_cursor(aware(last.assigned_at), last.task_id)
-    return Page[Any](items=[view(t, user.role) for t in rows[:limit]], next_cursor=next_cursor)
+    return Page[Any](items=[view(session, settings, t, user.role) for t in rows[:limit]], next_cursor=next_cursor)
 
 
 @router.get("/{task_id}", response_model=TaskPublic | PartnerTask, summary="Read a task",
             responses=responses(401, 403, 404))
-def read_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Any:
-    return view(task_in_scope(session, task_id, user), user.role)
+def read_task(task_id: TaskId, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> Any:
+    return view(session, settings, task_in_scope(session, task_id, user), user.role)
 
 
 async def act(
     *, task_id: str, action: TaskAction, body: Any, user: Any, session: Any, client: Any, engine: Any,
-    key: str | None,
+    settings: Any, key: str | None,
 ) -> Any:
     """Send a task action to the case's workflow and return the task as it is after it."""
     task = task_in_scope(session, task_id, user)
@@ -124,7 +112,7 @@ async def act(
                               actor=Actor(sub=user.sub, role=user.role, agency=user.agency))
         await send_command(client, engine, task.case_id, "task", command, update_id=idempotency.update_id(user, key))
         session.expire_all()
-        return view(session.get(TaskRecord, task_id), user.role)
+        return view(session, settings, session.get(TaskRecord, task_id), user.role)
 
     return await idempotency.once(
         engine, user=user, key=key, status_code=200, run=run,
@@ -139,19 +127,19 @@ PARTNER = (Role.partner,)
              responses=responses(401, 403, 404, 409, 422, 503))
 async def accept_task(
     task_id: TaskId, user: Annotated[Any, require(*PARTNER)], session: SessionDep, client: ClientDep,
-    engine: EngineDep,
+    engine: EngineDep, settings: SettingsDep,
     body: Annotated[AcceptTaskBody, Body(openapi_examples={"accept": {"value": {"notes": "We can take this."}}})] = AcceptTaskBody(),
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     return await act(task_id=task_id, action=TaskAction.accept, body=body, user=user, session=session,
-                     client=client, engine=engine, key=idempotency_key)
+                     client=client, engine=engine, settings=settings, key=idempotency_key)
 
 
 @router.post("/{task_id}/complete", response_model=PartnerTask, summary="Complete a task",
              responses=responses(401, 403, 404, 409, 422, 503))
 async def complete_task(
     task_id: TaskId, user: Annotated[Any, require(*PARTNER)], session: SessionDep, client: ClientDep,
-    engine: EngineDep,
+    engine: EngineDep, settings: SettingsDep,
     body: Annotated[CompleteTaskBody, Body(openapi_examples={
         "done": {"summary": "Service delivered", "value": {"outcome": "done", "notes": "First consultation held."}},
         "origin-assessment": {"summary": "Origin assessment: safe",
@@ -161,18 +149,18 @@ async def complete_task(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     return await act(task_id=task_id, action=TaskAction.complete, body=body, user=user, session=session,
-                     client=client, engine=engine, key=idempotency_key)
+                     client=client, engine=engine, settings=settings, key=idempotency_key)
 
 
 @router.post("/{task_id}/decline", response_model=PartnerTask, summary="Decline a task",
              responses=responses(401, 403, 404, 409, 422, 503))
 async def decline_task(
     task_id: TaskId, user: Annotated[Any, require(*PARTNER)], session: SessionDep, client: ClientDep,
-    engine: EngineDep,
+    engine: EngineDep, settings: SettingsDep,
     body: Annotated[DeclineTaskBody, Body(openapi_examples={"full": {"value": {"reason": "No beds free this month."}}})],
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     return await act(task_id=task_id, action=TaskAction.decline, body=body, user=user, session=session,
-                     client=client, engine=engine, key=idempotency_key)
+                     client=client, engine=engine, settings=settings, key=idempotency_key)
 
 

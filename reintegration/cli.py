@@ -11,7 +11,7 @@ import time
 from datetime import timedelta
 
 from reintegration.settings import get_settings
-from workflows.model import Role
+from workflows.model import HUMAN_ROLES, Role
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     token = commands.add_parser("token", help="print a development bearer token")
-    token.add_argument("--role", required=True, choices=[r.value for r in Role])
+    token.add_argument("--role", required=True, choices=[r.value for r in HUMAN_ROLES])
     token.add_argument("--sub", required=True, help="the user's id (not a name)")
     token.add_argument("--agency", help="the partner's agency id (partners only)")
     token.add_argument("--countries", help="comma-separated ISO 3166-1 alpha-2 codes; absent = all")
@@ -28,10 +28,56 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("run", help="run Temporal, the worker and the API in the foreground")
 
+    sim = commands.add_parser("partner-sim", help="run a simulator of partner agencies' systems")
+    sim.add_argument("--agency", action="append", required=True, help="an agency id to play (repeatable)")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=9100)
+    sim.add_argument("--api", default=None, help="the API's base URL (default: this machine's)")
+    sim.add_argument("--secret", help="the shared webhook secret (default: a new random one, with --register)")
+    sim.add_argument("--register", action="store_true",
+                     help="point the agencies' webhooks at this simulator (uses a development admin token)")
+    sim.add_argument("--fail-first", type=int, default=0, help="answer 503 to the first N deliveries")
+    sim.add_argument("--slow", type=float, default=0.0, help="answer each delivery after this many seconds")
+    sim.add_argument("--reject-status", type=int, help="refuse every delivery with this 4xx status")
+    sim.add_argument("--act-after", type=float, default=2.0,
+                     help="accept and complete each task this many seconds after it arrives (negative: never)")
+
     args = parser.parse_args(argv)
     if args.command == "token":
         return _token(args)
+    if args.command == "partner-sim":
+        return _partner_sim(args)
     return run_stack()
+
+
+def _partner_sim(args: argparse.Namespace) -> int:
+    import secrets
+
+    import uvicorn
+
+    from reintegration.partner_sim import SimulatorConfig, create_simulator, register_webhooks
+    from reintegration.tokens import mint
+
+    settings = get_settings()
+    api = args.api or f"http://{settings.api_host}:{settings.api_port}"
+    secret = args.secret or (secrets.token_urlsafe(32) if args.register else None)
+    if secret is None or len(secret) < 32:
+        print("reintegration partner-sim: give --secret (32+ characters) or --register", file=sys.stderr)
+        return 2
+    tokens = {a: mint(settings, role=Role.partner, sub=f"partner-sim-{a}", agency=a) for a in args.agency}
+    config = SimulatorConfig(agencies=args.agency, secret=secret, fail_first=args.fail_first, slow_seconds=args.slow,
+                             reject_status=args.reject_status, api_url=api, tokens=tokens,
+                             act_after=None if args.act_after < 0 else args.act_after)
+    app, _ = create_simulator(config)
+    base = f"http://{args.host}:{args.port}"
+    if args.register:
+        admin = mint(settings, role=Role.admin, sub="partner-sim-admin")
+        asyncio.run(register_webhooks(api_url=api, admin_token=admin, agencies=args.agency, base_url=base,
+                                      secret=secret))
+    print(f"Partner simulator for {', '.join(args.agency)} at {base}/webhook/<agency> (stats: {base}/stats)",
+          flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -128,6 +128,23 @@ class AgencyRecord(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
+class DeliveryRecord(SQLModel, table=True):
+    """One message to an agency's webhook (a new task, or its cancellation), and how it went."""
+
+    __tablename__ = "deliveries"
+
+    delivery_id: str = Field(primary_key=True, max_length=100)
+    task_id: str = Field(index=True, max_length=64)
+    case_id: str = Field(max_length=64)
+    agency_id: str = Field(max_length=100)
+    event: str = Field(max_length=32)
+    status: str = Field(default="pending", max_length=16)  # pending, delivered, failed, skipped
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    delivered_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
 class IdempotencyRecord(SQLModel, table=True):
     """A request made with an ``Idempotency-Key``: its fingerprint and, once done, its response."""
 
@@ -167,6 +184,7 @@ def create_tables(engine: Engine) -> None:
 __all__ = [
     "AgencyRecord",
     "CaseRecord",
+    "DeliveryRecord",
     "IdempotencyRecord",
     "PersonRecord",
     "Session",

@@ -43,6 +43,25 @@ DEVELOPMENT_DEFAULT_AGENCIES = {
     "legal-assistance": "legal-aid-es",
 }
 
+DEVELOPMENT_PARTNER_FIELDS = {
+    "reception": ["first_name", "second_name", "travel_date"],
+    "medical": ["first_name", "second_name", "birthdate", "primary_language"],
+    "psychosocial": ["first_name", "primary_language"],
+    "shelter": ["first_name", "gender", "primary_language"],
+    "police-protection": ["first_name", "second_name"],
+    "travel-documents": ["first_name", "second_name", "birthdate", "citizenship", "identity_number"],
+    "origin-assessment": ["first_name", "second_name"],
+    "family-assessment": ["first_name", "second_name"],
+    "legal-assistance": ["first_name", "second_name", "birthdate", "citizenship"],
+    "legal": ["first_name", "second_name", "citizenship"],
+    "job-orientation": ["first_name", "primary_language"],
+    "education": ["first_name", "birthdate", "primary_language"],
+    "housing": ["first_name", "second_name"],
+    "financial": ["first_name", "second_name", "identity_number"],
+    "family": ["first_name"],
+    "security-follow-up": ["first_name", "mobile_phone"],
+}
+
 
 class Settings(BaseSettings):
     """Everything configurable, read once per process."""
@@ -78,6 +97,15 @@ class Settings(BaseSettings):
     )
 
     journey: JourneyConfig = Field(default_factory=JourneyConfig)
+
+    # What a partner sees of the person, by service: only with data_sharing consent, only these.
+    partner_fields: dict[str, list[str]] = Field(default_factory=lambda: {
+        k: list(v) for k, v in DEVELOPMENT_PARTNER_FIELDS.items()})
+
+    # Delivery of tasks to agencies' webhooks.
+    delivery_timeout_seconds: float = 10.0
+    delivery_retry_initial_seconds: float = 1.0
+    delivery_retry_max_seconds: float = 300.0
 
     @model_validator(mode="after")
     def _refuse_development_defaults_in_production(self) -> Settings:

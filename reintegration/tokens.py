@@ -16,7 +16,7 @@ import jwt
 from pydantic import BaseModel, Field, ValidationError
 
 from reintegration.settings import Settings
-from workflows.model import Role
+from workflows.model import HUMAN_ROLES, Role
 
 ALGORITHM = "HS256"
 
@@ -88,6 +88,8 @@ def verify(settings: Settings, token: str, key: bytes) -> Claims:
         claims = Claims.model_validate(payload, strict=False)
     except (jwt.PyJWTError, ValidationError) as exc:
         raise InvalidToken(type(exc).__name__) from None
+    if claims.role not in HUMAN_ROLES:
+        raise InvalidToken("no such role")
     if claims.role == Role.partner and not claims.agency:
         raise InvalidToken("a partner token names its agency")
     return claims

@@ -62,6 +62,7 @@ class Stack:
     engine: Any
     http: httpx.AsyncClient
     base_url: str
+    worker_http: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
     worker: Worker | None = None
     worker_task: asyncio.Task | None = None
     _tokens: dict = field(default_factory=dict)
@@ -76,7 +77,7 @@ class Stack:
         return {"Authorization": f"Bearer {self.token(role, sub, **kw)}"}
 
     async def start_worker(self) -> None:
-        self.worker = build_worker(self.client, self.settings, self.engine)
+        self.worker = build_worker(self.client, self.settings, self.engine, self.worker_http)
         self.worker_task = asyncio.create_task(self.worker.run())
 
     async def stop_worker(self) -> None:
@@ -110,6 +111,10 @@ async def running_stack(backend: str, env: WorkflowEnvironment, data_dir: Path) 
         temporal_address=env.client.service_client.config.target_host,
         temporal_namespace=NAMESPACE,
         temporal_task_queue=f"journeys-{backend}-{uuid.uuid4().hex[:6]}",
+        # Partner webhooks in the tests are local and fast: retry soon, give up waiting soon.
+        delivery_timeout_seconds=1.5,
+        delivery_retry_initial_seconds=0.2,
+        delivery_retry_max_seconds=1.0,
     )
     engine = make_engine(settings)
     create_tables(engine)
@@ -132,6 +137,7 @@ async def running_stack(backend: str, env: WorkflowEnvironment, data_dir: Path) 
         if stack.worker is not None:
             await stack.stop_worker()
         await http.aclose()
+        await stack.worker_http.aclose()
         server.should_exit = True
         await server_task
         engine.dispose()

@@ -92,10 +92,13 @@ class TaskStatus(StrEnum):
     accepted = "accepted"
     completed = "completed"
     declined = "declined"
+    delivery_failed = "delivery_failed"  # the agency's system refused it: back in the caseworker's hands
     cancelled = "cancelled"
 
 
-OPEN_TASK_STATUSES = frozenset({TaskStatus.assigned, TaskStatus.accepted, TaskStatus.declined})
+OPEN_TASK_STATUSES = frozenset(
+    {TaskStatus.assigned, TaskStatus.accepted, TaskStatus.declined, TaskStatus.delivery_failed}
+)
 
 
 class TaskAction(StrEnum):
@@ -105,6 +108,7 @@ class TaskAction(StrEnum):
     decline = "decline"
     reassign = "reassign"
     cancel = "cancel"
+    delivery_failed = "delivery_failed"
 
 
 class TaskOutcome(StrEnum):
@@ -130,6 +134,10 @@ class Role(StrEnum):
     partner = "partner"
     supervisor = "supervisor"
     admin = "admin"
+    system = "system"  # the orchestrator itself (e.g. a delivery that failed); never in a token
+
+
+HUMAN_ROLES = (Role.caseworker, Role.partner, Role.supervisor, Role.admin)
 
 
 class ExploitationType(StrEnum):
@@ -414,6 +422,12 @@ class CancelTaskBody(Strict):
     reason: ShortText
 
 
+class DeliveryFailedBody(Strict):
+    agency_id: Identifier
+    delivery_id: ShortText
+    reason: ShortText
+
+
 TASK_BODIES: dict[TaskAction, type[Strict]] = {
     TaskAction.assign: AssignTaskBody,
     TaskAction.accept: AcceptTaskBody,
@@ -421,6 +435,7 @@ TASK_BODIES: dict[TaskAction, type[Strict]] = {
     TaskAction.decline: DeclineTaskBody,
     TaskAction.reassign: ReassignTaskBody,
     TaskAction.cancel: CancelTaskBody,
+    TaskAction.delivery_failed: DeliveryFailedBody,
 }
 
 
@@ -467,6 +482,26 @@ class CaseOpening(Strict):
     config: JourneyConfig = Field(default_factory=JourneyConfig)
 
 
+class DeliveryRequest(Strict):
+    """One message to an agency: which, to whom, and how patiently to retry."""
+
+    delivery_id: str
+    event: str  # "task.assigned" or "task.cancelled"
+    case_id: str
+    task_id: str
+    agency_id: str
+    timeout_seconds: float = 10.0
+    retry_initial_seconds: float = 1.0
+    retry_max_seconds: float = 300.0
+    reason: str = ""
+
+
+class DeliveryOutcome(Strict):
+    delivery_id: str
+    status: str  # delivered, skipped, failed
+    detail: str = ""
+
+
 # --- The journey's state ------------------------------------------------------------------------
 
 
@@ -485,6 +520,7 @@ class TaskState(Strict):
     accepted_at: datetime | None = None
     completed_at: datetime | None = None
     declined_at: datetime | None = None
+    delivery_failed_at: datetime | None = None
     outcome: TaskOutcome | None = None
     assessment: OriginAssessment | None = None
     notes: str = ""
@@ -492,6 +528,11 @@ class TaskState(Strict):
     decline_reason: str = ""
     previous_agencies: list[str] = Field(default_factory=list)
     version: int = 0
+
+    @property
+    def assignment(self) -> int:
+        """1 for the first agency, 2 after one reassignment, and so on."""
+        return len(self.previous_agencies) + 1
 
     @property
     def is_open(self) -> bool:

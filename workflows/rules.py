@@ -25,6 +25,7 @@ from workflows.model import (
     CompleteTaskBody,
     ConsentBody,
     DeclineTaskBody,
+    DeliveryFailedBody,
     GuardianBody,
     JourneyState,
     MonitoringBody,
@@ -544,9 +545,12 @@ def check_task(state: JourneyState, cmd: TaskCommand, now: datetime) -> object:
     """Raise if the task action may not happen now; return its parsed body."""
     body = parse_body(TASK_BODIES[cmd.action], cmd.body)
     caseworker_actions = (TaskAction.assign, TaskAction.reassign, TaskAction.cancel)
-    if cmd.action in caseworker_actions and cmd.actor.role not in (Role.caseworker, Role.supervisor):
+    if cmd.action == TaskAction.delivery_failed:
+        if cmd.actor.role != Role.system:
+            raise Forbidden("only the orchestrator reports a failed delivery")
+    elif cmd.action in caseworker_actions and cmd.actor.role not in (Role.caseworker, Role.supervisor):
         raise Forbidden(f"only a caseworker may {cmd.action.value} a task")
-    if cmd.action not in caseworker_actions and cmd.actor.role != Role.partner:
+    elif cmd.action not in caseworker_actions and cmd.actor.role != Role.partner:
         raise Forbidden(f"only the agency's partner may {cmd.action.value} a task")
     if state.status == CaseStatus.closed:
         raise StepNotAllowed("the case is closed", [])
@@ -572,8 +576,11 @@ def check_task(state: JourneyState, cmd: TaskCommand, now: datetime) -> object:
         TaskAction.accept: {TaskStatus.assigned},
         TaskAction.complete: {TaskStatus.accepted},
         TaskAction.decline: {TaskStatus.assigned, TaskStatus.accepted},
-        TaskAction.reassign: {TaskStatus.declined, TaskStatus.assigned, TaskStatus.accepted},
-        TaskAction.cancel: {TaskStatus.assigned, TaskStatus.accepted, TaskStatus.declined},
+        TaskAction.reassign: {TaskStatus.declined, TaskStatus.delivery_failed, TaskStatus.assigned,
+                              TaskStatus.accepted},
+        TaskAction.cancel: {TaskStatus.assigned, TaskStatus.accepted, TaskStatus.declined,
+                            TaskStatus.delivery_failed},
+        TaskAction.delivery_failed: {TaskStatus.assigned},
     }[cmd.action]
     if task.status not in allowed_from:
         raise StepNotAllowed(
@@ -590,9 +597,13 @@ def check_task(state: JourneyState, cmd: TaskCommand, now: datetime) -> object:
                 raise InvalidCommand("reception completes with arrived_on")
             if body.arrived_on < state.departed_on:
                 raise InvalidCommand("the arrival cannot be before the departure")
+    if isinstance(body, DeliveryFailedBody) and body.agency_id != task.agency_id:
+        raise StepNotAllowed("the task has moved to another agency since", allowed_steps(state))
     if isinstance(body, ReassignTaskBody):
-        if task.status != TaskStatus.declined and not is_overdue(task, now):
-            raise StepNotAllowed("only a declined or overdue task can be reassigned", allowed_steps(state))
+        if task.status not in (TaskStatus.declined, TaskStatus.delivery_failed) and not is_overdue(task, now):
+            raise StepNotAllowed(
+                "only a declined, undeliverable or overdue task can be reassigned", allowed_steps(state)
+            )
         if body.agency_id == task.agency_id:
             raise InvalidCommand("reassign to another agency")
     return body
@@ -621,6 +632,7 @@ def apply_task(
             task.previous_agencies.append(task.agency_id)
             task.agency_id, task.status = body.agency_id, TaskStatus.assigned
             task.assigned_at, task.accepted_at, task.declined_at = now, None, None
+            task.delivery_failed_at = None
             task.accept_by = now + timedelta(days=state.config.task_accept_days)
             task.due_on = body.due_date or (now.date() + timedelta(days=state.config.task_due_days))
             if body.notes:
@@ -642,6 +654,11 @@ def apply_task(
         case DeclineTaskBody():
             task.status, task.declined_at, task.decline_reason = TaskStatus.declined, now, body.reason
             events.append(_task_event(state, task, "declined", cmd.actor, now, new_id))
+        case DeliveryFailedBody():
+            task.status, task.delivery_failed_at = TaskStatus.delivery_failed, now
+            task.decline_reason = body.reason
+            events.append(_task_event(state, task, "delivery-failed", cmd.actor, now, new_id,
+                                      delivery_id=body.delivery_id))
         case _ if cmd.action == TaskAction.accept:
             task.status, task.accepted_at = TaskStatus.accepted, now
             events.append(_task_event(state, task, "accepted", cmd.actor, now, new_id))
@@ -657,6 +674,7 @@ def _past(action: TaskAction) -> str:
         TaskAction.decline: "declined",
         TaskAction.reassign: "reassigned",
         TaskAction.cancel: "cancelled",
+        TaskAction.delivery_failed: "marked undeliverable",
     }.get(action, action.value)
 
 
@@ -772,7 +790,7 @@ def _task_event(
     task.version = state.version
     return _event(
         state, now, new_id, "task", what, actor, task_id=task.task_id,
-        facts={"service": task.service.value, "agency_id": task.agency_id, **facts},
+        facts={"service": task.service.value, "agency_id": task.agency_id, "assignment": task.assignment, **facts},
     )
 
 
@@ -842,8 +860,9 @@ def open_items(state: JourneyState) -> list[OpenItem]:
     for task in state.tasks.values():
         if not task.is_open:
             continue
-        if task.status == TaskStatus.declined:
-            due: datetime = (task.declined_at or task.assigned_at) + timedelta(days=cfg.declined_reassign_days)
+        if task.status in (TaskStatus.declined, TaskStatus.delivery_failed):
+            since = task.declined_at or task.delivery_failed_at or task.assigned_at
+            due: datetime = since + timedelta(days=cfg.declined_reassign_days)
             turn = "caseworker"
         elif task.status == TaskStatus.assigned:
             due, turn = min(task.accept_by, end_of(task.due_on)), "agency"

@@ -1,0 +1,133 @@
+"""Sends tasks and cancellations to partner agencies' webhooks, signed, and reports refusals.
+
+Each request is JSON signed with HMAC-SHA256 over ``<timestamp>.<body>`` with the agency's shared
+secret (headers ``X-Reintegration-Timestamp`` and ``X-Reintegration-Signature: sha256=<hex>``)
+and carries ``Idempotency-Key: <delivery_id>`` (the task id for a task's first delivery) so the
+agency can drop repeats. Timeouts, connection errors, 5xx, 408 and 429 raise and are retried by
+Temporal; any other 4xx is final (``DeliveryRejected``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+import structlog
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+
+from reintegration import commands
+from reintegration.db import AgencyRecord, DeliveryRecord, TaskRecord
+from reintegration.partner_view import partner_task
+from workflows.model import Actor, DeliveryOutcome, DeliveryRequest, Role, TaskAction, TaskCommand
+
+log = structlog.get_logger("delivery")
+
+DELIVERY_REJECTED = "DeliveryRejected"
+RETRYABLE_4XX = frozenset({408, 425, 429})
+SYSTEM = Actor(sub="system:delivery", role=Role.system)
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature an agency recomputes to know a message is ours and unchanged."""
+    return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+class DeliveryActivities:
+    """Webhook delivery; the HTTP client, database and Temporal client are injected by ``worker.py``."""
+
+    def __init__(self, *, engine: Engine, http: httpx.AsyncClient, client: Client,
+                 partner_fields: dict[str, list[str]]) -> None:
+        self._engine, self._http, self._client, self._fields = engine, http, client, partner_fields
+
+    @activity.defn(name="deliver_to_agency")
+    async def deliver(self, request: DeliveryRequest) -> DeliveryOutcome:
+        """Send one message to the agency's webhook; raise to be retried."""
+        prepared = self._prepare(request)
+        if prepared is None:
+            self._mark(request.delivery_id, "skipped")
+            return DeliveryOutcome(delivery_id=request.delivery_id, status="skipped")
+        url, secret, body = prepared
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": request.delivery_id,
+            "X-Reintegration-Event": request.event,
+            "X-Reintegration-Timestamp": timestamp,
+            "X-Reintegration-Signature": sign(secret, timestamp, body),
+        }
+        attempt = activity.info().attempt
+        try:
+            response = await self._http.post(url, content=body, headers=headers, timeout=request.timeout_seconds)
+        except httpx.HTTPError as exc:
+            self._mark(request.delivery_id, "pending", attempts=attempt, error=type(exc).__name__)
+            log.info("delivery not answered", delivery_id=request.delivery_id, attempt=attempt,
+                     error=type(exc).__name__)
+            raise ApplicationError(f"agency did not answer: {type(exc).__name__}") from None
+        status = response.status_code
+        if 200 <= status < 300:
+            self._mark(request.delivery_id, "delivered", attempts=attempt, delivered=True)
+            log.info("delivered", delivery_id=request.delivery_id, task_id=request.task_id, attempt=attempt)
+            return DeliveryOutcome(delivery_id=request.delivery_id, status="delivered")
+        self._mark(request.delivery_id, "pending", attempts=attempt, error=f"HTTP {status}")
+        if 400 <= status < 500 and status not in RETRYABLE_4XX:
+            raise ApplicationError(f"the agency refused the task (HTTP {status})", type=DELIVERY_REJECTED,
+                                   non_retryable=True)
+        log.info("delivery refused for now", delivery_id=request.delivery_id, attempt=attempt, status=status)
+        raise ApplicationError(f"the agency answered HTTP {status}")
+
+    @activity.defn(name="report_delivery_rejected")
+    async def report_rejected(self, request: DeliveryRequest) -> None:
+        """Put a task its agency refused back in the caseworker's hands."""
+        self._mark(request.delivery_id, "failed", error=request.reason[:200])
+        if request.event != "task.assigned":
+            return  # a refused cancellation changes nothing on the case
+        command = TaskCommand(
+            action=TaskAction.delivery_failed, task_id=request.task_id, actor=SYSTEM,
+            body={"agency_id": request.agency_id, "delivery_id": request.delivery_id, "reason": request.reason[:200]},
+        )
+        try:
+            await commands.send_command(self._client, self._engine, request.case_id, "task", command,
+                                        update_id=f"delivery-failed:{request.delivery_id}")
+        except (commands.CommandRefused, commands.CaseClosed, commands.NoSuchCase) as exc:
+            # The task moved on meanwhile (reassigned, cancelled, case closed): nothing to put back.
+            log.info("delivery failure not applied", delivery_id=request.delivery_id, reason=type(exc).__name__)
+
+    def _prepare(self, request: DeliveryRequest) -> tuple[str, str, bytes] | None:
+        """The address, secret and body to send, or None when there is nothing (left) to send."""
+        with Session(self._engine) as session:
+            agency = session.get(AgencyRecord, request.agency_id)
+            task = session.get(TaskRecord, request.task_id)
+            if agency is None or not agency.webhook_url or not agency.webhook_secret or task is None:
+                return None
+            message: dict[str, Any] = {"event": request.event, "delivery_id": request.delivery_id,
+                                       "sent_at": datetime.now(timezone.utc).isoformat()}
+            if request.event == "task.assigned":
+                if task.agency_id != request.agency_id or task.status != "assigned":
+                    return None  # reassigned or already acted on: this message is stale
+                message["task"] = partner_task(session, task, self._fields).model_dump(mode="json")
+            else:
+                message["task"] = {"task_id": task.task_id, "case_reference": task.case_reference,
+                                   "service": task.service, "status": "cancelled"}
+            body = json.dumps(message, separators=(",", ":"), sort_keys=True).encode()
+            return agency.webhook_url, agency.webhook_secret, body
+
+    def _mark(self, delivery_id: str, status: str, *, attempts: int | None = None, error: str | None = None,
+              delivered: bool = False) -> None:
+        values: dict[str, Any] = {"status": status, "last_error": error}
+        if attempts is not None:
+            values["attempts"] = attempts
+        if delivered:
+            values["delivered_at"] = datetime.now(timezone.utc)
+        with Session(self._engine) as session:
+            session.execute(update(DeliveryRecord).where(DeliveryRecord.delivery_id == delivery_id).values(**values))
+            session.commit()

@@ -1,0 +1,70 @@
+"""What a partner agency sees of a task: the minimum its service needs.
+
+No internal case id, no other agency, and the person's data only when the person consented to
+data sharing, and then only the fields configured for the service.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel
+from sqlmodel import Session
+
+from reintegration import persons
+from reintegration.db import CaseRecord, TaskRecord
+from workflows import rules
+from workflows.model import OPEN_TASK_STATUSES
+
+OPEN = {s.value for s in OPEN_TASK_STATUSES}
+
+
+class PartnerTask(BaseModel):
+    """A task as its agency sees it."""
+
+    task_id: str
+    case_reference: str
+    service: str
+    status: str
+    assigned_at: datetime
+    accept_by: datetime
+    due_on: date
+    overdue: bool
+    notes: str
+    outcome: str | None
+    assessment: str | None
+    decline_reason: str
+    person: dict[str, Any] | None = None
+
+
+def aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def is_overdue(task: TaskRecord, now: datetime | None = None) -> bool:
+    now = now or datetime.now(timezone.utc)
+    if task.status == "assigned" and aware(task.accept_by) < now:
+        return True
+    return task.status in OPEN and rules.end_of(task.due_on) < now
+
+
+def person_for_partner(session: Session, task: TaskRecord, fields: dict[str, list[str]]) -> dict[str, Any] | None:
+    """The fields of the person this task's service needs, if the person consented to sharing."""
+    case = session.get(CaseRecord, task.case_id)
+    consent = (case.facts.get("consent") or {}) if case else {}
+    if not consent.get("data_sharing") or task.status not in OPEN:
+        return None
+    stored = persons.load_person(session, case_id=task.case_id) or {}
+    facts = {"travel_date": case.facts.get("travel_date")} if case else {}
+    wanted = fields.get(task.service, [])
+    return {f: stored.get(f, facts.get(f)) for f in wanted}
+
+
+def partner_task(session: Session, task: TaskRecord, fields: dict[str, list[str]]) -> PartnerTask:
+    return PartnerTask(
+        task_id=task.task_id, case_reference=task.case_reference, service=task.service, status=task.status,
+        assigned_at=aware(task.assigned_at), accept_by=aware(task.accept_by), due_on=task.due_on,
+        overdue=is_overdue(task), notes=task.notes, outcome=task.outcome, assessment=task.assessment,
+        decline_reason=task.decline_reason, person=person_for_partner(session, task, fields),
+    )

@@ -1,0 +1,191 @@
+"""Task delivery to partner agencies' webhooks, against the partner simulator over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import uvicorn
+from sqlmodel import Session, select
+
+from reintegration.db import DeliveryRecord, TaskRecord
+from reintegration.partner_sim import SimulatorConfig, SimulatorStats, create_simulator
+from tests.conftest import free_port
+from tests.journey import Journey, day
+
+SECRET = "webhook-secret-for-the-tests-0123456789"
+
+
+@asynccontextmanager
+async def simulator(stack, *, services: list[str], country: str = "ES", secret: str = SECRET,
+                    registered_secret: str | None = None, **options) -> AsyncIterator[tuple[str, SimulatorStats]]:
+    """A fresh agency in the registry whose webhook is a running partner simulator."""
+    agency = f"sim-{uuid.uuid4().hex[:8]}"
+    token = stack.token("partner", f"partner-{agency}", agency=agency)
+    config = SimulatorConfig(agencies=[agency], secret=secret, api_url=stack.base_url, tokens={agency: token},
+                             **options)
+    app, stats = create_simulator(config)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    r = await stack.http.post("/v1/agencies", headers=stack.auth("admin", "admin-1"), json={
+        "agency_id": agency, "name": "Simulated agency", "org_type": "NGO", "country": country,
+        "services": services, "webhook_url": f"http://127.0.0.1:{port}/webhook/{agency}",
+        "webhook_secret": registered_secret or secret})
+    assert r.status_code == 201, r.text
+    try:
+        yield agency, stats
+    finally:
+        # Unhook the agency so that no delivery keeps retrying against a stopped simulator.
+        await stack.http.patch(f"/v1/agencies/{agency}", json={"webhook_url": None},
+                               headers=stack.auth("admin", "admin-1"))
+        server.should_exit = True
+        await serving
+
+
+async def until(condition, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def delivery(stack, delivery_id: str) -> DeliveryRecord | None:
+    with Session(stack.engine) as session:
+        return session.get(DeliveryRecord, delivery_id)
+
+
+async def test_delivery_is_retried_through_failures_with_one_effect(stack):
+    async with simulator(stack, services=["shelter"], fail_first=3, act_after=None) as (agency, stats):
+        j = Journey(stack)
+        await j.open()
+        task = await j.assign("shelter", agency)
+        await until(lambda: task["task_id"] in stats.received, what="the delivery")
+        record = await until(lambda: (d := delivery(stack, task["task_id"])) and d.status == "delivered" and d,
+                             what="the delivery recorded")
+        assert stats.failed_on_purpose == 3 and record.attempts >= 4
+        assert stats.received[task["task_id"]] == 1
+        [event] = [e for e in stats.events if e["key"] == task["task_id"]]
+        assert event["event"] == "task.assigned"
+        assert event["task"]["service"] == "shelter" and event["task"]["case_reference"] == j.case["reference"]
+        assert "case_id" not in event["task"]
+
+
+async def test_a_slow_agency_gets_the_task_again_and_drops_the_repeat(stack):
+    async with simulator(stack, services=["shelter"], slow_seconds=2.5, act_after=None) as (agency, stats):
+        j = Journey(stack)
+        await j.open()
+        task = await j.assign("shelter", agency)
+        await until(lambda: (d := delivery(stack, task["task_id"])) and d.status == "delivered", timeout=60,
+                    what="the delivery")
+        assert stats.received[task["task_id"]] >= 2  # the first answer came after the client gave up
+        assert len([e for e in stats.events if e["key"] == task["task_id"]]) == 1  # one effect
+
+
+async def test_the_agency_acts_through_the_api_and_the_journey_moves_on(stack):
+    async with simulator(stack, services=["shelter"], act_after=0.1) as (agency, stats):
+        j = Journey(stack)
+        await j.open()
+        await j.step("risk-assessment", {"level": "high", "assessed_on": day(1)})
+        await j.step("safety-plan", {"agreed_on": day(1), "measures": [
+            {"measure": "shelter placement", "service": "shelter", "agency_id": agency}]})
+        [task] = j.case["open_tasks"]
+        await until(lambda: task["task_id"] in stats.acted, what="the simulator to complete the task")
+        case = await j.get()
+        assert case["open_tasks"] == [] and "security-guarantee" in case["allowed_steps"]
+        assert stats.act_errors == []
+
+
+async def test_a_refused_delivery_goes_back_to_the_caseworker_for_reassignment(stack):
+    async with simulator(stack, services=["medical"], reject_status=410) as (refusing, _), \
+            simulator(stack, services=["medical"], act_after=None) as (working, stats):
+        j = Journey(stack)
+        await j.open()
+        task = await j.assign("medical", refusing)
+
+        async def failed():
+            case = await j.get()
+            return [t for t in case["open_tasks"] if t["status"] == "delivery_failed"]
+
+        [failed_task] = await until(failed, what="the task marked delivery_failed")
+        assert failed_task["task_id"] == task["task_id"]
+        assert delivery(stack, task["task_id"]).status == "failed"
+        r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks/{task['task_id']}/reassign",
+                                  json={"agency_id": working}, headers=j.cw)
+        assert r.status_code == 200 and r.json()["status"] == "assigned", r.text
+        await until(lambda: f"{task['task_id']}.2" in stats.received, what="the delivery to the new agency")
+        timeline = [e["name"] for e in (await j.get())["timeline"]]
+        assert "delivery-failed" in timeline and "reassigned" in timeline
+
+
+async def test_bad_signatures_are_refused_by_the_simulator(stack):
+    async with simulator(stack, services=["shelter"], secret=SECRET,
+                         registered_secret="another-secret-that-the-agency-does-not-know") as (agency, stats):
+        j = Journey(stack)
+        await j.open()
+        task = await j.assign("shelter", agency)
+        await until(lambda: (d := delivery(stack, task["task_id"])) and d.status == "failed",
+                    what="the refused delivery")
+        assert stats.bad_signatures >= 1 and task["task_id"] not in stats.received
+        # A forged message straight at the simulator is refused too, and counts as nothing.
+        port_url = None
+        async with httpx.AsyncClient() as raw:
+            agencies = (await stack.http.get(f"/v1/agencies/{agency}", headers=stack.auth("admin", "a"))).json()
+            port_url = agencies["webhook_url"]
+            r = await raw.post(port_url, content=b'{"event":"task.assigned"}', headers={
+                "X-Reintegration-Timestamp": str(int(time.time())), "X-Reintegration-Signature": "sha256=00",
+                "Idempotency-Key": "forged"})
+        assert r.status_code == 401 and "forged" not in stats.received
+
+
+async def test_withdrawal_tells_the_agency_its_task_is_cancelled(stack):
+    async with simulator(stack, services=["shelter"], act_after=None) as (agency, stats):
+        j = Journey(stack)
+        await j.open()
+        task = await j.assign("shelter", agency)
+        await until(lambda: task["task_id"] in stats.received, what="the delivery")
+        await j.step("withdraw-consent", {"withdrawn_on": day(1)})
+        key = f"{task['task_id']}.cancel.1"
+        await until(lambda: key in stats.received, what="the cancellation")
+        [event] = [e for e in stats.events if e["key"] == key]
+        assert event["event"] == "task.cancelled" and event["task"]["status"] == "cancelled"
+
+
+async def test_the_partner_sees_only_what_the_service_needs_and_only_with_consent(stack):
+    with_consent = Journey(stack)
+    await with_consent.open()  # data_sharing consent given
+    without = Journey(stack)
+    await without.open(consent=False)
+    await without.step("consent", {"assistance": True, "data_sharing": False, "given_on": day(0)})
+    fields = stack.settings.partner_fields
+    for service, agency in (("shelter", "shelter-es"), ("medical", "clinic-es"), ("psychosocial", "clinic-es"),
+                            ("police-protection", "shelter-es")):
+        for journey, consented in ((with_consent, True), (without, False)):
+            task = await journey.assign(service, agency)
+            seen = (await stack.http.get(f"/v1/tasks/{task['task_id']}", headers=journey.partner(agency))).json()
+            if consented:
+                assert set(seen["person"]) == set(fields[service]), service
+                assert seen["person"]["first_name"] == "Maria"
+                assert "identity_number" not in seen["person"] or "identity_number" in fields[service]
+            else:
+                assert seen["person"] is None and "Maria" not in str(seen)
+    # Every service's field list is honoured (the same function serves deliveries and the API).
+    from reintegration.partner_view import person_for_partner
+
+    with Session(stack.engine) as session:
+        row = session.exec(select(TaskRecord).where(TaskRecord.case_id == with_consent.case_id)).first()
+        for service, wanted in fields.items():
+            row.service = service
+            assert list(person_for_partner(session, row, fields)) == wanted
+            session.expire(row)

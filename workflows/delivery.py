@@ -1,0 +1,48 @@
+"""Delivery of one message (a new task, or its cancellation) to a partner agency's webhook.
+
+One small workflow per message, id ``delivery-<delivery_id>``, so a message is delivered at most
+once however often its start is asked for, and the case's journey never waits for an agency's
+system: Temporal retries the delivery with backoff until the agency answers. When the agency
+refuses the message for good (a 4xx other than 408/429), the task goes back to the caseworker.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.delivery import DELIVERY_REJECTED, DeliveryActivities
+    from workflows.model import DeliveryOutcome, DeliveryRequest
+
+
+@workflow.defn(name="TaskDelivery")
+class TaskDeliveryWorkflow:
+    @workflow.run
+    async def run(self, request: DeliveryRequest) -> DeliveryOutcome:
+        try:
+            return await workflow.execute_activity_method(
+                DeliveryActivities.deliver,
+                request,
+                start_to_close_timeout=timedelta(seconds=request.timeout_seconds * 3),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=request.retry_initial_seconds),
+                    backoff_coefficient=2.0,
+                    maximum_interval=timedelta(seconds=request.retry_max_seconds),
+                    non_retryable_error_types=[DELIVERY_REJECTED],
+                ),
+            )
+        except ActivityError as exc:
+            cause = exc.cause
+            if not (isinstance(cause, ApplicationError) and cause.type == DELIVERY_REJECTED):
+                raise
+            await workflow.execute_activity_method(
+                DeliveryActivities.report_rejected,
+                request.model_copy(update={"reason": cause.message}),
+                start_to_close_timeout=timedelta(seconds=120),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=60)),
+            )
+            return DeliveryOutcome(delivery_id=request.delivery_id, status="failed", detail=cause.message)
