@@ -27,6 +27,7 @@ from temporalio.exceptions import ApplicationError
 
 from reintegration import commands
 from reintegration.db import AgencyRecord, DeliveryRecord, TaskRecord
+from activities.read_model import assignment_delivery_id
 from reintegration.partner_view import partner_task
 from workflows.model import Actor, DeliveryOutcome, DeliveryRequest, Role, TaskAction, TaskCommand
 
@@ -93,7 +94,8 @@ class DeliveryActivities:
             return  # a refused cancellation changes nothing on the case
         command = TaskCommand(
             action=TaskAction.delivery_failed, task_id=request.task_id, actor=SYSTEM,
-            body={"agency_id": request.agency_id, "delivery_id": request.delivery_id, "reason": request.reason[:200]},
+            body={"agency_id": request.agency_id, "assignment": request.assignment,
+                  "delivery_id": request.delivery_id, "reason": request.reason[:200]},
         )
         try:
             await commands.send_command(self._client, self._engine, request.case_id, "task", command,
@@ -111,11 +113,19 @@ class DeliveryActivities:
                 return None
             message: dict[str, Any] = {"event": request.event, "delivery_id": request.delivery_id,
                                        "sent_at": datetime.now(timezone.utc).isoformat()}
+            current = len(task.previous_agencies) + 1
             if request.event == "task.assigned":
-                if task.agency_id != request.agency_id or task.status != "assigned":
-                    return None  # reassigned or already acted on: this message is stale
+                if (task.agency_id, current) != (request.agency_id, request.assignment) or task.status != "assigned":
+                    return None  # reassigned, cancelled or already acted on: this message is stale
                 message["task"] = partner_task(session, task, self._fields).model_dump(mode="json")
             else:
+                # A cancellation follows its assignment: wait while that is still on its way, and tell
+                # nothing to an agency that never got the task.
+                assigned = session.get(DeliveryRecord, assignment_delivery_id(task.task_id, request.assignment))
+                if assigned is None or assigned.status in ("skipped", "failed"):
+                    return None
+                if assigned.status == "pending":
+                    raise ApplicationError("the task's assignment is still being delivered")
                 message["task"] = {"task_id": task.task_id, "case_reference": task.case_reference,
                                    "service": task.service, "status": "cancelled"}
             body = json.dumps(message, separators=(",", ":"), sort_keys=True).encode()

@@ -78,14 +78,23 @@ def delivery_messages(projection: Projection) -> list[DeliveryRequest]:
         if ev.kind != "task" or ev.name not in ("assigned", "reassigned", "cancelled") or ev.task_id is None:
             continue
         assignment = int(ev.facts.get("assignment", 1))
+        case_id = projection.state.case_id
+        if ev.name == "reassigned":  # the previous agency is told the task is no longer theirs
+            messages.append(DeliveryRequest(
+                delivery_id=f"{ev.task_id}.cancel.{assignment - 1}", event="task.cancelled", case_id=case_id,
+                task_id=ev.task_id, agency_id=str(ev.facts["from_agency"]), assignment=assignment - 1))
         if ev.name == "cancelled":
             delivery_id, event = f"{ev.task_id}.cancel.{assignment}", "task.cancelled"
         else:
-            delivery_id = ev.task_id if assignment == 1 else f"{ev.task_id}.{assignment}"
-            event = "task.assigned"
-        messages.append(DeliveryRequest(delivery_id=delivery_id, event=event, case_id=projection.state.case_id,
-                                        task_id=ev.task_id, agency_id=str(ev.facts["agency_id"])))
+            delivery_id, event = assignment_delivery_id(ev.task_id, assignment), "task.assigned"
+        messages.append(DeliveryRequest(delivery_id=delivery_id, event=event, case_id=case_id, task_id=ev.task_id,
+                                        agency_id=str(ev.facts["agency_id"]), assignment=assignment))
     return messages
+
+
+def assignment_delivery_id(task_id: str, assignment: int) -> str:
+    """The first delivery of a task carries its id; later assignments add their number."""
+    return task_id if assignment == 1 else f"{task_id}.{assignment}"
 
 
 def write_projection(engine: Engine, projection: Projection) -> list[DeliveryRequest]:
@@ -94,8 +103,13 @@ def write_projection(engine: Engine, projection: Projection) -> list[DeliveryReq
     messages: list[DeliveryRequest] = []
     with engine.begin() as conn:
         _upsert(conn, CaseRecord, CaseRecord.case_id, state.case_id, state.version, _case_values(projection))
+        # Only the tasks this change touched (tasks keep the case version of their last change); the
+        # owner country moves with a hand-over, which is a change of the case's tasks' scope too.
+        handed_over = any(e.name == "handed-over" for e in projection.events)
         for task in state.tasks.values():
-            _upsert(conn, TaskRecord, TaskRecord.task_id, task.task_id, task.version, _task_values(state, task))
+            if task.version == state.version or handed_over:
+                _upsert(conn, TaskRecord, TaskRecord.task_id, task.task_id, task.version,
+                        _task_values(state, task))
         if projection.events:
             ids = [e.event_id for e in projection.events]
             known = set(conn.scalars(select(TimelineRecord.event_id).where(TimelineRecord.event_id.in_(ids))))

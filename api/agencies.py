@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, Field, HttpUrl, SecretStr, model_validator
 from sqlmodel import select
 
-from api.deps import IDENTIFIER, CurrentUser, SessionDep, require
+from api.deps import IDENTIFIER, CurrentUser, SessionDep, SettingsDep, require
 from api.errors import Conflict, NotFound, Unprocessable, responses
 from reintegration.db import AgencyRecord
 from workflows.model import CountryCode, Role, Service, Strict
@@ -72,6 +72,12 @@ class AgencyPublic(BaseModel):
     updated_at: datetime
 
 
+def _require_tls(url: HttpUrl | None, settings: Any) -> None:
+    """Tasks carry the person's data: outside development they travel over TLS only."""
+    if url is not None and url.scheme != "https" and settings.environment != "development":
+        raise Unprocessable("a webhook address must use https")
+
+
 def public(agency: AgencyRecord, role: Role) -> AgencyPublic:
     aware = lambda t: t if t.tzinfo else t.replace(tzinfo=timezone.utc)  # noqa: E731
     return AgencyPublic(
@@ -107,7 +113,10 @@ def read_agency(agency_id: AgencyId, user: CurrentUser, session: SessionDep) -> 
 
 @router.post("", status_code=201, response_model=AgencyPublic, summary="Register a partner agency",
              responses=responses(401, 403, 409, 422))
-def create_agency(body: AgencyCreate, user: Annotated[Any, require(Role.admin)], session: SessionDep) -> AgencyPublic:
+def create_agency(
+    body: AgencyCreate, user: Annotated[Any, require(Role.admin)], session: SessionDep, settings: SettingsDep
+) -> AgencyPublic:
+    _require_tls(body.webhook_url, settings)
     if session.get(AgencyRecord, body.agency_id) is not None:
         raise Conflict("an agency with this id exists; change it with PATCH")
     now = datetime.now(timezone.utc)
@@ -131,7 +140,9 @@ def update_agency(
     body: Annotated[AgencyUpdate, Body(openapi_examples={"services": {"value": {"services": ["shelter", "housing"]}}})],
     user: Annotated[Any, require(Role.admin)],
     session: SessionDep,
+    settings: SettingsDep,
 ) -> AgencyPublic:
+    _require_tls(body.webhook_url, settings)
     agency = session.get(AgencyRecord, agency_id)
     if agency is None:
         raise NotFound("no such agency")

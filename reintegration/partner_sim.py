@@ -70,8 +70,8 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str, *, now: flo
         age = abs((now or time.time()) - int(timestamp))
     except ValueError:
         return False
-    expected = "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return age <= MAX_SKEW_SECONDS and hmac.compare_digest(expected, signature)
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return age <= MAX_SKEW_SECONDS and hmac.compare_digest(f"sha256={digest}".encode(), signature.encode())
 
 
 def create_simulator(config: SimulatorConfig) -> tuple[FastAPI, SimulatorStats]:
@@ -94,20 +94,26 @@ def create_simulator(config: SimulatorConfig) -> tuple[FastAPI, SimulatorStats]:
             return JSONResponse({"error": "bad signature"}, status_code=401)
         if config.reject_status:
             return JSONResponse({"error": "refused on purpose"}, status_code=config.reject_status)
+        try:
+            message = json.loads(body)
+            key = str(message["delivery_id"])  # signed, unlike the header, which must agree with it
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": "not a delivery"}, status_code=400)
+        if request.headers.get("idempotency-key") != key:
+            return JSONResponse({"error": "Idempotency-Key does not match the signed delivery_id"}, status_code=400)
         async with lock:
             if stats.failed_on_purpose < config.fail_first:
                 stats.failed_on_purpose += 1
                 return JSONResponse({"error": "failing on purpose"}, status_code=503)
-            key = request.headers.get("idempotency-key", "")
             first = key not in stats.received
             stats.received[key] += 1  # counted on receipt, so a retry during a slow answer is a repeat
             if first:
                 stats.received_at[key] = time.time()
         if not first:
             return JSONResponse({"status": "duplicate dropped"})
-        message = json.loads(body)
-        stats.events.append({"agency_id": agency_id, "key": key, "event": message.get("event"),
-                             "task": message.get("task")})
+        task = {k: v for k, v in (message.get("task") or {}).items() if k != "person"}  # keep no personal data
+        stats.events.append({"agency_id": agency_id, "key": key, "event": message.get("event"), "task": task,
+                             "had_person": bool((message.get("task") or {}).get("person"))})
         if config.slow_seconds:  # the agency's system takes its time to answer; a repeat is dropped at once
             await asyncio.sleep(config.slow_seconds)
         if message.get("event") == "task.assigned" and config.act_after is not None:

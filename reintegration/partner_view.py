@@ -53,8 +53,8 @@ def person_for_partner(session: Session, task: TaskRecord, fields: dict[str, lis
     """The fields of the person this task's service needs, if the person consented to sharing."""
     case = session.get(CaseRecord, task.case_id)
     consent = (case.facts.get("consent") or {}) if case else {}
-    if not consent.get("data_sharing") or task.status not in OPEN:
-        return None
+    if not consent.get("data_sharing") or task.status not in ("assigned", "accepted"):
+        return None  # not before consent, and not once the agency declined, failed or finished
     stored = persons.load_person(session, case_id=task.case_id) or {}
     facts = {"travel_date": case.facts.get("travel_date")} if case else {}
     wanted = fields.get(task.service, [])
@@ -66,5 +66,6 @@ def partner_task(session: Session, task: TaskRecord, fields: dict[str, list[str]
         task_id=task.task_id, case_reference=task.case_reference, service=task.service, status=task.status,
         assigned_at=aware(task.assigned_at), accept_by=aware(task.accept_by), due_on=task.due_on,
         overdue=is_overdue(task), notes=task.notes, outcome=task.outcome, assessment=task.assessment,
-        decline_reason=task.decline_reason, person=person_for_partner(session, task, fields),
+        decline_reason=task.decline_reason if task.status == "declined" else "",
+        person=person_for_partner(session, task, fields),
     )

@@ -2,64 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import httpx
-import uvicorn
 from sqlmodel import Session, select
 
 from reintegration.db import DeliveryRecord, TaskRecord
-from reintegration.partner_sim import SimulatorConfig, SimulatorStats, create_simulator
-from tests.conftest import free_port
+from tests.delivery_helpers import SECRET, simulator, until
 from tests.journey import Journey, day
-
-SECRET = "webhook-secret-for-the-tests-0123456789"
-
-
-@asynccontextmanager
-async def simulator(stack, *, services: list[str], country: str = "ES", secret: str = SECRET,
-                    registered_secret: str | None = None, **options) -> AsyncIterator[tuple[str, SimulatorStats]]:
-    """A fresh agency in the registry whose webhook is a running partner simulator."""
-    agency = f"sim-{uuid.uuid4().hex[:8]}"
-    token = stack.token("partner", f"partner-{agency}", agency=agency)
-    config = SimulatorConfig(agencies=[agency], secret=secret, api_url=stack.base_url, tokens={agency: token},
-                             **options)
-    app, stats = create_simulator(config)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    r = await stack.http.post("/v1/agencies", headers=stack.auth("admin", "admin-1"), json={
-        "agency_id": agency, "name": "Simulated agency", "org_type": "NGO", "country": country,
-        "services": services, "webhook_url": f"http://127.0.0.1:{port}/webhook/{agency}",
-        "webhook_secret": registered_secret or secret})
-    assert r.status_code == 201, r.text
-    try:
-        yield agency, stats
-    finally:
-        # Unhook the agency so that no delivery keeps retrying against a stopped simulator.
-        await stack.http.patch(f"/v1/agencies/{agency}", json={"webhook_url": None},
-                               headers=stack.auth("admin", "admin-1"))
-        server.should_exit = True
-        await serving
-
-
-async def until(condition, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def delivery(stack, delivery_id: str) -> DeliveryRecord | None:
     with Session(stack.engine) as session:
@@ -189,3 +139,45 @@ async def test_the_partner_sees_only_what_the_service_needs_and_only_with_consen
             row.service = service
             assert list(person_for_partner(session, row, fields)) == wanted
             session.expire(row)
+
+
+async def test_reassignment_withdraws_the_task_from_the_first_agency_and_keeps_its_reason(stack):
+    async with simulator(stack, services=["shelter"], act_after=None) as (first, first_stats), \
+            simulator(stack, services=["shelter"], act_after=None) as (second, second_stats):
+        j = Journey(stack)
+        await j.open()
+        task = await j.assign("shelter", first)
+        await until(lambda: task["task_id"] in first_stats.received, what="the first delivery")
+        [event] = [e for e in first_stats.events if e["key"] == task["task_id"]]
+        assert event["had_person"] is True  # data_sharing consent: the shelter gets what it needs
+        await j.task_action(task["task_id"], first, "decline", {"reason": "a conflict of interest with the family"})
+        declined = (await stack.http.get(f"/v1/tasks/{task['task_id']}", headers=j.partner(first))).json()
+        assert declined["person"] is None  # nothing personal once declined
+        r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks/{task['task_id']}/reassign",
+                                  json={"agency_id": second}, headers=j.cw)
+        assert r.status_code == 200, r.text
+        await until(lambda: f"{task['task_id']}.cancel.1" in first_stats.received, what="the withdrawal")
+        await until(lambda: f"{task['task_id']}.2" in second_stats.received, what="the second delivery")
+        seen = (await stack.http.get(f"/v1/tasks/{task['task_id']}", headers=j.partner(second))).json()
+        assert seen["decline_reason"] == "" and "conflict" not in str(seen)
+        [event] = [e for e in second_stats.events if e["key"] == f"{task['task_id']}.2"]
+        assert "conflict" not in str(event)
+
+
+async def test_the_simulator_drops_a_replay_under_another_key(stack):
+    from activities.delivery import sign
+
+    async with simulator(stack, services=["shelter"], act_after=None) as (agency, stats):
+        url = (await stack.http.get(f"/v1/agencies/{agency}", headers=stack.auth("admin", "a"))).json()["webhook_url"]
+        body = b'{"delivery_id":"d-1","event":"task.assigned","task":{"service":"shelter"}}'
+        stamp = str(int(time.time()))
+        headers = {"X-Reintegration-Timestamp": stamp, "X-Reintegration-Signature": sign(SECRET, stamp, body)}
+        async with httpx.AsyncClient() as raw:
+            ok = await raw.post(url, content=body, headers={**headers, "Idempotency-Key": "d-1"})
+            replay = await raw.post(url, content=body, headers={**headers, "Idempotency-Key": "d-2"})
+            again = await raw.post(url, content=body, headers={**headers, "Idempotency-Key": "d-1"})
+            old = str(int(time.time()) - 3600)
+            stale = await raw.post(url, content=body, headers={"X-Reintegration-Timestamp": old, "Idempotency-Key": "d-1",
+                                                               "X-Reintegration-Signature": sign(SECRET, old, body)})
+        assert (ok.status_code, replay.status_code, again.status_code, stale.status_code) == (200, 400, 200, 401)
+        assert stats.received["d-1"] == 2 and len([e for e in stats.events if e["key"] == "d-1"]) == 1

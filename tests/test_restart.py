@@ -28,8 +28,8 @@ def worker_process(stack) -> subprocess.Popen:
         "REINTEGRATION_DATA_DIR": str(stack.settings.data_dir),
         "DATABASE_URL": stack.settings.sqlalchemy_url,
     }
-    return subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = open(stack.settings.data_dir / "worker.log", "ab")  # noqa: SIM115 - the process keeps it
+    return subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env, stdout=log, stderr=log)
 
 
 def timeline_counts(stack, case_id: str) -> Counter:

@@ -424,6 +424,7 @@ class CancelTaskBody(Strict):
 
 class DeliveryFailedBody(Strict):
     agency_id: Identifier
+    assignment: int = Field(ge=1, description="Which assignment of the task the refused message carried")
     delivery_id: ShortText
     reason: ShortText
 
@@ -490,6 +491,7 @@ class DeliveryRequest(Strict):
     case_id: str
     task_id: str
     agency_id: str
+    assignment: int = 1  # which assignment of the task: a message about an earlier one is stale
     timeout_seconds: float = 10.0
     retry_initial_seconds: float = 1.0
     retry_max_seconds: float = 300.0

@@ -597,7 +597,7 @@ def check_task(state: JourneyState, cmd: TaskCommand, now: datetime) -> object:
                 raise InvalidCommand("reception completes with arrived_on")
             if body.arrived_on < state.departed_on:
                 raise InvalidCommand("the arrival cannot be before the departure")
-    if isinstance(body, DeliveryFailedBody) and body.agency_id != task.agency_id:
+    if isinstance(body, DeliveryFailedBody) and (body.agency_id, body.assignment) != (task.agency_id, task.assignment):
         raise StepNotAllowed("the task has moved to another agency since", allowed_steps(state))
     if isinstance(body, ReassignTaskBody):
         if task.status not in (TaskStatus.declined, TaskStatus.delivery_failed) and not is_overdue(task, now):
@@ -629,15 +629,17 @@ def apply_task(
     events: list[TimelineEvent] = []
     match body:
         case ReassignTaskBody():
+            previous = task.agency_id
             task.previous_agencies.append(task.agency_id)
             task.agency_id, task.status = body.agency_id, TaskStatus.assigned
             task.assigned_at, task.accepted_at, task.declined_at = now, None, None
             task.delivery_failed_at = None
+            task.decline_reason = ""  # the last agency's reason is not the next agency's business
             task.accept_by = now + timedelta(days=state.config.task_accept_days)
             task.due_on = body.due_date or (now.date() + timedelta(days=state.config.task_due_days))
             if body.notes:
                 task.notes = body.notes
-            events.append(_task_event(state, task, "reassigned", cmd.actor, now, new_id))
+            events.append(_task_event(state, task, "reassigned", cmd.actor, now, new_id, from_agency=previous))
         case CompleteTaskBody():
             task.status, task.completed_at = TaskStatus.completed, now
             task.outcome, task.outcome_notes = body.outcome, body.notes
