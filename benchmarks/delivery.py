@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from reintegration.temporal import temporal_cli
 from tests.conftest import NAMESPACE, running_stack
-from tests.delivery_helpers import simulator
+from tests.delivery_helpers import SIMULATORS, simulator
 from tests.journey import Journey
 from tests.test_restart import worker_process
 
@@ -66,6 +66,27 @@ async def main(tasks: int, concurrency: int) -> None:
                     print(f"assignment-to-receipt latency: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
                           f"max {latencies[-1] * 1000:.0f} ms")
                     print(f"repeats dropped by the agency: {sum(n - 1 for n in stats.received.values())}")
+
+                # Phase 2: the agency is down while tasks pile up, then comes back: how fast does the
+                # worker drain the backlog of deliveries?
+                async with simulator(stack, services=["shelter"], act_after=None, fail_first=10**9) as (
+                        down, down_stats):
+                    backlog: list[str] = []
+
+                    async def pile_up(j: Journey, n: int) -> None:
+                        for _ in range(n):
+                            backlog.append((await j.assign("shelter", down))["task_id"])
+
+                    await asyncio.gather(*(pile_up(j, per_case) for j in cases))
+                    await asyncio.sleep(2)  # every delivery has failed at least once and is backing off
+                    reopened = time.perf_counter()
+                    SIMULATORS[down].fail_first = 0
+                    while sum(1 for k in backlog if k in down_stats.received_at) < len(backlog):
+                        await asyncio.sleep(0.02)
+                    drained = time.perf_counter() - reopened
+                    print(f"backlog of {len(backlog)} deliveries drained in {drained:.1f} s after the agency came "
+                          f"back: {len(backlog) / drained:.1f} deliveries per second (retry backoff at most "
+                          f"{stack.settings.delivery_retry_max_seconds:.0f} s)")
                 worker.terminate()
                 worker.wait(timeout=30)
                 await stack.start_worker()

@@ -102,7 +102,7 @@ def create_simulator(config: SimulatorConfig) -> tuple[FastAPI, SimulatorStats]:
         if request.headers.get("idempotency-key") != key:
             return JSONResponse({"error": "Idempotency-Key does not match the signed delivery_id"}, status_code=400)
         async with lock:
-            if stats.failed_on_purpose < config.fail_first:
+            if stats.failed_on_purpose < config.fail_first:  # read live: a test may reopen the agency
                 stats.failed_on_purpose += 1
                 return JSONResponse({"error": "failing on purpose"}, status_code=503)
             first = key not in stats.received

@@ -13,6 +13,7 @@ import uvicorn
 from reintegration.partner_sim import SimulatorConfig, SimulatorStats, create_simulator
 from tests.conftest import free_port
 
+SIMULATORS: dict[str, SimulatorConfig] = {}  # agency -> its live configuration, for benchmarks to change
 SECRET = "webhook-secret-for-the-tests-0123456789"
 
 
@@ -25,6 +26,7 @@ async def simulator(stack, *, services: list[str], country: str = "ES", secret: 
     config = SimulatorConfig(agencies=[agency], secret=secret, api_url=stack.base_url, tokens={agency: token},
                              **options)
     app, stats = create_simulator(config)
+    SIMULATORS[agency] = config
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())

@@ -92,6 +92,16 @@ class Journey:
         await self.through_protection()
         await self.to_reintegration_by_return_from_pathway()
 
+    async def to_return(self, *, assessment: str | None = None, documents: bool = False) -> None:
+        """Opened, protected, voluntary return chosen; optionally an origin assessment and documents."""
+        await self.open()
+        await self.through_protection()
+        await self.step("pathway", {"pathway": "voluntary_return", "decided_on": day(3)})
+        if assessment:
+            await self.deliver("origin-assessment", "origin-office-ro", assessment=assessment)
+        if documents:
+            await self.deliver("travel-documents", "consulate-ro")
+
     async def to_reintegration_by_return_from_pathway(self) -> None:
         await self.step("pathway", {"pathway": "voluntary_return", "decided_on": day(3)})
         assert self.case["stage"] == "return"

@@ -41,10 +41,7 @@ async def test_pathway_change_after_residence_refusal(stack):
 
 async def test_unsafe_origin_blocks_return_until_the_pathway_changes(stack):
     j = Journey(stack)
-    await j.open()
-    await j.through_protection()
-    await j.step("pathway", {"pathway": "voluntary_return", "decided_on": day(3)})
-    await j.deliver("origin-assessment", "origin-office-ro", assessment="unsafe")
+    await j.to_return(assessment="unsafe")
     refused = await j.step("travel-plan", {"travel_date": day(10), "route": "MAD-OTP", "receiving_caseworker": "cw-ro-1"}, expect=409)
     assert "unsafe" in refused["detail"] and "travel-plan" not in refused["allowed_steps"]
     await j.step("pathway", {"pathway": "residence", "decided_on": day(5), "reason": "return unsafe"})
@@ -53,10 +50,7 @@ async def test_unsafe_origin_blocks_return_until_the_pathway_changes(stack):
 
 async def test_a_new_safe_assessment_lifts_the_block(stack):
     j = Journey(stack)
-    await j.open()
-    await j.through_protection()
-    await j.step("pathway", {"pathway": "voluntary_return", "decided_on": day(3)})
-    await j.deliver("origin-assessment", "origin-office-ro", assessment="unsafe")
+    await j.to_return(assessment="unsafe")
     await j.deliver("origin-assessment", "origin-office-ro", assessment="safe")
     await j.step("travel-plan", {"travel_date": day(10), "route": "MAD-OTP", "receiving_caseworker": "cw-ro-1"})
     assert "departure" not in j.case["allowed_steps"]  # documents still missing
@@ -98,11 +92,7 @@ async def test_withdrawal_during_reintegration(stack):
 
 async def test_a_second_return_needs_fresh_assessment_and_documents(stack):
     j = Journey(stack)
-    await j.open()
-    await j.through_protection()
-    await j.step("pathway", {"pathway": "voluntary_return", "decided_on": day(3)})
-    await j.deliver("origin-assessment", "origin-office-ro", assessment="safe")
-    await j.deliver("travel-documents", "consulate-ro")
+    await j.to_return(assessment="safe", documents=True)
     await j.step("pathway", {"pathway": "residence", "decided_on": day(4), "reason": "changed her mind"})
     await j.step("residence-application", {"filed_on": day(5), "permit_type": "victim-of-trafficking",
                                            "authority_reference": "EXT-3"})
@@ -119,11 +109,7 @@ async def test_a_second_return_needs_fresh_assessment_and_documents(stack):
 
 async def test_arrival_before_departure_is_refused(stack):
     j = Journey(stack)
-    await j.open()
-    await j.through_protection()
-    await j.step("pathway", {"pathway": "voluntary_return", "decided_on": day(3)})
-    await j.deliver("origin-assessment", "origin-office-ro", assessment="safe")
-    await j.deliver("travel-documents", "consulate-ro")
+    await j.to_return(assessment="safe", documents=True)
     await j.step("travel-plan", {"travel_date": day(10), "route": "MAD-OTP", "receiving_caseworker": "cw-ro-1"})
     await j.step("departure", {"departed_on": day(10)})
     task = await j.assign("reception", "origin-office-ro")

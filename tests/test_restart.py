@@ -40,11 +40,7 @@ def timeline_counts(stack, case_id: str) -> Counter:
 
 async def test_worker_stopped_mid_journey_then_started_again(stack):
     j = Journey(stack)
-    await j.open()
-    await j.through_protection()
-    await j.step("pathway", {"pathway": "voluntary_return", "decided_on": day(3)})
-    await j.deliver("origin-assessment", "origin-office-ro", assessment="safe")
-    await j.deliver("travel-documents", "consulate-ro")
+    await j.to_return(assessment="safe", documents=True)
 
     await stack.stop_worker()
     try:
