@@ -10,13 +10,14 @@ import structlog
 from temporalio.worker import Worker
 
 from activities.delivery import DeliveryActivities
+from activities.notifications import LogChannel, NotificationActivities, WebhookChannel
 from activities.read_model import ReadModelActivities
 from reintegration.db import create_tables, make_engine
 from reintegration.logs import configure_logging
 from reintegration.settings import Settings, get_settings
 from reintegration.temporal import connect
 from workflows.case import CaseWorkflow
-from workflows.delivery import TaskDeliveryWorkflow
+from workflows.delivery import SupervisorNotificationWorkflow, TaskDeliveryWorkflow
 from workflows.stages import ALL_WORKFLOWS
 
 log = structlog.get_logger("worker")
@@ -33,11 +34,16 @@ def build_worker(client, settings: Settings, engine, http: httpx.AsyncClient) ->
         },
     )
     delivery = DeliveryActivities(engine=engine, http=http, client=client, partner_fields=settings.partner_fields)
+    channel = (
+        WebhookChannel(url=settings.supervision_webhook_url, secret=settings.supervision_webhook_secret, http=http)
+        if settings.supervision_webhook_url and settings.supervision_webhook_secret else LogChannel()
+    )
+    notifications = NotificationActivities(engine=engine, channel=channel)
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
-        workflows=[CaseWorkflow, *ALL_WORKFLOWS, TaskDeliveryWorkflow],
-        activities=[read_model.project_case, delivery.deliver, delivery.report_rejected],
+        workflows=[CaseWorkflow, *ALL_WORKFLOWS, TaskDeliveryWorkflow, SupervisorNotificationWorkflow],
+        activities=[read_model.project_case, delivery.deliver, delivery.report_rejected, notifications.notify],
     )
 
 

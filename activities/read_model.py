@@ -19,7 +19,15 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
-from reintegration.db import AgencyRecord, CaseRecord, DeliveryRecord, TaskRecord, TimelineRecord
+from reintegration.db import (
+    AgencyRecord,
+    CaseRecord,
+    DeliveryRecord,
+    NotificationRecord,
+    StageVisitRecord,
+    TaskRecord,
+    TimelineRecord,
+)
 from workflows.model import DeliveryRequest, JourneyState, Projection, TaskState
 
 log = structlog.get_logger("activities")
@@ -62,9 +70,11 @@ class ReadModelActivities:
         if self._client is None:
             return
         request = message.model_copy(update=self._delivery)
+        notify = request.event == "supervision.notify"
         try:
             await self._client.start_workflow(
-                "TaskDelivery", request, id=f"delivery-{request.delivery_id}", task_queue=self._task_queue,
+                "SupervisorNotification" if notify else "TaskDelivery", request,
+                id=f"{'notify' if notify else 'delivery'}-{request.delivery_id}", task_queue=self._task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             )
         except WorkflowAlreadyStartedError:
@@ -125,6 +135,8 @@ def write_projection(engine: Engine, projection: Projection) -> list[DeliveryReq
             ]
             if rows:
                 conn.execute(insert(TimelineRecord), rows)
+        _record_stage_visits(conn, projection)
+        notifications = _record_notifications(conn, projection)
         for message in delivery_messages(projection):
             webhook = conn.scalar(select(AgencyRecord.webhook_url).where(AgencyRecord.agency_id == message.agency_id))
             if not webhook:
@@ -136,7 +148,47 @@ def write_projection(engine: Engine, projection: Projection) -> list[DeliveryReq
                     delivery_id=message.delivery_id, task_id=message.task_id, case_id=message.case_id,
                     agency_id=message.agency_id, event=message.event, status="pending",
                     created_at=projection.events[0].at if projection.events else state.opened_at))
-    return messages
+    return messages + notifications
+
+
+def _record_stage_visits(conn: Connection, projection: Projection) -> None:
+    """A stage event closes the case's open stay and opens the next: for days-per-stage statistics."""
+    for ev in projection.events:
+        if ev.kind != "stage" or conn.scalar(
+                select(StageVisitRecord.visit_id).where(StageVisitRecord.visit_id == ev.event_id)) is not None:
+            continue
+        open_visit = conn.execute(select(StageVisitRecord.visit_id, StageVisitRecord.entered_at).where(
+            StageVisitRecord.case_id == projection.state.case_id, StageVisitRecord.left_at.is_(None))).first()
+        if open_visit is not None:
+            entered = open_visit.entered_at if open_visit.entered_at.tzinfo else open_visit.entered_at.replace(
+                tzinfo=ev.at.tzinfo)
+            conn.execute(update(StageVisitRecord).where(StageVisitRecord.visit_id == open_visit.visit_id).values(
+                left_at=ev.at, days=(ev.at - entered).total_seconds() / 86400))
+        if ev.name != "closed":
+            conn.execute(insert(StageVisitRecord).values(visit_id=ev.event_id, case_id=projection.state.case_id,
+                                                         stage=ev.name, entered_at=ev.at))
+
+
+def _record_notifications(conn: Connection, projection: Projection) -> list[DeliveryRequest]:
+    """Outbox rows for the supervisors' notifications this projection makes; each is sent once."""
+    state, starts = projection.state, []
+    for ev in projection.events:
+        if ev.kind != "supervision" or "notification" not in ev.facts:
+            continue
+        notification_id = str(ev.facts["notification"])
+        starts.append(DeliveryRequest(delivery_id=notification_id, event="supervision.notify", case_id=state.case_id,
+                                      task_id=ev.task_id or "", agency_id=""))
+        if conn.scalar(select(NotificationRecord.notification_id).where(
+                NotificationRecord.notification_id == notification_id)) is not None:
+            continue
+        conn.execute(insert(NotificationRecord).values(
+            notification_id=notification_id, case_id=state.case_id, country=state.owner_country, kind=ev.name,
+            created_at=ev.at, payload={
+                "case_reference": state.reference, "case_id": state.case_id, "country": state.owner_country,
+                "stage": state.stage.value, "caseworker": state.owner_caseworker, "kind": ev.name,
+                "item": ev.facts.get("name"), "turn": ev.facts.get("turn"), "due_at": ev.facts.get("due_at"),
+                "level": ev.facts.get("level"), "at": ev.at.isoformat()}))
+    return starts
 
 
 def _upsert(conn: Connection, table: Any, key_column: Any, key: str, version: int, values: dict) -> None:
@@ -170,6 +222,11 @@ def _case_values(projection: Projection) -> dict[str, Any]:
         "allowed_steps": [s.value for s in projection.allowed_steps],
         "open_items": [i.model_dump(mode="json") for i in projection.open_items],
         "agencies": sorted({t.agency_id for t in state.tasks.values()}),
+        "stalled": bool(state.stall),
+        "stalled_since": state.stalled_since,
+        "most_overdue_at": min((r.due_at for r in state.stall), default=None),
+        "stall_reasons": [r.model_dump(mode="json") for r in state.stall],
+        "stage_entered_at": state.stage_entered_at,
         "facts": state.model_dump(mode="json", include=CASE_FACTS),
     }
 

@@ -18,7 +18,16 @@ from reintegration import commands
 from api.deps import IDENTIFIER, ClientDep, CurrentUser, EngineDep, IdempotencyKey, SessionDep, SettingsDep, require
 from api.errors import NotFound, PreconditionFailed, Unavailable, Unprocessable, responses
 from api.journeys import OPEN_STATUSES, aware, case_in_scope, send_command, utcnow
-from api.schemas import CaseCreate, CasePublic, CaseSummary, OpenStep, Page, PersonView, TimelineEntry
+from api.schemas import (
+    CaseCreate,
+    CasePublic,
+    CaseSummary,
+    OpenStep,
+    Page,
+    PersonView,
+    StallReasonView,
+    TimelineEntry,
+)
 from api.tasks import task_public
 from reintegration.db import CaseRecord, PersonRecord, TaskRecord, TimelineRecord
 from reintegration.persons import load_person, store_person
@@ -69,10 +78,6 @@ def parse_etag(value: str) -> int:
 def case_public(session: Session, case: CaseRecord, settings: Settings, *, person: bool = False,
                 timeline: bool = True) -> CasePublic:
     now = utcnow()
-    stalled = case.status == "active" and (
-        (case.next_due_at is not None and aware(case.next_due_at) < now)
-        or aware(case.updated_at) < now - _inactivity(settings)
-    )
     tasks = session.exec(
         select(TaskRecord).where(TaskRecord.case_id == case.case_id).order_by(TaskRecord.assigned_at)
     ).all()
@@ -103,7 +108,9 @@ def case_public(session: Session, case: CaseRecord, settings: Settings, *, perso
         reference=case.reference,
         version=case.version,
         stage=case.stage,
-        status="stalled" if stalled else case.status,
+        status="stalled" if case.stalled else case.status,
+        stalled_since=aware(case.stalled_since) if case.stalled_since else None,
+        stall_reasons=[stall_reason(r, now) for r in case.stall_reasons],
         htcds_status=htcds,
         pathway=case.pathway,
         owner={"country": case.owner_country, "caseworker": case.owner_caseworker},
@@ -124,10 +131,11 @@ def case_public(session: Session, case: CaseRecord, settings: Settings, *, perso
     )
 
 
-def _inactivity(settings: Settings):  # type: ignore[no-untyped-def]
-    from datetime import timedelta
-
-    return timedelta(days=settings.journey.inactivity_days)
+def stall_reason(reason: dict[str, Any], now: datetime) -> StallReasonView:
+    due = datetime.fromisoformat(reason["due_at"])
+    return StallReasonView(item=reason["key"], kind=reason["kind"], name=reason["name"], task_id=reason["task_id"],
+                           agency_id=reason["agency_id"], turn=reason["turn"], due_at=due,
+                           overdue_days=round(max((now - due).total_seconds(), 0) / 86400, 1))
 
 
 def _respond(response: Response, session: Session, case_id: str, settings: Settings) -> CasePublic:
@@ -259,11 +267,10 @@ def list_cases(
         query = query.where(CaseRecord.owner_country.in_(user.countries))
     if stage:
         query = query.where(CaseRecord.stage == stage.value)
-    stalled = journeys.stalled_clause(now, settings.journey.inactivity_days)
     if status == "stalled":
-        query = query.where(stalled)
+        query = query.where(CaseRecord.stalled)
     elif status == "active":
-        query = query.where(CaseRecord.status == "active").where(~stalled)
+        query = query.where(CaseRecord.status == "active", ~CaseRecord.stalled)
     elif status == "closed":
         query = query.where(CaseRecord.status == "closed")
     if pathway:
@@ -287,14 +294,10 @@ def list_cases(
     rows = session.exec(query.order_by(CaseRecord.opened_at.desc(), CaseRecord.case_id.desc()).limit(limit + 1)).all()
     items = []
     for case in rows[:limit]:
-        is_stalled = case.status == "active" and (
-            (case.next_due_at is not None and aware(case.next_due_at) < now)
-            or aware(case.updated_at) < now - _inactivity(settings)
-        )
         items.append(
             CaseSummary(
                 case_id=case.case_id, reference=case.reference, stage=case.stage,
-                status="stalled" if is_stalled else case.status, pathway=case.pathway,
+                status="stalled" if case.stalled else case.status, pathway=case.pathway,
                 owner={"country": case.owner_country, "caseworker": case.owner_caseworker},
                 opened_at=aware(case.opened_at), updated_at=aware(case.updated_at),
                 next_due_at=aware(case.next_due_at) if case.next_due_at else None,

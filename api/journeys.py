@@ -7,7 +7,6 @@ import binascii
 from datetime import datetime, timedelta, timezone
 
 import structlog
-from sqlalchemy import and_, or_
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from temporalio.client import Client
@@ -95,13 +94,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise Unprocessable("the cursor is not one this API gave") from None
     return parsed, key
-
-
-def stalled_clause(now: datetime, inactivity_days: int):  # type: ignore[no-untyped-def]
-    return and_(
-        CaseRecord.status == "active",
-        or_(CaseRecord.next_due_at < now, CaseRecord.updated_at < now - timedelta(days=inactivity_days)),
-    )
 
 
 def utcnow() -> datetime:

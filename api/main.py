@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from sqlmodel import Session
 
 from api import agencies as agencies_api
-from api import cases, errors, health, steps, tasks
+from api import cases, errors, health, steps, supervision, tasks
 from api.schemas import Problem
 from reintegration import agencies
 from reintegration.db import create_tables, make_engine
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(steps.router)
     app.include_router(tasks.router)
     app.include_router(agencies_api.router)
+    app.include_router(supervision.router)
 
     def openapi() -> dict:
         if app.openapi_schema is None:

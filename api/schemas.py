@@ -136,12 +136,27 @@ class TimelineEntry(BaseModel):
     facts: dict[str, Any]
 
 
+class StallReasonView(BaseModel):
+    """Why a case is stalled: which item, how long overdue, whose turn."""
+
+    item: str
+    kind: str = Field(description="step, task or inactivity")
+    name: str
+    task_id: str | None
+    agency_id: str | None
+    turn: str = Field(description="caseworker, agency, supervisor or authority")
+    due_at: datetime
+    overdue_days: float
+
+
 class CasePublic(BaseModel):
     case_id: str
     reference: str
     version: int
     stage: str
     status: str = Field(description="active, stalled or closed")
+    stalled_since: datetime | None = None
+    stall_reasons: list[StallReasonView] = Field(default_factory=list)
     htcds_status: str = Field(description="HTCDS cas_Status")
     pathway: str | None
     owner: Owner

@@ -42,6 +42,11 @@ class CaseRecord(SQLModel, table=True):
     closed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     closure_reason: str | None = Field(default=None, max_length=32)
     next_due_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), index=True))
+    stalled: bool = Field(default=False, index=True)
+    stalled_since: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    most_overdue_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), index=True))
+    stall_reasons: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    stage_entered_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     active_workflow_id: str = Field(max_length=200)
     allowed_steps: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     open_items: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
@@ -145,6 +150,36 @@ class DeliveryRecord(SQLModel, table=True):
     delivered_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
+class StageVisitRecord(SQLModel, table=True):
+    """One stay of a case in a stage, for the days-per-stage statistics."""
+
+    __tablename__ = "stage_visits"
+    __table_args__ = (Index("ix_stage_visits_stage_days", "stage", "days"),)
+
+    visit_id: str = Field(primary_key=True, max_length=100)  # the stage event's id
+    case_id: str = Field(index=True, max_length=64)
+    stage: str = Field(max_length=32)
+    entered_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    left_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    days: float | None = None
+
+
+class NotificationRecord(SQLModel, table=True):
+    """The outbox of notifications to the supervisors of a case's region: each sent once."""
+
+    __tablename__ = "notifications"
+
+    notification_id: str = Field(primary_key=True, max_length=300)
+    case_id: str = Field(index=True, max_length=64)
+    country: str = Field(max_length=2)
+    kind: str = Field(max_length=32)  # stalled, escalated
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="pending", max_length=16)  # pending, sent
+    attempts: int = 0
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    sent_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
 class IdempotencyRecord(SQLModel, table=True):
     """A request made with an ``Idempotency-Key``: its fingerprint and, once done, its response."""
 
@@ -186,6 +221,8 @@ __all__ = [
     "CaseRecord",
     "DeliveryRecord",
     "IdempotencyRecord",
+    "NotificationRecord",
+    "StageVisitRecord",
     "PersonRecord",
     "Session",
     "TaskRecord",

@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     partner_fields: dict[str, list[str]] = Field(default_factory=lambda: {
         k: list(v) for k, v in DEVELOPMENT_PARTNER_FIELDS.items()})
 
+    # Where the supervisors of a region are told about stalled cases (a webhook; the log without one).
+    supervision_webhook_url: str | None = None
+    supervision_webhook_secret: str | None = None
+
     # Delivery of tasks to agencies' webhooks.
     delivery_timeout_seconds: float = 10.0
     delivery_retry_initial_seconds: float = 1.0

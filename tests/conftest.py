@@ -100,22 +100,24 @@ def _drop_postgres_database(name: str) -> None:
 
 
 @asynccontextmanager
-async def running_stack(backend: str, env: WorkflowEnvironment, data_dir: Path) -> AsyncIterator[Stack]:
+async def running_stack(backend: str, env: WorkflowEnvironment, data_dir: Path, **overrides: Any
+                        ) -> AsyncIterator[Stack]:
     """Database, worker and the API over HTTP on a free port, against the given Temporal server."""
     database_url, pg_name = None, None
     if backend == "postgres":
         pg_name, database_url = _postgres_database()
-    settings = Settings(
-        data_dir=data_dir,
-        database_url=database_url,
-        temporal_address=env.client.service_client.config.target_host,
-        temporal_namespace=NAMESPACE,
-        temporal_task_queue=f"journeys-{backend}-{uuid.uuid4().hex[:6]}",
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "temporal_address": env.client.service_client.config.target_host,
+        "temporal_namespace": NAMESPACE,
+        "temporal_task_queue": f"journeys-{backend}-{uuid.uuid4().hex[:6]}",
         # Partner webhooks in the tests are local and fast: retry soon, give up waiting soon.
-        delivery_timeout_seconds=1.5,
-        delivery_retry_initial_seconds=0.2,
-        delivery_retry_max_seconds=1.0,
-    )
+        "delivery_timeout_seconds": 1.5,
+        "delivery_retry_initial_seconds": 0.2,
+        "delivery_retry_max_seconds": 1.0,
+    }
+    settings = Settings(**{**values, **overrides})
     engine = make_engine(settings)
     create_tables(engine)
     app = create_app(settings)

@@ -76,7 +76,7 @@ class CaseWorkflow(JourneyWorkflowBase):
                 )
                 body = rules.check_step(self.state, cmd)
                 events += rules.apply_step(self.state, cmd, body, workflow.now(), self._new_id)
-            await self.project(events)
+            await self.project(events + rules.evaluate_stall(self.state, workflow.now(), self._new_id))
             self._opened = True
 
     @workflow.update(name="opened")

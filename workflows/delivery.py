@@ -16,6 +16,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.delivery import DELIVERY_REJECTED, DeliveryActivities
+    from activities.notifications import NotificationActivities
     from workflows.model import DeliveryOutcome, DeliveryRequest
 
 
@@ -48,3 +49,20 @@ class TaskDeliveryWorkflow:
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=60)),
             )
             return DeliveryOutcome(delivery_id=request.delivery_id, status="failed", detail=cause.message)
+
+
+@workflow.defn(name="SupervisorNotification", sandboxed=False)
+class SupervisorNotificationWorkflow:
+    """One notification to the supervisors of a case's region, retried until sent."""
+
+    @workflow.run
+    async def run(self, request: DeliveryRequest) -> None:
+        await workflow.execute_activity_method(
+            NotificationActivities.notify,
+            request,
+            start_to_close_timeout=timedelta(seconds=request.timeout_seconds * 3),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=request.retry_initial_seconds),
+                maximum_interval=timedelta(seconds=request.retry_max_seconds),
+            ),
+        )

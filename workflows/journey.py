@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.model import (
         CommandResult,
         JourneyState,
+        ReassignOwner,
         Stage,
         StepCommand,
         TaskCommand,
@@ -79,7 +80,7 @@ class JourneyWorkflowBase:
         async with self._lock:
             body = self._checked(lambda: rules.check_step(self.state, cmd))
             events = rules.apply_step(self.state, cmd, body, workflow.now(), self._new_id)
-            await self.project(events)
+            await self.project(events + rules.evaluate_stall(self.state, workflow.now(), self._new_id))
             return CommandResult(version=self.state.version, stage=self.state.stage)
 
     @step.validator
@@ -93,13 +94,26 @@ class JourneyWorkflowBase:
         async with self._lock:
             body = self._checked(lambda: rules.check_task(self.state, cmd, workflow.now()))
             events, task_id = rules.apply_task(self.state, cmd, body, workflow.now(), self._new_id)
-            await self.project(events)
+            await self.project(events + rules.evaluate_stall(self.state, workflow.now(), self._new_id))
             return CommandResult(version=self.state.version, stage=self.state.stage, task_id=task_id)
 
     @task.validator
     def validate_task(self, cmd: TaskCommand) -> None:
         body = self._checked(lambda: rules.check_task(self.state, cmd, workflow.now()))
         self._dry_run(lambda state: rules.apply_task(state, cmd, body, workflow.now(), _dry_id)[0])
+
+    @workflow.update(name="reassign_owner")
+    async def reassign_owner(self, cmd: ReassignOwner) -> CommandResult:
+        """A supervisor gives the case to another caseworker."""
+        async with self._lock:
+            self._checked(lambda: rules.check_reassign_owner(self.state, cmd))
+            events = rules.apply_reassign_owner(self.state, cmd, workflow.now(), self._new_id)
+            await self.project(events + rules.evaluate_stall(self.state, workflow.now(), self._new_id))
+            return CommandResult(version=self.state.version, stage=self.state.stage)
+
+    @reassign_owner.validator
+    def validate_reassign_owner(self, cmd: ReassignOwner) -> None:
+        self._checked(lambda: rules.check_reassign_owner(self.state, cmd))
 
     @workflow.query(name="journey")
     def journey(self) -> JourneyState:
@@ -145,10 +159,30 @@ class JourneyWorkflowBase:
         )
 
     async def hold_stage(self) -> bool:
-        """Wait while this workflow's stage is current; True if it should continue as new."""
-        await workflow.wait_condition(
-            lambda: self.state.stage not in self.OWNED_STAGES
-            or workflow.info().is_continue_as_new_suggested()
-        )
+        """Keep the stage's deadlines while it is current; True if it should continue as new.
+
+        One durable timer at a time, for the next moment the stall can change by the clock alone;
+        every change to the case recomputes it, so a deadline that moves moves the timer.
+        """
+        while True:
+            version = self.state.version
+            deadline = rules.next_deadline(self.state, workflow.now())
+            timeout = max(deadline - workflow.now(), timedelta(seconds=1)) if deadline else None
+            try:
+                await workflow.wait_condition(
+                    lambda: self.state.stage not in self.OWNED_STAGES
+                    or workflow.info().is_continue_as_new_suggested()
+                    or self.state.version != version,
+                    timeout=timeout,
+                )
+            except asyncio.TimeoutError:
+                async with self._lock:
+                    if self.state.stage in self.OWNED_STAGES:
+                        events = rules.evaluate_stall(self.state, workflow.now(), self._new_id, by_clock=True)
+                        if events or self.state.version != version:
+                            await self.project(events)
+                continue
+            if self.state.stage not in self.OWNED_STAGES or workflow.info().is_continue_as_new_suggested():
+                break
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.state.stage in self.OWNED_STAGES

@@ -457,6 +457,14 @@ class TaskCommand(Strict):
     actor: Actor
 
 
+class ReassignOwner(Strict):
+    """A supervisor's decision: the case goes to another caseworker."""
+
+    caseworker: Identifier
+    actor: Actor
+    reason: Notes = ""
+
+
 class CommandResult(Strict):
     """What an update returns: the case's new version and the task it created or changed."""
 
@@ -629,6 +637,10 @@ class JourneyState(Strict):
     closure_requested: ClosureReason | None = None
     closure_requested_at: datetime | None = None
     closure_requested_by: str | None = None
+
+    stall: list[StallReason] = Field(default_factory=list)
+    stalled_since: datetime | None = None
+    notified: list[str] = Field(default_factory=list)  # "<reason key>@<due>:<level>" already notified
     closure_rejections: int = 0
     closure_reason: ClosureReason | None = None
     closed_at: datetime | None = None
@@ -643,8 +655,34 @@ class OpenItem(Strict):
     name: str
     task_id: str | None = None
     due_at: datetime | None = None
-    turn: str  # "caseworker", "agency", "supervisor"
+    since: datetime | None = None  # when the item became open: its deadline runs from here
+    turn: str  # "caseworker", "agency", "supervisor", "authority"
     agency_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"task:{self.task_id}" if self.task_id else f"step:{self.name}"
+
+    @property
+    def escalate_at(self) -> datetime | None:
+        """Twice the deadline: still stalled then, the supervisors are told again."""
+        if self.due_at is None:
+            return None
+        since = self.since or self.due_at
+        return self.due_at + (self.due_at - since)
+
+
+class StallReason(Strict):
+    """Why a case is stalled: an overdue item (or no activity at all), since when, whose turn."""
+
+    key: str
+    kind: str  # "step", "task" or "inactivity"
+    name: str
+    task_id: str | None = None
+    agency_id: str | None = None
+    turn: str
+    due_at: datetime
+    escalate_at: datetime
 
 
 class Projection(Strict):

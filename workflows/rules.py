@@ -37,6 +37,7 @@ from workflows.model import (
     PathwayDecision,
     Projection,
     ReassignTaskBody,
+    ReassignOwner,
     RejectClosureBody,
     ReintegrationPlanBody,
     ResidenceApplicationBody,
@@ -48,6 +49,7 @@ from workflows.model import (
     SafetyPlanBody,
     SecurityGuaranteeBody,
     Service,
+    StallReason,
     Stage,
     Step,
     StepCommand,
@@ -132,6 +134,10 @@ def add_months(day: date, months: int) -> date:
     month_index = day.month - 1 + months
     year, month = day.year + month_index // 12, month_index % 12 + 1
     return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def start_of(day: date) -> datetime:
+    return datetime.combine(day, time(0, 0), tzinfo=timezone.utc)
 
 
 def end_of(day: date) -> datetime:
@@ -772,7 +778,8 @@ def _event(
     task_id: str | None = None,
     facts: dict | None = None,
 ) -> TimelineEvent:
-    state.last_activity_at = now
+    if kind != "supervision":  # the orchestrator noticing a stall is not activity on the case
+        state.last_activity_at = now
     return TimelineEvent(
         event_id=new_id(),
         seq=state.version,
@@ -801,6 +808,22 @@ def _facts(body: dict) -> dict:
     return {k: v for k, v in body.items() if k not in ("notes", "threats", "measures", "services")}
 
 
+def check_reassign_owner(state: JourneyState, cmd: ReassignOwner) -> None:
+    if cmd.actor.role != Role.supervisor:
+        raise Forbidden("a supervisor reassigns a case")
+    if state.status == CaseStatus.closed:
+        raise StepNotAllowed("the case is closed", [])
+    if cmd.caseworker == state.owner_caseworker:
+        raise InvalidCommand("the case is already this caseworker's")
+
+
+def apply_reassign_owner(state: JourneyState, cmd: ReassignOwner, now: datetime, new_id: NewId) -> list[TimelineEvent]:
+    state.version += 1
+    previous, state.owner_caseworker = state.owner_caseworker, cmd.caseworker
+    return [_event(state, now, new_id, "case", "reassigned", cmd.actor,
+                   facts={"from_caseworker": previous, "to_caseworker": cmd.caseworker})]
+
+
 # --- Deadlines ----------------------------------------------------------------------------------
 
 
@@ -811,9 +834,11 @@ def open_items(state: JourneyState) -> list[OpenItem]:
     cfg = state.config
     items: list[OpenItem] = []
 
-    def step(name: Step, due: date | datetime | None, turn: str = "caseworker") -> None:
+    def step(name: Step, due: date | datetime | None, turn: str = "caseworker", since: date | datetime | None = None
+             ) -> None:
         due_at = end_of(due) if isinstance(due, date) and not isinstance(due, datetime) else due
-        items.append(OpenItem(kind="step", name=name.value, due_at=due_at, turn=turn))
+        start = start_of(since) if isinstance(since, date) and not isinstance(since, datetime) else since
+        items.append(OpenItem(kind="step", name=name.value, due_at=due_at, turn=turn, since=start))
 
     identified = state.identified_on
     reflection_end = identified + timedelta(days=cfg.reflection_days)
@@ -821,21 +846,21 @@ def open_items(state: JourneyState) -> list[OpenItem]:
         step(Step.consent, None)
     if state.stage in (Stage.protection, Stage.pathway):
         if state.risk_level is None:
-            step(Step.risk_assessment, identified + timedelta(days=cfg.risk_assessment_days))
+            step(Step.risk_assessment, identified + timedelta(days=cfg.risk_assessment_days), since=identified)
         guarantee_due = identified + timedelta(days=cfg.security_guarantee_days)
         if state.risk_level in (RiskLevel.medium, RiskLevel.high) and state.safety_plan_on is None:
-            step(Step.safety_plan, guarantee_due)
+            step(Step.safety_plan, guarantee_due, since=state.risk_assessed_on)
         if state.is_minor and state.guardian_on is None:
-            step(Step.guardian, reflection_end)
+            step(Step.guardian, reflection_end, since=identified)
         if state.stage == Stage.protection:
-            step(Step.security_guarantee, guarantee_due)
+            step(Step.security_guarantee, guarantee_due, since=identified)
         else:
-            step(Step.pathway, reflection_end)
+            step(Step.pathway, reflection_end, since=identified)
     if state.stage == Stage.return_:
         if state.travel_plan_on is None:
             step(Step.travel_plan, None)
         elif state.departed_on is None:
-            step(Step.departure, state.travel_date)
+            step(Step.departure, state.travel_date, since=state.travel_plan_on)
     if state.stage == Stage.residence:
         if state.residence_applied_on is None:
             step(Step.residence_application, None)
@@ -844,24 +869,26 @@ def open_items(state: JourneyState) -> list[OpenItem]:
     if state.stage == Stage.reintegration and state.closure_requested is None:
         started = state.reintegration_started_on or (state.stage_entered_at or state.opened_at).date()
         if state.plan_agreed_on is None:
-            step(Step.reintegration_plan, started + timedelta(days=cfg.reintegration_plan_days))
+            step(Step.reintegration_plan, started + timedelta(days=cfg.reintegration_plan_days), since=started)
         else:
             if state.plan_revision_needed:
                 last = state.monitoring_visits[-1].visited_on
-                step(Step.reintegration_plan, last + timedelta(days=cfg.reintegration_plan_days))
+                step(Step.reintegration_plan, last + timedelta(days=cfg.reintegration_plan_days), since=last)
             done = len(state.monitoring_visits)
             if done < len(cfg.monitoring_offsets_months):
                 scheduled = add_months(state.plan_agreed_on, cfg.monitoring_offsets_months[done])
-                step(Step.monitoring, scheduled + timedelta(days=cfg.monitoring_grace_days))
+                step(Step.monitoring, scheduled + timedelta(days=cfg.monitoring_grace_days), since=scheduled)
     if state.closure_requested is not None and state.closure_requested_at is not None:
         step(
             Step.approve_closure,
             state.closure_requested_at + timedelta(days=cfg.closure_approval_days),
             turn="supervisor",
+            since=state.closure_requested_at,
         )
     for task in state.tasks.values():
         if not task.is_open:
             continue
+        since = task.assigned_at
         if task.status in (TaskStatus.declined, TaskStatus.delivery_failed):
             since = task.declined_at or task.delivery_failed_at or task.assigned_at
             due: datetime = since + timedelta(days=cfg.declined_reassign_days)
@@ -872,9 +899,76 @@ def open_items(state: JourneyState) -> list[OpenItem]:
             due, turn = end_of(task.due_on), "agency"
         items.append(
             OpenItem(kind="task", name=task.service.value, task_id=task.task_id, due_at=due, turn=turn,
-                     agency_id=task.agency_id)
+                     agency_id=task.agency_id, since=since)
         )
     return items
+
+
+# --- Stalled cases ------------------------------------------------------------------------------
+
+
+def stall_reasons(state: JourneyState, now: datetime) -> list[StallReason]:
+    """Each overdue open item, and inactivity past its limit; empty when the case is not stalled."""
+    if state.status == CaseStatus.closed:
+        return []
+    reasons = [
+        StallReason(key=item.key, kind=item.kind, name=item.name, task_id=item.task_id, agency_id=item.agency_id,
+                    turn=item.turn, due_at=item.due_at, escalate_at=item.escalate_at or item.due_at)
+        for item in open_items(state)
+        if item.due_at is not None and item.due_at <= now
+    ]
+    quiet_until = _inactivity_due(state)
+    if quiet_until <= now:
+        limit = timedelta(days=state.config.inactivity_days)
+        reasons.append(StallReason(key="inactivity", kind="inactivity", name="no activity", turn="caseworker",
+                                   due_at=quiet_until, escalate_at=quiet_until + limit))
+    return sorted(reasons, key=lambda r: r.due_at)
+
+
+def _inactivity_due(state: JourneyState) -> datetime:
+    return (state.last_activity_at or state.opened_at) + timedelta(days=state.config.inactivity_days)
+
+
+def next_deadline(state: JourneyState, now: datetime) -> datetime | None:
+    """When the stall can next change by the clock alone: a due time or an escalation to come."""
+    if state.status == CaseStatus.closed:
+        return None
+    moments = [i.due_at for i in open_items(state) if i.due_at is not None]
+    moments += [r.escalate_at for r in state.stall]
+    moments.append(_inactivity_due(state))
+    future = [m for m in moments if m > now]
+    return min(future) if future else None
+
+
+def evaluate_stall(state: JourneyState, now: datetime, new_id: NewId, *, by_clock: bool = False
+                   ) -> list[TimelineEvent]:
+    """Bring the stall up to date: new reasons notify the supervisors once, again at twice the
+    deadline; the stall clears by itself when nothing is overdue. Returns the events it makes.
+
+    After a command the change rides on the command's version; found by the clock alone
+    (``by_clock``), it is a new version of the case."""
+    reasons = stall_reasons(state, now)
+    events: list[TimelineEvent] = []
+    for reason in reasons:
+        for level, at in ((1, reason.due_at), (2, reason.escalate_at)):
+            mark = f"{reason.key}@{reason.due_at.isoformat()}:{level}"
+            if at <= now and mark not in state.notified:
+                state.notified.append(mark)
+                events.append(_event(
+                    state, now, new_id, "supervision", "stalled" if level == 1 else "escalated", None,
+                    task_id=reason.task_id,
+                    facts={"item": reason.key, "name": reason.name, "turn": reason.turn, "level": level,
+                           "due_at": reason.due_at.isoformat(), "notification": f"{state.case_id}:{mark}"},
+                ))
+    cleared = bool(state.stall) and not reasons
+    if reasons != state.stall or events:
+        state.stall = reasons
+        state.stalled_since = (state.stalled_since or now) if reasons else None
+        if by_clock:
+            state.version += 1
+        if cleared:
+            events.append(_event(state, now, new_id, "supervision", "stall-cleared", None))
+    return events
 
 
 def project(state: JourneyState, events: list[TimelineEvent]) -> Projection:

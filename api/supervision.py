@@ -1,0 +1,165 @@
+"""Supervision: stalled cases most overdue first, the region's summary, and reassignment.
+
+Indexed queries on the read model only; never a query to each workflow.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import exists, func
+from sqlmodel import select
+
+from api import idempotency
+from api.cases import CaseId, _respond, actor_of, stall_reason
+from api.deps import IDENTIFIER, ClientDep, EngineDep, IdempotencyKey, SessionDep, SettingsDep, require
+from api.errors import responses
+from api.journeys import aware, case_in_scope, decode_cursor, encode_cursor, send_command, utcnow
+from api.schemas import CasePublic, Owner, Page, StallReasonView
+from reintegration.db import CaseRecord, StageVisitRecord, TaskRecord
+from workflows.model import ReassignOwner, Role, Stage, Strict
+
+router = APIRouter(tags=["supervision"])
+
+SUPERVISOR = require(Role.supervisor)
+
+
+class StalledCase(BaseModel):
+    case_id: str
+    reference: str
+    stage: str
+    pathway: str | None
+    owner: Owner
+    stalled_since: datetime | None
+    most_overdue_at: datetime | None
+    reasons: list[StallReasonView]
+
+
+class Summary(BaseModel):
+    total: int
+    by_stage: dict[str, int]
+    by_status: dict[str, int]
+    by_pathway: dict[str, int]
+    by_country: dict[str, int]
+    by_agency: dict[str, int] = Field(description="Cases with a task at the agency")
+    median_days_per_stage: dict[str, float] = Field(description="Completed stays in each stage")
+
+
+class ReassignCase(Strict):
+    caseworker: str = Field(max_length=100, pattern=IDENTIFIER, description="The new owning caseworker's user id")
+    reason: str = Field(default="", max_length=2000)
+
+    model_config = {"extra": "forbid", "json_schema_extra": {"examples": [
+        {"caseworker": "cw-es-2", "reason": "cw-es-1 is on leave"}]}}
+
+
+def _scoped(query: Any, user: Any) -> Any:
+    return query.where(CaseRecord.owner_country.in_(user.countries)) if user.countries is not None else query
+
+
+@router.get("/v1/supervision/stalled", response_model=Page[StalledCase], summary="Stalled cases, most overdue first",
+            responses=responses(401, 403, 422))
+def stalled_cases(
+    user: Annotated[Any, SUPERVISOR],
+    session: SessionDep,
+    country: Annotated[str | None, Query(pattern="^[A-Z]{2}$")] = None,
+    agency: Annotated[str | None, Query(max_length=100, pattern=IDENTIFIER)] = None,
+    caseworker: Annotated[str | None, Query(max_length=200, pattern=IDENTIFIER)] = None,
+    stage: Stage | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> Page[StalledCase]:
+    query = _scoped(select(CaseRecord).where(CaseRecord.stalled), user)
+    if country:
+        query = query.where(CaseRecord.owner_country == country)
+    if caseworker:
+        query = query.where(CaseRecord.owner_caseworker == caseworker)
+    if stage:
+        query = query.where(CaseRecord.stage == stage.value)
+    if agency:
+        query = query.where(exists().where(TaskRecord.case_id == CaseRecord.case_id, TaskRecord.agency_id == agency,
+                                           TaskRecord.status.in_(["assigned", "accepted", "declined",
+                                                                  "delivery_failed"])))
+    if cursor:
+        at, key = decode_cursor(cursor)
+        query = query.where((CaseRecord.most_overdue_at > at)
+                            | ((CaseRecord.most_overdue_at == at) & (CaseRecord.case_id > key)))
+    rows = session.exec(query.order_by(CaseRecord.most_overdue_at, CaseRecord.case_id).limit(limit + 1)).all()
+    now = utcnow()
+    items = [
+        StalledCase(case_id=c.case_id, reference=c.reference, stage=c.stage, pathway=c.pathway,
+                    owner=Owner(country=c.owner_country, caseworker=c.owner_caseworker),
+                    stalled_since=aware(c.stalled_since) if c.stalled_since else None,
+                    most_overdue_at=aware(c.most_overdue_at) if c.most_overdue_at else None,
+                    reasons=[stall_reason(r, now) for r in c.stall_reasons])
+        for c in rows[:limit]
+    ]
+    next_cursor = None
+    if len(rows) > limit and rows[limit - 1].most_overdue_at is not None:
+        next_cursor = encode_cursor(aware(rows[limit - 1].most_overdue_at), rows[limit - 1].case_id)
+    return Page[StalledCase](items=items, next_cursor=next_cursor)
+
+
+@router.get("/v1/supervision/summary", response_model=Summary, summary="Counts and days per stage in the region",
+            responses=responses(401, 403, 422))
+def summary(user: Annotated[Any, SUPERVISOR], session: SessionDep,
+            country: Annotated[str | None, Query(pattern="^[A-Z]{2}$")] = None) -> Summary:
+    def scoped(query: Any) -> Any:
+        query = _scoped(query, user)
+        return query.where(CaseRecord.owner_country == country) if country else query
+
+    def counts(column: Any) -> dict[str, int]:
+        rows = session.exec(scoped(select(column, func.count()).select_from(CaseRecord)).group_by(column)).all()
+        return {str(key): n for key, n in rows if key is not None}
+
+    statuses = counts(CaseRecord.status)
+    stalled = session.exec(scoped(select(func.count()).select_from(CaseRecord).where(CaseRecord.stalled))).one()
+    if stalled:
+        statuses["active"] = statuses.get("active", 0) - stalled
+        statuses["stalled"] = stalled
+    agency_rows = session.exec(scoped(
+        select(TaskRecord.agency_id, func.count(func.distinct(TaskRecord.case_id)))
+        .join(CaseRecord, CaseRecord.case_id == TaskRecord.case_id)).group_by(TaskRecord.agency_id)).all()
+    medians = {}
+    for stage in Stage:
+        visits = scoped(select(StageVisitRecord.days).join(CaseRecord, CaseRecord.case_id == StageVisitRecord.case_id)
+                        .where(StageVisitRecord.stage == stage.value, StageVisitRecord.days.is_not(None)))
+        n = session.exec(select(func.count()).select_from(visits.subquery())).one()
+        if n:
+            middle = session.exec(visits.order_by(StageVisitRecord.days).offset((n - 1) // 2).limit(2 - n % 2)).all()
+            medians[stage.value] = round(sum(middle) / len(middle), 1)
+    return Summary(
+        total=sum(statuses.values()), by_stage=counts(CaseRecord.stage), by_status=statuses,
+        by_pathway=counts(CaseRecord.pathway), by_country=counts(CaseRecord.owner_country),
+        by_agency={a: n for a, n in agency_rows}, median_days_per_stage=medians,
+    )
+
+
+@router.post("/v1/cases/{case_id}/reassign", response_model=CasePublic, summary="Give the case to another caseworker",
+             tags=["cases"], responses=responses(401, 403, 404, 409, 422, 503))
+async def reassign_case(
+    case_id: CaseId,
+    body: Annotated[ReassignCase, Body()],
+    response: Response,
+    user: Annotated[Any, SUPERVISOR],
+    session: SessionDep,
+    client: ClientDep,
+    engine: EngineDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> CasePublic:
+    case_in_scope(session, case_id, user)
+
+    async def run(_: str) -> CasePublic:
+        command = ReassignOwner(caseworker=body.caseworker, reason=body.reason, actor=actor_of(user))
+        await send_command(client, engine, case_id, "reassign_owner", command,
+                           update_id=idempotency.update_id(user, idempotency_key))
+        return _respond(response, session, case_id, settings)
+
+    return await idempotency.once(
+        engine, user=user, key=idempotency_key, status_code=200, run=run,
+        request_hash=idempotency.fingerprint("POST", f"/v1/cases/{case_id}/reassign", body.model_dump(mode="json")),
+    )
