@@ -166,7 +166,8 @@ def _record_stage_visits(conn: Connection, projection: Projection) -> None:
                 left_at=ev.at, days=(ev.at - entered).total_seconds() / 86400))
         if ev.name != "closed":
             conn.execute(insert(StageVisitRecord).values(visit_id=ev.event_id, case_id=projection.state.case_id,
-                                                         stage=ev.name, entered_at=ev.at))
+                                                         stage=ev.name, entered_at=ev.at,
+                                                         country=projection.state.owner_country))
 
 
 def _record_notifications(conn: Connection, projection: Projection) -> list[DeliveryRequest]:

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
-from sqlalchemy import exists
+
 from sqlmodel import Session, select
 from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.common import WorkflowIDConflictPolicy
@@ -279,10 +279,8 @@ def list_cases(
         query = query.where(CaseRecord.owner_country == country)
     if caseworker:
         query = query.where(CaseRecord.owner_caseworker == caseworker)
-    if agency:
-        query = query.where(
-            exists().where(TaskRecord.case_id == CaseRecord.case_id, TaskRecord.agency_id == agency)
-        )
+    if agency:  # a set computed once from the agency's index, not a probe per case
+        query = query.where(CaseRecord.case_id.in_(select(TaskRecord.case_id).where(TaskRecord.agency_id == agency)))
     if overdue_since:
         cutoff = aware(overdue_since).astimezone(timezone.utc)  # stored times are UTC
         query = query.where(CaseRecord.status == "active", CaseRecord.next_due_at < cutoff)

@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         connecting = asyncio.create_task(_connect(app, settings))
         try:
             # Wait briefly so a normal start is ready at once; keep trying in the background after.
-            await asyncio.wait({connecting}, timeout=30)
+            await asyncio.wait({connecting}, timeout=settings.temporal_connect_wait_seconds)
             yield
         finally:
             connecting.cancel()

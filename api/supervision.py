@@ -5,19 +5,20 @@ Indexed queries on the read model only; never a query to each workflow.
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import exists, func
+from sqlalchemy import func
 from sqlmodel import select
 
 from api import idempotency
 from api.cases import CaseId, _respond, actor_of, stall_reason
 from api.deps import IDENTIFIER, ClientDep, EngineDep, IdempotencyKey, SessionDep, SettingsDep, require
 from api.errors import responses
-from api.journeys import aware, case_in_scope, decode_cursor, encode_cursor, send_command, utcnow
+from api.journeys import OPEN_STATUSES, aware, case_in_scope, decode_cursor, encode_cursor, send_command, utcnow
 from api.schemas import CasePublic, Owner, Page, StallReasonView
 from reintegration.db import CaseRecord, StageVisitRecord, TaskRecord
 from workflows.model import ReassignOwner, Role, Stage, Strict
@@ -79,10 +80,9 @@ def stalled_cases(
         query = query.where(CaseRecord.owner_caseworker == caseworker)
     if stage:
         query = query.where(CaseRecord.stage == stage.value)
-    if agency:
-        query = query.where(exists().where(TaskRecord.case_id == CaseRecord.case_id, TaskRecord.agency_id == agency,
-                                           TaskRecord.status.in_(["assigned", "accepted", "declined",
-                                                                  "delivery_failed"])))
+    if agency:  # a set computed once from the agency's index, not a probe per case
+        query = query.where(CaseRecord.case_id.in_(
+            select(TaskRecord.case_id).where(TaskRecord.agency_id == agency, TaskRecord.status.in_(OPEN_STATUSES))))
     if cursor:
         at, key = decode_cursor(cursor)
         query = query.where((CaseRecord.most_overdue_at > at)
@@ -107,34 +107,43 @@ def stalled_cases(
             responses=responses(401, 403, 422))
 def summary(user: Annotated[Any, SUPERVISOR], session: SessionDep,
             country: Annotated[str | None, Query(pattern="^[A-Z]{2}$")] = None) -> Summary:
-    def scoped(query: Any) -> Any:
-        query = _scoped(query, user)
-        return query.where(CaseRecord.owner_country == country) if country else query
+    countries = [country] if country else user.countries  # None: every country
+    if country and user.countries is not None and country not in user.countries:
+        countries = []
 
-    def counts(column: Any) -> dict[str, int]:
-        rows = session.exec(scoped(select(column, func.count()).select_from(CaseRecord)).group_by(column)).all()
-        return {str(key): n for key, n in rows if key is not None}
+    # One scan of the cases for every count: a few hundred groups at most, added up here.
+    grouped = select(CaseRecord.stage, CaseRecord.status, CaseRecord.stalled, CaseRecord.pathway,
+                     CaseRecord.owner_country, func.count()).group_by(
+        CaseRecord.stage, CaseRecord.status, CaseRecord.stalled, CaseRecord.pathway, CaseRecord.owner_country)
+    if countries is not None:
+        grouped = grouped.where(CaseRecord.owner_country.in_(countries))
+    by: dict[str, Counter] = {k: Counter() for k in ("stage", "status", "pathway", "country")}
+    for stage, status, stalled, pathway, owner_country, n in session.exec(grouped).all():
+        by["stage"][stage] += n
+        by["status"]["stalled" if stalled and status == "active" else status] += n
+        if pathway:
+            by["pathway"][pathway] += n
+        by["country"][owner_country] += n
 
-    statuses = counts(CaseRecord.status)
-    stalled = session.exec(scoped(select(func.count()).select_from(CaseRecord).where(CaseRecord.stalled))).one()
-    if stalled:
-        statuses["active"] = statuses.get("active", 0) - stalled
-        statuses["stalled"] = stalled
-    agency_rows = session.exec(scoped(
-        select(TaskRecord.agency_id, func.count(func.distinct(TaskRecord.case_id)))
-        .join(CaseRecord, CaseRecord.case_id == TaskRecord.case_id)).group_by(TaskRecord.agency_id)).all()
+    agencies = select(TaskRecord.agency_id, func.count(func.distinct(TaskRecord.case_id))).group_by(
+        TaskRecord.agency_id)
+    if countries is not None:
+        agencies = agencies.where(TaskRecord.owner_country.in_(countries))
+
     medians = {}
     for stage in Stage:
-        visits = scoped(select(StageVisitRecord.days).join(CaseRecord, CaseRecord.case_id == StageVisitRecord.case_id)
-                        .where(StageVisitRecord.stage == stage.value, StageVisitRecord.days.is_not(None)))
-        n = session.exec(select(func.count()).select_from(visits.subquery())).one()
-        if n:
-            middle = session.exec(visits.order_by(StageVisitRecord.days).offset((n - 1) // 2).limit(2 - n % 2)).all()
+        stays = select(StageVisitRecord.days).where(StageVisitRecord.stage == stage.value,
+                                                    StageVisitRecord.days.is_not(None))
+        if countries is not None:
+            stays = stays.where(StageVisitRecord.country.in_(countries))
+        n = session.exec(select(func.count()).select_from(stays.subquery())).one()
+        if n:  # the middle one or two of the index-ordered stays
+            middle = session.exec(stays.order_by(StageVisitRecord.days).offset((n - 1) // 2).limit(2 - n % 2)).all()
             medians[stage.value] = round(sum(middle) / len(middle), 1)
     return Summary(
-        total=sum(statuses.values()), by_stage=counts(CaseRecord.stage), by_status=statuses,
-        by_pathway=counts(CaseRecord.pathway), by_country=counts(CaseRecord.owner_country),
-        by_agency={a: n for a, n in agency_rows}, median_days_per_stage=medians,
+        total=sum(by["stage"].values()), by_stage=dict(by["stage"]), by_status=dict(by["status"]),
+        by_pathway=dict(by["pathway"]), by_country=dict(by["country"]),
+        by_agency={a: n for a, n in session.exec(agencies).all()}, median_days_per_stage=medians,
     )
 
 

@@ -24,6 +24,8 @@ class CaseRecord(SQLModel, table=True):
     __table_args__ = (
         Index("ix_cases_scope_order", "owner_country", "opened_at", "case_id"),
         Index("ix_cases_order", "opened_at", "case_id"),
+        # Covering the supervision summary's one grouped scan.
+        Index("ix_cases_summary", "owner_country", "stage", "status", "stalled", "pathway"),
     )
 
     case_id: str = Field(primary_key=True, max_length=64)
@@ -58,7 +60,11 @@ class TaskRecord(SQLModel, table=True):
     """The task inbox of partner agencies, and the caseworker's view of each task."""
 
     __tablename__ = "tasks"
-    __table_args__ = (Index("ix_tasks_agency_status", "agency_id", "status"),)
+    __table_args__ = (
+        Index("ix_tasks_agency_status", "agency_id", "status"),
+        Index("ix_tasks_country_agency_case", "owner_country", "agency_id", "case_id"),
+        Index("ix_tasks_agency_case", "agency_id", "case_id"),
+    )
 
     task_id: str = Field(primary_key=True, max_length=64)
     case_id: str = Field(index=True, max_length=64)
@@ -154,11 +160,15 @@ class StageVisitRecord(SQLModel, table=True):
     """One stay of a case in a stage, for the days-per-stage statistics."""
 
     __tablename__ = "stage_visits"
-    __table_args__ = (Index("ix_stage_visits_stage_days", "stage", "days"),)
+    __table_args__ = (
+        Index("ix_stage_visits_stage_days", "stage", "days", "country"),
+        Index("ix_stage_visits_stage_country_days", "stage", "country", "days"),
+    )
 
     visit_id: str = Field(primary_key=True, max_length=100)  # the stage event's id
     case_id: str = Field(index=True, max_length=64)
     stage: str = Field(max_length=32)
+    country: str = Field(max_length=2, description="The country that managed the case during the stay")
     entered_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     left_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     days: float | None = None

@@ -22,6 +22,7 @@ def _drop_personal_fields(_logger: object, _method: str, event: dict) -> dict:
 
 def configure_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request, with full URLs
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

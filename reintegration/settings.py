@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     temporal_namespace: str = "reintegration"
     temporal_task_queue: str = "case-journeys"
     temporal_ui_port: int = 8233
+    temporal_connect_wait_seconds: float = 30.0  # the API starts serving after this even without Temporal
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
