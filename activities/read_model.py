@@ -154,9 +154,10 @@ def write_projection(engine: Engine, projection: Projection) -> list[DeliveryReq
 def _record_stage_visits(conn: Connection, projection: Projection) -> None:
     """A stage event closes the case's open stay and opens the next: for days-per-stage statistics."""
     for ev in projection.events:
-        if ev.kind != "stage" or conn.scalar(
+        if not (ev.kind == "stage" or (ev.kind, ev.name) == ("case", "opened")) or conn.scalar(
                 select(StageVisitRecord.visit_id).where(StageVisitRecord.visit_id == ev.event_id)) is not None:
             continue
+        stage = "identification" if ev.kind == "case" else ev.name
         open_visit = conn.execute(select(StageVisitRecord.visit_id, StageVisitRecord.entered_at).where(
             StageVisitRecord.case_id == projection.state.case_id, StageVisitRecord.left_at.is_(None))).first()
         if open_visit is not None:
@@ -164,9 +165,9 @@ def _record_stage_visits(conn: Connection, projection: Projection) -> None:
                 tzinfo=ev.at.tzinfo)
             conn.execute(update(StageVisitRecord).where(StageVisitRecord.visit_id == open_visit.visit_id).values(
                 left_at=ev.at, days=(ev.at - entered).total_seconds() / 86400))
-        if ev.name != "closed":
+        if stage != "closed":
             conn.execute(insert(StageVisitRecord).values(visit_id=ev.event_id, case_id=projection.state.case_id,
-                                                         stage=ev.name, entered_at=ev.at,
+                                                         stage=stage, entered_at=ev.at,
                                                          country=projection.state.owner_country))
 
 

@@ -41,7 +41,7 @@ async def test_the_summary_counts_the_region(stack):
     assert after["by_stage"].get("residence", 0) == before["by_stage"].get("residence", 0) + 1
     assert after["by_pathway"].get("residence", 0) >= 1
     assert after["by_agency"][f"shelter-fi-{stack.backend}"] >= 1
-    assert {"protection", "pathway"} <= set(after["median_days_per_stage"])
+    assert {"identification", "protection", "pathway"} <= set(after["median_days_per_stage"])
     caseworker = stack.auth("caseworker", "cw-fi", countries=["FI"])
     assert (await stack.http.get("/v1/supervision/summary", headers=caseworker)).status_code == 403
     assert (await stack.http.get("/v1/supervision/stalled", headers=caseworker)).status_code == 403

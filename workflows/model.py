@@ -7,7 +7,7 @@ Every model has defaults for new fields so that old histories still decode.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -669,7 +669,7 @@ class OpenItem(Strict):
         if self.due_at is None:
             return None
         since = self.since or self.due_at
-        return self.due_at + (self.due_at - since)
+        return self.due_at + max(self.due_at - since, timedelta(0))
 
 
 class StallReason(Strict):

@@ -849,7 +849,7 @@ def open_items(state: JourneyState) -> list[OpenItem]:
             step(Step.risk_assessment, identified + timedelta(days=cfg.risk_assessment_days), since=identified)
         guarantee_due = identified + timedelta(days=cfg.security_guarantee_days)
         if state.risk_level in (RiskLevel.medium, RiskLevel.high) and state.safety_plan_on is None:
-            step(Step.safety_plan, guarantee_due, since=state.risk_assessed_on)
+            step(Step.safety_plan, guarantee_due, since=identified)
         if state.is_minor and state.guardian_on is None:
             step(Step.guardian, reflection_end, since=identified)
         if state.stage == Stage.protection:
@@ -948,26 +948,31 @@ def evaluate_stall(state: JourneyState, now: datetime, new_id: NewId, *, by_cloc
     After a command the change rides on the command's version; found by the clock alone
     (``by_clock``), it is a new version of the case."""
     reasons = stall_reasons(state, now)
-    events: list[TimelineEvent] = []
-    for reason in reasons:
-        for level, at in ((1, reason.due_at), (2, reason.escalate_at)):
-            mark = f"{reason.key}@{reason.due_at.isoformat()}:{level}"
-            if at <= now and mark not in state.notified:
-                state.notified.append(mark)
-                events.append(_event(
-                    state, now, new_id, "supervision", "stalled" if level == 1 else "escalated", None,
-                    task_id=reason.task_id,
-                    facts={"item": reason.key, "name": reason.name, "turn": reason.turn, "level": level,
-                           "due_at": reason.due_at.isoformat(), "notification": f"{state.case_id}:{mark}"},
-                ))
+    due_notices = [
+        (reason, level, f"{reason.key}@{reason.due_at.isoformat()}:{level}")
+        for reason in reasons
+        for level, at in ((1, reason.due_at), (2, reason.escalate_at))
+        if at <= now and (level == 1 or reason.escalate_at > reason.due_at)
+    ]
+    notices = [n for n in due_notices if n[2] not in state.notified]
     cleared = bool(state.stall) and not reasons
-    if reasons != state.stall or events:
-        state.stall = reasons
-        state.stalled_since = (state.stalled_since or now) if reasons else None
-        if by_clock:
-            state.version += 1
-        if cleared:
-            events.append(_event(state, now, new_id, "supervision", "stall-cleared", None))
+    if reasons == state.stall and not notices:
+        return []
+    if by_clock:  # first, so that the events below carry the new version
+        state.version += 1
+    state.stall = reasons
+    state.stalled_since = (state.stalled_since or now) if reasons else None
+    events: list[TimelineEvent] = []
+    for reason, level, mark in notices:
+        state.notified.append(mark)
+        events.append(_event(
+            state, now, new_id, "supervision", "stalled" if level == 1 else "escalated", None,
+            task_id=reason.task_id,
+            facts={"item": reason.key, "name": reason.name, "turn": reason.turn, "level": level,
+                   "due_at": reason.due_at.isoformat(), "notification": f"{state.case_id}:{mark}"},
+        ))
+    if cleared:
+        events.append(_event(state, now, new_id, "supervision", "stall-cleared", None))
     return events
 
 
