@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 
 from sqlmodel import Session, select
 from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateRPCTimeoutOrCancelledError
@@ -16,8 +16,8 @@ from temporalio.service import RPCError
 from api import idempotency, journeys
 from reintegration import commands
 from api.deps import IDENTIFIER, ClientDep, CurrentUser, EngineDep, IdempotencyKey, SessionDep, SettingsDep, require
-from api.errors import NotFound, PreconditionFailed, Unavailable, Unprocessable, responses
-from api.journeys import OPEN_STATUSES, aware, case_in_scope, send_command, utcnow
+from api.errors import PreconditionFailed, Unavailable, Unprocessable, responses
+from api.journeys import OPEN_STATUSES, aware, case_in_scope, utcnow
 from api.schemas import (
     CaseCreate,
     CasePublic,
@@ -35,19 +35,10 @@ from reintegration.settings import Settings
 from workflows import rules
 from workflows.case import CaseRun, CaseWorkflow
 from workflows.model import (
-    STEP_BODIES,
     Actor,
-    AssignTaskBody,
-    CancelTaskBody,
     CaseOpening,
-    CommandResult,
-    ReassignTaskBody,
     Role,
     Stage,
-    Step,
-    StepCommand,
-    TaskAction,
-    TaskCommand,
 )
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
@@ -261,7 +252,6 @@ def list_cases(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Page[CaseSummary]:
-    now = utcnow()
     query = select(CaseRecord)
     if user.countries is not None:
         query = query.where(CaseRecord.owner_country.in_(user.countries))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import structlog
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session
 from temporalio.client import Client
 
 from api.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unavailable, Unprocessable

@@ -16,7 +16,6 @@ from api.journeys import OPEN_STATUSES, aware, decode_cursor, encode_cursor, sen
 from api.schemas import Page, TaskPublic
 from reintegration.partner_view import PartnerTask, is_overdue, partner_task
 from reintegration.db import TaskRecord
-from workflows import rules
 from workflows.model import (
     AcceptTaskBody,
     Actor,

@@ -118,7 +118,7 @@ async def test_a_task_not_accepted_in_three_days_stalls_and_escalates_at_twice_t
     case = await settle(j, lambda c: "shelter" in reasons(c), "the unaccepted task")
     shelter = reasons(case)["shelter"]
     assert shelter["turn"] == "agency" and shelter["task_id"] == task["task_id"]
-    item = f"shelter"
+    item = "shelter"
 
     def notified(kinds: list[str]):
         return lambda: sorted(b["kind"] for b in supervisors.bodies.values()

@@ -37,7 +37,7 @@ async def test_a_full_journey_replays_and_its_size_is_known(stack):
     assert set(histories) == {f"case-{case_id}", f"case-{case_id}-return-1", f"case-{case_id}-reintegration-2"}
     replayer = Replayer(workflows=[CaseWorkflow, *ALL_WORKFLOWS], data_converter=pydantic_data_converter)
     total = 0
-    for wid, runs in histories.items():
+    for runs in histories.values():
         for history in runs:
             await replayer.replay_workflow(history)  # raises on any non-determinism
             total += len(history.events)

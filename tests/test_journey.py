@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session, func, select
 
-from reintegration.db import TimelineRecord
-from tests.journey import Journey, day
+from tests.journey import Journey
 
 
 async def test_voluntary_return_from_opening_to_closure(stack):

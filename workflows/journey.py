@@ -170,7 +170,7 @@ class JourneyWorkflowBase:
             timeout = max(deadline - workflow.now(), timedelta(seconds=1)) if deadline else None
             try:
                 await workflow.wait_condition(
-                    lambda: self.state.stage not in self.OWNED_STAGES
+                    lambda version=version: self.state.stage not in self.OWNED_STAGES
                     or workflow.info().is_continue_as_new_suggested()
                     or self.state.version != version,
                     timeout=timeout,
