@@ -27,6 +27,7 @@ from reintegration.db import (
     StageVisitRecord,
     TaskRecord,
     TimelineRecord,
+    aware,
 )
 from workflows.model import DeliveryRequest, JourneyState, Projection, TaskState
 
@@ -161,8 +162,7 @@ def _record_stage_visits(conn: Connection, projection: Projection) -> None:
         open_visit = conn.execute(select(StageVisitRecord.visit_id, StageVisitRecord.entered_at).where(
             StageVisitRecord.case_id == projection.state.case_id, StageVisitRecord.left_at.is_(None))).first()
         if open_visit is not None:
-            entered = open_visit.entered_at if open_visit.entered_at.tzinfo else open_visit.entered_at.replace(
-                tzinfo=ev.at.tzinfo)
+            entered = aware(open_visit.entered_at)
             conn.execute(update(StageVisitRecord).where(StageVisitRecord.visit_id == open_visit.visit_id).values(
                 left_at=ev.at, days=(ev.at - entered).total_seconds() / 86400))
         if stage != "closed":

@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from api.deps import IDENTIFIER, CurrentUser, SessionDep, SettingsDep, require
 from api.errors import Conflict, NotFound, Unprocessable, responses
-from reintegration.db import AgencyRecord
+from reintegration.db import AgencyRecord, aware
 from workflows.model import CountryCode, Role, Service, Strict
 
 router = APIRouter(prefix="/v1/agencies", tags=["agencies"])
@@ -79,7 +79,6 @@ def _require_tls(url: HttpUrl | None, settings: Any) -> None:
 
 
 def public(agency: AgencyRecord, role: Role) -> AgencyPublic:
-    aware = lambda t: t if t.tzinfo else t.replace(tzinfo=timezone.utc)  # noqa: E731
     return AgencyPublic(
         agency_id=agency.agency_id, name=agency.name, org_type=agency.org_type, country=agency.country,
         services=agency.services, active=agency.active, webhook_configured=agency.webhook_url is not None,

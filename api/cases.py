@@ -58,6 +58,11 @@ def etag(case: CaseRecord) -> str:
     return f'W/"{case.version}"'
 
 
+def etag_header(stored: dict[str, Any]) -> dict[str, str]:
+    """The ETag of a case response replayed for a repeated Idempotency-Key."""
+    return {"ETag": f'W/"{stored["version"]}"'}
+
+
 def parse_etag(value: str) -> int:
     """The version in an ETag this API gave; a malformed one matches nothing (412)."""
     digits = value.strip().removeprefix("W/").strip('"')
@@ -162,7 +167,7 @@ async def open_case(
         engine, user=user, key=idempotency_key, status_code=201,
         request_hash=idempotency.fingerprint("POST", "/v1/cases", body.model_dump(mode="json")),
         run=lambda case_id: _open_case(case_id, body, response, user, session, client, settings),
-        headers=lambda stored: {"ETag": f'W/"{stored["version"]}"'},
+        headers=etag_header,
     )
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from api.errors import PROBLEM_JSON, ApiProblem, Conflict, Unprocessable
-from reintegration.db import IdempotencyRecord
+from reintegration.db import IdempotencyRecord, aware
 from reintegration.tokens import Claims
 
 ABANDONED_AFTER = timedelta(minutes=2)
@@ -102,8 +102,7 @@ async def _claim_or_wait(engine: Engine, sub: str, key: str, request_hash: str) 
                 raise Unprocessable("this Idempotency-Key was used with another request")
             if record.status_code is not None:
                 return record.status_code, record.response
-            claimed = record.created_at if record.created_at.tzinfo else record.created_at.replace(tzinfo=timezone.utc)
-            if now - claimed > ABANDONED_AFTER:
+            if now - aware(record.created_at) > ABANDONED_AFTER:
                 taken = session.execute(
                     update(IdempotencyRecord)
                     .where(IdempotencyRecord.sub == sub, IdempotencyRecord.key == key,

@@ -13,7 +13,7 @@ from temporalio.client import Client
 
 from api.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unavailable, Unprocessable
 from reintegration import commands
-from reintegration.db import CaseRecord, TaskRecord
+from reintegration.db import CaseRecord, TaskRecord, aware  # noqa: F401 - aware is the routers' too
 from reintegration.tokens import Claims
 from workflows.journey import ErrorType
 from workflows.model import OPEN_TASK_STATUSES, CommandResult, Role
@@ -100,6 +100,3 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def aware(value: datetime) -> datetime:
-    """SQLite gives back naive datetimes; everything stored is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

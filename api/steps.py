@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response
 
-from api.cases import CASEWORK, CaseId, IdempotencyKey, IfMatch, TaskId, _respond, actor_of, parse_etag
+from api.cases import CASEWORK, CaseId, IdempotencyKey, IfMatch, TaskId, _respond, actor_of, etag_header, parse_etag
 from api.deps import ClientDep, EngineDep, SessionDep, SettingsDep, require
 from api.errors import NotFound, PreconditionFailed, Unprocessable, responses
 from api import idempotency
@@ -89,7 +89,7 @@ async def _record(
                                              {"body": body.model_dump(mode="json"), "if_match": if_match}),
         run=lambda _: _record_once(step, case_id, body, response=response, user=user, session=session,
                                  client=client, engine=engine, settings=settings, if_match=if_match, key=key),
-        headers=lambda stored: {"ETag": f'W/"{stored["version"]}"'},
+        headers=etag_header,
     )
 
 

@@ -7,7 +7,7 @@ identifying data must never pass through a workflow.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from typing import Any
 
 from sqlalchemy import JSON, Column, DateTime, Index, event
@@ -202,6 +202,11 @@ class IdempotencyRecord(SQLModel, table=True):
     status_code: int | None = None
     response: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+
+
+def aware(value: datetime) -> datetime:
+    """SQLite gives datetimes back without their zone; everything stored is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def make_engine(settings: Settings) -> Engine:

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from sqlmodel import Session
 
 from reintegration import persons
-from reintegration.db import CaseRecord, TaskRecord
+from reintegration.db import CaseRecord, TaskRecord, aware
 from workflows import rules
 from workflows.model import OPEN_TASK_STATUSES
 
@@ -36,10 +36,6 @@ class PartnerTask(BaseModel):
     assessment: str | None
     decline_reason: str
     person: dict[str, Any] | None = None
-
-
-def aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def is_overdue(task: TaskRecord, now: datetime | None = None) -> bool:
