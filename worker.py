@@ -12,6 +12,7 @@ from temporalio.worker import Worker
 from activities.delivery import DeliveryActivities
 from activities.notifications import LogChannel, NotificationActivities, WebhookChannel
 from activities.read_model import ReadModelActivities
+from reintegration.crypto import Keyring, keyring_from_settings
 from reintegration.db import create_tables, make_engine
 from reintegration.logs import configure_logging
 from reintegration.settings import Settings, get_settings
@@ -23,17 +24,22 @@ from workflows.stages import ALL_WORKFLOWS
 log = structlog.get_logger("worker")
 
 
-def build_worker(client, settings: Settings, engine, http: httpx.AsyncClient) -> Worker:  # type: ignore[no-untyped-def]
-    """The worker with every workflow and activity; the caller owns (and closes) the HTTP client."""
+def build_worker(client, settings: Settings, engine, http: httpx.AsyncClient,  # type: ignore[no-untyped-def]
+                 keyring: Keyring) -> Worker:
+    """The worker with every workflow and activity; the caller owns (and closes) the HTTP client.
+
+    The client must encrypt payloads with the same keyring (``reintegration.temporal.connect``).
+    """
     read_model = ReadModelActivities(
-        engine=engine, client=client, task_queue=settings.temporal_task_queue,
+        engine=engine, keyring=keyring, client=client, task_queue=settings.temporal_task_queue,
         delivery={
             "timeout_seconds": settings.delivery_timeout_seconds,
             "retry_initial_seconds": settings.delivery_retry_initial_seconds,
             "retry_max_seconds": settings.delivery_retry_max_seconds,
         },
     )
-    delivery = DeliveryActivities(engine=engine, http=http, client=client, partner_fields=settings.partner_fields)
+    delivery = DeliveryActivities(engine=engine, keyring=keyring, http=http, client=client,
+                                  partner_fields=settings.partner_fields)
     channel = (
         WebhookChannel(url=settings.supervision_webhook_url, secret=settings.supervision_webhook_secret, http=http)
         if settings.supervision_webhook_url and settings.supervision_webhook_secret else LogChannel()
@@ -52,9 +58,10 @@ async def main() -> None:
     configure_logging()
     engine = make_engine(settings)
     create_tables(engine)
-    client = await connect(settings)
+    keyring = keyring_from_settings(settings)
+    client = await connect(settings, keyring=keyring)
     http = httpx.AsyncClient(follow_redirects=False)
-    worker = build_worker(client, settings, engine, http)
+    worker = build_worker(client, settings, engine, http, keyring)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

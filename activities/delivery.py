@@ -26,6 +26,8 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from reintegration import commands
+from reintegration.agencies import WEBHOOK_SECRET
+from reintegration.crypto import Keyring
 from reintegration.db import AgencyRecord, DeliveryRecord, TaskRecord
 from activities.read_model import assignment_delivery_id
 from reintegration.partner_view import partner_task
@@ -46,9 +48,10 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 class DeliveryActivities:
     """Webhook delivery; the HTTP client, database and Temporal client are injected by ``worker.py``."""
 
-    def __init__(self, *, engine: Engine, http: httpx.AsyncClient, client: Client,
+    def __init__(self, *, engine: Engine, keyring: Keyring, http: httpx.AsyncClient, client: Client,
                  partner_fields: dict[str, list[str]]) -> None:
-        self._engine, self._http, self._client, self._fields = engine, http, client, partner_fields
+        self._engine, self._keyring, self._http, self._client = engine, keyring, http, client
+        self._fields = partner_fields
 
     @activity.defn(name="deliver_to_agency")
     async def deliver(self, request: DeliveryRequest) -> DeliveryOutcome:
@@ -117,7 +120,7 @@ class DeliveryActivities:
             if request.event == "task.assigned":
                 if (task.agency_id, current) != (request.agency_id, request.assignment) or task.status != "assigned":
                     return None  # reassigned, cancelled or already acted on: this message is stale
-                message["task"] = partner_task(session, task, self._fields).model_dump(mode="json")
+                message["task"] = partner_task(session, self._keyring, task, self._fields).model_dump(mode="json")
             else:
                 # A cancellation follows its assignment: wait while that is still on its way, and tell
                 # nothing to an agency that never got the task.
@@ -129,7 +132,8 @@ class DeliveryActivities:
                 message["task"] = {"task_id": task.task_id, "case_reference": task.case_reference,
                                    "service": task.service, "status": "cancelled"}
             body = json.dumps(message, separators=(",", ":"), sort_keys=True).encode()
-            return agency.webhook_url, agency.webhook_secret, body
+            secret = self._keyring.open_system(agency.webhook_secret, purpose=WEBHOOK_SECRET)
+            return agency.webhook_url, secret, body
 
     def _mark(self, delivery_id: str, status: str, *, attempts: int | None = None, error: str | None = None,
               delivered: bool = False) -> None:

@@ -19,6 +19,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
+from reintegration.crypto import FREE_TEXT_KEYS, Keyring
 from reintegration.db import (
     AgencyRecord,
     CaseRecord,
@@ -49,16 +50,16 @@ class ReadModelActivities:
     The engine, the Temporal client and the delivery settings are injected by ``worker.py``.
     """
 
-    def __init__(self, *, engine: Engine, client: Client | None = None, task_queue: str = "",
+    def __init__(self, *, engine: Engine, keyring: Keyring, client: Client | None = None, task_queue: str = "",
                  delivery: dict[str, float] | None = None) -> None:
-        self._engine, self._client, self._task_queue = engine, client, task_queue
+        self._engine, self._keyring, self._client, self._task_queue = engine, keyring, client, task_queue
         self._delivery = delivery or {}
 
     @activity.defn(name="project_case")
     async def project_case(self, projection: Projection) -> None:
         """Write the case, its changed tasks and its new timeline events; start their deliveries."""
         try:
-            messages = await asyncio.to_thread(write_projection, self._engine, projection)
+            messages = await asyncio.to_thread(write_projection, self._engine, projection, self._keyring)
         except SQLAlchemyError as exc:
             # The driver's message can quote the row's values: log and raise the type only.
             log.warning("read model write failed", case_id=projection.state.case_id, error=type(exc).__name__)
@@ -72,10 +73,12 @@ class ReadModelActivities:
             return
         request = message.model_copy(update=self._delivery)
         notify = request.event == "supervision.notify"
+        kind = "notify" if notify else "delivery"
         try:
             await self._client.start_workflow(
                 "SupervisorNotification" if notify else "TaskDelivery", request,
-                id=f"{'notify' if notify else 'delivery'}-{request.delivery_id}", task_queue=self._task_queue,
+                # Named after the case, so its payloads are encrypted with the case's key.
+                id=f"case-{request.case_id}-{kind}-{request.delivery_id}", task_queue=self._task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             )
         except WorkflowAlreadyStartedError:
@@ -108,19 +111,23 @@ def assignment_delivery_id(task_id: str, assignment: int) -> str:
     return task_id if assignment == 1 else f"{task_id}.{assignment}"
 
 
-def write_projection(engine: Engine, projection: Projection) -> list[DeliveryRequest]:
-    """Write the projection in one transaction, with an outbox row per message to a webhook agency."""
+def write_projection(engine: Engine, projection: Projection, keyring: Keyring) -> list[DeliveryRequest]:
+    """Write the projection in one transaction, with an outbox row per message to a webhook agency.
+
+    Free text (notes, reasons, references) is sealed with the case's key on the way in.
+    """
     state = projection.state
+    seal = lambda value: keyring.seal_fields(state.case_id, value, FREE_TEXT_KEYS)  # noqa: E731
     messages: list[DeliveryRequest] = []
     with engine.begin() as conn:
-        _upsert(conn, CaseRecord, CaseRecord.case_id, state.case_id, state.version, _case_values(projection))
+        _upsert(conn, CaseRecord, CaseRecord.case_id, state.case_id, state.version, seal(_case_values(projection)))
         # Only the tasks this change touched (tasks keep the case version of their last change); the
         # owner country moves with a hand-over, which is a change of the case's tasks' scope too.
         handed_over = any(e.name == "handed-over" for e in projection.events)
         for task in state.tasks.values():
             if task.version == state.version or handed_over:
                 _upsert(conn, TaskRecord, TaskRecord.task_id, task.task_id, task.version,
-                        _task_values(state, task))
+                        seal(_task_values(state, task)))
         if projection.events:
             ids = [e.event_id for e in projection.events]
             known = set(conn.scalars(select(TimelineRecord.event_id).where(TimelineRecord.event_id.in_(ids))))
@@ -129,7 +136,7 @@ def write_projection(engine: Engine, projection: Projection) -> list[DeliveryReq
                     "event_id": ev.event_id, "case_id": state.case_id, "position": ev.seq * 1000 + index,
                     "at": ev.at, "kind": ev.kind, "name": ev.name, "actor_sub": ev.actor_sub,
                     "actor_role": ev.actor_role.value if ev.actor_role else None, "task_id": ev.task_id,
-                    "facts": ev.facts,
+                    "facts": seal(ev.facts),
                 }
                 for index, ev in enumerate(projection.events)
                 if ev.event_id not in known

@@ -9,7 +9,9 @@ from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, Field, HttpUrl, SecretStr, model_validator
 from sqlmodel import select
 
-from api.deps import IDENTIFIER, CurrentUser, SessionDep, SettingsDep, require
+from api.audit import AuditorDep
+from api.deps import IDENTIFIER, CurrentUser, SessionDep, SettingsDep, keyring_of, require
+from reintegration.agencies import WEBHOOK_SECRET
 from api.errors import Conflict, NotFound, Unprocessable, responses
 from reintegration.db import AgencyRecord, aware
 from workflows.model import CountryCode, Role, Service, Strict
@@ -113,7 +115,8 @@ def read_agency(agency_id: AgencyId, user: CurrentUser, session: SessionDep) -> 
 @router.post("", status_code=201, response_model=AgencyPublic, summary="Register a partner agency",
              responses=responses(401, 403, 409, 422))
 def create_agency(
-    body: AgencyCreate, user: Annotated[Any, require(Role.admin)], session: SessionDep, settings: SettingsDep
+    body: AgencyCreate, user: Annotated[Any, require(Role.admin)], session: SessionDep, settings: SettingsDep,
+    auditor: AuditorDep,
 ) -> AgencyPublic:
     _require_tls(body.webhook_url, settings)
     if session.get(AgencyRecord, body.agency_id) is not None:
@@ -123,12 +126,14 @@ def create_agency(
         agency_id=body.agency_id, name=body.name, org_type=body.org_type, country=body.country,
         services=[s.value for s in body.services], active=body.active,
         webhook_url=str(body.webhook_url) if body.webhook_url else None,
-        webhook_secret=body.webhook_secret.get_secret_value() if body.webhook_secret else None,
+        webhook_secret=keyring_of(session).seal_system(body.webhook_secret.get_secret_value(), purpose=WEBHOOK_SECRET)
+        if body.webhook_secret else None,
         created_at=now, updated_at=now,
     )
     session.add(agency)
     session.commit()
     session.refresh(agency)
+    auditor.record("agency.create", status=201, detail={"agency_id": agency.agency_id})
     return public(agency, user.role)
 
 
@@ -140,6 +145,7 @@ def update_agency(
     user: Annotated[Any, require(Role.admin)],
     session: SessionDep,
     settings: SettingsDep,
+    auditor: AuditorDep,
 ) -> AgencyPublic:
     _require_tls(body.webhook_url, settings)
     agency = session.get(AgencyRecord, agency_id)
@@ -150,7 +156,8 @@ def update_agency(
         changes["webhook_secret"] = None
     for field, value in changes.items():
         if field == "webhook_secret" and value is not None:
-            value = body.webhook_secret.get_secret_value()  # type: ignore[union-attr]
+            value = keyring_of(session).seal_system(
+                body.webhook_secret.get_secret_value(), purpose=WEBHOOK_SECRET)  # type: ignore[union-attr]
         elif field == "webhook_url" and value is not None:
             value = str(value)
         elif field == "services":
@@ -162,4 +169,5 @@ def update_agency(
     session.add(agency)
     session.commit()
     session.refresh(agency)
+    auditor.record("agency.update", detail={"agency_id": agency_id, "fields": sorted(changes)})
     return public(agency, user.role)

@@ -14,8 +14,20 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
 from api import idempotency, journeys
+from api.access_log import bind_ids
+from api.audit import AuditorDep, Entry
 from reintegration import commands
-from api.deps import IDENTIFIER, ClientDep, CurrentUser, EngineDep, IdempotencyKey, SessionDep, SettingsDep, require
+from api.deps import (
+    IDENTIFIER,
+    ClientDep,
+    CurrentUser,
+    EngineDep,
+    IdempotencyKey,
+    SessionDep,
+    SettingsDep,
+    keyring_of,
+    require,
+)
 from api.errors import PreconditionFailed, Unavailable, Unprocessable, responses
 from api.journeys import OPEN_STATUSES, aware, case_in_scope, utcnow
 from api.schemas import (
@@ -29,6 +41,7 @@ from api.schemas import (
     TimelineEntry,
 )
 from api.tasks import task_public
+from reintegration.crypto import FREE_TEXT_KEYS
 from reintegration.db import CaseRecord, PersonRecord, TaskRecord, TimelineRecord
 from reintegration.persons import load_person, store_person
 from reintegration.settings import Settings
@@ -77,7 +90,8 @@ def case_public(session: Session, case: CaseRecord, settings: Settings, *, perso
     tasks = session.exec(
         select(TaskRecord).where(TaskRecord.case_id == case.case_id).order_by(TaskRecord.assigned_at)
     ).all()
-    open_tasks = [task_public(t) for t in tasks if t.status in OPEN_STATUSES]
+    keyring = keyring_of(session)
+    open_tasks = [task_public(session, t) for t in tasks if t.status in OPEN_STATUSES]
     steps = [
         OpenStep(step=i["name"], due_at=i["due_at"], turn=i["turn"],
                  overdue=i["due_at"] is not None and datetime.fromisoformat(i["due_at"]) < now)
@@ -90,15 +104,14 @@ def case_public(session: Session, case: CaseRecord, settings: Settings, *, perso
             select(TimelineRecord).where(TimelineRecord.case_id == case.case_id).order_by(TimelineRecord.position)
         ).all()
         entries = [
-            TimelineEntry.model_validate({**r.model_dump(), "at": aware(r.at)}) for r in rows
+            TimelineEntry.model_validate({**r.model_dump(), "at": aware(r.at),
+                                          "facts": keyring.open_fields(case.case_id, r.facts, FREE_TEXT_KEYS)})
+            for r in rows
         ]
     person_data = None
     if person:
-        stored = load_person(session, case_id=case.case_id)
+        stored = load_person(session, keyring, case_id=case.case_id)
         person_data = PersonView.model_validate(stored) if stored else None
-    htcds = "Active"
-    if case.status == "closed":
-        htcds = "ClosedReferred" if case.closure_reason == "transferred" else "Closed"
     return CasePublic(
         case_id=case.case_id,
         reference=case.reference,
@@ -107,7 +120,7 @@ def case_public(session: Session, case: CaseRecord, settings: Settings, *, perso
         status="stalled" if case.stalled else case.status,
         stalled_since=aware(case.stalled_since) if case.stalled_since else None,
         stall_reasons=[stall_reason(r, now) for r in case.stall_reasons],
-        htcds_status=htcds,
+        htcds_status=htcds_status(case),
         pathway=case.pathway,
         owner={"country": case.owner_country, "caseworker": case.owner_caseworker},
         origin_country=case.origin_country,
@@ -121,10 +134,18 @@ def case_public(session: Session, case: CaseRecord, settings: Settings, *, perso
         open_steps=steps,
         open_tasks=open_tasks,
         consent=case.facts.get("consent"),
-        facts={k: v for k, v in case.facts.items() if k != "consent"},
+        facts=keyring.open_fields(case.case_id, {k: v for k, v in case.facts.items() if k != "consent"},
+                                  FREE_TEXT_KEYS),
         timeline=entries,
         person=person_data,
     )
+
+
+def htcds_status(case: CaseRecord) -> str:
+    """HTCDS ``cas_Status``."""
+    if case.status == "closed":
+        return "ClosedReferred" if case.closure_reason == "transferred" else "Closed"
+    return "Active"
 
 
 def stall_reason(reason: dict[str, Any], now: datetime) -> StallReasonView:
@@ -160,15 +181,23 @@ async def open_case(
     client: ClientDep,
     engine: EngineDep,
     settings: SettingsDep,
+    auditor: AuditorDep,
     idempotency_key: IdempotencyKey = None,
 ) -> CasePublic:
     """Open a case: the person's data goes to the vault, the journey's workflow starts."""
-    return await idempotency.once(
-        engine, user=user, key=idempotency_key, status_code=201,
+
+    async def run(case_id: str) -> CasePublic:
+        bind_ids(case_id=case_id)
+        case = await _open_case(case_id, body, response, user, session, client, settings)
+        auditor.record("case.open", case_id=case_id, status=201)
+        return case
+
+    result = await idempotency.once(
+        engine, keyring_of(session), user=user, key=idempotency_key, status_code=201,
         request_hash=idempotency.fingerprint("POST", "/v1/cases", body.model_dump(mode="json")),
-        run=lambda case_id: _open_case(case_id, body, response, user, session, client, settings),
-        headers=etag_header,
+        run=run, headers=etag_header,
     )
+    return auditor.replayed(result, Entry("case.open"))
 
 
 async def _open_case(
@@ -206,7 +235,7 @@ async def _open_case(
     if session.get(PersonRecord, case_id) is None:
         record = person.model_dump(mode="json")
         record["identification_place"] = body.identification.place
-        store_person(session, case_id=case_id, person=record)
+        store_person(session, keyring_of(session), case_id=case_id, person=record)
         session.commit()
     start = WithStartWorkflowOperation(
         CaseWorkflow.run,
@@ -228,18 +257,22 @@ async def _open_case(
 # --- Reading -------------------------------------------------------------------------------------
 
 
-@router.get("/{case_id}", response_model=CasePublic, summary="Read a case", responses=responses(401, 403, 404))
+@router.get("/{case_id}", response_model=CasePublic, summary="Read a case", responses=responses(401, 403, 404, 503))
 def read_case(
     case_id: CaseId,
     response: Response,
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
+    auditor: AuditorDep,
     include: Annotated[str | None, Query(pattern="^person$", description="`person` to include the person's data")] = None,
 ) -> CasePublic:
     case = case_in_scope(session, case_id, user)
     response.headers["ETag"] = etag(case)
-    return case_public(session, case, settings, person=include == "person")
+    public = case_public(session, case, settings, person=include == "person")
+    if include == "person":  # audited before the data leaves; no row, no data
+        auditor.record("person.read", case_id=case_id, detail={"found": public.person is not None})
+    return public
 
 
 @router.get("", response_model=Page[CaseSummary], summary="List cases in scope", responses=responses(401, 403, 422))

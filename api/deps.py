@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
+import anyio
+import structlog
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
@@ -12,8 +14,10 @@ from sqlmodel import Session
 from temporalio.client import Client
 
 from api.errors import Forbidden, Unauthorized, Unavailable
+from api.limits import RateLimits, client_key, subject_key
+from reintegration.crypto import Keyring
 from reintegration.settings import Settings
-from reintegration.tokens import Claims, InvalidToken, verify
+from reintegration.tokens import Claims, InvalidToken, VerifierUnavailable
 from workflows.model import Role
 
 bearer = HTTPBearer(auto_error=False, description="A JWT from `reintegration token` (or the OIDC provider)")
@@ -28,8 +32,14 @@ def get_engine(request: Request) -> Engine:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.engine) as session:
+    """A session per request; it carries the keyring, so what reads sealed data can open it."""
+    with Session(request.app.state.engine, info={"keyring": request.app.state.keyring}) as session:
         yield session
+
+
+def keyring_of(session: Session) -> Keyring:
+    """The keyring of the API session (see ``get_session``)."""
+    return session.info["keyring"]
 
 
 def get_client(request: Request) -> Client:
@@ -39,15 +49,25 @@ def get_client(request: Request) -> Client:
     return client
 
 
-def current_user(
+async def current_user(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Claims:
+    """The verified caller, whose rate limit is charged: a forged token spends only its sender's address's."""
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized()
+        raise Unauthorized()  # AnonymousRateLimit has charged the client's address
+    limits: RateLimits = request.app.state.rate_limits
     try:
-        return verify(request.app.state.settings, credentials.credentials, request.app.state.signing_key)
+        # Off the event loop: an OIDC verifier may fetch the provider's keys over HTTP.
+        claims = await anyio.to_thread.run_sync(request.app.state.verifier.verify, credentials.credentials)
     except InvalidToken:
+        limits.charge(client_key(request.scope))
         raise Unauthorized("the bearer token is invalid or expired") from None
+    except VerifierUnavailable:
+        raise Unavailable("the identity provider's keys cannot be fetched") from None
+    limits.charge(subject_key(claims.sub))
+    request.state.claims = claims  # for the access log
+    structlog.contextvars.bind_contextvars(sub=claims.sub, role=claims.role.value)
+    return claims
 
 
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,199}$"

@@ -7,7 +7,9 @@ Hierarchy:
       NotFound        404      no such thing, or outside the caller's scope
       Conflict        409      not allowed in the current state (with ``allowed_steps``)
       PreconditionFailed 412   a stale ``If-Match``
+      PayloadTooLarge 413      a body over ``max_body_bytes`` (sent by ``api.limits``)
       Unprocessable   422      a body that fails validation
+      TooManyRequests 429      over the caller's rate limit (with ``Retry-After``)
       Unavailable     503      a dependency is down (with ``Retry-After``)
 
 Never a stack trace and never a submitted value in a response: values may be personal data.
@@ -63,8 +65,23 @@ class PreconditionFailed(ApiProblem):
     status, title = 412, "Precondition failed"
 
 
+class PayloadTooLarge(ApiProblem):
+    status, title = 413, "Payload too large"
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"the request body is over the limit of {max_bytes} bytes", headers={"Connection": "close"})
+
+
 class Unprocessable(ApiProblem):
     status, title = 422, "Invalid request"
+
+
+class TooManyRequests(ApiProblem):
+    status, title = 429, "Too many requests"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"over the rate limit; retry in {retry_after} s",
+                         headers={"Retry-After": str(retry_after)})
 
 
 class Unavailable(ApiProblem):
@@ -118,13 +135,18 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     described = {
         401: "No token, or a bad one", 403: "The caller's role may never do this",
         404: "No such resource, or outside the caller's scope", 409: "Not allowed in the case's current state",
-        412: "The case moved on since the ETag given in If-Match", 422: "The body or parameters fail validation",
+        412: "The case moved on since the ETag given in If-Match", 413: "The body is over the size limit",
+        422: "The body or parameters fail validation",
+        429: "Over the caller's rate limit; see Retry-After",
         503: "A dependency (database, Temporal) is unavailable; see Retry-After",
     }
+    retry_after = {"Retry-After": {"description": "Seconds to wait before trying again",
+                                   "schema": {"type": "integer", "minimum": 1}}}
     return {
         s: {
             "description": described[s],
             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            **({"headers": retry_after} if s in (429, 503) else {}),
         }
         for s in statuses
     }

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from api.errors import PROBLEM_JSON, ApiProblem, Conflict, Unprocessable
+from reintegration.crypto import ERASED, Keyring
 from reintegration.db import IdempotencyRecord, aware
 from reintegration.tokens import Claims
 
@@ -44,6 +45,7 @@ def update_id(user: Claims, key: str | None) -> str | None:
 
 async def once(
     engine: Engine,
+    keyring: Keyring,
     *,
     user: Claims,
     key: str | None,
@@ -51,17 +53,21 @@ async def once(
     status_code: int,
     run: Callable[[str], Awaitable[BaseModel]],
     headers: Callable[[dict[str, Any]], dict[str, str]] = lambda _: {},
+    case_id: str | None = None,
 ) -> Any:
     """Run the request once per (caller, key) and give every repeat the first response.
 
     ``run`` gets the id to give what the request creates: fixed at the first claim, so a request
-    taken over after a crash creates the same thing, not a second one.
+    taken over after a crash creates the same thing, not a second one. A stored response that shows
+    a case (notes, reasons) is kept sealed with the case's key, and goes with the case's erasure.
     """
     if key is None:
         return await run(str(uuid.uuid4()))
+    # The fingerprint hashes the body, notes and all: stored keyed, so it can't be used to test guesses.
+    request_hash = keyring.keyed_hash(request_hash, purpose="idempotency")
     claim = await _claim_or_wait(engine, user.sub, key, request_hash)
     if isinstance(claim, tuple):
-        code, body = claim
+        code, body = _open(keyring, *claim)
         media = PROBLEM_JSON if code >= 400 else "application/json"
         return JSONResponse(body, status_code=code, headers=headers(body) if code < 400 else {}, media_type=media)
     try:
@@ -78,8 +84,23 @@ async def once(
         _release(engine, user.sub, key)
         raise
     body = result.model_dump(mode="json")
-    _store(engine, user.sub, key, status_code, body)
+    # The case whose key seals the stored response: named by the caller, or by the response itself.
+    case_id = case_id or (body.get("case_id") if isinstance(body.get("case_id"), str) else None)
+    stored = {"case_id": case_id, "sealed": keyring.seal(case_id, json.dumps(body), purpose=SEALED)} if case_id else body
+    _store(engine, user.sub, key, status_code, stored, case_id=case_id)
     return result
+
+
+SEALED = "idempotent-response"
+
+
+def _open(keyring: Keyring, code: int, stored: Any) -> tuple[int, Any]:
+    if not (isinstance(stored, dict) and "sealed" in stored):
+        return code, stored
+    plain = keyring.open(stored["case_id"], stored["sealed"], purpose=SEALED)
+    if plain == ERASED:
+        raise Conflict("the response to this request went with the erasure of the case's personal data")
+    return code, json.loads(plain)
 
 
 async def _claim_or_wait(engine: Engine, sub: str, key: str, request_hash: str) -> str | tuple[int, Any]:
@@ -118,12 +139,12 @@ async def _claim_or_wait(engine: Engine, sub: str, key: str, request_hash: str) 
         await asyncio.sleep(0.1)
 
 
-def _store(engine: Engine, sub: str, key: str, status_code: int, body: Any) -> None:
+def _store(engine: Engine, sub: str, key: str, status_code: int, body: Any, *, case_id: str | None = None) -> None:
     with Session(engine) as session:
         session.execute(
             update(IdempotencyRecord)
             .where(IdempotencyRecord.sub == sub, IdempotencyRecord.key == key)
-            .values(status_code=status_code, response=body)
+            .values(status_code=status_code, response=body, case_id=case_id)
         )
         session.commit()
 

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client
 
+from api.access_log import bind_ids
 from api.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unavailable, Unprocessable
 from reintegration import commands
 from reintegration.db import CaseRecord, TaskRecord, aware  # noqa: F401 - aware is the routers' too
@@ -46,6 +47,7 @@ def task_in_scope(session: Session, task_id: str, user: Claims) -> TaskRecord:
         raise Forbidden("an admin has no access to tasks")
     if not visible:
         raise NotFound("no such task")
+    bind_ids(case_id=task.case_id)  # the path names the task only
     return task
 
 

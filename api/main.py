@@ -1,4 +1,4 @@
-"""The FastAPI application: lifespan (database, Temporal client, signing key), routers, errors."""
+"""The FastAPI application: lifespan (database, Temporal client, token verifier), routers, errors, limits."""
 
 from __future__ import annotations
 
@@ -7,19 +7,23 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 from sqlmodel import Session
 
 from api import agencies as agencies_api
-from api import cases, errors, health, steps, supervision, tasks
+from api import audit as audit_api
+from api import exports
+from api import cases, errors, health, limits, privacy, steps, supervision, tasks
+from api.access_log import RequestContext, bind_route
 from api.schemas import Problem
 from reintegration import agencies
+from reintegration.crypto import keyring_from_settings
 from reintegration.db import create_tables, make_engine
 from reintegration.logs import configure_logging
 from reintegration.settings import Settings, get_settings
 from reintegration.temporal import connect
-from reintegration.tokens import signing_key
+from reintegration.tokens import make_verifier
 
 log = structlog.get_logger("api")
 
@@ -33,10 +37,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = make_engine(settings)
         create_tables(app.state.engine)
+        app.state.keyring = keyring_from_settings(settings)
         if settings.environment == "development":
             with Session(app.state.engine) as session:
-                agencies.seed(session, settings.seed_agencies)
-        app.state.signing_key = signing_key(settings)
+                agencies.seed(session, app.state.keyring, settings.seed_agencies)
+        app.state.verifier = make_verifier(settings)  # OIDC when configured; never the development key in production
         app.state.temporal = None
         connecting = asyncio.create_task(_connect(app, settings))
         try:
@@ -46,13 +51,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             connecting.cancel()
             app.state.engine.dispose()
+            app.state.keyring.dispose()
 
     app = FastAPI(
         title="Reintegration Orchestrator",
         version="1.0.0",
         summary="Durable case journeys for the assistance and reintegration of victims of trafficking",
         lifespan=lifespan,
+        dependencies=[Depends(bind_route)],
     )
+    app.state.rate_limits = limits.RateLimits(per_minute=settings.rate_limit_per_minute,
+                                              burst=settings.rate_limit_burst)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(cases.router)
@@ -60,12 +69,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(agencies_api.router)
     app.include_router(supervision.router)
+    app.include_router(audit_api.router)
+    app.include_router(exports.router)
+    app.include_router(privacy.router)
+    app.include_router(privacy.codec_router)
+    # Added innermost first. A request meets them in reverse: its id and access line, CORS (so that
+    # refusals carry it too), the rate limit of callers without a token, then the body limit.
+    app.add_middleware(limits.BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(limits.AnonymousRateLimit, limits=app.state.rate_limits)
+    app.add_middleware(privacy.CodecCors, origins=settings.temporal_ui_origins)
+    app.add_middleware(RequestContext, application=app)
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
             schema["components"]["schemas"]["Problem"] = Problem.model_json_schema()
-            app.openapi_schema = schema
+            app.openapi_schema = limits.document(schema)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -73,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 async def _connect(app: FastAPI, settings: Settings) -> None:
-    app.state.temporal = await connect(settings, attempts=100000, delay=1.0)
+    app.state.temporal = await connect(settings, keyring=app.state.keyring, attempts=100000, delay=1.0)
     log.info("connected to temporal", temporal_address=settings.temporal_address, namespace=settings.temporal_namespace)
 
 

@@ -9,9 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Response
 
 from api.cases import CASEWORK, CaseId, IdempotencyKey, IfMatch, TaskId, _respond, actor_of, etag_header, parse_etag
-from api.deps import ClientDep, EngineDep, SessionDep, SettingsDep, require
+from api.deps import ClientDep, EngineDep, SessionDep, SettingsDep, keyring_of, require
 from api.errors import NotFound, PreconditionFailed, Unprocessable, responses
 from api import idempotency
+from api.audit import Auditor, AuditorDep, Entry
 from reintegration import agencies
 from api.journeys import case_in_scope, send_command
 from api.schemas import CasePublic, TaskPublic
@@ -79,23 +80,25 @@ def _resolve_agencies(session: Any, settings: Any, case: Any, items: list[dict[s
 
 async def _record(
     step: Step, case_id: str, body: Any, *, response: Response, user: Any, session: Any, client: Any, engine: Any,
-    settings: Any, if_match: str | None, key: str | None,
+    settings: Any, if_match: str | None, key: str | None, auditor: Auditor,
 ) -> CasePublic:
     """Record one step on the case's workflow and return the case as it is after it."""
     case_in_scope(session, case_id, user)
-    return await idempotency.once(
-        engine, user=user, key=key, status_code=200,
+    result = await idempotency.once(
+        engine, keyring_of(session), user=user, key=key, status_code=200,
         request_hash=idempotency.fingerprint("POST", f"/v1/cases/{case_id}/steps/{step.value}",
                                              {"body": body.model_dump(mode="json"), "if_match": if_match}),
         run=lambda _: _record_once(step, case_id, body, response=response, user=user, session=session,
-                                 client=client, engine=engine, settings=settings, if_match=if_match, key=key),
+                                 client=client, engine=engine, settings=settings, if_match=if_match, key=key,
+                                 auditor=auditor),
         headers=etag_header,
     )
+    return auditor.replayed(result, Entry(f"step.{step.value}", case_id=case_id))
 
 
 async def _record_once(
     step: Step, case_id: str, body: Any, *, response: Response, user: Any, session: Any, client: Any, engine: Any,
-    settings: Any, if_match: str | None, key: str | None,
+    settings: Any, if_match: str | None, key: str | None, auditor: Auditor,
 ) -> CasePublic:
     case = case_in_scope(session, case_id, user)
     expected = None
@@ -109,6 +112,7 @@ async def _record_once(
     # The workflow checks the version again: two writers with the same ETag cannot both succeed.
     command = StepCommand(step=step, body=payload, actor=actor_of(user), expected_version=expected)
     await send_command(client, engine, case_id, "step", command, update_id=idempotency.update_id(user, key))
+    auditor.record(f"step.{step.value}", case_id=case_id)
     return _respond(response, session, case_id, settings)
 
 
@@ -125,11 +129,13 @@ def _make_step_route(step: Step) -> None:
         client: ClientDep,
         engine: EngineDep,
         settings: SettingsDep,
+        auditor: AuditorDep,
         if_match: IfMatch = None,
         idempotency_key: IdempotencyKey = None,
     ) -> CasePublic:
         return await _record(step, case_id, body, response=response, user=user, session=session, client=client,
-                             engine=engine, settings=settings, if_match=if_match, key=idempotency_key)
+                             engine=engine, settings=settings, if_match=if_match, key=idempotency_key,
+                             auditor=auditor)
 
     record_step.__name__ = f"record_{step.name}"
     router.add_api_route(
@@ -163,16 +169,18 @@ async def withdraw_consent(
     client: ClientDep,
     engine: EngineDep,
     settings: SettingsDep,
+    auditor: AuditorDep,
     if_match: IfMatch = None,
     idempotency_key: IdempotencyKey = None,
 ) -> CasePublic:
     return await _record(Step.withdraw_consent, case_id, body, response=response, user=user, session=session,
-                         client=client, engine=engine, settings=settings, if_match=if_match, key=idempotency_key)
+                         client=client, engine=engine, settings=settings, if_match=if_match, key=idempotency_key,
+                         auditor=auditor)
 
 
 async def _task_command(
     *, case_id: str, action: TaskAction, task_id: str | None, body: dict[str, Any], user: Any, session: Any, client: Any,
-    engine: Any, settings: Any, key: str | None,
+    engine: Any, settings: Any, key: str | None, auditor: Auditor,
 ) -> TaskPublic:
     case = case_in_scope(session, case_id, user)
     if task_id is not None:
@@ -188,12 +196,16 @@ async def _task_command(
         command = TaskCommand(action=action, task_id=task_id, body=body, actor=actor_of(user))
         result = await send_command(client, engine, case_id, "task", command,
                                     update_id=idempotency.update_id(user, key))
+        auditor.record(f"task.{action.value}", case_id=case_id, task_id=result.task_id,
+                       status=201 if task_id is None else 200)
         session.expire_all()
-        return task_public(session.get(TaskRecord, result.task_id))
+        return task_public(session, session.get(TaskRecord, result.task_id))
 
     path = f"/v1/cases/{case_id}/tasks" + (f"/{task_id}/{action.value}" if task_id else "")
-    return await idempotency.once(engine, user=user, key=key, status_code=201 if task_id is None else 200,
-                                  request_hash=idempotency.fingerprint("POST", path, body), run=run)
+    result = await idempotency.once(engine, keyring_of(session), user=user, key=key,
+                                    status_code=201 if task_id is None else 200,
+                                    request_hash=idempotency.fingerprint("POST", path, body), run=run)
+    return auditor.replayed(result, Entry(f"task.{action.value}", case_id=case_id, task_id=task_id))
 
 
 @router.post(
@@ -212,11 +224,12 @@ async def assign_task(
     client: ClientDep,
     engine: EngineDep,
     settings: SettingsDep,
+    auditor: AuditorDep,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskPublic:
     return await _task_command(case_id=case_id, action=TaskAction.assign, task_id=None,
                                body=body.model_dump(mode="json"), user=user, session=session, client=client,
-                               engine=engine, settings=settings, key=idempotency_key)
+                               engine=engine, settings=settings, key=idempotency_key, auditor=auditor)
 
 
 @router.post(
@@ -234,11 +247,12 @@ async def reassign_task(
     client: ClientDep,
     engine: EngineDep,
     settings: SettingsDep,
+    auditor: AuditorDep,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskPublic:
     return await _task_command(case_id=case_id, action=TaskAction.reassign, task_id=task_id,
                                body=body.model_dump(mode="json"), user=user, session=session, client=client,
-                               engine=engine, settings=settings, key=idempotency_key)
+                               engine=engine, settings=settings, key=idempotency_key, auditor=auditor)
 
 
 @router.post(
@@ -256,8 +270,9 @@ async def cancel_task(
     client: ClientDep,
     engine: EngineDep,
     settings: SettingsDep,
+    auditor: AuditorDep,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskPublic:
     return await _task_command(case_id=case_id, action=TaskAction.cancel, task_id=task_id,
                                body=body.model_dump(mode="json"), user=user, session=session, client=client,
-                               engine=engine, settings=settings, key=idempotency_key)
+                               engine=engine, settings=settings, key=idempotency_key, auditor=auditor)

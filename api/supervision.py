@@ -15,8 +15,9 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from api import idempotency
+from api.audit import AuditorDep, Entry
 from api.cases import CaseId, _respond, actor_of, stall_reason
-from api.deps import IDENTIFIER, ClientDep, EngineDep, IdempotencyKey, SessionDep, SettingsDep, require
+from api.deps import IDENTIFIER, ClientDep, EngineDep, IdempotencyKey, SessionDep, SettingsDep, keyring_of, require
 from api.errors import responses
 from api.journeys import OPEN_STATUSES, aware, case_in_scope, decode_cursor, encode_cursor, send_command, utcnow
 from api.schemas import CasePublic, Owner, Page, StallReasonView
@@ -158,6 +159,7 @@ async def reassign_case(
     client: ClientDep,
     engine: EngineDep,
     settings: SettingsDep,
+    auditor: AuditorDep,
     idempotency_key: IdempotencyKey = None,
 ) -> CasePublic:
     case_in_scope(session, case_id, user)
@@ -166,9 +168,12 @@ async def reassign_case(
         command = ReassignOwner(caseworker=body.caseworker, reason=body.reason, actor=actor_of(user))
         await send_command(client, engine, case_id, "reassign_owner", command,
                            update_id=idempotency.update_id(user, idempotency_key))
+        auditor.record("case.reassign", case_id=case_id, detail={"to_caseworker": body.caseworker})
         return _respond(response, session, case_id, settings)
 
-    return await idempotency.once(
-        engine, user=user, key=idempotency_key, status_code=200, run=run,
+    result = await idempotency.once(
+        engine, keyring_of(session), user=user, key=idempotency_key, status_code=200, run=run,
         request_hash=idempotency.fingerprint("POST", f"/v1/cases/{case_id}/reassign", body.model_dump(mode="json")),
     )
+    return auditor.replayed(result, Entry("case.reassign", case_id=case_id,
+                                          detail={"to_caseworker": body.caseworker}))

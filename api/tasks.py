@@ -10,7 +10,8 @@ from sqlalchemy import or_
 from sqlmodel import select
 
 from api import idempotency
-from api.deps import ClientDep, CurrentUser, EngineDep, IdempotencyKey, SessionDep, SettingsDep, require
+from api.audit import Auditor, AuditorDep, Entry, replayed_body
+from api.deps import ClientDep, CurrentUser, EngineDep, IdempotencyKey, SessionDep, SettingsDep, keyring_of, require
 from api.errors import Forbidden, responses
 from api.journeys import OPEN_STATUSES, aware, decode_cursor, encode_cursor, send_command, task_in_scope, utcnow
 from api.schemas import Page, TaskPublic
@@ -33,8 +34,11 @@ router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 TaskId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}$")]
 
 
-def task_public(task: TaskRecord) -> TaskPublic:
+def task_public(session: Any, task: TaskRecord) -> TaskPublic:
     data = task.model_dump()
+    keyring = keyring_of(session)
+    for key in ("notes", "outcome_notes", "decline_reason"):
+        data[key] = keyring.open(task.case_id, data[key])
     for key in ("assigned_at", "accept_by", "accepted_at", "completed_at", "declined_at"):
         if data[key] is not None:
             data[key] = aware(data[key])
@@ -43,16 +47,17 @@ def task_public(task: TaskRecord) -> TaskPublic:
 
 def view(session: Any, settings: Any, task: TaskRecord, role: Role) -> TaskPublic | PartnerTask:
     if role == Role.partner:
-        return partner_task(session, task, settings.partner_fields)
-    return task_public(task)
+        return partner_task(session, keyring_of(session), task, settings.partner_fields)
+    return task_public(session, task)
 
 
 @router.get("", response_model=Page[TaskPublic | PartnerTask], summary="List tasks in scope",
-            responses=responses(401, 403, 422))
+            responses=responses(401, 403, 422, 503))
 def list_tasks(
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
+    auditor: AuditorDep,
     status: TaskStatus | None = None,
     service: Service | None = None,
     overdue: bool | None = None,
@@ -89,18 +94,35 @@ def list_tasks(
     if len(rows) > limit:
         last = rows[limit - 1]
         next_cursor = encode_cursor(aware(last.assigned_at), last.task_id)
-    return Page[Any](items=[view(session, settings, t, user.role) for t in rows[:limit]], next_cursor=next_cursor)
+    items = [view(session, settings, t, user.role) for t in rows[:limit]]
+    auditor.record_many([person_read(t, v, via="list") for t, v in zip(rows, items) if carries_person(v)])
+    return Page[Any](items=items, next_cursor=next_cursor)
 
 
 @router.get("/{task_id}", response_model=TaskPublic | PartnerTask, summary="Read a task",
-            responses=responses(401, 403, 404))
-def read_task(task_id: TaskId, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> Any:
-    return view(session, settings, task_in_scope(session, task_id, user), user.role)
+            responses=responses(401, 403, 404, 503))
+def read_task(task_id: TaskId, user: CurrentUser, session: SessionDep, settings: SettingsDep,
+              auditor: AuditorDep) -> Any:
+    task = task_in_scope(session, task_id, user)
+    seen = view(session, settings, task, user.role)
+    if carries_person(seen):  # audited before the data leaves; no row, no data
+        auditor.record_many([person_read(task, seen)])
+    return seen
+
+
+def carries_person(seen: Any) -> bool:
+    return isinstance(seen, PartnerTask) and bool(seen.person)
+
+
+def person_read(task: TaskRecord, seen: Any, via: str = "read") -> Entry:
+    """The audit row of a partner seeing the person's fields its service needs (names only)."""
+    return Entry("task.read-person", case_id=task.case_id, task_id=task.task_id, status=200,
+                 detail={"via": via, "fields": sorted(seen.person)})
 
 
 async def act(
     *, task_id: str, action: TaskAction, body: Any, user: Any, session: Any, client: Any, engine: Any,
-    settings: Any, key: str | None,
+    settings: Any, key: str | None, auditor: Auditor,
 ) -> Any:
     """Send a task action to the case's workflow and return the task as it is after it."""
     task = task_in_scope(session, task_id, user)
@@ -111,12 +133,23 @@ async def act(
                               actor=Actor(sub=user.sub, role=user.role, agency=user.agency))
         await send_command(client, engine, task.case_id, "task", command, update_id=idempotency.update_id(user, key))
         session.expire_all()
-        return view(session, settings, session.get(TaskRecord, task_id), user.role)
+        seen = view(session, settings, session.get(TaskRecord, task_id), user.role)
+        done = Entry(f"task.{action.value}", case_id=task.case_id, task_id=task_id, status=200)
+        auditor.record_many([done, *([person_read(task, seen, via=action.value)] if carries_person(seen) else [])])
+        return seen
 
-    return await idempotency.once(
-        engine, user=user, key=key, status_code=200, run=run,
+    result = await idempotency.once(
+        engine, keyring_of(session), user=user, key=key, status_code=200, run=run, case_id=task.case_id,
         request_hash=idempotency.fingerprint("POST", f"/v1/tasks/{task_id}/{action.value}", payload),
     )
+    replayed = replayed_body(result)
+    if replayed is not None:
+        entries = [Entry(f"task.{action.value}", case_id=task.case_id, task_id=task_id)]
+        if replayed.get("person"):
+            entries.append(Entry("task.read-person", case_id=task.case_id, task_id=task_id,
+                                 detail={"via": action.value, "fields": sorted(replayed["person"])}))
+        auditor.replayed(result, *entries)
+    return result
 
 
 PARTNER = (Role.partner,)
@@ -126,19 +159,19 @@ PARTNER = (Role.partner,)
              responses=responses(401, 403, 404, 409, 422, 503))
 async def accept_task(
     task_id: TaskId, user: Annotated[Any, require(*PARTNER)], session: SessionDep, client: ClientDep,
-    engine: EngineDep, settings: SettingsDep,
+    engine: EngineDep, settings: SettingsDep, auditor: AuditorDep,
     body: Annotated[AcceptTaskBody, Body(openapi_examples={"accept": {"value": {"notes": "We can take this."}}})] = AcceptTaskBody(),
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     return await act(task_id=task_id, action=TaskAction.accept, body=body, user=user, session=session,
-                     client=client, engine=engine, settings=settings, key=idempotency_key)
+                     client=client, engine=engine, settings=settings, key=idempotency_key, auditor=auditor)
 
 
 @router.post("/{task_id}/complete", response_model=PartnerTask, summary="Complete a task",
              responses=responses(401, 403, 404, 409, 422, 503))
 async def complete_task(
     task_id: TaskId, user: Annotated[Any, require(*PARTNER)], session: SessionDep, client: ClientDep,
-    engine: EngineDep, settings: SettingsDep,
+    engine: EngineDep, settings: SettingsDep, auditor: AuditorDep,
     body: Annotated[CompleteTaskBody, Body(openapi_examples={
         "done": {"summary": "Service delivered", "value": {"outcome": "done", "notes": "First consultation held."}},
         "origin-assessment": {"summary": "Origin assessment: safe",
@@ -148,18 +181,18 @@ async def complete_task(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     return await act(task_id=task_id, action=TaskAction.complete, body=body, user=user, session=session,
-                     client=client, engine=engine, settings=settings, key=idempotency_key)
+                     client=client, engine=engine, settings=settings, key=idempotency_key, auditor=auditor)
 
 
 @router.post("/{task_id}/decline", response_model=PartnerTask, summary="Decline a task",
              responses=responses(401, 403, 404, 409, 422, 503))
 async def decline_task(
     task_id: TaskId, user: Annotated[Any, require(*PARTNER)], session: SessionDep, client: ClientDep,
-    engine: EngineDep, settings: SettingsDep,
+    engine: EngineDep, settings: SettingsDep, auditor: AuditorDep,
     body: Annotated[DeclineTaskBody, Body(openapi_examples={"full": {"value": {"reason": "No beds free this month."}}})],
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     return await act(task_id=task_id, action=TaskAction.decline, body=body, user=user, session=session,
-                     client=client, engine=engine, settings=settings, key=idempotency_key)
+                     client=client, engine=engine, settings=settings, key=idempotency_key, auditor=auditor)
 
 

@@ -115,7 +115,8 @@ async def main(sizes: list[int]) -> None:
                         conn.execute(f'CREATE DATABASE "{name}"')
                     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
                 settings = Settings(data_dir=Path(data), database_url=url, temporal_address="127.0.0.1:1",
-                                    temporal_connect_wait_seconds=0)
+                                    temporal_connect_wait_seconds=0, rate_limit_per_minute=10**6,
+                                    rate_limit_burst=10**5)  # measure the queries, not the rate limit
                 engine = make_engine(settings)
                 create_tables(engine)
                 started = time.perf_counter()

@@ -7,12 +7,16 @@ from typing import Any
 
 from sqlmodel import Session, select
 
+from reintegration.crypto import Keyring
 from reintegration.db import AgencyRecord
 from workflows.model import Service
 
 # Services delivered in the country of origin; every other service is delivered where the case is.
 ORIGIN_SERVICES = frozenset({Service.origin_assessment.value, Service.family_assessment.value,
                              Service.reception.value})
+
+
+WEBHOOK_SECRET = "webhook-secret"  # what an agency's sealed webhook secret is bound to
 
 
 class AgencyRefused(Exception):
@@ -23,12 +27,14 @@ def service_country(service: str, *, owner_country: str, origin_country: str) ->
     return origin_country if service in ORIGIN_SERVICES else owner_country
 
 
-def seed(session: Session, agencies: list[dict[str, Any]]) -> int:
+def seed(session: Session, keyring: Keyring, agencies: list[dict[str, Any]]) -> int:
     """Register the development agencies when the registry is empty; returns how many."""
     if session.exec(select(AgencyRecord).limit(1)).first() is not None:
         return 0
     now = datetime.now(timezone.utc)
     for agency in agencies:
+        if agency.get("webhook_secret"):
+            agency = {**agency, "webhook_secret": keyring.seal_system(agency["webhook_secret"], purpose=WEBHOOK_SECRET)}
         session.add(AgencyRecord(**agency, created_at=now, updated_at=now))
     session.commit()
     return len(agencies)

@@ -1,4 +1,4 @@
-"""The ``reintegration`` command: mint a development token, or run the whole embedded stack."""
+"""The ``reintegration`` command: mint a development token, run the whole embedded stack, verify the audit trail."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import time
 from datetime import timedelta
 
-from reintegration.settings import get_settings
+from reintegration.settings import Settings, get_settings
 from workflows.model import HUMAN_ROLES, Role
 
 
@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--hours", type=float, help="lifetime in hours")
 
     commands.add_parser("run", help="run Temporal, the worker and the API in the foreground")
+
+    audit = commands.add_parser("audit", help="the audit trail")
+    audit.add_subparsers(dest="audit_command", required=True).add_parser(
+        "verify", help="check the hash chain: exit 0 if intact, 1 naming the row where it breaks")
 
     sim = commands.add_parser("partner-sim", help="run a simulator of partner agencies' systems")
     sim.add_argument("--agency", action="append", required=True, help="an agency id to play (repeatable)")
@@ -45,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "token":
         return _token(args)
+    if args.command == "audit":
+        return _audit_verify()
     if args.command == "partner-sim":
         return _partner_sim(args)
     return run_stack()
@@ -80,8 +86,29 @@ def _partner_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_verify() -> int:
+    from sqlalchemy import inspect
+
+    from reintegration import audit
+    from reintegration.db import make_engine
+
+    engine = make_engine(get_settings())
+    try:
+        if not inspect(engine).has_table("audit_trail"):
+            print("audit trail empty: 0 rows")
+            return 0
+        result = audit.verify(engine)
+    finally:
+        engine.dispose()
+    if not result.ok:
+        print(f"audit trail broken at seq {result.broken_at}: {result.reason}", file=sys.stderr)
+        return 1
+    print(f"audit trail intact: {result.rows} rows, head seq {result.head_seq} hash {result.head_hash}")
+    return 0
+
+
 def _token(args: argparse.Namespace) -> int:
-    from reintegration.tokens import mint
+    from reintegration.tokens import DevelopmentKeyRefused, mint
 
     role = Role(args.role)
     if role == Role.partner and not args.agency:
@@ -92,8 +119,13 @@ def _token(args: argparse.Namespace) -> int:
         print("reintegration token: --countries takes ISO 3166-1 alpha-2 codes, e.g. ES,PT", file=sys.stderr)
         return 2
     ttl = timedelta(hours=args.hours) if args.hours else None
-    print(mint(get_settings(), role=role, sub=args.sub, agency=args.agency, countries=countries, name=args.name,
-               ttl=ttl))
+    try:
+        token = mint(get_settings(), role=role, sub=args.sub, agency=args.agency, countries=countries,
+                     name=args.name, ttl=ttl)
+    except DevelopmentKeyRefused as exc:
+        print(f"reintegration token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
     return 0
 
 
@@ -128,8 +160,8 @@ def run_stack() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         started = time.monotonic()
-        start("temporal", dev_server_command(settings))
-        asyncio.run(connect(settings, attempts=240, delay=0.5))
+        start("temporal", dev_server_command(settings, codec_endpoint=_ui_codec_endpoint(settings)))
+        asyncio.run(connect(settings, keyring=None, attempts=240, delay=0.5))  # only waits for it
         print(f"Temporal   {settings.temporal_address}  (Web UI http://127.0.0.1:{settings.temporal_ui_port}, "
               f"namespace {settings.temporal_namespace})", flush=True)
         start("worker", [sys.executable, "-m", "worker"])
@@ -152,6 +184,15 @@ def run_stack() -> int:
         return 0
     finally:
         stop()
+
+
+def _ui_codec_endpoint(settings: Settings) -> str:
+    """The API's codec endpoint for the development Web UI, which can't send a header: a supervisor
+    token for the UI rides in the path (development only; production's UI passes its OIDC token)."""
+    from reintegration.tokens import mint
+
+    token = mint(settings, role=Role.supervisor, sub="temporal-web-ui", ttl=timedelta(days=7))
+    return f"http://{settings.api_host}:{settings.api_port}/codec/t/{token}"
 
 
 def _interrupt(*_: object) -> None:

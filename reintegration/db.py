@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, event
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, event
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine
 
@@ -133,7 +133,7 @@ class AgencyRecord(SQLModel, table=True):
     country: str = Field(max_length=2, index=True)
     services: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     webhook_url: str | None = Field(default=None, max_length=2000)
-    webhook_secret: str | None = Field(default=None, max_length=200)
+    webhook_secret: str | None = Field(default=None, max_length=600, description="Sealed with the system key")
     active: bool = True
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
@@ -201,7 +201,44 @@ class IdempotencyRecord(SQLModel, table=True):
     resource_id: str = Field(max_length=64, description="The id a creating request gives what it creates")
     status_code: int | None = None
     response: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    case_id: str | None = Field(default=None, index=True, max_length=64, description="The case the response shows")
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+
+
+class AuditRecord(SQLModel, table=True):
+    """One action, or one read of personal data: who, what, which case or task, when.
+
+    Append-only and chained: ``hash`` covers the row's fields and ``prev_hash`` (see
+    ``reintegration/audit.py``). Ids and action names only, never personal data.
+    """
+
+    __tablename__ = "audit_trail"
+    __table_args__ = (Index("ix_audit_trail_case_seq", "case_id", "seq"),)
+
+    seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    actor_sub: str = Field(max_length=200)
+    actor_role: str = Field(max_length=16)
+    actor_agency: str | None = Field(default=None, max_length=100)
+    action: str = Field(max_length=64)
+    case_id: str | None = Field(default=None, max_length=64)
+    task_id: str | None = Field(default=None, max_length=64)
+    request_id: str = Field(max_length=200)
+    status: int | None = None
+    replay: bool = Field(default=False, description="An Idempotency-Key replay: the same response, no new effect")
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class AuditHead(SQLModel, table=True):
+    """The audit trail's last row (one row): the lock appends take, and proof the last row is there."""
+
+    __tablename__ = "audit_head"
+
+    id: int = Field(default=1, sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    hash: str = Field(max_length=64)
 
 
 def aware(value: datetime) -> datetime:
@@ -228,11 +265,15 @@ def make_engine(settings: Settings) -> Engine:
 
 
 def create_tables(engine: Engine) -> None:
+    from reintegration import crypto  # noqa: F401  (its data_keys table)
+
     SQLModel.metadata.create_all(engine)
 
 
 __all__ = [
     "AgencyRecord",
+    "AuditHead",
+    "AuditRecord",
     "CaseRecord",
     "DeliveryRecord",
     "IdempotencyRecord",

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from sqlmodel import Session
 
 from reintegration import persons
+from reintegration.crypto import Keyring
 from reintegration.db import CaseRecord, TaskRecord, aware
 from workflows import rules
 from workflows.model import OPEN_TASK_STATUSES
@@ -45,23 +46,28 @@ def is_overdue(task: TaskRecord, now: datetime | None = None) -> bool:
     return task.status in OPEN and rules.end_of(task.due_on) < now
 
 
-def person_for_partner(session: Session, task: TaskRecord, fields: dict[str, list[str]]) -> dict[str, Any] | None:
+def person_for_partner(
+    session: Session, keyring: Keyring, task: TaskRecord, fields: dict[str, list[str]]
+) -> dict[str, Any] | None:
     """The fields of the person this task's service needs, if the person consented to sharing."""
     case = session.get(CaseRecord, task.case_id)
     consent = (case.facts.get("consent") or {}) if case else {}
     if not consent.get("data_sharing") or task.status not in ("assigned", "accepted"):
         return None  # not before consent, and not once the agency declined, failed or finished
-    stored = persons.load_person(session, case_id=task.case_id) or {}
+    stored = persons.load_person(session, keyring, case_id=task.case_id)
+    if stored is None:
+        return None  # erased
     facts = {"travel_date": case.facts.get("travel_date")} if case else {}
     wanted = fields.get(task.service, [])
     return {f: stored.get(f, facts.get(f)) for f in wanted}
 
 
-def partner_task(session: Session, task: TaskRecord, fields: dict[str, list[str]]) -> PartnerTask:
+def partner_task(session: Session, keyring: Keyring, task: TaskRecord, fields: dict[str, list[str]]) -> PartnerTask:
+    text = lambda value: keyring.open(task.case_id, value)  # noqa: E731
     return PartnerTask(
         task_id=task.task_id, case_reference=task.case_reference, service=task.service, status=task.status,
         assigned_at=aware(task.assigned_at), accept_by=aware(task.accept_by), due_on=task.due_on,
-        overdue=is_overdue(task), notes=task.notes, outcome=task.outcome, assessment=task.assessment,
-        decline_reason=task.decline_reason if task.status == "declined" else "",
-        person=person_for_partner(session, task, fields),
+        overdue=is_overdue(task), notes=text(task.notes), outcome=task.outcome, assessment=task.assessment,
+        decline_reason=text(task.decline_reason) if task.status == "declined" else "",
+        person=person_for_partner(session, keyring, task, fields),
     )

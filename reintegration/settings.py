@@ -63,6 +63,19 @@ DEVELOPMENT_PARTNER_FIELDS = {
 }
 
 
+# What an OIDC provider may sign tokens with: asymmetric only, so holding the JWKS signs nothing.
+OIDC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
+
+PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "change_me", "secret", "development", "password",
+                                 "test", "example", "default"})
+MIN_SECRET_LENGTH = 32
+
+
+def is_placeholder_secret(value: str) -> bool:
+    """A secret nobody should run production with: a well-known placeholder, or too short to resist guessing."""
+    return value.strip().lower() in PLACEHOLDER_SECRETS or len(value) < MIN_SECRET_LENGTH
+
+
 class Settings(BaseSettings):
     """Everything configurable, read once per process."""
 
@@ -84,9 +97,37 @@ class Settings(BaseSettings):
     api_port: int = 8000
 
     jwt_signing_key_file: Path | None = None
+
+    # The key-encryption key that wraps every case's data key: a key file (64 hex digits). On the
+    # embedded default one marked "DEVELOPMENT ONLY" is made under data/; production refuses it.
+    kek_file: Path | None = None
+    key_cache_seconds: float = 60.0  # how long a process keeps an unwrapped data key at hand
+    # The Temporal Web UI's origins: the only ones allowed to call the payload codec endpoints.
+    temporal_ui_origins: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8233", "http://localhost:8233"])
     jwt_issuer: str = "reintegration-dev"
     jwt_audience: str = "reintegration-api"
     token_ttl_hours: int = 12
+
+    # Production authentication: bearer tokens from the organisation's OpenID Connect provider,
+    # verified against its JWKS. When oidc_issuer is set, development tokens are no longer accepted.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    oidc_role_claim: str = "role"  # the claim names the provider uses for api.md's claims
+    oidc_agency_claim: str = "agency"
+    oidc_countries_claim: str = "countries"
+    oidc_jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    # An unknown key id fetches the JWKS again at most this often: forged kids cannot hammer the provider.
+    oidc_jwks_refresh_cooldown_seconds: float = Field(default=30.0, ge=0)
+    oidc_leeway_seconds: int = Field(default=30, ge=0, le=300)
+
+    # Hostile input. 1 MiB holds the largest valid body (a 20-measure safety plan with every note
+    # at 2,000 characters) however its characters are encoded; bodies grow no bigger than that.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # A token bucket per verified subject (per client address without a valid token), per process.
+    rate_limit_per_minute: int = Field(default=600, ge=1)
+    rate_limit_burst: int = Field(default=120, ge=1)
 
     seed_agencies: list[dict] = Field(
         default_factory=lambda: [dict(a) for a in DEVELOPMENT_AGENCIES],
@@ -113,13 +154,41 @@ class Settings(BaseSettings):
     delivery_retry_max_seconds: float = 300.0
 
     @model_validator(mode="after")
+    def _check_oidc(self) -> Settings:
+        refused = sorted(set(self.oidc_algorithms) - OIDC_ALGORITHMS)
+        if refused or not self.oidc_algorithms:
+            # "none" and HS256 would let anyone holding the audience (or nothing at all) sign tokens.
+            raise ValueError(f"oidc_algorithms may only hold asymmetric algorithms "
+                             f"({', '.join(sorted(OIDC_ALGORITHMS))}); refused: {', '.join(refused) or 'an empty list'}")
+        if self.oidc_issuer and not (self.oidc_audience and self.oidc_jwks_url):
+            raise ValueError("REINTEGRATION_OIDC_ISSUER needs REINTEGRATION_OIDC_AUDIENCE and "
+                             "REINTEGRATION_OIDC_JWKS_URL")
+        return self
+
+    @model_validator(mode="after")
     def _refuse_development_defaults_in_production(self) -> Settings:
-        if self.environment == "production":
-            if self.database_url is None or self.database_url.startswith("sqlite"):
-                raise ValueError("production needs DATABASE_URL pointing at PostgreSQL")
-            # The local signing key is a development default; production verifies OIDC tokens
-            # (the confidentiality issue). Until then, production refuses to start at all.
-            raise ValueError("production authentication (OIDC) is not configured yet")
+        """Production starts only with real authentication, PostgreSQL and real secrets; all problems at once."""
+        if self.environment != "production":
+            return self
+        problems = []
+        if not self.database_url or not self.database_url.startswith(("postgresql", "postgres://")):
+            problems.append("DATABASE_URL must point at PostgreSQL")
+        if not (self.oidc_issuer and self.oidc_audience and self.oidc_jwks_url):
+            problems.append("OIDC is required: set REINTEGRATION_OIDC_ISSUER, REINTEGRATION_OIDC_AUDIENCE and "
+                            "REINTEGRATION_OIDC_JWKS_URL")
+        elif not self.oidc_jwks_url.startswith("https://"):
+            problems.append("REINTEGRATION_OIDC_JWKS_URL must be an https:// address")
+        if self.jwt_signing_key_file is not None:
+            problems.append("REINTEGRATION_JWT_SIGNING_KEY_FILE is the development signing key; production accepts "
+                            "OIDC tokens only")
+        if self.supervision_webhook_url and self.supervision_webhook_secret is None:
+            problems.append("REINTEGRATION_SUPERVISION_WEBHOOK_URL needs REINTEGRATION_SUPERVISION_WEBHOOK_SECRET")
+        if self.supervision_webhook_secret is not None and is_placeholder_secret(self.supervision_webhook_secret):
+            problems.append(f"REINTEGRATION_SUPERVISION_WEBHOOK_SECRET is a placeholder (give {MIN_SECRET_LENGTH}+ "
+                            "random characters)")
+        # The key-encryption key has its own check: _refuse_development_kek_in_production.
+        if problems:
+            raise ValueError("refused in production: " + "; ".join(problems))
         return self
 
     @property
@@ -130,6 +199,21 @@ class Settings(BaseSettings):
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
             return url
         return f"sqlite:///{(self.data_dir / 'reintegration.db').as_posix()}"
+
+    @property
+    def kek_path(self) -> Path:
+        return self.kek_file or self.data_dir / "kek"
+
+    @model_validator(mode="after")
+    def _refuse_development_kek_in_production(self) -> Settings:
+        if self.environment == "production":
+            from reintegration.crypto import is_development_kek_file
+
+            if self.kek_file is None:
+                raise ValueError("production needs REINTEGRATION_KEK_FILE (the key-encryption key)")
+            if is_development_kek_file(self.kek_file):
+                raise ValueError("the key-encryption key file is a development key; production refuses it")
+        return self
 
     @property
     def signing_key_path(self) -> Path:

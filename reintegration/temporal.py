@@ -9,9 +9,10 @@ from pathlib import Path
 
 import structlog
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
+from reintegration.codec import data_converter
+from reintegration.crypto import Keyring
 from reintegration.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -28,9 +29,12 @@ def temporal_cli() -> Path:
     return Path(found)
 
 
-def dev_server_command(settings: Settings, *, port: int | None = None, ui_port: int | None = None) -> list[str]:
-    """``temporal server start-dev`` persisted under the data folder, with our namespace."""
+def dev_server_command(settings: Settings, *, port: int | None = None, ui_port: int | None = None,
+                       codec_endpoint: str | None = None) -> list[str]:
+    """``temporal server start-dev`` persisted under the data folder, with our namespace; its Web UI
+    decodes payloads through ``codec_endpoint`` when given."""
     host, _, default_port = settings.temporal_address.rpartition(":")
+    codec = ["--ui-codec-endpoint", codec_endpoint] if codec_endpoint else []
     return [
         str(temporal_cli()),
         "server",
@@ -44,18 +48,25 @@ def dev_server_command(settings: Settings, *, port: int | None = None, ui_port: 
         "--namespace", settings.temporal_namespace,
         "--ui-disable-news-fetch",
         "--log-level", "warn",
+        *codec,
     ]
 
 
-async def connect(settings: Settings, *, attempts: int = 120, delay: float = 0.5) -> Client:
-    """Connect once the frontend answers and our namespace exists; retries while it starts."""
+async def connect(
+    settings: Settings, *, keyring: Keyring | None, attempts: int = 120, delay: float = 0.5
+) -> Client:
+    """Connect once the frontend answers and our namespace exists; retries while it starts.
+
+    With a keyring every payload is encrypted (``reintegration/codec.py``); ``None`` only for
+    tools that must see histories as the server stores them.
+    """
     last: Exception | None = None
     for _ in range(attempts):
         try:
             client = await Client.connect(
                 settings.temporal_address,
                 namespace=settings.temporal_namespace,
-                data_converter=pydantic_data_converter,
+                data_converter=data_converter(keyring),
             )
             if await client.service_client.check_health():
                 await client.workflow_service.describe_namespace(

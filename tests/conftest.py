@@ -23,6 +23,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from api.main import create_app
+from reintegration.codec import data_converter
+from reintegration.crypto import Keyring, keyring_from_settings
 from reintegration.db import create_tables, make_engine
 from reintegration.settings import Settings
 from reintegration.temporal import temporal_cli
@@ -62,6 +64,7 @@ class Stack:
     engine: Any
     http: httpx.AsyncClient
     base_url: str
+    keyring: Keyring
     worker_http: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
     worker: Worker | None = None
     worker_task: asyncio.Task | None = None
@@ -77,7 +80,7 @@ class Stack:
         return {"Authorization": f"Bearer {self.token(role, sub, **kw)}"}
 
     async def start_worker(self) -> None:
-        self.worker = build_worker(self.client, self.settings, self.engine, self.worker_http)
+        self.worker = build_worker(self.client, self.settings, self.engine, self.worker_http, self.keyring)
         self.worker_task = asyncio.create_task(self.worker.run())
 
     async def stop_worker(self) -> None:
@@ -120,6 +123,10 @@ async def running_stack(backend: str, env: WorkflowEnvironment, data_dir: Path, 
     settings = Settings(**{**values, **overrides})
     engine = make_engine(settings)
     create_tables(engine)
+    keyring = keyring_from_settings(settings)
+    # The worker's and the tests' client encrypts payloads, as in service.
+    client = Client(env.client.service_client, namespace=settings.temporal_namespace,
+                    data_converter=data_converter(keyring))
     app = create_app(settings)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
@@ -130,8 +137,8 @@ async def running_stack(backend: str, env: WorkflowEnvironment, data_dir: Path, 
         await asyncio.sleep(0.05)
     base_url = f"http://127.0.0.1:{port}"
     http = httpx.AsyncClient(base_url=base_url, timeout=120)
-    stack = Stack(backend=backend, settings=settings, client=env.client, engine=engine, http=http,
-                  base_url=base_url)
+    stack = Stack(backend=backend, settings=settings, client=client, engine=engine, http=http,
+                  base_url=base_url, keyring=keyring)
     await stack.start_worker()
     try:
         yield stack
@@ -143,6 +150,7 @@ async def running_stack(backend: str, env: WorkflowEnvironment, data_dir: Path, 
         server.should_exit = True
         await server_task
         engine.dispose()
+        keyring.dispose()
         if pg_name:
             _drop_postgres_database(pg_name)
 

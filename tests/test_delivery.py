@@ -137,7 +137,7 @@ async def test_the_partner_sees_only_what_the_service_needs_and_only_with_consen
         row = session.exec(select(TaskRecord).where(TaskRecord.case_id == with_consent.case_id)).first()
         for service, wanted in fields.items():
             row.service = service
-            assert list(person_for_partner(session, row, fields)) == wanted
+            assert list(person_for_partner(session, stack.keyring, row, fields)) == wanted
             session.expire(row)
 
 

@@ -35,10 +35,10 @@ async def test_a_late_older_projection_never_overwrites_a_newer_one(stack):
     task_events, task_id = rules.apply_task(state, assign, rules.check_task(state, assign, now), now, new_id)
     second = rules.project(state.model_copy(deep=True), events + task_events)
 
-    write_projection(stack.engine, first)
-    write_projection(stack.engine, second)
-    write_projection(stack.engine, second)  # a retry
-    write_projection(stack.engine, first)  # an abandoned attempt that finishes late
+    write_projection(stack.engine, first, stack.keyring)
+    write_projection(stack.engine, second, stack.keyring)
+    write_projection(stack.engine, second, stack.keyring)  # a retry
+    write_projection(stack.engine, first, stack.keyring)  # an abandoned attempt that finishes late
     with Session(stack.engine) as session:
         case = session.get(CaseRecord, state.case_id)
         assert case.version == second.state.version and case.stage == "protection"

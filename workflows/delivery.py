@@ -1,6 +1,6 @@
 """Delivery of one message (a new task, or its cancellation) to a partner agency's webhook.
 
-One small workflow per message, id ``delivery-<delivery_id>``, so a message is delivered at most
+One small workflow per message, id ``case-<case id>-delivery-<delivery_id>``, so a message is delivered at most
 once however often its start is asked for, and the case's journey never waits for an agency's
 system: Temporal retries the delivery with backoff until the agency answers. When the agency
 refuses the message for good (a 4xx other than 408/429), the task goes back to the caseworker.

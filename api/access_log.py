@@ -1,0 +1,101 @@
+"""Request ids, the ids a request concerns in every log line, and one access line per request.
+
+``RequestContext`` takes a well-formed ``X-Request-ID`` or makes one, returns it on the response,
+keeps it in ``request.state.request_id`` (the audit trail records it) and binds it, with the method,
+to structlog's context. ``bind_route`` (an application dependency) adds the route's path template
+and the case, workflow and task ids of the path. Neither a query string nor a body is ever logged:
+both can hold personal data.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from starlette.datastructures import MutableHeaders
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from workflows import rules
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,99}")  # a path's id, before the route validated it
+
+log = structlog.get_logger("api.access")
+
+
+def bind_ids(*, case_id: str | None = None, task_id: str | None = None) -> None:
+    """Put the case (and its workflow) and task a request concerns into every log line after this."""
+    ids: dict[str, str] = {}
+    if case_id and _ID.fullmatch(case_id):
+        ids.update(case_id=case_id, workflow_id=rules.workflow_id(case_id))
+    if task_id and _ID.fullmatch(task_id):
+        ids["task_id"] = task_id
+    if ids:
+        structlog.contextvars.bind_contextvars(**ids)
+
+
+async def bind_route(request: Request) -> None:
+    """The route's path template and the ids in its path, for the handler's log lines."""
+    route = request.scope.get("route")
+    if route is not None:
+        structlog.contextvars.bind_contextvars(path=route.path)
+    bind_ids(case_id=request.path_params.get("case_id"), task_id=request.path_params.get("task_id"))
+
+
+class RequestContext:
+    """Request id in, request id out, ids in the logs, and the access line."""
+
+    def __init__(self, app: ASGIApp, *, application: FastAPI) -> None:
+        self.app, self.application = app, application
+        self._templates: list[tuple[re.Pattern[str], str]] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None)
+        request_id = given if given is not None and REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500  # unless a response starts: an exception escaped to the server's error handler
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+            await send(message)
+
+        # Start clean: the server may start a keep-alive connection's next request from within the
+        # previous one (pipelining), whose context would carry that request's ids.
+        outer = structlog.contextvars.get_contextvars()
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id, method=scope["method"])
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            claims: Any = scope["state"].get("claims")
+            log.info("request", path=self._template(scope), status=status,
+                     duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                     sub=claims.sub if claims else None, role=claims.role.value if claims else None)
+            structlog.contextvars.clear_contextvars()
+            structlog.contextvars.bind_contextvars(**outer)
+
+    def _template(self, scope: Scope) -> str:
+        """The route's path template, never the path as sent (nor its query string)."""
+        route = scope.get("route")
+        if route is not None and getattr(route, "path", None):
+            return route.path
+        # Refused before routing (413, 429) or not a FastAPI route: the documented path it matches.
+        if self._templates is None:
+            app = self.application
+            paths = [*app.openapi()["paths"], app.openapi_url, app.docs_url, app.redoc_url]
+            # Fixed paths before those with parameters: /v1/tasks/x matches both kinds otherwise.
+            self._templates = [(compile_path(p)[0], p) for p in sorted({p for p in paths if p},
+                                                                        key=lambda p: p.count("{"))]
+        return next((t for regex, t in self._templates if regex.match(scope["path"])), "(no route)")

@@ -1,0 +1,168 @@
+"""Limits on what one request, and one caller, may ask of the API.
+
+- ``BodyLimit``: a body over ``max_body_bytes`` is refused with ``413``, from its Content-Length
+  before any of it is read, or by counting a chunked body as it streams in. Nothing runs to the end
+  on a refused body, so nothing changes.
+- ``RateLimits``: a token bucket per caller, in process memory (each API process has its own).
+  ``current_user`` charges the verified ``sub`` (a forged token cannot spend someone else's budget)
+  and, for a bad token, the client's address; ``AnonymousRateLimit`` charges the client's address
+  for every other request. ``/health`` and ``/ready`` are never limited.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import PayloadTooLarge, TooManyRequests, problem, responses
+
+UNLIMITED_PATHS = frozenset({"/health", "/ready"})
+# Under these, every route authenticates with ``current_user``, which charges the caller itself.
+AUTHENTICATED_PREFIXES = ("/v1/", "/codec/")
+
+
+class _BodyTooLarge(Exception):
+    """Raised into the application by ``receive`` once the body passes the limit."""
+
+
+def _refusal(exc: PayloadTooLarge | TooManyRequests) -> Any:
+    return problem(exc.status, exc.title, exc.detail, exc.headers)
+
+
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes`` with ``413``, without buffering them first."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared and declared.isascii() and declared.isdigit() and int(declared) > self.max_bytes:
+            await _refusal(PayloadTooLarge(self.max_bytes))(scope, receive, send)
+            return
+        received, over, started = 0, False, False
+
+        async def counting_receive() -> Message:
+            nonlocal received, over
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    over = True
+                    raise _BodyTooLarge()
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if over and not started:
+                return  # whatever the application made of the cut-off body, the answer is 413
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await _refusal(PayloadTooLarge(self.max_bytes))(scope, receive, send)
+
+
+class RateLimits:
+    """Token buckets by key: ``burst`` requests at once, ``per_minute`` sustained. Thread-safe."""
+
+    def __init__(self, *, per_minute: int, burst: int, max_keys: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = per_minute / 60.0  # tokens per second
+        self.burst = float(burst)
+        self.max_keys = max_keys
+        self._clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key: (tokens, at)
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        """Spend one token of ``key``: 0 if there was one, else the seconds until there is."""
+        now = self._clock()
+        with self._lock:
+            tokens, at = self._buckets.pop(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - at) * self.rate)
+            wait = 0.0
+            if tokens >= 1.0:
+                tokens -= 1.0
+            else:
+                wait = (1.0 - tokens) / self.rate
+            self._buckets[key] = (tokens, now)  # most recently used last
+            if len(self._buckets) > self.max_keys:
+                # The least recently used bucket is forgotten: it is (nearly) full again anyway.
+                self._buckets.popitem(last=False)
+            return wait
+
+    def charge(self, key: str) -> None:
+        """Spend one token of ``key`` or raise ``TooManyRequests`` with the whole seconds to wait."""
+        wait = self.take(key)
+        if wait > 0:
+            raise TooManyRequests(retry_after=max(1, math.ceil(wait)))
+
+
+def client_key(scope: Scope) -> str:
+    """The rate-limit key of a caller without a valid token: its address (as the server sees it)."""
+    client = scope.get("client")
+    return f"address:{client[0] if client else 'unknown'}"
+
+
+def subject_key(sub: str) -> str:
+    return f"sub:{sub}"
+
+
+class AnonymousRateLimit:
+    """Charge the client's address for each request that ``current_user`` will not charge."""
+
+    def __init__(self, app: ASGIApp, *, limits: RateLimits) -> None:
+        self.app, self.limits = app, limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in UNLIMITED_PATHS:
+            authenticated_route = scope["path"].startswith(AUTHENTICATED_PREFIXES)
+            if not (authenticated_route and _has_bearer(scope)):
+                try:
+                    self.limits.charge(client_key(scope))
+                except TooManyRequests as exc:
+                    await _refusal(exc)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1").strip()
+    return None
+
+
+def _has_bearer(scope: Scope) -> bool:
+    # As HTTPBearer reads it: without "Bearer <token>", current_user refuses without charging anyone.
+    scheme, _, credentials = (_header(scope, b"authorization") or "").partition(" ")
+    return scheme.lower() == "bearer" and bool(credentials.strip())
+
+
+def document(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add ``413`` to every operation with a body and ``429`` to every limited one, in the OpenAPI document."""
+    for path, item in schema.get("paths", {}).items():
+        if path in UNLIMITED_PATHS:
+            continue
+        for operation in item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            extra = responses(*((413, 429) if "requestBody" in operation else (429,)))
+            for status, response in extra.items():
+                operation["responses"].setdefault(str(status), response)
+    return schema

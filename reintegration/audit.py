@@ -1,0 +1,216 @@
+"""The audit trail: who did what to which case or task, and who saw personal data, provably.
+
+Append-only, one row per action and per read of personal data (``AuditRecord`` in
+``reintegration/db.py``). Each row's ``hash`` is the SHA-256 of its fields and the previous row's
+hash, and a one-row head (``AuditHead``) holds the last ``seq`` and ``hash``; so an edited,
+inserted, reordered or deleted row, the last one included, breaks the chain, and ``verify`` names
+where. Appends are serialised on the head so that concurrent appenders (threads, API processes)
+never fork the chain: ``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite the append is a write
+transaction from its start (``BEGIN IMMEDIATE``), so no two appenders read the same head.
+
+Rows carry ids and action names only, never personal data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session
+
+from reintegration.db import AuditHead, AuditRecord, aware
+
+GENESIS = "0" * 64  # the prev_hash of the first row
+HEAD_ID = 1
+
+
+class Actor(Protocol):
+    """Who acts: a token's claims (``reintegration.tokens.Claims``) or a workflow ``Actor``."""
+
+    sub: str
+    role: Any
+    agency: str | None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row to append: the action and what it was about (the actor and request come with it)."""
+
+    action: str
+    case_id: str | None = None
+    task_id: str | None = None
+    status: int | None = None
+    replay: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The result of walking the chain: intact, or the first ``seq`` where it breaks and why."""
+
+    rows: int
+    head_seq: int
+    head_hash: str
+    broken_at: int | None = None
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.broken_at is None
+
+
+def record(
+    target: Session | Engine,
+    *,
+    actor: Actor,
+    action: str,
+    request_id: str,
+    case_id: str | None = None,
+    task_id: str | None = None,
+    status: int | None = None,
+    replay: bool = False,
+    detail: dict[str, Any] | None = None,
+) -> AuditRecord:
+    """Append one row; see ``append`` for how a session and an engine differ."""
+    entry = Entry(action=action, case_id=case_id, task_id=task_id, status=status, replay=replay,
+                  detail=detail or {})
+    return append(target, actor=actor, request_id=request_id, entries=[entry])[0]
+
+
+def append(target: Session | Engine, *, actor: Actor, request_id: str, entries: list[Entry]) -> list[AuditRecord]:
+    """Append rows in order, in one transaction.
+
+    With an engine, in a transaction of its own, committed here. With a session, in the caller's
+    transaction, which then holds the head until the caller commits (so an erasure and its audit
+    row commit together).
+    """
+    if isinstance(target, Engine):
+        with Session(target, expire_on_commit=False) as session:
+            rows = _append(session, actor, request_id, entries)
+            session.commit()
+            return rows
+    return _append(target, actor, request_id, entries)
+
+
+def _append(session: Session, actor: Actor, request_id: str, entries: list[Entry]) -> list[AuditRecord]:
+    connection = session.connection()
+    _begin_writing(connection)
+    head = _lock_head(connection)
+    seq, prev_hash = head
+    rows = []
+    for entry in entries:
+        seq += 1
+        row = AuditRecord(
+            seq=seq, at=datetime.now(timezone.utc), actor_sub=actor.sub, actor_role=_value(actor.role),
+            actor_agency=actor.agency, action=entry.action, case_id=entry.case_id, task_id=entry.task_id,
+            request_id=request_id[:200], status=entry.status, replay=entry.replay, detail=dict(entry.detail),
+            prev_hash=prev_hash, hash="",
+        )
+        row.hash = row_hash(row)
+        prev_hash = row.hash
+        session.add(row)
+        rows.append(row)
+    session.flush()
+    connection.execute(update(AuditHead).where(AuditHead.id == HEAD_ID).values(seq=seq, hash=prev_hash))
+    return rows
+
+
+def _begin_writing(connection: Connection) -> None:
+    """On SQLite, take the write lock before reading the head (PostgreSQL locks the head row)."""
+    if connection.dialect.name != "sqlite":
+        return
+    raw = connection.connection.dbapi_connection
+    # The driver begins a transaction only before a write, so none is open yet unless this
+    # session already wrote, and then it already holds the write lock.
+    if not raw.in_transaction:  # type: ignore[union-attr]
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _lock_head(connection: Connection) -> tuple[int, str]:
+    locked = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == HEAD_ID).with_for_update()
+    head = connection.execute(locked).first()
+    if head is None:  # the first append ever: make the head, unless a concurrent first append did
+        dialect_insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+        connection.execute(dialect_insert(AuditHead).values(id=HEAD_ID, seq=0, hash=GENESIS).on_conflict_do_nothing())
+        head = connection.execute(locked).first()
+    assert head is not None
+    return int(head.seq), str(head.hash)
+
+
+def _value(role: Any) -> str:
+    return str(getattr(role, "value", role))
+
+
+def canonical(row: Any) -> str:
+    """The canonical JSON of a row's fields and ``prev_hash`` (what ``hash`` covers)."""
+    fields = {
+        "seq": int(row.seq),
+        "at": aware(row.at).astimezone(timezone.utc).isoformat(timespec="microseconds"),
+        "actor_sub": row.actor_sub,
+        "actor_role": row.actor_role,
+        "actor_agency": row.actor_agency,
+        "action": row.action,
+        "case_id": row.case_id,
+        "task_id": row.task_id,
+        "request_id": row.request_id,
+        "status": row.status,
+        "replay": bool(row.replay),
+        "detail": row.detail or {},
+        "prev_hash": row.prev_hash,
+    }
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def row_hash(row: Any) -> str:
+    return hashlib.sha256(canonical(row).encode()).hexdigest()
+
+
+def verify(engine: Engine, *, batch: int = 1000) -> Verification:
+    """Walk the whole chain in one snapshot and report the first row where it breaks."""
+    table = AuditRecord.__table__  # type: ignore[attr-defined]
+    with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN")  # one read snapshot (WAL) for the whole walk
+        elif connection.dialect.name == "postgresql":
+            connection = connection.execution_options(isolation_level="REPEATABLE READ")
+        head = connection.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == HEAD_ID)).first()
+        head_seq, head_hash = (int(head.seq), str(head.hash)) if head else (0, GENESIS)
+
+        def broken(seq: int, reason: str, rows: int) -> Verification:
+            return Verification(rows=rows, head_seq=head_seq, head_hash=head_hash, broken_at=seq, reason=reason)
+
+        expected, prev_hash, last = 1, GENESIS, None
+        while True:
+            query = select(table).order_by(table.c.seq).limit(batch)
+            if last is not None:
+                query = query.where(table.c.seq > last)
+            rows = connection.execute(query).all()
+            if not rows:
+                break
+            for row in rows:
+                count = expected - 1
+                if row.seq > head_seq:
+                    return broken(row.seq, f"row {row.seq} is after the head (seq {head_seq})", count)
+                if row.seq != expected:
+                    if row.seq > expected:
+                        return broken(expected, f"row {expected} is missing (the next is {row.seq})", count)
+                    return broken(row.seq, f"row {row.seq} is out of sequence", count)
+                if row.prev_hash != prev_hash:
+                    return broken(row.seq, f"row {row.seq} does not follow row {row.seq - 1}", count)
+                if row_hash(row) != row.hash:
+                    return broken(row.seq, f"row {row.seq} was changed (its hash does not match)", count)
+                prev_hash, expected, last = row.hash, expected + 1, row.seq
+        count = expected - 1
+        if count < head_seq:
+            return broken(count + 1, f"row {count + 1} is missing (the head says the last is {head_seq})", count)
+        if prev_hash != head_hash:
+            return broken(head_seq, f"row {head_seq} does not match the head", count)
+        connection.rollback()
+    return Verification(rows=count, head_seq=head_seq, head_hash=head_hash)

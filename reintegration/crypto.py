@@ -1,0 +1,341 @@
+"""Encryption of personal data: one data key per case, wrapped by a key-encryption key.
+
+* A **data key** (AES-256-GCM) per case encrypts everything identifying about the case: the
+  person vault, free text in the read model (notes, reasons, references) and the case's workflow
+  payloads (``reintegration/codec.py``). Destroying it (erasure) makes all of that unreadable
+  wherever a copy lies, while the anonymous facts stay.
+* Data keys are stored only wrapped (encrypted) by the **key-encryption key** (KEK), which comes
+  from settings and sits behind :class:`KeyEncryptionKey`: a local key file on the embedded default;
+  a KMS or Vault transit key can replace it by implementing ``wrap``/``unwrap``.
+* A **system key** encrypts workflow payloads and secrets that belong to no case; a **hash key**
+  makes keyed hashes (request fingerprints) that nobody without it can test guesses against.
+
+Every ciphertext is bound to where it belongs (associated data: the case id and what it is), so a
+value copied to another case or column does not decrypt.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import Column, DateTime, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Field, Session, SQLModel, select
+
+DEVELOPMENT_MARKER = "# DEVELOPMENT ONLY"
+# Free text and references anywhere in the read model's facts and tasks: sealed with the case's key.
+FREE_TEXT_KEYS = frozenset({
+    "notes", "reason", "outcome_notes", "decline_reason", "authority_reference", "measure", "route", "threats",
+    "measures",
+})
+SEALED_PREFIX = "enc:v1:"
+ERASED = "[erased]"
+NONCE_BYTES = 12
+
+
+class KeyUnavailable(Exception):
+    """The data key was destroyed (the person's data was erased) or never existed."""
+
+
+class KeyEncryptionKey(Protocol):
+    """Wraps and unwraps data keys. A KMS or Vault transit key implements the same two calls."""
+
+    kek_id: str
+
+    def wrap(self, key: bytes, *, context: bytes) -> bytes: ...
+
+    def unwrap(self, wrapped: bytes, *, context: bytes) -> bytes: ...
+
+
+class LocalKeyEncryptionKey:
+    """A 256-bit key read from a file (owner-only permissions); AES-GCM wrapping."""
+
+    def __init__(self, key: bytes, *, development: bool = False) -> None:
+        if len(key) != 32:
+            raise ValueError("the key-encryption key must be 32 bytes (64 hex digits)")
+        self._aead = AESGCM(key)
+        self.kek_id = "local:" + hashlib.sha256(b"kek-id" + key).hexdigest()[:16]
+        self.development = development
+
+    @classmethod
+    def from_file(cls, path: Path, *, create: bool = False) -> LocalKeyEncryptionKey:
+        """Read the key file; on the embedded default, create one marked as a development key."""
+        if not path.exists():
+            if not create:
+                raise FileNotFoundError(f"the key-encryption key file {path} does not exist")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            body = f"{DEVELOPMENT_MARKER}: made by the embedded default; production refuses it\n{secrets.token_hex(32)}\n"
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process made it first
+                pass
+            else:
+                with os.fdopen(fd, "w") as f:
+                    f.write(body)
+        text = path.read_text()
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        development = any(line.startswith(DEVELOPMENT_MARKER) for line in lines)
+        keys = [line for line in lines if not line.startswith("#")]
+        if len(keys) != 1:
+            raise ValueError(f"the key-encryption key file {path} must hold one key in hex")
+        try:
+            key = bytes.fromhex(keys[0])
+        except ValueError:
+            raise ValueError(f"the key-encryption key file {path} is not hex") from None
+        return cls(key, development=development)
+
+    def wrap(self, key: bytes, *, context: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, key, context)
+
+    def unwrap(self, wrapped: bytes, *, context: bytes) -> bytes:
+        return self._aead.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], context)
+
+
+def is_development_kek_file(path: Path) -> bool:
+    try:
+        return any(line.startswith(DEVELOPMENT_MARKER) for line in path.read_text().splitlines())
+    except OSError:
+        return False
+
+
+class DataKeyRecord(SQLModel, table=True):
+    """A data key, stored only wrapped by the KEK; ``wrapped`` is emptied when it is destroyed."""
+
+    __tablename__ = "data_keys"
+
+    key_id: str = Field(primary_key=True, max_length=40)
+    case_id: str | None = Field(default=None, unique=True, max_length=64)
+    purpose: str = Field(max_length=16)  # case, system, keyed-hash
+    kek_id: str = Field(max_length=64)
+    wrapped: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    destroyed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+@dataclass(frozen=True)
+class DataKey:
+    key_id: str
+    key: bytes
+
+    @property
+    def aead(self) -> AESGCM:
+        return AESGCM(self.key)
+
+    def encrypt(self, plaintext: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self.aead.encrypt(nonce, plaintext, aad)
+
+    def decrypt(self, blob: bytes, aad: bytes) -> bytes:
+        return self.aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
+
+
+SYSTEM_KEY_ID = "system-1"
+HASH_KEY_ID = "keyed-hash-1"
+
+
+class Keyring:
+    """Data keys by case: created on first need, unwrapped on use, cached briefly, destroyed on erasure.
+
+    The cache keeps unwrapped keys for ``cache_seconds`` so that a busy case does not unwrap its key
+    on every payload; a key destroyed in another process stops working here when its entry expires.
+    """
+
+    def __init__(self, engine: Engine, kek: KeyEncryptionKey, *, cache_seconds: float = 60.0) -> None:
+        self._engine, self._kek, self._ttl = engine, kek, cache_seconds
+        self._by_id: dict[str, tuple[float, DataKey]] = {}
+        self._by_case: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def kek(self) -> KeyEncryptionKey:
+        return self._kek
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def dispose(self) -> None:
+        self._engine.dispose()
+
+    # --- keys ----------------------------------------------------------------------------------
+
+    def _cached(self, key_id: str) -> DataKey | None:
+        entry = self._by_id.get(key_id)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def _remember(self, key: DataKey, case_id: str | None = None) -> DataKey:
+        with self._lock:
+            self._by_id[key.key_id] = (time.monotonic() + self._ttl, key)
+            if case_id is not None:
+                self._by_case[case_id] = key.key_id
+        return key
+
+    def cached_case_key(self, case_id: str) -> DataKey | None:
+        """The case's key if this process has it at hand (no database call)."""
+        key_id = self._by_case.get(case_id)
+        return self._cached(key_id) if key_id else None
+
+    def cached_key(self, key_id: str) -> DataKey | None:
+        return self._cached(key_id)
+
+    def _unwrap(self, record: DataKeyRecord) -> DataKey:
+        if record.wrapped is None:
+            raise KeyUnavailable("the key was destroyed")
+        key = self._kek.unwrap(base64.b64decode(record.wrapped), context=record.key_id.encode())
+        return DataKey(record.key_id, key)
+
+    def _create(self, session: Session, *, key_id: str, purpose: str, case_id: str | None) -> None:
+        key = AESGCM.generate_key(bit_length=256)
+        wrapped = base64.b64encode(self._kek.wrap(key, context=key_id.encode())).decode()
+        session.add(DataKeyRecord(key_id=key_id, case_id=case_id, purpose=purpose, kek_id=self._kek.kek_id,
+                                  wrapped=wrapped, created_at=datetime.now(timezone.utc)))
+        try:
+            session.commit()
+        except IntegrityError:  # made at the same moment by another process: use theirs
+            session.rollback()
+
+    def case_key(self, case_id: str, *, create: bool = False) -> DataKey:
+        """The case's data key; ``KeyUnavailable`` if it was destroyed (or is missing and not created)."""
+        cached = self.cached_case_key(case_id)
+        if cached is not None:
+            return cached
+        with Session(self._engine) as session:
+            record = session.exec(select(DataKeyRecord).where(DataKeyRecord.case_id == case_id)).first()
+            if record is None:
+                if not create:
+                    raise KeyUnavailable("the case has no key")
+                self._create(session, key_id="dk-" + secrets.token_hex(12), purpose="case", case_id=case_id)
+                record = session.exec(select(DataKeyRecord).where(DataKeyRecord.case_id == case_id)).one()
+            return self._remember(self._unwrap(record), case_id)
+
+    def key(self, key_id: str) -> DataKey:
+        """Any data key by its id (payloads name theirs); ``KeyUnavailable`` if destroyed or unknown."""
+        cached = self._cached(key_id)
+        if cached is not None:
+            return cached
+        if key_id in (SYSTEM_KEY_ID, HASH_KEY_ID):
+            return self._named(key_id)
+        with Session(self._engine) as session:
+            record = session.get(DataKeyRecord, key_id)
+            if record is None:
+                raise KeyUnavailable("no such key")
+            return self._remember(self._unwrap(record), record.case_id)
+
+    def _named(self, key_id: str) -> DataKey:
+        cached = self._cached(key_id)
+        if cached is not None:
+            return cached
+        with Session(self._engine) as session:
+            record = session.get(DataKeyRecord, key_id)
+            if record is None:
+                purpose = "system" if key_id == SYSTEM_KEY_ID else "keyed-hash"
+                self._create(session, key_id=key_id, purpose=purpose, case_id=None)
+                record = session.get(DataKeyRecord, key_id)
+                assert record is not None
+            return self._remember(self._unwrap(record))
+
+    def system_key(self) -> DataKey:
+        return self._named(SYSTEM_KEY_ID)
+
+    def destroy_case_key(self, session: Session, case_id: str) -> bool:
+        """Destroy the case's key in the caller's transaction; True if there was one to destroy."""
+        result = session.execute(
+            update(DataKeyRecord)
+            .where(DataKeyRecord.case_id == case_id, DataKeyRecord.wrapped.is_not(None))  # type: ignore[union-attr]
+            .values(wrapped=None, destroyed_at=datetime.now(timezone.utc))
+        )
+        self.forget(case_id)
+        return bool(result.rowcount)
+
+    def forget(self, case_id: str) -> None:
+        with self._lock:
+            key_id = self._by_case.pop(case_id, None)
+            if key_id:
+                self._by_id.pop(key_id, None)
+
+    # --- values --------------------------------------------------------------------------------
+
+    def seal(self, case_id: str, text: str, *, purpose: str = "text") -> str:
+        """Encrypt a string with the case's key; the empty string stays empty (it says nothing)."""
+        if not text:
+            return text
+        key = self.case_key(case_id, create=True)
+        blob = key.encrypt(text.encode(), _aad(case_id, purpose))
+        return SEALED_PREFIX + base64.urlsafe_b64encode(blob).decode()
+
+    def open(self, case_id: str, value: str, *, purpose: str = "text") -> str:
+        """The plain text of a sealed value; ``ERASED`` once the case's key is destroyed."""
+        if not value or not value.startswith(SEALED_PREFIX):
+            return value
+        try:
+            key = self.case_key(case_id)
+            return key.decrypt(base64.urlsafe_b64decode(value[len(SEALED_PREFIX):]), _aad(case_id, purpose)).decode()
+        except (KeyUnavailable, InvalidTag, ValueError):
+            return ERASED
+
+    def seal_system(self, text: str, *, purpose: str) -> str:
+        """Encrypt a secret that belongs to no case (an agency's webhook secret) with the system key."""
+        key = self.system_key()
+        return SEALED_PREFIX + base64.urlsafe_b64encode(key.encrypt(text.encode(), purpose.encode())).decode()
+
+    def open_system(self, value: str, *, purpose: str) -> str:
+        if not value.startswith(SEALED_PREFIX):
+            return value
+        blob = base64.urlsafe_b64decode(value[len(SEALED_PREFIX):])
+        return self.system_key().decrypt(blob, purpose.encode()).decode()
+
+    def seal_fields(self, case_id: str, value: Any, keys: frozenset[str]) -> Any:
+        """A copy of a JSON-like value with every string under one of ``keys`` sealed, at any depth."""
+        return _walk(value, keys, lambda s: self.seal(case_id, s))
+
+    def open_fields(self, case_id: str, value: Any, keys: frozenset[str]) -> Any:
+        return _walk(value, keys, lambda s: self.open(case_id, s))
+
+    def keyed_hash(self, value: str, *, purpose: str) -> str:
+        """A keyed hash (HMAC-SHA256): equal values match, but nobody without the key can test a
+        guess against it, as they could against a plain hash of a low-entropy value."""
+        key = self._named(HASH_KEY_ID).key
+        return hmac.new(key, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def _aad(case_id: str, purpose: str) -> bytes:
+    return f"{purpose}:{case_id}".encode()
+
+
+def _walk(value: Any, keys: frozenset[str], fn: Any, *, under: bool = False) -> Any:
+    if isinstance(value, dict):
+        return {k: _walk(v, keys, fn, under=under or k in keys) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_walk(v, keys, fn, under=under) for v in value]
+    if under and isinstance(value, str):
+        return fn(value)
+    return value
+
+
+def kek_from_settings(settings: Any) -> KeyEncryptionKey:
+    """The KEK the settings name: a key file (created on the embedded default only)."""
+    return LocalKeyEncryptionKey.from_file(settings.kek_path, create=settings.environment == "development")
+
+
+def keyring_from_settings(settings: Any) -> Keyring:
+    """The keyring, with a connection pool of its own: a request that holds a connection and needs a
+    key must never wait for another request's connection to come back."""
+    from reintegration.db import make_engine
+
+    return Keyring(make_engine(settings), kek_from_settings(settings), cache_seconds=settings.key_cache_seconds)

@@ -1,0 +1,266 @@
+"""Personal data stays unreadable to anyone without a need, and is forgotten on lawful request.
+
+A journey carries marker strings in every personal field and every free text; afterwards the
+markers appear nowhere they must not: not in the logs, not in the Temporal histories read back
+through the server without the codec, not in search attributes or memos, not in any database
+column (and for SQLite not in the database file's bytes). Then the person's data is erased.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from sqlalchemy import MetaData, select
+from sqlmodel import Session
+from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from reintegration.codec import ENCODING, EncryptionCodec
+from reintegration.crypto import ERASED, DataKeyRecord, Keyring, KeyUnavailable, kek_from_settings
+from reintegration.db import CaseRecord, PersonRecord, StageVisitRecord, TaskRecord
+from reintegration.logs import tap
+from tests.conftest import Stack
+from tests.journey import Journey, day
+
+
+def markers() -> dict[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    return {name: f"Zq{tag}{name}" for name in (
+        "first", "second", "idnumber", "phone", "place", "casenote", "tasknote", "declined", "pathwhy",
+        "outcome", "withdrawn", "authref", "threat", "cancelled", "secret")}
+
+
+async def workflow_ids(stack: Stack, case_id: str) -> list[str]:
+    ids = set()
+    for _ in range(50):  # visibility is eventually consistent
+        ids = {e.id async for e in stack.client.list_workflows(f'WorkflowId STARTS_WITH "case-{case_id}"')}
+        if len(ids) >= 2:
+            break
+    return sorted(ids)
+
+
+async def raw_histories(stack: Stack, case_id: str) -> tuple[Client, dict[str, bytes], list[Payload]]:
+    """Every history of the case as the server stores it (a client without the codec), its bytes,
+    and every payload in it."""
+    plain = Client(stack.client.service_client, namespace=stack.settings.temporal_namespace,
+                   data_converter=pydantic_data_converter)
+    histories, payloads = {}, []
+    for wid in await workflow_ids(stack, case_id):
+        async for execution in plain.list_workflows(f'WorkflowId = "{wid}"'):
+            history = await plain.get_workflow_handle(wid, run_id=execution.run_id).fetch_history()
+            histories[f"{wid}/{execution.run_id}"] = b"".join(e.SerializeToString() for e in history.events)
+            for event in history.events:
+                _collect_payloads(event, payloads)
+    return plain, histories, payloads
+
+
+def _collect_payloads(message: Message, out: list[Payload]) -> None:
+    if isinstance(message, Payload):
+        out.append(message)
+        return
+    for _, value in message.ListFields():
+        if isinstance(value, Message):
+            _collect_payloads(value, out)
+        elif isinstance(value, (str, bytes, int, float, bool)):
+            continue
+        else:  # a repeated field or a map
+            for item in (value.values() if hasattr(value, "keys") else value):
+                if isinstance(item, Message):
+                    _collect_payloads(item, out)
+
+
+def database_text(stack: Stack) -> str:
+    """Every value of every column of every table, as text."""
+    metadata = MetaData()
+    metadata.reflect(stack.engine)
+    parts = []
+    with stack.engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            for row in conn.execute(select(table)):
+                parts.append(repr(tuple(row)))
+    return "\n".join(parts)
+
+
+async def marked_journey(stack: Stack, m: dict[str, str]) -> Journey:
+    """A residence journey to closure with a marker in every personal field and free text."""
+    j = Journey(stack)
+    await j.open(first_name=m["first"], second_name=m["second"], identity_number=m["idnumber"],
+                 mobile_phone=m["phone"])
+    r = await stack.http.get(f"/v1/cases/{j.case_id}", headers=j.cw, params={"include": "person"})
+    assert r.json()["person"]["first_name"] == m["first"]  # the caseworker reads it back
+    await j.step("risk-assessment", {"level": "low", "threats": [m["threat"]], "assessed_on": day(1)})
+    await j.step("security-guarantee", {"confirmed_on": day(2), "notes": m["casenote"]})
+    await j.step("pathway", {"pathway": "residence", "decided_on": day(3), "reason": m["pathwhy"]})
+    shelter = await j.assign("shelter", "shelter-es")
+    await j.task_action(shelter["task_id"], "shelter-es", "decline", {"reason": m["declined"]})
+    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks/{shelter['task_id']}/cancel", headers=j.cw,
+                              json={"reason": m["cancelled"]})
+    assert r.status_code == 200, r.text
+    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks", headers=j.cw, json={
+        "service": "legal-assistance", "agency_id": "legal-aid-es", "notes": m["tasknote"]})
+    assert r.status_code == 201, r.text
+    task = r.json()
+    seen = await stack.http.get(f"/v1/tasks/{task['task_id']}", headers=j.partner("legal-aid-es"))
+    assert seen.json()["notes"] == m["tasknote"] and seen.json()["person"]["first_name"] == m["first"]
+    await j.task_action(task["task_id"], "legal-aid-es", "accept")
+    await j.task_action(task["task_id"], "legal-aid-es", "complete", {"outcome": "done", "notes": m["outcome"]})
+    await j.step("residence-application", {"filed_on": day(5), "permit_type": "victim-of-trafficking",
+                                           "authority_reference": m["authref"]})
+    await j.step("withdraw-consent", {"withdrawn_on": day(6), "notes": m["withdrawn"]})
+    assert j.case["status"] == "closed"
+    return j
+
+
+async def test_marker_data_appears_nowhere_it_must_not(stack):
+    m = markers()
+    with tap() as logs:
+        j = await marked_journey(stack, m)
+        shown = await j.get()
+        # An agency's webhook secret is a secret too.
+        r = await stack.http.post("/v1/agencies", headers=stack.auth("admin", "admin-1"), json={
+            "agency_id": f"agency-{m['first'][:12]}", "name": "Marker agency", "org_type": "NGO", "country": "ES",
+            "services": ["housing"], "webhook_url": "http://127.0.0.1:9/hook",
+            "webhook_secret": m["secret"] + "x" * 32})
+        assert r.status_code == 201, r.text
+        assert m["secret"] not in r.text
+    text = str(shown)
+    assert m["casenote"] not in text  # notes are not part of the timeline
+    assert m["pathwhy"] in text and m["authref"] in text  # the caseworker reads them back
+
+    leaked = [name for name, value in m.items() if value in logs.getvalue()]
+    assert logs.getvalue() and not leaked, f"in the logs: {leaked}"
+
+    plain, histories, payloads = await raw_histories(stack, j.case_id)
+    assert len(histories) >= 2 and payloads
+    for where, data in histories.items():
+        leaked = [name for name, value in m.items() if value.encode() in data]
+        assert not leaked, f"in the history of {where}: {leaked}"
+    assert all(p.metadata.get("encoding") == ENCODING for p in payloads if p.data)
+    # Control: the markers are there, encrypted: the codec (with the case's key) finds them.
+    decoded = b"".join(p.data for p in await EncryptionCodec(stack.keyring).decode(payloads))
+    assert m["withdrawn"].encode() in decoded and m["tasknote"].encode() in decoded
+
+    for wid in await workflow_ids(stack, j.case_id):
+        description = await plain.get_workflow_handle(wid).describe()
+        searchable = str(description.raw_description.workflow_execution_info.search_attributes) + str(
+            description.raw_description.workflow_execution_info.memo)
+        assert not [name for name, value in m.items() if value in searchable], wid
+
+    everything = database_text(stack)
+    assert j.case_id in everything  # the control: the case is there
+    leaked = [name for name, value in m.items() if value in everything]
+    assert not leaked, f"in the database: {leaked}"
+    if stack.backend == "sqlite":
+        files = b"".join(p.read_bytes() for p in Path(stack.settings.data_dir).glob("reintegration.db*"))
+        leaked = [name for name, value in m.items() if value.encode() in files]
+        assert not leaked, f"in the database files: {leaked}"
+
+
+async def test_erasure_makes_the_data_unreadable_everywhere_and_keeps_the_statistics(stack):
+    m = markers()
+    j = await marked_journey(stack, m)
+    admin = stack.auth("admin", "admin-1")
+    _, _, payloads_before = await raw_histories(stack, j.case_id)
+    summary_before = (await stack.http.get("/v1/supervision/summary", headers=j.supervisor)).json()
+
+    # Not for a case still open, not by a caseworker or supervisor.
+    other = Journey(stack)
+    await other.open()
+    r = await stack.http.delete(f"/v1/cases/{other.case_id}/personal-data", headers=admin)
+    assert r.status_code == 409 and r.headers["content-type"].startswith("application/problem+json")
+    for who in (j.cw, j.supervisor):
+        assert (await stack.http.delete(f"/v1/cases/{j.case_id}/personal-data", headers=who)).status_code == 403
+    assert (await stack.http.delete(f"/v1/cases/{uuid.uuid4()}/personal-data", headers=admin)).status_code == 404
+
+    r = await stack.http.delete(f"/v1/cases/{j.case_id}/personal-data", headers=admin)
+    assert r.status_code == 200, r.text
+    erased_at = r.json()["erased_at"]
+    again = await stack.http.delete(f"/v1/cases/{j.case_id}/personal-data", headers=admin)
+    assert again.status_code == 200 and again.json()["erased_at"] == erased_at
+
+    # The API: no person, free text gone.
+    case = (await stack.http.get(f"/v1/cases/{j.case_id}", headers=j.cw, params={"include": "person"})).json()
+    assert case["person"] is None
+    assert not [name for name, value in m.items() if value in str(case)]
+    assert ERASED in str(case["timeline"])
+    # The database: no person row, the key destroyed, and no marker anywhere.
+    with Session(stack.engine) as session:
+        assert session.get(PersonRecord, j.case_id) is None
+        key = session.exec(select(DataKeyRecord).where(DataKeyRecord.case_id == j.case_id)).one()[0]
+        assert key.wrapped is None and key.destroyed_at is not None
+        record = session.get(CaseRecord, j.case_id)
+        assert (record.stage, record.status, record.pathway) == ("closed", "closed", "residence")
+        assert session.exec(select(StageVisitRecord).where(StageVisitRecord.case_id == j.case_id)).all()
+        assert session.exec(select(TaskRecord).where(TaskRecord.case_id == j.case_id)).all()
+    assert not [name for name, value in m.items() if value in database_text(stack)]
+    # The histories: their payloads no longer decrypt, in any process (a fresh keyring: no cache).
+    fresh = Keyring(stack.engine, kek_from_settings(stack.settings))  # no cache, unlike the stack's
+    case_payloads = [p for p in payloads_before if p.metadata.get("encryption-key-id") == key.key_id.encode()]
+    assert case_payloads
+    for payload in case_payloads[:20]:
+        try:
+            await EncryptionCodec(fresh).decode([payload])
+        except KeyUnavailable:
+            continue
+        raise AssertionError("a payload of the erased case still decrypts")
+    # The Web UI's codec endpoint gives them back still encrypted.
+    body = json_format.MessageToJson(Payloads(payloads=case_payloads[:5]))
+    r = await stack.http.post("/codec/decode", content=body, headers=j.supervisor)
+    assert r.status_code == 200
+    back = json_format.Parse(r.text, Payloads()).payloads
+    assert all(p.metadata.get("encoding") == ENCODING for p in back)
+    # Statistics intact: the case still counts.
+    summary_after = (await stack.http.get("/v1/supervision/summary", headers=j.supervisor)).json()
+    assert summary_after["total"] == summary_before["total"] + 1  # the other (open) case, not a loss
+    assert summary_after["by_pathway"].get("residence", 0) >= 1
+
+
+async def test_the_codec_endpoints_serve_the_web_ui_only_with_a_supervisor(stack):
+    m = markers()
+    j = Journey(stack)
+    await j.open(first_name=m["first"])
+    await j.step("risk-assessment", {"level": "low", "threats": [], "assessed_on": day(1)})
+    await j.step("withdraw-consent", {"withdrawn_on": day(2), "notes": m["withdrawn"]})
+    _, _, payloads = await raw_histories(stack, j.case_id)
+    body = json_format.MessageToJson(Payloads(payloads=payloads))
+    origin = stack.settings.temporal_ui_origins[0]
+
+    r = await stack.http.post("/codec/decode", content=body, headers={**j.supervisor, "Origin": origin})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == origin
+    decoded = json_format.Parse(r.text, Payloads()).payloads
+    assert m["withdrawn"].encode() in b"".join(p.data for p in decoded)
+    assert not any(p.metadata.get("encoding") == ENCODING for p in decoded)
+
+    assert (await stack.http.post("/codec/decode", content=body)).status_code == 401
+    assert (await stack.http.post("/codec/decode", content=body, headers=j.cw)).status_code == 403
+    assert (await stack.http.post("/codec/decode", content="{not json", headers=j.supervisor)).status_code == 422
+    # CORS: the UI's origin only.
+    preflight = {"Origin": origin, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "content-type,x-namespace"}
+    ok = await stack.http.options("/codec/decode", headers=preflight)
+    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == origin
+    evil = await stack.http.options("/codec/decode", headers={**preflight, "Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in evil.headers
+    api = await stack.http.get("/v1/agencies", headers={**j.cw, "Origin": origin})
+    assert "access-control-allow-origin" not in api.headers  # the rest of the API is not for browsers
+
+    # Encode then decode gives back what the UI sent.
+    original = Payloads(payloads=[Payload(metadata={"encoding": b"json/plain"}, data=b'{"x": 1}')])
+    r = await stack.http.post("/codec/encode", content=json_format.MessageToJson(original), headers=j.supervisor)
+    encoded = json_format.Parse(r.text, Payloads())
+    assert encoded.payloads[0].metadata["encoding"] == ENCODING and b'"x"' not in encoded.payloads[0].data
+    r = await stack.http.post("/codec/decode", content=json_format.MessageToJson(encoded), headers=j.supervisor)
+    assert json_format.Parse(r.text, Payloads()) == original
+
+    # The development Web UI's endpoint carries a supervisor's token in its path.
+    token = stack.token("supervisor", "temporal-web-ui")
+    r = await stack.http.post(f"/codec/t/{token}/decode", content=body)
+    assert r.status_code == 200
+    assert m["withdrawn"].encode() in b"".join(p.data for p in json_format.Parse(r.text, Payloads()).payloads)
+    caseworker = stack.token("caseworker", "cw-es-1")
+    assert (await stack.http.post(f"/codec/t/{caseworker}/decode", content=body)).status_code == 403
+    assert (await stack.http.post("/codec/t/not.a.token/decode", content=body)).status_code == 401

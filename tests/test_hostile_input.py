@@ -1,0 +1,316 @@
+"""Hostile and careless input over HTTP: bodies over the size limit (413), callers over their rate
+limit (429 with Retry-After), request ids and the access log (ids, never a query string or personal
+data), and the log processor that redacts personal fields at any depth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import jwt
+import pytest
+from sqlmodel import Session, func, select
+
+from reintegration.db import CaseRecord
+from reintegration.logs import REDACTED, _drop_personal_fields, tap
+from tests.conftest import Stack, running_stack
+from tests.journey import Journey, case_body, day
+
+LIMIT = 16 * 1024  # the limited stack's max_body_bytes
+
+
+@pytest.fixture(scope="module")
+async def limited(temporal_env, tmp_path_factory) -> AsyncIterator[Stack]:
+    async with running_stack("sqlite", temporal_env, tmp_path_factory.mktemp("limited"), max_body_bytes=LIMIT) as s:
+        yield s
+
+
+@pytest.fixture
+async def throttled(temporal_env, tmp_path_factory) -> AsyncIterator[Stack]:
+    """A stack of its own per test: 3 requests at once, then one a second, per caller."""
+    async with running_stack("sqlite", temporal_env, tmp_path_factory.mktemp("throttled"),
+                             rate_limit_per_minute=60, rate_limit_burst=3) as s:
+        yield s
+
+
+def cases_of(stack: Stack, caseworker: str) -> int:
+    with Session(stack.engine) as session:
+        return session.exec(select(func.count()).select_from(CaseRecord)
+                            .where(CaseRecord.owner_caseworker == caseworker)).one()
+
+
+async def raw_request(stack: Stack, head: list[str], chunks: AsyncIterator[bytes] | None = None
+                      ) -> tuple[int, dict[str, str], dict, int]:
+    """Send a request by hand (headers, then a body as it comes); the status, headers, JSON body and bytes sent.
+
+    The body is written a chunk at a time, looking for an answer between chunks, so it stops soon
+    after the server has refused it.
+    """
+    url = urlsplit(stack.base_url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+    await writer.drain()
+    sent = 0
+    status_line = b""
+    if chunks is not None:
+        async for chunk in chunks:
+            try:
+                status_line = await asyncio.wait_for(reader.readline(), 0.02)
+                break
+            except TimeoutError:
+                pass
+            try:
+                writer.write(chunk)
+                await writer.drain()
+            except ConnectionError:
+                break
+            sent += len(chunk)
+    if not status_line:
+        status_line = await asyncio.wait_for(reader.readline(), 30)
+    headers: dict[str, str] = {}
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, value = line.decode("latin-1").split(":", 1)
+        headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers["content-length"]))
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+    return int(status_line.split()[1]), headers, json.loads(body), sent
+
+
+def request_head(stack: Stack, method: str, path: str, auth: dict[str, str], *extra: str) -> list[str]:
+    return [f"{method} {path} HTTP/1.1", f"Host: {urlsplit(stack.base_url).netloc}",
+            "Content-Type: application/json", f"Authorization: {auth['Authorization']}", *extra]
+
+
+def assert_too_large(status: int, headers: dict[str, str], body: dict) -> None:
+    assert status == 413, body
+    assert headers["content-type"] == "application/problem+json"
+    assert body["status"] == 413 and body["title"] == "Payload too large" and str(LIMIT) in body["detail"]
+    assert re.fullmatch(r"[0-9a-f]{32}", headers["x-request-id"])
+
+
+# --- Body size ----------------------------------------------------------------------------------
+
+
+async def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_sent(limited):
+    j = Journey(limited, caseworker="cw-big-declared")
+    head = request_head(limited, "POST", "/v1/cases", j.cw, "Idempotency-Key: big-1", "Content-Length: 50000000")
+    status, headers, body, _ = await raw_request(limited, head)  # not one byte of the 50 MB follows
+    assert_too_large(status, headers, body)
+    assert headers["connection"] == "close"
+    # Nothing changed: no case, and the Idempotency-Key was not claimed by the refused request.
+    assert cases_of(limited, "cw-big-declared") == 0
+    r = await limited.http.post("/v1/cases", json=case_body(), headers={**j.cw, "Idempotency-Key": "big-1"})
+    assert r.status_code == 201, r.text
+    assert cases_of(limited, "cw-big-declared") == 1
+
+
+async def test_an_endless_chunked_body_is_counted_as_it_streams_and_refused(limited):
+    j = Journey(limited, caseworker="cw-big-chunked")
+    total = 64 * 1024 * 1024
+
+    async def endless() -> AsyncIterator[bytes]:
+        yield b'1b\r\n{"person": {"first_name": "\r\n'  # 27 bytes of JSON, then names for ever
+        data = b"A" * 4096
+        for _ in range(total // len(data)):
+            yield b"1000\r\n" + data + b"\r\n"
+
+    head = request_head(limited, "POST", "/v1/cases", j.cw, "Transfer-Encoding: chunked")
+    status, headers, body, sent = await raw_request(limited, head, endless())
+    assert_too_large(status, headers, body)
+    assert sent < 64 * LIMIT  # refused as it streamed past the limit, not after reading all 64 MiB
+    assert cases_of(limited, "cw-big-chunked") == 0
+
+    async def fitting() -> AsyncIterator[bytes]:
+        data = json.dumps(case_body()).encode()
+        for start in range(0, len(data), 100):
+            part = data[start:start + 100]
+            yield f"{len(part):x}\r\n".encode() + part + b"\r\n"
+        yield b"0\r\n\r\n"
+
+    status, headers, body, _ = await raw_request(limited, head, fitting())
+    assert status == 201, body  # a chunked body under the limit is an ordinary request
+    assert cases_of(limited, "cw-big-chunked") == 1
+
+
+async def test_a_step_or_task_action_over_the_limit_changes_nothing(limited):
+    j = Journey(limited, caseworker="cw-big-step")
+    await j.open()
+    task = await j.assign("shelter", "shelter-es")
+    big = {"level": "high", "assessed_on": day(1), "threats": ["x" * 200] * 100}  # about 20 KiB
+    r = await limited.http.post(f"/v1/cases/{j.case_id}/steps/risk-assessment", json=big, headers=j.cw)
+    assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+    r = await limited.http.post(f"/v1/tasks/{task['task_id']}/accept", json={"notes": "n" * 20000},
+                                headers=j.partner("shelter-es"))
+    assert r.status_code == 413
+    case = await j.get()
+    assert [e["name"] for e in case["timeline"]].count("risk-assessment") == 0
+    assert "accepted" not in [e["name"] for e in case["timeline"]]
+    # The same step, within the limit, is recorded.
+    await j.step("risk-assessment", {"level": "low", "assessed_on": day(1)})
+
+
+async def test_the_largest_valid_body_fits_the_default_limit(stack):
+    """Every note at its 2,000 characters, in characters JSON escapes as 12 bytes each."""
+    j = Journey(stack)
+    await j.open()
+    await j.step("risk-assessment", {"level": "high", "assessed_on": day(1)})  # a plan is due now
+    wide = "\U0001F600"  # outside the BMP: \\ud83d\\ude00 when the client escapes non-ASCII
+    measure = {"measure": wide * 200, "due_date": day(30), "notes": wide * 2000}  # no service: no tasks
+    plan = {"measures": [measure] * 20, "agreed_on": day(2)}
+    content = json.dumps(plan).encode()
+    assert LIMIT < len(content) < stack.settings.max_body_bytes
+    r = await stack.http.post(f"/v1/cases/{j.case_id}/steps/safety-plan", content=content,
+                              headers={**j.cw, "Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert "safety-plan" in [e["name"] for e in (await j.get())["timeline"]]
+
+
+# --- Rate limits --------------------------------------------------------------------------------
+
+
+async def test_a_caller_over_the_rate_limit_gets_429_with_retry_after_and_others_do_not(throttled):
+    me = throttled.auth("caseworker", "cw-busy", countries=["ES"])
+    other = throttled.auth("caseworker", "cw-calm", countries=["ES"])
+    answers = [await throttled.http.get("/v1/cases", headers=me) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    refused = answers[-1]
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["status"] == 429 and refused.json()["title"] == "Too many requests"
+    retry_after = refused.headers["retry-after"]
+    assert retry_after.isdigit() and 1 <= int(retry_after) <= 2
+    assert (await throttled.http.get("/v1/cases", headers=other)).status_code == 200
+    # Any route, any method: it is the caller's budget.
+    r = await throttled.http.post("/v1/cases", json=case_body(), headers=me)
+    assert r.status_code == 429
+    await asyncio.sleep(int(retry_after))
+    assert (await throttled.http.get("/v1/cases", headers=me)).status_code == 200
+
+
+async def test_a_forged_token_spends_its_senders_budget_not_the_subjects(throttled):
+    victim = throttled.auth("caseworker", "cw-victim", countries=["ES"])
+    forged = jwt.encode({"sub": "cw-victim", "role": "caseworker", "iss": throttled.settings.jwt_issuer,
+                         "aud": throttled.settings.jwt_audience, "exp": 9999999999}, "not-our-key-" * 4,
+                        algorithm="HS256")
+    answers = [await throttled.http.get("/v1/cases", headers={"Authorization": f"Bearer {forged}"})
+               for _ in range(5)]
+    assert [a.status_code for a in answers] == [401, 401, 401, 429, 429]  # the sender's address is spent
+    assert [(await throttled.http.get("/v1/cases", headers=victim)).status_code for _ in range(3)] == [200] * 3
+
+
+async def test_requests_without_a_token_are_limited_by_address_but_health_never(throttled):
+    answers = [await throttled.http.get("/v1/cases") for _ in range(3)]
+    assert [a.status_code for a in answers] == [401, 401, 401]
+    for path in ("/v1/cases", "/openapi.json", "/v1/no-such-thing"):
+        r = await throttled.http.get(path)
+        assert r.status_code == 429 and r.headers["retry-after"].isdigit(), path
+    # A bearer header on a route that never reads it is charged to the address too.
+    r = await throttled.http.get("/openapi.json", headers={"Authorization": "Bearer whatever"})
+    assert r.status_code == 429
+    for _ in range(20):
+        assert (await throttled.http.get("/health")).status_code == 200
+        assert (await throttled.http.get("/ready")).status_code != 429
+    # A valid token is not held back by its address's budget.
+    cw = throttled.auth("caseworker", "cw-same-address", countries=["ES"])
+    assert (await throttled.http.get("/v1/cases", headers=cw)).status_code == 200
+
+
+async def test_the_document_names_413_and_429(stack):
+    document = (await stack.http.get("/openapi.json")).json()
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            codes = set(operation["responses"])
+            if path in ("/health", "/ready"):
+                assert "429" not in codes
+                continue
+            assert "429" in codes, (method, path)
+            assert "Retry-After" in operation["responses"]["429"]["headers"]
+            if "requestBody" in operation:
+                assert "413" in codes, (method, path)
+
+
+# --- Request ids and the access log ----------------------------------------------------------------
+
+
+def access_lines(captured: str) -> list[dict]:
+    lines = []
+    for line in captured.splitlines():
+        line = line[line.find("{"):]
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if isinstance(entry, dict) and entry.get("event") == "request":
+                lines.append(entry)
+    return lines
+
+
+async def test_request_ids_are_kept_if_well_formed_and_made_otherwise(stack):
+    j = Journey(stack)
+    r = await stack.http.get("/v1/cases", headers={**j.cw, "X-Request-ID": "client-42.a_b"})
+    assert r.headers["x-request-id"] == "client-42.a_b"
+    for bad in ("has space", "x" * 101, "semi;colon", "percent%20", "slash/x"):
+        r = await stack.http.get("/v1/cases", headers={**j.cw, "X-Request-ID": bad})
+        assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"]), bad
+    seen = set()
+    for path, headers in (("/v1/cases", {}), ("/health", {}), ("/v1/cases/nope", j.cw), ("/v1/cases", j.cw)):
+        r = await stack.http.get(path, headers=headers)
+        assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"]), path
+        seen.add(r.headers["x-request-id"])
+    assert len(seen) == 4  # one per request
+    r = await stack.http.post("/v1/cases", json={"unknown": 1}, headers=j.cw)
+    assert r.status_code == 422 and r.headers["x-request-id"]
+
+
+async def test_one_access_line_per_request_with_ids_and_no_query_or_personal_data(stack):
+    j = Journey(stack)
+    with tap() as logs:
+        await j.open()
+        r = await stack.http.get(f"/v1/cases/{j.case_id}", params={"include": "person"},
+                                 headers={**j.cw, "X-Request-ID": "trace-read-1"})
+        assert r.status_code == 200 and r.json()["person"]["first_name"] == "Maria"
+        await stack.http.get("/v1/cases", params={"caseworker": "Maria-Ionescu"},
+                             headers={"X-Request-ID": "trace-anonymous"})
+        await asyncio.sleep(0.1)  # the access line is written as the response finishes
+    captured = logs.getvalue()
+    lines = {e["request_id"]: e for e in access_lines(captured)}
+    read = lines["trace-read-1"]
+    assert read["method"] == "GET" and read["path"] == "/v1/cases/{case_id}" and read["status"] == 200
+    assert read["sub"] == "cw-es-1" and read["role"] == "caseworker"
+    assert read["case_id"] == j.case_id and read["workflow_id"] == f"case-{j.case_id}"
+    assert isinstance(read["duration_ms"], float)
+    anonymous = lines["trace-anonymous"]
+    assert anonymous["status"] == 401 and anonymous["path"] == "/v1/cases" and anonymous["sub"] is None
+    opened = [e for e in access_lines(captured) if e["method"] == "POST" and e["path"] == "/v1/cases"]
+    assert len(opened) == 1 and opened[0]["status"] == 201 and opened[0]["case_id"] == j.case_id
+    for marker in ("include=", "caseworker=", "Maria", "Ionescu", "Madrid", "1998-03-14"):
+        assert marker not in captured, marker
+
+
+def test_personal_fields_are_redacted_at_any_depth_without_changing_what_was_logged():
+    body = {"person": {"first_name": "Maria"}, "identification": {"place": "Madrid", "country": "ES"},
+            "items": [{"mobile_phone": "+40 700", "service": "shelter"}], "First_Name": "Maria"}
+    event = {"event": "opened", "case_id": "c-1", "body": body, "birthdate": "1998-03-14",
+             "facts": ({"identity_number": "RO123"},)}
+    out = _drop_personal_fields(None, "info", dict(event))
+    assert out["case_id"] == "c-1" and out["birthdate"] == REDACTED
+    assert out["body"]["person"] == REDACTED and out["body"]["First_Name"] == REDACTED
+    assert out["body"]["identification"] == {"place": REDACTED, "country": "ES"}
+    assert out["body"]["items"] == [{"mobile_phone": REDACTED, "service": "shelter"}]
+    assert out["facts"] == [{"identity_number": REDACTED}]
+    assert body["person"] == {"first_name": "Maria"} and body["items"][0]["mobile_phone"] == "+40 700"
+
+
+async def test_a_refused_request_is_logged_with_its_route(limited):
+    j = Journey(limited, caseworker="cw-big-logged")
+    with tap() as logs:
+        r = await limited.http.post("/v1/cases", content=b"x" * (LIMIT + 1),
+                                    headers={**j.cw, "Content-Type": "application/json", "X-Request-ID": "too-big"})
+        await asyncio.sleep(0.1)
+    assert r.status_code == 413
+    [line] = [e for e in access_lines(logs.getvalue()) if e["request_id"] == "too-big"]
+    assert line["status"] == 413 and line["path"] == "/v1/cases" and line["method"] == "POST"
