@@ -5,10 +5,16 @@ secret (headers ``X-Reintegration-Timestamp`` and ``X-Reintegration-Signature: s
 and carries ``Idempotency-Key: <delivery_id>`` (the task id for a task's first delivery) so the
 agency can drop repeats. Timeouts, connection errors, 5xx, 408 and 429 raise and are retried by
 Temporal; any other 4xx is final (``DeliveryRejected``).
+
+A task that carries the person's fields (the person consented to sharing) is a disclosure of
+personal data to the agency: each attempt that sends them appends a ``task.deliver-person`` row to
+the audit trail first (no row, no send). A retried attempt appends again, with its attempt number:
+each one puts the data on the wire, and one the agency timed out on may still have reached it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -25,8 +31,8 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from reintegration import commands
-from reintegration.agencies import WEBHOOK_SECRET
+from reintegration import audit, commands
+from reintegration.agencies import webhook_secret_purpose
 from reintegration.crypto import Keyring
 from reintegration.db import AgencyRecord, DeliveryRecord, TaskRecord
 from activities.read_model import assignment_delivery_id
@@ -38,6 +44,13 @@ log = structlog.get_logger("delivery")
 DELIVERY_REJECTED = "DeliveryRejected"
 RETRYABLE_4XX = frozenset({408, 425, 429})
 SYSTEM = Actor(sub="system:delivery", role=Role.system)
+
+
+class _Recipient:
+    """The audit trail's actor for a delivery: the system, sending to this agency."""
+
+    def __init__(self, agency_id: str) -> None:
+        self.sub, self.role, self.agency = SYSTEM.sub, SYSTEM.role, agency_id
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -60,7 +73,13 @@ class DeliveryActivities:
         if prepared is None:
             self._mark(request.delivery_id, "skipped")
             return DeliveryOutcome(delivery_id=request.delivery_id, status="skipped")
-        url, secret, body = prepared
+        url, secret, body, case_id, person_fields = prepared
+        attempt = activity.info().attempt
+        if person_fields:  # audited before the person's fields leave; if it cannot be written, retried
+            await asyncio.to_thread(  # off the event loop: the append may wait for the trail's write lock
+                audit.record, self._engine, keyring=self._keyring, actor=_Recipient(request.agency_id),
+                action="task.deliver-person", request_id=request.delivery_id, case_id=case_id, task_id=request.task_id,
+                detail={"delivery_id": request.delivery_id, "fields": person_fields, "attempt": attempt})
         timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
@@ -69,7 +88,6 @@ class DeliveryActivities:
             "X-Reintegration-Timestamp": timestamp,
             "X-Reintegration-Signature": sign(secret, timestamp, body),
         }
-        attempt = activity.info().attempt
         try:
             response = await self._http.post(url, content=body, headers=headers, timeout=request.timeout_seconds)
         except httpx.HTTPError as exc:
@@ -107,8 +125,9 @@ class DeliveryActivities:
             # The task moved on meanwhile (reassigned, cancelled, case closed): nothing to put back.
             log.info("delivery failure not applied", delivery_id=request.delivery_id, reason=type(exc).__name__)
 
-    def _prepare(self, request: DeliveryRequest) -> tuple[str, str, bytes] | None:
-        """The address, secret and body to send, or None when there is nothing (left) to send."""
+    def _prepare(self, request: DeliveryRequest) -> tuple[str, str, bytes, str, list[str]] | None:
+        """The address, secret and body to send, the case, and the names of the person's fields the body
+        carries (with a value); or None when there is nothing (left) to send."""
         with Session(self._engine) as session:
             agency = session.get(AgencyRecord, request.agency_id)
             task = session.get(TaskRecord, request.task_id)
@@ -116,11 +135,14 @@ class DeliveryActivities:
                 return None
             message: dict[str, Any] = {"event": request.event, "delivery_id": request.delivery_id,
                                        "sent_at": datetime.now(timezone.utc).isoformat()}
+            person_fields: list[str] = []
             current = len(task.previous_agencies) + 1
             if request.event == "task.assigned":
                 if (task.agency_id, current) != (request.agency_id, request.assignment) or task.status != "assigned":
                     return None  # reassigned, cancelled or already acted on: this message is stale
                 message["task"] = partner_task(session, self._keyring, task, self._fields).model_dump(mode="json")
+                person = message["task"].get("person") or {}
+                person_fields = sorted(name for name, value in person.items() if value is not None)
             else:
                 # A cancellation follows its assignment: wait while that is still on its way, and tell
                 # nothing to an agency that never got the task.
@@ -132,8 +154,9 @@ class DeliveryActivities:
                 message["task"] = {"task_id": task.task_id, "case_reference": task.case_reference,
                                    "service": task.service, "status": "cancelled"}
             body = json.dumps(message, separators=(",", ":"), sort_keys=True).encode()
-            secret = self._keyring.open_system(agency.webhook_secret, purpose=WEBHOOK_SECRET)
-            return agency.webhook_url, secret, body
+            secret = self._keyring.open_system(agency.webhook_secret,
+                                               purpose=webhook_secret_purpose(agency.agency_id))
+            return agency.webhook_url, secret, body, task.case_id, person_fields
 
     def _mark(self, delivery_id: str, status: str, *, attempts: int | None = None, error: str | None = None,
               delivered: bool = False) -> None:
@@ -142,6 +165,11 @@ class DeliveryActivities:
             values["attempts"] = attempts
         if delivered:
             values["delivered_at"] = datetime.now(timezone.utc)
+        row = update(DeliveryRecord).where(DeliveryRecord.delivery_id == delivery_id)
+        if status != "delivered":
+            # Delivered is final: an attempt retried after its completion was lost (a worker or the
+            # server gone at that moment) finds the task acted on, or fails, but the agency has it.
+            row = row.where(DeliveryRecord.status != "delivered")
         with Session(self._engine) as session:
-            session.execute(update(DeliveryRecord).where(DeliveryRecord.delivery_id == delivery_id).values(**values))
+            session.execute(row.values(**values))
             session.commit()

@@ -111,23 +111,26 @@ def assignment_delivery_id(task_id: str, assignment: int) -> str:
     return task_id if assignment == 1 else f"{task_id}.{assignment}"
 
 
-def write_projection(engine: Engine, projection: Projection, keyring: Keyring) -> list[DeliveryRequest]:
+def write_projection(engine: Engine, projection: Projection, keyring: Keyring, *, all_tasks: bool = False
+                     ) -> list[DeliveryRequest]:
     """Write the projection in one transaction, with an outbox row per message to a webhook agency.
 
-    Free text (notes, reasons, references) is sealed with the case's key on the way in.
+    Free text (notes, reasons, references) is sealed with the case's key on the way in. With
+    ``all_tasks`` every task of the case is written, not only those this change touched: what
+    ``reintegration reconcile --repair`` uses to rewrite a case's rows from its workflow's state.
     """
     state = projection.state
     seal = lambda value: keyring.seal_fields(state.case_id, value, FREE_TEXT_KEYS)  # noqa: E731
     messages: list[DeliveryRequest] = []
     with engine.begin() as conn:
-        _upsert(conn, CaseRecord, CaseRecord.case_id, state.case_id, state.version, seal(_case_values(projection)))
+        _upsert(conn, CaseRecord, CaseRecord.case_id, state.case_id, state.version, seal(case_values(projection)))
         # Only the tasks this change touched (tasks keep the case version of their last change); the
         # owner country moves with a hand-over, which is a change of the case's tasks' scope too.
         handed_over = any(e.name == "handed-over" for e in projection.events)
         for task in state.tasks.values():
-            if task.version == state.version or handed_over:
+            if task.version == state.version or handed_over or all_tasks:
                 _upsert(conn, TaskRecord, TaskRecord.task_id, task.task_id, task.version,
-                        seal(_task_values(state, task)))
+                        seal(task_values(state, task)))
         if projection.events:
             ids = [e.event_id for e in projection.events]
             known = set(conn.scalars(select(TimelineRecord.event_id).where(TimelineRecord.event_id.in_(ids))))
@@ -209,7 +212,11 @@ def _upsert(conn: Connection, table: Any, key_column: Any, key: str, version: in
         conn.execute(insert(table).values(**values, version=version, **{key_column.key: key}))
 
 
-def _case_values(projection: Projection) -> dict[str, Any]:
+def case_values(projection: Projection) -> dict[str, Any]:
+    """What the case's row holds for this projection (free text unsealed; ``version`` aside).
+
+    The one definition of the row: the activity writes it, ``reintegration reconcile`` checks it.
+    """
     state = projection.state
     dues = [i.due_at for i in projection.open_items if i.due_at is not None]
     return {
@@ -240,7 +247,8 @@ def _case_values(projection: Projection) -> dict[str, Any]:
     }
 
 
-def _task_values(state: JourneyState, task: TaskState) -> dict[str, Any]:
+def task_values(state: JourneyState, task: TaskState) -> dict[str, Any]:
+    """What a task's row holds (free text unsealed; ``version`` aside), as ``case_values``."""
     return {
         "case_id": state.case_id,
         "case_reference": state.reference,

@@ -20,6 +20,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import problem
 from workflows import rules
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
@@ -61,13 +62,14 @@ class RequestContext:
         given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None)
         request_id = given if given is not None and REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
-        status = 500  # unless a response starts: an exception escaped to the server's error handler
+        status = 500  # unless a response starts
         started = time.perf_counter()
+        responded = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, responded = message["status"], True
                 MutableHeaders(scope=message)["X-Request-ID"] = request_id
             await send(message)
 
@@ -78,6 +80,13 @@ class RequestContext:
         structlog.contextvars.bind_contextvars(request_id=request_id, method=scope["method"])
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Answered here and not raised on: the server would log the traceback, whose messages
+            # can quote values (personal data). The type is enough to find it in the code.
+            log.error("unexpected error", error=type(exc).__name__)
+            if not responded:
+                await problem(500, "Internal error", "an unexpected error occurred; it has been logged")(
+                    scope, receive, send_with_id)
         finally:
             claims: Any = scope["state"].get("claims")
             log.info("request", path=self._template(scope), status=status,

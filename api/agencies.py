@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from api.audit import AuditorDep
 from api.deps import IDENTIFIER, CurrentUser, SessionDep, SettingsDep, keyring_of, require
-from reintegration.agencies import WEBHOOK_SECRET
+from reintegration.agencies import webhook_secret_purpose
 from api.errors import Conflict, NotFound, Unprocessable, responses
 from reintegration.db import AgencyRecord, aware
 from workflows.model import CountryCode, Role, Service, Strict
@@ -51,14 +51,20 @@ class AgencyCreate(_Webhook):
         "webhook_secret": "change-me-to-32-or-more-random-characters"}]}}
 
 
+def _left_out(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # a field left out stays as it is; null is not one of its values
+
+
 class AgencyUpdate(_Webhook):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    org_type: OrgType | None = None
-    country: CountryCode | None = None
-    services: list[Service] | None = Field(default=None, min_length=1, max_length=20)
+    """Only the fields sent change. Only the webhook may be sent as null (removed); the others may not."""
+
+    name: str = Field(default=None, min_length=1, max_length=200, json_schema_extra=_left_out)
+    org_type: OrgType = Field(default=None, json_schema_extra=_left_out)
+    country: CountryCode = Field(default=None, json_schema_extra=_left_out)
+    services: list[Service] = Field(default=None, min_length=1, max_length=20, json_schema_extra=_left_out)
     webhook_url: HttpUrl | None = None
     webhook_secret: SecretStr | None = Field(default=None, min_length=32, max_length=200)
-    active: bool | None = None
+    active: bool = Field(default=None, json_schema_extra=_left_out)
 
 
 class AgencyPublic(BaseModel):
@@ -126,7 +132,8 @@ def create_agency(
         agency_id=body.agency_id, name=body.name, org_type=body.org_type, country=body.country,
         services=[s.value for s in body.services], active=body.active,
         webhook_url=str(body.webhook_url) if body.webhook_url else None,
-        webhook_secret=keyring_of(session).seal_system(body.webhook_secret.get_secret_value(), purpose=WEBHOOK_SECRET)
+        webhook_secret=keyring_of(session).seal_system(
+            body.webhook_secret.get_secret_value(), purpose=webhook_secret_purpose(body.agency_id))
         if body.webhook_secret else None,
         created_at=now, updated_at=now,
     )
@@ -157,7 +164,7 @@ def update_agency(
     for field, value in changes.items():
         if field == "webhook_secret" and value is not None:
             value = keyring_of(session).seal_system(
-                body.webhook_secret.get_secret_value(), purpose=WEBHOOK_SECRET)  # type: ignore[union-attr]
+                body.webhook_secret.get_secret_value(), purpose=webhook_secret_purpose(agency_id))  # type: ignore[union-attr]
         elif field == "webhook_url" and value is not None:
             value = str(value)
         elif field == "services":

@@ -127,7 +127,8 @@ class AuditEntry(BaseModel):
     replay: bool = Field(description="An Idempotency-Key replay: the same response again, no new effect")
     detail: dict[str, Any] = Field(description="Ids and counts only")
     prev_hash: str
-    hash: str = Field(description="SHA-256 of this row's fields and prev_hash")
+    hash: str = Field(description="HMAC-SHA256 of this row's fields and prev_hash, with a key kept outside the "
+                                  "database in clear")
 
     model_config = {"json_schema_extra": {"examples": [{
         "seq": 1042, "at": "2026-11-21T09:14:03.512Z",

@@ -26,6 +26,7 @@ from api.deps import (
     SessionDep,
     SettingsDep,
     keyring_of,
+    release_connection,
     require,
 )
 from api.errors import PreconditionFailed, Unavailable, Unprocessable, responses
@@ -244,6 +245,7 @@ async def _open_case(
         task_queue=settings.temporal_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
+    release_connection(session)  # no connection held while Temporal answers
     try:
         await client.execute_update_with_start_workflow(
             CaseWorkflow.opened, start_workflow_operation=start, rpc_timeout=commands.UPDATE_TIMEOUT
@@ -310,7 +312,10 @@ def list_cases(
     if agency:  # a set computed once from the agency's index, not a probe per case
         query = query.where(CaseRecord.case_id.in_(select(TaskRecord.case_id).where(TaskRecord.agency_id == agency)))
     if overdue_since:
-        cutoff = aware(overdue_since).astimezone(timezone.utc)  # stored times are UTC
+        try:
+            cutoff = aware(overdue_since).astimezone(timezone.utc)  # stored times are UTC
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00, which has no time in UTC
+            raise Unprocessable("overdue_since is out of range") from None
         query = query.where(CaseRecord.status == "active", CaseRecord.next_due_at < cutoff)
     if cursor:
         at, key = journeys.decode_cursor(cursor)

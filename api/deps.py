@@ -42,6 +42,18 @@ def keyring_of(session: Session) -> Keyring:
     return session.info["keyring"]
 
 
+def release_connection(session: Session | None) -> None:
+    """End the request session's transaction, so its connection goes back to the pool, before the
+    request awaits (Temporal, or the first request with its ``Idempotency-Key``).
+
+    The handlers are async and the pool is waited on synchronously: requests that hold a connection
+    across an await, while the one running waits for a connection, would stall the event loop until
+    the pool's timeout. The session reconnects on its next use.
+    """
+    if session is not None:
+        session.commit()
+
+
 def get_client(request: Request) -> Client:
     client = request.app.state.temporal
     if client is None:
@@ -60,10 +72,12 @@ async def current_user(
         # Off the event loop: an OIDC verifier may fetch the provider's keys over HTTP.
         claims = await anyio.to_thread.run_sync(request.app.state.verifier.verify, credentials.credentials)
     except InvalidToken:
+        request.state.rate_charged = True
         limits.charge(client_key(request.scope))
         raise Unauthorized("the bearer token is invalid or expired") from None
     except VerifierUnavailable:
         raise Unavailable("the identity provider's keys cannot be fetched") from None
+    request.state.rate_charged = True  # charged here, one way or the other (see AnonymousRateLimit)
     limits.charge(subject_key(claims.sub))
     request.state.claims = claims  # for the access log
     structlog.contextvars.bind_contextvars(sub=claims.sub, role=claims.role.value)

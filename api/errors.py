@@ -23,7 +23,8 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError, InterfaceError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = structlog.get_logger("api")
@@ -104,8 +105,20 @@ def install(app: FastAPI) -> None:
     async def _api_problem(_: Request, exc: ApiProblem) -> JSONResponse:
         return problem(exc.status, exc.title, exc.detail, exc.headers, **exc.extra)
 
+    def _unverified_over_limit(request: Request) -> JSONResponse | None:
+        """Refused before its token was checked: charge it (see api/limits.py); 429 when over."""
+        from api.limits import charge_unverified
+
+        try:
+            charge_unverified(request)
+        except ApiProblem as exc:
+            return problem(exc.status, exc.title, exc.detail, exc.headers, **exc.extra)
+        return None
+
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if (refused := _unverified_over_limit(request)) is not None:
+            return refused
         errors = [
             {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
             for e in exc.errors()
@@ -113,13 +126,21 @@ def install(app: FastAPI) -> None:
         return problem(422, "Invalid request", "the request failed validation", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if (refused := _unverified_over_limit(request)) is not None:
+            return refused
+        if exc.status_code == 400:
+            # The framework's one 400: a body it cannot even decode (not UTF-8). The contract has no
+            # 400; a body that fails validation is 422.
+            return problem(422, "Invalid request", "the request failed validation",
+                           errors=[{"loc": ["body"], "msg": "the body is not UTF-8 JSON", "type": "json_invalid"}])
         titles = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}
         detail = exc.detail if isinstance(exc.detail, str) else "request refused"
         return problem(exc.status_code, titles.get(exc.status_code, "Error"), detail, dict(exc.headers or {}))
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeout)  # every connection of the pool busy: as unavailable, for now
     async def _database_down(_: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable", error=type(exc).__name__)
         return problem(503, "Service unavailable", "the database is unavailable", {"Retry-After": "5"})
@@ -128,6 +149,17 @@ def install(app: FastAPI) -> None:
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.error("unexpected error", error=type(exc).__name__)
         return problem(500, "Internal error", "an unexpected error occurred; it has been logged")
+
+
+def document(schema: dict[str, Any]) -> dict[str, Any]:
+    """Document every ``422`` as the problem it is, in place of FastAPI's default (``HTTPValidationError``)."""
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            if isinstance(operation, dict) and "422" in operation.get("responses", {}):
+                operation["responses"]["422"] = responses(422)[422]
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schema.get("components", {}).get("schemas", {}).pop(unused, None)
+    return schema
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -2,8 +2,10 @@
 
 HTCDS field names wherever the case records the same fact (``cas_``, ``vic_``, ``con_``, ``prs_``);
 the project's own snake_case names for the rest (stage, pathway, dates, countries, services). The
-person's ``prs_`` fields only with ``?include=person``, and that export is audited (one row naming
-how many cases) before the first record leaves.
+person's ``prs_`` fields only with ``?include=person``, and that export is audited: a summary row
+(``export.htcds``, how many cases) before the response starts, and a ``person.export`` row per case,
+appended a batch at a time before that batch is streamed. If a batch's rows cannot be written the
+stream stops there, unfinished, without that batch.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import csv
 import io
 import json
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+import structlog
 from fastapi.responses import StreamingResponse
 from sqlalchemy import func
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from api.audit import AuditorDep
@@ -25,9 +29,12 @@ from api.cases import htcds_status
 from api.deps import EngineDep, SessionDep, keyring_of, require
 from api.errors import responses
 from api.journeys import aware
+from reintegration import audit
 from reintegration.db import CaseRecord, TaskRecord
 from reintegration.persons import load_person
 from workflows.model import Role
+
+log = structlog.get_logger("api")
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
 
@@ -112,7 +119,13 @@ def _scope(query: Any, countries: list[str] | None) -> Any:
     return query.where(CaseRecord.owner_country.in_(countries)) if countries is not None else query
 
 
-def records(session: Session, countries: list[str] | None, *, person: bool) -> Iterator[dict[str, Any]]:
+# Called with the session and each batch's (case id, whether the person's data was there) before the
+# batch is given out: where reads of personal data are audited.
+BeforeBatch = Callable[[Session, list[tuple[str, bool]]], None]
+
+
+def records(session: Session, countries: list[str] | None, *, person: bool,
+            before_batch: BeforeBatch | None = None) -> Iterator[dict[str, Any]]:
     """The records of the cases in these countries (all if ``None``), oldest first, a batch at a time."""
     after: tuple[Any, str] | None = None
     while True:
@@ -127,13 +140,19 @@ def records(session: Session, countries: list[str] | None, *, person: bool) -> I
         for task in session.exec(select(TaskRecord).where(TaskRecord.case_id.in_([c.case_id for c in cases]))
                                  .order_by(TaskRecord.assigned_at, TaskRecord.task_id)).all():
             tasks[task.case_id].append(task)
+        batch, read = [], []
         for case in cases:
             record = htcds_record(case, tasks[case.case_id])
             if person:
-                record |= person_fields(load_person(session, keyring_of(session), case_id=case.case_id))
-            yield record
+                stored = load_person(session, keyring_of(session), case_id=case.case_id)
+                record |= person_fields(stored)
+                read.append((case.case_id, stored is not None))
+            batch.append(record)
         after = (cases[-1].opened_at, cases[-1].case_id)
+        if before_batch is not None:
+            before_batch(session, read)
         session.expunge_all()  # keep memory flat over a large region
+        yield from batch
 
 
 def _cell(value: Any) -> str:
@@ -173,7 +192,8 @@ def as_csv(rows: Iterator[dict[str, Any]], columns: list[str]) -> Iterator[str]:
     description=(
         "Every case of the caller's region, oldest first, one HTCDS record each: JSON lines (default) or "
         "CSV (lists joined with `;`, a service as `service:agency:status`). The person's `prs_` fields "
-        "only with `?include=person`, which is audited; an erased person's are empty."
+        "only with `?include=person`, which is audited (a `person.export` row per case, written before "
+        "its record is sent); an erased person's are empty."
     ),
     responses={
         200: {"description": "The records, streamed",
@@ -196,11 +216,27 @@ def export_htcds(
         cases = session.exec(_scope(select(func.count()).select_from(CaseRecord), user.countries)).one()
         auditor.record("export.htcds", detail={"cases": cases, "format": format_, "person": True,
                                                "countries": user.countries})
-    info = dict(session.info)  # the API session's keyring, for the person vault
+    info = dict(session.info)  # the API session's keyring, for the person vault and the audit trail
+    request_id = auditor.request_id
+
+    def audit_batch(own: Session, read: list[tuple[str, bool]]) -> None:
+        """A row per case whose person's fields are about to leave, committed before they do."""
+        entries = [audit.Entry("person.export", case_id=case_id, status=200,
+                               detail={"format": format_, "found": found}) for case_id, found in read]
+        try:
+            audit.append(own, actor=user, request_id=request_id, entries=entries)
+            own.commit()
+        except SQLAlchemyError as exc:
+            try:
+                own.rollback()
+            except SQLAlchemyError:
+                pass  # the database is gone; the session is closed with the stream
+            log.error("audit trail unavailable; export stopped", error=type(exc).__name__, request_id=request_id)
+            raise  # the stream ends here, unfinished, and this batch is not sent
 
     def stream() -> Iterator[str]:
         with Session(engine, info=info) as own:  # the request's session may close before the stream ends
-            rows = records(own, user.countries, person=person)
+            rows = records(own, user.countries, person=person, before_batch=audit_batch if person else None)
             columns = CASE_FIELDS + (list(PERSON_FIELDS) if person else [])
             yield from (as_csv(rows, columns) if format_ == "csv" else as_jsonl(rows))
 

@@ -19,11 +19,12 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import delete, update
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 
+from api.deps import release_connection
 from api.errors import PROBLEM_JSON, ApiProblem, Conflict, Unprocessable
 from reintegration.crypto import ERASED, Keyring
 from reintegration.db import IdempotencyRecord, aware
@@ -54,17 +55,20 @@ async def once(
     run: Callable[[str], Awaitable[BaseModel]],
     headers: Callable[[dict[str, Any]], dict[str, str]] = lambda _: {},
     case_id: str | None = None,
+    session: Session | None = None,
 ) -> Any:
     """Run the request once per (caller, key) and give every repeat the first response.
 
     ``run`` gets the id to give what the request creates: fixed at the first claim, so a request
     taken over after a crash creates the same thing, not a second one. A stored response that shows
     a case (notes, reasons) is kept sealed with the case's key, and goes with the case's erasure.
+    ``session``, the request's, holds no connection while this waits (``release_connection``).
     """
     if key is None:
         return await run(str(uuid.uuid4()))
     # The fingerprint hashes the body, notes and all: stored keyed, so it can't be used to test guesses.
     request_hash = keyring.keyed_hash(request_hash, purpose="idempotency")
+    release_connection(session)
     claim = await _claim_or_wait(engine, user.sub, key, request_hash)
     if isinstance(claim, tuple):
         code, body = _open(keyring, *claim)
@@ -74,20 +78,24 @@ async def once(
         result = await run(claim)
     except ApiProblem as problem:
         if problem.status >= 500:
-            _release(engine, user.sub, key)
+            _release_or_later(engine, user.sub, key)
         else:
             body = {"type": f"https://reintegration.example/problems/{problem.status}", "title": problem.title,
                     "status": problem.status, "detail": problem.detail, **problem.extra}
             _store(engine, user.sub, key, problem.status, body)
         raise
     except BaseException:
-        _release(engine, user.sub, key)
+        _release_or_later(engine, user.sub, key)
         raise
     body = result.model_dump(mode="json")
     # The case whose key seals the stored response: named by the caller, or by the response itself.
     case_id = case_id or (body.get("case_id") if isinstance(body.get("case_id"), str) else None)
     stored = {"case_id": case_id, "sealed": keyring.seal(case_id, json.dumps(body), purpose=SEALED)} if case_id else body
-    _store(engine, user.sub, key, status_code, stored, case_id=case_id)
+    try:
+        _store(engine, user.sub, key, status_code, stored, case_id=case_id)
+    except SQLAlchemyError:
+        _release_or_later(engine, user.sub, key)  # the client's retry sends the command again, same update id
+        raise
     return result
 
 
@@ -149,11 +157,48 @@ def _store(engine: Engine, sub: str, key: str, status_code: int, body: Any, *, c
         session.commit()
 
 
-def _release(engine: Engine, sub: str, key: str) -> None:
+RELEASED = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _release(engine: Engine, sub: str, key: str, *, claimed_before: datetime | None = None) -> None:
+    """Let the client's retry take the claim over at once, keeping its resource id: the retry of a
+    case opening that timed out must open the same case (the first attempt may have started it),
+    not a second one for the same person. ``claimed_before``: only a claim made before then (not a
+    retry's takeover since)."""
+    claim = update(IdempotencyRecord).where(
+        IdempotencyRecord.sub == sub, IdempotencyRecord.key == key, IdempotencyRecord.status_code.is_(None))
+    if claimed_before is not None:
+        claim = claim.where(IdempotencyRecord.created_at <= claimed_before)
     with Session(engine) as session:
-        session.execute(
-            delete(IdempotencyRecord).where(
-                IdempotencyRecord.sub == sub, IdempotencyRecord.key == key, IdempotencyRecord.status_code.is_(None)
-            )
-        )
+        session.execute(claim.values(created_at=RELEASED))
         session.commit()
+
+
+_RELEASING: set[asyncio.Task] = set()
+
+
+def _release_or_later(engine: Engine, sub: str, key: str) -> None:
+    """Release the claim now, or, if the database is unavailable, as soon as it is back.
+
+    The request ends with ``503`` either way and its client retries with the same key: a claim left
+    behind would hold that retry back for ``ABANDONED_AFTER``. (A process that dies before it
+    releases leaves it to that takeover.)
+    """
+    try:
+        _release(engine, sub, key)
+    except SQLAlchemyError:
+        task = asyncio.get_running_loop().create_task(
+            _release_later(engine, sub, key, claimed_before=datetime.now(timezone.utc)))
+        _RELEASING.add(task)
+        task.add_done_callback(_RELEASING.discard)
+
+
+async def _release_later(engine: Engine, sub: str, key: str, *, claimed_before: datetime) -> None:
+    deadline = asyncio.get_running_loop().time() + ABANDONED_AFTER.total_seconds()
+    while asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.5)
+        try:
+            await asyncio.to_thread(_release, engine, sub, key, claimed_before=claimed_before)
+            return
+        except SQLAlchemyError:
+            continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import datetime, timezone
 
 import structlog
@@ -12,6 +13,7 @@ from sqlmodel import Session
 from temporalio.client import Client
 
 from api.access_log import bind_ids
+from api.deps import IDENTIFIER, release_connection
 from api.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unavailable, Unprocessable
 from reintegration import commands
 from reintegration.db import CaseRecord, TaskRecord, aware  # noqa: F401 - aware is the routers' too
@@ -52,9 +54,12 @@ def task_in_scope(session: Session, task_id: str, user: Claims) -> TaskRecord:
 
 
 async def send_command(
-    client: Client, engine: Engine, case_id: str, update: str, command: object, *, update_id: str | None = None
+    client: Client, engine: Engine, case_id: str, update: str, command: object, *, update_id: str | None = None,
+    session: Session | None = None,
 ) -> CommandResult:
-    """Send a command to the case's workflow; map what did not take effect to a problem."""
+    """Send a command to the case's workflow; map what did not take effect to a problem. The request's
+    ``session`` holds no connection while the command is on its way (``release_connection``)."""
+    release_connection(session)
     try:
         return await commands.send_command(client, engine, case_id, update, command, update_id=update_id)
     except commands.NoSuchCase:
@@ -95,6 +100,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         parsed = datetime.fromisoformat(at)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise Unprocessable("the cursor is not one this API gave") from None
+    # The key is a case or task id; anything else (a NUL byte, which PostgreSQL refuses) is forged.
+    if not re.fullmatch(IDENTIFIER, key):
+        raise Unprocessable("the cursor is not one this API gave")
     return parsed, key
 
 

@@ -130,15 +130,32 @@ class AnonymousRateLimit:
         self.app, self.limits = app, limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in UNLIMITED_PATHS:
-            authenticated_route = scope["path"].startswith(AUTHENTICATED_PREFIXES)
-            if not (authenticated_route and _has_bearer(scope)):
-                try:
-                    self.limits.charge(client_key(scope))
-                except TooManyRequests as exc:
-                    await _refusal(exc)(scope, receive, send)
-                    return
+        if scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        # With a bearer token, current_user charges its subject (or, for a bad token, the address);
+        # a request refused before that (a malformed body, an unknown path) is charged by
+        # ``charge_unverified`` in the error handlers.
+        if not (scope["path"].startswith(AUTHENTICATED_PREFIXES) and _has_bearer(scope)):
+            try:
+                self.limits.charge(client_key(scope))
+            except TooManyRequests as exc:
+                await _refusal(exc)(scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+
+def charge_unverified(request: Any) -> None:
+    """Charge a request refused before its bearer token was verified (it failed validation, or its
+    path is unknown) to its address's bucket of such requests, raising ``TooManyRequests`` when it
+    is empty: a made-up token buys no unlimited requests, and verified callers at the same address
+    are not held back by it."""
+    if getattr(request.state, "rate_charged", False) or not _has_bearer(request.scope):
+        return
+    if request.scope["path"] in UNLIMITED_PATHS or not request.scope["path"].startswith(AUTHENTICATED_PREFIXES):
+        return  # charged to the address on the way in
+    request.state.rate_charged = True
+    request.app.state.rate_limits.charge(f"unverified:{client_key(request.scope)}")
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
             schema["components"]["schemas"]["Problem"] = Problem.model_json_schema()
-            app.openapi_schema = limits.document(schema)
+            app.openapi_schema = limits.document(errors.document(schema))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -12,20 +12,20 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 from google.protobuf import json_format
 from pydantic import BaseModel, Field
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.api.common.v1 import Payloads
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.cases import CaseId
 from api.deps import ClientDep, SessionDep, current_user, keyring_of, require
 from api.errors import Conflict, Forbidden, NotFound, Unauthorized, Unavailable, Unprocessable, responses
 from reintegration import audit
-from reintegration.codec import ENCODING, KEY_ID, EncryptionCodec
-from reintegration.crypto import ERASED, FREE_TEXT_KEYS, DataKeyRecord, KeyUnavailable
+from reintegration.codec import ENCODING, EncryptionCodec, payload_key_id
+from reintegration.crypto import FREE_TEXT_KEYS, SYSTEM_KEY_ID, DataKeyRecord, KeyUnavailable, Unreadable, erase_fields
 from reintegration.db import (
     CaseRecord,
     DeliveryRecord,
@@ -81,7 +81,7 @@ async def erase_personal_data(
     if case.status != "closed":
         raise Conflict("only a closed case's personal data can be erased; withdrawing consent closes the case",
                        allowed_steps=case.allowed_steps)
-    await _stop_messages(session, client, case_id)
+    await _stop_workflows(session, client, case_id)
     keyring = keyring_of(session)
     keyring.destroy_case_key(session, case_id)
     session.execute(delete(PersonRecord).where(PersonRecord.case_id == case_id))
@@ -89,13 +89,15 @@ async def erase_personal_data(
     session.execute(update(TaskRecord).where(TaskRecord.case_id == case_id)
                     .values(notes="", outcome_notes="", decline_reason=""))
     for row in session.execute(select(TimelineRecord).where(TimelineRecord.case_id == case_id)).scalars():
-        row.facts = _erased(row.facts)
-    case.facts = _erased(case.facts)
+        row.facts = erase_fields(row.facts, FREE_TEXT_KEYS)
+    case.facts = erase_fields(case.facts, FREE_TEXT_KEYS)
     session.add(case)
     # The audit row commits with the erasure, or neither does.
     audit.append(session, actor=user, request_id=_request_id(request),
                  entries=[audit.Entry("personal-data.erase", case_id=case_id, status=200)])
     session.commit()
+    keyring.forget(case_id)
+    _flush_freed_pages(session)
     key = session.execute(select(DataKeyRecord).where(DataKeyRecord.case_id == case_id)).scalar_one_or_none()
     erased_at = aware(key.destroyed_at) if key is not None and key.destroyed_at else datetime.now(timezone.utc)
     log.info("personal data erased", case_id=case_id)
@@ -106,18 +108,24 @@ def _request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", None) or uuid.uuid4())
 
 
-def _erased(value: Any) -> Any:
-    """Free text replaced by the erased marker (it could no longer be opened anyway)."""
-    if isinstance(value, dict):
-        return {k: (ERASED if k in FREE_TEXT_KEYS and isinstance(v, str) and v else _erased(v))
-                for k, v in value.items()}
-    if isinstance(value, list):
-        return [_erased(v) for v in value]
-    return value
+def _flush_freed_pages(session: Session) -> None:
+    """SQLite overwrites deleted content (``secure_delete``, set on every connection); move the
+    write-ahead log into the database so the destroyed key leaves the log file too. PostgreSQL
+    leaves old row versions until (auto)vacuum: see the README on backups and retention."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
 
 
-async def _stop_messages(session: Session, client: Any, case_id: str) -> None:
-    """Messages still on their way to agencies or supervisors would need the key: stop them first."""
+async def _stop_workflows(session: Session, client: Any, case_id: str) -> None:
+    """Whatever of the case still runs (a message on its way to an agency or supervisors) would need
+    the key: terminate it first. The read model's pending rows and the server's list of the case's
+    running workflows are both consulted (the list is eventually consistent; the rows are not)."""
+    running = set()
+    try:
+        query = f'WorkflowId STARTS_WITH "case-{case_id}" AND ExecutionStatus = "Running"'
+        running = {execution.id async for execution in client.list_workflows(query)}
+    except RPCError:
+        raise Unavailable("Temporal is unavailable; retry the erasure") from None
     pending = [
         f"case-{case_id}-delivery-{d}" for d in session.execute(
             select(DeliveryRecord.delivery_id).where(DeliveryRecord.case_id == case_id,
@@ -127,11 +135,11 @@ async def _stop_messages(session: Session, client: Any, case_id: str) -> None:
             select(NotificationRecord.notification_id).where(NotificationRecord.case_id == case_id,
                                                              NotificationRecord.status == "pending")).scalars()
     ]
-    for workflow_id in pending:
+    for workflow_id in sorted(running | set(pending)):
         try:
             await client.get_workflow_handle(workflow_id).terminate(reason="the personal data was erased")
         except RPCError as exc:
-            if "not found" not in str(exc).lower() and "already completed" not in str(exc).lower():
+            if exc.status != RPCStatusCode.NOT_FOUND:  # NOT_FOUND: finished meanwhile, or never started
                 raise Unavailable("Temporal is unavailable; retry the erasure") from None
     if pending:
         session.execute(update(DeliveryRecord).where(DeliveryRecord.case_id == case_id,
@@ -180,31 +188,46 @@ def _reply(payloads: list[Any]) -> Response:
 
 
 async def _decode(request: Request, user: Claims) -> Response:
-    """Each decode is audited (who read which keys' payloads) before anything is returned."""
+    """Decode what the supervisor may read: payloads of cases in their region whose key still
+    exists (and, for a supervisor of all countries, the system key's). Everything else is given back
+    as it came, still encrypted. Each case read is audited before anything is returned."""
     payloads = (await _payloads(request)).payloads
-    keys = sorted({p.metadata[KEY_ID].decode() for p in payloads if KEY_ID in p.metadata})
+    keys = {k for k in map(payload_key_id, payloads) if k is not None}
 
-    def record() -> None:
+    def readable_keys() -> set[str]:
         with Session(request.app.state.engine) as session:
-            cases = sorted(session.execute(select(DataKeyRecord.case_id).where(
-                DataKeyRecord.key_id.in_(keys), DataKeyRecord.case_id.is_not(None))).scalars())  # type: ignore
+            rows = session.execute(
+                select(DataKeyRecord.key_id, DataKeyRecord.case_id, CaseRecord.owner_country)
+                .join(CaseRecord, CaseRecord.case_id == DataKeyRecord.case_id)
+                .where(DataKeyRecord.key_id.in_(keys), DataKeyRecord.wrapped.is_not(None))  # type: ignore
+            ).all()
+            allowed = {r.key_id: r.case_id for r in rows if user.sees_country(r.owner_country)}
             detail = {"payloads": len(payloads)}
-            entries = [audit.Entry("codec.decode", case_id=c, status=200, detail=detail) for c in cases[:50]]
-            audit.append(session, actor=user, request_id=_request_id(request),
-                         entries=entries or [audit.Entry("codec.decode", status=200, detail=detail)])
-            session.commit()
+            entries = [audit.Entry("codec.decode", case_id=c, status=200, detail=detail)
+                       for c in sorted(set(allowed.values()))]
+            if SYSTEM_KEY_ID in keys and user.countries is None:
+                allowed[SYSTEM_KEY_ID] = ""
+                entries.append(audit.Entry("codec.decode", status=200, detail={**detail, "key": SYSTEM_KEY_ID}))
+            if entries:
+                audit.append(session, actor=user, request_id=_request_id(request), entries=entries,
+                             keyring=request.app.state.keyring)
+                session.commit()
+            return set(allowed)
 
     try:
-        await anyio.to_thread.run_sync(record)
+        allowed = await anyio.to_thread.run_sync(readable_keys)
     except SQLAlchemyError:
         raise Unavailable("the audit trail is unavailable; nothing was decoded") from None
     codec = EncryptionCodec(request.app.state.keyring)
     out = []
     for payload in payloads:
+        if payload.metadata.get("encoding") == ENCODING and payload_key_id(payload) not in allowed:
+            out.append(payload)  # another region's, erased, or not a payload key: stays unreadable
+            continue
         try:
             out += await codec.decode([payload])
-        except KeyUnavailable:
-            out.append(payload)  # erased (or not ours): it stays unreadable
+        except (KeyUnavailable, Unreadable):
+            out.append(payload)
     return _reply(out)
 
 

@@ -85,7 +85,7 @@ async def _record(
     """Record one step on the case's workflow and return the case as it is after it."""
     case_in_scope(session, case_id, user)
     result = await idempotency.once(
-        engine, keyring_of(session), user=user, key=key, status_code=200,
+        engine, keyring_of(session), user=user, key=key, status_code=200, session=session,
         request_hash=idempotency.fingerprint("POST", f"/v1/cases/{case_id}/steps/{step.value}",
                                              {"body": body.model_dump(mode="json"), "if_match": if_match}),
         run=lambda _: _record_once(step, case_id, body, response=response, user=user, session=session,
@@ -111,7 +111,8 @@ async def _record_once(
         _resolve_agencies(session, settings, case, payload.get("measures", []) + payload.get("services", []))
     # The workflow checks the version again: two writers with the same ETag cannot both succeed.
     command = StepCommand(step=step, body=payload, actor=actor_of(user), expected_version=expected)
-    await send_command(client, engine, case_id, "step", command, update_id=idempotency.update_id(user, key))
+    await send_command(client, engine, case_id, "step", command, update_id=idempotency.update_id(user, key),
+                       session=session)
     auditor.record(f"step.{step.value}", case_id=case_id)
     return _respond(response, session, case_id, settings)
 
@@ -195,14 +196,14 @@ async def _task_command(
     async def run(_: str) -> TaskPublic:
         command = TaskCommand(action=action, task_id=task_id, body=body, actor=actor_of(user))
         result = await send_command(client, engine, case_id, "task", command,
-                                    update_id=idempotency.update_id(user, key))
+                                    update_id=idempotency.update_id(user, key), session=session)
         auditor.record(f"task.{action.value}", case_id=case_id, task_id=result.task_id,
                        status=201 if task_id is None else 200)
         session.expire_all()
         return task_public(session, session.get(TaskRecord, result.task_id))
 
     path = f"/v1/cases/{case_id}/tasks" + (f"/{task_id}/{action.value}" if task_id else "")
-    result = await idempotency.once(engine, keyring_of(session), user=user, key=key,
+    result = await idempotency.once(engine, keyring_of(session), user=user, key=key, session=session,
                                     status_code=201 if task_id is None else 200,
                                     request_hash=idempotency.fingerprint("POST", path, body), run=run)
     return auditor.replayed(result, Entry(f"task.{action.value}", case_id=case_id, task_id=task_id))

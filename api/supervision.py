@@ -167,12 +167,12 @@ async def reassign_case(
     async def run(_: str) -> CasePublic:
         command = ReassignOwner(caseworker=body.caseworker, reason=body.reason, actor=actor_of(user))
         await send_command(client, engine, case_id, "reassign_owner", command,
-                           update_id=idempotency.update_id(user, idempotency_key))
+                           update_id=idempotency.update_id(user, idempotency_key), session=session)
         auditor.record("case.reassign", case_id=case_id, detail={"to_caseworker": body.caseworker})
         return _respond(response, session, case_id, settings)
 
     result = await idempotency.once(
-        engine, keyring_of(session), user=user, key=idempotency_key, status_code=200, run=run,
+        engine, keyring_of(session), user=user, key=idempotency_key, status_code=200, run=run, session=session,
         request_hash=idempotency.fingerprint("POST", f"/v1/cases/{case_id}/reassign", body.model_dump(mode="json")),
     )
     return auditor.replayed(result, Entry("case.reassign", case_id=case_id,

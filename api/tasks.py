@@ -38,7 +38,7 @@ def task_public(session: Any, task: TaskRecord) -> TaskPublic:
     data = task.model_dump()
     keyring = keyring_of(session)
     for key in ("notes", "outcome_notes", "decline_reason"):
-        data[key] = keyring.open(task.case_id, data[key])
+        data[key] = keyring.open_field(task.case_id, key, data[key])
     for key in ("assigned_at", "accept_by", "accepted_at", "completed_at", "declined_at"):
         if data[key] is not None:
             data[key] = aware(data[key])
@@ -131,7 +131,8 @@ async def act(
     async def run(_: str) -> Any:
         command = TaskCommand(action=action, task_id=task_id, body=payload,
                               actor=Actor(sub=user.sub, role=user.role, agency=user.agency))
-        await send_command(client, engine, task.case_id, "task", command, update_id=idempotency.update_id(user, key))
+        await send_command(client, engine, task.case_id, "task", command, update_id=idempotency.update_id(user, key),
+                           session=session)
         session.expire_all()
         seen = view(session, settings, session.get(TaskRecord, task_id), user.role)
         done = Entry(f"task.{action.value}", case_id=task.case_id, task_id=task_id, status=200)
@@ -140,6 +141,7 @@ async def act(
 
     result = await idempotency.once(
         engine, keyring_of(session), user=user, key=key, status_code=200, run=run, case_id=task.case_id,
+        session=session,
         request_hash=idempotency.fingerprint("POST", f"/v1/tasks/{task_id}/{action.value}", payload),
     )
     replayed = replayed_body(result)

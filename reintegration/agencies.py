@@ -16,7 +16,9 @@ ORIGIN_SERVICES = frozenset({Service.origin_assessment.value, Service.family_ass
                              Service.reception.value})
 
 
-WEBHOOK_SECRET = "webhook-secret"  # what an agency's sealed webhook secret is bound to
+def webhook_secret_purpose(agency_id: str) -> str:
+    """What an agency's sealed webhook secret is bound to: it decrypts for that agency only."""
+    return f"webhook-secret:{agency_id}"
 
 
 class AgencyRefused(Exception):
@@ -34,7 +36,8 @@ def seed(session: Session, keyring: Keyring, agencies: list[dict[str, Any]]) -> 
     now = datetime.now(timezone.utc)
     for agency in agencies:
         if agency.get("webhook_secret"):
-            agency = {**agency, "webhook_secret": keyring.seal_system(agency["webhook_secret"], purpose=WEBHOOK_SECRET)}
+            agency = {**agency, "webhook_secret": keyring.seal_system(
+                agency["webhook_secret"], purpose=webhook_secret_purpose(agency["agency_id"]))}
         session.add(AgencyRecord(**agency, created_at=now, updated_at=now))
     session.commit()
     return len(agencies)

@@ -1,11 +1,17 @@
 """The audit trail: who did what to which case or task, and who saw personal data, provably.
 
 Append-only, one row per action and per read of personal data (``AuditRecord`` in
-``reintegration/db.py``). Each row's ``hash`` is the SHA-256 of its fields and the previous row's
-hash, and a one-row head (``AuditHead``) holds the last ``seq`` and ``hash``; so an edited,
+``reintegration/db.py``). Each row's ``hash`` is an HMAC-SHA256 of its fields and the previous row's
+``hash``, keyed with the audit key (``crypto.AUDIT_KEY_ID``), which the database holds only wrapped by
+the key-encryption key: someone who can write to the database but has not the KEK cannot rehash an
+edited chain. A one-row head (``AuditHead``) holds the last ``seq`` and ``hash``; so an edited,
 inserted, reordered or deleted row, the last one included, breaks the chain, and ``verify`` names
-where. Appends are serialised on the head so that concurrent appenders (threads, API processes)
-never fork the chain: ``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite the append is a write
+where. What the database alone cannot show is a chain cut back to an earlier row with the head moved
+back with it (or wiped whole along with everything else): ``verify`` checks it against a head noted
+outside the database (``expect_head``), and calls an empty trail broken while there are cases.
+
+Appends are serialised on the head so that concurrent appenders (threads, API processes) never fork
+the chain: ``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite the append is a write
 transaction from its start (``BEGIN IMMEDIATE``), so no two appenders read the same head.
 
 Rows carry ids and action names only, never personal data.
@@ -13,19 +19,21 @@ Rows carry ids and action names only, never personal data.
 
 from __future__ import annotations
 
-import hashlib
+import hmac
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from cryptography.exceptions import InvalidTag
+from sqlalchemy import func, inspect, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
-from reintegration.db import AuditHead, AuditRecord, aware
+from reintegration.crypto import AUDIT_KEY_ID, DataKeyRecord, KeyUnavailable, Keyring, Unreadable
+from reintegration.db import AuditHead, AuditRecord, CaseRecord, aware
 
 GENESIS = "0" * 64  # the prev_hash of the first row
 HEAD_ID = 1
@@ -77,29 +85,41 @@ def record(
     status: int | None = None,
     replay: bool = False,
     detail: dict[str, Any] | None = None,
+    keyring: Keyring | None = None,
 ) -> AuditRecord:
     """Append one row; see ``append`` for how a session and an engine differ."""
     entry = Entry(action=action, case_id=case_id, task_id=task_id, status=status, replay=replay,
                   detail=detail or {})
-    return append(target, actor=actor, request_id=request_id, entries=[entry])[0]
+    return append(target, actor=actor, request_id=request_id, entries=[entry], keyring=keyring)[0]
 
 
-def append(target: Session | Engine, *, actor: Actor, request_id: str, entries: list[Entry]) -> list[AuditRecord]:
+def append(target: Session | Engine, *, actor: Actor, request_id: str, entries: list[Entry],
+           keyring: Keyring | None = None) -> list[AuditRecord]:
     """Append rows in order, in one transaction.
 
     With an engine, in a transaction of its own, committed here. With a session, in the caller's
     transaction, which then holds the head until the caller commits (so an erasure and its audit
-    row commit together).
+    row commit together). The keyring keys the chain: an API session carries it (``session.info``);
+    with an engine, or any other session, pass it.
     """
     if isinstance(target, Engine):
+        if keyring is None:
+            raise ValueError("appending to the audit trail needs the keyring (its MAC key)")
         with Session(target, expire_on_commit=False) as session:
-            rows = _append(session, actor, request_id, entries)
+            rows = _append(session, keyring, actor, request_id, entries)
             session.commit()
             return rows
-    return _append(target, actor, request_id, entries)
+    keyring = keyring or target.info.get("keyring")
+    if keyring is None:
+        raise ValueError("appending to the audit trail needs the keyring (its MAC key)")
+    return _append(target, keyring, actor, request_id, entries)
 
 
-def _append(session: Session, actor: Actor, request_id: str, entries: list[Entry]) -> list[AuditRecord]:
+def _append(session: Session, keyring: Keyring, actor: Actor, request_id: str,
+            entries: list[Entry]) -> list[AuditRecord]:
+    # Have the key at hand (made on the very first append) before taking the write lock: on SQLite
+    # the keyring's own connection could not write while this one holds it.
+    keyring.audit_mac(b"")
     connection = session.connection()
     _begin_writing(connection)
     head = _lock_head(connection)
@@ -113,7 +133,7 @@ def _append(session: Session, actor: Actor, request_id: str, entries: list[Entry
             request_id=request_id[:200], status=entry.status, replay=entry.replay, detail=dict(entry.detail),
             prev_hash=prev_hash, hash="",
         )
-        row.hash = row_hash(row)
+        row.hash = row_mac(row, keyring)
         prev_hash = row.hash
         session.add(row)
         rows.append(row)
@@ -149,7 +169,7 @@ def _value(role: Any) -> str:
 
 
 def canonical(row: Any) -> str:
-    """The canonical JSON of a row's fields and ``prev_hash`` (what ``hash`` covers)."""
+    """The canonical JSON of a row's fields and ``prev_hash`` (what its MAC, ``hash``, covers)."""
     fields = {
         "seq": int(row.seq),
         "at": aware(row.at).astimezone(timezone.utc).isoformat(timespec="microseconds"),
@@ -168,32 +188,55 @@ def canonical(row: Any) -> str:
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-def row_hash(row: Any) -> str:
-    return hashlib.sha256(canonical(row).encode()).hexdigest()
+def row_mac(row: Any, keyring: Keyring) -> str:
+    """The row's ``hash``: HMAC-SHA256 of its canonical fields with the audit key."""
+    return keyring.audit_mac(canonical(row).encode())
 
 
-def verify(engine: Engine, *, batch: int = 1000) -> Verification:
-    """Walk the whole chain in one snapshot and report the first row where it breaks."""
-    table = AuditRecord.__table__  # type: ignore[attr-defined]
+def parse_head(text: str) -> tuple[int, str]:
+    """``SEQ:MAC`` as ``verify`` prints the head (``ValueError`` if it is not that)."""
+    seq, sep, mac = text.strip().partition(":")
+    if not sep or not seq.isdigit() or int(seq) < 1 or len(mac) != 64 or any(c not in "0123456789abcdef" for c in mac):
+        raise ValueError("the head is SEQ:MAC, as `audit verify` prints it (a row number and 64 hex digits)")
+    return int(seq), mac
+
+
+def verify(engine: Engine, keyring: Keyring, *, expect_head: tuple[int, str] | None = None,
+           batch: int = 1000) -> Verification:
+    """Walk the whole chain in one snapshot and report the first row where it breaks.
+
+    ``expect_head`` is a head noted earlier (``seq``, ``hash``): the chain must still hold that row
+    with that MAC, or it was cut back or rewritten from there or before. An empty trail (or none at
+    all) while the ``cases`` table holds cases is broken too: the trail was wiped.
+    """
     with engine.connect() as connection:
         if connection.dialect.name == "sqlite":
             connection.exec_driver_sql("BEGIN")  # one read snapshot (WAL) for the whole walk
         elif connection.dialect.name == "postgresql":
             connection = connection.execution_options(isolation_level="REPEATABLE READ")
-        head = connection.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == HEAD_ID)).first()
+        tables = set(inspect(connection).get_table_names())
+        head = None
+        if AuditHead.__tablename__ in tables:
+            head = connection.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == HEAD_ID)).first()
         head_seq, head_hash = (int(head.seq), str(head.hash)) if head else (0, GENESIS)
 
         def broken(seq: int, reason: str, rows: int) -> Verification:
             return Verification(rows=rows, head_seq=head_seq, head_hash=head_hash, broken_at=seq, reason=reason)
 
-        expected, prev_hash, last = 1, GENESIS, None
-        while True:
+        table = AuditRecord.__table__  # type: ignore[attr-defined]
+        expected, prev_hash, last, anchored = 1, GENESIS, None, None
+        while AuditRecord.__tablename__ in tables:
             query = select(table).order_by(table.c.seq).limit(batch)
             if last is not None:
                 query = query.where(table.c.seq > last)
             rows = connection.execute(query).all()
             if not rows:
                 break
+            if last is None:
+                if head is None:
+                    return broken(rows[0].seq, "the head is missing (the trail has rows)", 0)
+                if (problem := _key_problem(connection, tables, keyring)) is not None:
+                    return broken(rows[0].seq, problem, 0)
             for row in rows:
                 count = expected - 1
                 if row.seq > head_seq:
@@ -204,13 +247,43 @@ def verify(engine: Engine, *, batch: int = 1000) -> Verification:
                     return broken(row.seq, f"row {row.seq} is out of sequence", count)
                 if row.prev_hash != prev_hash:
                     return broken(row.seq, f"row {row.seq} does not follow row {row.seq - 1}", count)
-                if row_hash(row) != row.hash:
-                    return broken(row.seq, f"row {row.seq} was changed (its hash does not match)", count)
+                if row_mac(row, keyring) != row.hash:
+                    return broken(row.seq, f"row {row.seq} was changed (its MAC does not match)", count)
+                if expect_head is not None and row.seq == expect_head[0]:
+                    anchored = row.hash
                 prev_hash, expected, last = row.hash, expected + 1, row.seq
         count = expected - 1
         if count < head_seq:
             return broken(count + 1, f"row {count + 1} is missing (the head says the last is {head_seq})", count)
         if prev_hash != head_hash:
             return broken(head_seq, f"row {head_seq} does not match the head", count)
+        if count == 0 and CaseRecord.__tablename__ in tables:
+            cases_table = CaseRecord.__table__  # type: ignore[attr-defined]
+            cases = connection.execute(select(func.count()).select_from(cases_table)).scalar_one()
+            if cases:
+                return broken(1, f"the trail is empty but there are {cases} cases (it was wiped)", count)
+        if expect_head is not None:
+            seq, mac = expect_head
+            if anchored is None:
+                return broken(seq, f"row {seq} of the expected head is gone: the chain ends at row {count} "
+                                   "(it was cut back)", count)
+            if not hmac.compare_digest(anchored.encode(), mac.encode()):
+                return broken(seq, f"row {seq} is not the one of the expected head (its MAC differs): the chain "
+                                   "was rewritten from there or before", count)
         connection.rollback()
     return Verification(rows=count, head_seq=head_seq, head_hash=head_hash)
+
+
+def _key_problem(connection: Connection, tables: set[str], keyring: Keyring) -> str | None:
+    """Why rows cannot be checked at all, if the audit key is gone or is not one this KEK wrapped."""
+    wrapped = None
+    if DataKeyRecord.__tablename__ in tables:
+        wrapped = connection.execute(select(DataKeyRecord.wrapped)
+                                     .where(DataKeyRecord.key_id == AUDIT_KEY_ID)).scalar_one_or_none()
+    if wrapped is None:
+        return "the audit key is missing (the trail cannot be checked, nor trusted)"
+    try:
+        keyring.audit_mac(b"")
+    except (InvalidTag, KeyUnavailable, Unreadable, ValueError):
+        return "the audit key cannot be unwrapped with this key-encryption key"
+    return None

@@ -1,4 +1,5 @@
-"""The ``reintegration`` command: mint a development token, run the whole embedded stack, verify the audit trail."""
+"""The ``reintegration`` command: mint a development token, run the whole embedded stack, verify the audit
+trail, reconcile the read model with the workflows."""
 
 from __future__ import annotations
 
@@ -29,8 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("run", help="run Temporal, the worker and the API in the foreground")
 
     audit = commands.add_parser("audit", help="the audit trail")
-    audit.add_subparsers(dest="audit_command", required=True).add_parser(
-        "verify", help="check the hash chain: exit 0 if intact, 1 naming the row where it breaks")
+    verify = audit.add_subparsers(dest="audit_command", required=True).add_parser(
+        "verify", help="check the HMAC chain: exit 0 if intact, 1 naming the row where it breaks")
+    verify.add_argument("--expect-head", metavar="SEQ:MAC",
+                        help="a head printed by an earlier verify and noted outside the database: fail unless "
+                             "the chain still holds that row with that MAC (not cut back, not rewritten)")
 
     sim = commands.add_parser("partner-sim", help="run a simulator of partner agencies' systems")
     sim.add_argument("--agency", action="append", required=True, help="an agency id to play (repeatable)")
@@ -46,11 +50,22 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--act-after", type=float, default=2.0,
                      help="accept and complete each task this many seconds after it arrives (negative: never)")
 
+    rec = commands.add_parser(
+        "reconcile", help="compare the read model with the workflows' state, a case at a time; --repair fixes drift",
+        description="Exit 0 when no drift remains, 1 when drift remains (found and not repaired), 2 on bad "
+                    "usage, 3 when some cases could not be checked (or Temporal or the database is unreachable).")
+    rec.add_argument("--repair", action="store_true", help="rewrite each drifted case's rows from its workflow")
+    rec.add_argument("--rate", type=float, default=5.0, help="cases checked per second at most (default 5)")
+    rec.add_argument("--case", action="append", dest="cases", metavar="ID", help="check this case (repeatable)")
+    rec.add_argument("--all", action="store_true", dest="include_closed", help="closed cases too")
+
     args = parser.parse_args(argv)
+    if args.command == "reconcile":
+        return _reconcile(args)
     if args.command == "token":
         return _token(args)
     if args.command == "audit":
-        return _audit_verify()
+        return _audit_verify(args.expect_head)
     if args.command == "partner-sim":
         return _partner_sim(args)
     return run_stack()
@@ -86,24 +101,88 @@ def _partner_sim(args: argparse.Namespace) -> int:
     return 0
 
 
-def _audit_verify() -> int:
-    from sqlalchemy import inspect
+def _reconcile(args: argparse.Namespace) -> int:
+    """One line per drifted case (ids, tables and fields: never values), one per case that could not
+    be checked, and a summary line with the counts."""
+    import math
+    import re
 
-    from reintegration import audit
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from reintegration.crypto import keyring_from_settings
     from reintegration.db import make_engine
+    from reintegration.reconcile import reconcile
+    from reintegration.temporal import connect
 
-    engine = make_engine(get_settings())
+    if not (math.isfinite(args.rate) and args.rate > 0):
+        print("reintegration reconcile: --rate takes a positive number of cases per second", file=sys.stderr)
+        return 2
+    for case_id in args.cases or []:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}", case_id):
+            print("reintegration reconcile: --case takes a case id", file=sys.stderr)
+            return 2
+    settings = get_settings()
+    engine, keyring = make_engine(settings), keyring_from_settings(settings)
+
+    async def run():  # type: ignore[no-untyped-def]
+        client = await connect(settings, keyring=keyring, attempts=20, delay=0.5)
+        return await reconcile(client, engine, keyring, repair=args.repair, rate=args.rate, case_ids=args.cases,
+                               include_closed=args.include_closed, task_queue=settings.temporal_task_queue)
+
     try:
-        if not inspect(engine).has_table("audit_trail"):
-            print("audit trail empty: 0 rows")
-            return 0
-        result = audit.verify(engine)
+        report = asyncio.run(run())
+    except ConnectionError:
+        print(f"reintegration reconcile: Temporal at {settings.temporal_address} is not reachable", file=sys.stderr)
+        return 3
+    except SQLAlchemyError as exc:
+        print(f"reintegration reconcile: the database is unavailable ({type(exc).__name__})", file=sys.stderr)
+        return 3
     finally:
         engine.dispose()
+        keyring.dispose()
+    found: dict[str, list[str]] = {}
+    for drift in report.drifts:
+        found.setdefault(drift.case_id, []).append(drift.where)
+    left = {d.case_id for d in report.remaining}
+    for case_id, fields in found.items():
+        outcome = ("not repaired" if args.repair else "found") if case_id in left else "repaired"
+        print(f"drift {case_id} ({outcome}): {', '.join(dict.fromkeys(fields))}")
+    for failure in report.failures:
+        print(f"failed {failure.case_id}: {failure.error}")
+    print(f"reconcile: checked {report.checked}, drifted {report.drifted}, repaired {report.repaired}, "
+          f"failed {report.failed}, skipped {report.skipped}; "
+          + (f"drift remains in {len(left)} case(s)" if left else "no drift remains"))
+    if left:
+        return 1
+    return 3 if report.failed else 0
+
+
+def _audit_verify(expect_head: str | None = None) -> int:
+    from reintegration import audit
+    from reintegration.crypto import keyring_from_settings
+    from reintegration.db import make_engine
+
+    try:
+        expected = audit.parse_head(expect_head) if expect_head is not None else None
+    except ValueError as exc:
+        print(f"reintegration audit verify: --expect-head: {exc}", file=sys.stderr)
+        return 2
+    settings = get_settings()
+    engine, keyring = make_engine(settings), keyring_from_settings(settings)  # the KEK unwraps the MAC key
+    try:
+        result = audit.verify(engine, keyring, expect_head=expected)
+    finally:
+        engine.dispose()
+        keyring.dispose()
     if not result.ok:
         print(f"audit trail broken at seq {result.broken_at}: {result.reason}", file=sys.stderr)
         return 1
-    print(f"audit trail intact: {result.rows} rows, head seq {result.head_seq} hash {result.head_hash}")
+    if not result.head_seq:
+        print("audit trail intact: 0 rows (and no cases)")
+        return 0
+    anchored = f", holds the expected head {expected[0]}" if expected else ""
+    print(f"audit trail intact: {result.rows} rows{anchored}, head {result.head_seq}:{result.head_hash} "
+          "(note it outside the database; check it later with --expect-head)")
     return 0
 
 

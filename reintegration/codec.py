@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
+from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
     ActivitySerializationContext,
@@ -27,10 +28,11 @@ from temporalio.converter import (
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from reintegration.crypto import DataKey, Keyring, KeyUnavailable
+from reintegration.crypto import SYSTEM_KEY_ID, DataKey, Keyring, KeyUnavailable, Unreadable
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
+CASE_KEY_ID = re.compile(r"^dk-[0-9a-f]{24}$")
 CASE_IN_WORKFLOW_ID = re.compile(r"^case-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 
 
@@ -77,13 +79,25 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
             if p.metadata.get("encoding") != ENCODING:
                 out.append(p)
                 continue
-            key_id = p.metadata.get(KEY_ID, b"").decode()
+            key_id = payload_key_id(p)
+            if key_id is None:
+                raise KeyUnavailable("the payload names no payload key")
             key = self._keyring.cached_key(key_id) or await asyncio.to_thread(self._keyring.key, key_id)
             try:
                 out.append(Payload.FromString(key.decrypt(p.data, key_id.encode())))
-            except InvalidTag:
-                raise KeyUnavailable("the payload does not decrypt with its key") from None
+            except (InvalidTag, ValueError, DecodeError):
+                raise Unreadable("the payload does not decrypt with its key") from None
         return out
+
+
+def payload_key_id(payload: Payload) -> str | None:
+    """The key an encrypted payload names, if it is one that encrypts payloads (a case's or the
+    system key; never the keyed-hash key or anything else)."""
+    try:
+        key_id = payload.metadata.get(KEY_ID, b"").decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return key_id if key_id == SYSTEM_KEY_ID or CASE_KEY_ID.match(key_id) else None
 
 
 def data_converter(keyring: Keyring | None) -> DataConverter:

@@ -39,7 +39,7 @@ DEVELOPMENT_MARKER = "# DEVELOPMENT ONLY"
 # Free text and references anywhere in the read model's facts and tasks: sealed with the case's key.
 FREE_TEXT_KEYS = frozenset({
     "notes", "reason", "outcome_notes", "decline_reason", "authority_reference", "measure", "route", "threats",
-    "measures",
+    "measures", "guardian_type", "permit_type",
 })
 SEALED_PREFIX = "enc:v1:"
 ERASED = "[erased]"
@@ -48,6 +48,11 @@ NONCE_BYTES = 12
 
 class KeyUnavailable(Exception):
     """The data key was destroyed (the person's data was erased) or never existed."""
+
+
+class Unreadable(Exception):
+    """A stored value or key does not decrypt: another key-encryption key, or the data was altered.
+    Never reported as "erased": it is an operational fault to look into."""
 
 
 class KeyEncryptionKey(Protocol):
@@ -78,13 +83,20 @@ class LocalKeyEncryptionKey:
                 raise FileNotFoundError(f"the key-encryption key file {path} does not exist")
             path.parent.mkdir(parents=True, exist_ok=True)
             body = f"{DEVELOPMENT_MARKER}: made by the embedded default; production refuses it\n{secrets.token_hex(32)}\n"
+            # Written whole under another name, then linked into place: a process starting at the
+            # same moment sees either no file or the whole key, never an empty one.
+            partial = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:  # another process made it first
+                os.link(partial, path)
+            except FileExistsError:  # another process made it first: use theirs
                 pass
-            else:
-                with os.fdopen(fd, "w") as f:
-                    f.write(body)
+            finally:
+                partial.unlink()
         text = path.read_text()
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         development = any(line.startswith(DEVELOPMENT_MARKER) for line in lines)
@@ -145,6 +157,7 @@ class DataKey:
 
 SYSTEM_KEY_ID = "system-1"
 HASH_KEY_ID = "keyed-hash-1"
+AUDIT_KEY_ID = "audit-1"  # keys the audit trail's HMAC chain (reintegration/audit.py)
 
 
 class Keyring:
@@ -197,7 +210,12 @@ class Keyring:
     def _unwrap(self, record: DataKeyRecord) -> DataKey:
         if record.wrapped is None:
             raise KeyUnavailable("the key was destroyed")
-        key = self._kek.unwrap(base64.b64decode(record.wrapped), context=record.key_id.encode())
+        if record.kek_id != self._kek.kek_id:
+            raise Unreadable(f"data key {record.key_id} is wrapped by another key-encryption key ({record.kek_id})")
+        try:
+            key = self._kek.unwrap(base64.b64decode(record.wrapped), context=record.key_id.encode())
+        except (InvalidTag, ValueError):
+            raise Unreadable(f"data key {record.key_id} does not unwrap") from None
         return DataKey(record.key_id, key)
 
     def _create(self, session: Session, *, key_id: str, purpose: str, case_id: str | None) -> None:
@@ -234,7 +252,7 @@ class Keyring:
         with Session(self._engine) as session:
             record = session.get(DataKeyRecord, key_id)
             if record is None:
-                raise KeyUnavailable("no such key")
+                raise KeyUnavailable(f"no key {key_id[:40]!r}")  # key ids are random, never personal
             return self._remember(self._unwrap(record), record.case_id)
 
     def _named(self, key_id: str) -> DataKey:
@@ -244,7 +262,7 @@ class Keyring:
         with Session(self._engine) as session:
             record = session.get(DataKeyRecord, key_id)
             if record is None:
-                purpose = "system" if key_id == SYSTEM_KEY_ID else "keyed-hash"
+                purpose = {SYSTEM_KEY_ID: "system", AUDIT_KEY_ID: "audit"}.get(key_id, "keyed-hash")
                 self._create(session, key_id=key_id, purpose=purpose, case_id=None)
                 record = session.get(DataKeyRecord, key_id)
                 assert record is not None
@@ -254,13 +272,13 @@ class Keyring:
         return self._named(SYSTEM_KEY_ID)
 
     def destroy_case_key(self, session: Session, case_id: str) -> bool:
-        """Destroy the case's key in the caller's transaction; True if there was one to destroy."""
+        """Destroy the case's key in the caller's transaction; True if there was one to destroy.
+        Call ``forget`` once it is committed (before, a concurrent read could cache it again)."""
         result = session.execute(
             update(DataKeyRecord)
             .where(DataKeyRecord.case_id == case_id, DataKeyRecord.wrapped.is_not(None))  # type: ignore[union-attr]
             .values(wrapped=None, destroyed_at=datetime.now(timezone.utc))
         )
-        self.forget(case_id)
         return bool(result.rowcount)
 
     def forget(self, case_id: str) -> None:
@@ -280,32 +298,45 @@ class Keyring:
         return SEALED_PREFIX + base64.urlsafe_b64encode(blob).decode()
 
     def open(self, case_id: str, value: str, *, purpose: str = "text") -> str:
-        """The plain text of a sealed value; ``ERASED`` once the case's key is destroyed."""
+        """The plain text of a sealed value; ``ERASED`` once the case's key is destroyed;
+        ``Unreadable`` if it does not decrypt (altered, or sealed for another case or field)."""
         if not value or not value.startswith(SEALED_PREFIX):
             return value
         try:
             key = self.case_key(case_id)
-            return key.decrypt(base64.urlsafe_b64decode(value[len(SEALED_PREFIX):]), _aad(case_id, purpose)).decode()
-        except (KeyUnavailable, InvalidTag, ValueError):
+        except KeyUnavailable:
             return ERASED
+        try:
+            return key.decrypt(base64.urlsafe_b64decode(value[len(SEALED_PREFIX):]), _aad(case_id, purpose)).decode()
+        except (InvalidTag, ValueError):
+            raise Unreadable(f"a sealed value of case {case_id} does not decrypt") from None
+
+    def open_field(self, case_id: str, field: str, value: str) -> str:
+        """A free-text field sealed by ``seal_fields`` (bound to its field's name)."""
+        return self.open(case_id, value, purpose=field_purpose(field))
 
     def seal_system(self, text: str, *, purpose: str) -> str:
-        """Encrypt a secret that belongs to no case (an agency's webhook secret) with the system key."""
+        """Encrypt a secret that belongs to no case (an agency's webhook secret) with the system key;
+        ``purpose`` binds it to where it belongs (e.g. the agency)."""
         key = self.system_key()
         return SEALED_PREFIX + base64.urlsafe_b64encode(key.encrypt(text.encode(), purpose.encode())).decode()
 
     def open_system(self, value: str, *, purpose: str) -> str:
         if not value.startswith(SEALED_PREFIX):
             return value
-        blob = base64.urlsafe_b64decode(value[len(SEALED_PREFIX):])
-        return self.system_key().decrypt(blob, purpose.encode()).decode()
+        try:
+            blob = base64.urlsafe_b64decode(value[len(SEALED_PREFIX):])
+            return self.system_key().decrypt(blob, purpose.encode()).decode()
+        except (InvalidTag, ValueError):
+            raise Unreadable(f"a sealed {purpose.split(':')[0]} does not decrypt") from None
 
     def seal_fields(self, case_id: str, value: Any, keys: frozenset[str]) -> Any:
-        """A copy of a JSON-like value with every string under one of ``keys`` sealed, at any depth."""
-        return _walk(value, keys, lambda s: self.seal(case_id, s))
+        """A copy of a JSON-like value with every string under one of ``keys`` sealed, at any depth,
+        each bound to its case and its field's name (so it can't be moved to another field)."""
+        return _walk(value, keys, lambda field, s: self.seal(case_id, s, purpose=field_purpose(field)))
 
     def open_fields(self, case_id: str, value: Any, keys: frozenset[str]) -> Any:
-        return _walk(value, keys, lambda s: self.open(case_id, s))
+        return _walk(value, keys, lambda field, s: self.open(case_id, s, purpose=field_purpose(field)))
 
     def keyed_hash(self, value: str, *, purpose: str) -> str:
         """A keyed hash (HMAC-SHA256): equal values match, but nobody without the key can test a
@@ -313,18 +344,33 @@ class Keyring:
         key = self._named(HASH_KEY_ID).key
         return hmac.new(key, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
 
+    def audit_mac(self, data: bytes) -> str:
+        """HMAC-SHA256 with the audit trail's key (stored only wrapped by the KEK): a MAC that someone
+        with write access to the database alone cannot recompute for an edited row."""
+        return hmac.new(self._named(AUDIT_KEY_ID).key, b"audit:" + data, hashlib.sha256).hexdigest()
+
 
 def _aad(case_id: str, purpose: str) -> bytes:
     return f"{purpose}:{case_id}".encode()
 
 
-def _walk(value: Any, keys: frozenset[str], fn: Any, *, under: bool = False) -> Any:
+def erase_fields(value: Any, keys: frozenset[str]) -> Any:
+    """A copy with every non-empty string under one of ``keys`` replaced by ``ERASED``."""
+    return _walk(value, keys, lambda _field, s: ERASED if s else s)
+
+
+def field_purpose(field: str) -> str:
+    return f"text:{field}"
+
+
+def _walk(value: Any, keys: frozenset[str], fn: Any, *, under: str | None = None) -> Any:
+    """Apply ``fn(field, text)`` to every string under one of ``keys`` (the nearest such key names it)."""
     if isinstance(value, dict):
-        return {k: _walk(v, keys, fn, under=under or k in keys) for k, v in value.items()}
+        return {k: _walk(v, keys, fn, under=k if k in keys else under) for k, v in value.items()}
     if isinstance(value, list):
         return [_walk(v, keys, fn, under=under) for v in value]
-    if under and isinstance(value, str):
-        return fn(value)
+    if under is not None and isinstance(value, str):
+        return fn(under, value)
     return value
 
 

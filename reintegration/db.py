@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, event
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, event, inspect
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine
 
@@ -258,16 +258,36 @@ def make_engine(settings: Settings) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA secure_delete=ON")  # deleted content (an erased key) is overwritten
             cursor.close()
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
+class OutdatedSchema(RuntimeError):
+    """The database was made by an earlier version, and there are no migrations yet."""
+
+
 def create_tables(engine: Engine) -> None:
+    """Create what is missing; refuse a database whose tables lack columns this version needs
+    (``create_all`` never alters a table), rather than fail later on every request."""
     from reintegration import crypto  # noqa: F401  (its data_keys table)
 
     SQLModel.metadata.create_all(engine)
+    inspector = inspect(engine)
+    missing = [
+        f"{table.name}.{column.name}"
+        for table in SQLModel.metadata.sorted_tables
+        for have in [{c["name"] for c in inspector.get_columns(table.name)}]
+        for column in table.columns
+        if column.name not in have
+    ]
+    if missing:
+        raise OutdatedSchema(
+            f"the database was made by an earlier version (it lacks {', '.join(missing[:5])}); there are no "
+            "migrations yet: move the old database (and data/ on the embedded default) aside and start again"
+        )
 
 
 __all__ = [

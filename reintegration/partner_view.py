@@ -63,11 +63,11 @@ def person_for_partner(
 
 
 def partner_task(session: Session, keyring: Keyring, task: TaskRecord, fields: dict[str, list[str]]) -> PartnerTask:
-    text = lambda value: keyring.open(task.case_id, value)  # noqa: E731
     return PartnerTask(
         task_id=task.task_id, case_reference=task.case_reference, service=task.service, status=task.status,
         assigned_at=aware(task.assigned_at), accept_by=aware(task.accept_by), due_on=task.due_on,
-        overdue=is_overdue(task), notes=text(task.notes), outcome=task.outcome, assessment=task.assessment,
-        decline_reason=text(task.decline_reason) if task.status == "declined" else "",
+        overdue=is_overdue(task), notes=keyring.open_field(task.case_id, "notes", task.notes), outcome=task.outcome, assessment=task.assessment,
+        decline_reason=keyring.open_field(task.case_id, "decline_reason", task.decline_reason)
+        if task.status == "declined" else "",
         person=person_for_partner(session, keyring, task, fields),
     )

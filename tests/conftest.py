@@ -115,6 +115,10 @@ async def running_stack(backend: str, env: WorkflowEnvironment, data_dir: Path, 
         "temporal_address": env.client.service_client.config.target_host,
         "temporal_namespace": NAMESPACE,
         "temporal_task_queue": f"journeys-{backend}-{uuid.uuid4().hex[:6]}",
+        # The suite's many calls come from a few test users: rate limits are tested on stacks of
+        # their own (tests/test_hostile_input.py).
+        "rate_limit_per_minute": 60_000,
+        "rate_limit_burst": 10_000,
         # Partner webhooks in the tests are local and fast: retry soon, give up waiting soon.
         "delivery_timeout_seconds": 1.5,
         "delivery_retry_initial_seconds": 0.2,

@@ -8,6 +8,7 @@ column (and for SQLite not in the database file's bytes). Then the person's data
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -24,14 +25,14 @@ from reintegration.crypto import ERASED, DataKeyRecord, Keyring, KeyUnavailable,
 from reintegration.db import CaseRecord, PersonRecord, StageVisitRecord, TaskRecord
 from reintegration.logs import tap
 from tests.conftest import Stack
-from tests.journey import Journey, day
+from tests.journey import Journey, case_body, day
 
 
 def markers() -> dict[str, str]:
     tag = uuid.uuid4().hex[:8]
     return {name: f"Zq{tag}{name}" for name in (
         "first", "second", "idnumber", "phone", "place", "casenote", "tasknote", "declined", "pathwhy",
-        "outcome", "withdrawn", "authref", "threat", "cancelled", "secret")}
+        "outcome", "withdrawn", "authref", "threat", "cancelled", "secret", "accepted", "handover")}
 
 
 async def workflow_ids(stack: Stack, case_id: str) -> list[str]:
@@ -40,6 +41,7 @@ async def workflow_ids(stack: Stack, case_id: str) -> list[str]:
         ids = {e.id async for e in stack.client.list_workflows(f'WorkflowId STARTS_WITH "case-{case_id}"')}
         if len(ids) >= 2:
             break
+        await asyncio.sleep(0.1)
     return sorted(ids)
 
 
@@ -88,8 +90,12 @@ def database_text(stack: Stack) -> str:
 async def marked_journey(stack: Stack, m: dict[str, str]) -> Journey:
     """A residence journey to closure with a marker in every personal field and free text."""
     j = Journey(stack)
-    await j.open(first_name=m["first"], second_name=m["second"], identity_number=m["idnumber"],
-                 mobile_phone=m["phone"])
+    body = case_body(first_name=m["first"], second_name=m["second"], identity_number=m["idnumber"],
+                     mobile_phone=m["phone"])
+    body["identification"]["place"] = m["place"]
+    r = await stack.http.post("/v1/cases", json=body, headers=j.cw)
+    assert r.status_code == 201, r.text
+    j.case_id = r.json()["case_id"]
     r = await stack.http.get(f"/v1/cases/{j.case_id}", headers=j.cw, params={"include": "person"})
     assert r.json()["person"]["first_name"] == m["first"]  # the caseworker reads it back
     await j.step("risk-assessment", {"level": "low", "threats": [m["threat"]], "assessed_on": day(1)})
@@ -106,10 +112,13 @@ async def marked_journey(stack: Stack, m: dict[str, str]) -> Journey:
     task = r.json()
     seen = await stack.http.get(f"/v1/tasks/{task['task_id']}", headers=j.partner("legal-aid-es"))
     assert seen.json()["notes"] == m["tasknote"] and seen.json()["person"]["first_name"] == m["first"]
-    await j.task_action(task["task_id"], "legal-aid-es", "accept")
+    await j.task_action(task["task_id"], "legal-aid-es", "accept", {"notes": m["accepted"]})
     await j.task_action(task["task_id"], "legal-aid-es", "complete", {"outcome": "done", "notes": m["outcome"]})
     await j.step("residence-application", {"filed_on": day(5), "permit_type": "victim-of-trafficking",
                                            "authority_reference": m["authref"]})
+    r = await stack.http.post(f"/v1/cases/{j.case_id}/reassign", headers=j.supervisor,
+                              json={"caseworker": "cw-es-2", "reason": m["handover"]})
+    assert r.status_code == 200, r.text
     await j.step("withdraw-consent", {"withdrawn_on": day(6), "notes": m["withdrawn"]})
     assert j.case["status"] == "closed"
     return j
@@ -235,6 +244,25 @@ async def test_the_codec_endpoints_serve_the_web_ui_only_with_a_supervisor(stack
     assert m["withdrawn"].encode() in b"".join(p.data for p in decoded)
     assert not any(p.metadata.get("encoding") == ENCODING for p in decoded)
 
+    # A supervisor of another region gets the case's payloads back still encrypted.
+    elsewhere = stack.auth("supervisor", "sup-ro", countries=["RO"])
+    r = await stack.http.post("/codec/decode", content=body, headers=elsewhere)
+    assert r.status_code == 200
+    back = json_format.Parse(r.text, Payloads()).payloads
+    assert back == list(payloads) and m["withdrawn"].encode() not in b"".join(p.data for p in back)
+    # Each case read through the codec is in its audit trail.
+    trail = (await stack.http.get(f"/v1/cases/{j.case_id}/audit", headers=j.supervisor)).json()["items"]
+    assert any(e["action"] == "codec.decode" and e["actor"]["sub"] == "sup-1" for e in trail)
+    assert not any(e["action"] == "codec.decode" and e["actor"]["sub"] == "sup-ro" for e in trail)
+    # Hostile payloads: a key id that isn't one, bytes that aren't UTF-8, data too short: given back.
+    odd = Payloads(payloads=[
+        Payload(metadata={"encoding": ENCODING, "encryption-key-id": b"keyed-hash-1"}, data=b"x" * 40),
+        Payload(metadata={"encoding": ENCODING, "encryption-key-id": b"\xff\xfe"}, data=b"x" * 40),
+        Payload(metadata={"encoding": ENCODING, "encryption-key-id": payloads[0].metadata["encryption-key-id"]},
+                data=b"short"),
+    ])
+    r = await stack.http.post("/codec/decode", content=json_format.MessageToJson(odd), headers=j.supervisor)
+    assert r.status_code == 200 and json_format.Parse(r.text, Payloads()) == odd
     assert (await stack.http.post("/codec/decode", content=body)).status_code == 401
     assert (await stack.http.post("/codec/decode", content=body, headers=j.cw)).status_code == 403
     assert (await stack.http.post("/codec/decode", content="{not json", headers=j.supervisor)).status_code == 422
@@ -264,3 +292,43 @@ async def test_the_codec_endpoints_serve_the_web_ui_only_with_a_supervisor(stack
     caseworker = stack.token("caseworker", "cw-es-1")
     assert (await stack.http.post(f"/codec/t/{caseworker}/decode", content=body)).status_code == 403
     assert (await stack.http.post("/codec/t/not.a.token/decode", content=body)).status_code == 401
+
+
+async def test_an_unexpected_error_answers_500_and_its_message_reaches_no_log(stack):
+    """An exception's message can quote a value; it is answered as a problem and logged by type."""
+    import asyncio
+    import logging
+
+    import httpx
+    import uvicorn
+
+    from api.main import create_app
+    from tests.conftest import free_port
+
+    marker = markers()["first"]
+    app = create_app(stack.settings)
+
+    @app.get("/v1/boom")
+    async def boom() -> None:
+        raise RuntimeError(f"a value that must not be logged: {marker}")
+
+    # Served for real, with the server's own loggers reaching the root logger (as in a deployment
+    # that collects them): the server logs whatever escapes the application, traceback and all.
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    uvicorn_logger = logging.getLogger("uvicorn")
+    propagate, uvicorn_logger.propagate = uvicorn_logger.propagate, True  # earlier servers configured it
+    try:
+        with tap() as logs:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                r = await http.get("/v1/boom")
+    finally:
+        uvicorn_logger.propagate = propagate
+        server.should_exit = True
+        await serving
+    assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
+    assert marker not in r.text
+    assert "RuntimeError" in logs.getvalue() and marker not in logs.getvalue()

@@ -221,6 +221,19 @@ async def test_requests_without_a_token_are_limited_by_address_but_health_never(
     assert (await throttled.http.get("/v1/cases", headers=cw)).status_code == 200
 
 
+async def test_a_made_up_token_buys_no_requests_that_fail_before_it_is_checked(temporal_env, tmp_path):
+    """A malformed body or an unknown path is refused before the token is verified: such requests
+    are counted against their address all the same, without holding back verified callers."""
+    async with running_stack("sqlite", temporal_env, tmp_path, rate_limit_per_minute=1, rate_limit_burst=3) as s:
+        garbage = {"Authorization": "Bearer not-a-token", "Content-Type": "application/json"}
+        answers = [await s.http.post("/v1/cases", content=b"{not json", headers=garbage) for _ in range(3)]
+        answers += [await s.http.get("/v1/no-such-thing", headers=garbage) for _ in range(2)]
+        assert [a.status_code for a in answers] == [422, 422, 422, 429, 429]
+        assert answers[-1].headers["retry-after"].isdigit()
+        cw = s.auth("caseworker", "cw-same-address", countries=["ES"])
+        assert (await s.http.get("/v1/cases", headers=cw)).status_code == 200
+
+
 async def test_the_document_names_413_and_429(stack):
     document = (await stack.http.get("/openapi.json")).json()
     for path, item in document["paths"].items():

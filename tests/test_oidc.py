@@ -219,14 +219,14 @@ async def test_a_rotated_key_is_fetched_once_and_a_withdrawn_one_refused(oidc, p
 
 async def test_fetching_keys_never_blocks_the_api_and_an_unreachable_provider_is_503(oidc, provider):
     provider.add("k3")
-    provider.delay = 1.5
+    provider.delay = 3.0
+    before = provider.hits
     slow = asyncio.create_task(oidc.http.get("/v1/cases", headers=bearer(provider.token("k3"))))
-    await asyncio.sleep(0.2)  # the fetch of the key set is under way
-    started = time.perf_counter()
+    while provider.hits == before:
+        await asyncio.sleep(0.02)  # until the fetch of the key set is under way
     assert (await oidc.http.get("/health")).status_code == 200
-    # A known key is not held up behind the fetch for another.
+    # A known key is not held up behind the fetch for another: both are answered while it hangs.
     assert (await oidc.http.get("/v1/cases", headers=bearer(provider.token("k2")))).status_code == 200
-    assert time.perf_counter() - started < 0.5  # other requests are served meanwhile
     assert not slow.done()
     assert (await slow).status_code == 200
     provider.delay = 0.0

@@ -1,0 +1,504 @@
+"""Reconciliation: the read model checked against the workflows that own the cases, and repaired.
+
+The workflows own each case's journey; the read model (``cases``, ``tasks``, ``stage_visits``) is
+their projection, written by ``activities/read_model.py``. ``check_case`` asks the workflow that
+owns a case for its state (the ``journey`` query), works out what the rows should hold with the
+activity's own ``case_values``/``task_values``, and compares them with what the rows hold, free text
+opened (its ciphertexts are randomized). ``reconcile`` does that a case at a time, throttled, and
+with ``repair`` rewrites a drifted case's rows from the workflow's state through ``write_projection``
+(idempotent, upsert by version), then checks the case again.
+
+A drift names the case, the table, the row's key and the field; it shows values only for fields
+that can't carry personal data or free text (stage, status, version, ids...): any other field is
+reported as ``"differs"``. What is not checked: the timeline (the workflow's state doesn't keep its
+events) and the outboxes (deliveries, notifications). Open stage stays (``stage_visits``) are
+checked but not repaired: the state doesn't say when past stays began.
+
+A case being changed while it is checked is seen a moment apart by the query and the read: a row a
+version behind (or ahead) is looked at again, after short pauses, before it counts as drift.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.read_model import case_values, task_values, write_projection
+from reintegration.crypto import FREE_TEXT_KEYS, DataKeyRecord, Keyring, Unreadable
+from reintegration.db import CaseRecord, PersonRecord, StageVisitRecord, TaskRecord, aware
+from workflows import rules
+from workflows.model import CaseStatus, JourneyState, Stage
+
+CASE_WORKFLOW_TYPE = "CaseJourney"
+QUERY_TIMEOUT = timedelta(seconds=10)
+# How long a stage change may take to settle (the stage's child workflow handing the state back to
+# the case workflow), and the pauses before a row a version apart from its workflow counts as drift.
+OWNER_DEADLINE = 15.0
+SETTLE_PAUSES = (0.1, 0.25, 0.5, 1.0, 2.0)
+# A person's data stored for a case that never opened (its opening failed and was never retried):
+# older than this, nothing can still be opening it.
+ORPHAN_AFTER = timedelta(hours=1)
+DIFFERS = "differs"
+
+# Fields whose values a drift may show: ids, enums, flags and versions, never personal data or free text.
+SHOWN = {
+    "cases": frozenset({"version", "stage", "status", "pathway", "closure_reason", "active_workflow_id",
+                        "allowed_steps", "agencies", "stalled", "owner_country", "origin_country",
+                        "destination_country"}),
+    "tasks": frozenset({"version", "case_id", "owner_country", "service", "agency_id", "status", "stage",
+                        "safety_plan", "outcome", "assessment", "previous_agencies"}),
+}
+
+
+@dataclass
+class Drift:
+    """One difference between a row of the read model and the state of the case's workflow.
+
+    ``field`` is a column, ``facts.<name>`` inside the case's facts, ``row`` (the row is missing or
+    extra: the values say ``missing``/``present``), ``workflow`` (the case's workflow is missing) or
+    ``open_stage`` (``stage_visits``). ``read_model``/``workflow`` hold the two values only for the
+    fields in ``SHOWN``; otherwise ``"differs"``.
+    """
+
+    case_id: str
+    table: str
+    key: str
+    field: str
+    read_model: Any
+    workflow: Any
+
+    @property
+    def where(self) -> str:
+        """``cases.stage``, ``tasks[<task id>].status``: what the CLI prints (no values)."""
+        return f"{self.table}.{self.field}" if self.key == self.case_id else f"{self.table}[{self.key}].{self.field}"
+
+
+@dataclass
+class Failure:
+    """A case that could not be checked or repaired: why, as an error type or our own message."""
+
+    case_id: str
+    error: str
+
+
+@dataclass
+class Report:
+    """What a run of ``reconcile`` found; the counts are of cases.
+
+    ``drifts`` are as found; ``remaining`` what is still there at the end (after ``repair``, what it
+    could not fix; without it, the same as ``drifts``). ``skipped``: erased cases (their key is gone),
+    and closed cases whose history Temporal no longer keeps.
+    """
+
+    checked: int = 0
+    drifted: int = 0
+    repaired: int = 0
+    failed: int = 0
+    skipped: int = 0
+    drifts: list[Drift] = field(default_factory=list)
+    remaining: list[Drift] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """No drift remains and every case could be checked."""
+        return not self.remaining and not self.failed
+
+
+class ReconcileError(Exception):
+    """A case that can't be checked; the message names no values."""
+
+
+class NoSuchCase(ReconcileError):
+    pass
+
+
+class StageChanging(ReconcileError):
+    pass
+
+
+class WorkflowMissing(ReconcileError):
+    pass
+
+
+# --- Throttling ---------------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """At most ``rate`` starts a second: each ``wait`` returns at least ``1/rate`` after the last.
+
+    ``sleeps`` keeps every pause it made, so a test can count them without timing anything.
+    """
+
+    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+        if not rate > 0 or rate == float("inf"):
+            raise ValueError("the rate must be a positive number of cases per second")
+        self.interval = 1.0 / rate
+        self._clock, self._sleep = clock, sleep
+        self._next: float | None = None
+        self.sleeps: list[float] = []
+
+    async def wait(self) -> None:
+        now = self._clock()
+        if self._next is not None and now < self._next:
+            delay = self._next - now
+            self.sleeps.append(delay)
+            await self._sleep(delay)
+            now = self._next
+        self._next = now + self.interval
+
+
+# --- The workflow's side ------------------------------------------------------------------------
+
+
+async def _query(client: Client, workflow_id: str) -> JourneyState | None:
+    """The workflow's state (the latest run; a closed workflow answers while a worker runs), or None."""
+    try:
+        return await client.get_workflow_handle(workflow_id).query(
+            "journey", result_type=JourneyState, rpc_timeout=QUERY_TIMEOUT)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+
+
+async def workflow_state(client: Client, case_id: str) -> tuple[str, JourneyState]:
+    """The id of the workflow that owns the case now, and its state.
+
+    The case workflow holds the journey except during the return, residence and reintegration
+    stages, when a child holds it (the case workflow's own copy is then stale). A child whose stage
+    has ended is handing the state back: asked again after a pause.
+    """
+    root = rules.workflow_id(case_id)
+    deadline = time.monotonic() + OWNER_DEADLINE
+    while True:
+        state = await _query(client, root)
+        if state is None:
+            raise WorkflowMissing("the case's workflow is missing")
+        if state.status == CaseStatus.closed or state.stage not in rules.CHILD_STAGES:
+            return root, state
+        child_id = rules.stage_workflow_id(state)
+        child = await _query(client, child_id)
+        if child is not None and child.stage == state.stage:
+            return child_id, child
+        if time.monotonic() > deadline:
+            raise StageChanging("the case's stage change did not settle")
+        await asyncio.sleep(0.2)
+
+
+# --- The read model's side ----------------------------------------------------------------------
+
+
+@dataclass
+class _Rows:
+    case: dict[str, Any] | None
+    tasks: dict[str, dict[str, Any]]
+    open_stages: list[str]
+
+
+def _read_rows(engine: Engine, case_id: str) -> _Rows:
+    with engine.connect() as conn:
+        case = conn.execute(select(CaseRecord.__table__).where(CaseRecord.case_id == case_id)).mappings().first()
+        tasks = {row["task_id"]: dict(row) for row in conn.execute(
+            select(TaskRecord.__table__).where(TaskRecord.case_id == case_id)).mappings()}
+        stages = sorted(conn.scalars(select(StageVisitRecord.stage).where(
+            StageVisitRecord.case_id == case_id, StageVisitRecord.left_at.is_(None))))
+    return _Rows(case=dict(case) if case is not None else None, tasks=tasks, open_stages=stages)
+
+
+def _erased(engine: Engine, case_id: str) -> bool:
+    """The case's key was destroyed: its free text and its workflows' payloads can't be read."""
+    with engine.connect() as conn:
+        key = conn.execute(select(DataKeyRecord.wrapped, DataKeyRecord.destroyed_at).where(
+            DataKeyRecord.case_id == case_id)).first()
+    return key is not None and (key.wrapped is None or key.destroyed_at is not None)
+
+
+def _norm(value: Any) -> Any:
+    """Values as both databases give them back: datetimes in UTC (SQLite drops the zone)."""
+    if isinstance(value, datetime):
+        return aware(value).astimezone(timezone.utc)
+    if isinstance(value, date):
+        return value
+    if isinstance(value, dict):
+        return {k: _norm(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_norm(v) for v in value]
+    return value
+
+
+def _drift(case_id: str, table: str, key: str, name: str, read_model: Any, workflow: Any) -> Drift:
+    if name in SHOWN.get(table, frozenset()) and not isinstance(read_model, _Unreadable):
+        return Drift(case_id, table, key, name, read_model, workflow)
+    return Drift(case_id, table, key, name, DIFFERS, DIFFERS)
+
+
+class _Unreadable:
+    """A sealed value that does not decrypt (altered): equal to nothing the workflow holds."""
+
+
+def _opened(keyring: Keyring, case_id: str, name: str, value: Any) -> Any:
+    try:
+        return keyring.open_fields(case_id, {name: value}, FREE_TEXT_KEYS)[name]
+    except Unreadable:
+        return _Unreadable()
+
+
+def _compare_row(case_id: str, table: str, key: str, row: dict[str, Any], want: dict[str, Any],
+                 keyring: Keyring) -> list[Drift]:
+    drifts = []
+    for name, expected in want.items():
+        if name == "facts" and isinstance(row.get(name), dict) and isinstance(expected, dict):
+            facts = row[name]
+            for fact in sorted(set(facts) | set(expected)):
+                if _norm(_opened(keyring, case_id, fact, facts.get(fact))) != _norm(expected.get(fact)):
+                    drifts.append(Drift(case_id, table, key, f"facts.{fact}", DIFFERS, DIFFERS))
+            continue
+        actual = _opened(keyring, case_id, name, row.get(name))
+        if _norm(actual) != _norm(expected):
+            drifts.append(_drift(case_id, table, key, name, actual, expected))
+    return drifts
+
+
+def compare(state: JourneyState, rows: _Rows, keyring: Keyring) -> list[Drift]:
+    """Every difference between the rows and what the state says they should hold."""
+    case_id = state.case_id
+    drifts: list[Drift] = []
+    want_case = {**case_values(rules.project(state, [])), "version": state.version}
+    if rows.case is None:
+        drifts.append(Drift(case_id, "cases", case_id, "row", "missing", "present"))
+    else:
+        drifts += _compare_row(case_id, "cases", case_id, rows.case, want_case, keyring)
+    for task in state.tasks.values():
+        row = rows.tasks.get(task.task_id)
+        if row is None:
+            drifts.append(Drift(case_id, "tasks", task.task_id, "row", "missing", "present"))
+        else:
+            want = {**task_values(state, task), "version": task.version}
+            drifts += _compare_row(case_id, "tasks", task.task_id, row, want, keyring)
+    for task_id in sorted(set(rows.tasks) - set(state.tasks)):
+        drifts.append(Drift(case_id, "tasks", task_id, "row", "present", "missing"))
+    open_stage = [] if state.stage == Stage.closed else [state.stage.value]
+    if rows.open_stages != open_stage:
+        drifts.append(Drift(case_id, "stage_visits", case_id, "open_stage",
+                            ",".join(rows.open_stages) or None, ",".join(open_stage) or None))
+    return drifts
+
+
+def _settled(state: JourneyState, rows: _Rows) -> bool:
+    """The rows were written by the projection of the state's version (one transaction), or by none newer."""
+    return (rows.case is not None and rows.case["version"] == state.version
+            and all(t["version"] <= state.version for t in rows.tasks.values()))
+
+
+# --- Checking and repairing a case --------------------------------------------------------------
+
+
+@dataclass
+class _Outcome:
+    drifts: list[Drift]
+    state: JourneyState | None = None
+    rows: _Rows | None = None
+    skipped: str | None = None
+
+
+async def _check(client: Client, engine: Engine, keyring: Keyring, case_id: str) -> _Outcome:
+    pauses = iter(SETTLE_PAUSES)
+    while True:
+        if await asyncio.to_thread(_erased, engine, case_id):  # nothing of it can be read, its history either
+            return _Outcome([], skipped="erased")
+        try:
+            _, state = await workflow_state(client, case_id)
+        except WorkflowMissing:
+            rows = await asyncio.to_thread(_read_rows, engine, case_id)
+            if rows.case is None and not rows.tasks:
+                raise NoSuchCase("no such case in the read model or in Temporal") from None
+            if rows.case is not None and rows.case["status"] == CaseStatus.closed.value:
+                return _Outcome([], rows=rows, skipped="history expired")  # past Temporal's retention
+            shown = rows.case["active_workflow_id"] if rows.case is not None else None
+            return _Outcome([Drift(case_id, "cases", case_id, "workflow", shown, "missing")], rows=rows)
+        rows = await asyncio.to_thread(_read_rows, engine, case_id)
+        if not _settled(state, rows):
+            pause = next(pauses, None)
+            if pause is not None:
+                await asyncio.sleep(pause)
+                continue
+        return _Outcome(compare(state, rows, keyring), state=state, rows=rows)
+
+
+async def check_case(client: Client, engine: Engine, keyring: Keyring, case_id: str) -> list[Drift]:
+    """The case's drifts: its rows against the state of the workflow that owns it ([] if none).
+
+    An erased case (its key destroyed) and a closed case whose history Temporal no longer keeps
+    can't be compared: []. A case neither in the read model nor in Temporal raises ``NoSuchCase``;
+    one whose stage change does not settle, ``StageChanging``; Temporal's and the database's own
+    errors pass through.
+    """
+    return (await _check(client, engine, keyring, case_id)).drifts
+
+
+def _rewrite(engine: Engine, keyring: Keyring, state: JourneyState, found: _Rows) -> None:
+    """The case's rows rewritten from the state, through the projection's own upsert.
+
+    Before it, two things the upsert by version would leave alone: a row that claims a version the
+    workflow never reached (lowered, if it still holds the version seen) and a task row the state
+    doesn't know (deleted, likewise). Timeline, stage stays and outboxes are not touched.
+    """
+    with engine.begin() as conn:
+        if found.case is not None and found.case["version"] > state.version:
+            conn.execute(update(CaseRecord).where(CaseRecord.case_id == state.case_id,
+                                                  CaseRecord.version == found.case["version"])
+                         .values(version=state.version))
+        for task_id, row in found.tasks.items():
+            task = state.tasks.get(task_id)
+            if task is None:
+                conn.execute(delete(TaskRecord).where(TaskRecord.task_id == task_id,
+                                                      TaskRecord.version == row["version"]))
+            elif row["version"] > task.version:
+                conn.execute(update(TaskRecord).where(TaskRecord.task_id == task_id,
+                                                      TaskRecord.version == row["version"])
+                             .values(version=task.version))
+    write_projection(engine, rules.project(state, []), keyring, all_tasks=True)
+
+
+async def repair_case(client: Client, engine: Engine, keyring: Keyring, case_id: str) -> list[Drift]:
+    """Rewrite the case's rows from its workflow's state; the drifts that remain after it."""
+    outcome = await _check(client, engine, keyring, case_id)
+    if not outcome.drifts or outcome.state is None or outcome.rows is None:
+        return outcome.drifts
+    await asyncio.to_thread(_rewrite, engine, keyring, outcome.state, outcome.rows)
+    return (await _check(client, engine, keyring, case_id)).drifts
+
+
+# --- Many cases ---------------------------------------------------------------------------------
+
+
+def _read_model_ids(engine: Engine, include_closed: bool) -> tuple[list[str], set[str], set[str]]:
+    """The cases to check, in order of opening; every case id; the closed ones."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(CaseRecord.case_id, CaseRecord.status)
+                            .order_by(CaseRecord.opened_at, CaseRecord.case_id)).all()
+    closed = {r.case_id for r in rows if r.status == CaseStatus.closed.value}
+    return [r.case_id for r in rows if include_closed or r.case_id not in closed], {r.case_id for r in rows}, closed
+
+
+async def _workflow_ids(client: Client, task_queue: str, include_closed: bool) -> list[str]:
+    """Case ids of the case workflows on this task queue (running ones unless ``include_closed``)."""
+    query = f"WorkflowType = '{CASE_WORKFLOW_TYPE}' AND TaskQueue = '{task_queue}'"
+    if not include_closed:
+        query += " AND ExecutionStatus = 'Running'"
+    prefix = rules.workflow_id("")
+    ids = []
+    async for execution in client.list_workflows(query):
+        if execution.id.startswith(prefix):
+            ids.append(execution.id[len(prefix):])
+    return ids
+
+
+async def _case_ids(client: Client, engine: Engine, include_closed: bool, task_queue: str | None) -> list[str]:
+    ids, known, closed = await asyncio.to_thread(_read_model_ids, engine, include_closed)
+    if task_queue:
+        listed = set(ids)
+        for case_id in await _workflow_ids(client, task_queue, include_closed):
+            # Missing from the read model, or closed there while its workflow runs.
+            if case_id not in listed and (case_id not in known or case_id in closed):
+                ids.append(case_id)
+                listed.add(case_id)
+    return ids
+
+
+def _unique(ids: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
+
+
+def _error(exc: Exception) -> str:
+    """Our own messages name no values; anyone else's (a driver's can quote a row) only by type."""
+    return f"{type(exc).__name__}: {exc}" if isinstance(exc, ReconcileError) else type(exc).__name__
+
+
+async def reconcile(client: Client, engine: Engine, keyring: Keyring, *, repair: bool = False, rate: float = 5.0,
+                    case_ids: list[str] | None = None, include_closed: bool = False,
+                    task_queue: str | None = None) -> Report:
+    """Check cases one at a time, at most ``rate`` a second; with ``repair``, fix the drifted ones.
+
+    The cases: ``case_ids``, or else every open case of the read model (every case with
+    ``include_closed``), and, when ``task_queue`` is given, the case workflows on it that the read
+    model lacks (or shows closed while they run). Without ``task_queue`` Temporal is not listed:
+    several deployments can share a namespace, each with its own task queue. A case that can't be
+    checked is counted in ``failed`` and the run goes on.
+    """
+    limiter = RateLimiter(rate)
+    report = Report()
+    if case_ids is None:
+        await asyncio.to_thread(_orphan_persons, engine, keyring, report, repair)
+    ids = _unique(case_ids) if case_ids is not None else await _case_ids(client, engine, include_closed, task_queue)
+    for case_id in ids:
+        await limiter.wait()
+        try:
+            outcome = await _check(client, engine, keyring, case_id)
+        except Exception as exc:  # noqa: BLE001 - counted and reported; the run goes on
+            report.failed += 1
+            report.failures.append(Failure(case_id, _error(exc)))
+            continue
+        if outcome.skipped:
+            report.skipped += 1
+            continue
+        report.checked += 1
+        if not outcome.drifts:
+            continue
+        report.drifted += 1
+        report.drifts += outcome.drifts
+        remaining = outcome.drifts
+        if repair and outcome.state is not None and outcome.rows is not None:
+            try:
+                await asyncio.to_thread(_rewrite, engine, keyring, outcome.state, outcome.rows)
+                remaining = (await _check(client, engine, keyring, case_id)).drifts
+            except Exception as exc:  # noqa: BLE001
+                report.failed += 1
+                report.failures.append(Failure(case_id, _error(exc)))
+            else:
+                if not remaining:
+                    report.repaired += 1
+        report.remaining += remaining
+    return report
+
+
+def _orphan_persons(engine: Engine, keyring: Keyring, report: Report, repair: bool) -> None:
+    """A person row whose case never opened can't be reached by erasure: report it, and with
+    ``repair`` delete it and destroy its key (nobody ever saw a case for it)."""
+    cutoff = datetime.now(timezone.utc) - ORPHAN_AFTER
+    with Session(engine) as session:
+        orphans = session.execute(
+            select(PersonRecord.case_id)
+            .outerjoin(CaseRecord, CaseRecord.case_id == PersonRecord.case_id)
+            .where(CaseRecord.case_id.is_(None), PersonRecord.created_at < cutoff)  # type: ignore[union-attr]
+        ).scalars().all()
+        for case_id in orphans:
+            drift = _drift(case_id, "persons", case_id, "row", "orphan", "no case")
+            report.drifted += 1
+            report.drifts.append(drift)
+            if repair:
+                session.execute(delete(PersonRecord).where(PersonRecord.case_id == case_id))
+                keyring.destroy_case_key(session, case_id)
+                session.commit()
+                keyring.forget(case_id)
+                report.repaired += 1
+            else:
+                report.remaining.append(drift)
+
+
+__all__ = [
+    "Drift", "Failure", "NoSuchCase", "RateLimiter", "ReconcileError", "Report", "StageChanging",
+    "WorkflowMissing", "check_case", "compare", "reconcile", "repair_case", "workflow_state",
+]
