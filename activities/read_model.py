@@ -34,6 +34,8 @@ from workflows.model import DeliveryRequest, JourneyState, Projection, TaskState
 
 log = structlog.get_logger("activities")
 
+HEARTBEAT_EVERY_SECONDS = 1.0  # well within the projection's heartbeat timeout
+
 CASE_FACTS = {
     "identified_on", "exploitation_types", "trafficking_status", "referred_by", "consent", "consent_withdrawn_on",
     "risk_level", "risk_assessed_on", "safety_plan_on", "guardian_on", "security_guarantee_on", "pathway_decisions",
@@ -57,9 +59,17 @@ class ReadModelActivities:
 
     @activity.defn(name="project_case")
     async def project_case(self, projection: Projection) -> None:
-        """Write the case, its changed tasks and its new timeline events; start their deliveries."""
+        """Write the case, its changed tasks and its new timeline events; start their deliveries.
+
+        It heartbeats while the write runs (``PROJECTION_HEARTBEAT`` in ``workflows/journey.py``): if
+        this worker dies, the write is retried elsewhere at once, not after the attempt's timeout.
+        """
+        write = asyncio.ensure_future(asyncio.to_thread(write_projection, self._engine, projection, self._keyring))
+        while not write.done():
+            activity.heartbeat()
+            await asyncio.wait({write}, timeout=HEARTBEAT_EVERY_SECONDS)
         try:
-            messages = await asyncio.to_thread(write_projection, self._engine, projection, self._keyring)
+            messages = write.result()
         except SQLAlchemyError as exc:
             # The driver's message can quote the row's values: log and raise the type only.
             log.warning("read model write failed", case_id=projection.state.case_id, error=type(exc).__name__)

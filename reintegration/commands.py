@@ -4,6 +4,11 @@ A command goes to the workflow the read model names as active for the case. When
 ended, that workflow may have finished, or refuse with ``StageMoved``: the command is sent again to
 the workflow that now owns the case, until ``ROUTING_DEADLINE``.
 
+A command sent again under its update id after its answer was lost (a retry with the same
+``Idempotency-Key``) gets its first answer, even when it moved the case on: the next stage's
+workflow knows the ids its case applied (``AlreadyApplied``), and a closed case's last workflow
+still has the answer of the command that closed it.
+
 Errors (each the API maps to one status):
     CommandError
       NoSuchCase        the case is not in the read model
@@ -22,13 +27,19 @@ from datetime import timedelta
 import structlog
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
-from temporalio.client import Client, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import (
+    Client,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from reintegration.db import CaseRecord
+from workflows import rules
 from workflows.journey import ErrorType
-from workflows.model import CommandResult
+from workflows.model import CommandResult, JourneyState
 
 log = structlog.get_logger("commands")
 
@@ -78,7 +89,11 @@ async def send_command(
         if case is None:
             raise NoSuchCase("no such case")
         if case.status == "closed":
-            raise CaseClosed("the case is closed")
+            # The retry of the command that closed the case, its answer lost: that answer again.
+            first = await _first_outcome(client, case_id, update_id) if update_id else None
+            if first is None:
+                raise CaseClosed("the case is closed")
+            return first
         handle = client.get_workflow_handle(case.active_workflow_id)
         try:
             return await handle.execute_update(
@@ -88,6 +103,8 @@ async def send_command(
             cause = exc.cause
             if isinstance(cause, ApplicationError) and cause.type == ErrorType.STAGE_MOVED:
                 continue
+            if isinstance(cause, ApplicationError) and cause.type == ErrorType.ALREADY_APPLIED:
+                return CommandResult.model_validate(cause.details[0])  # a retry: the first answer
             if not isinstance(cause, ApplicationError):
                 raise TemporalUnavailable("the case's workflow could not take the command") from None
             allowed = list(cause.details[0]) if cause.details else []
@@ -102,3 +119,26 @@ async def send_command(
             log.warning("temporal unavailable", status=exc.status.name)
             raise TemporalUnavailable("Temporal is unavailable") from None
     raise TemporalUnavailable("the case is changing stage; retry in a moment", retry_after=2)
+
+
+async def _first_outcome(client: Client, case_id: str, update_id: str) -> CommandResult | None:
+    """The first result of the update with this id if the closed case applied it (the command that
+    closed it, retried): the case workflow's last state remembers it, or, while the last stage's
+    workflow is still handing its state back, that workflow's. None if the case never applied it."""
+    workflow_id = rules.workflow_id(case_id)
+    while True:
+        try:
+            state = await client.get_workflow_handle(workflow_id).query(
+                "journey", result_type=JourneyState, rpc_timeout=UPDATE_TIMEOUT)
+        except WorkflowQueryFailedError:
+            return None
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise TemporalUnavailable("Temporal is unavailable") from None
+        if update_id in state.applied_updates:
+            return state.applied_updates[update_id]
+        child = rules.stage_workflow_id(state)
+        if workflow_id != rules.workflow_id(case_id) or child == workflow_id:
+            return None
+        workflow_id = child

@@ -30,6 +30,9 @@ with workflow.unsafe.imports_passed_through():
 # Longer than the database's lock wait (SQLite busy_timeout 30 s), so an attempt that times out has
 # given up on its transaction before a retry starts.
 PROJECTION_TIMEOUT = timedelta(seconds=60)
+# The projection heartbeats while it writes: an attempt whose worker died (SIGKILL, a lost machine)
+# is retried after this, not after PROJECTION_TIMEOUT. Its transaction died with the process.
+PROJECTION_HEARTBEAT = timedelta(seconds=5)
 PROJECTION_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30))
 
 
@@ -42,6 +45,10 @@ class ErrorType:
     FORBIDDEN = "Forbidden"
     VERSION_MISMATCH = "VersionMismatch"
     STAGE_MOVED = "StageMoved"
+    ALREADY_APPLIED = "AlreadyApplied"  # details[0]: the command's first result
+
+
+APPLIED_UPDATES_KEPT = 32  # update ids a case remembers (JourneyState.applied_updates)
 
 
 _ERROR_TYPES: dict[type[rules.JourneyRuleError], str] = {
@@ -81,10 +88,11 @@ class JourneyWorkflowBase:
             body = self._checked(lambda: rules.check_step(self.state, cmd))
             events = rules.apply_step(self.state, cmd, body, workflow.now(), self._new_id)
             await self.project(events + rules.evaluate_stall(self.state, workflow.now(), self._new_id))
-            return CommandResult(version=self.state.version, stage=self.state.stage)
+            return self._applied(CommandResult(version=self.state.version, stage=self.state.stage))
 
     @step.validator
     def validate_step(self, cmd: StepCommand) -> None:
+        self._not_applied_before()
         body = self._checked(lambda: rules.check_step(self.state, cmd))
         self._dry_run(lambda state: rules.apply_step(state, cmd, body, workflow.now(), _dry_id))
 
@@ -95,10 +103,11 @@ class JourneyWorkflowBase:
             body = self._checked(lambda: rules.check_task(self.state, cmd, workflow.now()))
             events, task_id = rules.apply_task(self.state, cmd, body, workflow.now(), self._new_id)
             await self.project(events + rules.evaluate_stall(self.state, workflow.now(), self._new_id))
-            return CommandResult(version=self.state.version, stage=self.state.stage, task_id=task_id)
+            return self._applied(CommandResult(version=self.state.version, stage=self.state.stage, task_id=task_id))
 
     @task.validator
     def validate_task(self, cmd: TaskCommand) -> None:
+        self._not_applied_before()
         body = self._checked(lambda: rules.check_task(self.state, cmd, workflow.now()))
         self._dry_run(lambda state: rules.apply_task(state, cmd, body, workflow.now(), _dry_id)[0])
 
@@ -109,10 +118,11 @@ class JourneyWorkflowBase:
             self._checked(lambda: rules.check_reassign_owner(self.state, cmd))
             events = rules.apply_reassign_owner(self.state, cmd, workflow.now(), self._new_id)
             await self.project(events + rules.evaluate_stall(self.state, workflow.now(), self._new_id))
-            return CommandResult(version=self.state.version, stage=self.state.stage)
+            return self._applied(CommandResult(version=self.state.version, stage=self.state.stage))
 
     @reassign_owner.validator
     def validate_reassign_owner(self, cmd: ReassignOwner) -> None:
+        self._not_applied_before()
         self._checked(lambda: rules.check_reassign_owner(self.state, cmd))
 
     @workflow.query(name="journey")
@@ -121,6 +131,25 @@ class JourneyWorkflowBase:
         return self.state
 
     # --- shared mechanics ----------------------------------------------------------------
+
+    def _not_applied_before(self) -> None:
+        """Refuse, before it reaches the history, a command the case already applied under this update
+        id in another of its workflows or runs; the refusal carries the first result."""
+        update = workflow.current_update_info()
+        if update is not None and update.id in self.state.applied_updates:
+            raise ApplicationError("the command was applied already",
+                                   self.state.applied_updates[update.id].model_dump(mode="json"),
+                                   type=ErrorType.ALREADY_APPLIED, non_retryable=True)
+
+    def _applied(self, result: CommandResult) -> CommandResult:
+        """Remember the command's result by its update id (the last ``APPLIED_UPDATES_KEPT``)."""
+        update = workflow.current_update_info()
+        if update is not None:
+            applied = self.state.applied_updates
+            applied[update.id] = result
+            while len(applied) > APPLIED_UPDATES_KEPT:
+                del applied[next(iter(applied))]
+        return result
 
     def _checked(self, check):  # type: ignore[no-untyped-def]
         if self.state.stage not in self.OWNED_STAGES:
@@ -155,6 +184,7 @@ class JourneyWorkflowBase:
             ReadModelActivities.project_case,
             rules.project(self.state, events),
             start_to_close_timeout=PROJECTION_TIMEOUT,
+            heartbeat_timeout=PROJECTION_HEARTBEAT,
             retry_policy=PROJECTION_RETRY,
         )
 

@@ -646,6 +646,10 @@ class JourneyState(Strict):
     closed_at: datetime | None = None
 
     tasks: dict[str, TaskState] = Field(default_factory=dict)
+    # The last commands applied, by Temporal update id, with what they returned: Temporal drops a
+    # repeated update id within one run only, and a client's retry of a command whose answer it lost
+    # may reach the next stage's workflow (or a new run). It gets the first answer, not a refusal.
+    applied_updates: dict[str, CommandResult] = Field(default_factory=dict)
 
 
 class OpenItem(Strict):
