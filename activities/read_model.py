@@ -65,6 +65,9 @@ class ReadModelActivities:
         this worker dies, the write is retried elsewhere at once, not after the attempt's timeout.
         """
         write = asyncio.ensure_future(asyncio.to_thread(write_projection, self._engine, projection, self._keyring))
+        # Cancelled (the worker stops, the workflow was terminated), the write still finishes in its
+        # thread: its outcome is retrieved here, so a failure is never logged with the driver's text.
+        write.add_done_callback(lambda done: done.cancelled() or done.exception())
         while not write.done():
             activity.heartbeat()
             await asyncio.wait({write}, timeout=HEARTBEAT_EVERY_SECONDS)

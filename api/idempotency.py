@@ -82,7 +82,11 @@ async def once(
         else:
             body = {"type": f"https://reintegration.example/problems/{problem.status}", "title": problem.title,
                     "status": problem.status, "detail": problem.detail, **problem.extra}
-            _store(engine, user.sub, key, problem.status, body)
+            try:
+                _store(engine, user.sub, key, problem.status, body)
+            except SQLAlchemyError:
+                _release_or_later(engine, user.sub, key)  # not left claimed for minutes
+                raise
         raise
     except BaseException:
         _release_or_later(engine, user.sub, key)

@@ -87,8 +87,10 @@ class JourneyWorkflowBase:
         async with self._lock:
             body = self._checked(lambda: rules.check_step(self.state, cmd))
             events = rules.apply_step(self.state, cmd, body, workflow.now(), self._new_id)
-            await self.project(events + rules.evaluate_stall(self.state, workflow.now(), self._new_id))
-            return self._applied(CommandResult(version=self.state.version, stage=self.state.stage))
+            events += rules.evaluate_stall(self.state, workflow.now(), self._new_id)
+            result = self._applied(CommandResult(version=self.state.version, stage=self.state.stage))
+            await self.project(events)
+            return result
 
     @step.validator
     def validate_step(self, cmd: StepCommand) -> None:
@@ -102,8 +104,10 @@ class JourneyWorkflowBase:
         async with self._lock:
             body = self._checked(lambda: rules.check_task(self.state, cmd, workflow.now()))
             events, task_id = rules.apply_task(self.state, cmd, body, workflow.now(), self._new_id)
-            await self.project(events + rules.evaluate_stall(self.state, workflow.now(), self._new_id))
-            return self._applied(CommandResult(version=self.state.version, stage=self.state.stage, task_id=task_id))
+            events += rules.evaluate_stall(self.state, workflow.now(), self._new_id)
+            result = self._applied(CommandResult(version=self.state.version, stage=self.state.stage, task_id=task_id))
+            await self.project(events)
+            return result
 
     @task.validator
     def validate_task(self, cmd: TaskCommand) -> None:
@@ -117,8 +121,10 @@ class JourneyWorkflowBase:
         async with self._lock:
             self._checked(lambda: rules.check_reassign_owner(self.state, cmd))
             events = rules.apply_reassign_owner(self.state, cmd, workflow.now(), self._new_id)
-            await self.project(events + rules.evaluate_stall(self.state, workflow.now(), self._new_id))
-            return self._applied(CommandResult(version=self.state.version, stage=self.state.stage))
+            events += rules.evaluate_stall(self.state, workflow.now(), self._new_id)
+            result = self._applied(CommandResult(version=self.state.version, stage=self.state.stage))
+            await self.project(events)
+            return result
 
     @reassign_owner.validator
     def validate_reassign_owner(self, cmd: ReassignOwner) -> None:
@@ -142,7 +148,9 @@ class JourneyWorkflowBase:
                                    type=ErrorType.ALREADY_APPLIED, non_retryable=True)
 
     def _applied(self, result: CommandResult) -> CommandResult:
-        """Remember the command's result by its update id (the last ``APPLIED_UPDATES_KEPT``)."""
+        """Remember the command's result by its update id (the last ``APPLIED_UPDATES_KEPT``), before
+        it is projected: once the read model shows the change (a closed case, say), a retry asking
+        this workflow for the answer must find it."""
         update = workflow.current_update_info()
         if update is not None:
             applied = self.state.applied_updates
