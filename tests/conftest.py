@@ -54,6 +54,23 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
+@asynccontextmanager
+async def served(app: Any, **config: Any) -> AsyncIterator[str]:
+    """An ASGI app served over HTTP by uvicorn on a free port, until the block ends; yields its URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **{"log_level": "warning", **config}))
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            serving.result()  # it failed to start: say why
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await serving
+
+
 @dataclass
 class Stack:
     """One running system: settings, database, worker (stoppable) and the API over HTTP."""
@@ -131,28 +148,20 @@ async def running_stack(backend: str, env: WorkflowEnvironment, data_dir: Path, 
     # The worker's and the tests' client encrypts payloads, as in service.
     client = Client(env.client.service_client, namespace=settings.temporal_namespace,
                     data_converter=data_converter(keyring))
-    app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    server_task = asyncio.create_task(server.serve())
-    while not server.started:
-        if server_task.done():
-            server_task.result()
-        await asyncio.sleep(0.05)
-    base_url = f"http://127.0.0.1:{port}"
-    http = httpx.AsyncClient(base_url=base_url, timeout=120)
-    stack = Stack(backend=backend, settings=settings, client=client, engine=engine, http=http,
-                  base_url=base_url, keyring=keyring)
-    await stack.start_worker()
     try:
-        yield stack
+        async with served(create_app(settings), lifespan="on") as base_url:
+            http = httpx.AsyncClient(base_url=base_url, timeout=120)
+            stack = Stack(backend=backend, settings=settings, client=client, engine=engine, http=http,
+                          base_url=base_url, keyring=keyring)
+            await stack.start_worker()
+            try:
+                yield stack
+            finally:
+                if stack.worker is not None:
+                    await stack.stop_worker()
+                await http.aclose()
+                await stack.worker_http.aclose()
     finally:
-        if stack.worker is not None:
-            await stack.stop_worker()
-        await http.aclose()
-        await stack.worker_http.aclose()
-        server.should_exit = True
-        await server_task
         engine.dispose()
         keyring.dispose()
         if pg_name:

@@ -8,10 +8,9 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import uvicorn
 
 from reintegration.partner_sim import SimulatorConfig, SimulatorStats, create_simulator
-from tests.conftest import free_port
+from tests.conftest import served
 
 SIMULATORS: dict[str, SimulatorConfig] = {}  # agency -> its live configuration, for benchmarks to change
 SECRET = "webhook-secret-for-the-tests-0123456789"
@@ -27,24 +26,18 @@ async def simulator(stack, *, services: list[str], country: str = "ES", secret: 
                              **options)
     app, stats = create_simulator(config)
     SIMULATORS[agency] = config
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    r = await stack.http.post("/v1/agencies", headers=stack.auth("admin", "admin-1"), json={
-        "agency_id": agency, "name": "Simulated agency", "org_type": "NGO", "country": country,
-        "services": services, "webhook_url": f"http://127.0.0.1:{port}/webhook/{agency}",
-        "webhook_secret": registered_secret or secret})
-    assert r.status_code == 201, r.text
-    try:
-        yield agency, stats
-    finally:
-        # Unhook the agency so that no delivery keeps retrying against a stopped simulator.
-        await stack.http.patch(f"/v1/agencies/{agency}", json={"webhook_url": None},
-                               headers=stack.auth("admin", "admin-1"))
-        server.should_exit = True
-        await serving
+    async with served(app) as url:
+        r = await stack.http.post("/v1/agencies", headers=stack.auth("admin", "admin-1"), json={
+            "agency_id": agency, "name": "Simulated agency", "org_type": "NGO", "country": country,
+            "services": services, "webhook_url": f"{url}/webhook/{agency}",
+            "webhook_secret": registered_secret or secret})
+        assert r.status_code == 201, r.text
+        try:
+            yield agency, stats
+        finally:
+            # Unhook the agency so that no delivery keeps retrying against a stopped simulator.
+            await stack.http.patch(f"/v1/agencies/{agency}", json={"webhook_url": None},
+                                   headers=stack.auth("admin", "admin-1"))
 
 
 async def until(condition, timeout: float = 30.0, what: str = "condition"):

@@ -310,14 +310,12 @@ async def test_the_codec_endpoints_serve_the_web_ui_only_with_a_supervisor(stack
 
 async def test_an_unexpected_error_answers_500_and_its_message_reaches_no_log(stack):
     """An exception's message can quote a value; it is answered as a problem and logged by type."""
-    import asyncio
     import logging
 
     import httpx
-    import uvicorn
 
     from api.main import create_app
-    from tests.conftest import free_port
+    from tests.conftest import served
 
     marker = markers()["first"]
     app = create_app(stack.settings)
@@ -328,21 +326,15 @@ async def test_an_unexpected_error_answers_500_and_its_message_reaches_no_log(st
 
     # Served for real, with the server's own loggers reaching the root logger (as in a deployment
     # that collects them): the server logs whatever escapes the application, traceback and all.
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
     uvicorn_logger = logging.getLogger("uvicorn")
     propagate, uvicorn_logger.propagate = uvicorn_logger.propagate, True  # earlier servers configured it
     try:
-        with tap() as logs:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-                r = await http.get("/v1/boom")
+        async with served(app, log_config=None, lifespan="on") as url:
+            with tap() as logs:
+                async with httpx.AsyncClient(base_url=url) as http:
+                    r = await http.get("/v1/boom")
     finally:
         uvicorn_logger.propagate = propagate
-        server.should_exit = True
-        await serving
     assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
     assert marker not in r.text
     assert "RuntimeError" in logs.getvalue() and marker not in logs.getvalue()

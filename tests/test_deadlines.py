@@ -15,7 +15,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlmodel import Session, select
@@ -23,7 +22,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from reintegration.db import NotificationRecord
-from tests.conftest import free_port, running_stack
+from tests.conftest import running_stack, served
 from tests.journey import Journey, day
 from workflows.rules import add_months
 
@@ -59,20 +58,14 @@ async def skipping():
         test_server_existing_path=str(Path(sys.executable).parent / "temporal-test-server"),
     )
     supervisors = Supervisors(fail_first=2)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(supervisors.app, host="127.0.0.1", port=port, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
     import tempfile
 
-    with tempfile.TemporaryDirectory() as data:
-        async with running_stack("sqlite", env, Path(data), temporal_namespace="default",
-                                 supervision_webhook_url=f"http://127.0.0.1:{port}/notify",
-                                 supervision_webhook_secret=WEBHOOK_SECRET) as stack:
-            yield env, stack, supervisors
-    server.should_exit = True
-    await serving
+    async with served(supervisors.app) as url:
+        with tempfile.TemporaryDirectory() as data:
+            async with running_stack("sqlite", env, Path(data), temporal_namespace="default",
+                                     supervision_webhook_url=f"{url}/notify",
+                                     supervision_webhook_secret=WEBHOOK_SECRET) as stack:
+                yield env, stack, supervisors
     await env.shutdown()
 
 

@@ -86,11 +86,7 @@ class JourneyWorkflowBase:
         """Record a caseworker's or supervisor's step."""
         async with self._lock:
             body = self._checked(lambda: rules.check_step(self.state, cmd))
-            events = rules.apply_step(self.state, cmd, body, workflow.now(), self._new_id)
-            events += rules.evaluate_stall(self.state, workflow.now(), self._new_id)
-            result = self._applied(CommandResult(version=self.state.version, stage=self.state.stage))
-            await self.project(events)
-            return result
+            return await self._record(rules.apply_step(self.state, cmd, body, workflow.now(), self._new_id))
 
     @step.validator
     def validate_step(self, cmd: StepCommand) -> None:
@@ -104,10 +100,7 @@ class JourneyWorkflowBase:
         async with self._lock:
             body = self._checked(lambda: rules.check_task(self.state, cmd, workflow.now()))
             events, task_id = rules.apply_task(self.state, cmd, body, workflow.now(), self._new_id)
-            events += rules.evaluate_stall(self.state, workflow.now(), self._new_id)
-            result = self._applied(CommandResult(version=self.state.version, stage=self.state.stage, task_id=task_id))
-            await self.project(events)
-            return result
+            return await self._record(events, task_id=task_id)
 
     @task.validator
     def validate_task(self, cmd: TaskCommand) -> None:
@@ -120,11 +113,7 @@ class JourneyWorkflowBase:
         """A supervisor gives the case to another caseworker."""
         async with self._lock:
             self._checked(lambda: rules.check_reassign_owner(self.state, cmd))
-            events = rules.apply_reassign_owner(self.state, cmd, workflow.now(), self._new_id)
-            events += rules.evaluate_stall(self.state, workflow.now(), self._new_id)
-            result = self._applied(CommandResult(version=self.state.version, stage=self.state.stage))
-            await self.project(events)
-            return result
+            return await self._record(rules.apply_reassign_owner(self.state, cmd, workflow.now(), self._new_id))
 
     @reassign_owner.validator
     def validate_reassign_owner(self, cmd: ReassignOwner) -> None:
@@ -146,6 +135,14 @@ class JourneyWorkflowBase:
             raise ApplicationError("the command was applied already",
                                    self.state.applied_updates[update.id].model_dump(mode="json"),
                                    type=ErrorType.ALREADY_APPLIED, non_retryable=True)
+
+    async def _record(self, events: list[TimelineEvent], *, task_id: str | None = None) -> CommandResult:
+        """After a command changed the state: bring the stall up to date, remember the result, then
+        project (see ``_applied``); the command's answer."""
+        events = events + rules.evaluate_stall(self.state, workflow.now(), self._new_id)
+        result = self._applied(CommandResult(version=self.state.version, stage=self.state.stage, task_id=task_id))
+        await self.project(events)
+        return result
 
     def _applied(self, result: CommandResult) -> CommandResult:
         """Remember the command's result by its update id (the last ``APPLIED_UPDATES_KEPT``), before

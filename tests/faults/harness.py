@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from sqlalchemy import func
 from sqlmodel import Session, select
 from temporalio.client import Client
@@ -44,7 +43,7 @@ from reintegration.crypto import keyring_from_settings
 from reintegration.db import CaseRecord, DeliveryRecord, TimelineRecord, create_tables, make_engine
 from reintegration.settings import Settings
 from reintegration.temporal import connect
-from tests.conftest import NAMESPACE, Stack, free_port
+from tests.conftest import NAMESPACE, Stack, served
 from tests.delivery_helpers import SIMULATORS, simulator
 from tests.faults.processes import Workers
 from tests.journey import case_body, day
@@ -88,7 +87,6 @@ class FaultStack:
     stack: Stack
     workers: Workers
     partners: dict[str, Partner]  # by country
-    server: uvicorn.Server
 
     @property
     def settings(self) -> Settings:
@@ -116,22 +114,16 @@ async def fault_stack(name: str, data_dir: Path, *, temporal_address: str, datab
     create_tables(engine)
     keyring = keyring_from_settings(settings)
     client = await connect(settings, keyring=keyring)
-    app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="on"))
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        if serving.done():
-            serving.result()
-        await asyncio.sleep(0.05)
-    base_url = f"http://127.0.0.1:{port}"
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-    http = httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits)
-    stack = Stack(backend=name, settings=settings, client=client, engine=engine, http=http, base_url=base_url,
-                  keyring=keyring)
     procs = Workers(settings)
+    stack: Stack | None = None
     try:
         async with AsyncExitStack() as exits:
+            base_url = await exits.enter_async_context(served(create_app(settings), log_level="critical",
+                                                              lifespan="on"))
+            limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+            http = httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits)
+            stack = Stack(backend=name, settings=settings, client=client, engine=engine, http=http,
+                          base_url=base_url, keyring=keyring)
             partners = {}
             for country, services in (("ES", ["legal-assistance", "medical", "travel-documents"]),
                                       ("RO", ["origin-assessment", "reception"])):
@@ -140,14 +132,13 @@ async def fault_stack(name: str, data_dir: Path, *, temporal_address: str, datab
                 partners[country] = Partner(agency, country, stats)
             for _ in range(workers):
                 procs.start()
-            yield FaultStack(stack=stack, workers=procs, partners=partners, server=server)
+            yield FaultStack(stack=stack, workers=procs, partners=partners)
             procs.stop_all()  # before the simulators stop: no delivery in flight against them
     finally:
         procs.stop_all()
-        await http.aclose()
-        await stack.worker_http.aclose()
-        server.should_exit = True
-        await serving
+        if stack is not None:
+            await stack.http.aclose()
+            await stack.worker_http.aclose()
         engine.dispose()
         keyring.dispose()
 
