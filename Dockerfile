@@ -21,4 +21,7 @@ RUN pip install . \
 
 USER app
 EXPOSE 8000
-CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000"]
+ENV REINTEGRATION_API_HOST=0.0.0.0 REINTEGRATION_ENVIRONMENT=production
+# `reintegration api`: uvicorn as the settings say (no access log of its own, forwarded headers from
+# REINTEGRATION_TRUSTED_PROXIES only); production unless REINTEGRATION_ENVIRONMENT says otherwise.
+CMD ["reintegration", "api"]

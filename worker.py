@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 
 import httpx
@@ -17,8 +18,9 @@ from reintegration.db import create_tables, make_engine
 from reintegration.logs import configure_logging
 from reintegration.settings import Settings, get_settings
 from reintegration.temporal import connect
+from reintegration.webhooks import delivery_client
 from workflows.case import CaseWorkflow
-from workflows.delivery import SupervisorNotificationWorkflow, TaskDeliveryWorkflow
+from workflows.delivery import SupervisorNotificationWorkflow, TaskDeliveryWorkflow, WebhookVerificationWorkflow
 from workflows.stages import ALL_WORKFLOWS
 
 log = structlog.get_logger("worker")
@@ -48,19 +50,22 @@ def build_worker(client, settings: Settings, engine, http: httpx.AsyncClient,  #
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
-        workflows=[CaseWorkflow, *ALL_WORKFLOWS, TaskDeliveryWorkflow, SupervisorNotificationWorkflow],
-        activities=[read_model.project_case, delivery.deliver, delivery.report_rejected, notifications.notify],
+        workflows=[CaseWorkflow, *ALL_WORKFLOWS, TaskDeliveryWorkflow, SupervisorNotificationWorkflow,
+                   WebhookVerificationWorkflow],
+        activities=[read_model.project_case, read_model.check_agencies, delivery.deliver, delivery.report_rejected,
+                    delivery.notify_previous_webhook, delivery.send_webhook_verification, notifications.notify],
     )
 
 
 async def main() -> None:
+    os.umask(0o077)  # what the worker creates (a SQLite database, say) is its owner's only
     settings = get_settings()
     configure_logging()
     engine = make_engine(settings)
     create_tables(engine)
     keyring = keyring_from_settings(settings)
     client = await connect(settings, keyring=keyring)
-    http = httpx.AsyncClient(follow_redirects=False)
+    http = delivery_client(settings)  # the address guard outside development
     worker = build_worker(client, settings, engine, http, keyring)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

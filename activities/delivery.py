@@ -15,8 +15,6 @@ each one puts the data on the wire, and one the agency timed out on may still ha
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import time
 from datetime import datetime, timezone
@@ -32,12 +30,21 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from reintegration import audit, commands
-from reintegration.agencies import webhook_secret_purpose
+from reintegration.agencies import webhook_challenge_purpose, webhook_secret_purpose
+from reintegration.webhooks import UnsafeAddress, host_of, sign
 from reintegration.crypto import Keyring
 from reintegration.db import AgencyRecord, DeliveryRecord, TaskRecord
 from activities.read_model import assignment_delivery_id
 from reintegration.partner_view import partner_task
-from workflows.model import Actor, DeliveryOutcome, DeliveryRequest, Role, TaskAction, TaskCommand
+from workflows.model import (
+    Actor,
+    DeliveryOutcome,
+    DeliveryRequest,
+    Role,
+    TaskAction,
+    TaskCommand,
+    WebhookVerificationRequest,
+)
 
 log = structlog.get_logger("delivery")
 
@@ -53,9 +60,7 @@ class _Recipient:
         self.sub, self.role, self.agency = SYSTEM.sub, SYSTEM.role, agency_id
 
 
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """The signature an agency recomputes to know a message is ours and unchanged."""
-    return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+__all__ = ["DELIVERY_REJECTED", "DeliveryActivities", "sign"]
 
 
 class DeliveryActivities:
@@ -80,16 +85,13 @@ class DeliveryActivities:
                 audit.record, self._engine, keyring=self._keyring, actor=_Recipient(request.agency_id),
                 action="task.deliver-person", request_id=request.delivery_id, case_id=case_id, task_id=request.task_id,
                 detail={"delivery_id": request.delivery_id, "fields": person_fields, "attempt": attempt})
-        timestamp = str(int(time.time()))
-        headers = {
-            "Content-Type": "application/json",
-            "Idempotency-Key": request.delivery_id,
-            "X-Reintegration-Event": request.event,
-            "X-Reintegration-Timestamp": timestamp,
-            "X-Reintegration-Signature": sign(secret, timestamp, body),
-        }
         try:
-            response = await self._http.post(url, content=body, headers=headers, timeout=request.timeout_seconds)
+            response = await self._post(url, secret, body, key=request.delivery_id, event=request.event,
+                                        timeout=request.timeout_seconds)
+        except UnsafeAddress as exc:
+            self._mark(request.delivery_id, "pending", attempts=attempt, error="unsafe address")
+            log.warning("delivery refused: unsafe webhook address", delivery_id=request.delivery_id)
+            raise ApplicationError(str(exc), type=DELIVERY_REJECTED, non_retryable=True) from None
         except httpx.HTTPError as exc:
             self._mark(request.delivery_id, "pending", attempts=attempt, error=type(exc).__name__)
             log.info("delivery not answered", delivery_id=request.delivery_id, attempt=attempt,
@@ -106,6 +108,75 @@ class DeliveryActivities:
                                    non_retryable=True)
         log.info("delivery refused for now", delivery_id=request.delivery_id, attempt=attempt, status=status)
         raise ApplicationError(f"the agency answered HTTP {status}")
+
+    async def _post(self, url: str, secret: str, body: bytes, *, key: str, event: str,
+                    timeout: float) -> httpx.Response:
+        """One signed POST to an agency's address (through the address guard where it applies)."""
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": key,
+            "X-Reintegration-Event": event,
+            "X-Reintegration-Timestamp": timestamp,
+            "X-Reintegration-Signature": sign(secret, timestamp, body),
+        }
+        return await self._http.post(url, content=body, headers=headers, timeout=timeout)
+
+    async def _webhook_message(self, url: str, secret: str, message: dict[str, Any], *, key: str,
+                               timeout: float) -> str:
+        """Send a message about the webhook itself; "delivered", or raise (retried, or final on a 4xx)."""
+        body = json.dumps({**message, "delivery_id": key, "sent_at": datetime.now(timezone.utc).isoformat()},
+                          separators=(",", ":"), sort_keys=True).encode()
+        try:
+            response = await self._post(url, secret, body, key=key, event=message["event"], timeout=timeout)
+        except UnsafeAddress as exc:
+            raise ApplicationError(str(exc), type=DELIVERY_REJECTED, non_retryable=True) from None
+        except httpx.HTTPError as exc:
+            raise ApplicationError(f"the address did not answer: {type(exc).__name__}") from None
+        if 200 <= response.status_code < 300:
+            return "delivered"
+        if 400 <= response.status_code < 500 and response.status_code not in RETRYABLE_4XX:
+            raise ApplicationError(f"the address refused it (HTTP {response.status_code})", type=DELIVERY_REJECTED,
+                                   non_retryable=True)
+        raise ApplicationError(f"the address answered HTTP {response.status_code}")
+
+    @activity.defn(name="notify_previous_webhook")
+    async def notify_previous_webhook(self, request: WebhookVerificationRequest) -> str:
+        """Tell the agency's confirmed address, signed with its secret, that another is being set:
+        if an intruder redirects the agency's tasks, the agency hears of it where it listens."""
+        with Session(self._engine) as session:
+            agency = session.get(AgencyRecord, request.agency_id)
+            if (agency is None or agency.webhook_verification_id != request.verification_id or not agency.webhook_url
+                    or not agency.webhook_secret or not agency.pending_webhook_url):
+                return "skipped"
+            url, new_host = agency.webhook_url, host_of(agency.pending_webhook_url)
+            secret = self._keyring.open_system(agency.webhook_secret, purpose=webhook_secret_purpose(agency.agency_id))
+        message = {"event": "webhook.changing", "agency_id": request.agency_id, "new_host": new_host}
+        outcome = await self._webhook_message(url, secret, message, key=f"{request.verification_id}.notice",
+                                              timeout=request.timeout_seconds)
+        log.info("previous webhook told of the change", agency_id=request.agency_id)
+        return outcome
+
+    @activity.defn(name="send_webhook_verification")
+    async def send_webhook_verification(self, request: WebhookVerificationRequest) -> str:
+        """The signed challenge to the new address; skipped once confirmed, replaced or removed."""
+        with Session(self._engine) as session:
+            agency = session.get(AgencyRecord, request.agency_id)
+            if (agency is None or agency.webhook_verification_id != request.verification_id
+                    or not agency.pending_webhook_url or not agency.pending_webhook_secret
+                    or not agency.webhook_challenge):
+                return "skipped"
+            url = agency.pending_webhook_url
+            secret = self._keyring.open_system(agency.pending_webhook_secret,
+                                               purpose=webhook_secret_purpose(agency.agency_id))
+            challenge = self._keyring.open_system(agency.webhook_challenge,
+                                                  purpose=webhook_challenge_purpose(agency.agency_id))
+        message = {"event": "webhook.verification", "agency_id": request.agency_id, "challenge": challenge,
+                   "confirm": f"POST /v1/agencies/{request.agency_id}/webhook/confirm"}
+        outcome = await self._webhook_message(url, secret, message, key=request.verification_id,
+                                              timeout=request.timeout_seconds)
+        log.info("webhook verification sent", agency_id=request.agency_id)
+        return outcome
 
     @activity.defn(name="report_delivery_rejected")
     async def report_rejected(self, request: DeliveryRequest) -> None:

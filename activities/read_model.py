@@ -14,11 +14,13 @@ import structlog
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
+from reintegration import agencies
 from reintegration.crypto import FREE_TEXT_KEYS, Keyring
 from reintegration.db import (
     AgencyRecord,
@@ -30,7 +32,7 @@ from reintegration.db import (
     TimelineRecord,
     aware,
 )
-from workflows.model import DeliveryRequest, JourneyState, Projection, TaskState
+from workflows.model import AgencyNeeds, DeliveryRequest, JourneyState, Projection, TaskState
 
 log = structlog.get_logger("activities")
 
@@ -56,6 +58,21 @@ class ReadModelActivities:
                  delivery: dict[str, float] | None = None) -> None:
         self._engine, self._keyring, self._client, self._task_queue = engine, keyring, client, task_queue
         self._delivery = delivery or {}
+
+    @activity.defn(name="check_agencies")
+    async def check_agencies(self, request: AgencyNeeds) -> str:
+        """Why the first of these agencies cannot take its task ("" if each can): the registry's word,
+        asked by the workflow itself, so no command can give a task to an agency the API would refuse."""
+        def check() -> str:
+            with Session(self._engine) as session:
+                for need in request.needs:
+                    refused = agencies.refusal(session, service=need.service.value, agency_id=need.agency_id,
+                                               country=need.country)
+                    if refused:
+                        return refused
+            return ""
+
+        return await asyncio.to_thread(check)
 
     @activity.defn(name="project_case")
     async def project_case(self, projection: Projection) -> None:

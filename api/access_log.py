@@ -1,8 +1,10 @@
 """Request ids, the ids a request concerns in every log line, and one access line per request.
 
-``RequestContext`` takes a well-formed ``X-Request-ID`` or makes one, returns it on the response,
-keeps it in ``request.state.request_id`` (the audit trail records it) and binds it, with the method,
-to structlog's context. ``bind_route`` (an application dependency) adds the route's path template
+``RequestContext`` makes the request's id, returns it on the response (``X-Request-ID``), keeps it in
+``request.state.request_id`` (the audit trail records it) and binds it, with the method, to
+structlog's context. A client's own well-formed ``X-Request-ID`` is kept beside it
+(``client_request_id``), never instead: a client cannot choose the id the audit trail files its
+actions under, nor give two requests one id. ``bind_route`` (an application dependency) adds the route's path template
 and the case, workflow and task ids of the path. Neither a query string nor a body is ever logged:
 both can hold personal data.
 """
@@ -60,8 +62,10 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None)
-        request_id = given if given is not None and REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        client_request_id = given if given is not None and REQUEST_ID.fullmatch(given) else None
+        request_id = uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"], state["client_request_id"] = request_id, client_request_id
         status = 500  # unless a response starts
         started = time.perf_counter()
         responded = False
@@ -78,6 +82,8 @@ class RequestContext:
         outer = structlog.contextvars.get_contextvars()
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id, method=scope["method"])
+        if client_request_id:
+            structlog.contextvars.bind_contextvars(client_request_id=client_request_id)
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:

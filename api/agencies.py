@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import hmac
+import secrets
+import uuid
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, Field, HttpUrl, SecretStr, model_validator
 from sqlmodel import select
+from temporalio.service import RPCError
 
 from api.audit import AuditorDep
-from api.deps import IDENTIFIER, CurrentUser, SessionDep, SettingsDep, keyring_of, require
-from reintegration.agencies import webhook_secret_purpose
-from api.errors import Conflict, NotFound, Unprocessable, responses
+from api.deps import IDENTIFIER, ClientDep, CurrentUser, SessionDep, SettingsDep, keyring_of, release_connection, require
+from reintegration.agencies import webhook_challenge_purpose, webhook_secret_purpose
+from api.errors import Conflict, Forbidden, NotFound, Unavailable, Unprocessable, responses
+from reintegration import webhooks
 from reintegration.db import AgencyRecord, aware
-from workflows.model import CountryCode, Role, Service, Strict
+from workflows.delivery import WebhookVerificationWorkflow
+from workflows.model import CountryCode, Role, Service, Strict, WebhookVerificationRequest
 
 router = APIRouter(prefix="/v1/agencies", tags=["agencies"])
 
@@ -74,25 +80,75 @@ class AgencyPublic(BaseModel):
     country: str
     services: list[str]
     active: bool
-    webhook_configured: bool
+    webhook_configured: bool = Field(description="A confirmed webhook address receives the agency's tasks")
     webhook_url: str | None = Field(default=None, description="Shown to admins only")
+    webhook_pending: bool = Field(default=False, description="A new address waits for the agency's confirmation")
+    pending_webhook_url: str | None = Field(default=None, description="Shown to admins only")
+    webhook_confirmed_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
 
 
-def _require_tls(url: HttpUrl | None, settings: Any) -> None:
-    """Tasks carry the person's data: outside development they travel over TLS only."""
-    if url is not None and url.scheme != "https" and settings.environment != "development":
+class WebhookConfirmation(Strict):
+    challenge: str = Field(min_length=16, max_length=200, pattern=r"^[A-Za-z0-9_-]+$",
+                           description="The challenge of the signed `webhook.verification` request the new address got")
+
+
+async def _check_address(url: HttpUrl | None, settings: Any) -> None:
+    """Tasks carry the person's data: outside development they travel over TLS only, and never to a
+    loopback, private, link-local or metadata address (checked again at each delivery)."""
+    if url is None:
+        return
+    if url.scheme != "https" and settings.environment != "development":
         raise Unprocessable("a webhook address must use https")
+    if settings.webhook_guard_on:
+        try:
+            await webhooks.check_url(str(url), settings.webhook_private_networks)
+        except webhooks.UnsafeAddress as exc:
+            raise Unprocessable(str(exc)) from None
 
 
 def public(agency: AgencyRecord, role: Role) -> AgencyPublic:
+    admin = role == Role.admin
     return AgencyPublic(
         agency_id=agency.agency_id, name=agency.name, org_type=agency.org_type, country=agency.country,
         services=agency.services, active=agency.active, webhook_configured=agency.webhook_url is not None,
-        webhook_url=agency.webhook_url if role == Role.admin else None,
+        webhook_url=agency.webhook_url if admin else None,
+        webhook_pending=agency.pending_webhook_url is not None,
+        pending_webhook_url=agency.pending_webhook_url if admin else None,
+        webhook_confirmed_at=aware(agency.webhook_confirmed_at) if agency.webhook_confirmed_at else None,
         created_at=aware(agency.created_at), updated_at=aware(agency.updated_at),
     )
+
+
+def _request_confirmation(session: Any, agency: AgencyRecord, url: str, secret: str) -> WebhookVerificationRequest:
+    """Keep the new address and secret aside with a fresh challenge; what the verification workflow needs."""
+    keyring = keyring_of(session)
+    verification_id = uuid.uuid4().hex
+    agency.pending_webhook_url = url
+    agency.pending_webhook_secret = keyring.seal_system(secret, purpose=webhook_secret_purpose(agency.agency_id))
+    agency.webhook_challenge = keyring.seal_system(secrets.token_urlsafe(32),
+                                                   purpose=webhook_challenge_purpose(agency.agency_id))
+    agency.webhook_verification_id = verification_id
+    agency.webhook_requested_at = datetime.now(timezone.utc)
+    return WebhookVerificationRequest(agency_id=agency.agency_id, verification_id=verification_id)
+
+
+async def _send_verification(client: Any, session: Any, settings: Any, request: WebhookVerificationRequest) -> None:
+    request = request.model_copy(update={
+        "timeout_seconds": settings.delivery_timeout_seconds,
+        "retry_initial_seconds": settings.delivery_retry_initial_seconds,
+        "retry_max_seconds": settings.delivery_retry_max_seconds,
+        "expires_in_seconds": settings.webhook_verification_hours * 3600,
+    })
+    release_connection(session)
+    try:
+        await client.start_workflow(WebhookVerificationWorkflow.run, request,
+                                    id=f"agency-{request.agency_id}-webhook-{request.verification_id}",
+                                    task_queue=settings.temporal_task_queue)
+    except RPCError:
+        raise Unavailable("the new webhook address is saved but its verification could not be sent; "
+                          "set it again in a moment") from None
 
 
 @router.get("", response_model=list[AgencyPublic], summary="List partner agencies", responses=responses(401, 422))
@@ -120,61 +176,119 @@ def read_agency(agency_id: AgencyId, user: CurrentUser, session: SessionDep) -> 
 
 @router.post("", status_code=201, response_model=AgencyPublic, summary="Register a partner agency",
              responses=responses(401, 403, 409, 422))
-def create_agency(
+async def create_agency(
     body: AgencyCreate, user: Annotated[Any, require(Role.admin)], session: SessionDep, settings: SettingsDep,
-    auditor: AuditorDep,
+    auditor: AuditorDep, client: ClientDep,
 ) -> AgencyPublic:
-    _require_tls(body.webhook_url, settings)
+    """A webhook address given here receives the agency's tasks once a partner of the agency confirms
+    it (see `POST /v1/agencies/{agency_id}/webhook/confirm`)."""
+    await _check_address(body.webhook_url, settings)
     if session.get(AgencyRecord, body.agency_id) is not None:
         raise Conflict("an agency with this id exists; change it with PATCH")
     now = datetime.now(timezone.utc)
     agency = AgencyRecord(
         agency_id=body.agency_id, name=body.name, org_type=body.org_type, country=body.country,
-        services=[s.value for s in body.services], active=body.active,
-        webhook_url=str(body.webhook_url) if body.webhook_url else None,
-        webhook_secret=keyring_of(session).seal_system(
-            body.webhook_secret.get_secret_value(), purpose=webhook_secret_purpose(body.agency_id))
-        if body.webhook_secret else None,
-        created_at=now, updated_at=now,
+        services=[s.value for s in body.services], active=body.active, created_at=now, updated_at=now,
     )
+    verification = None
+    if body.webhook_url is not None and body.webhook_secret is not None:
+        verification = _request_confirmation(session, agency, str(body.webhook_url),
+                                             body.webhook_secret.get_secret_value())
     session.add(agency)
     session.commit()
     session.refresh(agency)
-    auditor.record("agency.create", status=201, detail={"agency_id": agency.agency_id})
+    detail: dict[str, Any] = {"agency_id": agency.agency_id}
+    if verification:
+        detail["pending_webhook_host"] = webhooks.host_of(agency.pending_webhook_url or "")
+    auditor.record("agency.create", status=201, detail=detail)
+    if verification:
+        await _send_verification(client, session, settings, verification)
+        session.refresh(agency)
     return public(agency, user.role)
 
 
 @router.patch("/{agency_id}", response_model=AgencyPublic, summary="Change a partner agency",
               responses=responses(401, 403, 404, 422))
-def update_agency(
+async def update_agency(
     agency_id: AgencyId,
     body: Annotated[AgencyUpdate, Body(openapi_examples={"services": {"value": {"services": ["shelter", "housing"]}}})],
     user: Annotated[Any, require(Role.admin)],
     session: SessionDep,
     settings: SettingsDep,
     auditor: AuditorDep,
+    client: ClientDep,
 ) -> AgencyPublic:
-    _require_tls(body.webhook_url, settings)
+    """Only the fields sent change. A new webhook address or secret is not used until a partner of the
+    agency confirms it; the confirmed address keeps receiving the tasks meanwhile and is told of the
+    change. `webhook_url: null` stops deliveries at once."""
+    await _check_address(body.webhook_url, settings)
     agency = session.get(AgencyRecord, agency_id)
     if agency is None:
         raise NotFound("no such agency")
     changes = body.model_dump(exclude_unset=True)
-    if "webhook_url" in changes and changes["webhook_url"] is None:
-        changes["webhook_secret"] = None
+    webhook = {k: changes.pop(k) for k in ("webhook_url", "webhook_secret") if k in changes}
     for field, value in changes.items():
-        if field == "webhook_secret" and value is not None:
-            value = keyring_of(session).seal_system(
-                body.webhook_secret.get_secret_value(), purpose=webhook_secret_purpose(agency_id))  # type: ignore[union-attr]
-        elif field == "webhook_url" and value is not None:
-            value = str(value)
-        elif field == "services":
+        if field == "services":
             value = [s.value if isinstance(s, Service) else s for s in value]
         setattr(agency, field, value)
-    if agency.webhook_url and not agency.webhook_secret:
-        raise Unprocessable("a webhook address needs its shared secret (webhook_secret)")
+    verification = None
+    detail: dict[str, Any] = {"agency_id": agency_id, "fields": sorted([*changes, *webhook])}
+    if "webhook_url" in webhook and webhook["webhook_url"] is None:
+        # Removing is safe at once: nothing goes anywhere.
+        agency.webhook_url = agency.webhook_secret = None
+        agency.pending_webhook_url = agency.pending_webhook_secret = agency.webhook_challenge = None
+        agency.webhook_verification_id = agency.webhook_requested_at = None
+    elif webhook:
+        url = str(body.webhook_url) if body.webhook_url is not None else agency.pending_webhook_url or agency.webhook_url
+        if url is None:
+            raise Unprocessable("a webhook secret needs its webhook address (webhook_url)")
+        if body.webhook_secret is None:
+            raise Unprocessable("a webhook address needs its shared secret (webhook_secret)")
+        verification = _request_confirmation(session, agency, url, body.webhook_secret.get_secret_value())
+        detail["pending_webhook_host"] = webhooks.host_of(url)
+        if agency.webhook_url:
+            detail["webhook_host"] = webhooks.host_of(agency.webhook_url)
     agency.updated_at = datetime.now(timezone.utc)
     session.add(agency)
     session.commit()
     session.refresh(agency)
-    auditor.record("agency.update", detail={"agency_id": agency_id, "fields": sorted(changes)})
+    auditor.record("agency.update", detail=detail)
+    if verification:
+        await _send_verification(client, session, settings, verification)
+        session.refresh(agency)
+    return public(agency, user.role)
+
+
+@router.post("/{agency_id}/webhook/confirm", response_model=AgencyPublic,
+             summary="Confirm a new webhook address (the agency's partner)",
+             description="Gives back the challenge of the signed `webhook.verification` request that the new "
+                         "address received; from then on the agency's tasks go there.",
+             responses=responses(401, 403, 404, 409, 422))
+def confirm_webhook(
+    agency_id: AgencyId, body: WebhookConfirmation, user: Annotated[Any, require(Role.partner)],
+    session: SessionDep, settings: SettingsDep, auditor: AuditorDep,
+) -> AgencyPublic:
+    if user.agency != agency_id:
+        raise Forbidden("a partner confirms its own agency's webhook only")
+    agency = session.get(AgencyRecord, agency_id)
+    if agency is None:
+        raise NotFound("no such agency")
+    if agency.pending_webhook_url is None or agency.webhook_challenge is None or agency.webhook_requested_at is None:
+        raise Conflict("no webhook address is waiting for confirmation")
+    if datetime.now(timezone.utc) - aware(agency.webhook_requested_at) > timedelta(hours=settings.webhook_verification_hours):
+        raise Conflict("the confirmation came too late; ask an admin to set the address again")
+    keyring = keyring_of(session)
+    expected = keyring.open_system(agency.webhook_challenge, purpose=webhook_challenge_purpose(agency_id))
+    if not hmac.compare_digest(expected.encode(), body.challenge.encode()):
+        auditor.record("agency.webhook-confirm", status=422, detail={"agency_id": agency_id, "matched": False})
+        raise Unprocessable("the challenge does not match the one sent to the new address")
+    host = webhooks.host_of(agency.pending_webhook_url)
+    agency.webhook_url, agency.webhook_secret = agency.pending_webhook_url, agency.pending_webhook_secret
+    agency.pending_webhook_url = agency.pending_webhook_secret = agency.webhook_challenge = None
+    agency.webhook_verification_id = agency.webhook_requested_at = None
+    agency.webhook_confirmed_at = agency.updated_at = datetime.now(timezone.utc)
+    session.add(agency)
+    session.commit()
+    session.refresh(agency)
+    auditor.record("agency.webhook-confirm", detail={"agency_id": agency_id, "webhook_host": host})
     return public(agency, user.role)

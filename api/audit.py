@@ -47,10 +47,11 @@ class Auditor:
     the handler's own changes are committed (or when it made none).
     """
 
-    def __init__(self, *, session: Session, user: Claims, request_id: str) -> None:
+    def __init__(self, *, session: Session, user: Claims, request_id: str, client_request_id: str | None = None) -> None:
         self.session = session
         self.user = user
         self.request_id = request_id
+        self.client_request_id = client_request_id
 
     def record(self, action: str, *, case_id: str | None = None, task_id: str | None = None, status: int = 200,
                detail: dict[str, Any] | None = None) -> None:
@@ -60,6 +61,7 @@ class Auditor:
     def record_many(self, entries: list[audit.Entry]) -> None:
         if not entries:
             return
+        entries = with_client_request_id(entries, self.client_request_id)
         try:
             audit.append(self.session, actor=self.user, request_id=self.request_id, entries=entries)
             self.session.commit()
@@ -95,10 +97,22 @@ def replayed_body(result: Any) -> dict[str, Any] | None:
     return None
 
 
+def with_client_request_id(entries: list[audit.Entry], client_request_id: str | None) -> list[audit.Entry]:
+    """The client's own ``X-Request-ID``, kept beside the server's in each row's detail."""
+    if not client_request_id:
+        return entries
+    return [replace(e, detail={**e.detail, "client_request_id": client_request_id}) for e in entries]
+
+
+def request_ids(request: Request) -> tuple[str, str | None]:
+    """The server's id of the request (``RequestContext``; a fresh one without it) and the client's."""
+    return (str(getattr(request.state, "request_id", None) or uuid.uuid4().hex),
+            getattr(request.state, "client_request_id", None))
+
+
 def get_auditor(request: Request, session: SessionDep, user: CurrentUser) -> Auditor:
-    # The request-id middleware sets request.state.request_id; a fresh id keeps rows apart without it.
-    request_id = getattr(request.state, "request_id", None) or str(uuid.uuid4())
-    return Auditor(session=session, user=user, request_id=str(request_id))
+    request_id, client_request_id = request_ids(request)
+    return Auditor(session=session, user=user, request_id=request_id, client_request_id=client_request_id)
 
 
 AuditorDep = Annotated[Auditor, Depends(get_auditor)]

@@ -186,6 +186,11 @@ async def open_case(
     idempotency_key: IdempotencyKey = None,
 ) -> CasePublic:
     """Open a case: the person's data goes to the vault, the journey's workflow starts."""
+    _check_opening_scope(user, body)  # a repeat of the request is held to it as the first one is
+
+    def replay(stored: dict[str, Any]) -> dict[str, Any]:
+        case_in_scope(session, stored["case_id"], user)  # 404 once the case left the caller's countries
+        return stored
 
     async def run(case_id: str) -> CasePublic:
         bind_ids(case_id=case_id)
@@ -196,17 +201,23 @@ async def open_case(
     result = await idempotency.once(
         engine, keyring_of(session), user=user, key=idempotency_key, status_code=201,
         request_hash=idempotency.fingerprint("POST", "/v1/cases", body.model_dump(mode="json")),
-        run=run, headers=etag_header,
+        run=run, headers=etag_header, ttl=settings.idempotency_ttl,
+        replay=replay,
     )
     return auditor.replayed(result, Entry("case.open"))
+
+
+def _check_opening_scope(user: Any, body: CaseCreate) -> None:
+    country = body.identification.country
+    if not user.sees_country(country):
+        raise Unprocessable(f"you do not work in {country}")
 
 
 async def _open_case(
     case_id: str, body: CaseCreate, response: Response, user: Any, session: Session, client: Any, settings: Settings
 ) -> CasePublic:
+    _check_opening_scope(user, body)
     country = body.identification.country
-    if not user.sees_country(country):
-        raise Unprocessable(f"you do not work in {country}")
     existing = session.get(CaseRecord, case_id)
     if existing is not None:  # a claim abandoned by a crash after the case was opened
         response.headers["ETag"] = etag(existing)
@@ -293,8 +304,8 @@ def list_cases(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Page[CaseSummary]:
     query = select(CaseRecord)
-    if user.countries is not None:
-        query = query.where(CaseRecord.owner_country.in_(user.countries))
+    if user.country_scope is not None:
+        query = query.where(CaseRecord.owner_country.in_(user.country_scope))
     if stage:
         query = query.where(CaseRecord.stage == stage.value)
     if status == "stalled":

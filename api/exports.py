@@ -24,7 +24,7 @@ from sqlalchemy import func
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
-from api.audit import AuditorDep
+from api.audit import AuditorDep, with_client_request_id
 from api.cases import htcds_status
 from api.deps import EngineDep, SessionDep, keyring_of, require
 from api.errors import responses
@@ -213,7 +213,7 @@ def export_htcds(
 ) -> StreamingResponse:
     person = include == "person"
     if person:  # audited before the first record leaves; no row, no export
-        cases = session.exec(_scope(select(func.count()).select_from(CaseRecord), user.countries)).one()
+        cases = session.exec(_scope(select(func.count()).select_from(CaseRecord), user.country_scope)).one()
         auditor.record("export.htcds", detail={"cases": cases, "format": format_, "person": True,
                                                "countries": user.countries})
     info = dict(session.info)  # the API session's keyring, for the person vault and the audit trail
@@ -224,7 +224,8 @@ def export_htcds(
         entries = [audit.Entry("person.export", case_id=case_id, status=200,
                                detail={"format": format_, "found": found}) for case_id, found in read]
         try:
-            audit.append(own, actor=user, request_id=request_id, entries=entries)
+            audit.append(own, actor=user, request_id=request_id,
+                         entries=with_client_request_id(entries, auditor.client_request_id))
             own.commit()
         except SQLAlchemyError as exc:
             try:
@@ -236,7 +237,7 @@ def export_htcds(
 
     def stream() -> Iterator[str]:
         with Session(engine, info=info) as own:  # the request's session may close before the stream ends
-            rows = records(own, user.countries, person=person, before_batch=audit_batch if person else None)
+            rows = records(own, user.country_scope, person=person, before_batch=audit_batch if person else None)
             columns = CASE_FIELDS + (list(PERSON_FIELDS) if person else [])
             yield from (as_csv(rows, columns) if format_ == "csv" else as_jsonl(rows))
 

@@ -5,6 +5,11 @@ The first request with a key claims it (a row with no response yet), runs, and s
 A repeat waits for that response. A failure the client should retry (``5xx``) releases the key. A
 claim left behind by a crashed process is taken over after a while; the command it carried reaches
 the workflow under the same update id, which Temporal de-duplicates.
+
+A stored answer is not a second door: the caller's scope is checked before a repeat as before a
+first request, what could show personal data is not stored but read again under today's rules
+(``replay``), and stored answers expire (``Settings.idempotency_ttl_hours``, 24 hours): after that
+the key is new again, and ``purge_expired`` deletes them.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session
@@ -32,6 +37,7 @@ from reintegration.tokens import Claims
 
 ABANDONED_AFTER = timedelta(minutes=2)
 WAIT_FOR_FIRST = 60.0
+DEFAULT_TTL = timedelta(hours=24)
 
 
 def fingerprint(method: str, path: str, body: Any) -> str:
@@ -56,6 +62,8 @@ async def once(
     headers: Callable[[dict[str, Any]], dict[str, str]] = lambda _: {},
     case_id: str | None = None,
     session: Session | None = None,
+    ttl: timedelta = DEFAULT_TTL,
+    replay: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Any:
     """Run the request once per (caller, key) and give every repeat the first response.
 
@@ -63,15 +71,20 @@ async def once(
     taken over after a crash creates the same thing, not a second one. A stored response that shows
     a case (notes, reasons) is kept sealed with the case's key, and goes with the case's erasure.
     ``session``, the request's, holds no connection while this waits (``release_connection``).
+    ``replay``, when given, makes a repeat's successful body anew from the stored one under today's
+    access rules (it may raise a problem, e.g. 404 once the caller's scope no longer holds the case):
+    what it fills in is not stored at all.
     """
     if key is None:
         return await run(str(uuid.uuid4()))
     # The fingerprint hashes the body, notes and all: stored keyed, so it can't be used to test guesses.
     request_hash = keyring.keyed_hash(request_hash, purpose="idempotency")
     release_connection(session)
-    claim = await _claim_or_wait(engine, user.sub, key, request_hash)
+    claim = await _claim_or_wait(engine, user.sub, key, request_hash, ttl)
     if isinstance(claim, tuple):
         code, body = _open(keyring, *claim)
+        if code < 400 and replay is not None:
+            body = replay(body)
         media = PROBLEM_JSON if code >= 400 else "application/json"
         return JSONResponse(body, status_code=code, headers=headers(body) if code < 400 else {}, media_type=media)
     try:
@@ -115,13 +128,21 @@ def _open(keyring: Keyring, code: int, stored: Any) -> tuple[int, Any]:
     return code, json.loads(plain)
 
 
-async def _claim_or_wait(engine: Engine, sub: str, key: str, request_hash: str) -> str | tuple[int, Any]:
+async def _claim_or_wait(engine: Engine, sub: str, key: str, request_hash: str,
+                         ttl: timedelta = DEFAULT_TTL) -> str | tuple[int, Any]:
     """The resource id once this request holds the key; the stored response if an earlier one finished."""
     deadline = asyncio.get_running_loop().time() + WAIT_FOR_FIRST
     while True:
         now = datetime.now(timezone.utc)
         with Session(engine) as session:
             record = session.get(IdempotencyRecord, (sub, key))
+            if record is not None and record.status_code is not None and now - aware(record.created_at) > ttl:
+                # Expired: the key is new again (its answer is gone, whatever purge_expired has done yet).
+                session.execute(delete(IdempotencyRecord).where(
+                    IdempotencyRecord.sub == sub, IdempotencyRecord.key == key,
+                    IdempotencyRecord.created_at == record.created_at))
+                session.commit()
+                continue
             if record is None:
                 resource_id = str(uuid.uuid4())
                 session.add(IdempotencyRecord(sub=sub, key=key, request_hash=request_hash, resource_id=resource_id,
@@ -159,6 +180,16 @@ def _store(engine: Engine, sub: str, key: str, status_code: int, body: Any, *, c
             .values(status_code=status_code, response=body, case_id=case_id)
         )
         session.commit()
+
+
+def purge_expired(engine: Engine, ttl: timedelta = DEFAULT_TTL) -> int:
+    """Delete the stored answers older than ``ttl``; how many."""
+    cutoff = datetime.now(timezone.utc) - ttl
+    with Session(engine) as session:
+        gone = session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.status_code.is_not(None),
+                                                               IdempotencyRecord.created_at < cutoff))
+        session.commit()
+        return gone.rowcount or 0
 
 
 RELEASED = datetime(1970, 1, 1, tzinfo=timezone.utc)

@@ -23,8 +23,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.errors import PayloadTooLarge, TooManyRequests, problem, responses
 
 UNLIMITED_PATHS = frozenset({"/health", "/ready"})
-# Under these, every route authenticates with ``current_user``, which charges the caller itself.
+# Under these, every route authenticates with ``current_user``, which charges the caller itself;
+# except the development codec routes, whose token rides in the path: charged to the address always.
 AUTHENTICATED_PREFIXES = ("/v1/", "/codec/")
+PATH_TOKEN_PREFIX = "/codec/t/"
+
+
+def _charged_by_current_user(scope: Scope) -> bool:
+    path = scope["path"]
+    return path.startswith(AUTHENTICATED_PREFIXES) and not path.startswith(PATH_TOKEN_PREFIX) and _has_bearer(scope)
 
 
 class _BodyTooLarge(Exception):
@@ -136,7 +143,7 @@ class AnonymousRateLimit:
         # With a bearer token, current_user charges its subject (or, for a bad token, the address);
         # a request refused before that (a malformed body, an unknown path) is charged by
         # ``charge_unverified`` in the error handlers.
-        if not (scope["path"].startswith(AUTHENTICATED_PREFIXES) and _has_bearer(scope)):
+        if not _charged_by_current_user(scope):
             try:
                 self.limits.charge(client_key(scope))
             except TooManyRequests as exc:
@@ -150,10 +157,8 @@ def charge_unverified(request: Any) -> None:
     path is unknown) to its address's bucket of such requests, raising ``TooManyRequests`` when it
     is empty: a made-up token buys no unlimited requests, and verified callers at the same address
     are not held back by it."""
-    if getattr(request.state, "rate_charged", False) or not _has_bearer(request.scope):
-        return
-    if request.scope["path"] in UNLIMITED_PATHS or not request.scope["path"].startswith(AUTHENTICATED_PREFIXES):
-        return  # charged to the address on the way in
+    if getattr(request.state, "rate_charged", False) or not _charged_by_current_user(request.scope):
+        return  # charged already, or to the address on the way in
     request.state.rate_charged = True
     request.app.state.rate_limits.charge(f"unverified:{client_key(request.scope)}")
 

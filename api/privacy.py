@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
@@ -20,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.api.common.v1 import Payloads
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.audit import request_ids, with_client_request_id
 from api.cases import CaseId
 from api.deps import ClientDep, SessionDep, current_user, keyring_of, require
 from api.errors import Conflict, Forbidden, NotFound, Unauthorized, Unavailable, Unprocessable, responses
@@ -36,7 +36,7 @@ from reintegration.db import (
     TimelineRecord,
     aware,
 )
-from reintegration.tokens import Claims, InvalidToken, VerifierUnavailable
+from reintegration.tokens import Claims, InvalidToken
 from workflows.model import Role
 
 log = structlog.get_logger("api")
@@ -93,8 +93,9 @@ async def erase_personal_data(
     case.facts = erase_fields(case.facts, FREE_TEXT_KEYS)
     session.add(case)
     # The audit row commits with the erasure, or neither does.
-    audit.append(session, actor=user, request_id=_request_id(request),
-                 entries=[audit.Entry("personal-data.erase", case_id=case_id, status=200)])
+    request_id, client_request_id = request_ids(request)
+    audit.append(session, actor=user, request_id=request_id, entries=with_client_request_id(
+        [audit.Entry("personal-data.erase", case_id=case_id, status=200)], client_request_id))
     session.commit()
     keyring.forget(case_id)
     _flush_freed_pages(session)
@@ -102,10 +103,6 @@ async def erase_personal_data(
     erased_at = aware(key.destroyed_at) if key is not None and key.destroyed_at else datetime.now(timezone.utc)
     log.info("personal data erased", case_id=case_id)
     return Erasure(case_id=case_id, erased_at=erased_at, kept=KEPT)
-
-
-def _request_id(request: Request) -> str:
-    return str(getattr(request.state, "request_id", None) or uuid.uuid4())
 
 
 def _flush_freed_pages(session: Session) -> None:
@@ -161,18 +158,20 @@ def codec_user(user: Annotated[Claims, Depends(current_user)]) -> Claims:
 async def codec_user_in_path(
     request: Request, token: str = Path(max_length=4000, pattern=r"^[A-Za-z0-9._-]+$")
 ) -> Claims:
-    """Development only: the Web UI started by ``make run`` can't send a header, so the token rides
-    in the endpoint's path. Production refuses it (the UI passes its OIDC access token instead)."""
-    if request.app.state.settings.environment != "development":
+    """Development only: the Web UI started by ``make run`` can't send a header, so a codec token
+    (``reintegration.tokens.mint_codec``: good for these routes only, bound to the running stack)
+    rides in the endpoint's path. Production refuses it (the UI passes its OIDC access token instead).
+    The request was charged to its address's rate limit on the way in, like any unauthenticated one."""
+    verify_codec = getattr(request.app.state.verifier, "verify_codec", None)
+    if request.app.state.settings.environment != "development" or verify_codec is None:
         raise NotFound("no such endpoint")
     try:
-        claims = await anyio.to_thread.run_sync(request.app.state.verifier.verify, token)
+        claims = await anyio.to_thread.run_sync(verify_codec, token)
     except InvalidToken:
         raise Unauthorized("the token in the codec endpoint is invalid or expired") from None
-    except VerifierUnavailable:
-        raise Unavailable("the identity provider's keys cannot be fetched") from None
     if claims.role != Role.supervisor:
         raise Forbidden("only a supervisor may read workflow payloads")
+    request.state.claims = claims  # for the access log
     return claims
 
 
@@ -205,12 +204,13 @@ async def _decode(request: Request, user: Claims) -> Response:
             detail = {"payloads": len(payloads)}
             entries = [audit.Entry("codec.decode", case_id=c, status=200, detail=detail)
                        for c in sorted(set(allowed.values()))]
-            if SYSTEM_KEY_ID in keys and user.countries is None:
+            if SYSTEM_KEY_ID in keys and user.all_countries:
                 allowed[SYSTEM_KEY_ID] = ""
                 entries.append(audit.Entry("codec.decode", status=200, detail={**detail, "key": SYSTEM_KEY_ID}))
             if entries:
-                audit.append(session, actor=user, request_id=_request_id(request), entries=entries,
-                             keyring=request.app.state.keyring)
+                request_id, client_request_id = request_ids(request)
+                audit.append(session, actor=user, request_id=request_id, keyring=request.app.state.keyring,
+                             entries=with_client_request_id(entries, client_request_id))
                 session.commit()
             return set(allowed)
 

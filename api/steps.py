@@ -86,6 +86,7 @@ async def _record(
     case_in_scope(session, case_id, user)
     result = await idempotency.once(
         engine, keyring_of(session), user=user, key=key, status_code=200, session=session,
+        ttl=settings.idempotency_ttl,
         request_hash=idempotency.fingerprint("POST", f"/v1/cases/{case_id}/steps/{step.value}",
                                              {"body": body.model_dump(mode="json"), "if_match": if_match}),
         run=lambda _: _record_once(step, case_id, body, response=response, user=user, session=session,
@@ -204,7 +205,7 @@ async def _task_command(
 
     path = f"/v1/cases/{case_id}/tasks" + (f"/{task_id}/{action.value}" if task_id else "")
     result = await idempotency.once(engine, keyring_of(session), user=user, key=key, session=session,
-                                    status_code=201 if task_id is None else 200,
+                                    status_code=201 if task_id is None else 200, ttl=settings.idempotency_ttl,
                                     request_hash=idempotency.fingerprint("POST", path, body), run=run)
     return auditor.replayed(result, Entry(f"task.{action.value}", case_id=case_id, task_id=task_id))
 

@@ -59,7 +59,8 @@ class ReassignCase(Strict):
 
 
 def _scoped(query: Any, user: Any) -> Any:
-    return query.where(CaseRecord.owner_country.in_(user.countries)) if user.countries is not None else query
+    scope = user.country_scope
+    return query.where(CaseRecord.owner_country.in_(scope)) if scope is not None else query
 
 
 @router.get("/v1/supervision/stalled", response_model=Page[StalledCase], summary="Stalled cases, most overdue first",
@@ -108,8 +109,8 @@ def stalled_cases(
             responses=responses(401, 403, 422))
 def summary(user: Annotated[Any, SUPERVISOR], session: SessionDep,
             country: Annotated[str | None, Query(pattern="^[A-Z]{2}$")] = None) -> Summary:
-    countries = [country] if country else user.countries  # None: every country
-    if country and user.countries is not None and country not in user.countries:
+    countries = [country] if country else user.country_scope  # None: every country
+    if country and not user.sees_country(country):
         countries = []
 
     # One scan of the cases for every count: a few hundred groups at most, added up here.

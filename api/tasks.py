@@ -69,8 +69,8 @@ def list_tasks(
     if user.role == Role.partner:
         query = query.where(TaskRecord.agency_id == user.agency)
     elif user.role in (Role.caseworker, Role.supervisor):
-        if user.countries is not None:
-            query = query.where(TaskRecord.owner_country.in_(user.countries))
+        if user.country_scope is not None:
+            query = query.where(TaskRecord.owner_country.in_(user.country_scope))
     else:
         raise Forbidden("an admin has no access to tasks")
     if status:
@@ -139,9 +139,15 @@ async def act(
         auditor.record_many([done, *([person_read(task, seen, via=action.value)] if carries_person(seen) else [])])
         return seen
 
+    def replay(_: dict[str, Any]) -> dict[str, Any]:
+        """A repeat shows the task as its partner may see it now (consent withdrawn, the task cancelled or
+        taken away, the agency deactivated: no person, no notes), never what the first answer held."""
+        session.expire_all()
+        return view(session, settings, task_in_scope(session, task_id, user), user.role).model_dump(mode="json")
+
     result = await idempotency.once(
         engine, keyring_of(session), user=user, key=key, status_code=200, run=run, case_id=task.case_id,
-        session=session,
+        session=session, ttl=settings.idempotency_ttl, replay=replay,
         request_hash=idempotency.fingerprint("POST", f"/v1/tasks/{task_id}/{action.value}", payload),
     )
     replayed = replayed_body(result)

@@ -80,7 +80,7 @@ async def measure(settings: Settings) -> dict[str, tuple[float, float]]:
     while not server.started:
         await asyncio.sleep(0.02)
     region = mint(settings, role=Role.supervisor, sub="sup-bench", countries=["ES", "PT"])
-    everywhere = mint(settings, role=Role.supervisor, sub="sup-all")
+    everywhere = mint(settings, role=Role.supervisor, sub="sup-all", countries=["*"])
     calls = {
         "stalled, region of 2 countries": ("/v1/supervision/stalled", region, {}),
         "stalled, all countries": ("/v1/supervision/stalled", everywhere, {}),

@@ -9,16 +9,19 @@ from sqlmodel import Session, select
 
 from reintegration.crypto import Keyring
 from reintegration.db import AgencyRecord
-from workflows.model import Service
+from workflows import rules
 
 # Services delivered in the country of origin; every other service is delivered where the case is.
-ORIGIN_SERVICES = frozenset({Service.origin_assessment.value, Service.family_assessment.value,
-                             Service.reception.value})
+ORIGIN_SERVICES = frozenset(s.value for s in rules.ORIGIN_SERVICES)
 
 
 def webhook_secret_purpose(agency_id: str) -> str:
     """What an agency's sealed webhook secret is bound to: it decrypts for that agency only."""
     return f"webhook-secret:{agency_id}"
+
+
+def webhook_challenge_purpose(agency_id: str) -> str:
+    return f"webhook-challenge:{agency_id}"
 
 
 class AgencyRefused(Exception):
@@ -43,6 +46,20 @@ def seed(session: Session, keyring: Keyring, agencies: list[dict[str, Any]]) -> 
     return len(agencies)
 
 
+def refusal(session: Session, *, service: str, agency_id: str, country: str) -> str | None:
+    """Why this agency cannot take a task of this service in this country, or None if it can."""
+    agency = session.get(AgencyRecord, agency_id)
+    if agency is None:
+        return f"unknown agency: {agency_id}"
+    if not agency.active:
+        return f"{agency_id} is not taking tasks (inactive)"
+    if service not in agency.services:
+        return f"{agency_id} does not offer {service}"
+    if agency.country != country:
+        return f"{agency_id} works in {agency.country}; {service} is needed in {country}"
+    return None
+
+
 def resolve(
     session: Session, *, service: str, agency_id: str | None, country: str, default_agencies: dict[str, str]
 ) -> str:
@@ -60,13 +77,7 @@ def resolve(
             if len(offering) > 1:
                 raise AgencyRefused(f"name the agency for the {service} task: one of {', '.join(offering)}")
             agency_id = offering[0]
-    agency = session.get(AgencyRecord, agency_id)
-    if agency is None:
-        raise AgencyRefused(f"unknown agency: {agency_id}")
-    if not agency.active:
-        raise AgencyRefused(f"{agency_id} is not taking tasks (inactive)")
-    if service not in agency.services:
-        raise AgencyRefused(f"{agency_id} does not offer {service}")
-    if agency.country != country:
-        raise AgencyRefused(f"{agency_id} works in {agency.country}; {service} is needed in {country}")
+    refused = refusal(session, service=service, agency_id=agency_id, country=country)
+    if refused:
+        raise AgencyRefused(refused)
     return agency_id

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 from reintegration.settings import Settings, get_settings
 from workflows.model import HUMAN_ROLES, Role
@@ -23,11 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--role", required=True, choices=[r.value for r in HUMAN_ROLES])
     token.add_argument("--sub", required=True, help="the user's id (not a name)")
     token.add_argument("--agency", help="the partner's agency id (partners only)")
-    token.add_argument("--countries", help="comma-separated ISO 3166-1 alpha-2 codes; absent = all")
+    token.add_argument("--countries", help="comma-separated ISO 3166-1 alpha-2 codes, or '*' for every country; "
+                                            "absent: no country (scope fails closed)")
     token.add_argument("--name", help="display name")
     token.add_argument("--hours", type=float, help="lifetime in hours")
 
     commands.add_parser("run", help="run Temporal, the worker and the API in the foreground")
+    commands.add_parser("api", help="serve the API with uvicorn, as the settings say (host, port, trusted proxies)")
 
     audit = commands.add_parser("audit", help="the audit trail")
     verify = audit.add_subparsers(dest="audit_command", required=True).add_parser(
@@ -68,7 +71,33 @@ def main(argv: list[str] | None = None) -> int:
         return _audit_verify(args.expect_head)
     if args.command == "partner-sim":
         return _partner_sim(args)
+    if args.command == "api":
+        return serve_api()
     return run_stack()
+
+
+def uvicorn_options(settings: Settings) -> dict[str, object]:
+    """How the API is served: no access log of uvicorn's own (it would print query strings; the API
+    logs one line per request itself), and forwarded headers believed only from the configured
+    proxies (none by default: a client cannot choose the address its rate limit is charged to)."""
+    proxies = ",".join(settings.trusted_proxies)
+    return {"host": settings.api_host, "port": settings.api_port, "access_log": False,
+            "proxy_headers": bool(proxies), "forwarded_allow_ips": proxies or None}
+
+
+def serve_api() -> int:
+    import uvicorn
+
+    restrict_files()
+    uvicorn.run("api.main:app", **uvicorn_options(get_settings()))  # type: ignore[arg-type]
+    return 0
+
+
+def restrict_files() -> None:
+    """Whatever this process creates (databases, keys, logs) is readable by its owner only."""
+    import os
+
+    os.umask(0o077)
 
 
 def _partner_sim(args: argparse.Namespace) -> int:
@@ -194,9 +223,13 @@ def _token(args: argparse.Namespace) -> int:
         print("reintegration token: a partner token needs --agency", file=sys.stderr)
         return 2
     countries = [c.strip().upper() for c in args.countries.split(",")] if args.countries else None
-    if countries and not all(len(c) == 2 and c.isalpha() for c in countries):
-        print("reintegration token: --countries takes ISO 3166-1 alpha-2 codes, e.g. ES,PT", file=sys.stderr)
+    if countries and not all((len(c) == 2 and c.isascii() and c.isalpha()) or c == "*" for c in countries):
+        print("reintegration token: --countries takes ISO 3166-1 alpha-2 codes, e.g. ES,PT, or '*' for every "
+              "country", file=sys.stderr)
         return 2
+    if countries is None and role != Role.partner:
+        print(f"reintegration token: note: without --countries this {role.value} sees no country "
+              "(give --countries ES,PT or '*')", file=sys.stderr)
     ttl = timedelta(hours=args.hours) if args.hours else None
     try:
         token = mint(get_settings(), role=role, sub=args.sub, agency=args.agency, countries=countries,
@@ -210,17 +243,27 @@ def _token(args: argparse.Namespace) -> int:
 
 def run_stack() -> int:
     """Temporal dev server, worker and API as one foreground process group; Ctrl-C stops all."""
+    import os
+    import secrets
+
     from reintegration.temporal import connect, dev_server_command
 
+    restrict_files()
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
     processes: list[tuple[str, subprocess.Popen]] = []
+    # The codec tokens of this stack are good while it runs: the API knows its session id from the
+    # environment (never a command line, which `ps` shows to everyone), and forgets it when it stops.
+    codec_session = secrets.token_urlsafe(24)
+    environment = {**os.environ, "REINTEGRATION_CODEC_SESSION": codec_session}
 
     def start(name: str, command: list[str]) -> None:
         log_file = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child's life
-        processes.append((name, subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)))
+        processes.append((name, subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                                 env=environment)))
 
     def stop(*_: object) -> None:
         for _, proc in reversed(processes):
@@ -237,19 +280,22 @@ def run_stack() -> int:
     # Set explicitly: a shell that starts us in the background would otherwise have SIGINT ignored.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+    endpoint_file = settings.data_dir / "codec-endpoint"
     try:
         started = time.monotonic()
-        start("temporal", dev_server_command(settings, codec_endpoint=_ui_codec_endpoint(settings)))
+        start("temporal", dev_server_command(settings))
         asyncio.run(connect(settings, keyring=None, attempts=240, delay=0.5))  # only waits for it
         print(f"Temporal   {settings.temporal_address}  (Web UI http://127.0.0.1:{settings.temporal_ui_port}, "
               f"namespace {settings.temporal_namespace})", flush=True)
         start("worker", [sys.executable, "-m", "worker"])
         print(f"Worker     task queue {settings.temporal_task_queue}  (log {logs / 'worker.log'})", flush=True)
-        start("api", [sys.executable, "-m", "uvicorn", "api.main:app", "--host", settings.api_host,
-                      "--port", str(settings.api_port), "--no-access-log"])
+        start("api", [sys.executable, "-m", "reintegration.cli", "api"])
         _wait_ready(f"http://{settings.api_host}:{settings.api_port}/ready")
         print(f"API        http://{settings.api_host}:{settings.api_port}  (docs /docs, log {logs / 'api.log'})",
               flush=True)
+        _write_private(endpoint_file, _ui_codec_endpoint(settings, codec_session) + "\n")
+        print(f"Payloads   the Web UI shows them encrypted; to read them, paste the endpoint in {endpoint_file} "
+              "into its Codec Server settings (valid while this stack runs)", flush=True)
         print(f"Ready in {time.monotonic() - started:.1f} s. Data in {settings.data_dir}/. Ctrl-C stops everything.",
               flush=True)
         while True:
@@ -263,14 +309,32 @@ def run_stack() -> int:
         return 0
     finally:
         stop()
+        endpoint_file.unlink(missing_ok=True)
 
 
-def _ui_codec_endpoint(settings: Settings) -> str:
-    """The API's codec endpoint for the development Web UI, which can't send a header: a supervisor
-    token for the UI rides in the path (development only; production's UI passes its OIDC token)."""
-    from reintegration.tokens import mint
+def _write_private(path: Path, text: str) -> None:
+    import os
 
-    token = mint(settings, role=Role.supervisor, sub="temporal-web-ui", ttl=timedelta(days=7))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _ui_codec_endpoint(settings: Settings, session: str) -> str:
+    """The API's codec endpoint for the development Web UI, which can't send a header: a codec token
+    rides in the path. It is good for the codec routes only (refused by /v1), for a supervisor of
+    ``codec_ui_countries``, for 12 hours at most and only while this stack runs. It names the
+    operating-system user who started the stack, so the audit trail says who reads through it."""
+    import getpass
+
+    from reintegration.tokens import mint_codec
+
+    try:
+        who = "".join(c for c in getpass.getuser() if c.isalnum() or c in "._-")[:60] or "unknown"
+    except (KeyError, OSError):
+        who = "unknown"
+    token = mint_codec(settings, sub=f"temporal-web-ui:{who}", countries=settings.codec_ui_countries,
+                       session=session)
     return f"http://{settings.api_host}:{settings.api_port}/codec/t/{token}"
 
 

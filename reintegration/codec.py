@@ -5,6 +5,14 @@ belongs to a case (its workflow id names the case: ``case-<case id>...``) is enc
 case's data key, so erasing the case's key makes its histories unreadable too; anything else uses
 the system key. The key id travels in the payload's metadata, so decoding needs no context (the
 Web UI's codec endpoint decodes with it alone).
+
+Only holders of the key-encryption key can speak to a case: where a payload is decoded for a
+workflow or activity (the worker's and the API's client), one that is not sealed with the key of the
+case its workflow names (or, for a workflow that names no case, with the system key) is not
+decoded but replaced by a ``binary/refused`` payload, which the payload converter refuses with
+``UnsealedPayload``. So a command sent straight to Temporal (``temporal workflow update``, a payload
+encoded by the Web UI) is rejected before the workflow sees it, a workflow started that way fails,
+and nothing of it reaches the read model.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import asyncio
 import dataclasses
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from google.protobuf.message import DecodeError
@@ -26,32 +35,45 @@ from temporalio.converter import (
     WithSerializationContext,
     WorkflowSerializationContext,
 )
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.contrib.pydantic import PydanticPayloadConverter, pydantic_data_converter
+from temporalio.converter import EncodingPayloadConverter
+from temporalio.exceptions import ApplicationError
 
 from reintegration.crypto import SYSTEM_KEY_ID, DataKey, Keyring, KeyUnavailable, Unreadable
+from workflows.rules import case_of_workflow
 
 ENCODING = b"binary/encrypted"
+REFUSED = b"binary/refused"
+UNSEALED = "UnsealedPayload"
 KEY_ID = "encryption-key-id"
 CASE_KEY_ID = re.compile(r"^dk-[0-9a-f]{24}$")
-CASE_IN_WORKFLOW_ID = re.compile(r"^case-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 
-
-def case_of_workflow(workflow_id: str | None) -> str | None:
-    match = CASE_IN_WORKFLOW_ID.match(workflow_id or "")
-    return match.group(1) if match else None
+__all__ = ["ENCODING", "EncryptionCodec", "case_of_workflow", "data_converter", "payload_key_id"]
 
 
 class EncryptionCodec(PayloadCodec, WithSerializationContext):
-    """Encrypts with the key of the case the payload belongs to; decrypts with the key it names."""
+    """Encrypts with the key of the case the payload belongs to; decrypts with the key it names.
 
-    def __init__(self, keyring: Keyring, *, case_id: str | None = None) -> None:
-        self._keyring, self._case_id = keyring, case_id
+    With a workflow's or activity's context, decodes only what is sealed with that context's key."""
+
+    def __init__(self, keyring: Keyring, *, case_id: str | None = None, sealed_only: bool = False) -> None:
+        self._keyring, self._case_id, self._sealed_only = keyring, case_id, sealed_only
 
     def with_context(self, context: SerializationContext) -> EncryptionCodec:
-        workflow_id = None
         if isinstance(context, (WorkflowSerializationContext, ActivitySerializationContext)):
-            workflow_id = context.workflow_id
-        return EncryptionCodec(self._keyring, case_id=case_of_workflow(workflow_id))
+            return EncryptionCodec(self._keyring, case_id=case_of_workflow(context.workflow_id), sealed_only=True)
+        return EncryptionCodec(self._keyring)
+
+    async def _expected_key_id(self) -> str:
+        if self._case_id is None:
+            return SYSTEM_KEY_ID
+        key = self._keyring.cached_case_key(self._case_id)
+        if key is None:
+            try:
+                key = await asyncio.to_thread(self._keyring.case_key, self._case_id)
+            except KeyUnavailable:
+                return ""  # no key (never made, or erased): nothing is sealed with it
+        return key.key_id
 
     async def _encoding_key(self) -> DataKey:
         if self._case_id is None:
@@ -75,7 +97,11 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
         out = []
+        expected = await self._expected_key_id() if self._sealed_only and payloads else None
         for p in payloads:
+            if expected is not None and (p.metadata.get("encoding") != ENCODING or payload_key_id(p) != expected):
+                out.append(Payload(metadata={"encoding": REFUSED}))  # not ours to speak for this case
+                continue
             if p.metadata.get("encoding") != ENCODING:
                 out.append(p)
                 continue
@@ -100,6 +126,31 @@ def payload_key_id(payload: Payload) -> str | None:
     return key_id if key_id == SYSTEM_KEY_ID or CASE_KEY_ID.match(key_id) else None
 
 
+class _RefusedPayloadConverter(EncodingPayloadConverter):
+    """Turns a payload the codec would not decode into an ``UnsealedPayload`` error where it is read:
+    an update's argument (the update is rejected), a workflow's input (the workflow fails), an
+    activity's result (the workflow does not go on with it)."""
+
+    @property
+    def encoding(self) -> str:
+        return REFUSED.decode()
+
+    def to_payload(self, value: Any) -> Payload | None:
+        return None  # never makes one
+
+    def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
+        raise ApplicationError("refused: the payload is not sealed with its case's key; commands reach a case "
+                               "through the API only", type=UNSEALED, non_retryable=True)
+
+
+class SealedPayloadConverter(PydanticPayloadConverter):
+    """Pydantic's converters, and the one that refuses what the codec would not decode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._set_converters(*self.converters.values(), _RefusedPayloadConverter())
+
+
 def data_converter(keyring: Keyring | None) -> DataConverter:
     """Pydantic payloads, encrypted when a keyring is given; failure messages and stack traces are
     moved into an encoded payload too, so an error can't carry a value into the history in clear."""
@@ -107,6 +158,7 @@ def data_converter(keyring: Keyring | None) -> DataConverter:
         return pydantic_data_converter
     return dataclasses.replace(
         pydantic_data_converter,
+        payload_converter_class=SealedPayloadConverter,
         payload_codec=EncryptionCodec(keyring),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )

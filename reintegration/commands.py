@@ -36,6 +36,7 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from reintegration.crypto import KeyUnavailable, Unreadable
 from reintegration.db import CaseRecord
 from workflows import rules
 from workflows.journey import ErrorType
@@ -132,6 +133,8 @@ async def _first_outcome(client: Client, case_id: str, update_id: str) -> Comman
                 "journey", result_type=JourneyState, rpc_timeout=UPDATE_TIMEOUT)
         except WorkflowQueryFailedError:
             return None
+        except (ApplicationError, KeyUnavailable, Unreadable):
+            return None  # the case's key was destroyed (its personal data erased): nothing to read back
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 return None

@@ -132,8 +132,16 @@ class AgencyRecord(SQLModel, table=True):
     org_type: str = Field(max_length=64)
     country: str = Field(max_length=2, index=True)
     services: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    webhook_url: str | None = Field(default=None, max_length=2000)
+    webhook_url: str | None = Field(default=None, max_length=2000, description="Confirmed: where tasks go")
     webhook_secret: str | None = Field(default=None, max_length=600, description="Sealed with the system key")
+    # A new address (or secret) waits here until a partner of the agency confirms it with the
+    # challenge sent to it (reintegration/webhooks.py); until then tasks go to the confirmed one.
+    pending_webhook_url: str | None = Field(default=None, max_length=2000)
+    pending_webhook_secret: str | None = Field(default=None, max_length=600, description="Sealed with the system key")
+    webhook_challenge: str | None = Field(default=None, max_length=600, description="Sealed with the system key")
+    webhook_verification_id: str | None = Field(default=None, max_length=64)
+    webhook_requested_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    webhook_confirmed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     active: bool = True
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -2,7 +2,9 @@
 
 It receives task deliveries on ``POST /webhook/<agency_id>``, verifies their signatures, drops
 repeated idempotency keys (and counts them), can fail the first N deliveries or answer slowly, and
-after a delay accepts and completes each task through the API with its own partner token.
+after a delay accepts and completes each task through the API with its own partner token. It
+confirms a new webhook address as an agency's system would: it gives the challenge of a signed
+``webhook.verification`` back through the API, and keeps each ``webhook.changing`` notice.
 ``GET /stats`` tells what it saw. Run it with ``reintegration partner-sim`` (see the README).
 """
 
@@ -49,6 +51,8 @@ class SimulatorStats:
     acted: list[str] = field(default_factory=list)
     act_errors: list[str] = field(default_factory=list)
     received_at: dict[str, float] = field(default_factory=dict)  # key -> time of first receipt
+    confirmed: list[str] = field(default_factory=list)  # verification ids confirmed through the API
+    notices: list[dict[str, Any]] = field(default_factory=list)  # webhook.changing notices received
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +65,8 @@ class SimulatorStats:
             "acted": self.acted,
             "act_errors": self.act_errors,
             "received_at": self.received_at,
+            "confirmed": self.confirmed,
+            "notices": self.notices,
         }
 
 
@@ -92,8 +98,6 @@ def create_simulator(config: SimulatorConfig) -> tuple[FastAPI, SimulatorStats]:
         if agency_id not in config.agencies or not signed:
             stats.bad_signatures += 1
             return JSONResponse({"error": "bad signature"}, status_code=401)
-        if config.reject_status:
-            return JSONResponse({"error": "refused on purpose"}, status_code=config.reject_status)
         try:
             message = json.loads(body)
             key = str(message["delivery_id"])  # signed, unlike the header, which must agree with it
@@ -101,6 +105,13 @@ def create_simulator(config: SimulatorConfig) -> tuple[FastAPI, SimulatorStats]:
             return JSONResponse({"error": "not a delivery"}, status_code=400)
         if request.headers.get("idempotency-key") != key:
             return JSONResponse({"error": "Idempotency-Key does not match the signed delivery_id"}, status_code=400)
+        if message.get("event") == "webhook.verification":  # about the webhook itself, not a task
+            return await _confirm(config, stats, agency_id, key, str(message.get("challenge", "")))
+        if message.get("event") == "webhook.changing":
+            stats.notices.append({"agency_id": agency_id, "new_host": message.get("new_host")})
+            return JSONResponse({"status": "noted"})
+        if config.reject_status:
+            return JSONResponse({"error": "refused on purpose"}, status_code=config.reject_status)
         async with lock:
             if stats.failed_on_purpose < config.fail_first:  # read live: a test may reopen the agency
                 stats.failed_on_purpose += 1
@@ -123,6 +134,22 @@ def create_simulator(config: SimulatorConfig) -> tuple[FastAPI, SimulatorStats]:
         return JSONResponse({"status": "received"})
 
     return app, stats
+
+
+async def _confirm(config: SimulatorConfig, stats: SimulatorStats, agency_id: str, verification_id: str,
+                   challenge: str) -> JSONResponse:
+    """The agency's system confirms its new address with its partner token."""
+    token = config.tokens.get(agency_id)
+    if token is None:
+        return JSONResponse({"error": "no partner token to confirm with"}, status_code=500)
+    async with httpx.AsyncClient(base_url=config.api_url, timeout=60) as api:
+        response = await api.post(f"/v1/agencies/{agency_id}/webhook/confirm", json={"challenge": challenge},
+                                  headers={"Authorization": f"Bearer {token}"})
+    if response.status_code != 200:
+        log.warning("webhook confirmation refused", agency_id=agency_id, status=response.status_code)
+        return JSONResponse({"error": "confirmation refused"}, status_code=502)
+    stats.confirmed.append(verification_id)
+    return JSONResponse({"status": "confirmed"})
 
 
 async def _act(config: SimulatorConfig, stats: SimulatorStats, agency_id: str, task: dict[str, Any]) -> None:

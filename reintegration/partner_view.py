@@ -1,7 +1,9 @@
 """What a partner agency sees of a task: the minimum its service needs.
 
 No internal case id, no other agency, and the person's data only when the person consented to
-data sharing, and then only the fields configured for the service.
+data sharing, and then only the fields configured for the service, only while the task is open with
+the agency and only while the agency is active. A cancelled task keeps no notes for the agency; a
+task given to another agency is no longer the first one's to see at all.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from sqlmodel import Session
 
 from reintegration import persons
 from reintegration.crypto import Keyring
-from reintegration.db import CaseRecord, TaskRecord, aware
+from reintegration.db import AgencyRecord, CaseRecord, TaskRecord, aware
 from workflows import rules
 from workflows.model import OPEN_TASK_STATUSES
 
@@ -54,6 +56,9 @@ def person_for_partner(
     consent = (case.facts.get("consent") or {}) if case else {}
     if not consent.get("data_sharing") or task.status not in ("assigned", "accepted"):
         return None  # not before consent, and not once the agency declined, failed or finished
+    agency = session.get(AgencyRecord, task.agency_id)
+    if agency is None or not agency.active:
+        return None  # a deactivated agency's partners see no one
     stored = persons.load_person(session, keyring, case_id=task.case_id)
     if stored is None:
         return None  # erased
@@ -66,7 +71,9 @@ def partner_task(session: Session, keyring: Keyring, task: TaskRecord, fields: d
     return PartnerTask(
         task_id=task.task_id, case_reference=task.case_reference, service=task.service, status=task.status,
         assigned_at=aware(task.assigned_at), accept_by=aware(task.accept_by), due_on=task.due_on,
-        overdue=is_overdue(task), notes=keyring.open_field(task.case_id, "notes", task.notes), outcome=task.outcome, assessment=task.assessment,
+        overdue=is_overdue(task),
+        notes="" if task.status == "cancelled" else keyring.open_field(task.case_id, "notes", task.notes),
+        outcome=task.outcome, assessment=task.assessment,
         decline_reason=keyring.open_field(task.case_id, "decline_reason", task.decline_reason)
         if task.status == "declined" else "",
         person=person_for_partner(session, keyring, task, fields),

@@ -6,6 +6,8 @@ its default; the defaults are the embedded development setup under ``./data``.
 
 from __future__ import annotations
 
+import ipaddress
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -92,9 +94,21 @@ class Settings(BaseSettings):
     temporal_task_queue: str = "case-journeys"
     temporal_ui_port: int = 8233
     temporal_connect_wait_seconds: float = 30.0  # the API starts serving after this even without Temporal
+    # Who can reach Temporal's frontend can read every history (encrypted) and send commands: in
+    # production it must take only authenticated clients, with mTLS (a client certificate) or an
+    # API key (Temporal Cloud). Files, never values: they are secrets.
+    temporal_tls: bool = False  # TLS to the frontend (implied by a client certificate or a CA file)
+    temporal_tls_ca_file: Path | None = None
+    temporal_tls_cert_file: Path | None = None
+    temporal_tls_key_file: Path | None = None
+    temporal_tls_server_name: str | None = None
+    temporal_api_key_file: Path | None = None
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Addresses of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed; none by
+    # default, so the address a rate limit charges is the connection's own.
+    trusted_proxies: list[str] = Field(default_factory=list)
 
     jwt_signing_key_file: Path | None = None
 
@@ -106,6 +120,13 @@ class Settings(BaseSettings):
     temporal_ui_origins: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8233", "http://localhost:8233"])
     jwt_issuer: str = "reintegration-dev"
     jwt_audience: str = "reintegration-api"
+    # Tokens for the development Web UI's payload codec: their own audience, good for /codec/t/...
+    # only, and only while the stack that minted them runs (its random session id, passed to the API
+    # in the environment by `reintegration run`; unset, no codec token is valid).
+    codec_audience: str = "reintegration-codec"
+    codec_session: str | None = None
+    codec_ui_countries: list[str] = Field(default_factory=lambda: ["*"],
+                                          description="The development Web UI's codec scope, like a supervisor's")
     token_ttl_hours: int = 12
 
     # Production authentication: bearer tokens from the organisation's OpenID Connect provider,
@@ -148,6 +169,17 @@ class Settings(BaseSettings):
     supervision_webhook_url: str | None = None
     supervision_webhook_secret: str | None = None
 
+    # Where agencies' webhooks may be (reintegration/webhooks.py). The guard refuses loopback,
+    # private, link-local and metadata addresses; on by default outside development, and production
+    # refuses to turn it off. Private networks where agencies really are (a VPN) can be named here.
+    webhook_guard: bool | None = None
+    webhook_private_networks: list[str] = Field(default_factory=list)
+    # How long a new webhook address waits for its agency's confirmation.
+    webhook_verification_hours: float = Field(default=24.0, gt=0)
+
+    # How long a stored answer to an Idempotency-Key is kept; after that the key is new again.
+    idempotency_ttl_hours: float = Field(default=24.0, gt=0)
+
     # Delivery of tasks to agencies' webhooks.
     delivery_timeout_seconds: float = 10.0
     delivery_retry_initial_seconds: float = 1.0
@@ -181,6 +213,9 @@ class Settings(BaseSettings):
         if self.jwt_signing_key_file is not None:
             problems.append("REINTEGRATION_JWT_SIGNING_KEY_FILE is the development signing key; production accepts "
                             "OIDC tokens only")
+        if self.webhook_guard is False:
+            problems.append("REINTEGRATION_WEBHOOK_GUARD=false would let tasks go to loopback, private and metadata "
+                            "addresses; name a VPN's range in REINTEGRATION_WEBHOOK_PRIVATE_NETWORKS instead")
         if self.supervision_webhook_url and self.supervision_webhook_secret is None:
             problems.append("REINTEGRATION_SUPERVISION_WEBHOOK_URL needs REINTEGRATION_SUPERVISION_WEBHOOK_SECRET")
         if self.supervision_webhook_secret is not None and is_placeholder_secret(self.supervision_webhook_secret):
@@ -199,6 +234,36 @@ class Settings(BaseSettings):
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
             return url
         return f"sqlite:///{(self.data_dir / 'reintegration.db').as_posix()}"
+
+    @model_validator(mode="after")
+    def _check_temporal_auth(self) -> Settings:
+        if (self.temporal_tls_cert_file is None) != (self.temporal_tls_key_file is None):
+            raise ValueError("REINTEGRATION_TEMPORAL_TLS_CERT_FILE and REINTEGRATION_TEMPORAL_TLS_KEY_FILE go together")
+        return self
+
+    @property
+    def temporal_authenticated(self) -> bool:
+        """The client proves who it is to Temporal's frontend: a client certificate or an API key."""
+        return self.temporal_tls_cert_file is not None or self.temporal_api_key_file is not None
+
+    @property
+    def idempotency_ttl(self) -> timedelta:
+        return timedelta(hours=self.idempotency_ttl_hours)
+
+    @property
+    def webhook_guard_on(self) -> bool:
+        return self.environment != "development" if self.webhook_guard is None else self.webhook_guard
+
+    @model_validator(mode="after")
+    def _check_private_networks(self) -> Settings:
+        for name in self.webhook_private_networks:
+            try:
+                network = ipaddress.ip_network(name, strict=False)
+            except ValueError:
+                raise ValueError(f"REINTEGRATION_WEBHOOK_PRIVATE_NETWORKS: not a network: {name!r}") from None
+            if network.is_loopback or network.is_link_local or network.prefixlen == 0:
+                raise ValueError(f"REINTEGRATION_WEBHOOK_PRIVATE_NETWORKS: {name} may never receive tasks")
+        return self
 
     @property
     def kek_path(self) -> Path:

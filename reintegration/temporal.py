@@ -6,9 +6,11 @@ import asyncio
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import structlog
 from temporalio.client import Client
+from temporalio.service import TLSConfig
 from temporalio.service import RPCError
 
 from reintegration.codec import data_converter
@@ -29,12 +31,14 @@ def temporal_cli() -> Path:
     return Path(found)
 
 
-def dev_server_command(settings: Settings, *, port: int | None = None, ui_port: int | None = None,
-                       codec_endpoint: str | None = None) -> list[str]:
-    """``temporal server start-dev`` persisted under the data folder, with our namespace; its Web UI
-    decodes payloads through ``codec_endpoint`` when given."""
+def dev_server_command(settings: Settings, *, port: int | None = None, ui_port: int | None = None) -> list[str]:
+    """``temporal server start-dev`` persisted under the data folder, with our namespace.
+
+    No codec endpoint on its command line: one that decodes needs a token, and a command line is
+    shown to every user of the machine (``ps``); the Web UI hands its settings to anyone who asks,
+    too. A developer pastes the endpoint into the UI's Codec Server settings instead (``make run``
+    says where to find it)."""
     host, _, default_port = settings.temporal_address.rpartition(":")
-    codec = ["--ui-codec-endpoint", codec_endpoint] if codec_endpoint else []
     return [
         str(temporal_cli()),
         "server",
@@ -48,8 +52,25 @@ def dev_server_command(settings: Settings, *, port: int | None = None, ui_port: 
         "--namespace", settings.temporal_namespace,
         "--ui-disable-news-fetch",
         "--log-level", "warn",
-        *codec,
     ]
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """How to reach the frontend: TLS (mTLS with a client certificate) and an API key, as set."""
+    options: dict[str, Any] = {}
+    tls_wanted = settings.temporal_tls or settings.temporal_tls_ca_file or settings.temporal_tls_cert_file
+    if tls_wanted:
+        def read(path: Path | None) -> bytes | None:
+            return path.read_bytes() if path is not None else None
+
+        options["tls"] = TLSConfig(server_root_ca_cert=read(settings.temporal_tls_ca_file),
+                                   client_cert=read(settings.temporal_tls_cert_file),
+                                   client_private_key=read(settings.temporal_tls_key_file),
+                                   domain=settings.temporal_tls_server_name)
+    if settings.temporal_api_key_file is not None:
+        options["api_key"] = settings.temporal_api_key_file.read_text().strip()
+        options.setdefault("tls", True)  # an API key never travels in clear
+    return options
 
 
 async def connect(
@@ -61,12 +82,17 @@ async def connect(
     tools that must see histories as the server stores them.
     """
     last: Exception | None = None
+    if settings.environment == "production" and not settings.temporal_authenticated:
+        log.warning("temporal frontend reached without mTLS or an API key: in production it must accept only "
+                    "authenticated clients (REINTEGRATION_TEMPORAL_TLS_CERT_FILE/_KEY_FILE or _API_KEY_FILE)")
+    options = client_options(settings)
     for _ in range(attempts):
         try:
             client = await Client.connect(
                 settings.temporal_address,
                 namespace=settings.temporal_namespace,
                 data_converter=data_converter(keyring),
+                **options,
             )
             if await client.service_client.check_health():
                 await client.workflow_service.describe_namespace(

@@ -12,11 +12,12 @@ Errors:
 
 from __future__ import annotations
 
+import hmac
 import os
 import secrets
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import jwt
 from pydantic import BaseModel, Field, ValidationError
@@ -25,6 +26,7 @@ from reintegration.settings import Settings
 from workflows.model import HUMAN_ROLES, Role
 
 ALGORITHM = "HS256"
+ALL_COUNTRIES = "*"
 
 
 class Claims(BaseModel):
@@ -33,11 +35,25 @@ class Claims(BaseModel):
     sub: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:|-]{0,199}$")
     role: Role
     agency: str | None = Field(default=None, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,99}$")
-    countries: list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]] | None = None
+    # ISO 3166-1 alpha-2 codes, or ALL_COUNTRIES ("*") for a caller of every country. Scope fails
+    # closed: a token without the claim (an identity provider's mapping mistake) sees no country.
+    countries: list[Annotated[str, Field(pattern=r"^([A-Z]{2}|\*)$")]] | None = None
     name: str | None = None
+    # Which routes the token is good for: "api" (every /v1 route) or "codec" (the Web UI's payload
+    # codec only, see ``mint_codec``). Not a claim of the provider's: set from the token's audience.
+    scope: Literal["api", "codec"] = "api"
+
+    @property
+    def all_countries(self) -> bool:
+        return ALL_COUNTRIES in (self.countries or [])
+
+    @property
+    def country_scope(self) -> list[str] | None:
+        """``None`` for a caller of every country; otherwise the countries named (none without the claim)."""
+        return None if self.all_countries else [c for c in self.countries or [] if c != ALL_COUNTRIES]
 
     def sees_country(self, country: str) -> bool:
-        return self.countries is None or country in self.countries
+        return self.all_countries or country in (self.countries or [])
 
 
 class InvalidToken(Exception):
@@ -83,7 +99,7 @@ def mint(
     now = datetime.now(timezone.utc)
     claims = Claims(sub=sub, role=role, agency=agency, countries=countries, name=name)
     payload = {
-        **claims.model_dump(mode="json", exclude_none=True),
+        **claims.model_dump(mode="json", exclude_none=True, exclude={"scope"}),
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
         "iat": now,
@@ -93,7 +109,8 @@ def mint(
 
 
 def verify(settings: Settings, token: str, key: bytes) -> Claims:
-    """A development token: HS256 with the local key, our issuer and audience."""
+    """A development token: HS256 with the local key, our issuer and the API's audience (a codec
+    token, whose audience is the codec's, is refused here)."""
     try:
         payload = jwt.decode(
             token,
@@ -108,7 +125,41 @@ def verify(settings: Settings, token: str, key: bytes) -> Claims:
     return _claims(payload)
 
 
+def mint_codec(settings: Settings, *, sub: str, countries: list[str], session: str,
+               ttl: timedelta = timedelta(hours=12)) -> str:
+    """A token for the development Web UI's payload codec only: its own audience (refused by every
+    ``/v1`` route), a supervisor's scope, and bound to the running stack's ``session`` (the API
+    refuses it once that stack has stopped)."""
+    now = datetime.now(timezone.utc)
+    claims = Claims(sub=sub, role=Role.supervisor, countries=countries)
+    payload = {
+        **claims.model_dump(mode="json", exclude_none=True, exclude={"scope"}),
+        "sid": session,
+        "iss": settings.jwt_issuer,
+        "aud": settings.codec_audience,
+        "iat": now,
+        "exp": now + ttl,
+    }
+    return jwt.encode(payload, signing_key(settings), algorithm=ALGORITHM)
+
+
+def verify_codec(settings: Settings, token: str, key: bytes) -> Claims:
+    """A codec token (``mint_codec``) of the stack running now; ``InvalidToken`` for anything else."""
+    if not settings.codec_session:
+        raise InvalidToken("no codec session")  # no stack started by `reintegration run`: none is valid
+    try:
+        payload = jwt.decode(token, key, algorithms=[ALGORITHM], audience=settings.codec_audience,
+                             issuer=settings.jwt_issuer, options={"require": ["exp", "sub", "iss", "aud", "sid"]})
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(type(exc).__name__) from None
+    if not hmac.compare_digest(str(payload.get("sid")), settings.codec_session):
+        raise InvalidToken("another session's codec token")
+    claims = _claims({k: v for k, v in payload.items() if k != "sid"})
+    return claims.model_copy(update={"scope": "codec"})
+
+
 def _claims(payload: dict[str, Any]) -> Claims:
+    payload = {k: v for k, v in payload.items() if k != "scope"}  # ours to set, never a token's
     try:
         claims = Claims.model_validate(payload, strict=False)
     except ValidationError as exc:
@@ -135,6 +186,9 @@ class DevelopmentVerifier:
 
     def verify(self, token: str) -> Claims:
         return verify(self._settings, token, self._key)
+
+    def verify_codec(self, token: str) -> Claims:
+        return verify_codec(self._settings, token, self._key)
 
 
 class OidcVerifier:

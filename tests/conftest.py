@@ -29,6 +29,7 @@ from reintegration.db import create_tables, make_engine
 from reintegration.settings import Settings
 from reintegration.temporal import temporal_cli
 from reintegration.tokens import mint
+from reintegration.webhooks import delivery_client
 from worker import build_worker
 from workflows.model import Role
 
@@ -87,8 +88,11 @@ class Stack:
     worker_task: asyncio.Task | None = None
     _tokens: dict = field(default_factory=dict)
 
-    def token(self, role: str, sub: str, *, agency: str | None = None, countries: list[str] | None = None) -> str:
-        key = (role, sub, agency, tuple(countries or ()))
+    def token(self, role: str, sub: str, *, agency: str | None = None,
+              countries: list[str] | tuple[str, ...] | None = ("*",)) -> str:
+        """A development token; every country unless ``countries`` says otherwise (``None``: no claim)."""
+        countries = list(countries) if countries is not None and role != "partner" else None
+        key = (role, sub, agency, tuple(countries) if countries is not None else None)
         if key not in self._tokens:
             self._tokens[key] = mint(self.settings, role=Role(role), sub=sub, agency=agency, countries=countries)
         return self._tokens[key]
@@ -152,7 +156,7 @@ async def running_stack(backend: str, env: WorkflowEnvironment, data_dir: Path, 
         async with served(create_app(settings), lifespan="on") as base_url:
             http = httpx.AsyncClient(base_url=base_url, timeout=120)
             stack = Stack(backend=backend, settings=settings, client=client, engine=engine, http=http,
-                          base_url=base_url, keyring=keyring)
+                          base_url=base_url, keyring=keyring, worker_http=delivery_client(settings))
             await stack.start_worker()
             try:
                 yield stack

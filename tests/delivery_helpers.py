@@ -32,6 +32,8 @@ async def simulator(stack, *, services: list[str], country: str = "ES", secret: 
             "services": services, "webhook_url": f"{url}/webhook/{agency}",
             "webhook_secret": registered_secret or secret})
         assert r.status_code == 201, r.text
+        if registered_secret in (None, secret):  # the simulator confirms the address with its token
+            await until(lambda: stats.confirmed, what="the webhook address confirmed")
         try:
             yield agency, stats
         finally:

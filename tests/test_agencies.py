@@ -19,7 +19,9 @@ async def test_admins_register_and_change_agencies_everyone_reads(stack):
         assert (await stack.http.post("/v1/agencies", json=body, headers=headers)).status_code == 403
     r = await stack.http.post("/v1/agencies", json=body, headers=admin)
     assert r.status_code == 201, r.text
-    assert r.json()["webhook_configured"] is True and SECRET not in r.text
+    # Not used until a partner of the agency confirms it (tests/test_webhook_redirection.py).
+    assert r.json()["webhook_configured"] is False and r.json()["webhook_pending"] is True
+    assert r.json()["pending_webhook_url"] == "http://127.0.0.1:9/hook" and SECRET not in r.text
     assert (await stack.http.post("/v1/agencies", json=body, headers=admin)).status_code == 409
     cw = stack.auth("caseworker", "cw-any")
     seen = (await stack.http.get(f"/v1/agencies/{agency_id}", headers=cw)).json()
@@ -29,7 +31,7 @@ async def test_admins_register_and_change_agencies_everyone_reads(stack):
     r = await stack.http.patch(f"/v1/agencies/{agency_id}", json={"services": ["shelter", "housing"]}, headers=admin)
     assert r.status_code == 200 and r.json()["services"] == ["shelter", "housing"]
     r = await stack.http.patch(f"/v1/agencies/{agency_id}", json={"webhook_url": None}, headers=admin)
-    assert r.json()["webhook_configured"] is False
+    assert r.json()["webhook_configured"] is False and r.json()["webhook_pending"] is False
     for bad in ({"org_type": "Gang"}, {"country": "Portugal"}, {"services": ["teleport"]}, {"unknown": 1},
                 {"webhook_url": "http://127.0.0.1:9/hook"}, {"webhook_secret": "short"}):
         r = await stack.http.patch(f"/v1/agencies/{agency_id}", json=bad, headers=admin)

@@ -104,3 +104,18 @@ def test_compose_config_requires_postgres_password() -> None:
     result = _compose("config", "-q", with_password=False)
     assert result.returncode != 0, "compose config must fail without POSTGRES_PASSWORD"
     assert "POSTGRES_PASSWORD" in result.stderr
+
+
+def test_compose_defaults_to_production_and_development_is_opt_in() -> None:
+    """Security review, finding 6: a deployment that sets nothing runs with production's checks."""
+    services = _config()["services"]
+    for name in ("worker", "api"):
+        assert services[name]["environment"]["REINTEGRATION_ENVIRONMENT"] == "production", name
+    assert services["api"]["command"] == ["reintegration", "api"]  # uvicorn_options: no proxy headers by default
+    assert services["api"]["environment"]["REINTEGRATION_TRUSTED_PROXIES"] == "[]"
+    env = _env(with_password=True)
+    result = subprocess.run([str(_compose_bin()), "-f", COMPOSE_FILE, "config", "--format", "json"], cwd=REPO_ROOT,
+                            env={**env, "REINTEGRATION_ENVIRONMENT": "development"}, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["services"]["api"]["environment"]["REINTEGRATION_ENVIRONMENT"] == "development"

@@ -80,20 +80,21 @@ async def test_a_refused_delivery_goes_back_to_the_caseworker_for_reassignment(s
 
 
 async def test_bad_signatures_are_refused_by_the_simulator(stack):
+    """An agency registered with a secret its system does not know refuses the signed verification of
+    its address, so the address is never confirmed and no task is ever sent there."""
     async with simulator(stack, services=["shelter"], secret=SECRET,
                          registered_secret="another-secret-that-the-agency-does-not-know") as (agency, stats):
+        await until(lambda: stats.bad_signatures >= 1, what="the verification refused for its signature")
+        admin = stack.auth("admin", "a")
+        seen = (await stack.http.get(f"/v1/agencies/{agency}", headers=admin)).json()
+        assert seen["webhook_configured"] is False and seen["webhook_pending"] is True and stats.confirmed == []
         j = Journey(stack)
         await j.open()
-        task = await j.assign("shelter", agency)
-        await until(lambda: (d := delivery(stack, task["task_id"])) and d.status == "failed",
-                    what="the refused delivery")
-        assert stats.bad_signatures >= 1 and task["task_id"] not in stats.received
+        task = await j.assign("shelter", agency)  # in the read model now: no message for an unconfirmed address
+        assert delivery(stack, task["task_id"]) is None and task["task_id"] not in stats.received
         # A forged message straight at the simulator is refused too, and counts as nothing.
-        port_url = None
         async with httpx.AsyncClient() as raw:
-            agencies = (await stack.http.get(f"/v1/agencies/{agency}", headers=stack.auth("admin", "a"))).json()
-            port_url = agencies["webhook_url"]
-            r = await raw.post(port_url, content=b'{"event":"task.assigned"}', headers={
+            r = await raw.post(seen["pending_webhook_url"], content=b'{"event":"task.assigned"}', headers={
                 "X-Reintegration-Timestamp": str(int(time.time())), "X-Reintegration-Signature": "sha256=00",
                 "Idempotency-Key": "forged"})
         assert r.status_code == 401 and "forged" not in stats.received

@@ -16,7 +16,7 @@ import jwt
 import pytest
 from sqlmodel import Session, func, select
 
-from reintegration.db import CaseRecord
+from reintegration.db import AuditRecord, CaseRecord
 from reintegration.logs import REDACTED, _drop_personal_fields, tap
 from tests.conftest import Stack, running_stack
 from tests.journey import Journey, case_body, day
@@ -262,10 +262,21 @@ def access_lines(captured: str) -> list[dict]:
     return lines
 
 
-async def test_request_ids_are_kept_if_well_formed_and_made_otherwise(stack):
+async def test_request_ids_are_the_servers_and_a_clients_is_kept_beside(stack):
+    """Security review, finding 6: the id the audit trail files a request under is the server's own."""
     j = Journey(stack)
-    r = await stack.http.get("/v1/cases", headers={**j.cw, "X-Request-ID": "client-42.a_b"})
-    assert r.headers["x-request-id"] == "client-42.a_b"
+    await j.open()
+    r = await stack.http.get(f"/v1/cases/{j.case_id}", params={"include": "person"},
+                             headers={**j.cw, "X-Request-ID": "client-42.a_b"})
+    server_id = r.headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", server_id) and server_id != "client-42.a_b"
+    with Session(stack.engine) as session:
+        [row] = session.exec(select(AuditRecord).where(AuditRecord.case_id == j.case_id,
+                                                       AuditRecord.action == "person.read")).all()
+    assert row.request_id == server_id and row.detail["client_request_id"] == "client-42.a_b"
+    # Two requests with one client id are two ids in the trail.
+    again = await stack.http.get("/v1/cases", headers={**j.cw, "X-Request-ID": "client-42.a_b"})
+    assert again.headers["x-request-id"] != server_id
     for bad in ("has space", "x" * 101, "semi;colon", "percent%20", "slash/x"):
         r = await stack.http.get("/v1/cases", headers={**j.cw, "X-Request-ID": bad})
         assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"]), bad

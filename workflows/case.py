@@ -13,7 +13,7 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from workflows import rules
-    from workflows.journey import JourneyWorkflowBase
+    from workflows.journey import JourneyWorkflowBase, check_own_case
     from workflows.model import CaseOpening, CaseStatus, CommandResult, JourneyState, Stage, Step, StepCommand
     from workflows.stages import STAGE_WORKFLOWS
 
@@ -47,6 +47,7 @@ class CaseWorkflow(JourneyWorkflowBase):
 
     @workflow.run
     async def run(self, run: CaseRun) -> CaseOutcome:
+        check_own_case(self.state.case_id)
         if not self._opened:
             await self._open(run.opening)  # type: ignore[arg-type]
         while self.state.status != CaseStatus.closed:

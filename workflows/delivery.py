@@ -17,7 +17,8 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.delivery import DELIVERY_REJECTED, DeliveryActivities
     from activities.notifications import NotificationActivities
-    from workflows.model import DeliveryOutcome, DeliveryRequest
+    from workflows.journey import check_own_case
+    from workflows.model import DeliveryOutcome, DeliveryRequest, WebhookVerificationRequest
 
 
 # Unsandboxed: one workflow starts per message, and this one only calls activities with its input;
@@ -26,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
 class TaskDeliveryWorkflow:
     @workflow.run
     async def run(self, request: DeliveryRequest) -> DeliveryOutcome:
+        check_own_case(request.case_id)
         try:
             return await workflow.execute_activity_method(
                 DeliveryActivities.deliver,
@@ -57,6 +59,7 @@ class SupervisorNotificationWorkflow:
 
     @workflow.run
     async def run(self, request: DeliveryRequest) -> None:
+        check_own_case(request.case_id)
         await workflow.execute_activity_method(
             NotificationActivities.notify,
             request,
@@ -66,3 +69,35 @@ class SupervisorNotificationWorkflow:
                 maximum_interval=timedelta(seconds=request.retry_max_seconds),
             ),
         )
+
+
+@workflow.defn(name="WebhookVerification", sandboxed=False)
+class WebhookVerificationWorkflow:
+    """An agency's new webhook address: tell the confirmed address (if any) that it is being replaced,
+    then send the signed challenge to the new one, retried until it answers or the request expires.
+    The address is used once a partner of the agency gives the challenge back through the API."""
+
+    @workflow.run
+    async def run(self, request: WebhookVerificationRequest) -> str:
+        try:
+            await workflow.execute_activity_method(
+                DeliveryActivities.notify_previous_webhook, request,
+                start_to_close_timeout=timedelta(seconds=request.timeout_seconds * 3),
+                retry_policy=RetryPolicy(initial_interval=timedelta(seconds=request.retry_initial_seconds),
+                                         maximum_attempts=3, non_retryable_error_types=[DELIVERY_REJECTED]),
+            )
+        except ActivityError:
+            pass  # the old address is gone or refuses: the change goes on, and the audit trail has it
+        try:
+            return await workflow.execute_activity_method(
+                DeliveryActivities.send_webhook_verification, request,
+                start_to_close_timeout=timedelta(seconds=request.timeout_seconds * 3),
+                schedule_to_close_timeout=timedelta(seconds=request.expires_in_seconds),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=request.retry_initial_seconds), backoff_coefficient=2.0,
+                    maximum_interval=timedelta(seconds=request.retry_max_seconds),
+                    non_retryable_error_types=[DELIVERY_REJECTED],
+                ),
+            )
+        except ActivityError:
+            return "failed"

@@ -18,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.read_model import ReadModelActivities
     from workflows import rules
     from workflows.model import (
+        AgencyNeeds,
         CommandResult,
         JourneyState,
         ReassignOwner,
@@ -34,6 +35,12 @@ PROJECTION_TIMEOUT = timedelta(seconds=60)
 # is retried after this, not after PROJECTION_TIMEOUT. Its transaction died with the process.
 PROJECTION_HEARTBEAT = timedelta(seconds=5)
 PROJECTION_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30))
+# The registry's check of the agencies a command names: a local activity (a read of a few rows),
+# given up before the API stops waiting for the update (30 s), so the caller is told to retry.
+AGENCY_CHECK_TIMEOUT = timedelta(seconds=25)
+AGENCY_CHECK_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_interval=timedelta(seconds=2))
+# Histories from before the workflow checked agencies itself replay without the check.
+AGENCY_CHECK_PATCH = "workflow-checks-agencies"
 
 
 class ErrorType:
@@ -46,6 +53,7 @@ class ErrorType:
     VERSION_MISMATCH = "VersionMismatch"
     STAGE_MOVED = "StageMoved"
     ALREADY_APPLIED = "AlreadyApplied"  # details[0]: the command's first result
+    WRONG_CASE = "WrongCase"  # a workflow whose id names another case than its input
 
 
 APPLIED_UPDATES_KEPT = 32  # update ids a case remembers (JourneyState.applied_updates)
@@ -69,6 +77,14 @@ def _dry_id() -> str:
     return "dry-run"
 
 
+def check_own_case(case_id: str) -> None:
+    """Fail a workflow whose id names another case than its input: payloads are sealed with the key
+    of the case the id names, so a workflow may act only for that case."""
+    if rules.case_of_workflow(workflow.info().workflow_id) != case_id:
+        raise ApplicationError("the workflow's id does not name the case of its input", type=ErrorType.WRONG_CASE,
+                               non_retryable=True)
+
+
 class JourneyWorkflowBase:
     """Step and task updates over a ``JourneyState``; subclasses say which stages they own."""
 
@@ -86,6 +102,7 @@ class JourneyWorkflowBase:
         """Record a caseworker's or supervisor's step."""
         async with self._lock:
             body = self._checked(lambda: rules.check_step(self.state, cmd))
+            await self._check_agencies(body)
             return await self._record(rules.apply_step(self.state, cmd, body, workflow.now(), self._new_id))
 
     @step.validator
@@ -99,6 +116,7 @@ class JourneyWorkflowBase:
         """Assign a task or act on one."""
         async with self._lock:
             body = self._checked(lambda: rules.check_task(self.state, cmd, workflow.now()))
+            await self._check_agencies(body, cmd.task_id)
             events, task_id = rules.apply_task(self.state, cmd, body, workflow.now(), self._new_id)
             return await self._record(events, task_id=task_id)
 
@@ -155,6 +173,18 @@ class JourneyWorkflowBase:
             while len(applied) > APPLIED_UPDATES_KEPT:
                 del applied[next(iter(applied))]
         return result
+
+    async def _check_agencies(self, body: object, task_id: str | None = None) -> None:
+        """Have the registry confirm that each agency the command gives a task to offers the service in
+        the country where it is needed (the API checked it too; the workflow trusts no sender)."""
+        needs = rules.agency_needs(self.state, body, task_id)
+        if not needs or not workflow.patched(AGENCY_CHECK_PATCH):
+            return
+        refused = await workflow.execute_local_activity_method(
+            ReadModelActivities.check_agencies, AgencyNeeds(needs=needs),
+            schedule_to_close_timeout=AGENCY_CHECK_TIMEOUT, retry_policy=AGENCY_CHECK_RETRY)
+        if refused:
+            raise _refusal(rules.InvalidCommand(refused))
 
     def _checked(self, check):  # type: ignore[no-untyped-def]
         if self.state.stage not in self.OWNED_STAGES:

@@ -491,6 +491,19 @@ class CaseOpening(Strict):
     config: JourneyConfig = Field(default_factory=JourneyConfig)
 
 
+class AgencyNeed(Strict):
+    """An agency a command gives a task to, the service and the country where it is needed: the
+    workflow has the registry confirm it (``check_agencies``), whoever sent the command."""
+
+    service: Service
+    agency_id: str
+    country: str
+
+
+class AgencyNeeds(Strict):
+    needs: list[AgencyNeed] = Field(default_factory=list)
+
+
 class DeliveryRequest(Strict):
     """One message to an agency: which, to whom, and how patiently to retry."""
 
@@ -504,6 +517,17 @@ class DeliveryRequest(Strict):
     retry_initial_seconds: float = 1.0
     retry_max_seconds: float = 300.0
     reason: str = ""
+
+
+class WebhookVerificationRequest(Strict):
+    """Send the challenge to an agency's new webhook address (and tell its confirmed one)."""
+
+    agency_id: str
+    verification_id: str
+    timeout_seconds: float = 10.0
+    retry_initial_seconds: float = 1.0
+    retry_max_seconds: float = 300.0
+    expires_in_seconds: float = 86400.0
 
 
 class DeliveryOutcome(Strict):

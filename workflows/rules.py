@@ -8,6 +8,7 @@ No I/O, no clock and no randomness here: the caller passes ``now`` and an id fac
 from __future__ import annotations
 
 import calendar
+import re
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone
 
@@ -17,6 +18,7 @@ from workflows.model import (
     STEP_BODIES,
     TASK_BODIES,
     Actor,
+    AgencyNeed,
     AssignTaskBody,
     CaseOpening,
     CaseStatus,
@@ -90,6 +92,8 @@ REINTEGRATION_SERVICES = frozenset(
     }
 )
 SUPERVISOR_STEPS = frozenset({Step.approve_closure, Step.reject_closure})
+# Delivered in the country of origin; every other service is delivered where the case is owned.
+ORIGIN_SERVICES = frozenset({Service.origin_assessment, Service.family_assessment, Service.reception})
 
 
 # --- Errors: each maps to one HTTP status in the API ---------------------------------------------
@@ -154,6 +158,15 @@ def age_on(birth: date, day: date) -> int:
 
 def workflow_id(case_id: str) -> str:
     return f"case-{case_id}"
+
+
+CASE_IN_WORKFLOW_ID = re.compile(r"^case-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+
+
+def case_of_workflow(workflow_id: str | None) -> str | None:
+    """The case a workflow id names (every workflow of a case is ``case-<case id>...``), if any."""
+    match = CASE_IN_WORKFLOW_ID.match(workflow_id or "")
+    return match.group(1) if match else None
 
 
 def stage_workflow_id(state: JourneyState) -> str:
@@ -613,6 +626,27 @@ def check_task(state: JourneyState, cmd: TaskCommand, now: datetime) -> object:
         if body.agency_id == task.agency_id:
             raise InvalidCommand("reassign to another agency")
     return body
+
+
+def service_country(state: JourneyState, service: Service) -> str:
+    """Where a service is delivered: in the country of origin, or where the case is owned now."""
+    return state.origin_country if service in ORIGIN_SERVICES else state.owner_country
+
+
+def agency_needs(state: JourneyState, body: object, task_id: str | None = None) -> list[AgencyNeed]:
+    """The agencies a checked step or task body gives tasks to, with their services and countries."""
+    items: list[tuple[Service, str | None]] = []
+    match body:
+        case AssignTaskBody():
+            items = [(body.service, body.agency_id)]
+        case ReassignTaskBody():
+            items = [(state.tasks[task_id or ""].service, body.agency_id)]
+        case SafetyPlanBody():
+            items = [(m.service, m.agency_id) for m in body.measures if m.service]
+        case ReintegrationPlanBody():
+            items = [(i.service, i.agency_id) for i in body.services]
+    return [AgencyNeed(service=service, agency_id=agency_id, country=service_country(state, service))
+            for service, agency_id in items if agency_id]
 
 
 def is_overdue(task: TaskState, now: datetime) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.journey import JourneyWorkflowBase
+    from workflows.journey import JourneyWorkflowBase, check_own_case
     from workflows.model import JourneyState, Stage
 
 
@@ -21,6 +21,7 @@ class _StageWorkflow(JourneyWorkflowBase):
         self.state = state
 
     async def _hold(self) -> JourneyState:
+        check_own_case(self.state.case_id)
         if await self.hold_stage():
             workflow.continue_as_new(self.state)
         return self.state
