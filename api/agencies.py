@@ -175,7 +175,7 @@ def read_agency(agency_id: AgencyId, user: CurrentUser, session: SessionDep) -> 
 
 
 @router.post("", status_code=201, response_model=AgencyPublic, summary="Register a partner agency",
-             responses=responses(401, 403, 409, 422))
+             responses=responses(401, 403, 409, 422, 503))
 async def create_agency(
     body: AgencyCreate, user: Annotated[Any, require(Role.admin)], session: SessionDep, settings: SettingsDep,
     auditor: AuditorDep, client: ClientDep,
@@ -208,7 +208,7 @@ async def create_agency(
 
 
 @router.patch("/{agency_id}", response_model=AgencyPublic, summary="Change a partner agency",
-              responses=responses(401, 403, 404, 422))
+              responses=responses(401, 403, 404, 422, 503))
 async def update_agency(
     agency_id: AgencyId,
     body: Annotated[AgencyUpdate, Body(openapi_examples={"services": {"value": {"services": ["shelter", "housing"]}}})],
@@ -265,14 +265,17 @@ async def update_agency(
                          "address received; from then on the agency's tasks go there.",
              responses=responses(401, 403, 404, 409, 422))
 def confirm_webhook(
-    agency_id: AgencyId, body: WebhookConfirmation, user: Annotated[Any, require(Role.partner)],
+    agency_id: AgencyId,
+    body: Annotated[WebhookConfirmation, Body(openapi_examples={"confirm": {"value": {
+        "challenge": "q3Zr8WcJ0m5cXvE4kY1bLwN7tHs2uA9dF6gP0oIeRxM"}}})],
+    user: Annotated[Any, require(Role.partner)],
     session: SessionDep, settings: SettingsDep, auditor: AuditorDep,
 ) -> AgencyPublic:
-    if user.agency != agency_id:
-        raise Forbidden("a partner confirms its own agency's webhook only")
     agency = session.get(AgencyRecord, agency_id)
     if agency is None:
         raise NotFound("no such agency")
+    if user.agency != agency_id:
+        raise Forbidden("a partner confirms its own agency's webhook only")
     if agency.pending_webhook_url is None or agency.webhook_challenge is None or agency.webhook_requested_at is None:
         raise Conflict("no webhook address is waiting for confirmation")
     if datetime.now(timezone.utc) - aware(agency.webhook_requested_at) > timedelta(hours=settings.webhook_verification_hours):

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from api import agencies as agencies_api
 from api import audit as audit_api
 from api import exports
-from api import cases, errors, health, limits, privacy, steps, supervision, tasks
+from api import cases, errors, health, idempotency, limits, privacy, steps, supervision, tasks
 from api.access_log import RequestContext, bind_route
 from api.schemas import Problem
 from reintegration import agencies
@@ -33,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        os.umask(0o077)  # what this process creates (a SQLite database, say) is its owner's only
         configure_logging()
         app.state.settings = settings
         app.state.engine = make_engine(settings)
@@ -44,12 +47,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.verifier = make_verifier(settings)  # OIDC when configured; never the development key in production
         app.state.temporal = None
         connecting = asyncio.create_task(_connect(app, settings))
+        purging = asyncio.create_task(_purge_stored_answers(app, settings))
         try:
             # Wait briefly so a normal start is ready at once; keep trying in the background after.
             await asyncio.wait({connecting}, timeout=settings.temporal_connect_wait_seconds)
             yield
         finally:
             connecting.cancel()
+            purging.cancel()
             app.state.engine.dispose()
             app.state.keyring.dispose()
 
@@ -89,6 +94,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+PURGE_EVERY_SECONDS = 900.0
+
+
+async def _purge_stored_answers(app: FastAPI, settings: Settings) -> None:
+    """Delete expired answers to Idempotency-Keys now and every quarter hour (each API process does;
+    the deletes are idempotent)."""
+    while True:
+        try:
+            purged = await asyncio.to_thread(idempotency.purge_expired, app.state.engine, settings.idempotency_ttl)
+            if purged:
+                log.info("expired idempotent answers purged", count=purged)
+        except SQLAlchemyError as exc:
+            log.warning("idempotent answers not purged", error=type(exc).__name__)
+        await asyncio.sleep(PURGE_EVERY_SECONDS)
 
 
 async def _connect(app: FastAPI, settings: Settings) -> None:

@@ -144,6 +144,8 @@ async def running_stack(backend: str, env: WorkflowEnvironment, data_dir: Path, 
         "delivery_timeout_seconds": 1.5,
         "delivery_retry_initial_seconds": 0.2,
         "delivery_retry_max_seconds": 1.0,
+        # As `reintegration run` gives its API: the codec tokens of this "stack" (tests/test_run_stack.py).
+        "codec_session": f"tests-{uuid.uuid4().hex}",
     }
     settings = Settings(**{**values, **overrides})
     engine = make_engine(settings)

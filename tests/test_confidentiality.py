@@ -24,6 +24,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from reintegration.codec import ENCODING, EncryptionCodec
+from reintegration.tokens import mint_codec
 from reintegration.crypto import ERASED, DataKeyRecord, Keyring, KeyUnavailable, kek_from_settings
 from reintegration.db import CaseRecord, PersonRecord, StageVisitRecord, TaskRecord
 from reintegration.logs import tap
@@ -59,8 +60,26 @@ async def raw_histories(stack: Stack, case_id: str) -> tuple[Client, dict[str, b
             history = await plain.get_workflow_handle(wid, run_id=execution.run_id).fetch_history()
             histories[f"{wid}/{execution.run_id}"] = b"".join(e.SerializeToString() for e in history.events)
             for event in history.events:
+                if event.HasField("marker_recorded_event_attributes"):
+                    # The SDK's own bookkeeping in markers (a patch's id; a local activity's seq,
+                    # attempt and times) is written by the SDK's core in clear; the local activity's
+                    # result goes through the codec. Both are in the bytes checked for markers above.
+                    marker = event.marker_recorded_event_attributes
+                    for key, value in marker.details.items():
+                        if (marker.marker_name, key) not in SDK_BOOKKEEPING:
+                            _collect_payloads(value, payloads)
+                    continue
+                if event.HasField("upsert_workflow_search_attributes_event_attributes"):
+                    # Search attributes are indexed, so never encrypted: the SDK's patch ids
+                    # (TemporalChangeVersion) only; they are checked for markers below too.
+                    fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes
+                    assert set(fields.indexed_fields) <= {"TemporalChangeVersion"}
+                    continue
                 _collect_payloads(event, payloads)
     return plain, histories, payloads
+
+
+SDK_BOOKKEEPING = {("core_patch", "patch-data"), ("core_local_activity", "data")}
 
 
 def _collect_payloads(message: Message, out: list[Payload]) -> None:
@@ -298,13 +317,21 @@ async def test_the_codec_endpoints_serve_the_web_ui_only_with_a_supervisor(stack
     r = await stack.http.post("/codec/decode", content=json_format.MessageToJson(encoded), headers=j.supervisor)
     assert json_format.Parse(r.text, Payloads()) == original
 
-    # The development Web UI's endpoint carries a supervisor's token in its path.
-    token = stack.token("supervisor", "temporal-web-ui")
+    # The development Web UI's endpoint carries a codec token in its path (tests/test_run_stack.py
+    # has `make run` make one): scoped like any supervisor's, good for the codec routes only.
+    session = stack.settings.codec_session
+    token = mint_codec(stack.settings, sub="temporal-web-ui:dev", countries=["*"], session=session)
     r = await stack.http.post(f"/codec/t/{token}/decode", content=body)
     assert r.status_code == 200
     assert m["withdrawn"].encode() in b"".join(p.data for p in json_format.Parse(r.text, Payloads()).payloads)
-    caseworker = stack.token("caseworker", "cw-es-1")
-    assert (await stack.http.post(f"/codec/t/{caseworker}/decode", content=body)).status_code == 403
+    trail = (await stack.http.get(f"/v1/cases/{j.case_id}/audit", headers=j.supervisor, params={"limit": 500})).json()
+    assert any(e["action"] == "codec.decode" and e["actor"]["sub"] == "temporal-web-ui:dev" for e in trail["items"])
+    romania = mint_codec(stack.settings, sub="temporal-web-ui:ro", countries=["RO"], session=session)
+    r = await stack.http.post(f"/codec/t/{romania}/decode", content=body)
+    assert m["withdrawn"].encode() not in b"".join(p.data for p in json_format.Parse(r.text, Payloads()).payloads)
+    assert (await stack.http.get("/v1/cases", headers={"Authorization": f"Bearer {token}"})).status_code == 401
+    for api_token in (stack.token("caseworker", "cw-es-1"), stack.token("supervisor", "sup-1")):
+        assert (await stack.http.post(f"/codec/t/{api_token}/decode", content=body)).status_code == 401
     assert (await stack.http.post("/codec/t/not.a.token/decode", content=body)).status_code == 401
 
 

@@ -301,7 +301,7 @@ async def test_one_access_line_per_request_with_ids_and_no_query_or_personal_dat
                              headers={"X-Request-ID": "trace-anonymous"})
         await asyncio.sleep(0.1)  # the access line is written as the response finishes
     captured = logs.getvalue()
-    lines = {e["request_id"]: e for e in access_lines(captured)}
+    lines = {e.get("client_request_id"): e for e in access_lines(captured)}  # the caller's id, beside ours
     read = lines["trace-read-1"]
     assert read["method"] == "GET" and read["path"] == "/v1/cases/{case_id}" and read["status"] == 200
     assert read["sub"] == "cw-es-1" and read["role"] == "caseworker"
@@ -336,5 +336,5 @@ async def test_a_refused_request_is_logged_with_its_route(limited):
                                     headers={**j.cw, "Content-Type": "application/json", "X-Request-ID": "too-big"})
         await asyncio.sleep(0.1)
     assert r.status_code == 413
-    [line] = [e for e in access_lines(logs.getvalue()) if e["request_id"] == "too-big"]
+    [line] = [e for e in access_lines(logs.getvalue()) if e.get("client_request_id") == "too-big"]
     assert line["status"] == 413 and line["path"] == "/v1/cases" and line["method"] == "POST"

@@ -95,7 +95,8 @@ class WebhookVerificationWorkflow:
                 schedule_to_close_timeout=timedelta(seconds=request.expires_in_seconds),
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=request.retry_initial_seconds), backoff_coefficient=2.0,
-                    maximum_interval=timedelta(seconds=request.retry_max_seconds),
+                    # An address nobody answers at is tried for a day: no more often than twice a minute.
+                    maximum_interval=timedelta(seconds=max(request.retry_max_seconds, 30.0)),
                     non_retryable_error_types=[DELIVERY_REJECTED],
                 ),
             )

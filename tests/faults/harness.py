@@ -124,14 +124,14 @@ async def fault_stack(name: str, data_dir: Path, *, temporal_address: str, datab
             http = httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits)
             stack = Stack(backend=name, settings=settings, client=client, engine=engine, http=http,
                           base_url=base_url, keyring=keyring)
+            for _ in range(workers):  # first: a worker sends the simulators' webhook verifications
+                procs.start()
             partners = {}
             for country, services in (("ES", ["legal-assistance", "medical", "travel-documents"]),
                                       ("RO", ["origin-assessment", "reception"])):
                 agency, stats = await exits.enter_async_context(
                     simulator(stack, services=services, country=country, act_after=None))
                 partners[country] = Partner(agency, country, stats)
-            for _ in range(workers):
-                procs.start()
             yield FaultStack(stack=stack, workers=procs, partners=partners)
             procs.stop_all()  # before the simulators stop: no delivery in flight against them
     finally:
