@@ -27,8 +27,10 @@ log = structlog.get_logger("worker")
 
 
 def build_worker(client, settings: Settings, engine, http: httpx.AsyncClient,  # type: ignore[no-untyped-def]
-                 keyring: Keyring) -> Worker:
-    """The worker with every workflow and activity; the caller owns (and closes) the HTTP client.
+                 keyring: Keyring, operator_http: httpx.AsyncClient | None = None) -> Worker:
+    """The worker with every workflow and activity; the caller owns (and closes) the HTTP clients:
+    ``http`` for agencies' webhooks (``reintegration.webhooks.delivery_client``: the address guard),
+    ``operator_http`` for the supervisors' webhook the operator configured (default: ``http``).
 
     The client must encrypt payloads with the same keyring (``reintegration.temporal.connect``).
     """
@@ -43,7 +45,8 @@ def build_worker(client, settings: Settings, engine, http: httpx.AsyncClient,  #
     delivery = DeliveryActivities(engine=engine, keyring=keyring, http=http, client=client,
                                   partner_fields=settings.partner_fields)
     channel = (
-        WebhookChannel(url=settings.supervision_webhook_url, secret=settings.supervision_webhook_secret, http=http)
+        WebhookChannel(url=settings.supervision_webhook_url, secret=settings.supervision_webhook_secret,
+                       http=operator_http or http)
         if settings.supervision_webhook_url and settings.supervision_webhook_secret else LogChannel()
     )
     notifications = NotificationActivities(engine=engine, channel=channel)
@@ -66,7 +69,9 @@ async def main() -> None:
     keyring = keyring_from_settings(settings)
     client = await connect(settings, keyring=keyring)
     http = delivery_client(settings)  # the address guard outside development
-    worker = build_worker(client, settings, engine, http, keyring)
+    # The supervisors' webhook is the operator's own setting, on whatever network it chose.
+    operator_http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+    worker = build_worker(client, settings, engine, http, keyring, operator_http)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -75,6 +80,7 @@ async def main() -> None:
     async with worker:
         await stop.wait()
     await http.aclose()
+    await operator_http.aclose()
     log.info("worker stopped")
 
 

@@ -202,8 +202,8 @@ class DeliveryActivities:
         with Session(self._engine) as session:
             agency = session.get(AgencyRecord, request.agency_id)
             task = session.get(TaskRecord, request.task_id)
-            if agency is None or not agency.webhook_url or not agency.webhook_secret or task is None:
-                return None
+            if agency is None or not agency.active or not agency.webhook_url or not agency.webhook_secret or task is None:
+                return None  # a deactivated agency is sent nothing more
             message: dict[str, Any] = {"event": request.event, "delivery_id": request.delivery_id,
                                        "sent_at": datetime.now(timezone.utc).isoformat()}
             person_fields: list[str] = []

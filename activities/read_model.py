@@ -32,6 +32,7 @@ from reintegration.db import (
     TimelineRecord,
     aware,
 )
+from workflows import rules
 from workflows.model import AgencyNeeds, DeliveryRequest, JourneyState, Projection, TaskState
 
 log = structlog.get_logger("activities")
@@ -80,7 +81,11 @@ class ReadModelActivities:
 
         It heartbeats while the write runs (``PROJECTION_HEARTBEAT`` in ``workflows/journey.py``): if
         this worker dies, the write is retried elsewhere at once, not after the attempt's timeout.
+        Only the case the calling workflow's id names is written (the sole writer of cases checks).
         """
+        if rules.case_of_workflow(activity.info().workflow_id) != projection.state.case_id:
+            raise ApplicationError("a workflow may project only the case its id names", type="WrongCase",
+                                   non_retryable=True)
         write = asyncio.ensure_future(asyncio.to_thread(write_projection, self._engine, projection, self._keyring))
         # Cancelled (the worker stops, the workflow was terminated), the write still finishes in its
         # thread: its outcome is retrieved here, so a failure is never logged with the driver's text.

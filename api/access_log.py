@@ -26,6 +26,7 @@ from api.errors import problem
 from workflows import rules
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
+PRIVATE_PREFIXES = ("/v1/", "/codec/")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,99}")  # a path's id, before the route validated it
 
 log = structlog.get_logger("api.access")
@@ -74,7 +75,12 @@ class RequestContext:
             nonlocal status, responded
             if message["type"] == "http.response.start":
                 status, responded = message["status"], True
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = request_id
+                if scope["path"].startswith(PRIVATE_PREFIXES):
+                    # What the API answers may hold personal data, read under today's rules: no
+                    # browser or proxy keeps a copy to show again when those rules would refuse.
+                    headers["Cache-Control"] = "no-store"
             await send(message)
 
         # Start clean: the server may start a keep-alive connection's next request from within the

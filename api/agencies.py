@@ -8,13 +8,13 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Path, Query, Request
 from pydantic import BaseModel, Field, HttpUrl, SecretStr, model_validator
 from sqlmodel import select
 from temporalio.service import RPCError
 
 from api.audit import AuditorDep
-from api.deps import IDENTIFIER, ClientDep, CurrentUser, SessionDep, SettingsDep, keyring_of, release_connection, require
+from api.deps import IDENTIFIER, CurrentUser, SessionDep, SettingsDep, get_client, keyring_of, release_connection, require
 from reintegration.agencies import webhook_challenge_purpose, webhook_secret_purpose
 from api.errors import Conflict, Forbidden, NotFound, Unavailable, Unprocessable, responses
 from reintegration import webhooks
@@ -84,6 +84,9 @@ class AgencyPublic(BaseModel):
     webhook_url: str | None = Field(default=None, description="Shown to admins only")
     webhook_pending: bool = Field(default=False, description="A new address waits for the agency's confirmation")
     pending_webhook_url: str | None = Field(default=None, description="Shown to admins only")
+    pending_webhook_host: str | None = Field(
+        default=None, description="The host of the address waiting for confirmation: shown to admins and to the "
+                                  "agency's own partners, who confirm it")
     webhook_confirmed_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
@@ -92,6 +95,9 @@ class AgencyPublic(BaseModel):
 class WebhookConfirmation(Strict):
     challenge: str = Field(min_length=16, max_length=200, pattern=r"^[A-Za-z0-9_-]+$",
                            description="The challenge of the signed `webhook.verification` request the new address got")
+    host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:\[\]-]+$",
+                      description="The host of the new address, as the agency knows its own system: a partner "
+                                  "confirms an address it recognises, not a code someone gave it")
 
 
 async def _check_address(url: HttpUrl | None, settings: Any) -> None:
@@ -108,14 +114,17 @@ async def _check_address(url: HttpUrl | None, settings: Any) -> None:
             raise Unprocessable(str(exc)) from None
 
 
-def public(agency: AgencyRecord, role: Role) -> AgencyPublic:
-    admin = role == Role.admin
+def public(agency: AgencyRecord, user: Any) -> AgencyPublic:
+    admin = user.role == Role.admin
+    own = user.role == Role.partner and user.agency == agency.agency_id
     return AgencyPublic(
         agency_id=agency.agency_id, name=agency.name, org_type=agency.org_type, country=agency.country,
         services=agency.services, active=agency.active, webhook_configured=agency.webhook_url is not None,
         webhook_url=agency.webhook_url if admin else None,
         webhook_pending=agency.pending_webhook_url is not None,
         pending_webhook_url=agency.pending_webhook_url if admin else None,
+        pending_webhook_host=webhooks.host_of(agency.pending_webhook_url)
+        if agency.pending_webhook_url and (admin or own) else None,
         webhook_confirmed_at=aware(agency.webhook_confirmed_at) if agency.webhook_confirmed_at else None,
         created_at=aware(agency.created_at), updated_at=aware(agency.updated_at),
     )
@@ -134,7 +143,10 @@ def _request_confirmation(session: Any, agency: AgencyRecord, url: str, secret: 
     return WebhookVerificationRequest(agency_id=agency.agency_id, verification_id=verification_id)
 
 
-async def _send_verification(client: Any, session: Any, settings: Any, request: WebhookVerificationRequest) -> None:
+async def _send_verification(http_request: Request, session: Any, settings: Any, agency: AgencyRecord,
+                             request: WebhookVerificationRequest) -> None:
+    """Start the verification workflow. Without Temporal, nothing stays pending (the confirmed
+    address, if any, goes on): 503, and the admin sets the address again."""
     request = request.model_copy(update={
         "timeout_seconds": settings.delivery_timeout_seconds,
         "retry_initial_seconds": settings.delivery_retry_initial_seconds,
@@ -143,12 +155,19 @@ async def _send_verification(client: Any, session: Any, settings: Any, request: 
     })
     release_connection(session)
     try:
+        client = get_client(http_request)
         await client.start_workflow(WebhookVerificationWorkflow.run, request,
                                     id=f"agency-{request.agency_id}-webhook-{request.verification_id}",
                                     task_queue=settings.temporal_task_queue)
-    except RPCError:
-        raise Unavailable("the new webhook address is saved but its verification could not be sent; "
-                          "set it again in a moment") from None
+    except (RPCError, Unavailable):
+        session.refresh(agency)
+        if agency.webhook_verification_id == request.verification_id:
+            agency.pending_webhook_url = agency.pending_webhook_secret = agency.webhook_challenge = None
+            agency.webhook_verification_id = agency.webhook_requested_at = None
+            session.add(agency)
+            session.commit()
+        raise Unavailable("the webhook address could not be sent its verification (Temporal is unavailable); "
+                          "everything else was saved: set the address again with PATCH in a moment") from None
 
 
 @router.get("", response_model=list[AgencyPublic], summary="List partner agencies", responses=responses(401, 422))
@@ -162,7 +181,7 @@ def list_agencies(
     if country:
         query = query.where(AgencyRecord.country == country)
     rows = session.exec(query).all()
-    return [public(a, user.role) for a in rows if service is None or service.value in a.services]
+    return [public(a, user) for a in rows if service is None or service.value in a.services]
 
 
 @router.get("/{agency_id}", response_model=AgencyPublic, summary="Read a partner agency",
@@ -171,14 +190,14 @@ def read_agency(agency_id: AgencyId, user: CurrentUser, session: SessionDep) -> 
     agency = session.get(AgencyRecord, agency_id)
     if agency is None:
         raise NotFound("no such agency")
-    return public(agency, user.role)
+    return public(agency, user)
 
 
 @router.post("", status_code=201, response_model=AgencyPublic, summary="Register a partner agency",
              responses=responses(401, 403, 409, 422, 503))
 async def create_agency(
     body: AgencyCreate, user: Annotated[Any, require(Role.admin)], session: SessionDep, settings: SettingsDep,
-    auditor: AuditorDep, client: ClientDep,
+    auditor: AuditorDep, request: Request,
 ) -> AgencyPublic:
     """A webhook address given here receives the agency's tasks once a partner of the agency confirms
     it (see `POST /v1/agencies/{agency_id}/webhook/confirm`)."""
@@ -202,9 +221,9 @@ async def create_agency(
         detail["pending_webhook_host"] = webhooks.host_of(agency.pending_webhook_url or "")
     auditor.record("agency.create", status=201, detail=detail)
     if verification:
-        await _send_verification(client, session, settings, verification)
+        await _send_verification(request, session, settings, agency, verification)
         session.refresh(agency)
-    return public(agency, user.role)
+    return public(agency, user)
 
 
 @router.patch("/{agency_id}", response_model=AgencyPublic, summary="Change a partner agency",
@@ -216,7 +235,7 @@ async def update_agency(
     session: SessionDep,
     settings: SettingsDep,
     auditor: AuditorDep,
-    client: ClientDep,
+    request: Request,
 ) -> AgencyPublic:
     """Only the fields sent change. A new webhook address or secret is not used until a partner of the
     agency confirms it; the confirmed address keeps receiving the tasks meanwhile and is told of the
@@ -254,9 +273,9 @@ async def update_agency(
     session.refresh(agency)
     auditor.record("agency.update", detail=detail)
     if verification:
-        await _send_verification(client, session, settings, verification)
+        await _send_verification(request, session, settings, agency, verification)
         session.refresh(agency)
-    return public(agency, user.role)
+    return public(agency, user)
 
 
 @router.post("/{agency_id}/webhook/confirm", response_model=AgencyPublic,
@@ -267,7 +286,7 @@ async def update_agency(
 def confirm_webhook(
     agency_id: AgencyId,
     body: Annotated[WebhookConfirmation, Body(openapi_examples={"confirm": {"value": {
-        "challenge": "q3Zr8WcJ0m5cXvE4kY1bLwN7tHs2uA9dF6gP0oIeRxM"}}})],
+        "challenge": "q3Zr8WcJ0m5cXvE4kY1bLwN7tHs2uA9dF6gP0oIeRxM", "host": "hooks.shelter-es.example.org"}}})],
     user: Annotated[Any, require(Role.partner)],
     session: SessionDep, settings: SettingsDep, auditor: AuditorDep,
 ) -> AgencyPublic:
@@ -282,6 +301,9 @@ def confirm_webhook(
         raise Conflict("the confirmation came too late; ask an admin to set the address again")
     keyring = keyring_of(session)
     expected = keyring.open_system(agency.webhook_challenge, purpose=webhook_challenge_purpose(agency_id))
+    if body.host.lower().strip("[]") != webhooks.host_of(agency.pending_webhook_url).strip("[]"):
+        auditor.record("agency.webhook-confirm", status=422, detail={"agency_id": agency_id, "matched": False})
+        raise Unprocessable("that is not the host of the address waiting for confirmation; see pending_webhook_host")
     if not hmac.compare_digest(expected.encode(), body.challenge.encode()):
         auditor.record("agency.webhook-confirm", status=422, detail={"agency_id": agency_id, "matched": False})
         raise Unprocessable("the challenge does not match the one sent to the new address")
@@ -294,4 +316,4 @@ def confirm_webhook(
     session.commit()
     session.refresh(agency)
     auditor.record("agency.webhook-confirm", detail={"agency_id": agency_id, "webhook_host": host})
-    return public(agency, user.role)
+    return public(agency, user)

@@ -64,6 +64,7 @@ async def once(
     session: Session | None = None,
     ttl: timedelta = DEFAULT_TTL,
     replay: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    unstored: frozenset[str] = frozenset(),
 ) -> Any:
     """Run the request once per (caller, key) and give every repeat the first response.
 
@@ -73,7 +74,8 @@ async def once(
     ``session``, the request's, holds no connection while this waits (``release_connection``).
     ``replay``, when given, makes a repeat's successful body anew from the stored one under today's
     access rules (it may raise a problem, e.g. 404 once the caller's scope no longer holds the case):
-    what it fills in is not stored at all.
+    ``unstored`` names the response's fields that are never stored (the person's data: ``replay``
+    reads it again under today's rules).
     """
     if key is None:
         return await run(str(uuid.uuid4()))
@@ -104,7 +106,7 @@ async def once(
     except BaseException:
         _release_or_later(engine, user.sub, key)
         raise
-    body = result.model_dump(mode="json")
+    body = {k: (None if k in unstored else v) for k, v in result.model_dump(mode="json").items()}
     # The case whose key seals the stored response: named by the caller, or by the response itself.
     case_id = case_id or (body.get("case_id") if isinstance(body.get("case_id"), str) else None)
     stored = {"case_id": case_id, "sealed": keyring.seal(case_id, json.dumps(body), purpose=SEALED)} if case_id else body

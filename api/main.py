@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # refusals carry it too), the rate limit of callers without a token, then the body limit.
     app.add_middleware(limits.BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(limits.AnonymousRateLimit, limits=app.state.rate_limits)
-    app.add_middleware(privacy.CodecCors, origins=settings.temporal_ui_origins)
+    app.add_middleware(privacy.CodecCors, origins=settings.temporal_ui_origins, limits=app.state.rate_limits)
     app.add_middleware(RequestContext, application=app)
 
     def openapi() -> dict:

@@ -22,7 +22,18 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.audit import request_ids, with_client_request_id
 from api.cases import CaseId
 from api.deps import ClientDep, SessionDep, current_user, keyring_of, require
-from api.errors import Conflict, Forbidden, NotFound, Unauthorized, Unavailable, Unprocessable, responses
+from api.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+    Unprocessable,
+    problem,
+    responses,
+)
+from api.limits import RateLimits, client_key
 from reintegration import audit
 from reintegration.codec import ENCODING, EncryptionCodec, payload_key_id
 from reintegration.crypto import FREE_TEXT_KEYS, SYSTEM_KEY_ID, DataKeyRecord, KeyUnavailable, Unreadable, erase_fields
@@ -232,12 +243,10 @@ async def _decode(request: Request, user: Claims) -> Response:
 
 
 async def _encode(request: Request) -> Response:
-    """What the UI sends (a signal's input, say) is encrypted with the system key: it names no case."""
-    codec = EncryptionCodec(request.app.state.keyring)
-    out = []
-    for payload in (await _payloads(request)).payloads:
-        out += [payload] if payload.metadata.get("encoding") == ENCODING else await codec.encode([payload])
-    return _reply(out)
+    """Nothing the Web UI encodes is accepted by a workflow (the worker decodes only what is sealed with
+    the key of the case, or of no case, that the workflow names), so nothing is encoded: a signal, an
+    update or a workflow started from the UI would be refused anyway. Commands go through the API."""
+    raise Forbidden("workflows take commands through the API only; the Web UI cannot send them")
 
 
 @codec_router.post("/decode")
@@ -263,13 +272,19 @@ async def encode_dev(request: Request, user: Annotated[Claims, Depends(codec_use
 class CodecCors:
     """CORS for the codec endpoints only, and only from the Temporal Web UI's origins."""
 
-    def __init__(self, app: ASGIApp, origins: list[str]) -> None:
-        self.app = app
+    def __init__(self, app: ASGIApp, origins: list[str], limits: RateLimits) -> None:
+        self.app, self.limits = app, limits
         self.cors = CORSMiddleware(app, allow_origins=origins, allow_methods=["POST"], allow_credentials=True,
                                    allow_headers=["Authorization", "Content-Type", "X-Namespace"], max_age=600)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/codec/"):
+            if scope["method"] == "OPTIONS":  # a preflight is answered here: charged like any anonymous request
+                try:
+                    self.limits.charge(client_key(scope))
+                except TooManyRequests as exc:
+                    await problem(exc.status, exc.title, exc.detail, exc.headers)(scope, receive, send)
+                    return
             await self.cors(scope, receive, send)
         else:
             await self.app(scope, receive, send)

@@ -174,6 +174,7 @@ async def reassign_case(
 
     result = await idempotency.once(
         engine, keyring_of(session), user=user, key=idempotency_key, status_code=200, run=run, session=session,
+        ttl=settings.idempotency_ttl,
         request_hash=idempotency.fingerprint("POST", f"/v1/cases/{case_id}/reassign", body.model_dump(mode="json")),
     )
     return auditor.replayed(result, Entry("case.reassign", case_id=case_id,

@@ -147,7 +147,7 @@ async def act(
 
     result = await idempotency.once(
         engine, keyring_of(session), user=user, key=key, status_code=200, run=run, case_id=task.case_id,
-        session=session, ttl=settings.idempotency_ttl, replay=replay,
+        session=session, ttl=settings.idempotency_ttl, replay=replay, unstored=frozenset({"person"}),
         request_hash=idempotency.fingerprint("POST", f"/v1/tasks/{task_id}/{action.value}", payload),
     )
     replayed = replayed_body(result)

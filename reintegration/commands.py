@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta, timezone
 
 import structlog
 from sqlalchemy.engine import Engine
@@ -40,7 +41,9 @@ from reintegration.crypto import KeyUnavailable, Unreadable
 from reintegration.db import CaseRecord
 from workflows import rules
 from workflows.journey import ErrorType
-from workflows.model import CommandResult, JourneyState
+from workflows.model import CommandResult, JourneyState, ReassignOwner, StepCommand, TaskCommand
+
+BoundCommand = StepCommand | TaskCommand | ReassignOwner
 
 log = structlog.get_logger("commands")
 
@@ -76,9 +79,14 @@ class TemporalUnavailable(CommandError):
 
 
 async def send_command(
-    client: Client, engine: Engine, case_id: str, update: str, command: object, *, update_id: str | None = None
+    client: Client, engine: Engine, case_id: str, update: str, command: BoundCommand, *, update_id: str | None = None
 ) -> CommandResult:
-    """Send a step or task command to the workflow that owns the case now, and wait for its effect."""
+    """Send a step or task command to the workflow that owns the case now, and wait for its effect.
+
+    The command is bound to its update id and stamped with the time it was issued: the workflow
+    refuses a copy of it under another update id, or one issued long ago."""
+    update_id = update_id or f"once:{uuid.uuid4()}"
+    command = command.model_copy(update={"update_id": update_id, "issued_at": datetime.now(timezone.utc)})
     deadline = time.monotonic() + ROUTING_DEADLINE
     for attempt in itertools.count():
         if attempt and time.monotonic() > deadline:

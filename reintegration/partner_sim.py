@@ -106,7 +106,8 @@ def create_simulator(config: SimulatorConfig) -> tuple[FastAPI, SimulatorStats]:
         if request.headers.get("idempotency-key") != key:
             return JSONResponse({"error": "Idempotency-Key does not match the signed delivery_id"}, status_code=400)
         if message.get("event") == "webhook.verification":  # about the webhook itself, not a task
-            return await _confirm(config, stats, agency_id, key, str(message.get("challenge", "")))
+            return await _confirm(config, stats, agency_id, key, str(message.get("challenge", "")),
+                                  request.url.hostname or "")
         if message.get("event") == "webhook.changing":
             stats.notices.append({"agency_id": agency_id, "new_host": message.get("new_host")})
             return JSONResponse({"status": "noted"})
@@ -137,13 +138,14 @@ def create_simulator(config: SimulatorConfig) -> tuple[FastAPI, SimulatorStats]:
 
 
 async def _confirm(config: SimulatorConfig, stats: SimulatorStats, agency_id: str, verification_id: str,
-                   challenge: str) -> JSONResponse:
-    """The agency's system confirms its new address with its partner token."""
+                   challenge: str, host: str) -> JSONResponse:
+    """The agency's system confirms its new address (its own host, where the challenge came) with its
+    partner token."""
     token = config.tokens.get(agency_id)
     if token is None:
         return JSONResponse({"error": "no partner token to confirm with"}, status_code=500)
     async with httpx.AsyncClient(base_url=config.api_url, timeout=60) as api:
-        response = await api.post(f"/v1/agencies/{agency_id}/webhook/confirm", json={"challenge": challenge},
+        response = await api.post(f"/v1/agencies/{agency_id}/webhook/confirm", json={"challenge": challenge, "host": host},
                                   headers={"Authorization": f"Bearer {token}"})
     if response.status_code != 200:
         log.warning("webhook confirmation refused", agency_id=agency_id, status=response.status_code)

@@ -67,12 +67,18 @@ def person_for_partner(
     return {f: stored.get(f, facts.get(f)) for f in wanted}
 
 
+# A task in these states is no longer the agency's to work on: its notes are not shown to it.
+WITHDRAWN = frozenset({"cancelled", "delivery_failed"})
+
+
 def partner_task(session: Session, keyring: Keyring, task: TaskRecord, fields: dict[str, list[str]]) -> PartnerTask:
+    agency = session.get(AgencyRecord, task.agency_id)
+    shows_notes = task.status not in WITHDRAWN and agency is not None and agency.active
     return PartnerTask(
         task_id=task.task_id, case_reference=task.case_reference, service=task.service, status=task.status,
         assigned_at=aware(task.assigned_at), accept_by=aware(task.accept_by), due_on=task.due_on,
         overdue=is_overdue(task),
-        notes="" if task.status == "cancelled" else keyring.open_field(task.case_id, "notes", task.notes),
+        notes=keyring.open_field(task.case_id, "notes", task.notes) if shows_notes else "",
         outcome=task.outcome, assessment=task.assessment,
         decline_reason=keyring.open_field(task.case_id, "decline_reason", task.decline_reason)
         if task.status == "declined" else "",

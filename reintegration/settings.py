@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     temporal_tls_key_file: Path | None = None
     temporal_tls_server_name: str | None = None
     temporal_api_key_file: Path | None = None
+    # Production refuses a frontend reached without either, unless this says the network itself
+    # admits no one else (e.g. a private network of the deployment's own): say so knowingly.
+    temporal_allow_unauthenticated: bool = False
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -213,6 +216,11 @@ class Settings(BaseSettings):
         if self.jwt_signing_key_file is not None:
             problems.append("REINTEGRATION_JWT_SIGNING_KEY_FILE is the development signing key; production accepts "
                             "OIDC tokens only")
+        if not (self.temporal_tls_cert_file or self.temporal_api_key_file or self.temporal_allow_unauthenticated):
+            problems.append("Temporal's frontend must be reached with mTLS (REINTEGRATION_TEMPORAL_TLS_CERT_FILE and "
+                            "_KEY_FILE) or an API key (REINTEGRATION_TEMPORAL_API_KEY_FILE): whoever reaches it "
+                            "unauthenticated can act as a worker (or set REINTEGRATION_TEMPORAL_ALLOW_UNAUTHENTICATED=true "
+                            "where the network admits no one else)")
         if self.webhook_guard is False:
             problems.append("REINTEGRATION_WEBHOOK_GUARD=false would let tasks go to loopback, private and metadata "
                             "addresses; name a VPN's range in REINTEGRATION_WEBHOOK_PRIVATE_NETWORKS instead")

@@ -83,8 +83,8 @@ async def connect(
     """
     last: Exception | None = None
     if settings.environment == "production" and not settings.temporal_authenticated:
-        log.warning("temporal frontend reached without mTLS or an API key: in production it must accept only "
-                    "authenticated clients (REINTEGRATION_TEMPORAL_TLS_CERT_FILE/_KEY_FILE or _API_KEY_FILE)")
+        log.warning("temporal frontend reached without mTLS or an API key (REINTEGRATION_TEMPORAL_ALLOW_UNAUTHENTICATED): "
+                    "only a network that admits no one else protects the cases now")
     options = client_options(settings)
     for _ in range(attempts):
         try:

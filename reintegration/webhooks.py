@@ -58,8 +58,15 @@ def _networks(names: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IP
 
 def refused_address(address: IPAddress, allowed_private: Iterable[str] = ()) -> str | None:
     """Why a message must not go to this address, or None if it may."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        # An IPv4 address carried inside an IPv6 one (mapped, 6to4, Teredo) is checked as itself.
+        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo[1] if address.teredo else None)
+        if embedded is not None:
+            why = refused_address(embedded, allowed_private)
+            if why:
+                return why
+            if address.ipv4_mapped is not None:
+                return None
     if any(address in n for n in _ALWAYS_REFUSED if n.version == address.version):
         return "a loopback, link-local or metadata address"
     if address.is_multicast or address.is_unspecified or address.is_reserved:

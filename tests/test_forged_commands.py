@@ -10,6 +10,7 @@ a command sealed correctly but not sent by the API is held to the same rules.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from google.protobuf import json_format
@@ -22,7 +23,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailed
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 
-from reintegration.codec import UNSEALED
+from reintegration.codec import UNSEALED, EncryptionCodec
 from reintegration.db import CaseRecord, TaskRecord
 from reintegration.settings import Settings
 from reintegration.temporal import client_options
@@ -36,6 +37,11 @@ def bare_client(stack) -> Client:
     """What an attacker at the frontend has: a client without the key-encryption key."""
     return Client(stack.client.service_client, namespace=stack.settings.temporal_namespace,
                   data_converter=pydantic_data_converter)
+
+
+def bound(command: TaskCommand, update_id: str, *, issued_at: datetime | None = None) -> TaskCommand:
+    """A command as the API sends it: bound to its update id, stamped with when it was issued."""
+    return command.model_copy(update={"update_id": update_id, "issued_at": issued_at or datetime.now(timezone.utc)})
 
 
 def forged_assignment(agency: str = "shelter-es", *, role: Role = Role.caseworker,
@@ -73,19 +79,21 @@ async def test_an_update_sent_without_the_case_key_is_refused_and_changes_nothin
     await j.assign("shelter", "shelter-es")
 
 
-async def test_a_payload_sealed_by_the_web_ui_codec_is_refused_too(stack):
-    """The Web UI's encode endpoint seals with the system key, not the case's: no way in either."""
+async def test_a_payload_sealed_with_the_system_key_is_refused_too(stack):
+    """The Web UI's codec encodes nothing any more (403), and a payload sealed with the system key,
+    as it used to, is no way into a case either."""
     j = Journey(stack)
     await j.open()
-    plain = pydantic_data_converter.payload_converter.to_payloads([forged_assignment()])
+    plain = pydantic_data_converter.payload_converter.to_payloads([bound(forged_assignment(), "by-ui")])
     r = await stack.http.post("/codec/encode", content=json_format.MessageToJson(Payloads(payloads=plain)),
                               headers=j.supervisor)
-    assert r.status_code == 200
-    sealed = json_format.Parse(r.text, Payloads()).payloads
+    assert r.status_code == 403
+    sealed = await EncryptionCodec(stack.keyring).encode(plain)  # no context: the system key
+    assert sealed[0].metadata["encryption-key-id"] == b"system-1"
     request = UpdateWorkflowExecutionRequest(
         namespace=stack.settings.temporal_namespace,
         workflow_execution=WorkflowExecution(workflow_id=rules.workflow_id(j.case_id)),
-        request=Request(meta=Meta(update_id=str(uuid.uuid4()), identity="attacker"),
+        request=Request(meta=Meta(update_id="by-ui", identity="attacker"),
                         input=Input(name="task", args=Payloads(payloads=sealed))),
         wait_policy=WaitPolicy(
             lifecycle_stage=UpdateWorkflowExecutionLifecycleStage.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_COMPLETED),
@@ -139,7 +147,7 @@ async def test_the_workflow_checks_the_agency_whoever_sealed_the_command(stack, 
     await j.open()
     handle = stack.client.get_workflow_handle(rules.workflow_id(j.case_id))
     with pytest.raises(WorkflowUpdateFailedError) as refused:
-        await handle.execute_update("task", forged_assignment(agency))
+        await handle.execute_update("task", bound(forged_assignment(agency), "u-1"), id="u-1")
     cause = refused.value.cause
     assert isinstance(cause, ApplicationError) and cause.type == "InvalidCommand" and cause.message == why
     assert await tasks_of(stack, j.case_id) == []
@@ -153,16 +161,17 @@ async def test_the_workflow_checks_the_agencys_country(stack):
     command = TaskCommand(action=TaskAction.assign, body={"service": "medical", "agency_id": "reintegration-partner-ro"},
                           actor=Actor(sub="cw-es-1", role=Role.caseworker))
     with pytest.raises(WorkflowUpdateFailedError) as refused:
-        await stack.client.get_workflow_handle(rules.workflow_id(j.case_id)).execute_update("task", command)
+        await stack.client.get_workflow_handle(rules.workflow_id(j.case_id)).execute_update(
+            "task", bound(command, "u-2"), id="u-2")
     assert refused.value.cause.message == "reintegration-partner-ro works in RO; medical is needed in ES"
 
 
 async def test_the_workflow_checks_the_actors_role(stack):
     j = Journey(stack)
     await j.open()
-    command = forged_assignment(role=Role.partner, actor_agency="shelter-es")
+    command = bound(forged_assignment(role=Role.partner, actor_agency="shelter-es"), "u-3")
     with pytest.raises(WorkflowUpdateFailedError) as refused:
-        await stack.client.get_workflow_handle(rules.workflow_id(j.case_id)).execute_update("task", command)
+        await stack.client.get_workflow_handle(rules.workflow_id(j.case_id)).execute_update("task", command, id="u-3")
     assert refused.value.cause.type == "Forbidden"
     assert await tasks_of(stack, j.case_id) == []
 
@@ -182,3 +191,24 @@ def test_temporal_takes_mtls_or_an_api_key_from_files(tmp_path):
     assert client_options(Settings()) == {} and not Settings().temporal_authenticated
     with pytest.raises(ValueError, match="go together"):
         Settings(temporal_tls_cert_file=tmp_path / "client.pem")
+
+
+async def test_a_sealed_command_copied_from_a_history_is_refused(stack):
+    """Sealing says who made a command, not that it is new: a copy of one the API sent (read out of
+    the history by someone at the frontend) under another update id, or a stale one, is refused."""
+    j = Journey(stack)
+    await j.open()
+    first = await j.assign("shelter", "shelter-es")
+    assert first["status"] == "assigned"
+    handle = stack.client.get_workflow_handle(rules.workflow_id(j.case_id))
+    sent = bound(forged_assignment(), "sent-by-the-api")
+    for copy, update_id in ((sent, "another-id"),
+                            (bound(forged_assignment(), "old", issued_at=datetime.now(timezone.utc) - timedelta(hours=1)),
+                             "old")):
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update("task", copy, id=update_id)
+        assert refused.value.cause.type == "UnboundCommand"
+    assert len(await tasks_of(stack, j.case_id)) == 1
+    # The same command, bound and fresh, goes through: the check is on the binding, not the content.
+    await handle.execute_update("task", sent, id="sent-by-the-api")
+    assert len(await tasks_of(stack, j.case_id)) == 2

@@ -300,7 +300,9 @@ def test_claim_names_follow_the_provider():
 def production(tmp_path: Path) -> dict[str, Any]:
     kek = tmp_path / "kek"
     kek.write_text(secrets.token_hex(32) + "\n")
-    return {"environment": "production", "data_dir": tmp_path / "data",
+    api_key = tmp_path / "temporal-api-key"
+    api_key.write_text(secrets.token_urlsafe(32))
+    return {"environment": "production", "data_dir": tmp_path / "data", "temporal_api_key_file": api_key,
             "database_url": "postgresql+psycopg://app@db.internal:5432/reintegration",
             "oidc_issuer": ISSUER, "oidc_audience": AUDIENCE,
             "oidc_jwks_url": "https://id.example.org/realms/care/protocol/openid-connect/certs", "kek_file": kek}
@@ -326,6 +328,9 @@ def test_production_starts_only_with_oidc_postgresql_and_real_secrets(production
         assert "is a placeholder" in refused({**hook, "supervision_webhook_secret": placeholder}), placeholder
     assert "needs REINTEGRATION_SUPERVISION_WEBHOOK_SECRET" in refused(hook)
     assert "development signing key" in refused({**production, "jwt_signing_key_file": Path("data/dev-signing-key")})
+    # Temporal's frontend: authenticated (mTLS or an API key), or an explicit word that nobody else reaches it.
+    assert "mTLS" in refused({**production, "temporal_api_key_file": None})
+    Settings(**{**production, "temporal_api_key_file": None, "temporal_allow_unauthenticated": True})
     # Every problem at once, so one start tells the operator everything.
     message = refused({"environment": "production", "data_dir": production["data_dir"]})
     assert "DATABASE_URL" in message and "OIDC is required" in message
@@ -347,6 +352,7 @@ def test_production_refuses_the_development_key_and_minting(production):
            "REINTEGRATION_OIDC_ISSUER": ISSUER, "REINTEGRATION_OIDC_AUDIENCE": AUDIENCE,
            "REINTEGRATION_OIDC_JWKS_URL": production["oidc_jwks_url"],
            "REINTEGRATION_KEK_FILE": str(production["kek_file"]),
+           "REINTEGRATION_TEMPORAL_API_KEY_FILE": str(production["temporal_api_key_file"]),
            "REINTEGRATION_DATA_DIR": str(production["data_dir"])}
     done = subprocess.run([sys.executable, "-m", "reintegration.cli", "token", "--role", "admin", "--sub", "a-1"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)

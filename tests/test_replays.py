@@ -9,11 +9,12 @@ case are refused cleanly.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 from sqlmodel import Session, select
 
-from api.idempotency import purge_expired
+from api.idempotency import SEALED, purge_expired
 from reintegration.db import AuditRecord, IdempotencyRecord
 from tests.journey import Journey, case_body, day
 
@@ -41,10 +42,12 @@ async def test_a_replayed_accept_shows_no_person_once_consent_is_withdrawn(stack
     assert body["person"] is None and body["status"] == "cancelled" and "Maria" not in replay.text
     assert body["notes"] == ""  # a cancelled task keeps no notes for its agency
     assert len(person_reads(stack, task["task_id"])) == reads  # nothing personal left, nothing read
-    # Nothing personal was stored for the key in the first place.
+    # Nothing personal was stored for the key in the first place (the stored answer, opened).
     with Session(stack.engine) as session:
         record = session.get(IdempotencyRecord, ("partner-shelter-es", "accept-then-withdrawn"))
-    assert record is not None and "Maria" not in str(record.response)
+    stored = json.loads(stack.keyring.open(j.case_id, record.response["sealed"], purpose=SEALED))
+    assert stored["task_id"] == task["task_id"] and stored["person"] is None and "Maria" not in json.dumps(stored)
+    assert first.headers["cache-control"] == "no-store" and replay.headers["cache-control"] == "no-store"
 
 
 async def test_a_deactivated_agencys_partners_see_no_person(stack):
@@ -57,13 +60,15 @@ async def test_a_deactivated_agencys_partners_see_no_person(stack):
     await stack.http.patch(f"/v1/agencies/{agency}", json={"active": True}, headers=admin)
     j = Journey(stack)
     await j.open()
-    task = await j.assign("medical", agency)
+    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks", headers=j.cw, json={
+        "service": "medical", "agency_id": agency, "notes": "speaks Romanian only"})
+    task = r.json()
     partner = {**j.partner(agency), "Idempotency-Key": "accept-deact"}
     first = await stack.http.post(f"/v1/tasks/{task['task_id']}/accept", json={}, headers=partner)
-    assert first.json()["person"]["first_name"] == "Maria"
+    assert first.json()["person"]["first_name"] == "Maria" and first.json()["notes"] == "speaks Romanian only"
     await stack.http.patch(f"/v1/agencies/{agency}", json={"active": False}, headers=admin)
     seen = (await stack.http.get(f"/v1/tasks/{task['task_id']}", headers=j.partner(agency))).json()
-    assert seen["person"] is None
+    assert seen["person"] is None and seen["notes"] == ""
     replay = await stack.http.post(f"/v1/tasks/{task['task_id']}/accept", json={}, headers=partner)
     assert replay.status_code == 200 and replay.json()["person"] is None
     listed = (await stack.http.get("/v1/tasks", headers=j.partner(agency))).json()["items"]

@@ -107,6 +107,9 @@ async def test_codec_path_requests_are_rate_limited_even_with_a_bearer_header(te
                                           headers={"Authorization": f"Bearer {token}"})
             statuses.append(r.status_code)
         assert statuses[:3] == [401, 401, 401] and statuses[3:] == [429, 429, 429], statuses
+        # A CORS preflight, answered before any route, is charged to the address too.
+        preflight = {"Origin": "http://127.0.0.1:8233", "Access-Control-Request-Method": "POST"}
+        assert (await throttled.http.options("/codec/decode", headers=preflight)).status_code == 429
 
 
 async def test_forwarded_headers_are_believed_only_from_configured_proxies(temporal_env, tmp_path):

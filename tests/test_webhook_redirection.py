@@ -14,6 +14,7 @@ import json
 import uuid
 from datetime import datetime, timezone
 
+import httpx
 import pytest
 from fastapi import FastAPI, Request
 from sqlmodel import Session, select
@@ -21,7 +22,8 @@ from sqlmodel import Session, select
 from reintegration.db import AgencyRecord, AuditRecord, DeliveryRecord
 from reintegration.settings import Settings
 from reintegration.webhooks import UnsafeAddress, checked_addresses, refused_address
-from tests.conftest import running_stack, served
+from api.main import create_app
+from tests.conftest import free_port, running_stack, served
 from tests.delivery_helpers import simulator, until
 from tests.journey import Journey
 
@@ -61,14 +63,21 @@ async def test_an_admin_redirecting_an_agency_gets_no_case_data(stack):
             await until(lambda: stats.notices, what="the notice at the confirmed address")
             assert stats.notices == [{"agency_id": agency, "new_host": "127.0.0.1"}]
             # The admin cannot confirm; a partner of another agency cannot; a wrong challenge does not.
-            challenge = {"challenge": seen[0]["challenge"]}
+            challenge = {"challenge": seen[0]["challenge"], "host": "127.0.0.1"}
             url = f"/v1/agencies/{agency}/webhook/confirm"
             assert (await stack.http.post(url, json=challenge, headers=admin)).status_code == 403
             other = stack.auth("partner", "p-other", agency="shelter-es")
             assert (await stack.http.post(url, json=challenge, headers=other)).status_code == 403
             mine = stack.auth("partner", f"partner-{agency}", agency=agency)
-            wrong = await stack.http.post(url, json={"challenge": "x" * 43}, headers=mine)
+            wrong = await stack.http.post(url, json={"challenge": "x" * 43, "host": "127.0.0.1"}, headers=mine)
             assert wrong.status_code == 422
+            # The agency's partners see which host waits for their word; others do not.
+            own_view = (await stack.http.get(f"/v1/agencies/{agency}", headers=mine)).json()
+            assert own_view["pending_webhook_host"] == "127.0.0.1" and own_view["pending_webhook_url"] is None
+            assert (await stack.http.get(f"/v1/agencies/{agency}", headers=other)).json()["pending_webhook_host"] is None
+            # Told "confirm code X" for a host it does not run, a partner names its own host: refused.
+            elsewhere = await stack.http.post(url, json={**challenge, "host": "hooks.agency.example.org"}, headers=mine)
+            assert elsewhere.status_code == 422 and "pending_webhook_host" in elsewhere.json()["detail"]
             # The next task, with the person's data, goes to the confirmed address only.
             j = Journey(stack)
             await j.open()
@@ -99,14 +108,15 @@ async def test_the_agency_confirms_its_new_address_and_tasks_follow(stack):
         assert confirmed.actor_sub == f"partner-{agency}" and confirmed.detail["webhook_host"] == "127.0.0.1"
         # A second confirmation with the same challenge finds nothing waiting.
         mine = stack.auth("partner", f"partner-{agency}", agency=agency)
-        r = await stack.http.post(f"/v1/agencies/{agency}/webhook/confirm", json={"challenge": "y" * 43},
-                                  headers=mine)
+        r = await stack.http.post(f"/v1/agencies/{agency}/webhook/confirm",
+                                  json={"challenge": "y" * 43, "host": "127.0.0.1"}, headers=mine)
         assert r.status_code == 409
 
 
 @pytest.mark.parametrize("address", [
     "127.0.0.1", "10.1.2.3", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
     "224.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "fd00:ec2::254",
+    "2002:a9fe:a9fe::1", "2002:7f00:1::1",  # 6to4 carrying 169.254.169.254 and 127.0.0.1
 ])
 def test_addresses_inside_are_refused(address):
     assert refused_address(ipaddress.ip_address(address)) is not None
@@ -176,3 +186,23 @@ async def test_with_the_guard_no_message_goes_inside(temporal_env, tmp_path):
             with Session(guarded.engine) as session:
                 assert session.get(DeliveryRecord, task["task_id"]).status == "failed"
             assert seen == []
+
+
+async def test_without_temporal_an_agency_still_changes_and_no_address_is_left_pending(stack):
+    """Deactivating a compromised agency must not wait for Temporal; a new address whose verification
+    cannot be sent is not left half-set."""
+    admin = stack.auth("admin", "admin-1")
+    agency = f"no-temporal-{uuid.uuid4().hex[:6]}"
+    r = await stack.http.post("/v1/agencies", headers=admin, json={
+        "agency_id": agency, "name": "Offline", "org_type": "NGO", "country": "ES", "services": ["shelter"]})
+    assert r.status_code == 201
+    lonely = stack.settings.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}",
+                                               "temporal_connect_wait_seconds": 0.1})
+    async with served(create_app(lonely), lifespan="on") as url, httpx.AsyncClient(base_url=url) as http:
+        r = await http.patch(f"/v1/agencies/{agency}", json={"active": False, "name": "Closed"}, headers=admin)
+        assert r.status_code == 200 and r.json()["active"] is False
+        r = await http.patch(f"/v1/agencies/{agency}", headers=admin, json={
+            "webhook_url": "http://127.0.0.1:9/hook", "webhook_secret": ATTACKER_SECRET})
+        assert r.status_code == 503 and "set the address again" in r.json()["detail"]
+    seen = (await stack.http.get(f"/v1/agencies/{agency}", headers=admin)).json()
+    assert seen["webhook_pending"] is False and seen["webhook_configured"] is False and seen["name"] == "Closed"

@@ -54,9 +54,13 @@ class ErrorType:
     STAGE_MOVED = "StageMoved"
     ALREADY_APPLIED = "AlreadyApplied"  # details[0]: the command's first result
     WRONG_CASE = "WrongCase"  # a workflow whose id names another case than its input
+    UNBOUND_COMMAND = "UnboundCommand"  # a command sent under another update id than its own, or stale
 
 
 APPLIED_UPDATES_KEPT = 32  # update ids a case remembers (JourneyState.applied_updates)
+# How long after it was issued a command may reach its workflow (clocks of the API's and Temporal's
+# hosts may differ a little; a command's own routing gives up after 45 s).
+COMMAND_FRESH_FOR = timedelta(minutes=10)
 
 
 _ERROR_TYPES: dict[type[rules.JourneyRuleError], str] = {
@@ -108,6 +112,7 @@ class JourneyWorkflowBase:
     @step.validator
     def validate_step(self, cmd: StepCommand) -> None:
         self._not_applied_before()
+        self._bound(cmd)
         body = self._checked(lambda: rules.check_step(self.state, cmd))
         self._dry_run(lambda state: rules.apply_step(state, cmd, body, workflow.now(), _dry_id))
 
@@ -123,6 +128,7 @@ class JourneyWorkflowBase:
     @task.validator
     def validate_task(self, cmd: TaskCommand) -> None:
         self._not_applied_before()
+        self._bound(cmd)
         body = self._checked(lambda: rules.check_task(self.state, cmd, workflow.now()))
         self._dry_run(lambda state: rules.apply_task(state, cmd, body, workflow.now(), _dry_id)[0])
 
@@ -136,6 +142,7 @@ class JourneyWorkflowBase:
     @reassign_owner.validator
     def validate_reassign_owner(self, cmd: ReassignOwner) -> None:
         self._not_applied_before()
+        self._bound(cmd)
         self._checked(lambda: rules.check_reassign_owner(self.state, cmd))
 
     @workflow.query(name="journey")
@@ -153,6 +160,20 @@ class JourneyWorkflowBase:
             raise ApplicationError("the command was applied already",
                                    self.state.applied_updates[update.id].model_dump(mode="json"),
                                    type=ErrorType.ALREADY_APPLIED, non_retryable=True)
+
+    def _bound(self, cmd: StepCommand | TaskCommand | ReassignOwner) -> None:
+        """Refuse, before it reaches the history, a command not sent under its own update id, or
+        issued too long ago: sealing proves who made a command, this that it is not a copy. (A
+        validator runs only when an update arrives, never on replay: histories from before it replay.)"""
+        update = workflow.current_update_info()
+        if update is None or cmd.update_id != update.id:
+            raise ApplicationError("the command was not sent under its own update id", type=ErrorType.UNBOUND_COMMAND,
+                                   non_retryable=True)
+        if cmd.issued_at is None or abs(workflow.now() - cmd.issued_at) > COMMAND_FRESH_FOR:
+            raise ApplicationError("the command is stale", type=ErrorType.UNBOUND_COMMAND, non_retryable=True)
+        if rules.case_of_workflow(workflow.info().workflow_id) != self.state.case_id:
+            raise ApplicationError("the workflow's id does not name its case", type=ErrorType.WRONG_CASE,
+                                   non_retryable=True)
 
     async def _record(self, events: list[TimelineEvent], *, task_id: str | None = None) -> CommandResult:
         """After a command changed the state: bring the stall up to date, remember the result, then
@@ -215,6 +236,7 @@ class JourneyWorkflowBase:
         return str(workflow.uuid4())
 
     async def project(self, events: list[TimelineEvent]) -> None:
+        check_own_case(self.state.case_id)  # whatever ran first (an update before the run), never another case
         await workflow.execute_activity_method(
             ReadModelActivities.project_case,
             rules.project(self.state, events),

@@ -448,6 +448,10 @@ class StepCommand(Strict):
     body: dict[str, Any]
     actor: Actor
     expected_version: int | None = Field(default=None, description="From If-Match: refuse if the case moved on")
+    # Bound to the update that carries it (checked by the workflow's validator): a sealed command
+    # copied out of a history and sent again under another update id, or long after, is refused.
+    update_id: str | None = None
+    issued_at: datetime | None = None
 
 
 class TaskCommand(Strict):
@@ -455,6 +459,10 @@ class TaskCommand(Strict):
     task_id: str | None = None  # None only for assign: the workflow picks the id
     body: dict[str, Any]
     actor: Actor
+    # Bound to the update that carries it (checked by the workflow's validator): a sealed command
+    # copied out of a history and sent again under another update id, or long after, is refused.
+    update_id: str | None = None
+    issued_at: datetime | None = None
 
 
 class ReassignOwner(Strict):
@@ -463,6 +471,10 @@ class ReassignOwner(Strict):
     caseworker: Identifier
     actor: Actor
     reason: Notes = ""
+    # Bound to the update that carries it (checked by the workflow's validator): a sealed command
+    # copied out of a history and sent again under another update id, or long after, is refused.
+    update_id: str | None = None
+    issued_at: datetime | None = None
 
 
 class CommandResult(Strict):
