@@ -14,7 +14,8 @@ from activities.delivery import DeliveryActivities
 from activities.notifications import LogChannel, NotificationActivities, WebhookChannel
 from activities.read_model import ReadModelActivities
 from reintegration.crypto import Keyring, keyring_from_settings
-from reintegration.db import create_tables, make_engine
+from reintegration.db import make_engine
+from reintegration.migrate import upgrade_schema
 from reintegration.logs import configure_logging
 from reintegration.settings import Settings, get_settings
 from reintegration.temporal import connect
@@ -65,7 +66,7 @@ async def main() -> None:
     settings = get_settings()
     configure_logging()
     engine = make_engine(settings)
-    create_tables(engine)
+    upgrade_schema(engine)
     keyring = keyring_from_settings(settings)
     client = await connect(settings, keyring=keyring)
     http = delivery_client(settings)  # the address guard outside development

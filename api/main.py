@@ -21,7 +21,8 @@ from api.access_log import RequestContext, bind_route
 from api.schemas import Problem
 from reintegration import agencies
 from reintegration.crypto import keyring_from_settings
-from reintegration.db import create_tables, make_engine
+from reintegration.db import make_engine
+from reintegration.migrate import upgrade_schema
 from reintegration.logs import configure_logging
 from reintegration.settings import Settings, get_settings
 from reintegration.temporal import connect
@@ -39,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure_logging()
         app.state.settings = settings
         app.state.engine = make_engine(settings)
-        create_tables(app.state.engine)
+        upgrade_schema(app.state.engine)
         app.state.keyring = keyring_from_settings(settings)
         if settings.environment == "development":
             with Session(app.state.engine) as session:

@@ -24,7 +24,8 @@ import uvicorn
 from sqlalchemy import insert
 
 from api.main import create_app
-from reintegration.db import CaseRecord, StageVisitRecord, TaskRecord, create_tables, make_engine
+from reintegration.db import CaseRecord, StageVisitRecord, TaskRecord, make_engine
+from reintegration.migrate import upgrade_schema
 from reintegration.settings import Settings
 from reintegration.tokens import mint
 from tests.conftest import POSTGRES_ADMIN, free_port
@@ -118,7 +119,7 @@ async def main(sizes: list[int]) -> None:
                                     temporal_connect_wait_seconds=0, rate_limit_per_minute=10**6,
                                     rate_limit_burst=10**5)  # measure the queries, not the rate limit
                 engine = make_engine(settings)
-                create_tables(engine)
+                upgrade_schema(engine)
                 started = time.perf_counter()
                 fill(engine, size)
                 if backend == "postgres":  # what autovacuum does in service: statistics and the visibility map

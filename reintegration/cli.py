@@ -32,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("run", help="run Temporal, the worker and the API in the foreground")
     commands.add_parser("api", help="serve the API with uvicorn, as the settings say (host, port, trusted proxies)")
 
+    db = commands.add_parser("db", help="the database's schema (Alembic migrations)")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("upgrade", help="bring the database to the newest schema (the API and worker do it on start)")
+    db_commands.add_parser("current", help="print the schema revision the database is at, and the newest")
+
     audit = commands.add_parser("audit", help="the audit trail")
     verify = audit.add_subparsers(dest="audit_command", required=True).add_parser(
         "verify", help="check the HMAC chain: exit 0 if intact, 1 naming the row where it breaks")
@@ -73,7 +78,36 @@ def main(argv: list[str] | None = None) -> int:
         return _partner_sim(args)
     if args.command == "api":
         return serve_api()
+    if args.command == "db":
+        return _db(args.db_command)
     return run_stack()
+
+
+def _db(what: str) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from reintegration.db import OutdatedSchema, make_engine
+    from reintegration.migrate import current, head, upgrade_schema
+
+    restrict_files()
+    settings = get_settings()
+    engine = make_engine(settings)
+    try:
+        if what == "upgrade":
+            before = current(engine)
+            after = upgrade_schema(engine)
+            print(f"database schema: {before or 'none'} -> {after}" if before != after else f"database schema: {after} (newest)")
+        else:
+            print(f"database schema: {current(engine) or 'none'}; newest {head()}")
+        return 0
+    except OutdatedSchema as exc:
+        print(f"reintegration db: {exc}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:
+        print(f"reintegration db: the database is unavailable ({type(exc).__name__})", file=sys.stderr)
+        return 3
+    finally:
+        engine.dispose()
 
 
 def uvicorn_options(settings: Settings) -> dict[str, object]:

@@ -10,9 +10,11 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, event, inspect
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, MetaData, event
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine
+
+from reintegration import crypto as _crypto  # noqa: F401 - registers the data_keys table
 
 from reintegration.settings import Settings
 
@@ -274,28 +276,12 @@ def make_engine(settings: Settings) -> Engine:
 
 
 class OutdatedSchema(RuntimeError):
-    """The database was made by an earlier version, and there are no migrations yet."""
+    """The database was made by a version older than the first with migrations."""
 
 
-def create_tables(engine: Engine) -> None:
-    """Create what is missing; refuse a database whose tables lack columns this version needs
-    (``create_all`` never alters a table), rather than fail later on every request."""
-    from reintegration import crypto  # noqa: F401  (its data_keys table)
-
-    SQLModel.metadata.create_all(engine)
-    inspector = inspect(engine)
-    missing = [
-        f"{table.name}.{column.name}"
-        for table in SQLModel.metadata.sorted_tables
-        for have in [{c["name"] for c in inspector.get_columns(table.name)}]
-        for column in table.columns
-        if column.name not in have
-    ]
-    if missing:
-        raise OutdatedSchema(
-            f"the database was made by an earlier version (it lacks {', '.join(missing[:5])}); there are no "
-            "migrations yet: move the old database (and data/ on the embedded default) aside and start again"
-        )
+def metadata() -> MetaData:
+    """Every table of the project: these, and the data keys' (``reintegration.crypto``)."""
+    return SQLModel.metadata
 
 
 __all__ = [
@@ -311,6 +297,6 @@ __all__ = [
     "Session",
     "TaskRecord",
     "TimelineRecord",
-    "create_tables",
+    "metadata",
     "make_engine",
 ]

@@ -25,7 +25,8 @@ from temporalio.worker import Worker
 from api.main import create_app
 from reintegration.codec import data_converter
 from reintegration.crypto import Keyring, keyring_from_settings
-from reintegration.db import create_tables, make_engine
+from reintegration.db import make_engine
+from reintegration.migrate import upgrade_schema
 from reintegration.settings import Settings
 from reintegration.temporal import temporal_cli
 from reintegration.tokens import mint
@@ -149,7 +150,7 @@ async def running_stack(backend: str, env: WorkflowEnvironment, data_dir: Path, 
     }
     settings = Settings(**{**values, **overrides})
     engine = make_engine(settings)
-    create_tables(engine)
+    upgrade_schema(engine)
     keyring = keyring_from_settings(settings)
     # The worker's and the tests' client encrypts payloads, as in service.
     client = Client(env.client.service_client, namespace=settings.temporal_namespace,

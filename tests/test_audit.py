@@ -25,7 +25,8 @@ from sqlmodel import Session
 
 from reintegration import audit, cli
 from reintegration.crypto import AUDIT_KEY_ID, DataKeyRecord, Keyring, LocalKeyEncryptionKey, keyring_from_settings
-from reintegration.db import AuditHead, AuditRecord, CaseRecord, aware, create_tables, make_engine
+from reintegration.db import AuditHead, AuditRecord, CaseRecord, aware, make_engine
+from reintegration.migrate import upgrade_schema
 from reintegration.settings import Settings
 from tests.conftest import Stack, _drop_postgres_database, _postgres_database
 from tests.delivery_helpers import simulator, until
@@ -241,7 +242,7 @@ def chain_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[E
         pg_name, url = _postgres_database()
     settings = Settings(data_dir=tmp_path, database_url=url)
     engine = make_engine(settings)
-    create_tables(engine)
+    upgrade_schema(engine)
     keyring = keyring_from_settings(settings)
     actor = SimpleNamespace(sub="cw-1", role="caseworker", agency=None)
     for i in range(1, 11):
@@ -380,7 +381,7 @@ def test_an_empty_trail_verifies_only_while_there_are_no_cases(tmp_path: Path):
     assert done.returncode == 0 and "0 rows" in done.stdout, done.stderr
     engine = make_engine(Settings(data_dir=tmp_path, database_url=url))
     try:
-        create_tables(engine)
+        upgrade_schema(engine)
         done = verify_cli(env)
         assert done.returncode == 0 and "0 rows" in done.stdout, done.stderr
         add_case(engine, "case-without-trail")

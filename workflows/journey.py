@@ -58,8 +58,9 @@ class ErrorType:
 
 
 APPLIED_UPDATES_KEPT = 32  # update ids a case remembers (JourneyState.applied_updates)
-# How long after it was issued a command may reach its workflow (clocks of the API's and Temporal's
-# hosts may differ a little; a command's own routing gives up after 45 s).
+# How much earlier than the newest command a case applied another may have been issued (API hosts'
+# clocks differ a little, and a command's own routing gives up after 45 s). Measured between the
+# commands' own stamps, never against the workflow's clock (which tests skip ahead).
 COMMAND_FRESH_FOR = timedelta(minutes=10)
 
 
@@ -107,6 +108,7 @@ class JourneyWorkflowBase:
         async with self._lock:
             body = self._checked(lambda: rules.check_step(self.state, cmd))
             await self._check_agencies(body)
+            self._issued(cmd)
             return await self._record(rules.apply_step(self.state, cmd, body, workflow.now(), self._new_id))
 
     @step.validator
@@ -122,6 +124,7 @@ class JourneyWorkflowBase:
         async with self._lock:
             body = self._checked(lambda: rules.check_task(self.state, cmd, workflow.now()))
             await self._check_agencies(body, cmd.task_id)
+            self._issued(cmd)
             events, task_id = rules.apply_task(self.state, cmd, body, workflow.now(), self._new_id)
             return await self._record(events, task_id=task_id)
 
@@ -137,6 +140,7 @@ class JourneyWorkflowBase:
         """A supervisor gives the case to another caseworker."""
         async with self._lock:
             self._checked(lambda: rules.check_reassign_owner(self.state, cmd))
+            self._issued(cmd)
             return await self._record(rules.apply_reassign_owner(self.state, cmd, workflow.now(), self._new_id))
 
     @reassign_owner.validator
@@ -162,18 +166,25 @@ class JourneyWorkflowBase:
                                    type=ErrorType.ALREADY_APPLIED, non_retryable=True)
 
     def _bound(self, cmd: StepCommand | TaskCommand | ReassignOwner) -> None:
-        """Refuse, before it reaches the history, a command not sent under its own update id, or
-        issued too long ago: sealing proves who made a command, this that it is not a copy. (A
-        validator runs only when an update arrives, never on replay: histories from before it replay.)"""
+        """Refuse, before it reaches the history, a command not sent under its own update id, or issued
+        long before the newest command the case applied: sealing proves who made a command, this that
+        it is not a copy of an old one. (A validator runs only when an update arrives, never on
+        replay: histories from before it replay as they were.)"""
         update = workflow.current_update_info()
         if update is None or cmd.update_id != update.id:
             raise ApplicationError("the command was not sent under its own update id", type=ErrorType.UNBOUND_COMMAND,
                                    non_retryable=True)
-        if cmd.issued_at is None or abs(workflow.now() - cmd.issued_at) > COMMAND_FRESH_FOR:
+        latest = self.state.latest_issued_at
+        if cmd.issued_at is None or (latest is not None and cmd.issued_at < latest - COMMAND_FRESH_FOR):
             raise ApplicationError("the command is stale", type=ErrorType.UNBOUND_COMMAND, non_retryable=True)
         if rules.case_of_workflow(workflow.info().workflow_id) != self.state.case_id:
             raise ApplicationError("the workflow's id does not name its case", type=ErrorType.WRONG_CASE,
                                    non_retryable=True)
+
+    def _issued(self, cmd: StepCommand | TaskCommand | ReassignOwner) -> None:
+        if cmd.issued_at is not None and (self.state.latest_issued_at is None
+                                          or cmd.issued_at > self.state.latest_issued_at):
+            self.state.latest_issued_at = cmd.issued_at
 
     async def _record(self, events: list[TimelineEvent], *, task_id: str | None = None) -> CommandResult:
         """After a command changed the state: bring the stall up to date, remember the result, then

@@ -211,6 +211,8 @@ Identifier = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 Notes = Annotated[str, Field(max_length=2000)]
 Score = Annotated[float, Field(ge=0.0, le=1.0)]
+# A Temporal update id: `<sub>:<Idempotency-Key>`, `once:<uuid>`, `delivery-failed:<delivery id>`.
+UpdateId = Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[A-Za-z0-9._@:|-]+$")]
 
 
 class Actor(Strict):
@@ -450,7 +452,7 @@ class StepCommand(Strict):
     expected_version: int | None = Field(default=None, description="From If-Match: refuse if the case moved on")
     # Bound to the update that carries it (checked by the workflow's validator): a sealed command
     # copied out of a history and sent again under another update id, or long after, is refused.
-    update_id: str | None = None
+    update_id: UpdateId | None = None
     issued_at: datetime | None = None
 
 
@@ -461,7 +463,7 @@ class TaskCommand(Strict):
     actor: Actor
     # Bound to the update that carries it (checked by the workflow's validator): a sealed command
     # copied out of a history and sent again under another update id, or long after, is refused.
-    update_id: str | None = None
+    update_id: UpdateId | None = None
     issued_at: datetime | None = None
 
 
@@ -473,7 +475,7 @@ class ReassignOwner(Strict):
     reason: Notes = ""
     # Bound to the update that carries it (checked by the workflow's validator): a sealed command
     # copied out of a history and sent again under another update id, or long after, is refused.
-    update_id: str | None = None
+    update_id: UpdateId | None = None
     issued_at: datetime | None = None
 
 
@@ -686,6 +688,9 @@ class JourneyState(Strict):
     # repeated update id within one run only, and a client's retry of a command whose answer it lost
     # may reach the next stage's workflow (or a new run). It gets the first answer, not a refusal.
     applied_updates: dict[str, CommandResult] = Field(default_factory=dict)
+    # When the newest command applied was issued: a command issued long before it is a copy (the
+    # update id of a command the API sends is its own; see JourneyWorkflowBase._bound).
+    latest_issued_at: datetime | None = None
 
 
 class OpenItem(Strict):

@@ -40,7 +40,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.main import create_app
 from reintegration.crypto import keyring_from_settings
-from reintegration.db import CaseRecord, DeliveryRecord, TimelineRecord, create_tables, make_engine
+from reintegration.db import CaseRecord, DeliveryRecord, TimelineRecord, make_engine
+from reintegration.migrate import upgrade_schema
 from reintegration.settings import Settings
 from reintegration.temporal import connect
 from tests.conftest import NAMESPACE, Stack, served
@@ -111,7 +112,7 @@ async def fault_stack(name: str, data_dir: Path, *, temporal_address: str, datab
         rate_limit_per_minute=1_000_000, rate_limit_burst=100_000,
     )
     engine = make_engine(settings)
-    create_tables(engine)
+    upgrade_schema(engine)
     keyring = keyring_from_settings(settings)
     client = await connect(settings, keyring=keyring)
     procs = Workers(settings)
