@@ -1,0 +1,215 @@
+"""Record the histories of real journeys, for ``tests/test_stored_histories.py`` to replay forever.
+
+    .venv/bin/python -m tests.histories.record <release>     # e.g. 2026-12-issue-10
+
+Runs each journey below through the real API, worker and a Temporal dev server (one that suggests
+continuing as new after 40 events, so one journey does), with marker data only (the tests' made-up
+person) and the test key-encryption key ``tests/histories/test-kek`` (TEST ONLY). Writes, under
+``tests/histories/<release>/``, every run of every workflow of each case as Temporal's JSON
+(``<journey>/<workflow>.<run>.json``) and the cases' data keys, wrapped by the test key
+(``keys.json``), so the replay can decode the payloads.
+
+Record a release's histories before changing workflow code, and keep them: each is a case in flight
+that the next version must still carry (see "Changing the journey" in the README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from sqlmodel import Session, select
+from temporalio.api.enums.v1 import EventType
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from reintegration.crypto import DataKeyRecord
+from reintegration.temporal import temporal_cli
+from tests.conftest import NAMESPACE, Stack, running_stack
+from tests.journey import Journey, day
+
+HERE = Path(__file__).resolve().parent
+TEST_KEK = HERE / "test-kek"
+
+
+async def residence_to_closure(j: Journey) -> None:
+    await j.open()
+    await j.to_reintegration_by_residence()
+    await j.through_reintegration_to_closure()
+
+
+async def return_to_closure(j: Journey) -> None:
+    await j.open()
+    await j.to_reintegration_by_return()
+    await j.through_reintegration_to_closure()
+
+
+async def pathway_switch(j: Journey) -> None:
+    """Voluntary return chosen, then residence instead (from the return stage)."""
+    await j.to_return(assessment="unsafe")
+    await j.step("pathway", {"pathway": "residence", "decided_on": day(6), "reason": "return is unsafe"})
+    await j.deliver("legal-assistance", "legal-aid-es")
+    await j.step("residence-application", {"filed_on": day(7), "permit_type": "victim-of-trafficking",
+                                           "authority_reference": "EXT-2"})
+
+
+async def appeal(j: Journey) -> None:
+    await j.open()
+    await j.through_protection()
+    await j.step("pathway", {"pathway": "residence", "decided_on": day(3)})
+    await j.deliver("legal-assistance", "legal-aid-es")
+    await j.step("residence-application", {"filed_on": day(5), "permit_type": "victim-of-trafficking",
+                                           "authority_reference": "EXT-3"})
+    await j.step("residence-decision", {"decision": "rejected", "decided_on": day(40)})
+    await j.step("appeal", {"filed_on": day(45), "authority_reference": "APP-1"})
+
+
+async def withdrawal(j: Journey) -> None:
+    await j.open()
+    task = await j.assign("shelter", "shelter-es")
+    await j.task_action(task["task_id"], "shelter-es", "accept")
+    await j.step("withdraw-consent", {"withdrawn_on": day(1), "notes": "returned home"})
+
+
+async def stopped_in_identification(j: Journey) -> None:
+    await j.open(consent=False)
+
+
+async def stopped_in_protection(j: Journey) -> None:
+    await j.open()
+    await j.step("risk-assessment", {"level": "high", "threats": ["recruiter nearby"], "assessed_on": day(1)})
+    await j.step("safety-plan", {"agreed_on": day(1), "measures": [
+        {"measure": "shelter placement", "service": "shelter", "agency_id": "shelter-es"}]})
+
+
+async def stopped_in_pathway(j: Journey) -> None:
+    await j.open()
+    await j.through_protection()
+
+
+async def stopped_in_return(j: Journey) -> None:
+    await j.to_return(assessment="safe", documents=True)
+    await j.step("travel-plan", {"travel_date": day(10), "route": "MAD-OTP", "receiving_caseworker": "cw-ro-1"})
+
+
+async def stopped_in_residence(j: Journey) -> None:
+    await j.open()
+    await j.through_protection()
+    await j.step("pathway", {"pathway": "residence", "decided_on": day(3)})
+    await j.deliver("legal-assistance", "legal-aid-es")
+
+
+async def stopped_in_reintegration(j: Journey) -> None:
+    await j.open()
+    await j.to_reintegration_by_return()
+    await j.get()
+    await j.step("reintegration-plan", {"agreed_on": day(20), "services": [
+        {"service": "medical", "agency_id": "reintegration-partner-ro"}]})
+
+
+async def continued_as_new(j: Journey) -> None:
+    """More task actions in one stage than the server's 40 events: the case workflow continues as new."""
+    await j.open()
+    await j.through_protection()
+    for _ in range(6):
+        task = await j.assign("shelter", "shelter-es")
+        await j.task_action(task["task_id"], "shelter-es", "decline", {"reason": "full"})
+        await j.http.post(f"/v1/cases/{j.case_id}/tasks/{task['task_id']}/cancel",
+                          json={"reason": "placed elsewhere"}, headers=j.cw)
+    await j.step("pathway", {"pathway": "voluntary_return", "decided_on": day(3)})
+
+
+JOURNEYS: dict[str, Callable[[Journey], Awaitable[None]]] = {
+    "residence-to-closure": residence_to_closure,
+    "return-to-closure": return_to_closure,
+    "pathway-switch": pathway_switch,
+    "appeal": appeal,
+    "withdrawal": withdrawal,
+    "stopped-in-identification": stopped_in_identification,
+    "stopped-in-protection": stopped_in_protection,
+    "stopped-in-pathway": stopped_in_pathway,
+    "stopped-in-return": stopped_in_return,
+    "stopped-in-residence": stopped_in_residence,
+    "stopped-in-reintegration": stopped_in_reintegration,
+    "continued-as-new": continued_as_new,
+}
+
+
+async def _histories(stack: Stack, case_id: str) -> list[tuple[str, str, str]]:
+    """(workflow id, run id, history JSON) of every run of the case's journey workflows."""
+    found: dict[tuple[str, str], str] = {}
+    for _ in range(100):  # visibility is eventually consistent: wait until it stops growing
+        seen = []
+        async for execution in stack.client.list_workflows(f'WorkflowId STARTS_WITH "case-{case_id}"'):
+            if "-delivery-" in execution.id or "-notify-" in execution.id:
+                continue
+            seen.append((execution.id, execution.run_id))
+        if seen and set(seen) == set(found):
+            break
+        for workflow_id, run_id in seen:
+            if (workflow_id, run_id) not in found:
+                found[(workflow_id, run_id)] = await _settled(stack, workflow_id, run_id)
+        await asyncio.sleep(0.2)
+    return [(w, r, text) for (w, r), text in found.items()]
+
+
+UNSETTLED = {EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED}
+
+
+async def _settled(stack: Stack, workflow_id: str, run_id: str) -> str:
+    """The history once its first workflow task completed, none is under way (a replay of one cut
+    mid-task would wait for that task's local activity forever), and it stopped growing."""
+    handle = stack.client.get_workflow_handle(workflow_id, run_id=run_id)
+    previous = -1
+    for _ in range(200):
+        history = await handle.fetch_history()
+        done = any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED for e in history.events)
+        if done and len(history.events) == previous and history.events[-1].event_type not in UNSETTLED:
+            return history.to_json()
+        previous = len(history.events)
+        await asyncio.sleep(0.25)
+    raise RuntimeError(f"the history of {workflow_id} did not settle")
+
+
+async def record(release: str) -> Path:
+    out = HERE / release
+    if out.exists():
+        raise SystemExit(f"{out} exists: a release's histories are recorded once")
+    env = await WorkflowEnvironment.start_local(
+        namespace=NAMESPACE, data_converter=pydantic_data_converter, dev_server_existing_path=str(temporal_cli()),
+        dev_server_extra_args=["--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=40"])
+    data = Path(tempfile.mkdtemp(prefix="histories-"))
+    try:
+        async with running_stack("sqlite", env, data, kek_file=TEST_KEK) as stack:
+            keys, cases = {}, {}
+            for name, journey in JOURNEYS.items():
+                j = Journey(stack)
+                await journey(j)
+                cases[name] = j.case_id
+                for workflow_id, run_id, text in await _histories(stack, j.case_id):
+                    short = workflow_id.replace(f"case-{j.case_id}", "case")
+                    path = out / name / f"{short}.{run_id}.json"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(text)
+                print(f"{name}: case {j.case_id}, {len(list((out / name).glob('*.json')))} runs", flush=True)
+            with Session(stack.engine) as session:
+                for record_ in session.exec(select(DataKeyRecord).where(
+                        DataKeyRecord.case_id.in_(list(cases.values())))).all():  # type: ignore[union-attr]
+                    keys[record_.key_id] = {"case_id": record_.case_id, "purpose": record_.purpose,
+                                            "kek_id": record_.kek_id, "wrapped": record_.wrapped}
+            (out / "keys.json").write_text(json.dumps({"cases": cases, "keys": keys}, indent=1, sort_keys=True) + "\n")
+    finally:
+        await env.shutdown()
+        shutil.rmtree(data, ignore_errors=True)
+    return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m tests.histories.record <release>")
+    print(f"recorded in {asyncio.run(record(sys.argv[1]))}")
