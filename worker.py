@@ -13,15 +13,19 @@ from temporalio.worker import Worker
 from activities.delivery import DeliveryActivities
 from activities.notifications import LogChannel, NotificationActivities, WebhookChannel
 from activities.read_model import ReadModelActivities
-from reintegration.crypto import Keyring, keyring_from_settings
-from reintegration.db import make_engine
-from reintegration.migrate import upgrade_schema
+from reintegration.crypto import Keyring
+from reintegration.db import keyring_from_settings, make_engine
 from reintegration.logs import configure_logging
+from reintegration.migrate import upgrade_schema
 from reintegration.settings import Settings, get_settings
 from reintegration.temporal import connect
 from reintegration.webhooks import delivery_client
 from workflows.case import CaseWorkflow
-from workflows.delivery import SupervisorNotificationWorkflow, TaskDeliveryWorkflow, WebhookVerificationWorkflow
+from workflows.delivery import (
+    SupervisorNotificationWorkflow,
+    TaskDeliveryWorkflow,
+    WebhookVerificationWorkflow,
+)
 from workflows.stages import ALL_WORKFLOWS
 
 log = structlog.get_logger("worker")

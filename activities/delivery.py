@@ -31,12 +31,14 @@ from temporalio.exceptions import ApplicationError
 
 from reintegration import audit, commands
 from reintegration.agencies import webhook_challenge_purpose, webhook_secret_purpose
-from reintegration.webhooks import UnsafeAddress, host_of, sign
 from reintegration.crypto import Keyring
 from reintegration.db import AgencyRecord, DeliveryRecord, TaskRecord
-from activities.read_model import assignment_delivery_id
 from reintegration.partner_view import partner_task
+from reintegration.projection import assignment_delivery_id
+from reintegration.webhooks import UnsafeAddress, host_of, sign
 from workflows.model import (
+    DELIVERY_REJECTED,
+    ActivityName,
     Actor,
     DeliveryOutcome,
     DeliveryRequest,
@@ -48,7 +50,6 @@ from workflows.model import (
 
 log = structlog.get_logger("delivery")
 
-DELIVERY_REJECTED = "DeliveryRejected"
 RETRYABLE_4XX = frozenset({408, 425, 429})
 SYSTEM = Actor(sub="system:delivery", role=Role.system)
 
@@ -71,7 +72,7 @@ class DeliveryActivities:
         self._engine, self._keyring, self._http, self._client = engine, keyring, http, client
         self._fields = partner_fields
 
-    @activity.defn(name="deliver_to_agency")
+    @activity.defn(name=ActivityName.DELIVER)
     async def deliver(self, request: DeliveryRequest) -> DeliveryOutcome:
         """Send one message to the agency's webhook; raise to be retried."""
         prepared = self._prepare(request)
@@ -140,7 +141,7 @@ class DeliveryActivities:
                                    non_retryable=True)
         raise ApplicationError(f"the address answered HTTP {response.status_code}")
 
-    @activity.defn(name="notify_previous_webhook")
+    @activity.defn(name=ActivityName.NOTIFY_PREVIOUS_WEBHOOK)
     async def notify_previous_webhook(self, request: WebhookVerificationRequest) -> str:
         """Tell the agency's confirmed address, signed with its secret, that another is being set:
         if an intruder redirects the agency's tasks, the agency hears of it where it listens."""
@@ -157,7 +158,7 @@ class DeliveryActivities:
         log.info("previous webhook told of the change", agency_id=request.agency_id)
         return outcome
 
-    @activity.defn(name="send_webhook_verification")
+    @activity.defn(name=ActivityName.SEND_WEBHOOK_VERIFICATION)
     async def send_webhook_verification(self, request: WebhookVerificationRequest) -> str:
         """The signed challenge to the new address; skipped once confirmed, replaced or removed."""
         with Session(self._engine) as session:
@@ -178,7 +179,7 @@ class DeliveryActivities:
         log.info("webhook verification sent", agency_id=request.agency_id)
         return outcome
 
-    @activity.defn(name="report_delivery_rejected")
+    @activity.defn(name=ActivityName.REPORT_REJECTED)
     async def report_rejected(self, request: DeliveryRequest) -> None:
         """Put a task its agency refused back in the caseworker's hands."""
         self._mark(request.delivery_id, "failed", error=request.reason[:200])

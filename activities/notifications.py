@@ -21,9 +21,9 @@ from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.delivery import sign
 from reintegration.db import NotificationRecord
-from workflows.model import DeliveryRequest
+from reintegration.webhooks import sign
+from workflows.model import ActivityName, DeliveryRequest
 
 log = structlog.get_logger("notifications")
 
@@ -65,7 +65,7 @@ class NotificationActivities:
     def __init__(self, *, engine: Engine, channel: NotificationChannel) -> None:
         self._engine, self._channel = engine, channel
 
-    @activity.defn(name="notify_supervisors")
+    @activity.defn(name=ActivityName.NOTIFY_SUPERVISORS)
     async def notify(self, request: DeliveryRequest) -> None:
         """Send one outbox notification unless it was sent already."""
         with Session(self._engine) as session:

@@ -14,13 +14,35 @@ from sqlmodel import select
 from temporalio.service import RPCError
 
 from api.audit import AuditorDep
-from api.deps import IDENTIFIER, CurrentUser, SessionDep, SettingsDep, get_client, keyring_of, release_connection, require
-from reintegration.agencies import webhook_challenge_purpose, webhook_secret_purpose
-from api.errors import Conflict, Forbidden, NotFound, Unavailable, Unprocessable, responses
+from api.deps import (
+    IDENTIFIER,
+    CurrentUser,
+    SessionDep,
+    SettingsDep,
+    get_client,
+    keyring_of,
+    release_connection,
+    require,
+)
+from api.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unavailable,
+    Unprocessable,
+    responses,
+)
 from reintegration import webhooks
+from reintegration.agencies import webhook_challenge_purpose, webhook_secret_purpose
 from reintegration.db import AgencyRecord, aware
 from workflows.delivery import WebhookVerificationWorkflow
-from workflows.model import CountryCode, Role, Service, Strict, WebhookVerificationRequest
+from workflows.model import (
+    CountryCode,
+    Role,
+    Service,
+    Strict,
+    WebhookVerificationRequest,
+)
 
 router = APIRouter(prefix="/v1/agencies", tags=["agencies"])
 

@@ -7,16 +7,17 @@ from datetime import datetime, timezone
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response
-
 from sqlmodel import Session, select
-from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import (
+    WithStartWorkflowOperation,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
 from api import idempotency, journeys
 from api.access_log import bind_ids
 from api.audit import AuditorDep, Entry
-from reintegration import commands
 from api.deps import (
     IDENTIFIER,
     ClientDep,
@@ -42,6 +43,7 @@ from api.schemas import (
     TimelineEntry,
 )
 from api.tasks import task_public
+from reintegration import commands
 from reintegration.crypto import FREE_TEXT_KEYS
 from reintegration.db import CaseRecord, PersonRecord, TaskRecord, TimelineRecord
 from reintegration.persons import load_person, store_person

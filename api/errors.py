@@ -17,6 +17,7 @@ Never a stack trace and never a submitted value in a response: values may be per
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -98,8 +99,9 @@ def problem(status: int, title: str, detail: str, headers: dict[str, str] | None
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
-def install(app: FastAPI) -> None:
-    """Register the one mapping from exception types to problem responses."""
+def install(app: FastAPI, *, charge_unverified: Callable[[Request], None]) -> None:
+    """Register the one mapping from exception types to problem responses; ``charge_unverified``
+    charges a request refused before its token was checked (``api.limits.charge_unverified``)."""
 
     @app.exception_handler(ApiProblem)
     async def _api_problem(_: Request, exc: ApiProblem) -> JSONResponse:
@@ -107,8 +109,6 @@ def install(app: FastAPI) -> None:
 
     def _unverified_over_limit(request: Request) -> JSONResponse | None:
         """Refused before its token was checked: charge it (see api/limits.py); 429 when over."""
-        from api.limits import charge_unverified
-
         try:
             charge_unverified(request)
         except ApiProblem as exc:

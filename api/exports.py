@@ -17,8 +17,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
 import structlog
+from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy import func
 from sqlalchemy.exc import SQLAlchemyError

@@ -14,7 +14,14 @@ from temporalio.client import Client
 
 from api.access_log import bind_ids
 from api.deps import IDENTIFIER, release_connection
-from api.errors import Conflict, Forbidden, NotFound, PreconditionFailed, Unavailable, Unprocessable
+from api.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    Unavailable,
+    Unprocessable,
+)
 from reintegration import commands
 from reintegration.db import CaseRecord, TaskRecord, aware  # noqa: F401 - aware is the routers' too
 from reintegration.tokens import Claims

@@ -15,15 +15,24 @@ from sqlmodel import Session
 
 from api import agencies as agencies_api
 from api import audit as audit_api
-from api import exports
-from api import cases, errors, health, idempotency, limits, privacy, steps, supervision, tasks
+from api import (
+    cases,
+    errors,
+    exports,
+    health,
+    idempotency,
+    limits,
+    privacy,
+    steps,
+    supervision,
+    tasks,
+)
 from api.access_log import RequestContext, bind_route
 from api.schemas import Problem
 from reintegration import agencies
-from reintegration.crypto import keyring_from_settings
-from reintegration.db import make_engine
-from reintegration.migrate import upgrade_schema
+from reintegration.db import keyring_from_settings, make_engine
 from reintegration.logs import configure_logging
+from reintegration.migrate import upgrade_schema
 from reintegration.settings import Settings, get_settings
 from reintegration.temporal import connect
 from reintegration.tokens import make_verifier
@@ -68,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.rate_limits = limits.RateLimits(per_minute=settings.rate_limit_per_minute,
                                               burst=settings.rate_limit_burst)
-    errors.install(app)
+    errors.install(app, charge_unverified=limits.charge_unverified)
     app.include_router(health.router)
     app.include_router(cases.router)
     app.include_router(steps.router)

@@ -36,7 +36,14 @@ from api.errors import (
 from api.limits import RateLimits, client_key
 from reintegration import audit
 from reintegration.codec import ENCODING, EncryptionCodec, payload_key_id
-from reintegration.crypto import FREE_TEXT_KEYS, SYSTEM_KEY_ID, DataKeyRecord, KeyUnavailable, Unreadable, erase_fields
+from reintegration.crypto import (
+    FREE_TEXT_KEYS,
+    SYSTEM_KEY_ID,
+    DataKeyRecord,
+    KeyUnavailable,
+    Unreadable,
+    erase_fields,
+)
 from reintegration.db import (
     CaseRecord,
     DeliveryRecord,

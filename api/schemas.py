@@ -10,12 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from reintegration.partner_view import PartnerTask  # noqa: F401 - part of the API's vocabulary
 from workflows.model import (
     ConsentBody,
-    Day,
-    Strict,
     CountryCode,
+    Day,
     ExploitationType,
     ReferringOrgType,
     ShortText,
+    Strict,
     TraffickingStatus,
 )
 

@@ -8,15 +8,25 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response
 
-from api.cases import CASEWORK, CaseId, IdempotencyKey, IfMatch, TaskId, _respond, actor_of, etag_header, parse_etag
-from api.deps import ClientDep, EngineDep, SessionDep, SettingsDep, keyring_of, require
-from api.errors import NotFound, PreconditionFailed, Unprocessable, responses
 from api import idempotency
 from api.audit import Auditor, AuditorDep, Entry
-from reintegration import agencies
+from api.cases import (
+    CASEWORK,
+    CaseId,
+    IdempotencyKey,
+    IfMatch,
+    TaskId,
+    _respond,
+    actor_of,
+    etag_header,
+    parse_etag,
+)
+from api.deps import ClientDep, EngineDep, SessionDep, SettingsDep, keyring_of, require
+from api.errors import NotFound, PreconditionFailed, Unprocessable, responses
 from api.journeys import case_in_scope, send_command
 from api.schemas import CasePublic, TaskPublic
 from api.tasks import task_public
+from reintegration import agencies
 from reintegration.db import TaskRecord
 from workflows.model import (
     STEP_BODIES,

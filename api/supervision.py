@@ -17,9 +17,26 @@ from sqlmodel import select
 from api import idempotency
 from api.audit import AuditorDep, Entry
 from api.cases import CaseId, _respond, actor_of, stall_reason
-from api.deps import IDENTIFIER, ClientDep, EngineDep, IdempotencyKey, SessionDep, SettingsDep, keyring_of, require
+from api.deps import (
+    IDENTIFIER,
+    ClientDep,
+    EngineDep,
+    IdempotencyKey,
+    SessionDep,
+    SettingsDep,
+    keyring_of,
+    require,
+)
 from api.errors import responses
-from api.journeys import OPEN_STATUSES, aware, case_in_scope, decode_cursor, encode_cursor, send_command, utcnow
+from api.journeys import (
+    OPEN_STATUSES,
+    aware,
+    case_in_scope,
+    decode_cursor,
+    encode_cursor,
+    send_command,
+    utcnow,
+)
 from api.schemas import CasePublic, Owner, Page, StallReasonView
 from reintegration.db import CaseRecord, StageVisitRecord, TaskRecord
 from workflows.model import ReassignOwner, Role, Stage, Strict

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
@@ -11,12 +10,29 @@ from sqlmodel import select
 
 from api import idempotency
 from api.audit import Auditor, AuditorDep, Entry, replayed_body
-from api.deps import ClientDep, CurrentUser, EngineDep, IdempotencyKey, SessionDep, SettingsDep, keyring_of, require
+from api.deps import (
+    ClientDep,
+    CurrentUser,
+    EngineDep,
+    IdempotencyKey,
+    SessionDep,
+    SettingsDep,
+    keyring_of,
+    require,
+)
 from api.errors import Forbidden, responses
-from api.journeys import OPEN_STATUSES, aware, decode_cursor, encode_cursor, send_command, task_in_scope, utcnow
+from api.journeys import (
+    OPEN_STATUSES,
+    aware,
+    decode_cursor,
+    encode_cursor,
+    send_command,
+    task_in_scope,
+    utcnow,
+)
 from api.schemas import Page, TaskPublic
-from reintegration.partner_view import PartnerTask, is_overdue, partner_task
 from reintegration.db import TaskRecord
+from reintegration.partner_view import PartnerTask, is_overdue, partner_task
 from workflows.model import (
     AcceptTaskBody,
     Actor,

@@ -26,7 +26,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from reintegration.codec import EncryptionCodec
-from reintegration.crypto import Keyring, keyring_from_settings
+from reintegration.crypto import Keyring
+from reintegration.db import keyring_from_settings
 from reintegration.temporal import temporal_cli
 from tests.conftest import NAMESPACE, Stack, running_stack
 from tests.journey import Journey, day

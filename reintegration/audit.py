@@ -32,7 +32,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
-from reintegration.crypto import AUDIT_KEY_ID, DataKeyRecord, KeyUnavailable, Keyring, Unreadable
+from reintegration.crypto import (
+    AUDIT_KEY_ID,
+    DataKeyRecord,
+    Keyring,
+    KeyUnavailable,
+    Unreadable,
+)
 from reintegration.db import AuditHead, AuditRecord, CaseRecord, aware
 
 GENESIS = "0" * 64  # the prev_hash of the first row

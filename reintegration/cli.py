@@ -139,7 +139,11 @@ def _partner_sim(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from reintegration.partner_sim import SimulatorConfig, create_simulator, register_webhooks
+    from reintegration.partner_sim import (
+        SimulatorConfig,
+        create_simulator,
+        register_webhooks,
+    )
     from reintegration.tokens import mint
 
     settings = get_settings()
@@ -172,8 +176,7 @@ def _reconcile(args: argparse.Namespace) -> int:
 
     from sqlalchemy.exc import SQLAlchemyError
 
-    from reintegration.crypto import keyring_from_settings
-    from reintegration.db import make_engine
+    from reintegration.db import keyring_from_settings, make_engine
     from reintegration.reconcile import reconcile
     from reintegration.temporal import connect
 
@@ -222,8 +225,7 @@ def _reconcile(args: argparse.Namespace) -> int:
 
 def _audit_verify(expect_head: str | None = None) -> int:
     from reintegration import audit
-    from reintegration.crypto import keyring_from_settings
-    from reintegration.db import make_engine
+    from reintegration.db import keyring_from_settings, make_engine
 
     try:
         expected = audit.parse_head(expect_head) if expect_head is not None else None

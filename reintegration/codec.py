@@ -26,20 +26,29 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
+from temporalio.contrib.pydantic import (
+    PydanticPayloadConverter,
+    pydantic_data_converter,
+)
 from temporalio.converter import (
     ActivitySerializationContext,
     DataConverter,
     DefaultFailureConverterWithEncodedAttributes,
+    EncodingPayloadConverter,
     PayloadCodec,
     SerializationContext,
     WithSerializationContext,
     WorkflowSerializationContext,
 )
-from temporalio.contrib.pydantic import PydanticPayloadConverter, pydantic_data_converter
-from temporalio.converter import EncodingPayloadConverter
 from temporalio.exceptions import ApplicationError
 
-from reintegration.crypto import SYSTEM_KEY_ID, DataKey, Keyring, KeyUnavailable, Unreadable
+from reintegration.crypto import (
+    SYSTEM_KEY_ID,
+    DataKey,
+    Keyring,
+    KeyUnavailable,
+    Unreadable,
+)
 from workflows.rules import case_of_workflow
 
 ENCODING = b"binary/encrypted"

@@ -41,7 +41,13 @@ from reintegration.crypto import KeyUnavailable, Unreadable
 from reintegration.db import CaseRecord
 from workflows import rules
 from workflows.journey import ErrorType
-from workflows.model import CommandResult, JourneyState, ReassignOwner, StepCommand, TaskCommand
+from workflows.model import (
+    CommandResult,
+    JourneyState,
+    ReassignOwner,
+    StepCommand,
+    TaskCommand,
+)
 
 BoundCommand = StepCommand | TaskCommand | ReassignOwner
 

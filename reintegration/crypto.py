@@ -377,11 +377,3 @@ def _walk(value: Any, keys: frozenset[str], fn: Any, *, under: str | None = None
 def kek_from_settings(settings: Any) -> KeyEncryptionKey:
     """The KEK the settings name: a key file (created on the embedded default only)."""
     return LocalKeyEncryptionKey.from_file(settings.kek_path, create=settings.environment == "development")
-
-
-def keyring_from_settings(settings: Any) -> Keyring:
-    """The keyring, with a connection pool of its own: a request that holds a connection and needs a
-    key must never wait for another request's connection to come back."""
-    from reintegration.db import make_engine
-
-    return Keyring(make_engine(settings), kek_from_settings(settings), cache_seconds=settings.key_cache_seconds)

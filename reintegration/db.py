@@ -10,12 +10,20 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, MetaData, event
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    event,
+)
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine
 
-from reintegration import crypto as _crypto  # noqa: F401 - registers the data_keys table
-
+from reintegration.crypto import Keyring, kek_from_settings  # and the data_keys table
 from reintegration.settings import Settings
 
 
@@ -279,6 +287,12 @@ class OutdatedSchema(RuntimeError):
     """The database was made by a version older than the first with migrations."""
 
 
+def keyring_from_settings(settings: Any) -> Keyring:
+    """The keyring, with a connection pool of its own: a request that holds a connection and needs a
+    key must never wait for another request's connection to come back."""
+    return Keyring(make_engine(settings), kek_from_settings(settings), cache_seconds=settings.key_cache_seconds)
+
+
 def metadata() -> MetaData:
     """Every table of the project: these, and the data keys' (``reintegration.crypto``)."""
     return SQLModel.metadata
@@ -297,6 +311,7 @@ __all__ = [
     "Session",
     "TaskRecord",
     "TimelineRecord",
+    "keyring_from_settings",
     "metadata",
     "make_engine",
 ]

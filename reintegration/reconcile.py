@@ -33,9 +33,15 @@ from sqlmodel import Session
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.read_model import case_values, task_values, write_projection
 from reintegration.crypto import FREE_TEXT_KEYS, DataKeyRecord, Keyring, Unreadable
-from reintegration.db import CaseRecord, PersonRecord, StageVisitRecord, TaskRecord, aware
+from reintegration.db import (
+    CaseRecord,
+    PersonRecord,
+    StageVisitRecord,
+    TaskRecord,
+    aware,
+)
+from reintegration.projection import case_values, task_values, write_projection
 from workflows import rules
 from workflows.model import CaseStatus, JourneyState, Stage
 

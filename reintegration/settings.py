@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from reintegration.crypto import is_development_kek_file
 from workflows.model import JourneyConfig
 
 DEVELOPMENT_AGENCIES: list[dict] = [
@@ -280,8 +281,6 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_development_kek_in_production(self) -> Settings:
         if self.environment == "production":
-            from reintegration.crypto import is_development_kek_file
-
             if self.kek_file is None:
                 raise ValueError("production needs REINTEGRATION_KEK_FILE (the key-encryption key)")
             if is_development_kek_file(self.kek_file):

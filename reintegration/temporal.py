@@ -10,8 +10,7 @@ from typing import Any
 
 import structlog
 from temporalio.client import Client
-from temporalio.service import TLSConfig
-from temporalio.service import RPCError
+from temporalio.service import RPCError, TLSConfig
 
 from reintegration.codec import data_converter
 from reintegration.crypto import Keyring

@@ -24,8 +24,8 @@ from temporalio.worker import Worker
 
 from api.main import create_app
 from reintegration.codec import data_converter
-from reintegration.crypto import Keyring, keyring_from_settings
-from reintegration.db import make_engine
+from reintegration.crypto import Keyring
+from reintegration.db import keyring_from_settings, make_engine
 from reintegration.migrate import upgrade_schema
 from reintegration.settings import Settings
 from reintegration.temporal import temporal_cli

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-
 from reintegration.partner_sim import SimulatorConfig, SimulatorStats, create_simulator
 from tests.conftest import served
 

@@ -24,8 +24,20 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from reintegration import audit, cli
-from reintegration.crypto import AUDIT_KEY_ID, DataKeyRecord, Keyring, LocalKeyEncryptionKey, keyring_from_settings
-from reintegration.db import AuditHead, AuditRecord, CaseRecord, aware, make_engine
+from reintegration.crypto import (
+    AUDIT_KEY_ID,
+    DataKeyRecord,
+    Keyring,
+    LocalKeyEncryptionKey,
+)
+from reintegration.db import (
+    AuditHead,
+    AuditRecord,
+    CaseRecord,
+    aware,
+    keyring_from_settings,
+    make_engine,
+)
 from reintegration.migrate import upgrade_schema
 from reintegration.settings import Settings
 from tests.conftest import Stack, _drop_postgres_database, _postgres_database

@@ -15,19 +15,25 @@ import sys
 import uuid
 from pathlib import Path
 
+from google.protobuf import json_format
+from google.protobuf.message import Message
 from sqlalchemy import MetaData, select
 from sqlmodel import Session
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from google.protobuf import json_format
-from google.protobuf.message import Message
 
 from reintegration.codec import ENCODING, EncryptionCodec
-from reintegration.tokens import mint_codec
-from reintegration.crypto import ERASED, DataKeyRecord, Keyring, KeyUnavailable, kek_from_settings
+from reintegration.crypto import (
+    ERASED,
+    DataKeyRecord,
+    Keyring,
+    KeyUnavailable,
+    kek_from_settings,
+)
 from reintegration.db import CaseRecord, PersonRecord, StageVisitRecord, TaskRecord
 from reintegration.logs import tap
+from reintegration.tokens import mint_codec
 from tests.conftest import Stack
 from tests.journey import Journey, case_body, day
 

@@ -11,6 +11,7 @@ from reintegration.db import DeliveryRecord, TaskRecord
 from tests.delivery_helpers import SECRET, simulator, until
 from tests.journey import Journey, day
 
+
 def delivery(stack, delivery_id: str) -> DeliveryRecord | None:
     with Session(stack.engine) as session:
         return session.get(DeliveryRecord, delivery_id)

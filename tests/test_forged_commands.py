@@ -27,10 +27,10 @@ from reintegration.codec import UNSEALED, EncryptionCodec
 from reintegration.db import CaseRecord, TaskRecord
 from reintegration.settings import Settings
 from reintegration.temporal import client_options
+from tests.journey import Journey, day
 from workflows import rules
 from workflows.case import CaseRun, CaseWorkflow
 from workflows.model import Actor, CaseOpening, Role, TaskAction, TaskCommand
-from tests.journey import Journey, day
 
 
 def bare_client(stack) -> Client:

@@ -6,10 +6,18 @@ from datetime import datetime, timezone
 
 from sqlmodel import Session, select
 
-from activities.read_model import write_projection
 from reintegration.db import CaseRecord, TaskRecord, TimelineRecord
+from reintegration.projection import write_projection
 from workflows import rules
-from workflows.model import Actor, CaseOpening, ConsentBody, Role, StepCommand, TaskAction, TaskCommand
+from workflows.model import (
+    Actor,
+    CaseOpening,
+    ConsentBody,
+    Role,
+    StepCommand,
+    TaskAction,
+    TaskCommand,
+)
 
 
 def _journey():

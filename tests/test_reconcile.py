@@ -18,11 +18,11 @@ import pytest
 from sqlalchemy import delete, insert, select, update
 from sqlmodel import Session
 
-from activities.read_model import write_projection
 from reintegration import cli
 from reintegration import reconcile as rec
 from reintegration.crypto import FREE_TEXT_KEYS
 from reintegration.db import CaseRecord, StageVisitRecord, TaskRecord, TimelineRecord
+from reintegration.projection import write_projection
 from reintegration.reconcile import Drift, RateLimiter, check_case, reconcile
 from tests.conftest import Stack
 from tests.journey import Journey, day

@@ -22,7 +22,13 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
 from reintegration.settings import Settings
-from reintegration.tokens import InvalidToken, mint, mint_codec, signing_key, verify_codec
+from reintegration.tokens import (
+    InvalidToken,
+    mint,
+    mint_codec,
+    signing_key,
+    verify_codec,
+)
 from tests.conftest import free_port
 from workflows.model import Role
 

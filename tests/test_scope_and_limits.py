@@ -18,7 +18,14 @@ import pytest
 
 from api.main import create_app
 from reintegration.cli import uvicorn_options
-from reintegration.tokens import Claims, InvalidToken, OidcVerifier, mint, signing_key, verify
+from reintegration.tokens import (
+    Claims,
+    InvalidToken,
+    OidcVerifier,
+    mint,
+    signing_key,
+    verify,
+)
 from tests.conftest import running_stack, served
 from tests.journey import Journey
 from workflows.model import Role

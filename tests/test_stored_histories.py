@@ -24,9 +24,13 @@ from reintegration.crypto import DataKeyRecord, Keyring, LocalKeyEncryptionKey
 from reintegration.db import make_engine
 from reintegration.migrate import upgrade_schema
 from reintegration.settings import Settings
-from workflows.case import CaseWorkflow
-from workflows.delivery import SupervisorNotificationWorkflow, TaskDeliveryWorkflow, WebhookVerificationWorkflow
 from tests.histories.record import UNSETTLED
+from workflows.case import CaseWorkflow
+from workflows.delivery import (
+    SupervisorNotificationWorkflow,
+    TaskDeliveryWorkflow,
+    WebhookVerificationWorkflow,
+)
 from workflows.stages import ALL_WORKFLOWS
 
 HISTORIES = Path(__file__).resolve().parent / "histories"

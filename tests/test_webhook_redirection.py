@@ -19,10 +19,10 @@ import pytest
 from fastapi import FastAPI, Request
 from sqlmodel import Session, select
 
+from api.main import create_app
 from reintegration.db import AgencyRecord, AuditRecord, DeliveryRecord
 from reintegration.settings import Settings
 from reintegration.webhooks import UnsafeAddress, checked_addresses, refused_address
-from api.main import create_app
 from tests.conftest import free_port, running_stack, served
 from tests.delivery_helpers import simulator, until
 from tests.journey import Journey

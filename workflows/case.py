@@ -14,7 +14,15 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from workflows import rules
     from workflows.journey import JourneyWorkflowBase, check_own_case
-    from workflows.model import CaseOpening, CaseStatus, CommandResult, JourneyState, Stage, Step, StepCommand
+    from workflows.model import (
+        CaseOpening,
+        CaseStatus,
+        CommandResult,
+        JourneyState,
+        Stage,
+        Step,
+        StepCommand,
+    )
     from workflows.stages import STAGE_WORKFLOWS
 
 

@@ -15,10 +15,14 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.delivery import DELIVERY_REJECTED, DeliveryActivities
-    from activities.notifications import NotificationActivities
     from workflows.journey import check_own_case
-    from workflows.model import DeliveryOutcome, DeliveryRequest, WebhookVerificationRequest
+    from workflows.model import (
+        DELIVERY_REJECTED,
+        ActivityName,
+        DeliveryOutcome,
+        DeliveryRequest,
+        WebhookVerificationRequest,
+    )
 
 
 # Unsandboxed: one workflow starts per message, and this one only calls activities with its input;
@@ -29,9 +33,10 @@ class TaskDeliveryWorkflow:
     async def run(self, request: DeliveryRequest) -> DeliveryOutcome:
         check_own_case(request.case_id)
         try:
-            return await workflow.execute_activity_method(
-                DeliveryActivities.deliver,
+            return await workflow.execute_activity(
+                ActivityName.DELIVER,
                 request,
+                result_type=DeliveryOutcome,
                 start_to_close_timeout=timedelta(seconds=request.timeout_seconds * 3),
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=request.retry_initial_seconds),
@@ -44,8 +49,8 @@ class TaskDeliveryWorkflow:
             cause = exc.cause
             if not (isinstance(cause, ApplicationError) and cause.type == DELIVERY_REJECTED):
                 raise
-            await workflow.execute_activity_method(
-                DeliveryActivities.report_rejected,
+            await workflow.execute_activity(
+                ActivityName.REPORT_REJECTED,
                 request.model_copy(update={"reason": cause.message}),
                 start_to_close_timeout=timedelta(seconds=120),
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=60)),
@@ -60,8 +65,8 @@ class SupervisorNotificationWorkflow:
     @workflow.run
     async def run(self, request: DeliveryRequest) -> None:
         check_own_case(request.case_id)
-        await workflow.execute_activity_method(
-            NotificationActivities.notify,
+        await workflow.execute_activity(
+            ActivityName.NOTIFY_SUPERVISORS,
             request,
             start_to_close_timeout=timedelta(seconds=request.timeout_seconds * 3),
             retry_policy=RetryPolicy(
@@ -80,8 +85,8 @@ class WebhookVerificationWorkflow:
     @workflow.run
     async def run(self, request: WebhookVerificationRequest) -> str:
         try:
-            await workflow.execute_activity_method(
-                DeliveryActivities.notify_previous_webhook, request,
+            await workflow.execute_activity(
+                ActivityName.NOTIFY_PREVIOUS_WEBHOOK, request,
                 start_to_close_timeout=timedelta(seconds=request.timeout_seconds * 3),
                 retry_policy=RetryPolicy(initial_interval=timedelta(seconds=request.retry_initial_seconds),
                                          maximum_attempts=3, non_retryable_error_types=[DELIVERY_REJECTED]),
@@ -89,8 +94,8 @@ class WebhookVerificationWorkflow:
         except ActivityError:
             pass  # the old address is gone or refuses: the change goes on, and the audit trail has it
         try:
-            return await workflow.execute_activity_method(
-                DeliveryActivities.send_webhook_verification, request,
+            return await workflow.execute_activity(
+                ActivityName.SEND_WEBHOOK_VERIFICATION, request, result_type=str,
                 start_to_close_timeout=timedelta(seconds=request.timeout_seconds * 3),
                 schedule_to_close_timeout=timedelta(seconds=request.expires_in_seconds),
                 retry_policy=RetryPolicy(

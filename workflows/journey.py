@@ -15,9 +15,9 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.read_model import ReadModelActivities
     from workflows import rules
     from workflows.model import (
+        ActivityName,
         AgencyNeeds,
         CommandResult,
         JourneyState,
@@ -212,8 +212,8 @@ class JourneyWorkflowBase:
         needs = rules.agency_needs(self.state, body, task_id)
         if not needs or not workflow.patched(AGENCY_CHECK_PATCH):
             return
-        refused = await workflow.execute_local_activity_method(
-            ReadModelActivities.check_agencies, AgencyNeeds(needs=needs),
+        refused = await workflow.execute_local_activity(
+            ActivityName.CHECK_AGENCIES, AgencyNeeds(needs=needs), result_type=str,
             schedule_to_close_timeout=AGENCY_CHECK_TIMEOUT, retry_policy=AGENCY_CHECK_RETRY)
         if refused:
             raise _refusal(rules.InvalidCommand(refused))
@@ -248,8 +248,8 @@ class JourneyWorkflowBase:
 
     async def project(self, events: list[TimelineEvent]) -> None:
         check_own_case(self.state.case_id)  # whatever ran first (an update before the run), never another case
-        await workflow.execute_activity_method(
-            ReadModelActivities.project_case,
+        await workflow.execute_activity(
+            ActivityName.PROJECT_CASE,
             rules.project(self.state, events),
             start_to_close_timeout=PROJECTION_TIMEOUT,
             heartbeat_timeout=PROJECTION_HEARTBEAT,

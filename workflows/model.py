@@ -223,6 +223,26 @@ class Actor(Strict):
     agency: Identifier | None = None
 
 
+# --- Activities: the names the workflows call them by (activities/ registers them) ----------------
+
+
+class ActivityName:
+    """Every activity's registered name. Workflows call activities by name, so they import nothing
+    of activities/ (the layers: workflows, pure, at the bottom)."""
+
+    PROJECT_CASE = "project_case"
+    CHECK_AGENCIES = "check_agencies"
+    DELIVER = "deliver_to_agency"
+    REPORT_REJECTED = "report_delivery_rejected"
+    NOTIFY_SUPERVISORS = "notify_supervisors"
+    NOTIFY_PREVIOUS_WEBHOOK = "notify_previous_webhook"
+    SEND_WEBHOOK_VERIFICATION = "send_webhook_verification"
+
+
+# The type of the error an agency's final refusal raises: not retried, the task goes back.
+DELIVERY_REJECTED = "DeliveryRejected"
+
+
 # --- Journey configuration: a snapshot per case, taken when the case opens ---------------------
 
 

@@ -39,8 +39,13 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.main import create_app
-from reintegration.crypto import keyring_from_settings
-from reintegration.db import CaseRecord, DeliveryRecord, TimelineRecord, make_engine
+from reintegration.db import (
+    CaseRecord,
+    DeliveryRecord,
+    TimelineRecord,
+    keyring_from_settings,
+    make_engine,
+)
 from reintegration.migrate import upgrade_schema
 from reintegration.settings import Settings
 from reintegration.temporal import connect

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import NAMESPACE
 from tests.faults.harness import PLAN, assert_clean, fault_stack, run_fault
 from tests.faults.processes import TemporalServer
-from tests.conftest import NAMESPACE
 
 pytestmark = pytest.mark.faults
 
