@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test token clean
+.PHONY: install run test lint token clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,13 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/reintegration run
 
-## The whole suite, against a real Temporal server, SQLite and the machine's PostgreSQL.
-test: install
+## Lint and format check (ruff, configured in pyproject.toml): no findings allowed.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+## The lint, then the whole suite, against a real Temporal server, SQLite and the machine's PostgreSQL.
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -31,8 +31,14 @@ from workflows.stages import ALL_WORKFLOWS
 log = structlog.get_logger("worker")
 
 
-def build_worker(client, settings: Settings, engine, http: httpx.AsyncClient,  # type: ignore[no-untyped-def]
-                 keyring: Keyring, operator_http: httpx.AsyncClient | None = None) -> Worker:
+def build_worker(
+    client,
+    settings: Settings,
+    engine,
+    http: httpx.AsyncClient,  # type: ignore[no-untyped-def]
+    keyring: Keyring,
+    operator_http: httpx.AsyncClient | None = None,
+) -> Worker:
     """The worker with every workflow and activity; the caller owns (and closes) the HTTP clients:
     ``http`` for agencies' webhooks (``reintegration.webhooks.delivery_client``: the address guard),
     ``operator_http`` for the supervisors' webhook the operator configured (default: ``http``).
@@ -40,28 +46,46 @@ def build_worker(client, settings: Settings, engine, http: httpx.AsyncClient,  #
     The client must encrypt payloads with the same keyring (``reintegration.temporal.connect``).
     """
     read_model = ReadModelActivities(
-        engine=engine, keyring=keyring, client=client, task_queue=settings.temporal_task_queue,
+        engine=engine,
+        keyring=keyring,
+        client=client,
+        task_queue=settings.temporal_task_queue,
         delivery={
             "timeout_seconds": settings.delivery_timeout_seconds,
             "retry_initial_seconds": settings.delivery_retry_initial_seconds,
             "retry_max_seconds": settings.delivery_retry_max_seconds,
         },
     )
-    delivery = DeliveryActivities(engine=engine, keyring=keyring, http=http, client=client,
-                                  partner_fields=settings.partner_fields)
+    delivery = DeliveryActivities(
+        engine=engine, keyring=keyring, http=http, client=client, partner_fields=settings.partner_fields
+    )
     channel = (
-        WebhookChannel(url=settings.supervision_webhook_url, secret=settings.supervision_webhook_secret,
-                       http=operator_http or http)
-        if settings.supervision_webhook_url and settings.supervision_webhook_secret else LogChannel()
+        WebhookChannel(
+            url=settings.supervision_webhook_url, secret=settings.supervision_webhook_secret, http=operator_http or http
+        )
+        if settings.supervision_webhook_url and settings.supervision_webhook_secret
+        else LogChannel()
     )
     notifications = NotificationActivities(engine=engine, channel=channel)
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
-        workflows=[CaseWorkflow, *ALL_WORKFLOWS, TaskDeliveryWorkflow, SupervisorNotificationWorkflow,
-                   WebhookVerificationWorkflow],
-        activities=[read_model.project_case, read_model.check_agencies, delivery.deliver, delivery.report_rejected,
-                    delivery.notify_previous_webhook, delivery.send_webhook_verification, notifications.notify],
+        workflows=[
+            CaseWorkflow,
+            *ALL_WORKFLOWS,
+            TaskDeliveryWorkflow,
+            SupervisorNotificationWorkflow,
+            WebhookVerificationWorkflow,
+        ],
+        activities=[
+            read_model.project_case,
+            read_model.check_agencies,
+            delivery.deliver,
+            delivery.report_rejected,
+            delivery.notify_previous_webhook,
+            delivery.send_webhook_verification,
+            notifications.notify,
+        ],
     )
 
 

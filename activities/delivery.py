@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -67,8 +67,15 @@ __all__ = ["DELIVERY_REJECTED", "DeliveryActivities", "sign"]
 class DeliveryActivities:
     """Webhook delivery; the HTTP client, database and Temporal client are injected by ``worker.py``."""
 
-    def __init__(self, *, engine: Engine, keyring: Keyring, http: httpx.AsyncClient, client: Client,
-                 partner_fields: dict[str, list[str]]) -> None:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        keyring: Keyring,
+        http: httpx.AsyncClient,
+        client: Client,
+        partner_fields: dict[str, list[str]],
+    ) -> None:
         self._engine, self._keyring, self._http, self._client = engine, keyring, http, client
         self._fields = partner_fields
 
@@ -83,20 +90,29 @@ class DeliveryActivities:
         attempt = activity.info().attempt
         if person_fields:  # audited before the person's fields leave; if it cannot be written, retried
             await asyncio.to_thread(  # off the event loop: the append may wait for the trail's write lock
-                audit.record, self._engine, keyring=self._keyring, actor=_Recipient(request.agency_id),
-                action="task.deliver-person", request_id=request.delivery_id, case_id=case_id, task_id=request.task_id,
-                detail={"delivery_id": request.delivery_id, "fields": person_fields, "attempt": attempt})
+                audit.record,
+                self._engine,
+                keyring=self._keyring,
+                actor=_Recipient(request.agency_id),
+                action="task.deliver-person",
+                request_id=request.delivery_id,
+                case_id=case_id,
+                task_id=request.task_id,
+                detail={"delivery_id": request.delivery_id, "fields": person_fields, "attempt": attempt},
+            )
         try:
-            response = await self._post(url, secret, body, key=request.delivery_id, event=request.event,
-                                        timeout=request.timeout_seconds)
+            response = await self._post(
+                url, secret, body, key=request.delivery_id, event=request.event, timeout=request.timeout_seconds
+            )
         except UnsafeAddress as exc:
             self._mark(request.delivery_id, "pending", attempts=attempt, error="unsafe address")
             log.warning("delivery refused: unsafe webhook address", delivery_id=request.delivery_id)
             raise ApplicationError(str(exc), type=DELIVERY_REJECTED, non_retryable=True) from None
         except httpx.HTTPError as exc:
             self._mark(request.delivery_id, "pending", attempts=attempt, error=type(exc).__name__)
-            log.info("delivery not answered", delivery_id=request.delivery_id, attempt=attempt,
-                     error=type(exc).__name__)
+            log.info(
+                "delivery not answered", delivery_id=request.delivery_id, attempt=attempt, error=type(exc).__name__
+            )
             raise ApplicationError(f"agency did not answer: {type(exc).__name__}") from None
         status = response.status_code
         if 200 <= status < 300:
@@ -105,13 +121,15 @@ class DeliveryActivities:
             return DeliveryOutcome(delivery_id=request.delivery_id, status="delivered")
         self._mark(request.delivery_id, "pending", attempts=attempt, error=f"HTTP {status}")
         if 400 <= status < 500 and status not in RETRYABLE_4XX:
-            raise ApplicationError(f"the agency refused the task (HTTP {status})", type=DELIVERY_REJECTED,
-                                   non_retryable=True)
+            raise ApplicationError(
+                f"the agency refused the task (HTTP {status})", type=DELIVERY_REJECTED, non_retryable=True
+            )
         log.info("delivery refused for now", delivery_id=request.delivery_id, attempt=attempt, status=status)
         raise ApplicationError(f"the agency answered HTTP {status}")
 
-    async def _post(self, url: str, secret: str, body: bytes, *, key: str, event: str,
-                    timeout: float) -> httpx.Response:
+    async def _post(
+        self, url: str, secret: str, body: bytes, *, key: str, event: str, timeout: float
+    ) -> httpx.Response:
         """One signed POST to an agency's address (through the address guard where it applies)."""
         timestamp = str(int(time.time()))
         headers = {
@@ -123,11 +141,15 @@ class DeliveryActivities:
         }
         return await self._http.post(url, content=body, headers=headers, timeout=timeout)
 
-    async def _webhook_message(self, url: str, secret: str, message: dict[str, Any], *, key: str,
-                               timeout: float) -> str:
+    async def _webhook_message(
+        self, url: str, secret: str, message: dict[str, Any], *, key: str, timeout: float
+    ) -> str:
         """Send a message about the webhook itself; "delivered", or raise (retried, or final on a 4xx)."""
-        body = json.dumps({**message, "delivery_id": key, "sent_at": datetime.now(timezone.utc).isoformat()},
-                          separators=(",", ":"), sort_keys=True).encode()
+        body = json.dumps(
+            {**message, "delivery_id": key, "sent_at": datetime.now(UTC).isoformat()},
+            separators=(",", ":"),
+            sort_keys=True,
+        ).encode()
         try:
             response = await self._post(url, secret, body, key=key, event=message["event"], timeout=timeout)
         except UnsafeAddress as exc:
@@ -137,8 +159,9 @@ class DeliveryActivities:
         if 200 <= response.status_code < 300:
             return "delivered"
         if 400 <= response.status_code < 500 and response.status_code not in RETRYABLE_4XX:
-            raise ApplicationError(f"the address refused it (HTTP {response.status_code})", type=DELIVERY_REJECTED,
-                                   non_retryable=True)
+            raise ApplicationError(
+                f"the address refused it (HTTP {response.status_code})", type=DELIVERY_REJECTED, non_retryable=True
+            )
         raise ApplicationError(f"the address answered HTTP {response.status_code}")
 
     @activity.defn(name=ActivityName.NOTIFY_PREVIOUS_WEBHOOK)
@@ -147,14 +170,20 @@ class DeliveryActivities:
         if an intruder redirects the agency's tasks, the agency hears of it where it listens."""
         with Session(self._engine) as session:
             agency = session.get(AgencyRecord, request.agency_id)
-            if (agency is None or agency.webhook_verification_id != request.verification_id or not agency.webhook_url
-                    or not agency.webhook_secret or not agency.pending_webhook_url):
+            if (
+                agency is None
+                or agency.webhook_verification_id != request.verification_id
+                or not agency.webhook_url
+                or not agency.webhook_secret
+                or not agency.pending_webhook_url
+            ):
                 return "skipped"
             url, new_host = agency.webhook_url, host_of(agency.pending_webhook_url)
             secret = self._keyring.open_system(agency.webhook_secret, purpose=webhook_secret_purpose(agency.agency_id))
         message = {"event": "webhook.changing", "agency_id": request.agency_id, "new_host": new_host}
-        outcome = await self._webhook_message(url, secret, message, key=f"{request.verification_id}.notice",
-                                              timeout=request.timeout_seconds)
+        outcome = await self._webhook_message(
+            url, secret, message, key=f"{request.verification_id}.notice", timeout=request.timeout_seconds
+        )
         log.info("previous webhook told of the change", agency_id=request.agency_id)
         return outcome
 
@@ -163,19 +192,30 @@ class DeliveryActivities:
         """The signed challenge to the new address; skipped once confirmed, replaced or removed."""
         with Session(self._engine) as session:
             agency = session.get(AgencyRecord, request.agency_id)
-            if (agency is None or agency.webhook_verification_id != request.verification_id
-                    or not agency.pending_webhook_url or not agency.pending_webhook_secret
-                    or not agency.webhook_challenge):
+            if (
+                agency is None
+                or agency.webhook_verification_id != request.verification_id
+                or not agency.pending_webhook_url
+                or not agency.pending_webhook_secret
+                or not agency.webhook_challenge
+            ):
                 return "skipped"
             url = agency.pending_webhook_url
-            secret = self._keyring.open_system(agency.pending_webhook_secret,
-                                               purpose=webhook_secret_purpose(agency.agency_id))
-            challenge = self._keyring.open_system(agency.webhook_challenge,
-                                                  purpose=webhook_challenge_purpose(agency.agency_id))
-        message = {"event": "webhook.verification", "agency_id": request.agency_id, "challenge": challenge,
-                   "confirm": f"POST /v1/agencies/{request.agency_id}/webhook/confirm"}
-        outcome = await self._webhook_message(url, secret, message, key=request.verification_id,
-                                              timeout=request.timeout_seconds)
+            secret = self._keyring.open_system(
+                agency.pending_webhook_secret, purpose=webhook_secret_purpose(agency.agency_id)
+            )
+            challenge = self._keyring.open_system(
+                agency.webhook_challenge, purpose=webhook_challenge_purpose(agency.agency_id)
+            )
+        message = {
+            "event": "webhook.verification",
+            "agency_id": request.agency_id,
+            "challenge": challenge,
+            "confirm": f"POST /v1/agencies/{request.agency_id}/webhook/confirm",
+        }
+        outcome = await self._webhook_message(
+            url, secret, message, key=request.verification_id, timeout=request.timeout_seconds
+        )
         log.info("webhook verification sent", agency_id=request.agency_id)
         return outcome
 
@@ -186,13 +226,25 @@ class DeliveryActivities:
         if request.event != "task.assigned":
             return  # a refused cancellation changes nothing on the case
         command = TaskCommand(
-            action=TaskAction.delivery_failed, task_id=request.task_id, actor=SYSTEM,
-            body={"agency_id": request.agency_id, "assignment": request.assignment,
-                  "delivery_id": request.delivery_id, "reason": request.reason[:200]},
+            action=TaskAction.delivery_failed,
+            task_id=request.task_id,
+            actor=SYSTEM,
+            body={
+                "agency_id": request.agency_id,
+                "assignment": request.assignment,
+                "delivery_id": request.delivery_id,
+                "reason": request.reason[:200],
+            },
         )
         try:
-            await commands.send_command(self._client, self._engine, request.case_id, "task", command,
-                                        update_id=f"delivery-failed:{request.delivery_id}")
+            await commands.send_command(
+                self._client,
+                self._engine,
+                request.case_id,
+                "task",
+                command,
+                update_id=f"delivery-failed:{request.delivery_id}",
+            )
         except (commands.CommandRefused, commands.CaseClosed, commands.NoSuchCase) as exc:
             # The task moved on meanwhile (reassigned, cancelled, case closed): nothing to put back.
             log.info("delivery failure not applied", delivery_id=request.delivery_id, reason=type(exc).__name__)
@@ -203,10 +255,19 @@ class DeliveryActivities:
         with Session(self._engine) as session:
             agency = session.get(AgencyRecord, request.agency_id)
             task = session.get(TaskRecord, request.task_id)
-            if agency is None or not agency.active or not agency.webhook_url or not agency.webhook_secret or task is None:
+            if (
+                agency is None
+                or not agency.active
+                or not agency.webhook_url
+                or not agency.webhook_secret
+                or task is None
+            ):
                 return None  # a deactivated agency is sent nothing more
-            message: dict[str, Any] = {"event": request.event, "delivery_id": request.delivery_id,
-                                       "sent_at": datetime.now(timezone.utc).isoformat()}
+            message: dict[str, Any] = {
+                "event": request.event,
+                "delivery_id": request.delivery_id,
+                "sent_at": datetime.now(UTC).isoformat(),
+            }
             person_fields: list[str] = []
             current = len(task.previous_agencies) + 1
             if request.event == "task.assigned":
@@ -223,20 +284,30 @@ class DeliveryActivities:
                     return None
                 if assigned.status == "pending":
                     raise ApplicationError("the task's assignment is still being delivered")
-                message["task"] = {"task_id": task.task_id, "case_reference": task.case_reference,
-                                   "service": task.service, "status": "cancelled"}
+                message["task"] = {
+                    "task_id": task.task_id,
+                    "case_reference": task.case_reference,
+                    "service": task.service,
+                    "status": "cancelled",
+                }
             body = json.dumps(message, separators=(",", ":"), sort_keys=True).encode()
-            secret = self._keyring.open_system(agency.webhook_secret,
-                                               purpose=webhook_secret_purpose(agency.agency_id))
+            secret = self._keyring.open_system(agency.webhook_secret, purpose=webhook_secret_purpose(agency.agency_id))
             return agency.webhook_url, secret, body, task.case_id, person_fields
 
-    def _mark(self, delivery_id: str, status: str, *, attempts: int | None = None, error: str | None = None,
-              delivered: bool = False) -> None:
+    def _mark(
+        self,
+        delivery_id: str,
+        status: str,
+        *,
+        attempts: int | None = None,
+        error: str | None = None,
+        delivered: bool = False,
+    ) -> None:
         values: dict[str, Any] = {"status": status, "last_error": error}
         if attempts is not None:
             values["attempts"] = attempts
         if delivered:
-            values["delivered_at"] = datetime.now(timezone.utc)
+            values["delivered_at"] = datetime.now(UTC)
         row = update(DeliveryRecord).where(DeliveryRecord.delivery_id == delivery_id)
         if status != "delivered":
             # Delivered is final: an attempt retried after its completion was lost (a worker or the

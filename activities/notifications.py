@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
@@ -41,11 +41,18 @@ class WebhookChannel:
         body = json.dumps({"notification_id": notification_id, **payload}, sort_keys=True).encode()
         timestamp = str(int(time.time()))
         try:
-            response = await self._http.post(self._url, content=body, timeout=self._timeout, headers={
-                "Content-Type": "application/json", "Idempotency-Key": notification_id,
-                "X-Reintegration-Event": "supervision." + str(payload.get("kind")),
-                "X-Reintegration-Timestamp": timestamp,
-                "X-Reintegration-Signature": sign(self._secret, timestamp, body)})
+            response = await self._http.post(
+                self._url,
+                content=body,
+                timeout=self._timeout,
+                headers={
+                    "Content-Type": "application/json",
+                    "Idempotency-Key": notification_id,
+                    "X-Reintegration-Event": "supervision." + str(payload.get("kind")),
+                    "X-Reintegration-Timestamp": timestamp,
+                    "X-Reintegration-Signature": sign(self._secret, timestamp, body),
+                },
+            )
         except httpx.HTTPError as exc:
             raise ApplicationError(f"the supervisors' channel did not answer: {type(exc).__name__}") from None
         if response.status_code >= 300:
@@ -56,9 +63,15 @@ class LogChannel:
     """Without a webhook, notifications go to the log (ids and facts only, never personal data)."""
 
     async def send(self, notification_id: str, payload: dict[str, Any]) -> None:
-        log.warning("case stalled", notification_id=notification_id, case_reference=payload.get("case_reference"),
-                    kind=payload.get("kind"), item=payload.get("item"), turn=payload.get("turn"),
-                    country=payload.get("country"))
+        log.warning(
+            "case stalled",
+            notification_id=notification_id,
+            case_reference=payload.get("case_reference"),
+            kind=payload.get("kind"),
+            item=payload.get("item"),
+            turn=payload.get("turn"),
+            country=payload.get("country"),
+        )
 
 
 class NotificationActivities:
@@ -75,8 +88,9 @@ class NotificationActivities:
             payload = dict(record.payload)
         await self._channel.send(request.delivery_id, payload)
         with Session(self._engine) as session:
-            session.execute(update(NotificationRecord)
-                            .where(NotificationRecord.notification_id == request.delivery_id)
-                            .values(status="sent", sent_at=datetime.now(timezone.utc),
-                                    attempts=activity.info().attempt))
+            session.execute(
+                update(NotificationRecord)
+                .where(NotificationRecord.notification_id == request.delivery_id)
+                .values(status="sent", sent_at=datetime.now(UTC), attempts=activity.info().attempt)
+            )
             session.commit()

@@ -35,8 +35,15 @@ class ReadModelActivities:
     The engine, the Temporal client and the delivery settings are injected by ``worker.py``.
     """
 
-    def __init__(self, *, engine: Engine, keyring: Keyring, client: Client | None = None, task_queue: str = "",
-                 delivery: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        keyring: Keyring,
+        client: Client | None = None,
+        task_queue: str = "",
+        delivery: dict[str, float] | None = None,
+    ) -> None:
         self._engine, self._keyring, self._client, self._task_queue = engine, keyring, client, task_queue
         self._delivery = delivery or {}
 
@@ -44,11 +51,13 @@ class ReadModelActivities:
     async def check_agencies(self, request: AgencyNeeds) -> str:
         """Why the first of these agencies cannot take its task ("" if each can): the registry's word,
         asked by the workflow itself, so no command can give a task to an agency the API would refuse."""
+
         def check() -> str:
             with Session(self._engine) as session:
                 for need in request.needs:
-                    refused = agencies.refusal(session, service=need.service.value, agency_id=need.agency_id,
-                                               country=need.country)
+                    refused = agencies.refusal(
+                        session, service=need.service.value, agency_id=need.agency_id, country=need.country
+                    )
                     if refused:
                         return refused
             return ""
@@ -64,8 +73,9 @@ class ReadModelActivities:
         Only the case the calling workflow's id names is written (the sole writer of cases checks).
         """
         if rules.case_of_workflow(activity.info().workflow_id) != projection.state.case_id:
-            raise ApplicationError("a workflow may project only the case its id names", type="WrongCase",
-                                   non_retryable=True)
+            raise ApplicationError(
+                "a workflow may project only the case its id names", type="WrongCase", non_retryable=True
+            )
         write = asyncio.ensure_future(asyncio.to_thread(write_projection, self._engine, projection, self._keyring))
         # Cancelled (the worker stops, the workflow was terminated), the write still finishes in its
         # thread: its outcome is retrieved here, so a failure is never logged with the driver's text.
@@ -91,12 +101,12 @@ class ReadModelActivities:
         kind = "notify" if notify else "delivery"
         try:
             await self._client.start_workflow(
-                "SupervisorNotification" if notify else "TaskDelivery", request,
+                "SupervisorNotification" if notify else "TaskDelivery",
+                request,
                 # Named after the case, so its payloads are encrypted with the case's key.
-                id=f"case-{request.case_id}-{kind}-{request.delivery_id}", task_queue=self._task_queue,
+                id=f"case-{request.case_id}-{kind}-{request.delivery_id}",
+                task_queue=self._task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             )
         except WorkflowAlreadyStartedError:
             pass
-
-

@@ -98,12 +98,18 @@ class RequestContext:
             log.error("unexpected error", error=type(exc).__name__)
             if not responded:
                 await problem(500, "Internal error", "an unexpected error occurred; it has been logged")(
-                    scope, receive, send_with_id)
+                    scope, receive, send_with_id
+                )
         finally:
             claims: Any = scope["state"].get("claims")
-            log.info("request", path=self._template(scope), status=status,
-                     duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                     sub=claims.sub if claims else None, role=claims.role.value if claims else None)
+            log.info(
+                "request",
+                path=self._template(scope),
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                sub=claims.sub if claims else None,
+                role=claims.role.value if claims else None,
+            )
             structlog.contextvars.clear_contextvars()
             structlog.contextvars.bind_contextvars(**outer)
 
@@ -117,6 +123,7 @@ class RequestContext:
             app = self.application
             paths = [*app.openapi()["paths"], app.openapi_url, app.docs_url, app.redoc_url]
             # Fixed paths before those with parameters: /v1/tasks/x matches both kinds otherwise.
-            self._templates = [(compile_path(p)[0], p) for p in sorted({p for p in paths if p},
-                                                                        key=lambda p: p.count("{"))]
+            self._templates = [
+                (compile_path(p)[0], p) for p in sorted({p for p in paths if p}, key=lambda p: p.count("{"))
+            ]
         return next((t for regex, t in self._templates if regex.match(scope["path"])), "(no route)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request
@@ -46,9 +46,17 @@ from workflows.model import (
 
 router = APIRouter(prefix="/v1/agencies", tags=["agencies"])
 
-ORG_TYPES = ("NGO", "LawEnforcement", "HealthServiceOrganisation", "CentralGovernmentOrganisation",
-             "LocalGovernmentOrganisation", "ImmigrationService", "LegalService", "CorporateBusiness",
-             "SchoolOrCollege")
+ORG_TYPES = (
+    "NGO",
+    "LawEnforcement",
+    "HealthServiceOrganisation",
+    "CentralGovernmentOrganisation",
+    "LocalGovernmentOrganisation",
+    "ImmigrationService",
+    "LegalService",
+    "CorporateBusiness",
+    "SchoolOrCollege",
+)
 OrgType = Annotated[str, Field(pattern="^(" + "|".join(ORG_TYPES) + ")$", description="HTCDS org_Type")]
 AgencyId = Annotated[str, Path(max_length=100, pattern=IDENTIFIER)]
 
@@ -69,14 +77,29 @@ class AgencyCreate(_Webhook):
     country: CountryCode
     services: list[Service] = Field(min_length=1, max_length=20)
     webhook_url: HttpUrl | None = None
-    webhook_secret: SecretStr | None = Field(default=None, min_length=32, max_length=200,
-                                             description="Shared HMAC secret, at least 32 characters; never shown")
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        max_length=200,
+        description="Shared HMAC secret, at least 32 characters; never shown",
+    )
     active: bool = True
 
-    model_config = {"json_schema_extra": {"examples": [{
-        "agency_id": "shelter-pt", "name": "Casa Abrigo Lisboa", "org_type": "NGO", "country": "PT",
-        "services": ["shelter", "psychosocial"], "webhook_url": "https://shelter-pt.example.org/reintegration",
-        "webhook_secret": "change-me-to-32-or-more-random-characters"}]}}
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "agency_id": "shelter-pt",
+                    "name": "Casa Abrigo Lisboa",
+                    "org_type": "NGO",
+                    "country": "PT",
+                    "services": ["shelter", "psychosocial"],
+                    "webhook_url": "https://shelter-pt.example.org/reintegration",
+                    "webhook_secret": "change-me-to-32-or-more-random-characters",
+                }
+            ]
+        }
+    }
 
 
 def _left_out(schema: dict[str, Any]) -> None:
@@ -107,19 +130,29 @@ class AgencyPublic(BaseModel):
     webhook_pending: bool = Field(default=False, description="A new address waits for the agency's confirmation")
     pending_webhook_url: str | None = Field(default=None, description="Shown to admins only")
     pending_webhook_host: str | None = Field(
-        default=None, description="The host of the address waiting for confirmation: shown to admins and to the "
-                                  "agency's own partners, who confirm it")
+        default=None,
+        description="The host of the address waiting for confirmation: shown to admins and to the "
+        "agency's own partners, who confirm it",
+    )
     webhook_confirmed_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
 
 
 class WebhookConfirmation(Strict):
-    challenge: str = Field(min_length=16, max_length=200, pattern=r"^[A-Za-z0-9_-]+$",
-                           description="The challenge of the signed `webhook.verification` request the new address got")
-    host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:\[\]-]+$",
-                      description="The host of the new address, as the agency knows its own system: a partner "
-                                  "confirms an address it recognises, not a code someone gave it")
+    challenge: str = Field(
+        min_length=16,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The challenge of the signed `webhook.verification` request the new address got",
+    )
+    host: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[A-Za-z0-9.:\[\]-]+$",
+        description="The host of the new address, as the agency knows its own system: a partner "
+        "confirms an address it recognises, not a code someone gave it",
+    )
 
 
 async def _check_address(url: HttpUrl | None, settings: Any) -> None:
@@ -140,15 +173,22 @@ def public(agency: AgencyRecord, user: Any) -> AgencyPublic:
     admin = user.role == Role.admin
     own = user.role == Role.partner and user.agency == agency.agency_id
     return AgencyPublic(
-        agency_id=agency.agency_id, name=agency.name, org_type=agency.org_type, country=agency.country,
-        services=agency.services, active=agency.active, webhook_configured=agency.webhook_url is not None,
+        agency_id=agency.agency_id,
+        name=agency.name,
+        org_type=agency.org_type,
+        country=agency.country,
+        services=agency.services,
+        active=agency.active,
+        webhook_configured=agency.webhook_url is not None,
         webhook_url=agency.webhook_url if admin else None,
         webhook_pending=agency.pending_webhook_url is not None,
         pending_webhook_url=agency.pending_webhook_url if admin else None,
         pending_webhook_host=webhooks.host_of(agency.pending_webhook_url)
-        if agency.pending_webhook_url and (admin or own) else None,
+        if agency.pending_webhook_url and (admin or own)
+        else None,
         webhook_confirmed_at=aware(agency.webhook_confirmed_at) if agency.webhook_confirmed_at else None,
-        created_at=aware(agency.created_at), updated_at=aware(agency.updated_at),
+        created_at=aware(agency.created_at),
+        updated_at=aware(agency.updated_at),
     )
 
 
@@ -158,29 +198,36 @@ def _request_confirmation(session: Any, agency: AgencyRecord, url: str, secret: 
     verification_id = uuid.uuid4().hex
     agency.pending_webhook_url = url
     agency.pending_webhook_secret = keyring.seal_system(secret, purpose=webhook_secret_purpose(agency.agency_id))
-    agency.webhook_challenge = keyring.seal_system(secrets.token_urlsafe(32),
-                                                   purpose=webhook_challenge_purpose(agency.agency_id))
+    agency.webhook_challenge = keyring.seal_system(
+        secrets.token_urlsafe(32), purpose=webhook_challenge_purpose(agency.agency_id)
+    )
     agency.webhook_verification_id = verification_id
-    agency.webhook_requested_at = datetime.now(timezone.utc)
+    agency.webhook_requested_at = datetime.now(UTC)
     return WebhookVerificationRequest(agency_id=agency.agency_id, verification_id=verification_id)
 
 
-async def _send_verification(http_request: Request, session: Any, settings: Any, agency: AgencyRecord,
-                             request: WebhookVerificationRequest) -> None:
+async def _send_verification(
+    http_request: Request, session: Any, settings: Any, agency: AgencyRecord, request: WebhookVerificationRequest
+) -> None:
     """Start the verification workflow. Without Temporal, nothing stays pending (the confirmed
     address, if any, goes on): 503, and the admin sets the address again."""
-    request = request.model_copy(update={
-        "timeout_seconds": settings.delivery_timeout_seconds,
-        "retry_initial_seconds": settings.delivery_retry_initial_seconds,
-        "retry_max_seconds": settings.delivery_retry_max_seconds,
-        "expires_in_seconds": settings.webhook_verification_hours * 3600,
-    })
+    request = request.model_copy(
+        update={
+            "timeout_seconds": settings.delivery_timeout_seconds,
+            "retry_initial_seconds": settings.delivery_retry_initial_seconds,
+            "retry_max_seconds": settings.delivery_retry_max_seconds,
+            "expires_in_seconds": settings.webhook_verification_hours * 3600,
+        }
+    )
     release_connection(session)
     try:
         client = get_client(http_request)
-        await client.start_workflow(WebhookVerificationWorkflow.run, request,
-                                    id=f"agency-{request.agency_id}-webhook-{request.verification_id}",
-                                    task_queue=settings.temporal_task_queue)
+        await client.start_workflow(
+            WebhookVerificationWorkflow.run,
+            request,
+            id=f"agency-{request.agency_id}-webhook-{request.verification_id}",
+            task_queue=settings.temporal_task_queue,
+        )
     except (RPCError, Unavailable):
         session.refresh(agency)
         if agency.webhook_verification_id == request.verification_id:
@@ -188,8 +235,10 @@ async def _send_verification(http_request: Request, session: Any, settings: Any,
             agency.webhook_verification_id = agency.webhook_requested_at = None
             session.add(agency)
             session.commit()
-        raise Unavailable("the webhook address could not be sent its verification (Temporal is unavailable); "
-                          "everything else was saved: set the address again with PATCH in a moment") from None
+        raise Unavailable(
+            "the webhook address could not be sent its verification (Temporal is unavailable); "
+            "everything else was saved: set the address again with PATCH in a moment"
+        ) from None
 
 
 @router.get("", response_model=list[AgencyPublic], summary="List partner agencies", responses=responses(401, 422))
@@ -206,8 +255,9 @@ def list_agencies(
     return [public(a, user) for a in rows if service is None or service.value in a.services]
 
 
-@router.get("/{agency_id}", response_model=AgencyPublic, summary="Read a partner agency",
-            responses=responses(401, 404, 422))
+@router.get(
+    "/{agency_id}", response_model=AgencyPublic, summary="Read a partner agency", responses=responses(401, 404, 422)
+)
 def read_agency(agency_id: AgencyId, user: CurrentUser, session: SessionDep) -> AgencyPublic:
     agency = session.get(AgencyRecord, agency_id)
     if agency is None:
@@ -215,26 +265,42 @@ def read_agency(agency_id: AgencyId, user: CurrentUser, session: SessionDep) -> 
     return public(agency, user)
 
 
-@router.post("", status_code=201, response_model=AgencyPublic, summary="Register a partner agency",
-             responses=responses(401, 403, 409, 422, 503))
+@router.post(
+    "",
+    status_code=201,
+    response_model=AgencyPublic,
+    summary="Register a partner agency",
+    responses=responses(401, 403, 409, 422, 503),
+)
 async def create_agency(
-    body: AgencyCreate, user: Annotated[Any, require(Role.admin)], session: SessionDep, settings: SettingsDep,
-    auditor: AuditorDep, request: Request,
+    body: AgencyCreate,
+    user: Annotated[Any, require(Role.admin)],
+    session: SessionDep,
+    settings: SettingsDep,
+    auditor: AuditorDep,
+    request: Request,
 ) -> AgencyPublic:
     """A webhook address given here receives the agency's tasks once a partner of the agency confirms
     it (see `POST /v1/agencies/{agency_id}/webhook/confirm`)."""
     await _check_address(body.webhook_url, settings)
     if session.get(AgencyRecord, body.agency_id) is not None:
         raise Conflict("an agency with this id exists; change it with PATCH")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     agency = AgencyRecord(
-        agency_id=body.agency_id, name=body.name, org_type=body.org_type, country=body.country,
-        services=[s.value for s in body.services], active=body.active, created_at=now, updated_at=now,
+        agency_id=body.agency_id,
+        name=body.name,
+        org_type=body.org_type,
+        country=body.country,
+        services=[s.value for s in body.services],
+        active=body.active,
+        created_at=now,
+        updated_at=now,
     )
     verification = None
     if body.webhook_url is not None and body.webhook_secret is not None:
-        verification = _request_confirmation(session, agency, str(body.webhook_url),
-                                             body.webhook_secret.get_secret_value())
+        verification = _request_confirmation(
+            session, agency, str(body.webhook_url), body.webhook_secret.get_secret_value()
+        )
     session.add(agency)
     session.commit()
     session.refresh(agency)
@@ -248,8 +314,12 @@ async def create_agency(
     return public(agency, user)
 
 
-@router.patch("/{agency_id}", response_model=AgencyPublic, summary="Change a partner agency",
-              responses=responses(401, 403, 404, 422, 503))
+@router.patch(
+    "/{agency_id}",
+    response_model=AgencyPublic,
+    summary="Change a partner agency",
+    responses=responses(401, 403, 404, 422, 503),
+)
 async def update_agency(
     agency_id: AgencyId,
     body: Annotated[AgencyUpdate, Body(openapi_examples={"services": {"value": {"services": ["shelter", "housing"]}}})],
@@ -280,7 +350,9 @@ async def update_agency(
         agency.pending_webhook_url = agency.pending_webhook_secret = agency.webhook_challenge = None
         agency.webhook_verification_id = agency.webhook_requested_at = None
     elif webhook:
-        url = str(body.webhook_url) if body.webhook_url is not None else agency.pending_webhook_url or agency.webhook_url
+        url = (
+            str(body.webhook_url) if body.webhook_url is not None else agency.pending_webhook_url or agency.webhook_url
+        )
         if url is None:
             raise Unprocessable("a webhook secret needs its webhook address (webhook_url)")
         if body.webhook_secret is None:
@@ -289,7 +361,7 @@ async def update_agency(
         detail["pending_webhook_host"] = webhooks.host_of(url)
         if agency.webhook_url:
             detail["webhook_host"] = webhooks.host_of(agency.webhook_url)
-    agency.updated_at = datetime.now(timezone.utc)
+    agency.updated_at = datetime.now(UTC)
     session.add(agency)
     session.commit()
     session.refresh(agency)
@@ -300,17 +372,33 @@ async def update_agency(
     return public(agency, user)
 
 
-@router.post("/{agency_id}/webhook/confirm", response_model=AgencyPublic,
-             summary="Confirm a new webhook address (the agency's partner)",
-             description="Gives back the challenge of the signed `webhook.verification` request that the new "
-                         "address received; from then on the agency's tasks go there.",
-             responses=responses(401, 403, 404, 409, 422))
+@router.post(
+    "/{agency_id}/webhook/confirm",
+    response_model=AgencyPublic,
+    summary="Confirm a new webhook address (the agency's partner)",
+    description="Gives back the challenge of the signed `webhook.verification` request that the new "
+    "address received; from then on the agency's tasks go there.",
+    responses=responses(401, 403, 404, 409, 422),
+)
 def confirm_webhook(
     agency_id: AgencyId,
-    body: Annotated[WebhookConfirmation, Body(openapi_examples={"confirm": {"value": {
-        "challenge": "q3Zr8WcJ0m5cXvE4kY1bLwN7tHs2uA9dF6gP0oIeRxM", "host": "hooks.shelter-es.example.org"}}})],
+    body: Annotated[
+        WebhookConfirmation,
+        Body(
+            openapi_examples={
+                "confirm": {
+                    "value": {
+                        "challenge": "q3Zr8WcJ0m5cXvE4kY1bLwN7tHs2uA9dF6gP0oIeRxM",
+                        "host": "hooks.shelter-es.example.org",
+                    }
+                }
+            }
+        ),
+    ],
     user: Annotated[Any, require(Role.partner)],
-    session: SessionDep, settings: SettingsDep, auditor: AuditorDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    auditor: AuditorDep,
 ) -> AgencyPublic:
     agency = session.get(AgencyRecord, agency_id)
     if agency is None:
@@ -319,7 +407,7 @@ def confirm_webhook(
         raise Forbidden("a partner confirms its own agency's webhook only")
     if agency.pending_webhook_url is None or agency.webhook_challenge is None or agency.webhook_requested_at is None:
         raise Conflict("no webhook address is waiting for confirmation")
-    if datetime.now(timezone.utc) - aware(agency.webhook_requested_at) > timedelta(hours=settings.webhook_verification_hours):
+    if datetime.now(UTC) - aware(agency.webhook_requested_at) > timedelta(hours=settings.webhook_verification_hours):
         raise Conflict("the confirmation came too late; ask an admin to set the address again")
     keyring = keyring_of(session)
     expected = keyring.open_system(agency.webhook_challenge, purpose=webhook_challenge_purpose(agency_id))
@@ -333,7 +421,7 @@ def confirm_webhook(
     agency.webhook_url, agency.webhook_secret = agency.pending_webhook_url, agency.pending_webhook_secret
     agency.pending_webhook_url = agency.pending_webhook_secret = agency.webhook_challenge = None
     agency.webhook_verification_id = agency.webhook_requested_at = None
-    agency.webhook_confirmed_at = agency.updated_at = datetime.now(timezone.utc)
+    agency.webhook_confirmed_at = agency.updated_at = datetime.now(UTC)
     session.add(agency)
     session.commit()
     session.refresh(agency)

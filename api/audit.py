@@ -47,14 +47,23 @@ class Auditor:
     the handler's own changes are committed (or when it made none).
     """
 
-    def __init__(self, *, session: Session, user: Claims, request_id: str, client_request_id: str | None = None) -> None:
+    def __init__(
+        self, *, session: Session, user: Claims, request_id: str, client_request_id: str | None = None
+    ) -> None:
         self.session = session
         self.user = user
         self.request_id = request_id
         self.client_request_id = client_request_id
 
-    def record(self, action: str, *, case_id: str | None = None, task_id: str | None = None, status: int = 200,
-               detail: dict[str, Any] | None = None) -> None:
+    def record(
+        self,
+        action: str,
+        *,
+        case_id: str | None = None,
+        task_id: str | None = None,
+        status: int = 200,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
         """Append one row; ``503`` if it cannot be written."""
         self.record_many([Entry(action, case_id=case_id, task_id=task_id, status=status, detail=detail or {})])
 
@@ -70,8 +79,12 @@ class Auditor:
                 self.session.rollback()
             except SQLAlchemyError:
                 pass  # the database is gone; the session is discarded with the request
-            log.error("audit trail unavailable", error=type(exc).__name__, request_id=self.request_id,
-                      action=entries[0].action)
+            log.error(
+                "audit trail unavailable",
+                error=type(exc).__name__,
+                request_id=self.request_id,
+                action=entries[0].action,
+            )
             raise Unavailable("the audit trail is unavailable; nothing was returned") from None
 
     def replayed(self, result: Any, *entries: audit.Entry) -> Any:
@@ -81,11 +94,18 @@ class Auditor:
         """
         body = replayed_body(result)
         if body is not None:
-            self.record_many([
-                replace(e, replay=True, status=result.status_code, case_id=e.case_id or body.get("case_id"),
-                        task_id=e.task_id or body.get("task_id"))
-                for e in entries
-            ])
+            self.record_many(
+                [
+                    replace(
+                        e,
+                        replay=True,
+                        status=result.status_code,
+                        case_id=e.case_id or body.get("case_id"),
+                        task_id=e.task_id or body.get("task_id"),
+                    )
+                    for e in entries
+                ]
+            )
         return result
 
 
@@ -106,8 +126,10 @@ def with_client_request_id(entries: list[audit.Entry], client_request_id: str | 
 
 def request_ids(request: Request) -> tuple[str, str | None]:
     """The server's id of the request (``RequestContext``; a fresh one without it) and the client's."""
-    return (str(getattr(request.state, "request_id", None) or uuid.uuid4().hex),
-            getattr(request.state, "client_request_id", None))
+    return (
+        str(getattr(request.state, "request_id", None) or uuid.uuid4().hex),
+        getattr(request.state, "client_request_id", None),
+    )
 
 
 def get_auditor(request: Request, session: SessionDep, user: CurrentUser) -> Auditor:
@@ -141,16 +163,30 @@ class AuditEntry(BaseModel):
     replay: bool = Field(description="An Idempotency-Key replay: the same response again, no new effect")
     detail: dict[str, Any] = Field(description="Ids and counts only")
     prev_hash: str
-    hash: str = Field(description="HMAC-SHA256 of this row's fields and prev_hash, with a key kept outside the "
-                                  "database in clear")
+    hash: str = Field(
+        description="HMAC-SHA256 of this row's fields and prev_hash, with a key kept outside the database in clear"
+    )
 
-    model_config = {"json_schema_extra": {"examples": [{
-        "seq": 1042, "at": "2026-11-21T09:14:03.512Z",
-        "actor": {"sub": "cw-es-1", "role": "caseworker", "agency": None},
-        "action": "person.read", "case_id": "0b9c1f7e-2d1a-4c57-9a43-5f0e6c1d2a9b", "task_id": None,
-        "request_id": "5f2b8c1e-8d3a-4f6b-9c2d-1a7e3b4c5d6e", "status": 200, "replay": False, "detail": {},
-        "prev_hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-        "hash": "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752"}]}}
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "seq": 1042,
+                    "at": "2026-11-21T09:14:03.512Z",
+                    "actor": {"sub": "cw-es-1", "role": "caseworker", "agency": None},
+                    "action": "person.read",
+                    "case_id": "0b9c1f7e-2d1a-4c57-9a43-5f0e6c1d2a9b",
+                    "task_id": None,
+                    "request_id": "5f2b8c1e-8d3a-4f6b-9c2d-1a7e3b4c5d6e",
+                    "status": 200,
+                    "replay": False,
+                    "detail": {},
+                    "prev_hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                    "hash": "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752",
+                }
+            ]
+        }
+    }
 
 
 AuditPage = Page[AuditEntry]
@@ -158,10 +194,18 @@ AuditPage = Page[AuditEntry]
 
 def _entry(row: AuditRecord) -> AuditEntry:
     return AuditEntry(
-        seq=row.seq, at=aware(row.at), actor=AuditActor(sub=row.actor_sub, role=row.actor_role,
-                                                        agency=row.actor_agency),
-        action=row.action, case_id=row.case_id, task_id=row.task_id, request_id=row.request_id,
-        status=row.status, replay=row.replay, detail=row.detail or {}, prev_hash=row.prev_hash, hash=row.hash,
+        seq=row.seq,
+        at=aware(row.at),
+        actor=AuditActor(sub=row.actor_sub, role=row.actor_role, agency=row.actor_agency),
+        action=row.action,
+        case_id=row.case_id,
+        task_id=row.task_id,
+        request_id=row.request_id,
+        status=row.status,
+        replay=row.replay,
+        detail=row.detail or {},
+        prev_hash=row.prev_hash,
+        hash=row.hash,
     )
 
 
@@ -175,9 +219,13 @@ def _decode_seq(cursor: str) -> int:
     return seq
 
 
-@router.get("/v1/cases/{case_id}/audit", response_model=AuditPage, summary="The audit trail of a case",
-            description="Every action on the case and every read of the person's data, oldest first.",
-            responses=responses(401, 403, 404, 422))
+@router.get(
+    "/v1/cases/{case_id}/audit",
+    response_model=AuditPage,
+    summary="The audit trail of a case",
+    description="Every action on the case and every read of the person's data, oldest first.",
+    responses=responses(401, 403, 404, 422),
+)
 def case_audit(
     case_id: Annotated[str, Path(max_length=64, pattern=IDENTIFIER)],
     user: Annotated[Any, require(Role.supervisor)],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response
@@ -59,7 +59,9 @@ from workflows.model import (
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
 
-CaseId = Annotated[str, Path(max_length=64, pattern=IDENTIFIER, description="The case's id, as returned when it was opened")]
+CaseId = Annotated[
+    str, Path(max_length=64, pattern=IDENTIFIER, description="The case's id, as returned when it was opened")
+]
 TaskId = Annotated[str, Path(max_length=64, pattern=IDENTIFIER)]
 IfMatch = Annotated[str | None, Header(description="The case's ETag; 412 if the case moved on")]
 
@@ -87,8 +89,9 @@ def parse_etag(value: str) -> int:
     return int(digits)
 
 
-def case_public(session: Session, case: CaseRecord, settings: Settings, *, person: bool = False,
-                timeline: bool = True) -> CasePublic:
+def case_public(
+    session: Session, case: CaseRecord, settings: Settings, *, person: bool = False, timeline: bool = True
+) -> CasePublic:
     now = utcnow()
     tasks = session.exec(
         select(TaskRecord).where(TaskRecord.case_id == case.case_id).order_by(TaskRecord.assigned_at)
@@ -96,8 +99,12 @@ def case_public(session: Session, case: CaseRecord, settings: Settings, *, perso
     keyring = keyring_of(session)
     open_tasks = [task_public(session, t) for t in tasks if t.status in OPEN_STATUSES]
     steps = [
-        OpenStep(step=i["name"], due_at=i["due_at"], turn=i["turn"],
-                 overdue=i["due_at"] is not None and datetime.fromisoformat(i["due_at"]) < now)
+        OpenStep(
+            step=i["name"],
+            due_at=i["due_at"],
+            turn=i["turn"],
+            overdue=i["due_at"] is not None and datetime.fromisoformat(i["due_at"]) < now,
+        )
         for i in case.open_items
         if i["kind"] == "step"
     ]
@@ -107,8 +114,13 @@ def case_public(session: Session, case: CaseRecord, settings: Settings, *, perso
             select(TimelineRecord).where(TimelineRecord.case_id == case.case_id).order_by(TimelineRecord.position)
         ).all()
         entries = [
-            TimelineEntry.model_validate({**r.model_dump(), "at": aware(r.at),
-                                          "facts": keyring.open_fields(case.case_id, r.facts, FREE_TEXT_KEYS)})
+            TimelineEntry.model_validate(
+                {
+                    **r.model_dump(),
+                    "at": aware(r.at),
+                    "facts": keyring.open_fields(case.case_id, r.facts, FREE_TEXT_KEYS),
+                }
+            )
             for r in rows
         ]
     person_data = None
@@ -137,8 +149,9 @@ def case_public(session: Session, case: CaseRecord, settings: Settings, *, perso
         open_steps=steps,
         open_tasks=open_tasks,
         consent=case.facts.get("consent"),
-        facts=keyring.open_fields(case.case_id, {k: v for k, v in case.facts.items() if k != "consent"},
-                                  FREE_TEXT_KEYS),
+        facts=keyring.open_fields(
+            case.case_id, {k: v for k, v in case.facts.items() if k != "consent"}, FREE_TEXT_KEYS
+        ),
         timeline=entries,
         person=person_data,
     )
@@ -153,9 +166,16 @@ def htcds_status(case: CaseRecord) -> str:
 
 def stall_reason(reason: dict[str, Any], now: datetime) -> StallReasonView:
     due = datetime.fromisoformat(reason["due_at"])
-    return StallReasonView(item=reason["key"], kind=reason["kind"], name=reason["name"], task_id=reason["task_id"],
-                           agency_id=reason["agency_id"], turn=reason["turn"], due_at=due,
-                           overdue_days=round(max((now - due).total_seconds(), 0) / 86400, 1))
+    return StallReasonView(
+        item=reason["key"],
+        kind=reason["kind"],
+        name=reason["name"],
+        task_id=reason["task_id"],
+        agency_id=reason["agency_id"],
+        turn=reason["turn"],
+        due_at=due,
+        overdue_days=round(max((now - due).total_seconds(), 0) / 86400, 1),
+    )
 
 
 def _respond(response: Response, session: Session, case_id: str, settings: Settings) -> CasePublic:
@@ -201,9 +221,15 @@ async def open_case(
         return case
 
     result = await idempotency.once(
-        engine, keyring_of(session), user=user, key=idempotency_key, status_code=201,
+        engine,
+        keyring_of(session),
+        user=user,
+        key=idempotency_key,
+        status_code=201,
         request_hash=idempotency.fingerprint("POST", "/v1/cases", body.model_dump(mode="json")),
-        run=run, headers=etag_header, ttl=settings.idempotency_ttl,
+        run=run,
+        headers=etag_header,
+        ttl=settings.idempotency_ttl,
         replay=replay,
     )
     return auditor.replayed(result, Entry("case.open"))
@@ -280,7 +306,9 @@ def read_case(
     session: SessionDep,
     settings: SettingsDep,
     auditor: AuditorDep,
-    include: Annotated[str | None, Query(pattern="^person$", description="`person` to include the person's data")] = None,
+    include: Annotated[
+        str | None, Query(pattern="^person$", description="`person` to include the person's data")
+    ] = None,
 ) -> CasePublic:
     case = case_in_scope(session, case_id, user)
     response.headers["ETag"] = etag(case)
@@ -326,24 +354,26 @@ def list_cases(
         query = query.where(CaseRecord.case_id.in_(select(TaskRecord.case_id).where(TaskRecord.agency_id == agency)))
     if overdue_since:
         try:
-            cutoff = aware(overdue_since).astimezone(timezone.utc)  # stored times are UTC
+            cutoff = aware(overdue_since).astimezone(UTC)  # stored times are UTC
         except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00, which has no time in UTC
             raise Unprocessable("overdue_since is out of range") from None
         query = query.where(CaseRecord.status == "active", CaseRecord.next_due_at < cutoff)
     if cursor:
         at, key = journeys.decode_cursor(cursor)
-        query = query.where(
-            (CaseRecord.opened_at < at) | ((CaseRecord.opened_at == at) & (CaseRecord.case_id < key))
-        )
+        query = query.where((CaseRecord.opened_at < at) | ((CaseRecord.opened_at == at) & (CaseRecord.case_id < key)))
     rows = session.exec(query.order_by(CaseRecord.opened_at.desc(), CaseRecord.case_id.desc()).limit(limit + 1)).all()
     items = []
     for case in rows[:limit]:
         items.append(
             CaseSummary(
-                case_id=case.case_id, reference=case.reference, stage=case.stage,
-                status="stalled" if case.stalled else case.status, pathway=case.pathway,
+                case_id=case.case_id,
+                reference=case.reference,
+                stage=case.stage,
+                status="stalled" if case.stalled else case.status,
+                pathway=case.pathway,
                 owner={"country": case.owner_country, "caseworker": case.owner_caseworker},
-                opened_at=aware(case.opened_at), updated_at=aware(case.updated_at),
+                opened_at=aware(case.opened_at),
+                updated_at=aware(case.updated_at),
                 next_due_at=aware(case.next_due_at) if case.next_due_at else None,
             )
         )

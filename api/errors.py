@@ -82,8 +82,7 @@ class TooManyRequests(ApiProblem):
     status, title = 429, "Too many requests"
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__(f"over the rate limit; retry in {retry_after} s",
-                         headers={"Retry-After": str(retry_after)})
+        super().__init__(f"over the rate limit; retry in {retry_after} s", headers={"Retry-After": str(retry_after)})
 
 
 class Unavailable(ApiProblem):
@@ -94,8 +93,13 @@ class Unavailable(ApiProblem):
 
 
 def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
-    body = {"type": f"https://reintegration.example/problems/{status}", "title": title, "status": status,
-            "detail": detail, **extra}
+    body = {
+        "type": f"https://reintegration.example/problems/{status}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
@@ -132,8 +136,12 @@ def install(app: FastAPI, *, charge_unverified: Callable[[Request], None]) -> No
         if exc.status_code == 400:
             # The framework's one 400: a body it cannot even decode (not UTF-8). The contract has no
             # 400; a body that fails validation is 422.
-            return problem(422, "Invalid request", "the request failed validation",
-                           errors=[{"loc": ["body"], "msg": "the body is not UTF-8 JSON", "type": "json_invalid"}])
+            return problem(
+                422,
+                "Invalid request",
+                "the request failed validation",
+                errors=[{"loc": ["body"], "msg": "the body is not UTF-8 JSON", "type": "json_invalid"}],
+            )
         titles = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}
         detail = exc.detail if isinstance(exc.detail, str) else "request refused"
         return problem(exc.status_code, titles.get(exc.status_code, "Error"), detail, dict(exc.headers or {}))
@@ -165,15 +173,22 @@ def document(schema: dict[str, Any]) -> dict[str, Any]:
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI documentation of the problem responses an endpoint can give."""
     described = {
-        401: "No token, or a bad one", 403: "The caller's role may never do this",
-        404: "No such resource, or outside the caller's scope", 409: "Not allowed in the case's current state",
-        412: "The case moved on since the ETag given in If-Match", 413: "The body is over the size limit",
+        401: "No token, or a bad one",
+        403: "The caller's role may never do this",
+        404: "No such resource, or outside the caller's scope",
+        409: "Not allowed in the case's current state",
+        412: "The case moved on since the ETag given in If-Match",
+        413: "The body is over the size limit",
         422: "The body or parameters fail validation",
         429: "Over the caller's rate limit; see Retry-After",
         503: "A dependency (database, Temporal) is unavailable; see Retry-After",
     }
-    retry_after = {"Retry-After": {"description": "Seconds to wait before trying again",
-                                   "schema": {"type": "integer", "minimum": 1}}}
+    retry_after = {
+        "Retry-After": {
+            "description": "Seconds to wait before trying again",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    }
     return {
         s: {
             "description": described[s],

@@ -41,34 +41,88 @@ router = APIRouter(prefix="/v1/exports", tags=["exports"])
 BATCH = 200
 
 CASE_FIELDS = [
-    "case_id", "reference", "cas_Status", "cas_ReasonForCaseClosure", "cas_CaseOwner", "cas_ReferringOrganisation",
-    "cas_ReferredOrganisation", "vic_TraffickingStatus", "vic_TypeOfExploitation", "con_Consent",
-    "consent_data_sharing", "consent_withdrawn_on", "stage", "status", "pathway", "is_minor", "owner_country",
-    "origin_country", "destination_country", "identified_on", "opened_at", "closed_at", "risk_level", "departed_on",
-    "arrived_on", "permit_valid_until", "monitoring_visits", "sustainability_score", "services",
+    "case_id",
+    "reference",
+    "cas_Status",
+    "cas_ReasonForCaseClosure",
+    "cas_CaseOwner",
+    "cas_ReferringOrganisation",
+    "cas_ReferredOrganisation",
+    "vic_TraffickingStatus",
+    "vic_TypeOfExploitation",
+    "con_Consent",
+    "consent_data_sharing",
+    "consent_withdrawn_on",
+    "stage",
+    "status",
+    "pathway",
+    "is_minor",
+    "owner_country",
+    "origin_country",
+    "destination_country",
+    "identified_on",
+    "opened_at",
+    "closed_at",
+    "risk_level",
+    "departed_on",
+    "arrived_on",
+    "permit_valid_until",
+    "monitoring_visits",
+    "sustainability_score",
+    "services",
 ]
 # HTCDS person field: the person vault's key.
 PERSON_FIELDS = {
-    "prs_FirstName": "first_name", "prs_SecondName": "second_name", "prs_Birthdate": "birthdate",
-    "prs_Gender": "gender", "prs_Citizenship": "citizenship", "prs_PrimaryLanguage": "primary_language",
-    "prs_IdentityNumber": "identity_number", "prs_MobilePhone": "mobile_phone",
+    "prs_FirstName": "first_name",
+    "prs_SecondName": "second_name",
+    "prs_Birthdate": "birthdate",
+    "prs_Gender": "gender",
+    "prs_Citizenship": "citizenship",
+    "prs_PrimaryLanguage": "primary_language",
+    "prs_IdentityNumber": "identity_number",
+    "prs_MobilePhone": "mobile_phone",
 }
 
 EXAMPLE = {
-    "case_id": "0b9c1f7e-2d1a-4c57-9a43-5f0e6c1d2a9b", "reference": "ES-2026-4F1A2B", "cas_Status": "Active",
-    "cas_ReasonForCaseClosure": None, "cas_CaseOwner": "cw-es-1", "cas_ReferringOrganisation": "LawEnforcement",
-    "cas_ReferredOrganisation": ["shelter-es"], "vic_TraffickingStatus": "PossibleVictimOfTrafficking",
-    "vic_TypeOfExploitation": ["ForcedLabour"], "con_Consent": True, "consent_data_sharing": True,
-    "consent_withdrawn_on": None, "stage": "protection", "status": "active", "pathway": None, "is_minor": False,
-    "owner_country": "ES", "origin_country": "RO", "destination_country": "ES", "identified_on": "2026-11-20",
-    "opened_at": "2026-11-20T10:02:11.120000Z", "closed_at": None, "risk_level": "medium", "departed_on": None,
-    "arrived_on": None, "permit_valid_until": None, "monitoring_visits": 0, "sustainability_score": None,
+    "case_id": "0b9c1f7e-2d1a-4c57-9a43-5f0e6c1d2a9b",
+    "reference": "ES-2026-4F1A2B",
+    "cas_Status": "Active",
+    "cas_ReasonForCaseClosure": None,
+    "cas_CaseOwner": "cw-es-1",
+    "cas_ReferringOrganisation": "LawEnforcement",
+    "cas_ReferredOrganisation": ["shelter-es"],
+    "vic_TraffickingStatus": "PossibleVictimOfTrafficking",
+    "vic_TypeOfExploitation": ["ForcedLabour"],
+    "con_Consent": True,
+    "consent_data_sharing": True,
+    "consent_withdrawn_on": None,
+    "stage": "protection",
+    "status": "active",
+    "pathway": None,
+    "is_minor": False,
+    "owner_country": "ES",
+    "origin_country": "RO",
+    "destination_country": "ES",
+    "identified_on": "2026-11-20",
+    "opened_at": "2026-11-20T10:02:11.120000Z",
+    "closed_at": None,
+    "risk_level": "medium",
+    "departed_on": None,
+    "arrived_on": None,
+    "permit_valid_until": None,
+    "monitoring_visits": 0,
+    "sustainability_score": None,
     "services": [{"service": "shelter", "agency_id": "shelter-es", "status": "accepted"}],
 }
-CSV_EXAMPLE = ",".join(CASE_FIELDS) + "\r\n" + (
-    "0b9c1f7e-2d1a-4c57-9a43-5f0e6c1d2a9b,ES-2026-4F1A2B,Active,,cw-es-1,LawEnforcement,shelter-es,"
-    "PossibleVictimOfTrafficking,ForcedLabour,true,true,,protection,active,,false,ES,RO,ES,2026-11-20,"
-    "2026-11-20T10:02:11.120000Z,,medium,,,,0,,shelter:shelter-es:accepted\r\n")
+CSV_EXAMPLE = (
+    ",".join(CASE_FIELDS)
+    + "\r\n"
+    + (
+        "0b9c1f7e-2d1a-4c57-9a43-5f0e6c1d2a9b,ES-2026-4F1A2B,Active,,cw-es-1,LawEnforcement,shelter-es,"
+        "PossibleVictimOfTrafficking,ForcedLabour,true,true,,protection,active,,false,ES,RO,ES,2026-11-20,"
+        "2026-11-20T10:02:11.120000Z,,medium,,,,0,,shelter:shelter-es:accepted\r\n"
+    )
+)
 
 
 def htcds_record(case: CaseRecord, tasks: list[TaskRecord]) -> dict[str, Any]:
@@ -124,21 +178,27 @@ def _scope(query: Any, countries: list[str] | None) -> Any:
 BeforeBatch = Callable[[Session, list[tuple[str, bool]]], None]
 
 
-def records(session: Session, countries: list[str] | None, *, person: bool,
-            before_batch: BeforeBatch | None = None) -> Iterator[dict[str, Any]]:
+def records(
+    session: Session, countries: list[str] | None, *, person: bool, before_batch: BeforeBatch | None = None
+) -> Iterator[dict[str, Any]]:
     """The records of the cases in these countries (all if ``None``), oldest first, a batch at a time."""
     after: tuple[Any, str] | None = None
     while True:
         query = _scope(select(CaseRecord), countries)
         if after is not None:
-            query = query.where((CaseRecord.opened_at > after[0])
-                                | ((CaseRecord.opened_at == after[0]) & (CaseRecord.case_id > after[1])))
+            query = query.where(
+                (CaseRecord.opened_at > after[0])
+                | ((CaseRecord.opened_at == after[0]) & (CaseRecord.case_id > after[1]))
+            )
         cases = session.exec(query.order_by(CaseRecord.opened_at, CaseRecord.case_id).limit(BATCH)).all()
         if not cases:
             return
         tasks: dict[str, list[TaskRecord]] = defaultdict(list)
-        for task in session.exec(select(TaskRecord).where(TaskRecord.case_id.in_([c.case_id for c in cases]))
-                                 .order_by(TaskRecord.assigned_at, TaskRecord.task_id)).all():
+        for task in session.exec(
+            select(TaskRecord)
+            .where(TaskRecord.case_id.in_([c.case_id for c in cases]))
+            .order_by(TaskRecord.assigned_at, TaskRecord.task_id)
+        ).all():
             tasks[task.case_id].append(task)
         batch, read = [], []
         for case in cases:
@@ -161,8 +221,9 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
-        return ";".join(":".join(str(v) for v in item.values()) if isinstance(item, dict) else str(item)
-                        for item in value)
+        return ";".join(
+            ":".join(str(v) for v in item.values()) if isinstance(item, dict) else str(item) for item in value
+        )
     text = str(value)
     # A spreadsheet would run a cell that starts like a formula (names are free text).
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
@@ -196,10 +257,13 @@ def as_csv(rows: Iterator[dict[str, Any]], columns: list[str]) -> Iterator[str]:
         "its record is sent); an erased person's are empty."
     ),
     responses={
-        200: {"description": "The records, streamed",
-              "content": {"application/x-ndjson": {"schema": {"type": "string"},
-                                                   "example": json.dumps(EXAMPLE) + "\n"},
-                          "text/csv": {"schema": {"type": "string"}, "example": CSV_EXAMPLE}}},
+        200: {
+            "description": "The records, streamed",
+            "content": {
+                "application/x-ndjson": {"schema": {"type": "string"}, "example": json.dumps(EXAMPLE) + "\n"},
+                "text/csv": {"schema": {"type": "string"}, "example": CSV_EXAMPLE},
+            },
+        },
         **responses(401, 403, 422, 503),
     },
 )
@@ -214,18 +278,25 @@ def export_htcds(
     person = include == "person"
     if person:  # audited before the first record leaves; no row, no export
         cases = session.exec(_scope(select(func.count()).select_from(CaseRecord), user.country_scope)).one()
-        auditor.record("export.htcds", detail={"cases": cases, "format": format_, "person": True,
-                                               "countries": user.countries})
+        auditor.record(
+            "export.htcds", detail={"cases": cases, "format": format_, "person": True, "countries": user.countries}
+        )
     info = dict(session.info)  # the API session's keyring, for the person vault and the audit trail
     request_id = auditor.request_id
 
     def audit_batch(own: Session, read: list[tuple[str, bool]]) -> None:
         """A row per case whose person's fields are about to leave, committed before they do."""
-        entries = [audit.Entry("person.export", case_id=case_id, status=200,
-                               detail={"format": format_, "found": found}) for case_id, found in read]
+        entries = [
+            audit.Entry("person.export", case_id=case_id, status=200, detail={"format": format_, "found": found})
+            for case_id, found in read
+        ]
         try:
-            audit.append(own, actor=user, request_id=request_id,
-                         entries=with_client_request_id(entries, auditor.client_request_id))
+            audit.append(
+                own,
+                actor=user,
+                request_id=request_id,
+                entries=with_client_request_id(entries, auditor.client_request_id),
+            )
             own.commit()
         except SQLAlchemyError as exc:
             try:
@@ -243,5 +314,6 @@ def export_htcds(
 
     media = "text/csv; charset=utf-8" if format_ == "csv" else "application/x-ndjson"
     filename = f"htcds-export.{'csv' if format_ == 'csv' else 'jsonl'}"
-    return StreamingResponse(stream(), media_type=media,
-                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return StreamingResponse(
+        stream(), media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )

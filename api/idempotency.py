@@ -19,7 +19,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -95,8 +95,13 @@ async def once(
         if problem.status >= 500:
             _release_or_later(engine, user.sub, key)
         else:
-            body = {"type": f"https://reintegration.example/problems/{problem.status}", "title": problem.title,
-                    "status": problem.status, "detail": problem.detail, **problem.extra}
+            body = {
+                "type": f"https://reintegration.example/problems/{problem.status}",
+                "title": problem.title,
+                "status": problem.status,
+                "detail": problem.detail,
+                **problem.extra,
+            }
             try:
                 _store(engine, user.sub, key, problem.status, body)
             except SQLAlchemyError:
@@ -109,7 +114,9 @@ async def once(
     body = {k: (None if k in unstored else v) for k, v in result.model_dump(mode="json").items()}
     # The case whose key seals the stored response: named by the caller, or by the response itself.
     case_id = case_id or (body.get("case_id") if isinstance(body.get("case_id"), str) else None)
-    stored = {"case_id": case_id, "sealed": keyring.seal(case_id, json.dumps(body), purpose=SEALED)} if case_id else body
+    stored = (
+        {"case_id": case_id, "sealed": keyring.seal(case_id, json.dumps(body), purpose=SEALED)} if case_id else body
+    )
     try:
         _store(engine, user.sub, key, status_code, stored, case_id=case_id)
     except SQLAlchemyError:
@@ -130,25 +137,33 @@ def _open(keyring: Keyring, code: int, stored: Any) -> tuple[int, Any]:
     return code, json.loads(plain)
 
 
-async def _claim_or_wait(engine: Engine, sub: str, key: str, request_hash: str,
-                         ttl: timedelta = DEFAULT_TTL) -> str | tuple[int, Any]:
+async def _claim_or_wait(
+    engine: Engine, sub: str, key: str, request_hash: str, ttl: timedelta = DEFAULT_TTL
+) -> str | tuple[int, Any]:
     """The resource id once this request holds the key; the stored response if an earlier one finished."""
     deadline = asyncio.get_running_loop().time() + WAIT_FOR_FIRST
     while True:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with Session(engine) as session:
             record = session.get(IdempotencyRecord, (sub, key))
             if record is not None and record.status_code is not None and now - aware(record.created_at) > ttl:
                 # Expired: the key is new again (its answer is gone, whatever purge_expired has done yet).
-                session.execute(delete(IdempotencyRecord).where(
-                    IdempotencyRecord.sub == sub, IdempotencyRecord.key == key,
-                    IdempotencyRecord.created_at == record.created_at))
+                session.execute(
+                    delete(IdempotencyRecord).where(
+                        IdempotencyRecord.sub == sub,
+                        IdempotencyRecord.key == key,
+                        IdempotencyRecord.created_at == record.created_at,
+                    )
+                )
                 session.commit()
                 continue
             if record is None:
                 resource_id = str(uuid.uuid4())
-                session.add(IdempotencyRecord(sub=sub, key=key, request_hash=request_hash, resource_id=resource_id,
-                                              created_at=now))
+                session.add(
+                    IdempotencyRecord(
+                        sub=sub, key=key, request_hash=request_hash, resource_id=resource_id, created_at=now
+                    )
+                )
                 try:
                     session.commit()
                     return resource_id
@@ -161,8 +176,12 @@ async def _claim_or_wait(engine: Engine, sub: str, key: str, request_hash: str,
             if now - aware(record.created_at) > ABANDONED_AFTER:
                 taken = session.execute(
                     update(IdempotencyRecord)
-                    .where(IdempotencyRecord.sub == sub, IdempotencyRecord.key == key,
-                           IdempotencyRecord.status_code.is_(None), IdempotencyRecord.created_at == record.created_at)
+                    .where(
+                        IdempotencyRecord.sub == sub,
+                        IdempotencyRecord.key == key,
+                        IdempotencyRecord.status_code.is_(None),
+                        IdempotencyRecord.created_at == record.created_at,
+                    )
                     .values(created_at=now)
                 )
                 session.commit()
@@ -186,15 +205,18 @@ def _store(engine: Engine, sub: str, key: str, status_code: int, body: Any, *, c
 
 def purge_expired(engine: Engine, ttl: timedelta = DEFAULT_TTL) -> int:
     """Delete the stored answers older than ``ttl``; how many."""
-    cutoff = datetime.now(timezone.utc) - ttl
+    cutoff = datetime.now(UTC) - ttl
     with Session(engine) as session:
-        gone = session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.status_code.is_not(None),
-                                                               IdempotencyRecord.created_at < cutoff))
+        gone = session.execute(
+            delete(IdempotencyRecord).where(
+                IdempotencyRecord.status_code.is_not(None), IdempotencyRecord.created_at < cutoff
+            )
+        )
         session.commit()
         return gone.rowcount or 0
 
 
-RELEASED = datetime(1970, 1, 1, tzinfo=timezone.utc)
+RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _release(engine: Engine, sub: str, key: str, *, claimed_before: datetime | None = None) -> None:
@@ -203,7 +225,8 @@ def _release(engine: Engine, sub: str, key: str, *, claimed_before: datetime | N
     not a second one for the same person. ``claimed_before``: only a claim made before then (not a
     retry's takeover since)."""
     claim = update(IdempotencyRecord).where(
-        IdempotencyRecord.sub == sub, IdempotencyRecord.key == key, IdempotencyRecord.status_code.is_(None))
+        IdempotencyRecord.sub == sub, IdempotencyRecord.key == key, IdempotencyRecord.status_code.is_(None)
+    )
     if claimed_before is not None:
         claim = claim.where(IdempotencyRecord.created_at <= claimed_before)
     with Session(engine) as session:
@@ -225,7 +248,8 @@ def _release_or_later(engine: Engine, sub: str, key: str) -> None:
         _release(engine, sub, key)
     except SQLAlchemyError:
         task = asyncio.get_running_loop().create_task(
-            _release_later(engine, sub, key, claimed_before=datetime.now(timezone.utc)))
+            _release_later(engine, sub, key, claimed_before=datetime.now(UTC))
+        )
         _RELEASING.add(task)
         task.add_done_callback(_RELEASING.discard)
 

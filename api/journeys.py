@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy.engine import Engine
@@ -61,7 +61,13 @@ def task_in_scope(session: Session, task_id: str, user: Claims) -> TaskRecord:
 
 
 async def send_command(
-    client: Client, engine: Engine, case_id: str, update: str, command: object, *, update_id: str | None = None,
+    client: Client,
+    engine: Engine,
+    case_id: str,
+    update: str,
+    command: object,
+    *,
+    update_id: str | None = None,
     session: Session | None = None,
 ) -> CommandResult:
     """Send a command to the case's workflow; map what did not take effect to a problem. The request's
@@ -114,6 +120,4 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
+    return datetime.now(UTC)

@@ -87,8 +87,9 @@ class BodyLimit:
 class RateLimits:
     """Token buckets by key: ``burst`` requests at once, ``per_minute`` sustained. Thread-safe."""
 
-    def __init__(self, *, per_minute: int, burst: int, max_keys: int = 100_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, per_minute: int, burst: int, max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.rate = per_minute / 60.0  # tokens per second
         self.burst = float(burst)
         self.max_keys = max_keys

@@ -75,8 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         dependencies=[Depends(bind_route)],
     )
-    app.state.rate_limits = limits.RateLimits(per_minute=settings.rate_limit_per_minute,
-                                              burst=settings.rate_limit_burst)
+    app.state.rate_limits = limits.RateLimits(
+        per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst
+    )
     errors.install(app, charge_unverified=limits.charge_unverified)
     app.include_router(health.router)
     app.include_router(cases.router)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio
@@ -97,28 +97,37 @@ async def erase_personal_data(
     if case is None or not user.sees_country(case.owner_country):
         raise NotFound("no such case")
     if case.status != "closed":
-        raise Conflict("only a closed case's personal data can be erased; withdrawing consent closes the case",
-                       allowed_steps=case.allowed_steps)
+        raise Conflict(
+            "only a closed case's personal data can be erased; withdrawing consent closes the case",
+            allowed_steps=case.allowed_steps,
+        )
     await _stop_workflows(session, client, case_id)
     keyring = keyring_of(session)
     keyring.destroy_case_key(session, case_id)
     session.execute(delete(PersonRecord).where(PersonRecord.case_id == case_id))
     session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.case_id == case_id))
-    session.execute(update(TaskRecord).where(TaskRecord.case_id == case_id)
-                    .values(notes="", outcome_notes="", decline_reason=""))
+    session.execute(
+        update(TaskRecord).where(TaskRecord.case_id == case_id).values(notes="", outcome_notes="", decline_reason="")
+    )
     for row in session.execute(select(TimelineRecord).where(TimelineRecord.case_id == case_id)).scalars():
         row.facts = erase_fields(row.facts, FREE_TEXT_KEYS)
     case.facts = erase_fields(case.facts, FREE_TEXT_KEYS)
     session.add(case)
     # The audit row commits with the erasure, or neither does.
     request_id, client_request_id = request_ids(request)
-    audit.append(session, actor=user, request_id=request_id, entries=with_client_request_id(
-        [audit.Entry("personal-data.erase", case_id=case_id, status=200)], client_request_id))
+    audit.append(
+        session,
+        actor=user,
+        request_id=request_id,
+        entries=with_client_request_id(
+            [audit.Entry("personal-data.erase", case_id=case_id, status=200)], client_request_id
+        ),
+    )
     session.commit()
     keyring.forget(case_id)
     _flush_freed_pages(session)
     key = session.execute(select(DataKeyRecord).where(DataKeyRecord.case_id == case_id)).scalar_one_or_none()
-    erased_at = aware(key.destroyed_at) if key is not None and key.destroyed_at else datetime.now(timezone.utc)
+    erased_at = aware(key.destroyed_at) if key is not None and key.destroyed_at else datetime.now(UTC)
     log.info("personal data erased", case_id=case_id)
     return Erasure(case_id=case_id, erased_at=erased_at, kept=KEPT)
 
@@ -142,13 +151,19 @@ async def _stop_workflows(session: Session, client: Any, case_id: str) -> None:
     except RPCError:
         raise Unavailable("Temporal is unavailable; retry the erasure") from None
     pending = [
-        f"case-{case_id}-delivery-{d}" for d in session.execute(
-            select(DeliveryRecord.delivery_id).where(DeliveryRecord.case_id == case_id,
-                                                     DeliveryRecord.status == "pending")).scalars()
+        f"case-{case_id}-delivery-{d}"
+        for d in session.execute(
+            select(DeliveryRecord.delivery_id).where(
+                DeliveryRecord.case_id == case_id, DeliveryRecord.status == "pending"
+            )
+        ).scalars()
     ] + [
-        f"case-{case_id}-notify-{n}" for n in session.execute(
-            select(NotificationRecord.notification_id).where(NotificationRecord.case_id == case_id,
-                                                             NotificationRecord.status == "pending")).scalars()
+        f"case-{case_id}-notify-{n}"
+        for n in session.execute(
+            select(NotificationRecord.notification_id).where(
+                NotificationRecord.case_id == case_id, NotificationRecord.status == "pending"
+            )
+        ).scalars()
     ]
     for workflow_id in sorted(running | set(pending)):
         try:
@@ -157,11 +172,16 @@ async def _stop_workflows(session: Session, client: Any, case_id: str) -> None:
             if exc.status != RPCStatusCode.NOT_FOUND:  # NOT_FOUND: finished meanwhile, or never started
                 raise Unavailable("Temporal is unavailable; retry the erasure") from None
     if pending:
-        session.execute(update(DeliveryRecord).where(DeliveryRecord.case_id == case_id,
-                                                     DeliveryRecord.status == "pending").values(status="skipped"))
-        session.execute(update(NotificationRecord).where(NotificationRecord.case_id == case_id,
-                                                         NotificationRecord.status == "pending")
-                        .values(status="skipped"))
+        session.execute(
+            update(DeliveryRecord)
+            .where(DeliveryRecord.case_id == case_id, DeliveryRecord.status == "pending")
+            .values(status="skipped")
+        )
+        session.execute(
+            update(NotificationRecord)
+            .where(NotificationRecord.case_id == case_id, NotificationRecord.status == "pending")
+            .values(status="skipped")
+        )
 
 
 # --- The payload codec for the Temporal Web UI -----------------------------------------------------
@@ -220,15 +240,21 @@ async def _decode(request: Request, user: Claims) -> Response:
             ).all()
             allowed = {r.key_id: r.case_id for r in rows if user.sees_country(r.owner_country)}
             detail = {"payloads": len(payloads)}
-            entries = [audit.Entry("codec.decode", case_id=c, status=200, detail=detail)
-                       for c in sorted(set(allowed.values()))]
+            entries = [
+                audit.Entry("codec.decode", case_id=c, status=200, detail=detail) for c in sorted(set(allowed.values()))
+            ]
             if SYSTEM_KEY_ID in keys and user.all_countries:
                 allowed[SYSTEM_KEY_ID] = ""
                 entries.append(audit.Entry("codec.decode", status=200, detail={**detail, "key": SYSTEM_KEY_ID}))
             if entries:
                 request_id, client_request_id = request_ids(request)
-                audit.append(session, actor=user, request_id=request_id, keyring=request.app.state.keyring,
-                             entries=with_client_request_id(entries, client_request_id))
+                audit.append(
+                    session,
+                    actor=user,
+                    request_id=request_id,
+                    keyring=request.app.state.keyring,
+                    entries=with_client_request_id(entries, client_request_id),
+                )
                 session.commit()
             return set(allowed)
 
@@ -281,8 +307,14 @@ class CodecCors:
 
     def __init__(self, app: ASGIApp, origins: list[str], limits: RateLimits) -> None:
         self.app, self.limits = app, limits
-        self.cors = CORSMiddleware(app, allow_origins=origins, allow_methods=["POST"], allow_credentials=True,
-                                   allow_headers=["Authorization", "Content-Type", "X-Namespace"], max_age=600)
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=origins,
+            allow_methods=["POST"],
+            allow_credentials=True,
+            allow_headers=["Authorization", "Content-Type", "X-Namespace"],
+            max_age=600,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/codec/"):

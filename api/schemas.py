@@ -22,12 +22,14 @@ from workflows.model import (
 T = TypeVar("T")
 
 
-
-
-
-
-GENDERS = ("Feminine", "Masculine", "TransgenderFeminine", "TransgenderMasculine", "NonConforming",
-           "NonSpecifiedUnknown")
+GENDERS = (
+    "Feminine",
+    "Masculine",
+    "TransgenderFeminine",
+    "TransgenderMasculine",
+    "NonConforming",
+    "NonSpecifiedUnknown",
+)
 
 
 class Person(Strict):
@@ -39,8 +41,9 @@ class Person(Strict):
     presumed_minor: bool = Field(
         default=False, description="When the birth date is unknown: treat as a minor until shown otherwise"
     )
-    gender: str = Field(default="NonSpecifiedUnknown", pattern="^(" + "|".join(GENDERS) + ")$",
-                        description="prs_Gender")
+    gender: str = Field(
+        default="NonSpecifiedUnknown", pattern="^(" + "|".join(GENDERS) + ")$", description="prs_Gender"
+    )
     citizenship: list[CountryCode] = Field(default_factory=list, max_length=5, description="prs_Citizenship")
     primary_language: str | None = Field(default=None, max_length=35, description="prs_PrimaryLanguage")
     identity_number: str | None = Field(default=None, max_length=100, description="prs_IdentityNumber")
@@ -60,8 +63,9 @@ class Identification(Strict):
     country: CountryCode = Field(description="Where the person was identified; the case's owning country")
     place: str | None = Field(default=None, max_length=200, description="Kept with the person's data")
     referred_by: ReferringOrgType | None = Field(default=None, description="HTCDS org_Type of the referrer")
-    exploitation_types: list[ExploitationType] = Field(min_length=1, max_length=11,
-                                                       description="HTCDS vic_TypeOfExploitation")
+    exploitation_types: list[ExploitationType] = Field(
+        min_length=1, max_length=11, description="HTCDS vic_TypeOfExploitation"
+    )
     trafficking_status: TraffickingStatus = TraffickingStatus.PossibleVictimOfTrafficking
 
 
@@ -76,10 +80,21 @@ class CaseCreate(Strict):
         json_schema_extra={
             "examples": [
                 {
-                    "person": {"first_name": "Ana", "second_name": "Popescu", "birthdate": "1999-04-02",
-                               "gender": "Feminine", "citizenship": ["RO"], "primary_language": "ro"},
-                    "identification": {"identified_on": "2026-11-20", "country": "ES", "place": "Madrid",
-                                       "referred_by": "LawEnforcement", "exploitation_types": ["ForcedLabour"]},
+                    "person": {
+                        "first_name": "Ana",
+                        "second_name": "Popescu",
+                        "birthdate": "1999-04-02",
+                        "gender": "Feminine",
+                        "citizenship": ["RO"],
+                        "primary_language": "ro",
+                    },
+                    "identification": {
+                        "identified_on": "2026-11-20",
+                        "country": "ES",
+                        "place": "Madrid",
+                        "referred_by": "LawEnforcement",
+                        "exploitation_types": ["ForcedLabour"],
+                    },
                     "origin_country": "RO",
                     "consent": {"assistance": True, "data_sharing": True, "given_on": "2026-11-20"},
                 }

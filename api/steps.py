@@ -45,25 +45,46 @@ router = APIRouter(prefix="/v1/cases", tags=["steps"])
 
 STEP_EXAMPLES: dict[Step, dict[str, Any]] = {
     Step.consent: {"assistance": True, "data_sharing": True, "given_on": "2026-11-20"},
-    Step.risk_assessment: {"level": "medium", "threats": ["trafficker knows the family's address"],
-                           "assessed_on": "2026-11-21"},
-    Step.safety_plan: {"agreed_on": "2026-11-22", "measures": [
-        {"measure": "shelter placement", "service": "shelter", "agency_id": "shelter-es", "due_date": "2026-11-29"},
-        {"measure": "new phone number", "notes": "given by the caseworker"}]},
-    Step.guardian: {"guardian_type": "legal_guardian", "authority_reference": "JUZ-MAD-2026-118",
-                    "appointed_on": "2026-11-23"},
+    Step.risk_assessment: {
+        "level": "medium",
+        "threats": ["trafficker knows the family's address"],
+        "assessed_on": "2026-11-21",
+    },
+    Step.safety_plan: {
+        "agreed_on": "2026-11-22",
+        "measures": [
+            {"measure": "shelter placement", "service": "shelter", "agency_id": "shelter-es", "due_date": "2026-11-29"},
+            {"measure": "new phone number", "notes": "given by the caseworker"},
+        ],
+    },
+    Step.guardian: {
+        "guardian_type": "legal_guardian",
+        "authority_reference": "JUZ-MAD-2026-118",
+        "appointed_on": "2026-11-23",
+    },
     Step.security_guarantee: {"confirmed_on": "2026-11-30"},
     Step.pathway: {"pathway": "voluntary_return", "decided_on": "2026-12-01"},
-    Step.travel_plan: {"travel_date": "2026-12-10", "route": "MAD-OTP by air", "escort": True,
-                       "receiving_caseworker": "cw-ro-1"},
+    Step.travel_plan: {
+        "travel_date": "2026-12-10",
+        "route": "MAD-OTP by air",
+        "escort": True,
+        "receiving_caseworker": "cw-ro-1",
+    },
     Step.departure: {"departed_on": "2026-12-10"},
-    Step.residence_application: {"filed_on": "2026-12-05", "permit_type": "victim-of-trafficking",
-                                 "authority_reference": "EXT-2026-4411"},
+    Step.residence_application: {
+        "filed_on": "2026-12-05",
+        "permit_type": "victim-of-trafficking",
+        "authority_reference": "EXT-2026-4411",
+    },
     Step.residence_decision: {"decision": "granted", "decided_on": "2027-03-01", "valid_until": "2028-03-01"},
     Step.appeal: {"filed_on": "2027-03-10", "authority_reference": "REC-2027-0093"},
-    Step.reintegration_plan: {"agreed_on": "2026-12-20", "services": [
-        {"service": "medical", "agency_id": "reintegration-partner-ro"},
-        {"service": "job-orientation", "agency_id": "reintegration-partner-ro", "due_date": "2027-01-31"}]},
+    Step.reintegration_plan: {
+        "agreed_on": "2026-12-20",
+        "services": [
+            {"service": "medical", "agency_id": "reintegration-partner-ro"},
+            {"service": "job-orientation", "agency_id": "reintegration-partner-ro", "due_date": "2027-01-31"},
+        ],
+    },
     Step.monitoring: {"visited_on": "2027-03-20", "economic": 0.6, "social": 0.7, "psychosocial": 0.8},
     Step.closure: {"reason": "completed"},
     Step.approve_closure: {"notes": "Plan completed and sustainable."},
@@ -79,37 +100,84 @@ def _resolve_agencies(session: Any, settings: Any, case: Any, items: list[dict[s
         service = item.get("service")
         if not service:
             continue
-        country = agencies.service_country(service, owner_country=case.owner_country,
-                                           origin_country=case.origin_country)
+        country = agencies.service_country(
+            service, owner_country=case.owner_country, origin_country=case.origin_country
+        )
         try:
-            item["agency_id"] = agencies.resolve(session, service=service, agency_id=item.get("agency_id"),
-                                                 country=country, default_agencies=settings.default_agencies)
+            item["agency_id"] = agencies.resolve(
+                session,
+                service=service,
+                agency_id=item.get("agency_id"),
+                country=country,
+                default_agencies=settings.default_agencies,
+            )
         except agencies.AgencyRefused as refused:
             raise Unprocessable(str(refused)) from None
 
 
 async def _record(
-    step: Step, case_id: str, body: Any, *, response: Response, user: Any, session: Any, client: Any, engine: Any,
-    settings: Any, if_match: str | None, key: str | None, auditor: Auditor,
+    step: Step,
+    case_id: str,
+    body: Any,
+    *,
+    response: Response,
+    user: Any,
+    session: Any,
+    client: Any,
+    engine: Any,
+    settings: Any,
+    if_match: str | None,
+    key: str | None,
+    auditor: Auditor,
 ) -> CasePublic:
     """Record one step on the case's workflow and return the case as it is after it."""
     case_in_scope(session, case_id, user)
     result = await idempotency.once(
-        engine, keyring_of(session), user=user, key=key, status_code=200, session=session,
+        engine,
+        keyring_of(session),
+        user=user,
+        key=key,
+        status_code=200,
+        session=session,
         ttl=settings.idempotency_ttl,
-        request_hash=idempotency.fingerprint("POST", f"/v1/cases/{case_id}/steps/{step.value}",
-                                             {"body": body.model_dump(mode="json"), "if_match": if_match}),
-        run=lambda _: _record_once(step, case_id, body, response=response, user=user, session=session,
-                                 client=client, engine=engine, settings=settings, if_match=if_match, key=key,
-                                 auditor=auditor),
+        request_hash=idempotency.fingerprint(
+            "POST",
+            f"/v1/cases/{case_id}/steps/{step.value}",
+            {"body": body.model_dump(mode="json"), "if_match": if_match},
+        ),
+        run=lambda _: _record_once(
+            step,
+            case_id,
+            body,
+            response=response,
+            user=user,
+            session=session,
+            client=client,
+            engine=engine,
+            settings=settings,
+            if_match=if_match,
+            key=key,
+            auditor=auditor,
+        ),
         headers=etag_header,
     )
     return auditor.replayed(result, Entry(f"step.{step.value}", case_id=case_id))
 
 
 async def _record_once(
-    step: Step, case_id: str, body: Any, *, response: Response, user: Any, session: Any, client: Any, engine: Any,
-    settings: Any, if_match: str | None, key: str | None, auditor: Auditor,
+    step: Step,
+    case_id: str,
+    body: Any,
+    *,
+    response: Response,
+    user: Any,
+    session: Any,
+    client: Any,
+    engine: Any,
+    settings: Any,
+    if_match: str | None,
+    key: str | None,
+    auditor: Auditor,
 ) -> CasePublic:
     case = case_in_scope(session, case_id, user)
     expected = None
@@ -122,8 +190,9 @@ async def _record_once(
         _resolve_agencies(session, settings, case, payload.get("measures", []) + payload.get("services", []))
     # The workflow checks the version again: two writers with the same ETag cannot both succeed.
     command = StepCommand(step=step, body=payload, actor=actor_of(user), expected_version=expected)
-    await send_command(client, engine, case_id, "step", command, update_id=idempotency.update_id(user, key),
-                       session=session)
+    await send_command(
+        client, engine, case_id, "step", command, update_id=idempotency.update_id(user, key), session=session
+    )
     auditor.record(f"step.{step.value}", case_id=case_id)
     return _respond(response, session, case_id, settings)
 
@@ -145,9 +214,20 @@ def _make_step_route(step: Step) -> None:
         if_match: IfMatch = None,
         idempotency_key: IdempotencyKey = None,
     ) -> CasePublic:
-        return await _record(step, case_id, body, response=response, user=user, session=session, client=client,
-                             engine=engine, settings=settings, if_match=if_match, key=idempotency_key,
-                             auditor=auditor)
+        return await _record(
+            step,
+            case_id,
+            body,
+            response=response,
+            user=user,
+            session=session,
+            client=client,
+            engine=engine,
+            settings=settings,
+            if_match=if_match,
+            key=idempotency_key,
+            auditor=auditor,
+        )
 
     record_step.__name__ = f"record_{step.name}"
     router.add_api_route(
@@ -174,7 +254,10 @@ for _step in Step:
 )
 async def withdraw_consent(
     case_id: CaseId,
-    body: Annotated[STEP_BODIES[Step.withdraw_consent], Body(openapi_examples={"withdraw": {"value": STEP_EXAMPLES[Step.withdraw_consent]}})],  # type: ignore[valid-type]
+    body: Annotated[
+        STEP_BODIES[Step.withdraw_consent],
+        Body(openapi_examples={"withdraw": {"value": STEP_EXAMPLES[Step.withdraw_consent]}}),
+    ],  # type: ignore[valid-type]
     response: Response,
     user: Annotated[Any, require(*CASEWORK)],
     session: SessionDep,
@@ -185,14 +268,35 @@ async def withdraw_consent(
     if_match: IfMatch = None,
     idempotency_key: IdempotencyKey = None,
 ) -> CasePublic:
-    return await _record(Step.withdraw_consent, case_id, body, response=response, user=user, session=session,
-                         client=client, engine=engine, settings=settings, if_match=if_match, key=idempotency_key,
-                         auditor=auditor)
+    return await _record(
+        Step.withdraw_consent,
+        case_id,
+        body,
+        response=response,
+        user=user,
+        session=session,
+        client=client,
+        engine=engine,
+        settings=settings,
+        if_match=if_match,
+        key=idempotency_key,
+        auditor=auditor,
+    )
 
 
 async def _task_command(
-    *, case_id: str, action: TaskAction, task_id: str | None, body: dict[str, Any], user: Any, session: Any, client: Any,
-    engine: Any, settings: Any, key: str | None, auditor: Auditor,
+    *,
+    case_id: str,
+    action: TaskAction,
+    task_id: str | None,
+    body: dict[str, Any],
+    user: Any,
+    session: Any,
+    client: Any,
+    engine: Any,
+    settings: Any,
+    key: str | None,
+    auditor: Auditor,
 ) -> TaskPublic:
     case = case_in_scope(session, case_id, user)
     if task_id is not None:
@@ -206,17 +310,27 @@ async def _task_command(
 
     async def run(_: str) -> TaskPublic:
         command = TaskCommand(action=action, task_id=task_id, body=body, actor=actor_of(user))
-        result = await send_command(client, engine, case_id, "task", command,
-                                    update_id=idempotency.update_id(user, key), session=session)
-        auditor.record(f"task.{action.value}", case_id=case_id, task_id=result.task_id,
-                       status=201 if task_id is None else 200)
+        result = await send_command(
+            client, engine, case_id, "task", command, update_id=idempotency.update_id(user, key), session=session
+        )
+        auditor.record(
+            f"task.{action.value}", case_id=case_id, task_id=result.task_id, status=201 if task_id is None else 200
+        )
         session.expire_all()
         return task_public(session, session.get(TaskRecord, result.task_id))
 
     path = f"/v1/cases/{case_id}/tasks" + (f"/{task_id}/{action.value}" if task_id else "")
-    result = await idempotency.once(engine, keyring_of(session), user=user, key=key, session=session,
-                                    status_code=201 if task_id is None else 200, ttl=settings.idempotency_ttl,
-                                    request_hash=idempotency.fingerprint("POST", path, body), run=run)
+    result = await idempotency.once(
+        engine,
+        keyring_of(session),
+        user=user,
+        key=key,
+        session=session,
+        status_code=201 if task_id is None else 200,
+        ttl=settings.idempotency_ttl,
+        request_hash=idempotency.fingerprint("POST", path, body),
+        run=run,
+    )
     return auditor.replayed(result, Entry(f"task.{action.value}", case_id=case_id, task_id=task_id))
 
 
@@ -229,8 +343,20 @@ async def _task_command(
 )
 async def assign_task(
     case_id: CaseId,
-    body: Annotated[AssignTaskBody, Body(openapi_examples={"shelter": {"value": {
-        "service": "shelter", "agency_id": "shelter-es", "notes": "Needs a bed tonight; speaks Romanian."}}})],
+    body: Annotated[
+        AssignTaskBody,
+        Body(
+            openapi_examples={
+                "shelter": {
+                    "value": {
+                        "service": "shelter",
+                        "agency_id": "shelter-es",
+                        "notes": "Needs a bed tonight; speaks Romanian.",
+                    }
+                }
+            }
+        ),
+    ],
     user: Annotated[Any, require(*CASEWORK)],
     session: SessionDep,
     client: ClientDep,
@@ -239,9 +365,19 @@ async def assign_task(
     auditor: AuditorDep,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskPublic:
-    return await _task_command(case_id=case_id, action=TaskAction.assign, task_id=None,
-                               body=body.model_dump(mode="json"), user=user, session=session, client=client,
-                               engine=engine, settings=settings, key=idempotency_key, auditor=auditor)
+    return await _task_command(
+        case_id=case_id,
+        action=TaskAction.assign,
+        task_id=None,
+        body=body.model_dump(mode="json"),
+        user=user,
+        session=session,
+        client=client,
+        engine=engine,
+        settings=settings,
+        key=idempotency_key,
+        auditor=auditor,
+    )
 
 
 @router.post(
@@ -262,9 +398,19 @@ async def reassign_task(
     auditor: AuditorDep,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskPublic:
-    return await _task_command(case_id=case_id, action=TaskAction.reassign, task_id=task_id,
-                               body=body.model_dump(mode="json"), user=user, session=session, client=client,
-                               engine=engine, settings=settings, key=idempotency_key, auditor=auditor)
+    return await _task_command(
+        case_id=case_id,
+        action=TaskAction.reassign,
+        task_id=task_id,
+        body=body.model_dump(mode="json"),
+        user=user,
+        session=session,
+        client=client,
+        engine=engine,
+        settings=settings,
+        key=idempotency_key,
+        auditor=auditor,
+    )
 
 
 @router.post(
@@ -285,6 +431,16 @@ async def cancel_task(
     auditor: AuditorDep,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskPublic:
-    return await _task_command(case_id=case_id, action=TaskAction.cancel, task_id=task_id,
-                               body=body.model_dump(mode="json"), user=user, session=session, client=client,
-                               engine=engine, settings=settings, key=idempotency_key, auditor=auditor)
+    return await _task_command(
+        case_id=case_id,
+        action=TaskAction.cancel,
+        task_id=task_id,
+        body=body.model_dump(mode="json"),
+        user=user,
+        session=session,
+        client=client,
+        engine=engine,
+        settings=settings,
+        key=idempotency_key,
+        auditor=auditor,
+    )

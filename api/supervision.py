@@ -71,8 +71,10 @@ class ReassignCase(Strict):
     caseworker: str = Field(max_length=100, pattern=IDENTIFIER, description="The new owning caseworker's user id")
     reason: str = Field(default="", max_length=2000)
 
-    model_config = {"extra": "forbid", "json_schema_extra": {"examples": [
-        {"caseworker": "cw-es-2", "reason": "cw-es-1 is on leave"}]}}
+    model_config = {
+        "extra": "forbid",
+        "json_schema_extra": {"examples": [{"caseworker": "cw-es-2", "reason": "cw-es-1 is on leave"}]},
+    }
 
 
 def _scoped(query: Any, user: Any) -> Any:
@@ -80,8 +82,12 @@ def _scoped(query: Any, user: Any) -> Any:
     return query.where(CaseRecord.owner_country.in_(scope)) if scope is not None else query
 
 
-@router.get("/v1/supervision/stalled", response_model=Page[StalledCase], summary="Stalled cases, most overdue first",
-            responses=responses(401, 403, 422))
+@router.get(
+    "/v1/supervision/stalled",
+    response_model=Page[StalledCase],
+    summary="Stalled cases, most overdue first",
+    responses=responses(401, 403, 422),
+)
 def stalled_cases(
     user: Annotated[Any, SUPERVISOR],
     session: SessionDep,
@@ -100,20 +106,29 @@ def stalled_cases(
     if stage:
         query = query.where(CaseRecord.stage == stage.value)
     if agency:  # a set computed once from the agency's index, not a probe per case
-        query = query.where(CaseRecord.case_id.in_(
-            select(TaskRecord.case_id).where(TaskRecord.agency_id == agency, TaskRecord.status.in_(OPEN_STATUSES))))
+        query = query.where(
+            CaseRecord.case_id.in_(
+                select(TaskRecord.case_id).where(TaskRecord.agency_id == agency, TaskRecord.status.in_(OPEN_STATUSES))
+            )
+        )
     if cursor:
         at, key = decode_cursor(cursor)
-        query = query.where((CaseRecord.most_overdue_at > at)
-                            | ((CaseRecord.most_overdue_at == at) & (CaseRecord.case_id > key)))
+        query = query.where(
+            (CaseRecord.most_overdue_at > at) | ((CaseRecord.most_overdue_at == at) & (CaseRecord.case_id > key))
+        )
     rows = session.exec(query.order_by(CaseRecord.most_overdue_at, CaseRecord.case_id).limit(limit + 1)).all()
     now = utcnow()
     items = [
-        StalledCase(case_id=c.case_id, reference=c.reference, stage=c.stage, pathway=c.pathway,
-                    owner=Owner(country=c.owner_country, caseworker=c.owner_caseworker),
-                    stalled_since=aware(c.stalled_since) if c.stalled_since else None,
-                    most_overdue_at=aware(c.most_overdue_at) if c.most_overdue_at else None,
-                    reasons=[stall_reason(r, now) for r in c.stall_reasons])
+        StalledCase(
+            case_id=c.case_id,
+            reference=c.reference,
+            stage=c.stage,
+            pathway=c.pathway,
+            owner=Owner(country=c.owner_country, caseworker=c.owner_caseworker),
+            stalled_since=aware(c.stalled_since) if c.stalled_since else None,
+            most_overdue_at=aware(c.most_overdue_at) if c.most_overdue_at else None,
+            reasons=[stall_reason(r, now) for r in c.stall_reasons],
+        )
         for c in rows[:limit]
     ]
     next_cursor = None
@@ -122,18 +137,30 @@ def stalled_cases(
     return Page[StalledCase](items=items, next_cursor=next_cursor)
 
 
-@router.get("/v1/supervision/summary", response_model=Summary, summary="Counts and days per stage in the region",
-            responses=responses(401, 403, 422))
-def summary(user: Annotated[Any, SUPERVISOR], session: SessionDep,
-            country: Annotated[str | None, Query(pattern="^[A-Z]{2}$")] = None) -> Summary:
+@router.get(
+    "/v1/supervision/summary",
+    response_model=Summary,
+    summary="Counts and days per stage in the region",
+    responses=responses(401, 403, 422),
+)
+def summary(
+    user: Annotated[Any, SUPERVISOR],
+    session: SessionDep,
+    country: Annotated[str | None, Query(pattern="^[A-Z]{2}$")] = None,
+) -> Summary:
     countries = [country] if country else user.country_scope  # None: every country
     if country and not user.sees_country(country):
         countries = []
 
     # One scan of the cases for every count: a few hundred groups at most, added up here.
-    grouped = select(CaseRecord.stage, CaseRecord.status, CaseRecord.stalled, CaseRecord.pathway,
-                     CaseRecord.owner_country, func.count()).group_by(
-        CaseRecord.stage, CaseRecord.status, CaseRecord.stalled, CaseRecord.pathway, CaseRecord.owner_country)
+    grouped = select(
+        CaseRecord.stage,
+        CaseRecord.status,
+        CaseRecord.stalled,
+        CaseRecord.pathway,
+        CaseRecord.owner_country,
+        func.count(),
+    ).group_by(CaseRecord.stage, CaseRecord.status, CaseRecord.stalled, CaseRecord.pathway, CaseRecord.owner_country)
     if countries is not None:
         grouped = grouped.where(CaseRecord.owner_country.in_(countries))
     by: dict[str, Counter] = {k: Counter() for k in ("stage", "status", "pathway", "country")}
@@ -145,14 +172,16 @@ def summary(user: Annotated[Any, SUPERVISOR], session: SessionDep,
         by["country"][owner_country] += n
 
     agencies = select(TaskRecord.agency_id, func.count(func.distinct(TaskRecord.case_id))).group_by(
-        TaskRecord.agency_id)
+        TaskRecord.agency_id
+    )
     if countries is not None:
         agencies = agencies.where(TaskRecord.owner_country.in_(countries))
 
     medians = {}
     for stage in Stage:
-        stays = select(StageVisitRecord.days).where(StageVisitRecord.stage == stage.value,
-                                                    StageVisitRecord.days.is_not(None))
+        stays = select(StageVisitRecord.days).where(
+            StageVisitRecord.stage == stage.value, StageVisitRecord.days.is_not(None)
+        )
         if countries is not None:
             stays = stays.where(StageVisitRecord.country.in_(countries))
         n = session.exec(select(func.count()).select_from(stays.subquery())).one()
@@ -160,14 +189,23 @@ def summary(user: Annotated[Any, SUPERVISOR], session: SessionDep,
             middle = session.exec(stays.order_by(StageVisitRecord.days).offset((n - 1) // 2).limit(2 - n % 2)).all()
             medians[stage.value] = round(sum(middle) / len(middle), 1)
     return Summary(
-        total=sum(by["stage"].values()), by_stage=dict(by["stage"]), by_status=dict(by["status"]),
-        by_pathway=dict(by["pathway"]), by_country=dict(by["country"]),
-        by_agency={a: n for a, n in session.exec(agencies).all()}, median_days_per_stage=medians,
+        total=sum(by["stage"].values()),
+        by_stage=dict(by["stage"]),
+        by_status=dict(by["status"]),
+        by_pathway=dict(by["pathway"]),
+        by_country=dict(by["country"]),
+        by_agency={a: n for a, n in session.exec(agencies).all()},
+        median_days_per_stage=medians,
     )
 
 
-@router.post("/v1/cases/{case_id}/reassign", response_model=CasePublic, summary="Give the case to another caseworker",
-             tags=["cases"], responses=responses(401, 403, 404, 409, 422, 503))
+@router.post(
+    "/v1/cases/{case_id}/reassign",
+    response_model=CasePublic,
+    summary="Give the case to another caseworker",
+    tags=["cases"],
+    responses=responses(401, 403, 404, 409, 422, 503),
+)
 async def reassign_case(
     case_id: CaseId,
     body: Annotated[ReassignCase, Body()],
@@ -184,15 +222,27 @@ async def reassign_case(
 
     async def run(_: str) -> CasePublic:
         command = ReassignOwner(caseworker=body.caseworker, reason=body.reason, actor=actor_of(user))
-        await send_command(client, engine, case_id, "reassign_owner", command,
-                           update_id=idempotency.update_id(user, idempotency_key), session=session)
+        await send_command(
+            client,
+            engine,
+            case_id,
+            "reassign_owner",
+            command,
+            update_id=idempotency.update_id(user, idempotency_key),
+            session=session,
+        )
         auditor.record("case.reassign", case_id=case_id, detail={"to_caseworker": body.caseworker})
         return _respond(response, session, case_id, settings)
 
     result = await idempotency.once(
-        engine, keyring_of(session), user=user, key=idempotency_key, status_code=200, run=run, session=session,
+        engine,
+        keyring_of(session),
+        user=user,
+        key=idempotency_key,
+        status_code=200,
+        run=run,
+        session=session,
         ttl=settings.idempotency_ttl,
         request_hash=idempotency.fingerprint("POST", f"/v1/cases/{case_id}/reassign", body.model_dump(mode="json")),
     )
-    return auditor.replayed(result, Entry("case.reassign", case_id=case_id,
-                                          detail={"to_caseworker": body.caseworker}))
+    return auditor.replayed(result, Entry("case.reassign", case_id=case_id, detail={"to_caseworker": body.caseworker}))

@@ -67,8 +67,12 @@ def view(session: Any, settings: Any, task: TaskRecord, role: Role) -> TaskPubli
     return task_public(session, task)
 
 
-@router.get("", response_model=Page[TaskPublic | PartnerTask], summary="List tasks in scope",
-            responses=responses(401, 403, 422, 503))
+@router.get(
+    "",
+    response_model=Page[TaskPublic | PartnerTask],
+    summary="List tasks in scope",
+    responses=responses(401, 403, 422, 503),
+)
 def list_tasks(
     user: CurrentUser,
     session: SessionDep,
@@ -111,14 +115,21 @@ def list_tasks(
         last = rows[limit - 1]
         next_cursor = encode_cursor(aware(last.assigned_at), last.task_id)
     items = [view(session, settings, t, user.role) for t in rows[:limit]]
-    auditor.record_many([person_read(t, v, via="list") for t, v in zip(rows, items) if carries_person(v)])
+    auditor.record_many(
+        [person_read(t, v, via="list") for t, v in zip(rows[:limit], items, strict=True) if carries_person(v)]
+    )
     return Page[Any](items=items, next_cursor=next_cursor)
 
 
-@router.get("/{task_id}", response_model=TaskPublic | PartnerTask, summary="Read a task",
-            responses=responses(401, 403, 404, 503))
-def read_task(task_id: TaskId, user: CurrentUser, session: SessionDep, settings: SettingsDep,
-              auditor: AuditorDep) -> Any:
+@router.get(
+    "/{task_id}",
+    response_model=TaskPublic | PartnerTask,
+    summary="Read a task",
+    responses=responses(401, 403, 404, 503),
+)
+def read_task(
+    task_id: TaskId, user: CurrentUser, session: SessionDep, settings: SettingsDep, auditor: AuditorDep
+) -> Any:
     task = task_in_scope(session, task_id, user)
     seen = view(session, settings, task, user.role)
     if carries_person(seen):  # audited before the data leaves; no row, no data
@@ -132,23 +143,39 @@ def carries_person(seen: Any) -> bool:
 
 def person_read(task: TaskRecord, seen: Any, via: str = "read") -> Entry:
     """The audit row of a partner seeing the person's fields its service needs (names only)."""
-    return Entry("task.read-person", case_id=task.case_id, task_id=task.task_id, status=200,
-                 detail={"via": via, "fields": sorted(seen.person)})
+    return Entry(
+        "task.read-person",
+        case_id=task.case_id,
+        task_id=task.task_id,
+        status=200,
+        detail={"via": via, "fields": sorted(seen.person)},
+    )
 
 
 async def act(
-    *, task_id: str, action: TaskAction, body: Any, user: Any, session: Any, client: Any, engine: Any,
-    settings: Any, key: str | None, auditor: Auditor,
+    *,
+    task_id: str,
+    action: TaskAction,
+    body: Any,
+    user: Any,
+    session: Any,
+    client: Any,
+    engine: Any,
+    settings: Any,
+    key: str | None,
+    auditor: Auditor,
 ) -> Any:
     """Send a task action to the case's workflow and return the task as it is after it."""
     task = task_in_scope(session, task_id, user)
     payload = body.model_dump(mode="json")
 
     async def run(_: str) -> Any:
-        command = TaskCommand(action=action, task_id=task_id, body=payload,
-                              actor=Actor(sub=user.sub, role=user.role, agency=user.agency))
-        await send_command(client, engine, task.case_id, "task", command, update_id=idempotency.update_id(user, key),
-                           session=session)
+        command = TaskCommand(
+            action=action, task_id=task_id, body=payload, actor=Actor(sub=user.sub, role=user.role, agency=user.agency)
+        )
+        await send_command(
+            client, engine, task.case_id, "task", command, update_id=idempotency.update_id(user, key), session=session
+        )
         session.expire_all()
         seen = view(session, settings, session.get(TaskRecord, task_id), user.role)
         done = Entry(f"task.{action.value}", case_id=task.case_id, task_id=task_id, status=200)
@@ -162,16 +189,31 @@ async def act(
         return view(session, settings, task_in_scope(session, task_id, user), user.role).model_dump(mode="json")
 
     result = await idempotency.once(
-        engine, keyring_of(session), user=user, key=key, status_code=200, run=run, case_id=task.case_id,
-        session=session, ttl=settings.idempotency_ttl, replay=replay, unstored=frozenset({"person"}),
+        engine,
+        keyring_of(session),
+        user=user,
+        key=key,
+        status_code=200,
+        run=run,
+        case_id=task.case_id,
+        session=session,
+        ttl=settings.idempotency_ttl,
+        replay=replay,
+        unstored=frozenset({"person"}),
         request_hash=idempotency.fingerprint("POST", f"/v1/tasks/{task_id}/{action.value}", payload),
     )
     replayed = replayed_body(result)
     if replayed is not None:
         entries = [Entry(f"task.{action.value}", case_id=task.case_id, task_id=task_id)]
         if replayed.get("person"):
-            entries.append(Entry("task.read-person", case_id=task.case_id, task_id=task_id,
-                                 detail={"via": action.value, "fields": sorted(replayed["person"])}))
+            entries.append(
+                Entry(
+                    "task.read-person",
+                    case_id=task.case_id,
+                    task_id=task_id,
+                    detail={"via": action.value, "fields": sorted(replayed["person"])},
+                )
+            )
         auditor.replayed(result, *entries)
     return result
 
@@ -179,44 +221,116 @@ async def act(
 PARTNER = (Role.partner,)
 
 
-@router.post("/{task_id}/accept", response_model=PartnerTask, summary="Accept a task",
-             responses=responses(401, 403, 404, 409, 422, 503))
+@router.post(
+    "/{task_id}/accept",
+    response_model=PartnerTask,
+    summary="Accept a task",
+    responses=responses(401, 403, 404, 409, 422, 503),
+)
 async def accept_task(
-    task_id: TaskId, user: Annotated[Any, require(*PARTNER)], session: SessionDep, client: ClientDep,
-    engine: EngineDep, settings: SettingsDep, auditor: AuditorDep,
-    body: Annotated[AcceptTaskBody, Body(openapi_examples={"accept": {"value": {"notes": "We can take this."}}})] = AcceptTaskBody(),
+    task_id: TaskId,
+    user: Annotated[Any, require(*PARTNER)],
+    session: SessionDep,
+    client: ClientDep,
+    engine: EngineDep,
+    settings: SettingsDep,
+    auditor: AuditorDep,
+    body: Annotated[
+        AcceptTaskBody, Body(openapi_examples={"accept": {"value": {"notes": "We can take this."}}})
+    ] = AcceptTaskBody(),
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    return await act(task_id=task_id, action=TaskAction.accept, body=body, user=user, session=session,
-                     client=client, engine=engine, settings=settings, key=idempotency_key, auditor=auditor)
+    return await act(
+        task_id=task_id,
+        action=TaskAction.accept,
+        body=body,
+        user=user,
+        session=session,
+        client=client,
+        engine=engine,
+        settings=settings,
+        key=idempotency_key,
+        auditor=auditor,
+    )
 
 
-@router.post("/{task_id}/complete", response_model=PartnerTask, summary="Complete a task",
-             responses=responses(401, 403, 404, 409, 422, 503))
+@router.post(
+    "/{task_id}/complete",
+    response_model=PartnerTask,
+    summary="Complete a task",
+    responses=responses(401, 403, 404, 409, 422, 503),
+)
 async def complete_task(
-    task_id: TaskId, user: Annotated[Any, require(*PARTNER)], session: SessionDep, client: ClientDep,
-    engine: EngineDep, settings: SettingsDep, auditor: AuditorDep,
-    body: Annotated[CompleteTaskBody, Body(openapi_examples={
-        "done": {"summary": "Service delivered", "value": {"outcome": "done", "notes": "First consultation held."}},
-        "origin-assessment": {"summary": "Origin assessment: safe",
-                              "value": {"outcome": "done", "assessment": "safe"}},
-        "reception": {"summary": "Reception: arrived", "value": {"outcome": "done", "arrived_on": "2026-12-10"}},
-    })],
+    task_id: TaskId,
+    user: Annotated[Any, require(*PARTNER)],
+    session: SessionDep,
+    client: ClientDep,
+    engine: EngineDep,
+    settings: SettingsDep,
+    auditor: AuditorDep,
+    body: Annotated[
+        CompleteTaskBody,
+        Body(
+            openapi_examples={
+                "done": {
+                    "summary": "Service delivered",
+                    "value": {"outcome": "done", "notes": "First consultation held."},
+                },
+                "origin-assessment": {
+                    "summary": "Origin assessment: safe",
+                    "value": {"outcome": "done", "assessment": "safe"},
+                },
+                "reception": {
+                    "summary": "Reception: arrived",
+                    "value": {"outcome": "done", "arrived_on": "2026-12-10"},
+                },
+            }
+        ),
+    ],
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    return await act(task_id=task_id, action=TaskAction.complete, body=body, user=user, session=session,
-                     client=client, engine=engine, settings=settings, key=idempotency_key, auditor=auditor)
+    return await act(
+        task_id=task_id,
+        action=TaskAction.complete,
+        body=body,
+        user=user,
+        session=session,
+        client=client,
+        engine=engine,
+        settings=settings,
+        key=idempotency_key,
+        auditor=auditor,
+    )
 
 
-@router.post("/{task_id}/decline", response_model=PartnerTask, summary="Decline a task",
-             responses=responses(401, 403, 404, 409, 422, 503))
+@router.post(
+    "/{task_id}/decline",
+    response_model=PartnerTask,
+    summary="Decline a task",
+    responses=responses(401, 403, 404, 409, 422, 503),
+)
 async def decline_task(
-    task_id: TaskId, user: Annotated[Any, require(*PARTNER)], session: SessionDep, client: ClientDep,
-    engine: EngineDep, settings: SettingsDep, auditor: AuditorDep,
-    body: Annotated[DeclineTaskBody, Body(openapi_examples={"full": {"value": {"reason": "No beds free this month."}}})],
+    task_id: TaskId,
+    user: Annotated[Any, require(*PARTNER)],
+    session: SessionDep,
+    client: ClientDep,
+    engine: EngineDep,
+    settings: SettingsDep,
+    auditor: AuditorDep,
+    body: Annotated[
+        DeclineTaskBody, Body(openapi_examples={"full": {"value": {"reason": "No beds free this month."}}})
+    ],
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    return await act(task_id=task_id, action=TaskAction.decline, body=body, user=user, session=session,
-                     client=client, engine=engine, settings=settings, key=idempotency_key, auditor=auditor)
-
-
+    return await act(
+        task_id=task_id,
+        action=TaskAction.decline,
+        body=body,
+        user=user,
+        session=session,
+        client=client,
+        engine=engine,
+        settings=settings,
+        key=idempotency_key,
+        auditor=auditor,
+    )

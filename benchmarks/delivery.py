@@ -27,14 +27,17 @@ from tests.test_restart import worker_process
 
 async def main(tasks: int, concurrency: int) -> None:
     env = await WorkflowEnvironment.start_local(
-        namespace=NAMESPACE, data_converter=pydantic_data_converter, dev_server_existing_path=str(temporal_cli()),
+        namespace=NAMESPACE,
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(temporal_cli()),
         dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"],
     )
     try:
         with tempfile.TemporaryDirectory() as data:
             # One caseworker assigns hundreds of tasks at once: measure the pipeline, not the rate limit.
-            async with running_stack("sqlite", env, Path(data), rate_limit_per_minute=10**6,
-                                     rate_limit_burst=10**5) as stack:
+            async with running_stack(
+                "sqlite", env, Path(data), rate_limit_per_minute=10**6, rate_limit_burst=10**5
+            ) as stack:
                 # The worker in its own process, as `make run` runs it, not in the API's event loop.
                 await stack.stop_worker()
                 worker = worker_process(stack)
@@ -65,14 +68,18 @@ async def main(tasks: int, concurrency: int) -> None:
                     print(f"tasks delivered: {total} over {concurrency} cases, assigned concurrently")
                     print(f"assignments per second (API 201s): {total / assigning:.1f}")
                     print(f"deliveries per second (assignment to last receipt): {total / elapsed:.1f}")
-                    print(f"assignment-to-receipt latency: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
-                          f"max {latencies[-1] * 1000:.0f} ms")
+                    print(
+                        f"assignment-to-receipt latency: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
+                        f"max {latencies[-1] * 1000:.0f} ms"
+                    )
                     print(f"repeats dropped by the agency: {sum(n - 1 for n in stats.received.values())}")
 
                 # Phase 2: the agency is down while tasks pile up, then comes back: how fast does the
                 # worker drain the backlog of deliveries?
                 async with simulator(stack, services=["shelter"], act_after=None, fail_first=10**9) as (
-                        down, down_stats):
+                    down,
+                    down_stats,
+                ):
                     backlog: list[str] = []
 
                     async def pile_up(j: Journey, n: int) -> None:
@@ -86,9 +93,11 @@ async def main(tasks: int, concurrency: int) -> None:
                     while sum(1 for k in backlog if k in down_stats.received_at) < len(backlog):
                         await asyncio.sleep(0.02)
                     drained = time.perf_counter() - reopened
-                    print(f"backlog of {len(backlog)} deliveries drained in {drained:.1f} s after the agency came "
-                          f"back: {len(backlog) / drained:.1f} deliveries per second (retry backoff at most "
-                          f"{stack.settings.delivery_retry_max_seconds:.0f} s)")
+                    print(
+                        f"backlog of {len(backlog)} deliveries drained in {drained:.1f} s after the agency came "
+                        f"back: {len(backlog) / drained:.1f} deliveries per second (retry backoff at most "
+                        f"{stack.settings.delivery_retry_max_seconds:.0f} s)"
+                    )
                 worker.terminate()
                 worker.wait(timeout=30)
                 await stack.start_worker()

@@ -79,8 +79,12 @@ async def journey(stack: Stack, timings: list[float]) -> None:
     task = await j.assign("legal-assistance", "legal-aid-es")
     await timed(j.task_action(task["task_id"], "legal-aid-es", "accept", {"notes": "we can take this"}))
     await timed(j.task_action(task["task_id"], "legal-aid-es", "complete", {"outcome": "done", "notes": "held"}))
-    await timed(j.step("residence-application", {"filed_on": day(5), "permit_type": "victim-of-trafficking",
-                                                 "authority_reference": "EXT-1"}))
+    await timed(
+        j.step(
+            "residence-application",
+            {"filed_on": day(5), "permit_type": "victim-of-trafficking", "authority_reference": "EXT-1"},
+        )
+    )
     await timed(j.step("residence-decision", {"decision": "granted", "decided_on": day(40), "valid_until": day(400)}))
     await timed(j.get())
 
@@ -108,7 +112,9 @@ async def micro(stack: Stack) -> None:
 
 async def main(per_arm: int) -> None:
     env = await WorkflowEnvironment.start_local(
-        namespace=NAMESPACE, data_converter=pydantic_data_converter, dev_server_existing_path=str(temporal_cli()),
+        namespace=NAMESPACE,
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(temporal_cli()),
         dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"],
     )
     try:
@@ -126,8 +132,10 @@ async def main(per_arm: int) -> None:
                         await journey(plain, timings["plain"])
                     print(f"{per_arm} journeys per arm, {len(timings['plain'])} timed calls per arm, alternating")
                     for arm, values in timings.items():
-                        print(f"{arm:>9}: p50 {pct(values, 0.5):.1f} ms, p95 {pct(values, 0.95):.1f} ms, "
-                              f"mean {statistics.mean(values) * 1000:.1f} ms")
+                        print(
+                            f"{arm:>9}: p50 {pct(values, 0.5):.1f} ms, p95 {pct(values, 0.95):.1f} ms, "
+                            f"mean {statistics.mean(values) * 1000:.1f} ms"
+                        )
                     ratio50 = pct(timings["encrypted"], 0.5) / pct(timings["plain"], 0.5)
                     ratio95 = pct(timings["encrypted"], 0.95) / pct(timings["plain"], 0.95)
                     print(f"encrypted / plain: p50 x{ratio50:.2f}, p95 x{ratio95:.2f}")

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -39,7 +39,7 @@ REQUESTS = 40
 
 def fill(engine, n: int) -> None:
     rng = random.Random(7)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     cases, tasks, visits = [], [], []
     for i in range(n):
         case_id = str(uuid.UUID(int=rng.getrandbits(128)))
@@ -47,30 +47,82 @@ def fill(engine, n: int) -> None:
         stalled = stage != "closed" and rng.random() < 0.2
         opened = now - timedelta(days=rng.randint(1, 900))
         due = now - timedelta(days=rng.randint(1, 60))
-        cases.append(dict(
-            case_id=case_id, reference=f"BN-{i:07d}", version=5, owner_country=rng.choice(COUNTRIES),
-            owner_caseworker=f"cw-{rng.randint(1, 300)}", origin_country="RO", destination_country="ES", stage=stage,
-            status="closed" if stage == "closed" else "active",
-            pathway=rng.choice([None, "voluntary_return", "residence"]), is_minor=False, opened_at=opened,
-            updated_at=opened, active_workflow_id=f"case-{case_id}", allowed_steps=[], open_items=[],
-            agencies=[], facts={}, stalled=stalled, most_overdue_at=due if stalled else None,
-            stall_reasons=[{"key": "step:pathway", "kind": "step", "name": "pathway", "task_id": None,
-                            "agency_id": None, "turn": "caseworker", "due_at": due.isoformat(),
-                            "escalate_at": due.isoformat()}] if stalled else []))
+        cases.append(
+            dict(
+                case_id=case_id,
+                reference=f"BN-{i:07d}",
+                version=5,
+                owner_country=rng.choice(COUNTRIES),
+                owner_caseworker=f"cw-{rng.randint(1, 300)}",
+                origin_country="RO",
+                destination_country="ES",
+                stage=stage,
+                status="closed" if stage == "closed" else "active",
+                pathway=rng.choice([None, "voluntary_return", "residence"]),
+                is_minor=False,
+                opened_at=opened,
+                updated_at=opened,
+                active_workflow_id=f"case-{case_id}",
+                allowed_steps=[],
+                open_items=[],
+                agencies=[],
+                facts={},
+                stalled=stalled,
+                most_overdue_at=due if stalled else None,
+                stall_reasons=[
+                    {
+                        "key": "step:pathway",
+                        "kind": "step",
+                        "name": "pathway",
+                        "task_id": None,
+                        "agency_id": None,
+                        "turn": "caseworker",
+                        "due_at": due.isoformat(),
+                        "escalate_at": due.isoformat(),
+                    }
+                ]
+                if stalled
+                else [],
+            )
+        )
         for t in range(rng.randint(1, 3)):
-            tasks.append(dict(
-                task_id=f"{case_id}-{t}", case_id=case_id, case_reference=f"BN-{i:07d}",
-                owner_country=cases[-1]["owner_country"], version=1, service="shelter",
-                agency_id=rng.choice(AGENCIES), status=rng.choice(["assigned", "accepted", "completed"]),
-                stage="protection", safety_plan=False, assigned_at=opened, accept_by=opened, due_on=opened.date(),
-                notes="", outcome_notes="", decline_reason="", previous_agencies=[]))
+            tasks.append(
+                dict(
+                    task_id=f"{case_id}-{t}",
+                    case_id=case_id,
+                    case_reference=f"BN-{i:07d}",
+                    owner_country=cases[-1]["owner_country"],
+                    version=1,
+                    service="shelter",
+                    agency_id=rng.choice(AGENCIES),
+                    status=rng.choice(["assigned", "accepted", "completed"]),
+                    stage="protection",
+                    safety_plan=False,
+                    assigned_at=opened,
+                    accept_by=opened,
+                    due_on=opened.date(),
+                    notes="",
+                    outcome_notes="",
+                    decline_reason="",
+                    previous_agencies=[],
+                )
+            )
         for v, visit_stage in enumerate(rng.sample(STAGES[:-1], rng.randint(2, 4))):
-            visits.append(dict(visit_id=f"{case_id}-{v}", case_id=case_id, stage=visit_stage, entered_at=opened,
-                               left_at=opened, days=rng.uniform(1, 200), country=cases[-1]["owner_country"]))
+            visits.append(
+                dict(
+                    visit_id=f"{case_id}-{v}",
+                    case_id=case_id,
+                    stage=visit_stage,
+                    entered_at=opened,
+                    left_at=opened,
+                    days=rng.uniform(1, 200),
+                    country=cases[-1]["owner_country"],
+                )
+            )
     with engine.begin() as conn:
         for table, rows in ((CaseRecord, cases), (TaskRecord, tasks), (StageVisitRecord, visits)):
             for start in range(0, len(rows), 5000):
-                conn.execute(insert(table), rows[start:start + 5000])
+                conn.execute(insert(table), rows[start : start + 5000])
 
 
 async def measure(settings: Settings) -> dict[str, tuple[float, float]]:
@@ -115,9 +167,14 @@ async def main(sizes: list[int]) -> None:
                     with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
                         conn.execute(f'CREATE DATABASE "{name}"')
                     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-                settings = Settings(data_dir=Path(data), database_url=url, temporal_address="127.0.0.1:1",
-                                    temporal_connect_wait_seconds=0, rate_limit_per_minute=10**6,
-                                    rate_limit_burst=10**5)  # measure the queries, not the rate limit
+                settings = Settings(
+                    data_dir=Path(data),
+                    database_url=url,
+                    temporal_address="127.0.0.1:1",
+                    temporal_connect_wait_seconds=0,
+                    rate_limit_per_minute=10**6,
+                    rate_limit_burst=10**5,
+                )  # measure the queries, not the rate limit
                 engine = make_engine(settings)
                 upgrade_schema(engine)
                 started = time.perf_counter()

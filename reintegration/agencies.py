@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlmodel import Session, select
@@ -36,11 +36,15 @@ def seed(session: Session, keyring: Keyring, agencies: list[dict[str, Any]]) -> 
     """Register the development agencies when the registry is empty; returns how many."""
     if session.exec(select(AgencyRecord).limit(1)).first() is not None:
         return 0
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for agency in agencies:
         if agency.get("webhook_secret"):
-            agency = {**agency, "webhook_secret": keyring.seal_system(
-                agency["webhook_secret"], purpose=webhook_secret_purpose(agency["agency_id"]))}
+            agency = {
+                **agency,
+                "webhook_secret": keyring.seal_system(
+                    agency["webhook_secret"], purpose=webhook_secret_purpose(agency["agency_id"])
+                ),
+            }
         session.add(AgencyRecord(**agency, created_at=now, updated_at=now))
     session.commit()
     return len(agencies)
@@ -67,7 +71,8 @@ def resolve(
     if agency_id is None:
         agency_id = default_agencies.get(service)
         in_country = session.exec(
-            select(AgencyRecord).where(AgencyRecord.country == country, AgencyRecord.active)
+            select(AgencyRecord)
+            .where(AgencyRecord.country == country, AgencyRecord.active)
             .order_by(AgencyRecord.agency_id)
         ).all()
         offering = [a.agency_id for a in in_country if service in a.services]

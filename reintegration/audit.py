@@ -22,7 +22,7 @@ from __future__ import annotations
 import hmac
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -94,13 +94,13 @@ def record(
     keyring: Keyring | None = None,
 ) -> AuditRecord:
     """Append one row; see ``append`` for how a session and an engine differ."""
-    entry = Entry(action=action, case_id=case_id, task_id=task_id, status=status, replay=replay,
-                  detail=detail or {})
+    entry = Entry(action=action, case_id=case_id, task_id=task_id, status=status, replay=replay, detail=detail or {})
     return append(target, actor=actor, request_id=request_id, entries=[entry], keyring=keyring)[0]
 
 
-def append(target: Session | Engine, *, actor: Actor, request_id: str, entries: list[Entry],
-           keyring: Keyring | None = None) -> list[AuditRecord]:
+def append(
+    target: Session | Engine, *, actor: Actor, request_id: str, entries: list[Entry], keyring: Keyring | None = None
+) -> list[AuditRecord]:
     """Append rows in order, in one transaction.
 
     With an engine, in a transaction of its own, committed here. With a session, in the caller's
@@ -121,8 +121,9 @@ def append(target: Session | Engine, *, actor: Actor, request_id: str, entries: 
     return _append(target, keyring, actor, request_id, entries)
 
 
-def _append(session: Session, keyring: Keyring, actor: Actor, request_id: str,
-            entries: list[Entry]) -> list[AuditRecord]:
+def _append(
+    session: Session, keyring: Keyring, actor: Actor, request_id: str, entries: list[Entry]
+) -> list[AuditRecord]:
     # Have the key at hand (made on the very first append) before taking the write lock: on SQLite
     # the keyring's own connection could not write while this one holds it.
     keyring.audit_mac(b"")
@@ -134,10 +135,20 @@ def _append(session: Session, keyring: Keyring, actor: Actor, request_id: str,
     for entry in entries:
         seq += 1
         row = AuditRecord(
-            seq=seq, at=datetime.now(timezone.utc), actor_sub=actor.sub, actor_role=_value(actor.role),
-            actor_agency=actor.agency, action=entry.action, case_id=entry.case_id, task_id=entry.task_id,
-            request_id=request_id[:200], status=entry.status, replay=entry.replay, detail=dict(entry.detail),
-            prev_hash=prev_hash, hash="",
+            seq=seq,
+            at=datetime.now(UTC),
+            actor_sub=actor.sub,
+            actor_role=_value(actor.role),
+            actor_agency=actor.agency,
+            action=entry.action,
+            case_id=entry.case_id,
+            task_id=entry.task_id,
+            request_id=request_id[:200],
+            status=entry.status,
+            replay=entry.replay,
+            detail=dict(entry.detail),
+            prev_hash=prev_hash,
+            hash="",
         )
         row.hash = row_mac(row, keyring)
         prev_hash = row.hash
@@ -178,7 +189,7 @@ def canonical(row: Any) -> str:
     """The canonical JSON of a row's fields and ``prev_hash`` (what its MAC, ``hash``, covers)."""
     fields = {
         "seq": int(row.seq),
-        "at": aware(row.at).astimezone(timezone.utc).isoformat(timespec="microseconds"),
+        "at": aware(row.at).astimezone(UTC).isoformat(timespec="microseconds"),
         "actor_sub": row.actor_sub,
         "actor_role": row.actor_role,
         "actor_agency": row.actor_agency,
@@ -207,8 +218,9 @@ def parse_head(text: str) -> tuple[int, str]:
     return int(seq), mac
 
 
-def verify(engine: Engine, keyring: Keyring, *, expect_head: tuple[int, str] | None = None,
-           batch: int = 1000) -> Verification:
+def verify(
+    engine: Engine, keyring: Keyring, *, expect_head: tuple[int, str] | None = None, batch: int = 1000
+) -> Verification:
     """Walk the whole chain in one snapshot and report the first row where it breaks.
 
     ``expect_head`` is a head noted earlier (``seq``, ``hash``): the chain must still hold that row
@@ -271,11 +283,18 @@ def verify(engine: Engine, keyring: Keyring, *, expect_head: tuple[int, str] | N
         if expect_head is not None:
             seq, mac = expect_head
             if anchored is None:
-                return broken(seq, f"row {seq} of the expected head is gone: the chain ends at row {count} "
-                                   "(it was cut back)", count)
+                return broken(
+                    seq,
+                    f"row {seq} of the expected head is gone: the chain ends at row {count} (it was cut back)",
+                    count,
+                )
             if not hmac.compare_digest(anchored.encode(), mac.encode()):
-                return broken(seq, f"row {seq} is not the one of the expected head (its MAC differs): the chain "
-                                   "was rewritten from there or before", count)
+                return broken(
+                    seq,
+                    f"row {seq} is not the one of the expected head (its MAC differs): the chain "
+                    "was rewritten from there or before",
+                    count,
+                )
         connection.rollback()
     return Verification(rows=count, head_seq=head_seq, head_hash=head_hash)
 
@@ -284,8 +303,9 @@ def _key_problem(connection: Connection, tables: set[str], keyring: Keyring) -> 
     """Why rows cannot be checked at all, if the audit key is gone or is not one this KEK wrapped."""
     wrapped = None
     if DataKeyRecord.__tablename__ in tables:
-        wrapped = connection.execute(select(DataKeyRecord.wrapped)
-                                     .where(DataKeyRecord.key_id == AUDIT_KEY_ID)).scalar_one_or_none()
+        wrapped = connection.execute(
+            select(DataKeyRecord.wrapped).where(DataKeyRecord.key_id == AUDIT_KEY_ID)
+        ).scalar_one_or_none()
     if wrapped is None:
         return "the audit key is missing (the trail cannot be checked, nor trusted)"
     try:

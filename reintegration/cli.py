@@ -24,8 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--role", required=True, choices=[r.value for r in HUMAN_ROLES])
     token.add_argument("--sub", required=True, help="the user's id (not a name)")
     token.add_argument("--agency", help="the partner's agency id (partners only)")
-    token.add_argument("--countries", help="comma-separated ISO 3166-1 alpha-2 codes, or '*' for every country; "
-                                            "absent: no country (scope fails closed)")
+    token.add_argument(
+        "--countries",
+        help="comma-separated ISO 3166-1 alpha-2 codes, or '*' for every country; "
+        "absent: no country (scope fails closed)",
+    )
     token.add_argument("--name", help="display name")
     token.add_argument("--hours", type=float, help="lifetime in hours")
 
@@ -34,15 +37,21 @@ def main(argv: list[str] | None = None) -> int:
 
     db = commands.add_parser("db", help="the database's schema (Alembic migrations)")
     db_commands = db.add_subparsers(dest="db_command", required=True)
-    db_commands.add_parser("upgrade", help="bring the database to the newest schema (the API and worker do it on start)")
+    db_commands.add_parser(
+        "upgrade", help="bring the database to the newest schema (the API and worker do it on start)"
+    )
     db_commands.add_parser("current", help="print the schema revision the database is at, and the newest")
 
     audit = commands.add_parser("audit", help="the audit trail")
     verify = audit.add_subparsers(dest="audit_command", required=True).add_parser(
-        "verify", help="check the HMAC chain: exit 0 if intact, 1 naming the row where it breaks")
-    verify.add_argument("--expect-head", metavar="SEQ:MAC",
-                        help="a head printed by an earlier verify and noted outside the database: fail unless "
-                             "the chain still holds that row with that MAC (not cut back, not rewritten)")
+        "verify", help="check the HMAC chain: exit 0 if intact, 1 naming the row where it breaks"
+    )
+    verify.add_argument(
+        "--expect-head",
+        metavar="SEQ:MAC",
+        help="a head printed by an earlier verify and noted outside the database: fail unless "
+        "the chain still holds that row with that MAC (not cut back, not rewritten)",
+    )
 
     sim = commands.add_parser("partner-sim", help="run a simulator of partner agencies' systems")
     sim.add_argument("--agency", action="append", required=True, help="an agency id to play (repeatable)")
@@ -50,18 +59,27 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--port", type=int, default=9100)
     sim.add_argument("--api", default=None, help="the API's base URL (default: this machine's)")
     sim.add_argument("--secret", help="the shared webhook secret (default: a new random one, with --register)")
-    sim.add_argument("--register", action="store_true",
-                     help="point the agencies' webhooks at this simulator (uses a development admin token)")
+    sim.add_argument(
+        "--register",
+        action="store_true",
+        help="point the agencies' webhooks at this simulator (uses a development admin token)",
+    )
     sim.add_argument("--fail-first", type=int, default=0, help="answer 503 to the first N deliveries")
     sim.add_argument("--slow", type=float, default=0.0, help="answer each delivery after this many seconds")
     sim.add_argument("--reject-status", type=int, help="refuse every delivery with this 4xx status")
-    sim.add_argument("--act-after", type=float, default=2.0,
-                     help="accept and complete each task this many seconds after it arrives (negative: never)")
+    sim.add_argument(
+        "--act-after",
+        type=float,
+        default=2.0,
+        help="accept and complete each task this many seconds after it arrives (negative: never)",
+    )
 
     rec = commands.add_parser(
-        "reconcile", help="compare the read model with the workflows' state, a case at a time; --repair fixes drift",
+        "reconcile",
+        help="compare the read model with the workflows' state, a case at a time; --repair fixes drift",
         description="Exit 0 when no drift remains, 1 when drift remains (found and not repaired), 2 on bad "
-                    "usage, 3 when some cases could not be checked (or Temporal or the database is unreachable).")
+        "usage, 3 when some cases could not be checked (or Temporal or the database is unreachable).",
+    )
     rec.add_argument("--repair", action="store_true", help="rewrite each drifted case's rows from its workflow")
     rec.add_argument("--rate", type=float, default=5.0, help="cases checked per second at most (default 5)")
     rec.add_argument("--case", action="append", dest="cases", metavar="ID", help="check this case (repeatable)")
@@ -96,7 +114,11 @@ def _db(what: str) -> int:
         if what == "upgrade":
             before = current(engine)
             after = upgrade_schema(engine)
-            print(f"database schema: {before or 'none'} -> {after}" if before != after else f"database schema: {after} (newest)")
+            print(
+                f"database schema: {before or 'none'} -> {after}"
+                if before != after
+                else f"database schema: {after} (newest)"
+            )
         else:
             print(f"database schema: {current(engine) or 'none'}; newest {head()}")
         return 0
@@ -115,8 +137,13 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
     logs one line per request itself), and forwarded headers believed only from the configured
     proxies (none by default: a client cannot choose the address its rate limit is charged to)."""
     proxies = ",".join(settings.trusted_proxies)
-    return {"host": settings.api_host, "port": settings.api_port, "access_log": False,
-            "proxy_headers": bool(proxies), "forwarded_allow_ips": proxies or None}
+    return {
+        "host": settings.api_host,
+        "port": settings.api_port,
+        "access_log": False,
+        "proxy_headers": bool(proxies),
+        "forwarded_allow_ips": proxies or None,
+    }
 
 
 def serve_api() -> int:
@@ -153,17 +180,26 @@ def _partner_sim(args: argparse.Namespace) -> int:
         print("reintegration partner-sim: give --secret (32+ characters) or --register", file=sys.stderr)
         return 2
     tokens = {a: mint(settings, role=Role.partner, sub=f"partner-sim-{a}", agency=a) for a in args.agency}
-    config = SimulatorConfig(agencies=args.agency, secret=secret, fail_first=args.fail_first, slow_seconds=args.slow,
-                             reject_status=args.reject_status, api_url=api, tokens=tokens,
-                             act_after=None if args.act_after < 0 else args.act_after)
+    config = SimulatorConfig(
+        agencies=args.agency,
+        secret=secret,
+        fail_first=args.fail_first,
+        slow_seconds=args.slow,
+        reject_status=args.reject_status,
+        api_url=api,
+        tokens=tokens,
+        act_after=None if args.act_after < 0 else args.act_after,
+    )
     app, _ = create_simulator(config)
     base = f"http://{args.host}:{args.port}"
     if args.register:
         admin = mint(settings, role=Role.admin, sub="partner-sim-admin")
-        asyncio.run(register_webhooks(api_url=api, admin_token=admin, agencies=args.agency, base_url=base,
-                                      secret=secret))
-    print(f"Partner simulator for {', '.join(args.agency)} at {base}/webhook/<agency> (stats: {base}/stats)",
-          flush=True)
+        asyncio.run(
+            register_webhooks(api_url=api, admin_token=admin, agencies=args.agency, base_url=base, secret=secret)
+        )
+    print(
+        f"Partner simulator for {', '.join(args.agency)} at {base}/webhook/<agency> (stats: {base}/stats)", flush=True
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
@@ -192,8 +228,16 @@ def _reconcile(args: argparse.Namespace) -> int:
 
     async def run():  # type: ignore[no-untyped-def]
         client = await connect(settings, keyring=keyring, attempts=20, delay=0.5)
-        return await reconcile(client, engine, keyring, repair=args.repair, rate=args.rate, case_ids=args.cases,
-                               include_closed=args.include_closed, task_queue=settings.temporal_task_queue)
+        return await reconcile(
+            client,
+            engine,
+            keyring,
+            repair=args.repair,
+            rate=args.rate,
+            case_ids=args.cases,
+            include_closed=args.include_closed,
+            task_queue=settings.temporal_task_queue,
+        )
 
     try:
         report = asyncio.run(run())
@@ -215,9 +259,11 @@ def _reconcile(args: argparse.Namespace) -> int:
         print(f"drift {case_id} ({outcome}): {', '.join(dict.fromkeys(fields))}")
     for failure in report.failures:
         print(f"failed {failure.case_id}: {failure.error}")
-    print(f"reconcile: checked {report.checked}, drifted {report.drifted}, repaired {report.repaired}, "
-          f"failed {report.failed}, skipped {report.skipped}; "
-          + (f"drift remains in {len(left)} case(s)" if left else "no drift remains"))
+    print(
+        f"reconcile: checked {report.checked}, drifted {report.drifted}, repaired {report.repaired}, "
+        f"failed {report.failed}, skipped {report.skipped}; "
+        + (f"drift remains in {len(left)} case(s)" if left else "no drift remains")
+    )
     if left:
         return 1
     return 3 if report.failed else 0
@@ -246,8 +292,10 @@ def _audit_verify(expect_head: str | None = None) -> int:
         print("audit trail intact: 0 rows (and no cases)")
         return 0
     anchored = f", holds the expected head {expected[0]}" if expected else ""
-    print(f"audit trail intact: {result.rows} rows{anchored}, head {result.head_seq}:{result.head_hash} "
-          "(note it outside the database; check it later with --expect-head)")
+    print(
+        f"audit trail intact: {result.rows} rows{anchored}, head {result.head_seq}:{result.head_hash} "
+        "(note it outside the database; check it later with --expect-head)"
+    )
     return 0
 
 
@@ -260,16 +308,22 @@ def _token(args: argparse.Namespace) -> int:
         return 2
     countries = [c.strip().upper() for c in args.countries.split(",")] if args.countries else None
     if countries and not all((len(c) == 2 and c.isascii() and c.isalpha()) or c == "*" for c in countries):
-        print("reintegration token: --countries takes ISO 3166-1 alpha-2 codes, e.g. ES,PT, or '*' for every "
-              "country", file=sys.stderr)
+        print(
+            "reintegration token: --countries takes ISO 3166-1 alpha-2 codes, e.g. ES,PT, or '*' for every country",
+            file=sys.stderr,
+        )
         return 2
     if countries is None and role != Role.partner:
-        print(f"reintegration token: note: without --countries this {role.value} sees no country "
-              "(give --countries ES,PT or '*')", file=sys.stderr)
+        print(
+            f"reintegration token: note: without --countries this {role.value} sees no country "
+            "(give --countries ES,PT or '*')",
+            file=sys.stderr,
+        )
     ttl = timedelta(hours=args.hours) if args.hours else None
     try:
-        token = mint(get_settings(), role=role, sub=args.sub, agency=args.agency, countries=countries,
-                     name=args.name, ttl=ttl)
+        token = mint(
+            get_settings(), role=role, sub=args.sub, agency=args.agency, countries=countries, name=args.name, ttl=ttl
+        )
     except DevelopmentKeyRefused as exc:
         print(f"reintegration token: {exc}", file=sys.stderr)
         return 2
@@ -298,8 +352,7 @@ def run_stack() -> int:
 
     def start(name: str, command: list[str]) -> None:
         log_file = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child's life
-        processes.append((name, subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
-                                                 env=environment)))
+        processes.append((name, subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=environment)))
 
     def stop(*_: object) -> None:
         for _, proc in reversed(processes):
@@ -321,19 +374,29 @@ def run_stack() -> int:
         started = time.monotonic()
         start("temporal", dev_server_command(settings))
         asyncio.run(connect(settings, keyring=None, attempts=240, delay=0.5))  # only waits for it
-        print(f"Temporal   {settings.temporal_address}  (Web UI http://127.0.0.1:{settings.temporal_ui_port}, "
-              f"namespace {settings.temporal_namespace})", flush=True)
+        print(
+            f"Temporal   {settings.temporal_address}  (Web UI http://127.0.0.1:{settings.temporal_ui_port}, "
+            f"namespace {settings.temporal_namespace})",
+            flush=True,
+        )
         start("worker", [sys.executable, "-m", "worker"])
         print(f"Worker     task queue {settings.temporal_task_queue}  (log {logs / 'worker.log'})", flush=True)
         start("api", [sys.executable, "-m", "reintegration.cli", "api"])
         _wait_ready(f"http://{settings.api_host}:{settings.api_port}/ready")
-        print(f"API        http://{settings.api_host}:{settings.api_port}  (docs /docs, log {logs / 'api.log'})",
-              flush=True)
+        print(
+            f"API        http://{settings.api_host}:{settings.api_port}  (docs /docs, log {logs / 'api.log'})",
+            flush=True,
+        )
         _write_private(endpoint_file, _ui_codec_endpoint(settings, codec_session) + "\n")
-        print(f"Payloads   the Web UI shows them encrypted; to read them, paste the endpoint in {endpoint_file} "
-              "into its Codec Server settings (valid while this stack runs)", flush=True)
-        print(f"Ready in {time.monotonic() - started:.1f} s. Data in {settings.data_dir}/. Ctrl-C stops everything.",
-              flush=True)
+        print(
+            f"Payloads   the Web UI shows them encrypted; to read them, paste the endpoint in {endpoint_file} "
+            "into its Codec Server settings (valid while this stack runs)",
+            flush=True,
+        )
+        print(
+            f"Ready in {time.monotonic() - started:.1f} s. Data in {settings.data_dir}/. Ctrl-C stops everything.",
+            flush=True,
+        )
         while True:
             for name, proc in processes:
                 if proc.poll() is not None:
@@ -369,8 +432,7 @@ def _ui_codec_endpoint(settings: Settings, session: str) -> str:
         who = "".join(c for c in getpass.getuser() if c.isalnum() or c in "._-")[:60] or "unknown"
     except (KeyError, OSError):
         who = "unknown"
-    token = mint_codec(settings, sub=f"temporal-web-ui:{who}", countries=settings.codec_ui_countries,
-                       session=session)
+    token = mint_codec(settings, sub=f"temporal-web-ui:{who}", countries=settings.codec_ui_countries, session=session)
     return f"http://{settings.api_host}:{settings.api_port}/codec/t/{token}"
 
 

@@ -148,8 +148,11 @@ class _RefusedPayloadConverter(EncodingPayloadConverter):
         return None  # never makes one
 
     def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
-        raise ApplicationError("refused: the payload is not sealed with its case's key; commands reach a case "
-                               "through the API only", type=UNSEALED, non_retryable=True)
+        raise ApplicationError(
+            "refused: the payload is not sealed with its case's key; commands reach a case through the API only",
+            type=UNSEALED,
+            non_retryable=True,
+        )
 
 
 class SealedPayloadConverter(PydanticPayloadConverter):

@@ -23,7 +23,7 @@ import asyncio
 import itertools
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from sqlalchemy.engine import Engine
@@ -92,7 +92,7 @@ async def send_command(
     The command is bound to its update id and stamped with the time it was issued: the workflow
     refuses a copy of it under another update id, or one issued long ago."""
     update_id = update_id or f"once:{uuid.uuid4()}"
-    command = command.model_copy(update={"update_id": update_id, "issued_at": datetime.now(timezone.utc)})
+    command = command.model_copy(update={"update_id": update_id, "issued_at": datetime.now(UTC)})
     deadline = time.monotonic() + ROUTING_DEADLINE
     for attempt in itertools.count():
         if attempt and time.monotonic() > deadline:
@@ -144,7 +144,8 @@ async def _first_outcome(client: Client, case_id: str, update_id: str) -> Comman
     while True:
         try:
             state = await client.get_workflow_handle(workflow_id).query(
-                "journey", result_type=JourneyState, rpc_timeout=UPDATE_TIMEOUT)
+                "journey", result_type=JourneyState, rpc_timeout=UPDATE_TIMEOUT
+            )
         except WorkflowQueryFailedError:
             return None
         except (ApplicationError, KeyUnavailable, Unreadable):

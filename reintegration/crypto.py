@@ -24,7 +24,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,10 +37,21 @@ from sqlmodel import Field, Session, SQLModel, select
 
 DEVELOPMENT_MARKER = "# DEVELOPMENT ONLY"
 # Free text and references anywhere in the read model's facts and tasks: sealed with the case's key.
-FREE_TEXT_KEYS = frozenset({
-    "notes", "reason", "outcome_notes", "decline_reason", "authority_reference", "measure", "route", "threats",
-    "measures", "guardian_type", "permit_type",
-})
+FREE_TEXT_KEYS = frozenset(
+    {
+        "notes",
+        "reason",
+        "outcome_notes",
+        "decline_reason",
+        "authority_reference",
+        "measure",
+        "route",
+        "threats",
+        "measures",
+        "guardian_type",
+        "permit_type",
+    }
+)
 SEALED_PREFIX = "enc:v1:"
 ERASED = "[erased]"
 NONCE_BYTES = 12
@@ -82,7 +93,9 @@ class LocalKeyEncryptionKey:
             if not create:
                 raise FileNotFoundError(f"the key-encryption key file {path} does not exist")
             path.parent.mkdir(parents=True, exist_ok=True)
-            body = f"{DEVELOPMENT_MARKER}: made by the embedded default; production refuses it\n{secrets.token_hex(32)}\n"
+            body = (
+                f"{DEVELOPMENT_MARKER}: made by the embedded default; production refuses it\n{secrets.token_hex(32)}\n"
+            )
             # Written whole under another name, then linked into place: a process starting at the
             # same moment sees either no file or the whole key, never an empty one.
             partial = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
@@ -221,8 +234,16 @@ class Keyring:
     def _create(self, session: Session, *, key_id: str, purpose: str, case_id: str | None) -> None:
         key = AESGCM.generate_key(bit_length=256)
         wrapped = base64.b64encode(self._kek.wrap(key, context=key_id.encode())).decode()
-        session.add(DataKeyRecord(key_id=key_id, case_id=case_id, purpose=purpose, kek_id=self._kek.kek_id,
-                                  wrapped=wrapped, created_at=datetime.now(timezone.utc)))
+        session.add(
+            DataKeyRecord(
+                key_id=key_id,
+                case_id=case_id,
+                purpose=purpose,
+                kek_id=self._kek.kek_id,
+                wrapped=wrapped,
+                created_at=datetime.now(UTC),
+            )
+        )
         try:
             session.commit()
         except IntegrityError:  # made at the same moment by another process: use theirs
@@ -277,7 +298,7 @@ class Keyring:
         result = session.execute(
             update(DataKeyRecord)
             .where(DataKeyRecord.case_id == case_id, DataKeyRecord.wrapped.is_not(None))  # type: ignore[union-attr]
-            .values(wrapped=None, destroyed_at=datetime.now(timezone.utc))
+            .values(wrapped=None, destroyed_at=datetime.now(UTC))
         )
         return bool(result.rowcount)
 
@@ -307,7 +328,7 @@ class Keyring:
         except KeyUnavailable:
             return ERASED
         try:
-            return key.decrypt(base64.urlsafe_b64decode(value[len(SEALED_PREFIX):]), _aad(case_id, purpose)).decode()
+            return key.decrypt(base64.urlsafe_b64decode(value[len(SEALED_PREFIX) :]), _aad(case_id, purpose)).decode()
         except (InvalidTag, ValueError):
             raise Unreadable(f"a sealed value of case {case_id} does not decrypt") from None
 
@@ -325,7 +346,7 @@ class Keyring:
         if not value.startswith(SEALED_PREFIX):
             return value
         try:
-            blob = base64.urlsafe_b64decode(value[len(SEALED_PREFIX):])
+            blob = base64.urlsafe_b64decode(value[len(SEALED_PREFIX) :])
             return self.system_key().decrypt(blob, purpose.encode()).decode()
         except (InvalidTag, ValueError):
             raise Unreadable(f"a sealed {purpose.split(':')[0]} does not decrypt") from None

@@ -7,7 +7,7 @@ identifying data must never pass through a workflow.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -261,7 +261,7 @@ class AuditHead(SQLModel, table=True):
 
 def aware(value: datetime) -> datetime:
     """SQLite gives datetimes back without their zone; everything stored is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def make_engine(settings: Settings) -> Engine:

@@ -14,13 +14,44 @@ import structlog
 # whatever logged them. Compared in lower case: the API's names (api/schemas.py Person and
 # Identification), HTCDS's prs_ names, free text, and common synonyms.
 PERSONAL_KEYS = frozenset(
-    {"person", "first_name", "second_name", "given_name", "family_name", "name", "full_name",
-     "birthdate", "birth_date", "date_of_birth", "gender", "citizenship", "primary_language",
-     "identity_number", "mobile_phone", "phone", "email", "address", "place", "identification_place",
-     "prs_firstname", "prs_secondname", "prs_birthdate", "prs_gender", "prs_citizenship",
-     "prs_primarylanguage", "prs_identitynumber", "prs_mobilephone",
-     "notes", "outcome_notes", "decline_reason",
-     "authorization", "token", "password", "secret", "webhook_secret"}
+    {
+        "person",
+        "first_name",
+        "second_name",
+        "given_name",
+        "family_name",
+        "name",
+        "full_name",
+        "birthdate",
+        "birth_date",
+        "date_of_birth",
+        "gender",
+        "citizenship",
+        "primary_language",
+        "identity_number",
+        "mobile_phone",
+        "phone",
+        "email",
+        "address",
+        "place",
+        "identification_place",
+        "prs_firstname",
+        "prs_secondname",
+        "prs_birthdate",
+        "prs_gender",
+        "prs_citizenship",
+        "prs_primarylanguage",
+        "prs_identitynumber",
+        "prs_mobilephone",
+        "notes",
+        "outcome_notes",
+        "decline_reason",
+        "authorization",
+        "token",
+        "password",
+        "secret",
+        "webhook_secret",
+    }
 )
 REDACTED = "[redacted]"
 
@@ -28,8 +59,9 @@ REDACTED = "[redacted]"
 def _redacted(value: object) -> object:
     """A copy of ``value`` with personal keys redacted in every nested dict (never changed in place)."""
     if isinstance(value, dict):
-        return {k: REDACTED if isinstance(k, str) and k.lower() in PERSONAL_KEYS else _redacted(v)
-                for k, v in value.items()}
+        return {
+            k: REDACTED if isinstance(k, str) and k.lower() in PERSONAL_KEYS else _redacted(v) for k, v in value.items()
+        }
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_redacted(v) for v in value]
     return value

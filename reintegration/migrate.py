@@ -32,9 +32,17 @@ from reintegration.db import OutdatedSchema, metadata
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BASELINE = "0001"
 # Columns that later revisions add: a database stamped at the baseline may lack these, no others.
-AFTER_BASELINE = {("agencies", c) for c in ("pending_webhook_url", "pending_webhook_secret", "webhook_challenge",
-                                              "webhook_verification_id", "webhook_requested_at",
-                                              "webhook_confirmed_at")}
+AFTER_BASELINE = {
+    ("agencies", c)
+    for c in (
+        "pending_webhook_url",
+        "pending_webhook_secret",
+        "webhook_challenge",
+        "webhook_verification_id",
+        "webhook_requested_at",
+        "webhook_confirmed_at",
+    )
+}
 ADVISORY_LOCK = 7_310_442_118  # pg_advisory_lock key of the project's migrations
 
 
@@ -81,7 +89,8 @@ def _stamp_legacy(connection: Connection) -> None:
     if missing:
         raise OutdatedSchema(
             f"the database was made by a version older than the first with migrations (it lacks "
-            f"{', '.join(missing[:5])}): move it (and data/ on the embedded default) aside and start again")
+            f"{', '.join(missing[:5])}): move it (and data/ on the embedded default) aside and start again"
+        )
     config = alembic_config()
     config.attributes["connection"] = connection
     command.stamp(config, BASELINE)

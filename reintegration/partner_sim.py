@@ -93,8 +93,12 @@ def create_simulator(config: SimulatorConfig) -> tuple[FastAPI, SimulatorStats]:
     @app.post("/webhook/{agency_id}")
     async def webhook(agency_id: str, request: Request) -> JSONResponse:
         body = await request.body()
-        signed = verify(config.secret, request.headers.get("x-reintegration-timestamp", ""), body,
-                        request.headers.get("x-reintegration-signature", ""))
+        signed = verify(
+            config.secret,
+            request.headers.get("x-reintegration-timestamp", ""),
+            body,
+            request.headers.get("x-reintegration-signature", ""),
+        )
         if agency_id not in config.agencies or not signed:
             stats.bad_signatures += 1
             return JSONResponse({"error": "bad signature"}, status_code=401)
@@ -106,8 +110,9 @@ def create_simulator(config: SimulatorConfig) -> tuple[FastAPI, SimulatorStats]:
         if request.headers.get("idempotency-key") != key:
             return JSONResponse({"error": "Idempotency-Key does not match the signed delivery_id"}, status_code=400)
         if message.get("event") == "webhook.verification":  # about the webhook itself, not a task
-            return await _confirm(config, stats, agency_id, key, str(message.get("challenge", "")),
-                                  request.url.hostname or "")
+            return await _confirm(
+                config, stats, agency_id, key, str(message.get("challenge", "")), request.url.hostname or ""
+            )
         if message.get("event") == "webhook.changing":
             stats.notices.append({"agency_id": agency_id, "new_host": message.get("new_host")})
             return JSONResponse({"status": "noted"})
@@ -124,8 +129,15 @@ def create_simulator(config: SimulatorConfig) -> tuple[FastAPI, SimulatorStats]:
         if not first:
             return JSONResponse({"status": "duplicate dropped"})
         task = {k: v for k, v in (message.get("task") or {}).items() if k != "person"}  # keep no personal data
-        stats.events.append({"agency_id": agency_id, "key": key, "event": message.get("event"), "task": task,
-                             "had_person": bool((message.get("task") or {}).get("person"))})
+        stats.events.append(
+            {
+                "agency_id": agency_id,
+                "key": key,
+                "event": message.get("event"),
+                "task": task,
+                "had_person": bool((message.get("task") or {}).get("person")),
+            }
+        )
         if config.slow_seconds:  # the agency's system takes its time to answer; a repeat is dropped at once
             await asyncio.sleep(config.slow_seconds)
         if message.get("event") == "task.assigned" and config.act_after is not None:
@@ -137,16 +149,20 @@ def create_simulator(config: SimulatorConfig) -> tuple[FastAPI, SimulatorStats]:
     return app, stats
 
 
-async def _confirm(config: SimulatorConfig, stats: SimulatorStats, agency_id: str, verification_id: str,
-                   challenge: str, host: str) -> JSONResponse:
+async def _confirm(
+    config: SimulatorConfig, stats: SimulatorStats, agency_id: str, verification_id: str, challenge: str, host: str
+) -> JSONResponse:
     """The agency's system confirms its new address (its own host, where the challenge came) with its
     partner token."""
     token = config.tokens.get(agency_id)
     if token is None:
         return JSONResponse({"error": "no partner token to confirm with"}, status_code=500)
     async with httpx.AsyncClient(base_url=config.api_url, timeout=60) as api:
-        response = await api.post(f"/v1/agencies/{agency_id}/webhook/confirm", json={"challenge": challenge, "host": host},
-                                  headers={"Authorization": f"Bearer {token}"})
+        response = await api.post(
+            f"/v1/agencies/{agency_id}/webhook/confirm",
+            json={"challenge": challenge, "host": host},
+            headers={"Authorization": f"Bearer {token}"},
+        )
     if response.status_code != 200:
         log.warning("webhook confirmation refused", agency_id=agency_id, status=response.status_code)
         return JSONResponse({"error": "confirmation refused"}, status_code=502)
@@ -168,20 +184,21 @@ async def _act(config: SimulatorConfig, stats: SimulatorStats, agency_id: str, t
             response = await api.post(f"/v1/tasks/{task['task_id']}/{action}", json=body, headers=headers)
             if response.status_code != 200:
                 stats.act_errors.append(f"{task['task_id']} {action}: HTTP {response.status_code}")
-                log.warning("partner action refused", task_id=task["task_id"], action=action,
-                            status=response.status_code)
+                log.warning(
+                    "partner action refused", task_id=task["task_id"], action=action, status=response.status_code
+                )
                 return
     stats.acted.append(task["task_id"])
     log.info("task completed by the simulator", task_id=task["task_id"], agency_id=agency_id)
 
 
-async def register_webhooks(*, api_url: str, admin_token: str, agencies: list[str], base_url: str,
-                            secret: str) -> None:
+async def register_webhooks(*, api_url: str, admin_token: str, agencies: list[str], base_url: str, secret: str) -> None:
     """Point each agency's webhook at this simulator (needs an admin token)."""
     async with httpx.AsyncClient(base_url=api_url, timeout=30) as api:
         for agency in agencies:
             response = await api.patch(
-                f"/v1/agencies/{agency}", headers={"Authorization": f"Bearer {admin_token}"},
+                f"/v1/agencies/{agency}",
+                headers={"Authorization": f"Bearer {admin_token}"},
                 json={"webhook_url": f"{base_url}/webhook/{agency}", "webhook_secret": secret},
             )
             response.raise_for_status()

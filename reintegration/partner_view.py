@@ -8,7 +8,7 @@ task given to another agency is no longer the first one's to see at all.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -42,7 +42,7 @@ class PartnerTask(BaseModel):
 
 
 def is_overdue(task: TaskRecord, now: datetime | None = None) -> bool:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if task.status == "assigned" and aware(task.accept_by) < now:
         return True
     return task.status in OPEN and rules.end_of(task.due_on) < now
@@ -75,12 +75,19 @@ def partner_task(session: Session, keyring: Keyring, task: TaskRecord, fields: d
     agency = session.get(AgencyRecord, task.agency_id)
     shows_notes = task.status not in WITHDRAWN and agency is not None and agency.active
     return PartnerTask(
-        task_id=task.task_id, case_reference=task.case_reference, service=task.service, status=task.status,
-        assigned_at=aware(task.assigned_at), accept_by=aware(task.accept_by), due_on=task.due_on,
+        task_id=task.task_id,
+        case_reference=task.case_reference,
+        service=task.service,
+        status=task.status,
+        assigned_at=aware(task.assigned_at),
+        accept_by=aware(task.accept_by),
+        due_on=task.due_on,
         overdue=is_overdue(task),
         notes=keyring.open_field(task.case_id, "notes", task.notes) if shows_notes else "",
-        outcome=task.outcome, assessment=task.assessment,
+        outcome=task.outcome,
+        assessment=task.assessment,
         decline_reason=keyring.open_field(task.case_id, "decline_reason", task.decline_reason)
-        if task.status == "declined" else "",
+        if task.status == "declined"
+        else "",
         person=person_for_partner(session, keyring, task, fields),
     )

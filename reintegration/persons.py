@@ -4,7 +4,7 @@ case's data key (``reintegration/crypto.py``). Erasure destroys the key and dele
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlmodel import Session
@@ -18,7 +18,7 @@ PURPOSE = "person"
 def store_person(session: Session, keyring: Keyring, *, case_id: str, person: dict[str, Any]) -> None:
     """Add the person's record, encrypted, to the session (the caller commits)."""
     payload = keyring.seal(case_id, json.dumps(person, default=str), purpose=PURPOSE)
-    session.add(PersonRecord(case_id=case_id, payload=payload, created_at=datetime.now(timezone.utc)))
+    session.add(PersonRecord(case_id=case_id, payload=payload, created_at=datetime.now(UTC)))
 
 
 def load_person(session: Session, keyring: Keyring, *, case_id: str) -> dict[str, Any] | None:

@@ -27,12 +27,37 @@ from reintegration.db import (
 from workflows.model import DeliveryRequest, JourneyState, Projection, TaskState
 
 CASE_FACTS = {
-    "identified_on", "exploitation_types", "trafficking_status", "referred_by", "consent", "consent_withdrawn_on",
-    "risk_level", "risk_assessed_on", "safety_plan_on", "guardian_on", "security_guarantee_on", "pathway_decisions",
-    "travel_plan_on", "travel_date", "receiving_caseworker", "departed_on", "arrived_on", "residence_applied_on",
-    "residence_decisions", "appeal_filed_on", "permit_valid_until", "reintegration_started_on", "plan_agreed_on",
-    "plan_revisions", "plan_revision_needed", "monitoring_visits", "closure_requested", "closure_requested_at",
-    "closure_requested_by", "closure_rejections", "stage_entered_at",
+    "identified_on",
+    "exploitation_types",
+    "trafficking_status",
+    "referred_by",
+    "consent",
+    "consent_withdrawn_on",
+    "risk_level",
+    "risk_assessed_on",
+    "safety_plan_on",
+    "guardian_on",
+    "security_guarantee_on",
+    "pathway_decisions",
+    "travel_plan_on",
+    "travel_date",
+    "receiving_caseworker",
+    "departed_on",
+    "arrived_on",
+    "residence_applied_on",
+    "residence_decisions",
+    "appeal_filed_on",
+    "permit_valid_until",
+    "reintegration_started_on",
+    "plan_agreed_on",
+    "plan_revisions",
+    "plan_revision_needed",
+    "monitoring_visits",
+    "closure_requested",
+    "closure_requested_at",
+    "closure_requested_by",
+    "closure_rejections",
+    "stage_entered_at",
 }
 
 
@@ -45,15 +70,30 @@ def delivery_messages(projection: Projection) -> list[DeliveryRequest]:
         assignment = int(ev.facts.get("assignment", 1))
         case_id = projection.state.case_id
         if ev.name == "reassigned":  # the previous agency is told the task is no longer theirs
-            messages.append(DeliveryRequest(
-                delivery_id=f"{ev.task_id}.cancel.{assignment - 1}", event="task.cancelled", case_id=case_id,
-                task_id=ev.task_id, agency_id=str(ev.facts["from_agency"]), assignment=assignment - 1))
+            messages.append(
+                DeliveryRequest(
+                    delivery_id=f"{ev.task_id}.cancel.{assignment - 1}",
+                    event="task.cancelled",
+                    case_id=case_id,
+                    task_id=ev.task_id,
+                    agency_id=str(ev.facts["from_agency"]),
+                    assignment=assignment - 1,
+                )
+            )
         if ev.name == "cancelled":
             delivery_id, event = f"{ev.task_id}.cancel.{assignment}", "task.cancelled"
         else:
             delivery_id, event = assignment_delivery_id(ev.task_id, assignment), "task.assigned"
-        messages.append(DeliveryRequest(delivery_id=delivery_id, event=event, case_id=case_id, task_id=ev.task_id,
-                                        agency_id=str(ev.facts["agency_id"]), assignment=assignment))
+        messages.append(
+            DeliveryRequest(
+                delivery_id=delivery_id,
+                event=event,
+                case_id=case_id,
+                task_id=ev.task_id,
+                agency_id=str(ev.facts["agency_id"]),
+                assignment=assignment,
+            )
+        )
     return messages
 
 
@@ -62,8 +102,9 @@ def assignment_delivery_id(task_id: str, assignment: int) -> str:
     return task_id if assignment == 1 else f"{task_id}.{assignment}"
 
 
-def write_projection(engine: Engine, projection: Projection, keyring: Keyring, *, all_tasks: bool = False
-                     ) -> list[DeliveryRequest]:
+def write_projection(
+    engine: Engine, projection: Projection, keyring: Keyring, *, all_tasks: bool = False
+) -> list[DeliveryRequest]:
     """Write the projection in one transaction, with an outbox row per message to a webhook agency.
 
     Free text (notes, reasons, references) is sealed with the case's key on the way in. With
@@ -80,16 +121,23 @@ def write_projection(engine: Engine, projection: Projection, keyring: Keyring, *
         handed_over = any(e.name == "handed-over" for e in projection.events)
         for task in state.tasks.values():
             if task.version == state.version or handed_over or all_tasks:
-                _upsert(conn, TaskRecord, TaskRecord.task_id, task.task_id, task.version,
-                        seal(task_values(state, task)))
+                _upsert(
+                    conn, TaskRecord, TaskRecord.task_id, task.task_id, task.version, seal(task_values(state, task))
+                )
         if projection.events:
             ids = [e.event_id for e in projection.events]
             known = set(conn.scalars(select(TimelineRecord.event_id).where(TimelineRecord.event_id.in_(ids))))
             rows = [
                 {
-                    "event_id": ev.event_id, "case_id": state.case_id, "position": ev.seq * 1000 + index,
-                    "at": ev.at, "kind": ev.kind, "name": ev.name, "actor_sub": ev.actor_sub,
-                    "actor_role": ev.actor_role.value if ev.actor_role else None, "task_id": ev.task_id,
+                    "event_id": ev.event_id,
+                    "case_id": state.case_id,
+                    "position": ev.seq * 1000 + index,
+                    "at": ev.at,
+                    "kind": ev.kind,
+                    "name": ev.name,
+                    "actor_sub": ev.actor_sub,
+                    "actor_role": ev.actor_role.value if ev.actor_role else None,
+                    "task_id": ev.task_id,
                     "facts": seal(ev.facts),
                 }
                 for index, ev in enumerate(projection.events)
@@ -104,32 +152,56 @@ def write_projection(engine: Engine, projection: Projection, keyring: Keyring, *
             if not webhook:
                 continue  # this agency works from the API
             messages.append(message)
-            if conn.scalar(select(DeliveryRecord.delivery_id).where(
-                    DeliveryRecord.delivery_id == message.delivery_id)) is None:
-                conn.execute(insert(DeliveryRecord).values(
-                    delivery_id=message.delivery_id, task_id=message.task_id, case_id=message.case_id,
-                    agency_id=message.agency_id, event=message.event, status="pending",
-                    created_at=projection.events[0].at if projection.events else state.opened_at))
+            if (
+                conn.scalar(select(DeliveryRecord.delivery_id).where(DeliveryRecord.delivery_id == message.delivery_id))
+                is None
+            ):
+                conn.execute(
+                    insert(DeliveryRecord).values(
+                        delivery_id=message.delivery_id,
+                        task_id=message.task_id,
+                        case_id=message.case_id,
+                        agency_id=message.agency_id,
+                        event=message.event,
+                        status="pending",
+                        created_at=projection.events[0].at if projection.events else state.opened_at,
+                    )
+                )
     return messages + notifications
 
 
 def _record_stage_visits(conn: Connection, projection: Projection) -> None:
     """A stage event closes the case's open stay and opens the next: for days-per-stage statistics."""
     for ev in projection.events:
-        if not (ev.kind == "stage" or (ev.kind, ev.name) == ("case", "opened")) or conn.scalar(
-                select(StageVisitRecord.visit_id).where(StageVisitRecord.visit_id == ev.event_id)) is not None:
+        if (
+            not (ev.kind == "stage" or (ev.kind, ev.name) == ("case", "opened"))
+            or conn.scalar(select(StageVisitRecord.visit_id).where(StageVisitRecord.visit_id == ev.event_id))
+            is not None
+        ):
             continue
         stage = "identification" if ev.kind == "case" else ev.name
-        open_visit = conn.execute(select(StageVisitRecord.visit_id, StageVisitRecord.entered_at).where(
-            StageVisitRecord.case_id == projection.state.case_id, StageVisitRecord.left_at.is_(None))).first()
+        open_visit = conn.execute(
+            select(StageVisitRecord.visit_id, StageVisitRecord.entered_at).where(
+                StageVisitRecord.case_id == projection.state.case_id, StageVisitRecord.left_at.is_(None)
+            )
+        ).first()
         if open_visit is not None:
             entered = aware(open_visit.entered_at)
-            conn.execute(update(StageVisitRecord).where(StageVisitRecord.visit_id == open_visit.visit_id).values(
-                left_at=ev.at, days=(ev.at - entered).total_seconds() / 86400))
+            conn.execute(
+                update(StageVisitRecord)
+                .where(StageVisitRecord.visit_id == open_visit.visit_id)
+                .values(left_at=ev.at, days=(ev.at - entered).total_seconds() / 86400)
+            )
         if stage != "closed":
-            conn.execute(insert(StageVisitRecord).values(visit_id=ev.event_id, case_id=projection.state.case_id,
-                                                         stage=stage, entered_at=ev.at,
-                                                         country=projection.state.owner_country))
+            conn.execute(
+                insert(StageVisitRecord).values(
+                    visit_id=ev.event_id,
+                    case_id=projection.state.case_id,
+                    stage=stage,
+                    entered_at=ev.at,
+                    country=projection.state.owner_country,
+                )
+            )
 
 
 def _record_notifications(conn: Connection, projection: Projection) -> list[DeliveryRequest]:
@@ -139,18 +211,44 @@ def _record_notifications(conn: Connection, projection: Projection) -> list[Deli
         if ev.kind != "supervision" or "notification" not in ev.facts:
             continue
         notification_id = str(ev.facts["notification"])
-        starts.append(DeliveryRequest(delivery_id=notification_id, event="supervision.notify", case_id=state.case_id,
-                                      task_id=ev.task_id or "", agency_id=""))
-        if conn.scalar(select(NotificationRecord.notification_id).where(
-                NotificationRecord.notification_id == notification_id)) is not None:
+        starts.append(
+            DeliveryRequest(
+                delivery_id=notification_id,
+                event="supervision.notify",
+                case_id=state.case_id,
+                task_id=ev.task_id or "",
+                agency_id="",
+            )
+        )
+        if (
+            conn.scalar(
+                select(NotificationRecord.notification_id).where(NotificationRecord.notification_id == notification_id)
+            )
+            is not None
+        ):
             continue
-        conn.execute(insert(NotificationRecord).values(
-            notification_id=notification_id, case_id=state.case_id, country=state.owner_country, kind=ev.name,
-            created_at=ev.at, payload={
-                "case_reference": state.reference, "case_id": state.case_id, "country": state.owner_country,
-                "stage": state.stage.value, "caseworker": state.owner_caseworker, "kind": ev.name,
-                "item": ev.facts.get("name"), "turn": ev.facts.get("turn"), "due_at": ev.facts.get("due_at"),
-                "level": ev.facts.get("level"), "at": ev.at.isoformat()}))
+        conn.execute(
+            insert(NotificationRecord).values(
+                notification_id=notification_id,
+                case_id=state.case_id,
+                country=state.owner_country,
+                kind=ev.name,
+                created_at=ev.at,
+                payload={
+                    "case_reference": state.reference,
+                    "case_id": state.case_id,
+                    "country": state.owner_country,
+                    "stage": state.stage.value,
+                    "caseworker": state.owner_caseworker,
+                    "kind": ev.name,
+                    "item": ev.facts.get("name"),
+                    "turn": ev.facts.get("turn"),
+                    "due_at": ev.facts.get("due_at"),
+                    "level": ev.facts.get("level"),
+                    "at": ev.at.isoformat(),
+                },
+            )
+        )
     return starts
 
 

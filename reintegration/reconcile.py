@@ -24,7 +24,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -58,11 +58,37 @@ DIFFERS = "differs"
 
 # Fields whose values a drift may show: ids, enums, flags and versions, never personal data or free text.
 SHOWN = {
-    "cases": frozenset({"version", "stage", "status", "pathway", "closure_reason", "active_workflow_id",
-                        "allowed_steps", "agencies", "stalled", "owner_country", "origin_country",
-                        "destination_country"}),
-    "tasks": frozenset({"version", "case_id", "owner_country", "service", "agency_id", "status", "stage",
-                        "safety_plan", "outcome", "assessment", "previous_agencies"}),
+    "cases": frozenset(
+        {
+            "version",
+            "stage",
+            "status",
+            "pathway",
+            "closure_reason",
+            "active_workflow_id",
+            "allowed_steps",
+            "agencies",
+            "stalled",
+            "owner_country",
+            "origin_country",
+            "destination_country",
+        }
+    ),
+    "tasks": frozenset(
+        {
+            "version",
+            "case_id",
+            "owner_country",
+            "service",
+            "agency_id",
+            "status",
+            "stage",
+            "safety_plan",
+            "outcome",
+            "assessment",
+            "previous_agencies",
+        }
+    ),
 }
 
 
@@ -146,8 +172,13 @@ class RateLimiter:
     ``sleeps`` keeps every pause it made, so a test can count them without timing anything.
     """
 
-    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
         if not rate > 0 or rate == float("inf"):
             raise ValueError("the rate must be a positive number of cases per second")
         self.interval = 1.0 / rate
@@ -172,7 +203,8 @@ async def _query(client: Client, workflow_id: str) -> JourneyState | None:
     """The workflow's state (the latest run; a closed workflow answers while a worker runs), or None."""
     try:
         return await client.get_workflow_handle(workflow_id).query(
-            "journey", result_type=JourneyState, rpc_timeout=QUERY_TIMEOUT)
+            "journey", result_type=JourneyState, rpc_timeout=QUERY_TIMEOUT
+        )
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return None
@@ -216,25 +248,33 @@ class _Rows:
 def _read_rows(engine: Engine, case_id: str) -> _Rows:
     with engine.connect() as conn:
         case = conn.execute(select(CaseRecord.__table__).where(CaseRecord.case_id == case_id)).mappings().first()
-        tasks = {row["task_id"]: dict(row) for row in conn.execute(
-            select(TaskRecord.__table__).where(TaskRecord.case_id == case_id)).mappings()}
-        stages = sorted(conn.scalars(select(StageVisitRecord.stage).where(
-            StageVisitRecord.case_id == case_id, StageVisitRecord.left_at.is_(None))))
+        tasks = {
+            row["task_id"]: dict(row)
+            for row in conn.execute(select(TaskRecord.__table__).where(TaskRecord.case_id == case_id)).mappings()
+        }
+        stages = sorted(
+            conn.scalars(
+                select(StageVisitRecord.stage).where(
+                    StageVisitRecord.case_id == case_id, StageVisitRecord.left_at.is_(None)
+                )
+            )
+        )
     return _Rows(case=dict(case) if case is not None else None, tasks=tasks, open_stages=stages)
 
 
 def _erased(engine: Engine, case_id: str) -> bool:
     """The case's key was destroyed: its free text and its workflows' payloads can't be read."""
     with engine.connect() as conn:
-        key = conn.execute(select(DataKeyRecord.wrapped, DataKeyRecord.destroyed_at).where(
-            DataKeyRecord.case_id == case_id)).first()
+        key = conn.execute(
+            select(DataKeyRecord.wrapped, DataKeyRecord.destroyed_at).where(DataKeyRecord.case_id == case_id)
+        ).first()
     return key is not None and (key.wrapped is None or key.destroyed_at is not None)
 
 
 def _norm(value: Any) -> Any:
     """Values as both databases give them back: datetimes in UTC (SQLite drops the zone)."""
     if isinstance(value, datetime):
-        return aware(value).astimezone(timezone.utc)
+        return aware(value).astimezone(UTC)
     if isinstance(value, date):
         return value
     if isinstance(value, dict):
@@ -261,8 +301,9 @@ def _opened(keyring: Keyring, case_id: str, name: str, value: Any) -> Any:
         return _Unreadable()
 
 
-def _compare_row(case_id: str, table: str, key: str, row: dict[str, Any], want: dict[str, Any],
-                 keyring: Keyring) -> list[Drift]:
+def _compare_row(
+    case_id: str, table: str, key: str, row: dict[str, Any], want: dict[str, Any], keyring: Keyring
+) -> list[Drift]:
     drifts = []
     for name, expected in want.items():
         if name == "facts" and isinstance(row.get(name), dict) and isinstance(expected, dict):
@@ -297,15 +338,26 @@ def compare(state: JourneyState, rows: _Rows, keyring: Keyring) -> list[Drift]:
         drifts.append(Drift(case_id, "tasks", task_id, "row", "present", "missing"))
     open_stage = [] if state.stage == Stage.closed else [state.stage.value]
     if rows.open_stages != open_stage:
-        drifts.append(Drift(case_id, "stage_visits", case_id, "open_stage",
-                            ",".join(rows.open_stages) or None, ",".join(open_stage) or None))
+        drifts.append(
+            Drift(
+                case_id,
+                "stage_visits",
+                case_id,
+                "open_stage",
+                ",".join(rows.open_stages) or None,
+                ",".join(open_stage) or None,
+            )
+        )
     return drifts
 
 
 def _settled(state: JourneyState, rows: _Rows) -> bool:
     """The rows were written by the projection of the state's version (one transaction), or by none newer."""
-    return (rows.case is not None and rows.case["version"] == state.version
-            and all(t["version"] <= state.version for t in rows.tasks.values()))
+    return (
+        rows.case is not None
+        and rows.case["version"] == state.version
+        and all(t["version"] <= state.version for t in rows.tasks.values())
+    )
 
 
 # --- Checking and repairing a case --------------------------------------------------------------
@@ -363,18 +415,23 @@ def _rewrite(engine: Engine, keyring: Keyring, state: JourneyState, found: _Rows
     """
     with engine.begin() as conn:
         if found.case is not None and found.case["version"] > state.version:
-            conn.execute(update(CaseRecord).where(CaseRecord.case_id == state.case_id,
-                                                  CaseRecord.version == found.case["version"])
-                         .values(version=state.version))
+            conn.execute(
+                update(CaseRecord)
+                .where(CaseRecord.case_id == state.case_id, CaseRecord.version == found.case["version"])
+                .values(version=state.version)
+            )
         for task_id, row in found.tasks.items():
             task = state.tasks.get(task_id)
             if task is None:
-                conn.execute(delete(TaskRecord).where(TaskRecord.task_id == task_id,
-                                                      TaskRecord.version == row["version"]))
+                conn.execute(
+                    delete(TaskRecord).where(TaskRecord.task_id == task_id, TaskRecord.version == row["version"])
+                )
             elif row["version"] > task.version:
-                conn.execute(update(TaskRecord).where(TaskRecord.task_id == task_id,
-                                                      TaskRecord.version == row["version"])
-                             .values(version=task.version))
+                conn.execute(
+                    update(TaskRecord)
+                    .where(TaskRecord.task_id == task_id, TaskRecord.version == row["version"])
+                    .values(version=task.version)
+                )
     write_projection(engine, rules.project(state, []), keyring, all_tasks=True)
 
 
@@ -393,8 +450,9 @@ async def repair_case(client: Client, engine: Engine, keyring: Keyring, case_id:
 def _read_model_ids(engine: Engine, include_closed: bool) -> tuple[list[str], set[str], set[str]]:
     """The cases to check, in order of opening; every case id; the closed ones."""
     with engine.connect() as conn:
-        rows = conn.execute(select(CaseRecord.case_id, CaseRecord.status)
-                            .order_by(CaseRecord.opened_at, CaseRecord.case_id)).all()
+        rows = conn.execute(
+            select(CaseRecord.case_id, CaseRecord.status).order_by(CaseRecord.opened_at, CaseRecord.case_id)
+        ).all()
     closed = {r.case_id for r in rows if r.status == CaseStatus.closed.value}
     return [r.case_id for r in rows if include_closed or r.case_id not in closed], {r.case_id for r in rows}, closed
 
@@ -408,7 +466,7 @@ async def _workflow_ids(client: Client, task_queue: str, include_closed: bool) -
     ids = []
     async for execution in client.list_workflows(query):
         if execution.id.startswith(prefix):
-            ids.append(execution.id[len(prefix):])
+            ids.append(execution.id[len(prefix) :])
     return ids
 
 
@@ -433,9 +491,17 @@ def _error(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}" if isinstance(exc, ReconcileError) else type(exc).__name__
 
 
-async def reconcile(client: Client, engine: Engine, keyring: Keyring, *, repair: bool = False, rate: float = 5.0,
-                    case_ids: list[str] | None = None, include_closed: bool = False,
-                    task_queue: str | None = None) -> Report:
+async def reconcile(
+    client: Client,
+    engine: Engine,
+    keyring: Keyring,
+    *,
+    repair: bool = False,
+    rate: float = 5.0,
+    case_ids: list[str] | None = None,
+    include_closed: bool = False,
+    task_queue: str | None = None,
+) -> Report:
     """Check cases one at a time, at most ``rate`` a second; with ``repair``, fix the drifted ones.
 
     The cases: ``case_ids``, or else every open case of the read model (every case with
@@ -483,13 +549,17 @@ async def reconcile(client: Client, engine: Engine, keyring: Keyring, *, repair:
 def _orphan_persons(engine: Engine, keyring: Keyring, report: Report, repair: bool) -> None:
     """A person row whose case never opened can't be reached by erasure: report it, and with
     ``repair`` delete it and destroy its key (nobody ever saw a case for it)."""
-    cutoff = datetime.now(timezone.utc) - ORPHAN_AFTER
+    cutoff = datetime.now(UTC) - ORPHAN_AFTER
     with Session(engine) as session:
-        orphans = session.execute(
-            select(PersonRecord.case_id)
-            .outerjoin(CaseRecord, CaseRecord.case_id == PersonRecord.case_id)
-            .where(CaseRecord.case_id.is_(None), PersonRecord.created_at < cutoff)  # type: ignore[union-attr]
-        ).scalars().all()
+        orphans = (
+            session.execute(
+                select(PersonRecord.case_id)
+                .outerjoin(CaseRecord, CaseRecord.case_id == PersonRecord.case_id)
+                .where(CaseRecord.case_id.is_(None), PersonRecord.created_at < cutoff)  # type: ignore[union-attr]
+            )
+            .scalars()
+            .all()
+        )
         for case_id in orphans:
             drift = _drift(case_id, "persons", case_id, "row", "orphan", "no case")
             report.drifted += 1
@@ -505,6 +575,17 @@ def _orphan_persons(engine: Engine, keyring: Keyring, report: Report, repair: bo
 
 
 __all__ = [
-    "Drift", "Failure", "NoSuchCase", "RateLimiter", "ReconcileError", "Report", "StageChanging",
-    "WorkflowMissing", "check_case", "compare", "reconcile", "repair_case", "workflow_state",
+    "Drift",
+    "Failure",
+    "NoSuchCase",
+    "RateLimiter",
+    "ReconcileError",
+    "Report",
+    "StageChanging",
+    "WorkflowMissing",
+    "check_case",
+    "compare",
+    "reconcile",
+    "repair_case",
+    "workflow_state",
 ]

@@ -20,19 +20,58 @@ from workflows.model import JourneyConfig
 
 DEVELOPMENT_AGENCIES: list[dict] = [
     # Seeded into the agency registry on a development start when it is empty.
-    {"agency_id": "shelter-es", "name": "Shelter (development)", "org_type": "NGO", "country": "ES",
-     "services": ["shelter", "police-protection", "housing", "psychosocial"]},
-    {"agency_id": "clinic-es", "name": "Clinic (development)", "org_type": "HealthServiceOrganisation",
-     "country": "ES", "services": ["medical", "psychosocial", "shelter", "job-orientation", "financial", "education"]},
-    {"agency_id": "legal-aid-es", "name": "Legal aid (development)", "org_type": "LegalService", "country": "ES",
-     "services": ["legal-assistance", "legal"]},
-    {"agency_id": "consulate-ro", "name": "Consulate of Romania in Spain (development)",
-     "org_type": "CentralGovernmentOrganisation", "country": "ES", "services": ["travel-documents"]},
-    {"agency_id": "origin-office-ro", "name": "Office in the country of origin (development)",
-     "org_type": "NGO", "country": "RO", "services": ["origin-assessment", "family-assessment", "reception"]},
-    {"agency_id": "reintegration-partner-ro", "name": "Reintegration partner (development)", "org_type": "NGO",
-     "country": "RO", "services": ["medical", "psychosocial", "legal", "job-orientation", "education", "housing",
-                                   "financial", "family", "security-follow-up"]},
+    {
+        "agency_id": "shelter-es",
+        "name": "Shelter (development)",
+        "org_type": "NGO",
+        "country": "ES",
+        "services": ["shelter", "police-protection", "housing", "psychosocial"],
+    },
+    {
+        "agency_id": "clinic-es",
+        "name": "Clinic (development)",
+        "org_type": "HealthServiceOrganisation",
+        "country": "ES",
+        "services": ["medical", "psychosocial", "shelter", "job-orientation", "financial", "education"],
+    },
+    {
+        "agency_id": "legal-aid-es",
+        "name": "Legal aid (development)",
+        "org_type": "LegalService",
+        "country": "ES",
+        "services": ["legal-assistance", "legal"],
+    },
+    {
+        "agency_id": "consulate-ro",
+        "name": "Consulate of Romania in Spain (development)",
+        "org_type": "CentralGovernmentOrganisation",
+        "country": "ES",
+        "services": ["travel-documents"],
+    },
+    {
+        "agency_id": "origin-office-ro",
+        "name": "Office in the country of origin (development)",
+        "org_type": "NGO",
+        "country": "RO",
+        "services": ["origin-assessment", "family-assessment", "reception"],
+    },
+    {
+        "agency_id": "reintegration-partner-ro",
+        "name": "Reintegration partner (development)",
+        "org_type": "NGO",
+        "country": "RO",
+        "services": [
+            "medical",
+            "psychosocial",
+            "legal",
+            "job-orientation",
+            "education",
+            "housing",
+            "financial",
+            "family",
+            "security-follow-up",
+        ],
+    },
 ]
 
 DEVELOPMENT_DEFAULT_AGENCIES = {
@@ -69,8 +108,9 @@ DEVELOPMENT_PARTNER_FIELDS = {
 # What an OIDC provider may sign tokens with: asymmetric only, so holding the JWKS signs nothing.
 OIDC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
 
-PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "change_me", "secret", "development", "password",
-                                 "test", "example", "default"})
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "change-me", "changeme", "change_me", "secret", "development", "password", "test", "example", "default"}
+)
 MIN_SECRET_LENGTH = 32
 
 
@@ -129,8 +169,9 @@ class Settings(BaseSettings):
     # in the environment by `reintegration run`; unset, no codec token is valid).
     codec_audience: str = "reintegration-codec"
     codec_session: str | None = None
-    codec_ui_countries: list[str] = Field(default_factory=lambda: ["*"],
-                                          description="The development Web UI's codec scope, like a supervisor's")
+    codec_ui_countries: list[str] = Field(
+        default_factory=lambda: ["*"], description="The development Web UI's codec scope, like a supervisor's"
+    )
     token_ttl_hours: int = 12
 
     # Production authentication: bearer tokens from the organisation's OpenID Connect provider,
@@ -166,8 +207,9 @@ class Settings(BaseSettings):
     journey: JourneyConfig = Field(default_factory=JourneyConfig)
 
     # What a partner sees of the person, by service: only with data_sharing consent, only these.
-    partner_fields: dict[str, list[str]] = Field(default_factory=lambda: {
-        k: list(v) for k, v in DEVELOPMENT_PARTNER_FIELDS.items()})
+    partner_fields: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEVELOPMENT_PARTNER_FIELDS.items()}
+    )
 
     # Where the supervisors of a region are told about stalled cases (a webhook; the log without one).
     supervision_webhook_url: str | None = None
@@ -194,11 +236,14 @@ class Settings(BaseSettings):
         refused = sorted(set(self.oidc_algorithms) - OIDC_ALGORITHMS)
         if refused or not self.oidc_algorithms:
             # "none" and HS256 would let anyone holding the audience (or nothing at all) sign tokens.
-            raise ValueError(f"oidc_algorithms may only hold asymmetric algorithms "
-                             f"({', '.join(sorted(OIDC_ALGORITHMS))}); refused: {', '.join(refused) or 'an empty list'}")
+            raise ValueError(
+                f"oidc_algorithms may only hold asymmetric algorithms "
+                f"({', '.join(sorted(OIDC_ALGORITHMS))}); refused: {', '.join(refused) or 'an empty list'}"
+            )
         if self.oidc_issuer and not (self.oidc_audience and self.oidc_jwks_url):
-            raise ValueError("REINTEGRATION_OIDC_ISSUER needs REINTEGRATION_OIDC_AUDIENCE and "
-                             "REINTEGRATION_OIDC_JWKS_URL")
+            raise ValueError(
+                "REINTEGRATION_OIDC_ISSUER needs REINTEGRATION_OIDC_AUDIENCE and REINTEGRATION_OIDC_JWKS_URL"
+            )
         return self
 
     @model_validator(mode="after")
@@ -210,26 +255,35 @@ class Settings(BaseSettings):
         if not self.database_url or not self.database_url.startswith(("postgresql", "postgres://")):
             problems.append("DATABASE_URL must point at PostgreSQL")
         if not (self.oidc_issuer and self.oidc_audience and self.oidc_jwks_url):
-            problems.append("OIDC is required: set REINTEGRATION_OIDC_ISSUER, REINTEGRATION_OIDC_AUDIENCE and "
-                            "REINTEGRATION_OIDC_JWKS_URL")
+            problems.append(
+                "OIDC is required: set REINTEGRATION_OIDC_ISSUER, REINTEGRATION_OIDC_AUDIENCE and "
+                "REINTEGRATION_OIDC_JWKS_URL"
+            )
         elif not self.oidc_jwks_url.startswith("https://"):
             problems.append("REINTEGRATION_OIDC_JWKS_URL must be an https:// address")
         if self.jwt_signing_key_file is not None:
-            problems.append("REINTEGRATION_JWT_SIGNING_KEY_FILE is the development signing key; production accepts "
-                            "OIDC tokens only")
+            problems.append(
+                "REINTEGRATION_JWT_SIGNING_KEY_FILE is the development signing key; production accepts OIDC tokens only"
+            )
         if not (self.temporal_tls_cert_file or self.temporal_api_key_file or self.temporal_allow_unauthenticated):
-            problems.append("Temporal's frontend must be reached with mTLS (REINTEGRATION_TEMPORAL_TLS_CERT_FILE and "
-                            "_KEY_FILE) or an API key (REINTEGRATION_TEMPORAL_API_KEY_FILE): whoever reaches it "
-                            "unauthenticated can act as a worker (or set REINTEGRATION_TEMPORAL_ALLOW_UNAUTHENTICATED=true "
-                            "where the network admits no one else)")
+            problems.append(
+                "Temporal's frontend must be reached with mTLS (REINTEGRATION_TEMPORAL_TLS_CERT_FILE and "
+                "_KEY_FILE) or an API key (REINTEGRATION_TEMPORAL_API_KEY_FILE): whoever reaches it "
+                "unauthenticated can act as a worker (or set REINTEGRATION_TEMPORAL_ALLOW_UNAUTHENTICATED=true "
+                "where the network admits no one else)"
+            )
         if self.webhook_guard is False:
-            problems.append("REINTEGRATION_WEBHOOK_GUARD=false would let tasks go to loopback, private and metadata "
-                            "addresses; name a VPN's range in REINTEGRATION_WEBHOOK_PRIVATE_NETWORKS instead")
+            problems.append(
+                "REINTEGRATION_WEBHOOK_GUARD=false would let tasks go to loopback, private and metadata "
+                "addresses; name a VPN's range in REINTEGRATION_WEBHOOK_PRIVATE_NETWORKS instead"
+            )
         if self.supervision_webhook_url and self.supervision_webhook_secret is None:
             problems.append("REINTEGRATION_SUPERVISION_WEBHOOK_URL needs REINTEGRATION_SUPERVISION_WEBHOOK_SECRET")
         if self.supervision_webhook_secret is not None and is_placeholder_secret(self.supervision_webhook_secret):
-            problems.append(f"REINTEGRATION_SUPERVISION_WEBHOOK_SECRET is a placeholder (give {MIN_SECRET_LENGTH}+ "
-                            "random characters)")
+            problems.append(
+                f"REINTEGRATION_SUPERVISION_WEBHOOK_SECRET is a placeholder (give {MIN_SECRET_LENGTH}+ "
+                "random characters)"
+            )
         # The key-encryption key has its own check: _refuse_development_kek_in_production.
         if problems:
             raise ValueError("refused in production: " + "; ".join(problems))

@@ -42,15 +42,23 @@ def dev_server_command(settings: Settings, *, port: int | None = None, ui_port: 
         str(temporal_cli()),
         "server",
         "start-dev",
-        "--ip", host or "127.0.0.1",
-        "--port", str(port or default_port),
-        "--ui-port", str(ui_port or settings.temporal_ui_port),
-        "--db-filename", str(settings.data_dir / "temporal.db"),
-        "--sqlite-pragma", "journal_mode=wal",
-        "--sqlite-pragma", "synchronous=normal",
-        "--namespace", settings.temporal_namespace,
+        "--ip",
+        host or "127.0.0.1",
+        "--port",
+        str(port or default_port),
+        "--ui-port",
+        str(ui_port or settings.temporal_ui_port),
+        "--db-filename",
+        str(settings.data_dir / "temporal.db"),
+        "--sqlite-pragma",
+        "journal_mode=wal",
+        "--sqlite-pragma",
+        "synchronous=normal",
+        "--namespace",
+        settings.temporal_namespace,
         "--ui-disable-news-fetch",
-        "--log-level", "warn",
+        "--log-level",
+        "warn",
     ]
 
 
@@ -59,22 +67,23 @@ def client_options(settings: Settings) -> dict[str, Any]:
     options: dict[str, Any] = {}
     tls_wanted = settings.temporal_tls or settings.temporal_tls_ca_file or settings.temporal_tls_cert_file
     if tls_wanted:
+
         def read(path: Path | None) -> bytes | None:
             return path.read_bytes() if path is not None else None
 
-        options["tls"] = TLSConfig(server_root_ca_cert=read(settings.temporal_tls_ca_file),
-                                   client_cert=read(settings.temporal_tls_cert_file),
-                                   client_private_key=read(settings.temporal_tls_key_file),
-                                   domain=settings.temporal_tls_server_name)
+        options["tls"] = TLSConfig(
+            server_root_ca_cert=read(settings.temporal_tls_ca_file),
+            client_cert=read(settings.temporal_tls_cert_file),
+            client_private_key=read(settings.temporal_tls_key_file),
+            domain=settings.temporal_tls_server_name,
+        )
     if settings.temporal_api_key_file is not None:
         options["api_key"] = settings.temporal_api_key_file.read_text().strip()
         options.setdefault("tls", True)  # an API key never travels in clear
     return options
 
 
-async def connect(
-    settings: Settings, *, keyring: Keyring | None, attempts: int = 120, delay: float = 0.5
-) -> Client:
+async def connect(settings: Settings, *, keyring: Keyring | None, attempts: int = 120, delay: float = 0.5) -> Client:
     """Connect once the frontend answers and our namespace exists; retries while it starts.
 
     With a keyring every payload is encrypted (``reintegration/codec.py``); ``None`` only for
@@ -82,8 +91,10 @@ async def connect(
     """
     last: Exception | None = None
     if settings.environment == "production" and not settings.temporal_authenticated:
-        log.warning("temporal frontend reached without mTLS or an API key (REINTEGRATION_TEMPORAL_ALLOW_UNAUTHENTICATED): "
-                    "only a network that admits no one else protects the cases now")
+        log.warning(
+            "temporal frontend reached without mTLS or an API key (REINTEGRATION_TEMPORAL_ALLOW_UNAUTHENTICATED): "
+            "only a network that admits no one else protects the cases now"
+        )
     options = client_options(settings)
     for _ in range(attempts):
         try:

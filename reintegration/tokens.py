@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
@@ -71,8 +71,9 @@ class DevelopmentKeyRefused(RuntimeError):
 def signing_key(settings: Settings) -> bytes:
     """The development signing key, created with owner-only permissions on first use."""
     if settings.environment == "production":
-        raise DevelopmentKeyRefused("production accepts tokens from the OIDC provider only; "
-                                    "the development signing key is refused")
+        raise DevelopmentKeyRefused(
+            "production accepts tokens from the OIDC provider only; the development signing key is refused"
+        )
     path: Path = settings.signing_key_path
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +97,7 @@ def mint(
     name: str | None = None,
     ttl: timedelta | None = None,
 ) -> str:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     claims = Claims(sub=sub, role=role, agency=agency, countries=countries, name=name)
     payload = {
         **claims.model_dump(mode="json", exclude_none=True, exclude={"scope"}),
@@ -125,12 +126,13 @@ def verify(settings: Settings, token: str, key: bytes) -> Claims:
     return _claims(payload)
 
 
-def mint_codec(settings: Settings, *, sub: str, countries: list[str], session: str,
-               ttl: timedelta = timedelta(hours=12)) -> str:
+def mint_codec(
+    settings: Settings, *, sub: str, countries: list[str], session: str, ttl: timedelta = timedelta(hours=12)
+) -> str:
     """A token for the development Web UI's payload codec only: its own audience (refused by every
     ``/v1`` route), a supervisor's scope, and bound to the running stack's ``session`` (the API
     refuses it once that stack has stopped)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     claims = Claims(sub=sub, role=Role.supervisor, countries=countries)
     payload = {
         **claims.model_dump(mode="json", exclude_none=True, exclude={"scope"}),
@@ -148,8 +150,14 @@ def verify_codec(settings: Settings, token: str, key: bytes) -> Claims:
     if not settings.codec_session:
         raise InvalidToken("no codec session")  # no stack started by `reintegration run`: none is valid
     try:
-        payload = jwt.decode(token, key, algorithms=[ALGORITHM], audience=settings.codec_audience,
-                             issuer=settings.jwt_issuer, options={"require": ["exp", "sub", "iss", "aud", "sid"]})
+        payload = jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            audience=settings.codec_audience,
+            issuer=settings.jwt_issuer,
+            options={"require": ["exp", "sub", "iss", "aud", "sid"]},
+        )
     except jwt.PyJWTError as exc:
         raise InvalidToken(type(exc).__name__) from None
     if not hmac.compare_digest(str(payload.get("sid")), settings.codec_session):
@@ -217,18 +225,29 @@ class OidcVerifier:
         self._leeway = leeway_seconds
         # Only the key set is cached, and it expires: PyJWT's per-kid cache never does, so a key the
         # provider withdrew would stay trusted. An unknown kid refetches once, at most once a cooldown.
-        self._jwks = jwt.PyJWKClient(jwks_url, cache_jwk_set=True, lifespan=cache_seconds,
-                                     cooldown_duration=refresh_cooldown_seconds, timeout=timeout_seconds)
+        self._jwks = jwt.PyJWKClient(
+            jwks_url,
+            cache_jwk_set=True,
+            lifespan=cache_seconds,
+            cooldown_duration=refresh_cooldown_seconds,
+            timeout=timeout_seconds,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OidcVerifier:
         assert settings.oidc_issuer and settings.oidc_audience and settings.oidc_jwks_url
-        return cls(issuer=settings.oidc_issuer, audience=settings.oidc_audience, jwks_url=settings.oidc_jwks_url,
-                   algorithms=settings.oidc_algorithms, role_claim=settings.oidc_role_claim,
-                   agency_claim=settings.oidc_agency_claim, countries_claim=settings.oidc_countries_claim,
-                   cache_seconds=settings.oidc_jwks_cache_seconds,
-                   refresh_cooldown_seconds=settings.oidc_jwks_refresh_cooldown_seconds,
-                   leeway_seconds=settings.oidc_leeway_seconds)
+        return cls(
+            issuer=settings.oidc_issuer,
+            audience=settings.oidc_audience,
+            jwks_url=settings.oidc_jwks_url,
+            algorithms=settings.oidc_algorithms,
+            role_claim=settings.oidc_role_claim,
+            agency_claim=settings.oidc_agency_claim,
+            countries_claim=settings.oidc_countries_claim,
+            cache_seconds=settings.oidc_jwks_cache_seconds,
+            refresh_cooldown_seconds=settings.oidc_jwks_refresh_cooldown_seconds,
+            leeway_seconds=settings.oidc_leeway_seconds,
+        )
 
     def verify(self, token: str) -> Claims:
         try:
@@ -244,8 +263,7 @@ class OidcVerifier:
         try:
             # A known kid straight from the cached set: get_signing_key holds a lock while it refreshes
             # for an unknown kid, and a slow provider would hold every caller up behind it.
-            key = (jwt.PyJWKClient.match_kid(self._jwks.get_signing_keys(), kid)
-                   or self._jwks.get_signing_key(kid))
+            key = jwt.PyJWKClient.match_kid(self._jwks.get_signing_keys(), kid) or self._jwks.get_signing_key(kid)
         except jwt.PyJWKClientConnectionError:
             raise VerifierUnavailable("the identity provider's keys could not be fetched") from None
         except ValueError:  # the JWKS endpoint answered something that is not JSON
@@ -254,9 +272,15 @@ class OidcVerifier:
             raise InvalidToken(type(exc).__name__) from None
         try:
             # The key's own algorithm must match the header's too (PyJWT checks): no RSA key used as HMAC.
-            payload = jwt.decode(token, key, algorithms=self._algorithms, audience=self._audience,
-                                 issuer=self._issuer, leeway=self._leeway,
-                                 options={"require": ["exp", "sub", "iss", "aud"]})
+            payload = jwt.decode(
+                token,
+                key,
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "sub", "iss", "aud"]},
+            )
         except jwt.PyJWTError as exc:
             raise InvalidToken(type(exc).__name__) from None
         return _claims(self._mapped(payload))
@@ -270,8 +294,13 @@ class OidcVerifier:
         countries = _claim(payload, self._countries_claim)
         if isinstance(countries, str):
             countries = [c for c in countries.replace(",", " ").split() if c]
-        return {"sub": payload.get("sub"), "role": role, "agency": _claim(payload, self._agency_claim),
-                "countries": countries, "name": payload.get("name")}
+        return {
+            "sub": payload.get("sub"),
+            "role": role,
+            "agency": _claim(payload, self._agency_claim),
+            "countries": countries,
+            "name": payload.get("name"),
+        }
 
 
 def _claim(payload: dict[str, Any], name: str) -> Any:

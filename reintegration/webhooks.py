@@ -32,10 +32,18 @@ import httpx
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Never a partner's system, whatever the settings say.
-_ALWAYS_REFUSED = [ipaddress.ip_network(n) for n in (
-    "127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10", "0.0.0.0/8", "::/128",
-    "fd00:ec2::254/128",  # AWS's IPv6 instance metadata
-)]
+_ALWAYS_REFUSED = [
+    ipaddress.ip_network(n)
+    for n in (
+        "127.0.0.0/8",
+        "::1/128",
+        "169.254.0.0/16",
+        "fe80::/10",
+        "0.0.0.0/8",
+        "::/128",
+        "fd00:ec2::254/128",  # AWS's IPv6 instance metadata
+    )
+]
 
 
 class UnsafeAddress(Exception):
@@ -118,20 +126,28 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         self._inner = httpcore.AnyIOBackend()
         self._allowed = allowed_private
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None, socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
         error: Exception | None = None
         for address in await checked_addresses(host, port, self._allowed):
             try:
-                return await self._inner.connect_tcp(str(address), port, timeout=timeout,
-                                                      local_address=local_address, socket_options=socket_options)
+                return await self._inner.connect_tcp(
+                    str(address), port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 error = exc
         assert error is not None
         raise error
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.AsyncNetworkStream:
         raise UnsafeAddress("no unix sockets")
 
     async def sleep(self, seconds: float) -> None:
@@ -143,8 +159,10 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
 
     def __init__(self, *, allowed_private: list[str], verify: ssl.SSLContext | bool = True) -> None:
         super().__init__(verify=verify, trust_env=False)
-        self._pool = httpcore.AsyncConnectionPool(ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
-                                                  network_backend=_GuardedBackend(list(allowed_private)))
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            network_backend=_GuardedBackend(list(allowed_private)),
+        )
 
 
 def delivery_client(settings: Any) -> httpx.AsyncClient:

@@ -89,8 +89,9 @@ class Stack:
     worker_task: asyncio.Task | None = None
     _tokens: dict = field(default_factory=dict)
 
-    def token(self, role: str, sub: str, *, agency: str | None = None,
-              countries: list[str] | tuple[str, ...] | None = ("*",)) -> str:
+    def token(
+        self, role: str, sub: str, *, agency: str | None = None, countries: list[str] | tuple[str, ...] | None = ("*",)
+    ) -> str:
         """A development token; every country unless ``countries`` says otherwise (``None``: no claim)."""
         countries = list(countries) if countries is not None and role != "partner" else None
         key = (role, sub, agency, tuple(countries) if countries is not None else None)
@@ -125,8 +126,9 @@ def _drop_postgres_database(name: str) -> None:
 
 
 @asynccontextmanager
-async def running_stack(backend: str, env: WorkflowEnvironment, data_dir: Path, **overrides: Any
-                        ) -> AsyncIterator[Stack]:
+async def running_stack(
+    backend: str, env: WorkflowEnvironment, data_dir: Path, **overrides: Any
+) -> AsyncIterator[Stack]:
     """Database, worker and the API over HTTP on a free port, against the given Temporal server."""
     database_url, pg_name = None, None
     if backend == "postgres":
@@ -153,13 +155,22 @@ async def running_stack(backend: str, env: WorkflowEnvironment, data_dir: Path, 
     upgrade_schema(engine)
     keyring = keyring_from_settings(settings)
     # The worker's and the tests' client encrypts payloads, as in service.
-    client = Client(env.client.service_client, namespace=settings.temporal_namespace,
-                    data_converter=data_converter(keyring))
+    client = Client(
+        env.client.service_client, namespace=settings.temporal_namespace, data_converter=data_converter(keyring)
+    )
     try:
         async with served(create_app(settings), lifespan="on") as base_url:
             http = httpx.AsyncClient(base_url=base_url, timeout=120)
-            stack = Stack(backend=backend, settings=settings, client=client, engine=engine, http=http,
-                          base_url=base_url, keyring=keyring, worker_http=delivery_client(settings))
+            stack = Stack(
+                backend=backend,
+                settings=settings,
+                client=client,
+                engine=engine,
+                http=http,
+                base_url=base_url,
+                keyring=keyring,
+                worker_http=delivery_client(settings),
+            )
             await stack.start_worker()
             try:
                 yield stack
@@ -176,6 +187,8 @@ async def running_stack(backend: str, env: WorkflowEnvironment, data_dir: Path, 
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
-async def stack(request: pytest.FixtureRequest, temporal_env: WorkflowEnvironment, tmp_path_factory) -> AsyncIterator[Stack]:
+async def stack(
+    request: pytest.FixtureRequest, temporal_env: WorkflowEnvironment, tmp_path_factory
+) -> AsyncIterator[Stack]:
     async with running_stack(request.param, temporal_env, tmp_path_factory.mktemp(f"data-{request.param}")) as s:
         yield s

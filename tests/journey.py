@@ -16,13 +16,26 @@ def day(offset: int) -> str:
     return (TODAY + timedelta(days=offset)).isoformat()
 
 
-def case_body(*, country: str = "ES", origin: str = "RO", birthdate: str = "1998-03-14", consent: bool = True,
-              **person: Any) -> dict[str, Any]:
+def case_body(
+    *, country: str = "ES", origin: str = "RO", birthdate: str = "1998-03-14", consent: bool = True, **person: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "person": {"first_name": "Maria", "second_name": "Ionescu", "birthdate": birthdate, "gender": "Feminine",
-                   "citizenship": [origin], "primary_language": "ro", **person},
-        "identification": {"identified_on": day(0), "country": country, "place": "Madrid",
-                           "referred_by": "LawEnforcement", "exploitation_types": ["ForcedLabour"]},
+        "person": {
+            "first_name": "Maria",
+            "second_name": "Ionescu",
+            "birthdate": birthdate,
+            "gender": "Feminine",
+            "citizenship": [origin],
+            "primary_language": "ro",
+            **person,
+        },
+        "identification": {
+            "identified_on": day(0),
+            "country": country,
+            "place": "Madrid",
+            "referred_by": "LawEnforcement",
+            "exploitation_types": ["ForcedLabour"],
+        },
         "origin_country": origin,
     }
     if consent:
@@ -66,13 +79,17 @@ class Journey:
         return self.case
 
     async def assign(self, service: str, agency: str, *, expect: int = 201, headers: dict | None = None) -> dict:
-        r = await self.http.post(f"/v1/cases/{self.case_id}/tasks", json={"service": service, "agency_id": agency},
-                                 headers=headers or self.cw)
+        r = await self.http.post(
+            f"/v1/cases/{self.case_id}/tasks",
+            json={"service": service, "agency_id": agency},
+            headers=headers or self.cw,
+        )
         assert r.status_code == expect, f"assign {service}: {r.status_code} {r.text}"
         return r.json()
 
-    async def task_action(self, task_id: str, agency: str, action: str, body: dict | None = None, *,
-                          expect: int = 200) -> dict:
+    async def task_action(
+        self, task_id: str, agency: str, action: str, body: dict | None = None, *, expect: int = 200
+    ) -> dict:
         r = await self.http.post(f"/v1/tasks/{task_id}/{action}", json=body or {}, headers=self.partner(agency))
         assert r.status_code == expect, f"{action}: {r.status_code} {r.text}"
         return r.json()
@@ -107,8 +124,10 @@ class Journey:
         assert self.case["stage"] == "return"
         await self.deliver("origin-assessment", "origin-office-ro", assessment="safe")
         await self.deliver("travel-documents", "consulate-ro")
-        await self.step("travel-plan", {"travel_date": day(10), "route": "MAD-OTP", "escort": True,
-                                        "receiving_caseworker": "cw-ro-1"})
+        await self.step(
+            "travel-plan",
+            {"travel_date": day(10), "route": "MAD-OTP", "escort": True, "receiving_caseworker": "cw-ro-1"},
+        )
         await self.step("departure", {"departed_on": day(10)})
         await self.deliver("reception", "origin-office-ro", arrived_on=day(10))
         self.cw = self.cw_origin  # the case now belongs to the country of origin
@@ -128,21 +147,32 @@ class Journey:
     async def to_reintegration_by_residence_from_pathway(self) -> None:
         await self.step("pathway", {"pathway": "residence", "decided_on": day(3)})
         await self.deliver("legal-assistance", "legal-aid-es")
-        await self.step("residence-application", {"filed_on": day(5), "permit_type": "victim-of-trafficking",
-                                                  "authority_reference": "EXT-1"})
+        await self.step(
+            "residence-application",
+            {"filed_on": day(5), "permit_type": "victim-of-trafficking", "authority_reference": "EXT-1"},
+        )
         await self.step("residence-decision", {"decision": "granted", "decided_on": day(40), "valid_until": day(400)})
 
     async def through_reintegration_to_closure(self) -> None:
         await self.get()
         agency = "reintegration-partner-ro" if self.case["owner"]["country"] == "RO" else "clinic-es"
-        await self.step("reintegration-plan", {"agreed_on": day(20), "services": [
-            {"service": "medical", "agency_id": agency}, {"service": "job-orientation", "agency_id": agency}]})
+        await self.step(
+            "reintegration-plan",
+            {
+                "agreed_on": day(20),
+                "services": [
+                    {"service": "medical", "agency_id": agency},
+                    {"service": "job-orientation", "agency_id": agency},
+                ],
+            },
+        )
         for task in list(self.case["open_tasks"]):
             await self.task_action(task["task_id"], task["agency_id"], "accept")
             await self.task_action(task["task_id"], task["agency_id"], "complete", {"outcome": "done"})
         for offset in (110, 200, 380):
-            await self.step("monitoring", {"visited_on": day(offset), "economic": 0.7, "social": 0.8,
-                                           "psychosocial": 0.9})
+            await self.step(
+                "monitoring", {"visited_on": day(offset), "economic": 0.7, "social": 0.8, "psychosocial": 0.9}
+            )
         await self.step("closure", {"reason": "completed"})
         assert self.case["allowed_steps"] == ["approve-closure", "reject-closure", "withdraw-consent"]
         await self.step("approve-closure", {}, headers=self.supervisor)

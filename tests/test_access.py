@@ -19,8 +19,17 @@ async def test_no_token_or_a_bad_one_is_401(stack):
     expired = mint(stack.settings, role=Role.caseworker, sub="cw", ttl=timedelta(seconds=-10))
     r = await stack.http.get("/v1/cases", headers={"Authorization": f"Bearer {expired}"})
     assert r.status_code == 401
-    forged = jwt.encode({"sub": "cw", "role": "supervisor", "iss": stack.settings.jwt_issuer,
-                         "aud": stack.settings.jwt_audience, "exp": 9999999999}, "not-our-key-" * 4, algorithm="HS256")
+    forged = jwt.encode(
+        {
+            "sub": "cw",
+            "role": "supervisor",
+            "iss": stack.settings.jwt_issuer,
+            "aud": stack.settings.jwt_audience,
+            "exp": 9999999999,
+        },
+        "not-our-key-" * 4,
+        algorithm="HS256",
+    )
     r = await stack.http.get("/v1/cases", headers={"Authorization": f"Bearer {forged}"})
     assert r.status_code == 401
 
@@ -35,8 +44,11 @@ async def test_roles_that_may_never_are_403(stack):
         assert (await stack.http.get("/v1/cases", headers=headers)).status_code == 403
         r = await stack.http.post("/v1/cases", json=case_body(), headers=headers)
         assert r.status_code == 403
-        r = await stack.http.post(f"/v1/cases/{j.case_id}/steps/risk-assessment",
-                                  json={"level": "low", "assessed_on": day(1)}, headers=headers)
+        r = await stack.http.post(
+            f"/v1/cases/{j.case_id}/steps/risk-assessment",
+            json={"level": "low", "assessed_on": day(1)},
+            headers=headers,
+        )
         assert r.status_code == 403
     r = await stack.http.post("/v1/cases", json=case_body(), headers=j.supervisor)
     assert r.status_code == 403  # supervisors oversee; caseworkers open cases
@@ -54,8 +66,11 @@ async def test_outside_the_callers_countries_is_404(stack):
     for headers in (other, region_ro):
         r = await stack.http.get(f"/v1/cases/{j.case_id}", headers=headers)
         assert r.status_code == 404 and r.json()["detail"] == "no such case"
-        r = await stack.http.post(f"/v1/cases/{j.case_id}/steps/risk-assessment",
-                                  json={"level": "low", "assessed_on": day(1)}, headers=headers)
+        r = await stack.http.post(
+            f"/v1/cases/{j.case_id}/steps/risk-assessment",
+            json={"level": "low", "assessed_on": day(1)},
+            headers=headers,
+        )
         assert r.status_code == 404
         listed = (await stack.http.get("/v1/cases", headers=headers, params={"limit": 500})).json()["items"]
         assert j.case_id not in {c["case_id"] for c in listed}
@@ -137,8 +152,9 @@ async def test_bad_input_is_a_clear_error_and_changes_nothing(stack):
         assert r.status_code == 422, (step, r.text)
     r = await stack.http.post(f"/v1/cases/{j.case_id}/steps/teleport", json={}, headers=cw)
     assert r.status_code == 404
-    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks", json={"service": "shelter", "agency_id": "nobody"},
-                              headers=cw)
+    r = await stack.http.post(
+        f"/v1/cases/{j.case_id}/tasks", json={"service": "shelter", "agency_id": "nobody"}, headers=cw
+    )
     assert r.status_code == 422 and "unknown agency" in r.json()["detail"]
     assert (await stack.http.get("/v1/cases", headers=cw, params={"cursor": "%%%"})).status_code == 422
     assert (await stack.http.get("/v1/cases", headers=cw, params={"limit": 501})).status_code == 422
@@ -150,11 +166,17 @@ async def test_etag_and_if_match(stack):
     await j.open()
     r = await stack.http.get(f"/v1/cases/{j.case_id}", headers=j.cw)
     tag = r.headers["etag"]
-    ok = await stack.http.post(f"/v1/cases/{j.case_id}/steps/risk-assessment",
-                               json={"level": "low", "assessed_on": day(1)}, headers={**j.cw, "If-Match": tag})
+    ok = await stack.http.post(
+        f"/v1/cases/{j.case_id}/steps/risk-assessment",
+        json={"level": "low", "assessed_on": day(1)},
+        headers={**j.cw, "If-Match": tag},
+    )
     assert ok.status_code == 200 and ok.headers["etag"] != tag
-    stale = await stack.http.post(f"/v1/cases/{j.case_id}/steps/security-guarantee",
-                                  json={"confirmed_on": day(2)}, headers={**j.cw, "If-Match": tag})
+    stale = await stack.http.post(
+        f"/v1/cases/{j.case_id}/steps/security-guarantee",
+        json={"confirmed_on": day(2)},
+        headers={**j.cw, "If-Match": tag},
+    )
     assert stale.status_code == 412
     assert (await j.get())["stage"] == "protection"
 
@@ -181,18 +203,28 @@ async def test_a_task_goes_to_the_services_default_agency_unless_one_is_named(st
     await j.open()
     r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks", json={"service": "medical"}, headers=j.cw)
     assert r.status_code == 201 and r.json()["agency_id"] == "clinic-es"
-    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks", json={"service": "shelter", "agency_id": "clinic-es"},
-                              headers=j.cw)
+    r = await stack.http.post(
+        f"/v1/cases/{j.case_id}/tasks", json={"service": "shelter", "agency_id": "clinic-es"}, headers=j.cw
+    )
     assert r.status_code == 201 and r.json()["agency_id"] == "clinic-es"
-    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks", json={"service": "medical", "agency_id": "shelter-es"},
-                              headers=j.cw)
+    r = await stack.http.post(
+        f"/v1/cases/{j.case_id}/tasks", json={"service": "medical", "agency_id": "shelter-es"}, headers=j.cw
+    )
     assert r.status_code == 422 and r.json()["detail"] == "shelter-es does not offer medical"
-    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks",
-                              json={"service": "psychosocial", "agency_id": "reintegration-partner-ro"}, headers=j.cw)
+    r = await stack.http.post(
+        f"/v1/cases/{j.case_id}/tasks",
+        json={"service": "psychosocial", "agency_id": "reintegration-partner-ro"},
+        headers=j.cw,
+    )
     assert r.status_code == 422 and "works in RO" in r.json()["detail"]
     await j.step("risk-assessment", {"level": "medium", "assessed_on": day(1)})
-    await j.step("safety-plan", {"agreed_on": day(1), "measures": [
-        {"measure": "shelter placement", "service": "shelter"}, {"measure": "change of phone number"}]})
+    await j.step(
+        "safety-plan",
+        {
+            "agreed_on": day(1),
+            "measures": [{"measure": "shelter placement", "service": "shelter"}, {"measure": "change of phone number"}],
+        },
+    )
     [shelter] = [t for t in j.case["open_tasks"] if t["safety_plan"]]
     assert shelter["agency_id"] == "shelter-es"
     await j.to_reintegration_by_residence_from_protection()
@@ -205,8 +237,9 @@ async def test_a_task_goes_to_the_services_default_agency_unless_one_is_named(st
 async def test_control_characters_and_odd_ids_are_422_never_500(stack):
     j = Journey(stack)
     await j.open()
-    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks", json={"service": "shelter", "notes": "bed\x00now"},
-                              headers=j.cw)
+    r = await stack.http.post(
+        f"/v1/cases/{j.case_id}/tasks", json={"service": "shelter", "notes": "bed\x00now"}, headers=j.cw
+    )
     assert r.status_code == 422
     r = await stack.http.post("/v1/cases", json=case_body(first_name="Ma\x00ria"), headers=j.cw)
     assert r.status_code == 422

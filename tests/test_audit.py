@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -96,9 +96,16 @@ async def test_actions_and_reads_of_personal_data_are_recorded_in_order(stack: S
 
     rows = await trail(stack, j.case_id)
     assert [(r["action"], r["replay"]) for r in rows] == [
-        ("case.open", False), ("case.open", True), ("step.risk-assessment", False), ("task.assign", False),
-        ("task.accept", False), ("task.read-person", False), ("task.read-person", False),
-        ("task.read-person", False), ("person.read", False), ("case.reassign", False),
+        ("case.open", False),
+        ("case.open", True),
+        ("step.risk-assessment", False),
+        ("task.assign", False),
+        ("task.accept", False),
+        ("task.read-person", False),
+        ("task.read-person", False),
+        ("task.read-person", False),
+        ("person.read", False),
+        ("case.reassign", False),
         ("step.withdraw-consent", False),
     ]
     by_action = {r["action"]: r for r in rows}
@@ -121,19 +128,31 @@ async def test_replays_of_steps_and_tasks_are_marked(stack: Stack):
     j = Journey(stack)
     await j.open()
     for _ in range(2):
-        r = await stack.http.post(f"/v1/cases/{j.case_id}/steps/risk-assessment",
-                                  json={"level": "low", "assessed_on": day(1)},
-                                  headers={**j.cw, "Idempotency-Key": "audit-step-1"})
+        r = await stack.http.post(
+            f"/v1/cases/{j.case_id}/steps/risk-assessment",
+            json={"level": "low", "assessed_on": day(1)},
+            headers={**j.cw, "Idempotency-Key": "audit-step-1"},
+        )
         assert r.status_code == 200
     task = await j.assign("shelter", "shelter-es")
     for _ in range(2):
-        r = await stack.http.post(f"/v1/tasks/{task['task_id']}/accept", json={},
-                                  headers={**j.partner("shelter-es"), "Idempotency-Key": "audit-accept-1"})
+        r = await stack.http.post(
+            f"/v1/tasks/{task['task_id']}/accept",
+            json={},
+            headers={**j.partner("shelter-es"), "Idempotency-Key": "audit-accept-1"},
+        )
         assert r.status_code == 200 and r.json()["person"]
     rows = [(r["action"], r["replay"]) for r in await trail(stack, j.case_id)]
-    assert rows == [("case.open", False), ("step.risk-assessment", False), ("step.risk-assessment", True),
-                    ("task.assign", False), ("task.accept", False), ("task.read-person", False),
-                    ("task.accept", True), ("task.read-person", True)]
+    assert rows == [
+        ("case.open", False),
+        ("step.risk-assessment", False),
+        ("step.risk-assessment", True),
+        ("task.assign", False),
+        ("task.accept", False),
+        ("task.read-person", False),
+        ("task.accept", True),
+        ("task.read-person", True),
+    ]
 
 
 async def test_the_trail_is_for_supervisors_in_scope_and_pages_oldest_first(stack: Stack):
@@ -165,12 +184,21 @@ async def test_the_trail_is_for_supervisors_in_scope_and_pages_oldest_first(stac
 async def test_agency_changes_are_recorded(stack: Stack):
     admin = stack.auth("admin", "admin-audit")
     before = head(stack.engine)
-    r = await stack.http.post("/v1/agencies", headers=admin, json={
-        "agency_id": "audit-shelter-pt", "name": "Casa Abrigo", "org_type": "NGO", "country": "PT",
-        "services": ["shelter"]})
+    r = await stack.http.post(
+        "/v1/agencies",
+        headers=admin,
+        json={
+            "agency_id": "audit-shelter-pt",
+            "name": "Casa Abrigo",
+            "org_type": "NGO",
+            "country": "PT",
+            "services": ["shelter"],
+        },
+    )
     assert r.status_code == 201, r.text
-    r = await stack.http.patch("/v1/agencies/audit-shelter-pt", headers=admin,
-                               json={"services": ["shelter", "housing"]})
+    r = await stack.http.patch(
+        "/v1/agencies/audit-shelter-pt", headers=admin, json={"services": ["shelter", "housing"]}
+    )
     assert r.status_code == 200, r.text
     with Session(stack.engine) as session:
         query = select(AuditRecord).where(AuditRecord.seq > before).order_by(AuditRecord.seq)
@@ -219,16 +247,24 @@ async def test_concurrent_reads_and_appends_from_several_processes_make_one_chai
     def append(engine: Engine, thread: int) -> None:
         try:
             for i in range(25):
-                audit.record(engine, actor=actor, action="person.read", request_id=f"load-{thread}-{i}",
-                             case_id=j.case_id, status=200, keyring=stack.keyring)
+                audit.record(
+                    engine,
+                    actor=actor,
+                    action="person.read",
+                    request_id=f"load-{thread}-{i}",
+                    case_id=j.case_id,
+                    status=200,
+                    keyring=stack.keyring,
+                )
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=append, args=(engines[n % 3], n)) for n in range(8)]
     for t in threads:
         t.start()
-    reads = await asyncio.gather(*[
-        stack.http.get(f"/v1/cases/{j.case_id}", headers=j.cw, params={"include": "person"}) for _ in range(40)])
+    reads = await asyncio.gather(
+        *[stack.http.get(f"/v1/cases/{j.case_id}", headers=j.cw, params={"include": "person"}) for _ in range(40)]
+    )
     await asyncio.to_thread(lambda: [t.join() for t in threads])
     for engine in engines:
         engine.dispose()
@@ -258,8 +294,16 @@ def chain_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[E
     keyring = keyring_from_settings(settings)
     actor = SimpleNamespace(sub="cw-1", role="caseworker", agency=None)
     for i in range(1, 11):
-        audit.record(engine, actor=actor, action="person.read" if i % 2 else "step.consent",
-                     request_id=f"req-{i}", case_id=f"case-{i % 3}", status=200, detail={"i": i}, keyring=keyring)
+        audit.record(
+            engine,
+            actor=actor,
+            action="person.read" if i % 2 else "step.consent",
+            request_id=f"req-{i}",
+            case_id=f"case-{i % 3}",
+            status=200,
+            detail={"i": i},
+            keyring=keyring,
+        )
     env = {**os.environ, "DATABASE_URL": url, "REINTEGRATION_DATA_DIR": str(tmp_path)}
     try:
         yield engine, env, keyring
@@ -271,8 +315,14 @@ def chain_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[E
 
 
 def verify_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reintegration.cli", "audit", "verify", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "reintegration.cli", "audit", "verify", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def fresh_keyring(engine: Engine, env: dict[str, str]) -> Keyring:
@@ -318,8 +368,11 @@ def test_an_edited_row_is_detected(chain_db):
     # Rewriting the edited row's hash to match is caught by the next row.
     edited = {**original, "actor_sub": "someone-else"}
     with engine.begin() as conn:
-        conn.execute(update(AuditRecord).where(AuditRecord.seq == 4)
-                     .values(hash=audit.row_mac(SimpleNamespace(**edited), keyring)))
+        conn.execute(
+            update(AuditRecord)
+            .where(AuditRecord.seq == 4)
+            .values(hash=audit.row_mac(SimpleNamespace(**edited), keyring))
+        )
     assert audit.verify(engine, keyring).broken_at == 5
     put_back(engine, original)
     assert audit.verify(engine, keyring).ok
@@ -372,13 +425,15 @@ def test_a_row_recorded_in_the_callers_transaction_commits_or_rolls_back_with_it
     actor = SimpleNamespace(sub="admin-1", role="admin", agency=None)
     with Session(engine) as session:  # as the erasure does: its change and its row in one transaction
         session.execute(update(AuditHead).values(hash=AuditHead.hash))  # a write of its own first
-        audit.record(session, actor=actor, action="personal-data.erase", request_id="erase-1", case_id="case-1",
-                     keyring=keyring)
+        audit.record(
+            session, actor=actor, action="personal-data.erase", request_id="erase-1", case_id="case-1", keyring=keyring
+        )
         session.rollback()
     assert audit.verify(engine, keyring).rows == 10
     with Session(engine) as session:
-        audit.record(session, actor=actor, action="personal-data.erase", request_id="erase-2", case_id="case-1",
-                     keyring=keyring)
+        audit.record(
+            session, actor=actor, action="personal-data.erase", request_id="erase-2", case_id="case-1", keyring=keyring
+        )
         session.execute(select(CaseRecord)).all()
         session.commit()
     result = audit.verify(engine, keyring)
@@ -404,11 +459,22 @@ def test_an_empty_trail_verifies_only_while_there_are_no_cases(tmp_path: Path):
 
 
 def add_case(engine: Engine, case_id: str) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with Session(engine) as session:
-        session.add(CaseRecord(case_id=case_id, reference=case_id[-32:], owner_country="ES", origin_country="RO",
-                               destination_country="ES", stage="identification", status="active", opened_at=now,
-                               updated_at=now, active_workflow_id=f"case-{case_id}"))
+        session.add(
+            CaseRecord(
+                case_id=case_id,
+                reference=case_id[-32:],
+                owner_country="ES",
+                origin_country="RO",
+                destination_country="ES",
+                stage="identification",
+                status="active",
+                opened_at=now,
+                updated_at=now,
+                active_workflow_id=f"case-{case_id}",
+            )
+        )
         session.commit()
 
 
@@ -417,13 +483,19 @@ def rehash(engine: Engine, mac: Any, *, start: int) -> None:
     every MAC from there on, the prev_hash links and the head, with the MAC function ``mac``."""
     with engine.begin() as conn:
         prev = conn.execute(select(AuditRecord.hash).where(AuditRecord.seq == start - 1)).scalar() or audit.GENESIS
-        rows = conn.execute(select(AuditRecord.__table__).where(AuditRecord.seq >= start)
-                            .order_by(AuditRecord.seq)).mappings().all()
+        rows = (
+            conn.execute(select(AuditRecord.__table__).where(AuditRecord.seq >= start).order_by(AuditRecord.seq))
+            .mappings()
+            .all()
+        )
         for values in rows:
             values = {**values, "prev_hash": prev}
             prev = mac(audit.canonical(SimpleNamespace(**values)).encode())
-            conn.execute(update(AuditRecord).where(AuditRecord.seq == values["seq"])
-                         .values(prev_hash=values["prev_hash"], hash=prev))
+            conn.execute(
+                update(AuditRecord)
+                .where(AuditRecord.seq == values["seq"])
+                .values(prev_hash=values["prev_hash"], hash=prev)
+            )
         conn.execute(update(AuditHead).values(hash=prev))
 
 
@@ -433,8 +505,10 @@ def test_a_chain_rehashed_without_the_key_is_detected(chain_db):
         conn.execute(update(AuditRecord).where(AuditRecord.seq == 4).values(actor_sub="someone-else"))
     # The chain recomputed as an unkeyed chain would be (SHA-256), or under a key of the forger's own:
     # consistent links and head, but not the audit key's MACs.
-    for forged in (lambda data: hashlib.sha256(data).hexdigest(),
-                   lambda data: hmac.new(os.urandom(32), data, hashlib.sha256).hexdigest()):
+    for forged in (
+        lambda data: hashlib.sha256(data).hexdigest(),
+        lambda data: hmac.new(os.urandom(32), data, hashlib.sha256).hexdigest(),
+    ):
         rehash(engine, forged, start=4)
         result = audit.verify(engine, fresh_keyring(engine, env))
         assert result.broken_at == 4 and "MAC" in result.reason, result
@@ -477,8 +551,9 @@ def test_a_tail_cut_with_the_head_moved_back_is_detected_against_the_noted_head(
     # New rows appended since reach seq 10 again, but not with the noted MAC.
     actor = SimpleNamespace(sub="cw-2", role="caseworker", agency=None)
     for i in range(3):
-        audit.record(engine, actor=actor, action="person.read", request_id=f"after-{i}", case_id="case-1",
-                     keyring=keyring)
+        audit.record(
+            engine, actor=actor, action="person.read", request_id=f"after-{i}", case_id="case-1", keyring=keyring
+        )
     done = verify_cli(env, "--expect-head", noted)
     assert done.returncode == 1 and "seq 10" in done.stderr and "MAC differs" in done.stderr, done.stderr
     # A head noted before the cut still holds.
@@ -532,8 +607,13 @@ async def test_a_delivery_that_carries_the_persons_fields_is_audited_before_it_i
         await until(lambda: task["task_id"] in stats.received, what="the delivery")
         [event] = [e for e in stats.events if e["key"] == task["task_id"]]
         assert event["had_person"]  # consented: the fields went out (the simulator keeps none of them)
-        rows = await until(lambda: [r for r in audit_rows(stack, j.case_id) if r.action == "task.deliver-person"]
-                           and audit_rows(stack, j.case_id), what="the delivery audited")
+        rows = await until(
+            lambda: (
+                [r for r in audit_rows(stack, j.case_id) if r.action == "task.deliver-person"]
+                and audit_rows(stack, j.case_id)
+            ),
+            what="the delivery audited",
+        )
     delivered = [r for r in rows if r.action == "task.deliver-person"]
     # The first attempt was answered 503 and retried: each attempt put the fields on the wire, each a row.
     assert [r.detail["attempt"] for r in delivered] == [1, 2]
@@ -570,5 +650,8 @@ async def test_a_delivery_without_the_persons_fields_is_not_audited(stack: Stack
 
 def audit_rows(stack: Stack, case_id: str) -> list[AuditRecord]:
     with Session(stack.engine) as session:
-        return list(session.execute(select(AuditRecord).where(AuditRecord.case_id == case_id)
-                                    .order_by(AuditRecord.seq)).scalars())
+        return list(
+            session.execute(
+                select(AuditRecord).where(AuditRecord.case_id == case_id).order_by(AuditRecord.seq)
+            ).scalars()
+        )

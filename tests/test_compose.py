@@ -39,9 +39,7 @@ def _compose_bin() -> Path:
 
 def _env(*, with_password: bool) -> dict[str, str]:
     env = {
-        key: value
-        for key, value in os.environ.items()
-        if key != "POSTGRES_PASSWORD" and not key.startswith("COMPOSE_")
+        key: value for key, value in os.environ.items() if key != "POSTGRES_PASSWORD" and not key.startswith("COMPOSE_")
     }
     if with_password:
         env["POSTGRES_PASSWORD"] = TEST_PASSWORD
@@ -114,8 +112,14 @@ def test_compose_defaults_to_production_and_development_is_opt_in() -> None:
     assert services["api"]["command"] == ["reintegration", "api"]  # uvicorn_options: no proxy headers by default
     assert services["api"]["environment"]["REINTEGRATION_TRUSTED_PROXIES"] == "[]"
     env = _env(with_password=True)
-    result = subprocess.run([str(_compose_bin()), "-f", COMPOSE_FILE, "config", "--format", "json"], cwd=REPO_ROOT,
-                            env={**env, "REINTEGRATION_ENVIRONMENT": "development"}, capture_output=True, text=True,
-                            timeout=120, check=False)
+    result = subprocess.run(
+        [str(_compose_bin()), "-f", COMPOSE_FILE, "config", "--format", "json"],
+        cwd=REPO_ROOT,
+        env={**env, "REINTEGRATION_ENVIRONMENT": "development"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["services"]["api"]["environment"]["REINTEGRATION_ENVIRONMENT"] == "development"

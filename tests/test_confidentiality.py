@@ -40,9 +40,28 @@ from tests.journey import Journey, case_body, day
 
 def markers() -> dict[str, str]:
     tag = uuid.uuid4().hex[:8]
-    return {name: f"Zq{tag}{name}" for name in (
-        "first", "second", "idnumber", "phone", "place", "casenote", "tasknote", "declined", "pathwhy",
-        "outcome", "withdrawn", "authref", "threat", "cancelled", "secret", "accepted", "handover")}
+    return {
+        name: f"Zq{tag}{name}"
+        for name in (
+            "first",
+            "second",
+            "idnumber",
+            "phone",
+            "place",
+            "casenote",
+            "tasknote",
+            "declined",
+            "pathwhy",
+            "outcome",
+            "withdrawn",
+            "authref",
+            "threat",
+            "cancelled",
+            "secret",
+            "accepted",
+            "handover",
+        )
+    }
 
 
 async def workflow_ids(stack: Stack, case_id: str) -> list[str]:
@@ -58,8 +77,9 @@ async def workflow_ids(stack: Stack, case_id: str) -> list[str]:
 async def raw_histories(stack: Stack, case_id: str) -> tuple[Client, dict[str, bytes], list[Payload]]:
     """Every history of the case as the server stores it (a client without the codec), its bytes,
     and every payload in it."""
-    plain = Client(stack.client.service_client, namespace=stack.settings.temporal_namespace,
-                   data_converter=pydantic_data_converter)
+    plain = Client(
+        stack.client.service_client, namespace=stack.settings.temporal_namespace, data_converter=pydantic_data_converter
+    )
     histories, payloads = {}, []
     for wid in await workflow_ids(stack, case_id):
         async for execution in plain.list_workflows(f'WorkflowId = "{wid}"'):
@@ -98,7 +118,7 @@ def _collect_payloads(message: Message, out: list[Payload]) -> None:
         elif isinstance(value, (str, bytes, int, float, bool)):
             continue
         else:  # a repeated field or a map
-            for item in (value.values() if hasattr(value, "keys") else value):
+            for item in value.values() if hasattr(value, "keys") else value:
                 if isinstance(item, Message):
                     _collect_payloads(item, out)
 
@@ -107,11 +127,18 @@ def leaks_in_files(paths, m: dict[str, str]) -> list[str]:
     """The markers found in these files' bytes, read by another process: closing a descriptor of a
     SQLite file in this process would drop the locks its live connections hold on it (POSIX locks
     are per process), and the next process to open the database would miss their recent commits."""
-    script = ("import json, sys; paths, marks = json.load(sys.stdin); "
-              "data = b''.join(open(p, 'rb').read() for p in paths); "
-              "print(json.dumps([k for k, v in marks.items() if v.encode() in data]))")
-    found = subprocess.run([sys.executable, "-c", script], input=json.dumps([[str(p) for p in paths], m]),
-                           capture_output=True, text=True, check=True)
+    script = (
+        "import json, sys; paths, marks = json.load(sys.stdin); "
+        "data = b''.join(open(p, 'rb').read() for p in paths); "
+        "print(json.dumps([k for k, v in marks.items() if v.encode() in data]))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps([[str(p) for p in paths], m]),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(found.stdout)
 
 
@@ -130,8 +157,9 @@ def database_text(stack: Stack) -> str:
 async def marked_journey(stack: Stack, m: dict[str, str]) -> Journey:
     """A residence journey to closure with a marker in every personal field and free text."""
     j = Journey(stack)
-    body = case_body(first_name=m["first"], second_name=m["second"], identity_number=m["idnumber"],
-                     mobile_phone=m["phone"])
+    body = case_body(
+        first_name=m["first"], second_name=m["second"], identity_number=m["idnumber"], mobile_phone=m["phone"]
+    )
     body["identification"]["place"] = m["place"]
     r = await stack.http.post("/v1/cases", json=body, headers=j.cw)
     assert r.status_code == 201, r.text
@@ -143,21 +171,28 @@ async def marked_journey(stack: Stack, m: dict[str, str]) -> Journey:
     await j.step("pathway", {"pathway": "residence", "decided_on": day(3), "reason": m["pathwhy"]})
     shelter = await j.assign("shelter", "shelter-es")
     await j.task_action(shelter["task_id"], "shelter-es", "decline", {"reason": m["declined"]})
-    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks/{shelter['task_id']}/cancel", headers=j.cw,
-                              json={"reason": m["cancelled"]})
+    r = await stack.http.post(
+        f"/v1/cases/{j.case_id}/tasks/{shelter['task_id']}/cancel", headers=j.cw, json={"reason": m["cancelled"]}
+    )
     assert r.status_code == 200, r.text
-    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks", headers=j.cw, json={
-        "service": "legal-assistance", "agency_id": "legal-aid-es", "notes": m["tasknote"]})
+    r = await stack.http.post(
+        f"/v1/cases/{j.case_id}/tasks",
+        headers=j.cw,
+        json={"service": "legal-assistance", "agency_id": "legal-aid-es", "notes": m["tasknote"]},
+    )
     assert r.status_code == 201, r.text
     task = r.json()
     seen = await stack.http.get(f"/v1/tasks/{task['task_id']}", headers=j.partner("legal-aid-es"))
     assert seen.json()["notes"] == m["tasknote"] and seen.json()["person"]["first_name"] == m["first"]
     await j.task_action(task["task_id"], "legal-aid-es", "accept", {"notes": m["accepted"]})
     await j.task_action(task["task_id"], "legal-aid-es", "complete", {"outcome": "done", "notes": m["outcome"]})
-    await j.step("residence-application", {"filed_on": day(5), "permit_type": "victim-of-trafficking",
-                                           "authority_reference": m["authref"]})
-    r = await stack.http.post(f"/v1/cases/{j.case_id}/reassign", headers=j.supervisor,
-                              json={"caseworker": "cw-es-2", "reason": m["handover"]})
+    await j.step(
+        "residence-application",
+        {"filed_on": day(5), "permit_type": "victim-of-trafficking", "authority_reference": m["authref"]},
+    )
+    r = await stack.http.post(
+        f"/v1/cases/{j.case_id}/reassign", headers=j.supervisor, json={"caseworker": "cw-es-2", "reason": m["handover"]}
+    )
     assert r.status_code == 200, r.text
     await j.step("withdraw-consent", {"withdrawn_on": day(6), "notes": m["withdrawn"]})
     assert j.case["status"] == "closed"
@@ -170,10 +205,19 @@ async def test_marker_data_appears_nowhere_it_must_not(stack):
         j = await marked_journey(stack, m)
         shown = await j.get()
         # An agency's webhook secret is a secret too.
-        r = await stack.http.post("/v1/agencies", headers=stack.auth("admin", "admin-1"), json={
-            "agency_id": f"agency-{m['first'][:12]}", "name": "Marker agency", "org_type": "NGO", "country": "ES",
-            "services": ["housing"], "webhook_url": "http://127.0.0.1:9/hook",
-            "webhook_secret": m["secret"] + "x" * 32})
+        r = await stack.http.post(
+            "/v1/agencies",
+            headers=stack.auth("admin", "admin-1"),
+            json={
+                "agency_id": f"agency-{m['first'][:12]}",
+                "name": "Marker agency",
+                "org_type": "NGO",
+                "country": "ES",
+                "services": ["housing"],
+                "webhook_url": "http://127.0.0.1:9/hook",
+                "webhook_secret": m["secret"] + "x" * 32,
+            },
+        )
         assert r.status_code == 201, r.text
         assert m["secret"] not in r.text
     text = str(shown)
@@ -196,7 +240,8 @@ async def test_marker_data_appears_nowhere_it_must_not(stack):
     for wid in await workflow_ids(stack, j.case_id):
         description = await plain.get_workflow_handle(wid).describe()
         searchable = str(description.raw_description.workflow_execution_info.search_attributes) + str(
-            description.raw_description.workflow_execution_info.memo)
+            description.raw_description.workflow_execution_info.memo
+        )
         assert not [name for name, value in m.items() if value in searchable], wid
 
     everything = database_text(stack)
@@ -294,20 +339,27 @@ async def test_the_codec_endpoints_serve_the_web_ui_only_with_a_supervisor(stack
     assert any(e["action"] == "codec.decode" and e["actor"]["sub"] == "sup-1" for e in trail)
     assert not any(e["action"] == "codec.decode" and e["actor"]["sub"] == "sup-ro" for e in trail)
     # Hostile payloads: a key id that isn't one, bytes that aren't UTF-8, data too short: given back.
-    odd = Payloads(payloads=[
-        Payload(metadata={"encoding": ENCODING, "encryption-key-id": b"keyed-hash-1"}, data=b"x" * 40),
-        Payload(metadata={"encoding": ENCODING, "encryption-key-id": b"\xff\xfe"}, data=b"x" * 40),
-        Payload(metadata={"encoding": ENCODING, "encryption-key-id": payloads[0].metadata["encryption-key-id"]},
-                data=b"short"),
-    ])
+    odd = Payloads(
+        payloads=[
+            Payload(metadata={"encoding": ENCODING, "encryption-key-id": b"keyed-hash-1"}, data=b"x" * 40),
+            Payload(metadata={"encoding": ENCODING, "encryption-key-id": b"\xff\xfe"}, data=b"x" * 40),
+            Payload(
+                metadata={"encoding": ENCODING, "encryption-key-id": payloads[0].metadata["encryption-key-id"]},
+                data=b"short",
+            ),
+        ]
+    )
     r = await stack.http.post("/codec/decode", content=json_format.MessageToJson(odd), headers=j.supervisor)
     assert r.status_code == 200 and json_format.Parse(r.text, Payloads()) == odd
     assert (await stack.http.post("/codec/decode", content=body)).status_code == 401
     assert (await stack.http.post("/codec/decode", content=body, headers=j.cw)).status_code == 403
     assert (await stack.http.post("/codec/decode", content="{not json", headers=j.supervisor)).status_code == 422
     # CORS: the UI's origin only.
-    preflight = {"Origin": origin, "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "content-type,x-namespace"}
+    preflight = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,x-namespace",
+    }
     ok = await stack.http.options("/codec/decode", headers=preflight)
     assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == origin
     evil = await stack.http.options("/codec/decode", headers={**preflight, "Origin": "https://evil.example"})

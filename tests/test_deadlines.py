@@ -62,9 +62,14 @@ async def skipping():
 
     async with served(supervisors.app) as url:
         with tempfile.TemporaryDirectory() as data:
-            async with running_stack("sqlite", env, Path(data), temporal_namespace="default",
-                                     supervision_webhook_url=f"{url}/notify",
-                                     supervision_webhook_secret=WEBHOOK_SECRET) as stack:
+            async with running_stack(
+                "sqlite",
+                env,
+                Path(data),
+                temporal_namespace="default",
+                supervision_webhook_url=f"{url}/notify",
+                supervision_webhook_secret=WEBHOOK_SECRET,
+            ) as stack:
                 yield env, stack, supervisors
     await env.shutdown()
 
@@ -114,8 +119,10 @@ async def test_a_task_not_accepted_in_three_days_stalls_and_escalates_at_twice_t
     item = "shelter"
 
     def notified(kinds: list[str]):
-        return lambda: sorted(b["kind"] for b in supervisors.bodies.values()
-                              if b["case_id"] == j.case_id and b["item"] == item) == kinds
+        return lambda: (
+            sorted(b["kind"] for b in supervisors.bodies.values() if b["case_id"] == j.case_id and b["item"] == item)
+            == kinds
+        )
 
     await until(notified(["stalled"]), "the first notification")
     await env.sleep(timedelta(days=3))
@@ -134,16 +141,24 @@ async def test_a_declined_task_not_reassigned_is_the_caseworkers_turn(skipping):
     await env.sleep(timedelta(days=3, hours=1))
     case = await settle(j, lambda c: "medical" in reasons(c), "the declined task overdue")
     assert reasons(case)["medical"]["turn"] == "caseworker"
-    await stack.http.post(f"/v1/cases/{j.case_id}/tasks/{task['task_id']}/reassign",
-                          json={"agency_id": "reintegration-partner-ro"}, headers=j.cw)  # wrong country: 422
-    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks/{task['task_id']}/reassign",
-                              json={"agency_id": "shelter-es"}, headers=j.cw)
+    await stack.http.post(
+        f"/v1/cases/{j.case_id}/tasks/{task['task_id']}/reassign",
+        json={"agency_id": "reintegration-partner-ro"},
+        headers=j.cw,
+    )  # wrong country: 422
+    r = await stack.http.post(
+        f"/v1/cases/{j.case_id}/tasks/{task['task_id']}/reassign", json={"agency_id": "shelter-es"}, headers=j.cw
+    )
     assert r.status_code == 422  # shelter-es offers no medical care
     admin = stack.auth("admin", "admin-1")
-    await stack.http.patch("/v1/agencies/shelter-es", headers=admin,
-                           json={"services": ["shelter", "police-protection", "housing", "psychosocial", "medical"]})
-    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks/{task['task_id']}/reassign",
-                              json={"agency_id": "shelter-es"}, headers=j.cw)
+    await stack.http.patch(
+        "/v1/agencies/shelter-es",
+        headers=admin,
+        json={"services": ["shelter", "police-protection", "housing", "psychosocial", "medical"]},
+    )
+    r = await stack.http.post(
+        f"/v1/cases/{j.case_id}/tasks/{task['task_id']}/reassign", json={"agency_id": "shelter-es"}, headers=j.cw
+    )
     assert r.status_code == 200, r.text
     await settle(j, lambda c: "medical" not in reasons(c), "the stall to clear")
 
@@ -154,8 +169,10 @@ async def test_inactivity_after_thirty_days(skipping):
     await j.open()
     await j.through_protection()
     await j.step("pathway", {"pathway": "residence", "decided_on": day(1)})
-    await j.step("residence-application", {"filed_on": day(2), "permit_type": "victim-of-trafficking",
-                                           "authority_reference": "EXT-T"})
+    await j.step(
+        "residence-application",
+        {"filed_on": day(2), "permit_type": "victim-of-trafficking", "authority_reference": "EXT-T"},
+    )
     await env.sleep(timedelta(days=29))
     assert (await j.get())["status"] == "active"  # waiting on the authority is not overdue
     await env.sleep(timedelta(days=2))
@@ -175,8 +192,10 @@ async def test_monitoring_visits_at_three_six_and_twelve_months(skipping):
     def on(offset: int) -> str:
         return (today + timedelta(days=offset)).isoformat()
 
-    await j.step("reintegration-plan", {"agreed_on": on(0), "services": [
-        {"service": "job-orientation", "agency_id": "clinic-es"}]})
+    await j.step(
+        "reintegration-plan",
+        {"agreed_on": on(0), "services": [{"service": "job-orientation", "agency_id": "clinic-es"}]},
+    )
     assert j.case["open_tasks"], (j.case["stage"], j.case["timeline"][-3:], j.case["facts"]["plan_agreed_on"])
     [task] = j.case["open_tasks"]
     await j.task_action(task["task_id"], "clinic-es", "accept")
@@ -193,8 +212,7 @@ async def test_monitoring_visits_at_three_six_and_twelve_months(skipping):
         elapsed = due_day + 1
         case = await settle(j, lambda c: "monitoring" in reasons(c), f"visit {number} overdue")
         assert reasons(case)["monitoring"]["turn"] == "caseworker"
-        await j.step("monitoring", {"visited_on": on(visit_day), "economic": 0.7, "social": 0.7,
-                                    "psychosocial": 0.7})
+        await j.step("monitoring", {"visited_on": on(visit_day), "economic": 0.7, "social": 0.7, "psychosocial": 0.7})
         case = await settle(j, lambda c: "monitoring" not in reasons(c), f"visit {number} recorded")
     assert len(case["facts"]["monitoring_visits"]) == 3
     assert "closure" in case["allowed_steps"]

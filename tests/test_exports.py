@@ -42,8 +42,9 @@ def last_audit_row(stack: Stack) -> AuditRecord:
 
 def audit_rows_after(stack: Stack, seq: int) -> list[AuditRecord]:
     with Session(stack.engine) as session:
-        return list(session.execute(select(AuditRecord).where(AuditRecord.seq > seq)
-                                    .order_by(AuditRecord.seq)).scalars())
+        return list(
+            session.execute(select(AuditRecord).where(AuditRecord.seq > seq).order_by(AuditRecord.seq)).scalars()
+        )
 
 
 async def test_the_regions_cases_as_htcds_records_without_personal_data(stack: Stack):
@@ -97,7 +98,11 @@ async def test_personal_fields_only_on_request_and_each_such_export_is_audited(s
     # A summary row, then a row per exported case, all under the export's request id.
     summary, *per_case = audit_rows_after(stack, before)
     assert (summary.action, summary.actor_sub, summary.actor_role, summary.case_id) == (
-        "export.htcds", "sup-mt", "supervisor", None)
+        "export.htcds",
+        "sup-mt",
+        "supervisor",
+        None,
+    )
     assert summary.detail == {"cases": len(records), "format": "jsonl", "person": True, "countries": ["MT"]}
     assert sorted(r.case_id for r in per_case) == sorted(records)
     for row in per_case:
@@ -128,8 +133,7 @@ async def test_each_batch_is_audited_before_it_is_streamed(stack: Stack, monkeyp
     monkeypatch.setattr(api.exports, "BATCH", 1)  # a batch per case
     before = last_audit_row(stack).seq
     seen: list[str] = []
-    async with stack.http.stream("GET", "/v1/exports/htcds", headers=supervisor,
-                                 params={"include": "person"}) as r:
+    async with stack.http.stream("GET", "/v1/exports/htcds", headers=supervisor, params={"include": "person"}) as r:
         assert r.status_code == 200
         async for line in r.aiter_lines():
             case_id = json.loads(line)["case_id"]
@@ -155,8 +159,7 @@ async def test_each_batch_is_audited_before_it_is_streamed(stack: Stack, monkeyp
     before = last_audit_row(stack).seq
     received: list[str] = []
     with pytest.raises(httpx.RemoteProtocolError):
-        async with stack.http.stream("GET", "/v1/exports/htcds", headers=supervisor,
-                                     params={"include": "person"}) as r:
+        async with stack.http.stream("GET", "/v1/exports/htcds", headers=supervisor, params={"include": "person"}) as r:
             async for line in r.aiter_lines():
                 received.append(line)
     assert [json.loads(line)["case_id"] for line in received] == seen[:1]
@@ -165,7 +168,7 @@ async def test_each_batch_is_audited_before_it_is_streamed(stack: Stack, monkeyp
 
 async def test_csv_with_one_column_per_field(stack: Stack):
     j = Journey(stack, caseworker="cw-csv", countries=["CY"])
-    await j.open(country="CY", first_name="=HYPERLINK(\"http://x.example\")")
+    await j.open(country="CY", first_name='=HYPERLINK("http://x.example")')
     await j.assign("shelter", "shelter-es", expect=422)  # not in CY: nothing assigned
     supervisor = stack.auth("supervisor", "sup-cy", countries=["CY"])
     r, body = await export(stack, supervisor, format="csv")
@@ -179,7 +182,7 @@ async def test_csv_with_one_column_per_field(stack: Stack):
 
     _, body = await export(stack, supervisor, format="csv", include="person")
     [row] = [r for r in csv.DictReader(io.StringIO(body)) if r["case_id"] == j.case_id]
-    assert row["prs_FirstName"] == "'=HYPERLINK(\"http://x.example\")"  # never a live formula in a spreadsheet
+    assert row["prs_FirstName"] == '\'=HYPERLINK("http://x.example")'  # never a live formula in a spreadsheet
     assert row["prs_Citizenship"] == "RO"
     assert last_audit_row(stack).detail["format"] == "csv"
 

@@ -10,7 +10,7 @@ a command sealed correctly but not sent by the API is held to the same rules.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from google.protobuf import json_format
@@ -35,19 +35,24 @@ from workflows.model import Actor, CaseOpening, Role, TaskAction, TaskCommand
 
 def bare_client(stack) -> Client:
     """What an attacker at the frontend has: a client without the key-encryption key."""
-    return Client(stack.client.service_client, namespace=stack.settings.temporal_namespace,
-                  data_converter=pydantic_data_converter)
+    return Client(
+        stack.client.service_client, namespace=stack.settings.temporal_namespace, data_converter=pydantic_data_converter
+    )
 
 
 def bound(command: TaskCommand, update_id: str, *, issued_at: datetime | None = None) -> TaskCommand:
     """A command as the API sends it: bound to its update id, stamped with when it was issued."""
-    return command.model_copy(update={"update_id": update_id, "issued_at": issued_at or datetime.now(timezone.utc)})
+    return command.model_copy(update={"update_id": update_id, "issued_at": issued_at or datetime.now(UTC)})
 
 
-def forged_assignment(agency: str = "shelter-es", *, role: Role = Role.caseworker,
-                      actor_agency: str | None = None) -> TaskCommand:
-    return TaskCommand(action=TaskAction.assign, body={"service": "shelter", "agency_id": agency},
-                       actor=Actor(sub="cw-es-1", role=role, agency=actor_agency))
+def forged_assignment(
+    agency: str = "shelter-es", *, role: Role = Role.caseworker, actor_agency: str | None = None
+) -> TaskCommand:
+    return TaskCommand(
+        action=TaskAction.assign,
+        body={"service": "shelter", "agency_id": agency},
+        actor=Actor(sub="cw-es-1", role=role, agency=actor_agency),
+    )
 
 
 async def tasks_of(stack, case_id: str) -> list[TaskRecord]:
@@ -85,18 +90,21 @@ async def test_a_payload_sealed_with_the_system_key_is_refused_too(stack):
     j = Journey(stack)
     await j.open()
     plain = pydantic_data_converter.payload_converter.to_payloads([bound(forged_assignment(), "by-ui")])
-    r = await stack.http.post("/codec/encode", content=json_format.MessageToJson(Payloads(payloads=plain)),
-                              headers=j.supervisor)
+    r = await stack.http.post(
+        "/codec/encode", content=json_format.MessageToJson(Payloads(payloads=plain)), headers=j.supervisor
+    )
     assert r.status_code == 403
     sealed = await EncryptionCodec(stack.keyring).encode(plain)  # no context: the system key
     assert sealed[0].metadata["encryption-key-id"] == b"system-1"
     request = UpdateWorkflowExecutionRequest(
         namespace=stack.settings.temporal_namespace,
         workflow_execution=WorkflowExecution(workflow_id=rules.workflow_id(j.case_id)),
-        request=Request(meta=Meta(update_id="by-ui", identity="attacker"),
-                        input=Input(name="task", args=Payloads(payloads=sealed))),
+        request=Request(
+            meta=Meta(update_id="by-ui", identity="attacker"), input=Input(name="task", args=Payloads(payloads=sealed))
+        ),
         wait_policy=WaitPolicy(
-            lifecycle_stage=UpdateWorkflowExecutionLifecycleStage.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_COMPLETED),
+            lifecycle_stage=UpdateWorkflowExecutionLifecycleStage.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_COMPLETED
+        ),
     )
     response = await bare_client(stack).workflow_service.update_workflow_execution(request)
     assert response.outcome.HasField("failure")
@@ -107,11 +115,22 @@ async def test_a_payload_sealed_with_the_system_key_is_refused_too(stack):
 async def test_a_case_workflow_started_without_the_key_fails_and_reaches_no_table(stack):
     case_id = str(uuid.uuid4())
     actor = Actor(sub="cw-es-1", role=Role.caseworker)
-    opening = CaseOpening(case_id=case_id, reference="ES-2026-FORGED", owner_country="ES", owner_caseworker="cw-es-1",
-                          origin_country="RO", identified_on=day(0), is_minor=False, opened_by=actor)
+    opening = CaseOpening(
+        case_id=case_id,
+        reference="ES-2026-FORGED",
+        owner_country="ES",
+        owner_caseworker="cw-es-1",
+        origin_country="RO",
+        identified_on=day(0),
+        is_minor=False,
+        opened_by=actor,
+    )
     handle = await bare_client(stack).start_workflow(
-        CaseWorkflow.run, CaseRun(opening=opening), id=rules.workflow_id(case_id),
-        task_queue=stack.settings.temporal_task_queue)
+        CaseWorkflow.run,
+        CaseRun(opening=opening),
+        id=rules.workflow_id(case_id),
+        task_queue=stack.settings.temporal_task_queue,
+    )
     with pytest.raises(WorkflowFailureError) as failed:
         await handle.result()
     cause = cause_of(failed.value)
@@ -124,11 +143,22 @@ async def test_a_workflow_whose_id_names_no_case_cannot_act_for_one(stack):
     """Sealed with the system key (the Web UI can make such payloads), under an id of no case."""
     case_id = str(uuid.uuid4())
     actor = Actor(sub="cw-es-1", role=Role.caseworker)
-    opening = CaseOpening(case_id=case_id, reference="ES-2026-NOCASE", owner_country="ES", owner_caseworker="cw-es-1",
-                          origin_country="RO", identified_on=day(0), is_minor=False, opened_by=actor)
+    opening = CaseOpening(
+        case_id=case_id,
+        reference="ES-2026-NOCASE",
+        owner_country="ES",
+        owner_caseworker="cw-es-1",
+        origin_country="RO",
+        identified_on=day(0),
+        is_minor=False,
+        opened_by=actor,
+    )
     handle = await stack.client.start_workflow(
-        CaseWorkflow.run, CaseRun(opening=opening), id=f"not-a-case-{uuid.uuid4().hex}",
-        task_queue=stack.settings.temporal_task_queue)
+        CaseWorkflow.run,
+        CaseRun(opening=opening),
+        id=f"not-a-case-{uuid.uuid4().hex}",
+        task_queue=stack.settings.temporal_task_queue,
+    )
     with pytest.raises(WorkflowFailureError) as failed:
         await handle.result()
     cause = cause_of(failed.value)
@@ -137,10 +167,13 @@ async def test_a_workflow_whose_id_names_no_case_cannot_act_for_one(stack):
         assert session.get(CaseRecord, case_id) is None
 
 
-@pytest.mark.parametrize("agency, why", [
-    ("reintegration-partner-ro", "reintegration-partner-ro does not offer shelter"),
-    ("no-such-agency", "unknown agency: no-such-agency"),
-])
+@pytest.mark.parametrize(
+    "agency, why",
+    [
+        ("reintegration-partner-ro", "reintegration-partner-ro does not offer shelter"),
+        ("no-such-agency", "unknown agency: no-such-agency"),
+    ],
+)
 async def test_the_workflow_checks_the_agency_whoever_sealed_the_command(stack, agency, why):
     """A holder of the key (a process of ours, say, with a bug) bypassing the API's checks."""
     j = Journey(stack)
@@ -158,11 +191,15 @@ async def test_the_workflow_checks_the_agencys_country(stack):
     """A Romanian office's service for a case in Spain: the agency offers it, but in the wrong country."""
     j = Journey(stack)
     await j.open()
-    command = TaskCommand(action=TaskAction.assign, body={"service": "medical", "agency_id": "reintegration-partner-ro"},
-                          actor=Actor(sub="cw-es-1", role=Role.caseworker))
+    command = TaskCommand(
+        action=TaskAction.assign,
+        body={"service": "medical", "agency_id": "reintegration-partner-ro"},
+        actor=Actor(sub="cw-es-1", role=Role.caseworker),
+    )
     with pytest.raises(WorkflowUpdateFailedError) as refused:
         await stack.client.get_workflow_handle(rules.workflow_id(j.case_id)).execute_update(
-            "task", bound(command, "u-2"), id="u-2")
+            "task", bound(command, "u-2"), id="u-2"
+        )
     assert refused.value.cause.message == "reintegration-partner-ro works in RO; medical is needed in ES"
 
 
@@ -180,11 +217,19 @@ def test_temporal_takes_mtls_or_an_api_key_from_files(tmp_path):
     """Production reaches the frontend only authenticated: the settings take both ways (from files)."""
     for name, text in (("ca.pem", "CA"), ("client.pem", "CERT"), ("client.key", "KEY"), ("api-key", "k-123\n")):
         (tmp_path / name).write_text(text)
-    mtls = Settings(temporal_tls_ca_file=tmp_path / "ca.pem", temporal_tls_cert_file=tmp_path / "client.pem",
-                    temporal_tls_key_file=tmp_path / "client.key", temporal_tls_server_name="temporal.internal")
+    mtls = Settings(
+        temporal_tls_ca_file=tmp_path / "ca.pem",
+        temporal_tls_cert_file=tmp_path / "client.pem",
+        temporal_tls_key_file=tmp_path / "client.key",
+        temporal_tls_server_name="temporal.internal",
+    )
     tls = client_options(mtls)["tls"]
     assert (tls.server_root_ca_cert, tls.client_cert, tls.client_private_key, tls.domain) == (
-        b"CA", b"CERT", b"KEY", "temporal.internal")
+        b"CA",
+        b"CERT",
+        b"KEY",
+        "temporal.internal",
+    )
     assert mtls.temporal_authenticated
     keyed = Settings(temporal_api_key_file=tmp_path / "api-key")
     assert client_options(keyed) == {"api_key": "k-123", "tls": True} and keyed.temporal_authenticated
@@ -202,9 +247,10 @@ async def test_a_sealed_command_copied_from_a_history_is_refused(stack):
     assert first["status"] == "assigned"
     handle = stack.client.get_workflow_handle(rules.workflow_id(j.case_id))
     sent = bound(forged_assignment(), "sent-by-the-api")
-    for copy, update_id in ((sent, "another-id"),
-                            (bound(forged_assignment(), "old", issued_at=datetime.now(timezone.utc) - timedelta(hours=1)),
-                             "old")):
+    for copy, update_id in (
+        (sent, "another-id"),
+        (bound(forged_assignment(), "old", issued_at=datetime.now(UTC) - timedelta(hours=1)), "old"),
+    ):
         with pytest.raises(WorkflowUpdateFailedError) as refused:
             await handle.execute_update("task", copy, id=update_id)
         assert refused.value.cause.type == "UnboundCommand"

@@ -44,12 +44,15 @@ async def test_a_full_journey_replays_and_its_size_is_known(stack):
         for history in runs:
             await replayer.replay_workflow(history)  # raises on any non-determinism
             total += len(history.events)
-    sizes = {(wid.split(case_id)[-1].lstrip("-") or "case"): sum(len(h.events) for h in runs)
-             for wid, runs in histories.items()}
+    sizes = {
+        (wid.split(case_id)[-1].lstrip("-") or "case"): sum(len(h.events) for h in runs)
+        for wid, runs in histories.items()
+    }
     print(f"\nhistory events of one full voluntary-return journey: {total} {sizes}")
     # The person's name never enters a history.
-    assert all("Maria" not in str(h.events) and "Ionescu" not in str(h.events)
-               for runs in histories.values() for h in runs)
+    assert all(
+        "Maria" not in str(h.events) and "Ionescu" not in str(h.events) for runs in histories.values() for h in runs
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +78,11 @@ async def test_long_journeys_continue_as_new_and_lose_nothing(small_history_env,
         for _ in range(6):
             task = await j.assign("shelter", "shelter-es")
             await j.task_action(task["task_id"], "shelter-es", "decline", {"reason": "full"})
-            await j.http.post(f"/v1/cases/{j.case_id}/tasks/{task['task_id']}/cancel",
-                              json={"reason": "placed elsewhere"}, headers=j.cw)
+            await j.http.post(
+                f"/v1/cases/{j.case_id}/tasks/{task['task_id']}/cancel",
+                json={"reason": "placed elsewhere"},
+                headers=j.cw,
+            )
         await j.to_reintegration_by_return_from_pathway()
         await j.through_reintegration_to_closure()
         assert j.case["status"] == "closed"

@@ -33,19 +33,22 @@ async def limited(temporal_env, tmp_path_factory) -> AsyncIterator[Stack]:
 @pytest.fixture
 async def throttled(temporal_env, tmp_path_factory) -> AsyncIterator[Stack]:
     """A stack of its own per test: 3 requests at once, then one a second, per caller."""
-    async with running_stack("sqlite", temporal_env, tmp_path_factory.mktemp("throttled"),
-                             rate_limit_per_minute=60, rate_limit_burst=3) as s:
+    async with running_stack(
+        "sqlite", temporal_env, tmp_path_factory.mktemp("throttled"), rate_limit_per_minute=60, rate_limit_burst=3
+    ) as s:
         yield s
 
 
 def cases_of(stack: Stack, caseworker: str) -> int:
     with Session(stack.engine) as session:
-        return session.exec(select(func.count()).select_from(CaseRecord)
-                            .where(CaseRecord.owner_caseworker == caseworker)).one()
+        return session.exec(
+            select(func.count()).select_from(CaseRecord).where(CaseRecord.owner_caseworker == caseworker)
+        ).one()
 
 
-async def raw_request(stack: Stack, head: list[str], chunks: AsyncIterator[bytes] | None = None
-                      ) -> tuple[int, dict[str, str], dict, int]:
+async def raw_request(
+    stack: Stack, head: list[str], chunks: AsyncIterator[bytes] | None = None
+) -> tuple[int, dict[str, str], dict, int]:
     """Send a request by hand (headers, then a body as it comes); the status, headers, JSON body and bytes sent.
 
     The body is written a chunk at a time, looking for an answer between chunks, so it stops soon
@@ -84,8 +87,13 @@ async def raw_request(stack: Stack, head: list[str], chunks: AsyncIterator[bytes
 
 
 def request_head(stack: Stack, method: str, path: str, auth: dict[str, str], *extra: str) -> list[str]:
-    return [f"{method} {path} HTTP/1.1", f"Host: {urlsplit(stack.base_url).netloc}",
-            "Content-Type: application/json", f"Authorization: {auth['Authorization']}", *extra]
+    return [
+        f"{method} {path} HTTP/1.1",
+        f"Host: {urlsplit(stack.base_url).netloc}",
+        "Content-Type: application/json",
+        f"Authorization: {auth['Authorization']}",
+        *extra,
+    ]
 
 
 def assert_too_large(status: int, headers: dict[str, str], body: dict) -> None:
@@ -130,7 +138,7 @@ async def test_an_endless_chunked_body_is_counted_as_it_streams_and_refused(limi
     async def fitting() -> AsyncIterator[bytes]:
         data = json.dumps(case_body()).encode()
         for start in range(0, len(data), 100):
-            part = data[start:start + 100]
+            part = data[start : start + 100]
             yield f"{len(part):x}\r\n".encode() + part + b"\r\n"
         yield b"0\r\n\r\n"
 
@@ -146,8 +154,9 @@ async def test_a_step_or_task_action_over_the_limit_changes_nothing(limited):
     big = {"level": "high", "assessed_on": day(1), "threats": ["x" * 200] * 100}  # about 20 KiB
     r = await limited.http.post(f"/v1/cases/{j.case_id}/steps/risk-assessment", json=big, headers=j.cw)
     assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
-    r = await limited.http.post(f"/v1/tasks/{task['task_id']}/accept", json={"notes": "n" * 20000},
-                                headers=j.partner("shelter-es"))
+    r = await limited.http.post(
+        f"/v1/tasks/{task['task_id']}/accept", json={"notes": "n" * 20000}, headers=j.partner("shelter-es")
+    )
     assert r.status_code == 413
     case = await j.get()
     assert [e["name"] for e in case["timeline"]].count("risk-assessment") == 0
@@ -161,13 +170,16 @@ async def test_the_largest_valid_body_fits_the_default_limit(stack):
     j = Journey(stack)
     await j.open()
     await j.step("risk-assessment", {"level": "high", "assessed_on": day(1)})  # a plan is due now
-    wide = "\U0001F600"  # outside the BMP: \\ud83d\\ude00 when the client escapes non-ASCII
+    wide = "\U0001f600"  # outside the BMP: \\ud83d\\ude00 when the client escapes non-ASCII
     measure = {"measure": wide * 200, "due_date": day(30), "notes": wide * 2000}  # no service: no tasks
     plan = {"measures": [measure] * 20, "agreed_on": day(2)}
     content = json.dumps(plan).encode()
     assert LIMIT < len(content) < stack.settings.max_body_bytes
-    r = await stack.http.post(f"/v1/cases/{j.case_id}/steps/safety-plan", content=content,
-                              headers={**j.cw, "Content-Type": "application/json"})
+    r = await stack.http.post(
+        f"/v1/cases/{j.case_id}/steps/safety-plan",
+        content=content,
+        headers={**j.cw, "Content-Type": "application/json"},
+    )
     assert r.status_code == 200, r.text
     assert "safety-plan" in [e["name"] for e in (await j.get())["timeline"]]
 
@@ -195,11 +207,18 @@ async def test_a_caller_over_the_rate_limit_gets_429_with_retry_after_and_others
 
 async def test_a_forged_token_spends_its_senders_budget_not_the_subjects(throttled):
     victim = throttled.auth("caseworker", "cw-victim", countries=["ES"])
-    forged = jwt.encode({"sub": "cw-victim", "role": "caseworker", "iss": throttled.settings.jwt_issuer,
-                         "aud": throttled.settings.jwt_audience, "exp": 9999999999}, "not-our-key-" * 4,
-                        algorithm="HS256")
-    answers = [await throttled.http.get("/v1/cases", headers={"Authorization": f"Bearer {forged}"})
-               for _ in range(5)]
+    forged = jwt.encode(
+        {
+            "sub": "cw-victim",
+            "role": "caseworker",
+            "iss": throttled.settings.jwt_issuer,
+            "aud": throttled.settings.jwt_audience,
+            "exp": 9999999999,
+        },
+        "not-our-key-" * 4,
+        algorithm="HS256",
+    )
+    answers = [await throttled.http.get("/v1/cases", headers={"Authorization": f"Bearer {forged}"}) for _ in range(5)]
     assert [a.status_code for a in answers] == [401, 401, 401, 429, 429]  # the sender's address is spent
     assert [(await throttled.http.get("/v1/cases", headers=victim)).status_code for _ in range(3)] == [200] * 3
 
@@ -254,7 +273,7 @@ async def test_the_document_names_413_and_429(stack):
 def access_lines(captured: str) -> list[dict]:
     lines = []
     for line in captured.splitlines():
-        line = line[line.find("{"):]
+        line = line[line.find("{") :]
         with contextlib.suppress(ValueError):
             entry = json.loads(line)
             if isinstance(entry, dict) and entry.get("event") == "request":
@@ -266,13 +285,15 @@ async def test_request_ids_are_the_servers_and_a_clients_is_kept_beside(stack):
     """Security review, finding 6: the id the audit trail files a request under is the server's own."""
     j = Journey(stack)
     await j.open()
-    r = await stack.http.get(f"/v1/cases/{j.case_id}", params={"include": "person"},
-                             headers={**j.cw, "X-Request-ID": "client-42.a_b"})
+    r = await stack.http.get(
+        f"/v1/cases/{j.case_id}", params={"include": "person"}, headers={**j.cw, "X-Request-ID": "client-42.a_b"}
+    )
     server_id = r.headers["x-request-id"]
     assert re.fullmatch(r"[0-9a-f]{32}", server_id) and server_id != "client-42.a_b"
     with Session(stack.engine) as session:
-        [row] = session.exec(select(AuditRecord).where(AuditRecord.case_id == j.case_id,
-                                                       AuditRecord.action == "person.read")).all()
+        [row] = session.exec(
+            select(AuditRecord).where(AuditRecord.case_id == j.case_id, AuditRecord.action == "person.read")
+        ).all()
     assert row.request_id == server_id and row.detail["client_request_id"] == "client-42.a_b"
     # Two requests with one client id are two ids in the trail.
     again = await stack.http.get("/v1/cases", headers={**j.cw, "X-Request-ID": "client-42.a_b"})
@@ -294,11 +315,13 @@ async def test_one_access_line_per_request_with_ids_and_no_query_or_personal_dat
     j = Journey(stack)
     with tap() as logs:
         await j.open()
-        r = await stack.http.get(f"/v1/cases/{j.case_id}", params={"include": "person"},
-                                 headers={**j.cw, "X-Request-ID": "trace-read-1"})
+        r = await stack.http.get(
+            f"/v1/cases/{j.case_id}", params={"include": "person"}, headers={**j.cw, "X-Request-ID": "trace-read-1"}
+        )
         assert r.status_code == 200 and r.json()["person"]["first_name"] == "Maria"
-        await stack.http.get("/v1/cases", params={"caseworker": "Maria-Ionescu"},
-                             headers={"X-Request-ID": "trace-anonymous"})
+        await stack.http.get(
+            "/v1/cases", params={"caseworker": "Maria-Ionescu"}, headers={"X-Request-ID": "trace-anonymous"}
+        )
         await asyncio.sleep(0.1)  # the access line is written as the response finishes
     captured = logs.getvalue()
     lines = {e.get("client_request_id"): e for e in access_lines(captured)}  # the caller's id, beside ours
@@ -316,10 +339,19 @@ async def test_one_access_line_per_request_with_ids_and_no_query_or_personal_dat
 
 
 def test_personal_fields_are_redacted_at_any_depth_without_changing_what_was_logged():
-    body = {"person": {"first_name": "Maria"}, "identification": {"place": "Madrid", "country": "ES"},
-            "items": [{"mobile_phone": "+40 700", "service": "shelter"}], "First_Name": "Maria"}
-    event = {"event": "opened", "case_id": "c-1", "body": body, "birthdate": "1998-03-14",
-             "facts": ({"identity_number": "RO123"},)}
+    body = {
+        "person": {"first_name": "Maria"},
+        "identification": {"place": "Madrid", "country": "ES"},
+        "items": [{"mobile_phone": "+40 700", "service": "shelter"}],
+        "First_Name": "Maria",
+    }
+    event = {
+        "event": "opened",
+        "case_id": "c-1",
+        "body": body,
+        "birthdate": "1998-03-14",
+        "facts": ({"identity_number": "RO123"},),
+    }
     out = _drop_personal_fields(None, "info", dict(event))
     assert out["case_id"] == "c-1" and out["birthdate"] == REDACTED
     assert out["body"]["person"] == REDACTED and out["body"]["First_Name"] == REDACTED
@@ -332,8 +364,11 @@ def test_personal_fields_are_redacted_at_any_depth_without_changing_what_was_log
 async def test_a_refused_request_is_logged_with_its_route(limited):
     j = Journey(limited, caseworker="cw-big-logged")
     with tap() as logs:
-        r = await limited.http.post("/v1/cases", content=b"x" * (LIMIT + 1),
-                                    headers={**j.cw, "Content-Type": "application/json", "X-Request-ID": "too-big"})
+        r = await limited.http.post(
+            "/v1/cases",
+            content=b"x" * (LIMIT + 1),
+            headers={**j.cw, "Content-Type": "application/json", "X-Request-ID": "too-big"},
+        )
         await asyncio.sleep(0.1)
     assert r.status_code == 413
     [line] = [e for e in access_lines(logs.getvalue()) if e.get("client_request_id") == "too-big"]

@@ -13,8 +13,7 @@ from tests.journey import Journey, case_body, day
 async def test_opening_twice_with_one_key_opens_one_case(stack):
     j = Journey(stack, caseworker="cw-idem", countries=["ES"])
     headers = {**j.cw, "Idempotency-Key": "open-1"}
-    answers = await asyncio.gather(*(stack.http.post("/v1/cases", json=case_body(), headers=headers)
-                                     for _ in range(3)))
+    answers = await asyncio.gather(*(stack.http.post("/v1/cases", json=case_body(), headers=headers) for _ in range(3)))
     assert [a.status_code for a in answers] == [201, 201, 201]
     assert len({a.json()["case_id"] for a in answers}) == 1
     again = await stack.http.post("/v1/cases", json=case_body(), headers=headers)
@@ -22,8 +21,9 @@ async def test_opening_twice_with_one_key_opens_one_case(stack):
     other = await stack.http.post("/v1/cases", json=case_body(origin="MD"), headers=headers)
     assert other.status_code == 422 and "another request" in other.json()["detail"]
     with Session(stack.engine) as session:
-        opened = session.exec(select(func.count()).select_from(CaseRecord)
-                              .where(CaseRecord.owner_caseworker == "cw-idem")).one()
+        opened = session.exec(
+            select(func.count()).select_from(CaseRecord).where(CaseRecord.owner_caseworker == "cw-idem")
+        ).one()
     assert opened == 1
 
 
@@ -37,8 +37,9 @@ async def test_a_step_sent_twice_is_recorded_once_and_a_reused_key_is_refused(st
     assert first.status_code == second.status_code == 200
     assert first.json()["version"] == second.json()["version"]
     assert second.headers["etag"] == first.headers["etag"]
-    reused = await stack.http.post(f"/v1/cases/{j.case_id}/steps/security-guarantee",
-                                   json={"confirmed_on": day(2)}, headers=headers)
+    reused = await stack.http.post(
+        f"/v1/cases/{j.case_id}/steps/security-guarantee", json={"confirmed_on": day(2)}, headers=headers
+    )
     assert reused.status_code == 422  # the key belongs to another request: refused, not dropped
     case = await j.get()
     assert [e["name"] for e in case["timeline"]].count("risk-assessment") == 1
@@ -56,13 +57,16 @@ async def test_a_refusal_is_replayed_and_task_actions_are_idempotent(stack):
     replay = await stack.http.post(url, json=body, headers=headers)
     assert replay.status_code == 409  # the same response as the first time, even though it is allowed now
     assign = {**j.cw, "Idempotency-Key": "assign-1"}
-    tasks = [await stack.http.post(f"/v1/cases/{j.case_id}/tasks", json={"service": "shelter"}, headers=assign)
-             for _ in range(2)]
+    tasks = [
+        await stack.http.post(f"/v1/cases/{j.case_id}/tasks", json={"service": "shelter"}, headers=assign)
+        for _ in range(2)
+    ]
     assert [t.status_code for t in tasks] == [201, 201] and tasks[0].json() == tasks[1].json()
     task_id = tasks[0].json()["task_id"]
     partner = {**j.partner("shelter-es"), "Idempotency-Key": "accept-1"}
-    accepts = await asyncio.gather(*(stack.http.post(f"/v1/tasks/{task_id}/accept", json={}, headers=partner)
-                                     for _ in range(2)))
+    accepts = await asyncio.gather(
+        *(stack.http.post(f"/v1/tasks/{task_id}/accept", json={}, headers=partner) for _ in range(2))
+    )
     assert [a.status_code for a in accepts] == [200, 200]
     with Session(stack.engine) as session:
         assert len(session.exec(select(TaskRecord).where(TaskRecord.case_id == j.case_id)).all()) == 1

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -53,15 +53,23 @@ def test_an_empty_database_upgraded_to_head_matches_the_models(empty):
 
 
 def _insert_agency(engine: Engine) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with engine.begin() as connection:
-        connection.execute(text(
-            "INSERT INTO agencies (agency_id, name, org_type, country, services, webhook_url, webhook_secret, active, "
-            "created_at, updated_at) VALUES ('shelter-x', 'Shelter', 'NGO', 'ES', '[\"shelter\"]', "
-            "'https://hooks.example.org/x', 'sealed', true, :now, :now)"), {"now": now})
-        connection.execute(text(
-            "INSERT INTO idempotency_keys (sub, key, request_hash, resource_id, status_code, created_at) "
-            "VALUES ('cw-1', 'k-1', 'h', 'r-1', 201, :now)"), {"now": now})
+        connection.execute(
+            text(
+                "INSERT INTO agencies (agency_id, name, org_type, country, services, webhook_url, webhook_secret, "
+                "active, created_at, updated_at) VALUES ('shelter-x', 'Shelter', 'NGO', 'ES', '[\"shelter\"]', "
+                "'https://hooks.example.org/x', 'sealed', true, :now, :now)"
+            ),
+            {"now": now},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO idempotency_keys (sub, key, request_hash, resource_id, status_code, created_at) "
+                "VALUES ('cw-1', 'k-1', 'h', 'r-1', 201, :now)"
+            ),
+            {"now": now},
+        )
 
 
 def _rows(engine: Engine) -> tuple:

@@ -78,8 +78,11 @@ class Provider:
         self.thread.start()
 
     def add(self, kid: str, kind: str = "RS256", *, publish: bool = True) -> None:
-        self.private[kid] = (rsa.generate_private_key(public_exponent=65537, key_size=2048) if kind == "RS256"
-                             else ec.generate_private_key(ec.SECP256R1()))
+        self.private[kid] = (
+            rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            if kind == "RS256"
+            else ec.generate_private_key(ec.SECP256R1())
+        )
         if publish:
             self.published.append(kid)
 
@@ -100,8 +103,11 @@ class Provider:
         return jwt.encode(claims_of(**claims), key, algorithm=alg, headers={"kid": kid, **(headers or {})})
 
     def public_pem(self, kid: str) -> bytes:
-        return self.private[kid].public_key().public_bytes(serialization.Encoding.PEM,
-                                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+        return (
+            self.private[kid]
+            .public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
 
     def close(self) -> None:
         self.server.shutdown()
@@ -110,8 +116,16 @@ class Provider:
 
 def claims_of(**over: Any) -> dict[str, Any]:
     now = int(time.time())
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "cw-oidc-1", "role": "caseworker", "countries": ["ES"],
-              "iat": now, "exp": now + 600, **over}
+    claims = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "cw-oidc-1",
+        "role": "caseworker",
+        "countries": ["ES"],
+        "iat": now,
+        "exp": now + 600,
+        **over,
+    }
     return {k: v for k, v in claims.items() if v is not None}
 
 
@@ -145,9 +159,15 @@ def provider() -> Iterator[Provider]:
 @pytest.fixture(scope="module")
 async def oidc(temporal_env, tmp_path_factory, provider) -> AsyncIterator[Stack]:
     # No refresh cooldown here, to count fetches; the cooldown has its own test on the verifier.
-    async with running_stack("sqlite", temporal_env, tmp_path_factory.mktemp("oidc"), oidc_issuer=ISSUER,
-                             oidc_audience=AUDIENCE, oidc_jwks_url=provider.url,
-                             oidc_jwks_refresh_cooldown_seconds=0) as s:
+    async with running_stack(
+        "sqlite",
+        temporal_env,
+        tmp_path_factory.mktemp("oidc"),
+        oidc_issuer=ISSUER,
+        oidc_audience=AUDIENCE,
+        oidc_jwks_url=provider.url,
+        oidc_jwks_refresh_cooldown_seconds=0,
+    ) as s:
         yield s
 
 
@@ -180,17 +200,21 @@ async def test_any_other_token_is_401(oidc, provider):
         "a partner without agency": provider.token("k1", role="partner"),
         "signed by another key under a published kid": provider.token("k1", sign_with="stranger"),
         "signed by an unpublished key, with a jku to fetch it from": provider.token(
-            "stranger", headers={"jku": "http://127.0.0.1:9/jwks.json"}),
+            "stranger", headers={"jku": "http://127.0.0.1:9/jwks.json"}
+        ),
         "no kid": jwt.encode(claims_of(), provider.private["k1"], algorithm="RS256"),
         "HS256 with the development key": mint(oidc.settings, role=Role.caseworker, sub="cw-oidc-1"),
         "HS256 with the development key, the provider's claims": jwt.encode(
-            claims_of(), signing_key(oidc.settings), algorithm="HS256", headers={"kid": "k1"}),
+            claims_of(), signing_key(oidc.settings), algorithm="HS256", headers={"kid": "k1"}
+        ),
         "HS256 keyed with the provider's public key": hmac_signed(
-            provider.public_pem("k1"), {"alg": "HS256", "typ": "JWT", "kid": "k1"}, claims_of()),
+            provider.public_pem("k1"), {"alg": "HS256", "typ": "JWT", "kid": "k1"}, claims_of()
+        ),
         "alg none": unsigned({"alg": "none", "typ": "JWT", "kid": "k1"}, claims_of()),
         "alg None": unsigned({"alg": "None", "typ": "JWT", "kid": "k1"}, claims_of()),
-        "RS256 header on an EC key": jwt.encode(claims_of(), provider.private["k1"], algorithm="RS256",
-                                                headers={"kid": "ec1"}),
+        "RS256 header on an EC key": jwt.encode(
+            claims_of(), provider.private["k1"], algorithm="RS256", headers={"kid": "ec1"}
+        ),
         "garbage": "not.a.jwt",
     }
     for label, token in bad.items():
@@ -277,10 +301,21 @@ def test_claim_names_follow_the_provider():
     p = Provider()
     try:
         p.add("kc")
-        v = OidcVerifier(issuer=ISSUER, audience=AUDIENCE, jwks_url=p.url, algorithms=["RS256"],
-                         role_claim="realm_access.roles", countries_claim="country_codes")
-        token = p.token("kc", role=None, countries=None, realm_access={"roles": ["offline_access", "caseworker"]},
-                        country_codes="ES PT")
+        v = OidcVerifier(
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            jwks_url=p.url,
+            algorithms=["RS256"],
+            role_claim="realm_access.roles",
+            countries_claim="country_codes",
+        )
+        token = p.token(
+            "kc",
+            role=None,
+            countries=None,
+            realm_access={"roles": ["offline_access", "caseworker"]},
+            country_codes="ES PT",
+        )
         claims = v.verify(token)
         assert claims.role == Role.caseworker and claims.countries == ["ES", "PT"]
         with pytest.raises(InvalidToken):  # two of our roles: which one? neither
@@ -302,10 +337,16 @@ def production(tmp_path: Path) -> dict[str, Any]:
     kek.write_text(secrets.token_hex(32) + "\n")
     api_key = tmp_path / "temporal-api-key"
     api_key.write_text(secrets.token_urlsafe(32))
-    return {"environment": "production", "data_dir": tmp_path / "data", "temporal_api_key_file": api_key,
-            "database_url": "postgresql+psycopg://app@db.internal:5432/reintegration",
-            "oidc_issuer": ISSUER, "oidc_audience": AUDIENCE,
-            "oidc_jwks_url": "https://id.example.org/realms/care/protocol/openid-connect/certs", "kek_file": kek}
+    return {
+        "environment": "production",
+        "data_dir": tmp_path / "data",
+        "temporal_api_key_file": api_key,
+        "database_url": "postgresql+psycopg://app@db.internal:5432/reintegration",
+        "oidc_issuer": ISSUER,
+        "oidc_audience": AUDIENCE,
+        "oidc_jwks_url": "https://id.example.org/realms/care/protocol/openid-connect/certs",
+        "kek_file": kek,
+    }
 
 
 def refused(values: dict[str, Any]) -> str:
@@ -315,8 +356,11 @@ def refused(values: dict[str, Any]) -> str:
 
 
 def test_production_starts_only_with_oidc_postgresql_and_real_secrets(production):
-    settings = Settings(**production, supervision_webhook_url="https://hooks.example.org/stalled",
-                        supervision_webhook_secret=secrets.token_urlsafe(32))
+    settings = Settings(
+        **production,
+        supervision_webhook_url="https://hooks.example.org/stalled",
+        supervision_webhook_secret=secrets.token_urlsafe(32),
+    )
     assert isinstance(make_verifier(settings), OidcVerifier)
     for missing in ("oidc_issuer", "oidc_audience", "oidc_jwks_url"):
         assert f"REINTEGRATION_{missing.upper()}" in refused({**production, missing: None}), missing
@@ -348,14 +392,25 @@ def test_production_refuses_the_development_key_and_minting(production):
         signing_key(settings)
     with pytest.raises(DevelopmentKeyRefused):
         mint(settings, role=Role.admin, sub="admin-1")
-    env = {**os.environ, "REINTEGRATION_ENVIRONMENT": "production", "DATABASE_URL": production["database_url"],
-           "REINTEGRATION_OIDC_ISSUER": ISSUER, "REINTEGRATION_OIDC_AUDIENCE": AUDIENCE,
-           "REINTEGRATION_OIDC_JWKS_URL": production["oidc_jwks_url"],
-           "REINTEGRATION_KEK_FILE": str(production["kek_file"]),
-           "REINTEGRATION_TEMPORAL_API_KEY_FILE": str(production["temporal_api_key_file"]),
-           "REINTEGRATION_DATA_DIR": str(production["data_dir"])}
-    done = subprocess.run([sys.executable, "-m", "reintegration.cli", "token", "--role", "admin", "--sub", "a-1"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    env = {
+        **os.environ,
+        "REINTEGRATION_ENVIRONMENT": "production",
+        "DATABASE_URL": production["database_url"],
+        "REINTEGRATION_OIDC_ISSUER": ISSUER,
+        "REINTEGRATION_OIDC_AUDIENCE": AUDIENCE,
+        "REINTEGRATION_OIDC_JWKS_URL": production["oidc_jwks_url"],
+        "REINTEGRATION_KEK_FILE": str(production["kek_file"]),
+        "REINTEGRATION_TEMPORAL_API_KEY_FILE": str(production["temporal_api_key_file"]),
+        "REINTEGRATION_DATA_DIR": str(production["data_dir"]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "reintegration.cli", "token", "--role", "admin", "--sub", "a-1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and done.stdout == ""
     assert "development signing key is refused" in done.stderr
     assert not (production["data_dir"] / "dev-signing-key").exists()

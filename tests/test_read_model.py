@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlmodel import Session, select
 
@@ -21,11 +21,18 @@ from workflows.model import (
 
 
 def _journey():
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     actor = Actor(sub="cw-rm", role=Role.caseworker)
-    opening = CaseOpening(case_id=f"rm-{now.timestamp()}", reference=f"ES-RM-{now.microsecond}", owner_country="ES",
-                          owner_caseworker="cw-rm", origin_country="RO", identified_on=now.date(), is_minor=False,
-                          opened_by=actor)
+    opening = CaseOpening(
+        case_id=f"rm-{now.timestamp()}",
+        reference=f"ES-RM-{now.microsecond}",
+        owner_country="ES",
+        owner_caseworker="cw-rm",
+        origin_country="RO",
+        identified_on=now.date(),
+        is_minor=False,
+        opened_by=actor,
+    )
     state = rules.new_journey(opening, now)
     counter = iter(range(10**6))
     new_id = lambda: f"{opening.case_id}-{next(counter)}"  # noqa: E731
@@ -36,8 +43,9 @@ async def test_a_late_older_projection_never_overwrites_a_newer_one(stack):
     state, actor, now, new_id = _journey()
     opened = [rules.opened_event(state, actor, now, new_id)]
     first = rules.project(state.model_copy(deep=True), opened)
-    consent = StepCommand(step="consent", body=ConsentBody(assistance=True, given_on=now.date()).model_dump(mode="json"),
-                          actor=actor)
+    consent = StepCommand(
+        step="consent", body=ConsentBody(assistance=True, given_on=now.date()).model_dump(mode="json"), actor=actor
+    )
     events = rules.apply_step(state, consent, rules.check_step(state, consent), now, new_id)
     assign = TaskCommand(action=TaskAction.assign, body={"service": "shelter", "agency_id": "shelter-es"}, actor=actor)
     task_events, task_id = rules.apply_task(state, assign, rules.check_task(state, assign, now), now, new_id)

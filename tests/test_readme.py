@@ -21,8 +21,15 @@ async def test_the_readme_walkthrough_takes_a_case_to_closure(stack):
     script = walkthrough().replace(".venv/bin/reintegration", str(Path(sys.executable).parent / "reintegration"))
     env = {**os.environ, "API": stack.base_url, "REINTEGRATION_DATA_DIR": str(stack.settings.data_dir)}
     proc = await asyncio.create_subprocess_exec(
-        "bash", "-euo", "pipefail", "-c", script, cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        "bash",
+        "-euo",
+        "pipefail",
+        "-c",
+        script,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=300)
     output = out.decode()

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -46,8 +46,11 @@ async def case_with_task(stack: Stack, *, note: str = "", **person: str) -> tupl
     """Opened with consent (so in protection), with a shelter task whose notes are free text."""
     j = Journey(stack)
     await j.open(**person)
-    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks", headers=j.cw,
-                              json={"service": "shelter", "agency_id": "shelter-es", "notes": note})
+    r = await stack.http.post(
+        f"/v1/cases/{j.case_id}/tasks",
+        headers=j.cw,
+        json={"service": "shelter", "agency_id": "shelter-es", "notes": note},
+    )
     assert r.status_code == 201, r.text
     return j, r.json()["task_id"]
 
@@ -76,7 +79,7 @@ def open_note(stack: Stack, case_id: str, sealed: str) -> str:
 def altered(sealed: str) -> str:
     """One character of the ciphertext changed, as a bad restore or a hand edit would."""
     at = len(sealed) - 8
-    return sealed[:at] + ("A" if sealed[at] != "A" else "B") + sealed[at + 1:]
+    return sealed[:at] + ("A" if sealed[at] != "A" else "B") + sealed[at + 1 :]
 
 
 def where(drifts: list[Drift]) -> set[tuple[str, str, str]]:
@@ -124,13 +127,19 @@ async def test_cases_owned_by_a_stage_workflow_and_closed_cases_check_clean(stac
     report = await reconcile(stack.client, stack.engine, stack.keyring, rate=50, case_ids=ids)
     assert (report.checked, report.drifted, report.failed, report.clean) == (2, 0, 0, True)
 
-    execute(stack, update(CaseRecord).where(CaseRecord.case_id == in_return.case_id)
-            .values(active_workflow_id=f"case-{in_return.case_id}"))
+    execute(
+        stack,
+        update(CaseRecord)
+        .where(CaseRecord.case_id == in_return.case_id)
+        .values(active_workflow_id=f"case-{in_return.case_id}"),
+    )
     execute(stack, update(CaseRecord).where(CaseRecord.case_id == closed.case_id).values(status="active"))
     report = await reconcile(stack.client, stack.engine, stack.keyring, rate=50, case_ids=ids)
     assert report.drifted == 2 and not report.clean
-    assert Drift(in_return.case_id, "cases", in_return.case_id, "active_workflow_id", f"case-{in_return.case_id}",
-                 owner) in report.drifts
+    assert (
+        Drift(in_return.case_id, "cases", in_return.case_id, "active_workflow_id", f"case-{in_return.case_id}", owner)
+        in report.drifts
+    )
     assert Drift(closed.case_id, "cases", closed.case_id, "status", "active", "closed") in report.drifts
     report = await reconcile(stack.client, stack.engine, stack.keyring, repair=True, rate=50, case_ids=ids)
     assert (report.drifted, report.repaired, report.remaining) == (2, 2, [])
@@ -141,21 +150,22 @@ async def test_cases_owned_by_a_stage_workflow_and_closed_cases_check_clean(stac
 
 async def test_drift_made_on_purpose_is_found_then_repaired_and_stays_repaired(stack, quick_settle):
     note, tampered = marker("note"), marker("tampered")
-    a, _ = await case_with_task(stack)            # stage, status and allowed steps changed
-    b, b_task = await case_with_task(stack)       # a task row deleted
-    c, c_task = await case_with_task(stack)       # a task's status changed
+    a, _ = await case_with_task(stack)  # stage, status and allowed steps changed
+    b, b_task = await case_with_task(stack)  # a task row deleted
+    c, c_task = await case_with_task(stack)  # a task's status changed
     d, d_task = await case_with_task(stack, note=note)  # a sealed note replaced by another text's
     g, g_task = await case_with_task(stack, note=note)  # a sealed note altered: it no longer decrypts
-    e, _ = await case_with_task(stack)            # the case row deleted
-    f, _ = await case_with_task(stack)            # untouched
-    h, _ = await case_with_task(stack)            # a version the workflow never reached
-    i, i_task = await case_with_task(stack)       # a task row the workflow doesn't know
+    e, _ = await case_with_task(stack)  # the case row deleted
+    f, _ = await case_with_task(stack)  # untouched
+    h, _ = await case_with_task(stack)  # a version the workflow never reached
+    i, i_task = await case_with_task(stack)  # a task row the workflow doesn't know
     version = {j.case_id: (await j.get())["version"] for j in (a, h)}
     extra = {**task_row(stack, i_task), "task_id": str(uuid.uuid4())}
     execute(
         stack,
-        update(CaseRecord).where(CaseRecord.case_id == a.case_id).values(stage="closed", status="closed",
-                                                                          allowed_steps=[]),
+        update(CaseRecord)
+        .where(CaseRecord.case_id == a.case_id)
+        .values(stage="closed", status="closed", allowed_steps=[]),
         delete(TaskRecord).where(TaskRecord.task_id == b_task),
         update(TaskRecord).where(TaskRecord.task_id == c_task).values(status="completed"),
         update(TaskRecord).where(TaskRecord.task_id == d_task).values(notes=seal_note(stack, d.case_id, tampered)),
@@ -206,12 +216,19 @@ async def test_drift_made_on_purpose_is_found_then_repaired_and_stays_repaired(s
 async def test_a_case_without_its_workflow_and_an_unknown_case(stack):
     """A read-model case whose workflow is missing drifts and can't be repaired; an id known nowhere
     fails to check, and the run goes on."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     actor = Actor(sub="cw-rc", role=Role.caseworker)
     case_id = str(uuid.uuid4())
-    opening = CaseOpening(case_id=case_id, reference=f"ES-RC-{uuid.uuid4().hex[:6]}", owner_country="ES",
-                          owner_caseworker="cw-rc", origin_country="RO", identified_on=now.date(), is_minor=False,
-                          opened_by=actor)
+    opening = CaseOpening(
+        case_id=case_id,
+        reference=f"ES-RC-{uuid.uuid4().hex[:6]}",
+        owner_country="ES",
+        owner_caseworker="cw-rc",
+        origin_country="RO",
+        identified_on=now.date(),
+        is_minor=False,
+        opened_by=actor,
+    )
     state = rules.new_journey(opening, now)
     opened = rules.opened_event(state, actor, now, lambda: str(uuid.uuid4()))
     write_projection(stack.engine, rules.project(state, [opened]), stack.keyring)
@@ -222,22 +239,35 @@ async def test_a_case_without_its_workflow_and_an_unknown_case(stack):
         unknown = str(uuid.uuid4())
         with pytest.raises(rec.NoSuchCase):
             await check(stack, unknown)
-        report = await reconcile(stack.client, stack.engine, stack.keyring, repair=True, rate=50,
-                                 case_ids=[case_id, unknown, good.case_id])
+        report = await reconcile(
+            stack.client, stack.engine, stack.keyring, repair=True, rate=50, case_ids=[case_id, unknown, good.case_id]
+        )
         assert (report.checked, report.drifted, report.repaired, report.failed) == (2, 1, 0, 1)
         assert report.remaining == [missing] and report.failures[0].case_id == unknown
         assert "NoSuchCase" in report.failures[0].error
     finally:
-        execute(stack, *(delete(t).where(t.case_id == case_id)
-                         for t in (CaseRecord, TaskRecord, TimelineRecord, StageVisitRecord)))
+        execute(
+            stack,
+            *(
+                delete(t).where(t.case_id == case_id)
+                for t in (CaseRecord, TaskRecord, TimelineRecord, StageVisitRecord)
+            ),
+        )
 
 
 async def test_a_lost_stage_stay_is_reported_and_left_for_a_person(stack):
     """``stage_visits`` is checked (the stay open now) but not repaired: past stays' times are not in the state."""
     j, _ = await case_with_task(stack)
     with stack.engine.connect() as conn:
-        stay = dict(conn.execute(select(StageVisitRecord.__table__).where(
-            StageVisitRecord.case_id == j.case_id, StageVisitRecord.left_at.is_(None))).mappings().one())
+        stay = dict(
+            conn.execute(
+                select(StageVisitRecord.__table__).where(
+                    StageVisitRecord.case_id == j.case_id, StageVisitRecord.left_at.is_(None)
+                )
+            )
+            .mappings()
+            .one()
+        )
     execute(stack, delete(StageVisitRecord).where(StageVisitRecord.visit_id == stay["visit_id"]))
     lost = Drift(j.case_id, "stage_visits", j.case_id, "open_stage", None, "protection")
     assert await check(stack, j.case_id) == [lost]
@@ -268,15 +298,16 @@ async def test_a_case_missing_from_the_read_model_is_found_by_listing_the_workfl
 
 
 def cli_env(stack: Stack) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("REINTEGRATION_") and k not in ("DATABASE_URL",)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REINTEGRATION_") and k not in ("DATABASE_URL",)}
     s = stack.settings
-    env.update({
-        "REINTEGRATION_DATA_DIR": str(s.data_dir),
-        "REINTEGRATION_TEMPORAL_ADDRESS": s.temporal_address,
-        "REINTEGRATION_TEMPORAL_NAMESPACE": s.temporal_namespace,
-        "REINTEGRATION_TEMPORAL_TASK_QUEUE": s.temporal_task_queue,
-    })
+    env.update(
+        {
+            "REINTEGRATION_DATA_DIR": str(s.data_dir),
+            "REINTEGRATION_TEMPORAL_ADDRESS": s.temporal_address,
+            "REINTEGRATION_TEMPORAL_NAMESPACE": s.temporal_namespace,
+            "REINTEGRATION_TEMPORAL_TASK_QUEUE": s.temporal_task_queue,
+        }
+    )
     if s.database_url:
         env["DATABASE_URL"] = s.database_url
     return env
@@ -285,8 +316,16 @@ def cli_env(stack: Stack) -> dict[str, str]:
 async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     """The command in a process of its own; awaited, so this process's worker answers its queries."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "reintegration.cli", "reconcile", *args, cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "reintegration.cli",
+        "reconcile",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
     return proc.returncode, out.decode()
 
@@ -295,8 +334,12 @@ async def test_the_command_reports_repairs_and_never_prints_free_text(stack):
     m = {name: marker(name) for name in ("first", "second", "note", "tampered")}
     j, task_id = await case_with_task(stack, note=m["note"], first_name=m["first"], second_name=m["second"])
     clean, _ = await case_with_task(stack)
-    execute(stack, update(TaskRecord).where(TaskRecord.task_id == task_id).values(
-        status="declined", notes=seal_note(stack, j.case_id, m["tampered"])))
+    execute(
+        stack,
+        update(TaskRecord)
+        .where(TaskRecord.task_id == task_id)
+        .values(status="declined", notes=seal_note(stack, j.case_id, m["tampered"])),
+    )
     env = cli_env(stack)
     cases = ["--case", j.case_id, "--case", clean.case_id]
 
@@ -385,7 +428,7 @@ async def test_a_person_whose_case_never_opened_is_found_and_with_repair_forgott
         for case_id in (old, fresh):
             store_person(session, stack.keyring, case_id=case_id, person={"first_name": "Orphan"})
         session.commit()
-        session.get(PersonRecord, old).created_at = datetime.now(timezone.utc) - timedelta(hours=2)
+        session.get(PersonRecord, old).created_at = datetime.now(UTC) - timedelta(hours=2)
         session.commit()
     found = Report()
     _orphan_persons(stack.engine, stack.keyring, found, repair=False)

@@ -10,7 +10,7 @@ case are refused cleanly.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, select
 
@@ -21,8 +21,11 @@ from tests.journey import Journey, case_body, day
 
 def person_reads(stack, task_id: str) -> list[AuditRecord]:
     with Session(stack.engine) as session:
-        return list(session.exec(select(AuditRecord).where(AuditRecord.task_id == task_id,
-                                                           AuditRecord.action == "task.read-person")).all())
+        return list(
+            session.exec(
+                select(AuditRecord).where(AuditRecord.task_id == task_id, AuditRecord.action == "task.read-person")
+            ).all()
+        )
 
 
 async def test_a_replayed_accept_shows_no_person_once_consent_is_withdrawn(stack):
@@ -30,13 +33,15 @@ async def test_a_replayed_accept_shows_no_person_once_consent_is_withdrawn(stack
     await j.open()  # data_sharing consent given
     task = await j.assign("shelter", "shelter-es")
     headers = {**j.partner("shelter-es"), "Idempotency-Key": "accept-then-withdrawn"}
-    first = await stack.http.post(f"/v1/tasks/{task['task_id']}/accept", json={"notes": "a bed is free"},
-                                  headers=headers)
+    first = await stack.http.post(
+        f"/v1/tasks/{task['task_id']}/accept", json={"notes": "a bed is free"}, headers=headers
+    )
     assert first.status_code == 200 and first.json()["person"]["first_name"] == "Maria"
     await j.step("withdraw-consent", {"withdrawn_on": day(1)})  # closes the case, cancels the task
     reads = len(person_reads(stack, task["task_id"]))
-    replay = await stack.http.post(f"/v1/tasks/{task['task_id']}/accept", json={"notes": "a bed is free"},
-                                   headers=headers)
+    replay = await stack.http.post(
+        f"/v1/tasks/{task['task_id']}/accept", json={"notes": "a bed is free"}, headers=headers
+    )
     assert replay.status_code == 200, replay.text
     body = replay.json()
     assert body["person"] is None and body["status"] == "cancelled" and "Maria" not in replay.text
@@ -53,15 +58,26 @@ async def test_a_replayed_accept_shows_no_person_once_consent_is_withdrawn(stack
 async def test_a_deactivated_agencys_partners_see_no_person(stack):
     admin = stack.auth("admin", "admin-1")
     agency = "clinic-deact"
-    r = await stack.http.post("/v1/agencies", headers=admin, json={
-        "agency_id": agency, "name": "Clinic to close", "org_type": "HealthServiceOrganisation", "country": "ES",
-        "services": ["medical"]})
+    r = await stack.http.post(
+        "/v1/agencies",
+        headers=admin,
+        json={
+            "agency_id": agency,
+            "name": "Clinic to close",
+            "org_type": "HealthServiceOrganisation",
+            "country": "ES",
+            "services": ["medical"],
+        },
+    )
     assert r.status_code in (201, 409)
     await stack.http.patch(f"/v1/agencies/{agency}", json={"active": True}, headers=admin)
     j = Journey(stack)
     await j.open()
-    r = await stack.http.post(f"/v1/cases/{j.case_id}/tasks", headers=j.cw, json={
-        "service": "medical", "agency_id": agency, "notes": "speaks Romanian only"})
+    r = await stack.http.post(
+        f"/v1/cases/{j.case_id}/tasks",
+        headers=j.cw,
+        json={"service": "medical", "agency_id": agency, "notes": "speaks Romanian only"},
+    )
     task = r.json()
     partner = {**j.partner(agency), "Idempotency-Key": "accept-deact"}
     first = await stack.http.post(f"/v1/tasks/{task['task_id']}/accept", json={}, headers=partner)
@@ -89,7 +105,7 @@ async def test_stored_answers_expire(stack):
         with Session(stack.engine) as session:
             record = session.get(IdempotencyRecord, pk)
             record.status_code, record.response = 299, {"stored": True}
-            record.created_at = datetime.now(timezone.utc) - age
+            record.created_at = datetime.now(UTC) - age
             session.add(record)
             session.commit()
 
@@ -104,10 +120,14 @@ async def test_stored_answers_expire(stack):
     # The purge deletes expired answers and keeps the others.
     stored(timedelta(days=3))
     with Session(stack.engine) as session:
-        fresh = session.exec(select(IdempotencyRecord).where(IdempotencyRecord.status_code.is_not(None),
-                                                             IdempotencyRecord.key != pk[1])).all()
-        fresh = [(r.sub, r.key) for r in fresh if datetime.now(timezone.utc) - r.created_at.replace(
-            tzinfo=r.created_at.tzinfo or timezone.utc) < timedelta(hours=1)]
+        fresh = session.exec(
+            select(IdempotencyRecord).where(IdempotencyRecord.status_code.is_not(None), IdempotencyRecord.key != pk[1])
+        ).all()
+        fresh = [
+            (r.sub, r.key)
+            for r in fresh
+            if datetime.now(UTC) - r.created_at.replace(tzinfo=r.created_at.tzinfo or UTC) < timedelta(hours=1)
+        ]
     assert purge_expired(stack.engine, stack.settings.idempotency_ttl) >= 1
     with Session(stack.engine) as session:
         assert session.get(IdempotencyRecord, pk) is None
@@ -141,17 +161,36 @@ async def test_keyed_commands_on_an_erased_case_are_refused_cleanly(stack):
     attempts = [
         ("POST", f"/v1/tasks/{task['task_id']}/accept", {}, accept),  # a key used before the erasure
         ("POST", url, {"level": "low", "assessed_on": day(1)}, step),
-        ("POST", f"/v1/tasks/{task['task_id']}/complete", {"outcome": "done"},
-         {**j.partner("shelter-es"), "Idempotency-Key": "complete-after"}),
-        ("POST", f"/v1/cases/{j.case_id}/steps/monitoring",
-         {"visited_on": day(5), "economic": 0.5, "social": 0.5, "psychosocial": 0.5},
-         {**j.cw, "Idempotency-Key": "monitoring-after"}),
-        ("POST", f"/v1/cases/{j.case_id}/tasks", {"service": "medical", "agency_id": "clinic-es"},
-         {**j.cw, "Idempotency-Key": "assign-after"}),
-        ("POST", f"/v1/cases/{j.case_id}/tasks/{task['task_id']}/cancel", {"reason": "erased"},
-         {**j.cw, "Idempotency-Key": "cancel-after"}),
-        ("POST", f"/v1/cases/{j.case_id}/withdraw-consent", {"withdrawn_on": day(3)},
-         {**j.cw, "Idempotency-Key": "withdraw-after"}),
+        (
+            "POST",
+            f"/v1/tasks/{task['task_id']}/complete",
+            {"outcome": "done"},
+            {**j.partner("shelter-es"), "Idempotency-Key": "complete-after"},
+        ),
+        (
+            "POST",
+            f"/v1/cases/{j.case_id}/steps/monitoring",
+            {"visited_on": day(5), "economic": 0.5, "social": 0.5, "psychosocial": 0.5},
+            {**j.cw, "Idempotency-Key": "monitoring-after"},
+        ),
+        (
+            "POST",
+            f"/v1/cases/{j.case_id}/tasks",
+            {"service": "medical", "agency_id": "clinic-es"},
+            {**j.cw, "Idempotency-Key": "assign-after"},
+        ),
+        (
+            "POST",
+            f"/v1/cases/{j.case_id}/tasks/{task['task_id']}/cancel",
+            {"reason": "erased"},
+            {**j.cw, "Idempotency-Key": "cancel-after"},
+        ),
+        (
+            "POST",
+            f"/v1/cases/{j.case_id}/withdraw-consent",
+            {"withdrawn_on": day(3)},
+            {**j.cw, "Idempotency-Key": "withdraw-after"},
+        ),
     ]
     for method, path, body, headers in attempts:
         for _ in range(2):  # the first time and its repeat

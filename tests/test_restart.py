@@ -44,8 +44,9 @@ async def test_worker_stopped_mid_journey_then_started_again(stack):
 
     await stack.stop_worker()
     try:
-        pending = asyncio.create_task(j.step("travel-plan", {"travel_date": day(10), "route": "MAD-OTP",
-                                                             "receiving_caseworker": "cw-ro-1"}))
+        pending = asyncio.create_task(
+            j.step("travel-plan", {"travel_date": day(10), "route": "MAD-OTP", "receiving_caseworker": "cw-ro-1"})
+        )
         await asyncio.sleep(1.5)
         assert not pending.done()  # accepted by Temporal, waiting for a worker
     finally:
@@ -57,8 +58,9 @@ async def test_worker_stopped_mid_journey_then_started_again(stack):
     reception = await j.assign("reception", "origin-office-ro")
     await j.task_action(reception["task_id"], "origin-office-ro", "accept")
     # Stop again right after the return stage ends: the next stage's workflow starts on restart.
-    await j.task_action(reception["task_id"], "origin-office-ro", "complete",
-                        {"outcome": "done", "arrived_on": day(10)})
+    await j.task_action(
+        reception["task_id"], "origin-office-ro", "complete", {"outcome": "done", "arrived_on": day(10)}
+    )
     await stack.stop_worker()
     await stack.start_worker()
     j.cw = j.cw_origin
@@ -99,8 +101,10 @@ async def test_worker_killed_with_sigkill_mid_journey(stack):
         if first.poll() is None:
             first.kill()
         await stack.start_worker()
-    await j.step("residence-application", {"filed_on": day(5), "permit_type": "victim-of-trafficking",
-                                           "authority_reference": "EXT-9"})
+    await j.step(
+        "residence-application",
+        {"filed_on": day(5), "permit_type": "victim-of-trafficking", "authority_reference": "EXT-9"},
+    )
     counts = timeline_counts(stack, j.case_id)
     assert all(n == 1 for n in counts.values()), counts
     assert counts[("step", "security-guarantee", None)] == 1

@@ -64,13 +64,23 @@ def _private(path: Path) -> bool:
 async def test_run_serves_a_codec_only_token_bound_to_the_stack_and_keeps_files_private(tmp_path):
     data = tmp_path / "data"
     api_port, temporal_port, ui_port = free_port(), free_port(), free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("REINTEGRATION_")},
-           "REINTEGRATION_DATA_DIR": str(data), "REINTEGRATION_API_PORT": str(api_port),
-           "REINTEGRATION_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
-           "REINTEGRATION_TEMPORAL_UI_PORT": str(ui_port), "REINTEGRATION_RATE_LIMIT_BURST": "1000"}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("REINTEGRATION_")},
+        "REINTEGRATION_DATA_DIR": str(data),
+        "REINTEGRATION_API_PORT": str(api_port),
+        "REINTEGRATION_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
+        "REINTEGRATION_TEMPORAL_UI_PORT": str(ui_port),
+        "REINTEGRATION_RATE_LIMIT_BURST": "1000",
+    }
     out = open(tmp_path / "run.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "reintegration.cli", "run"], cwd=tmp_path, env=env,
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reintegration.cli", "run"],
+        cwd=tmp_path,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         endpoint = await _wait_for(data / "codec-endpoint", proc)
         token = endpoint.rsplit("/", 1)[1]
@@ -83,8 +93,9 @@ async def test_run_serves_a_codec_only_token_bound_to_the_stack_and_keeps_files_
         api = f"http://127.0.0.1:{api_port}"
         async with httpx.AsyncClient(base_url=api, timeout=30) as http:
             # Good for the codec routes: it decodes (an empty batch here) ...
-            empty = json_format.MessageToJson(Payloads(payloads=[Payload(metadata={"encoding": b"json/plain"},
-                                                                         data=b'"x"')]))
+            empty = json_format.MessageToJson(
+                Payloads(payloads=[Payload(metadata={"encoding": b"json/plain"}, data=b'"x"')])
+            )
             r = await http.post(f"/codec/t/{token}/decode", content=empty)
             assert r.status_code == 200, r.text
             # ... and refused by every /v1 route, as a bearer token.
@@ -104,7 +115,8 @@ async def test_run_serves_a_codec_only_token_bound_to_the_stack_and_keeps_files_
         for path in [p for p in data.rglob("*") if p.is_file()]:
             assert _private(path), f"{path} is readable by others: {oct(path.stat().st_mode)}"
         assert {"reintegration.db", "temporal.db", "kek", "dev-signing-key", "codec-endpoint"} <= {
-            p.name for p in data.iterdir()}
+            p.name for p in data.iterdir()
+        }
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:

@@ -52,8 +52,13 @@ from tests.journey import Journey, day
 # so aiming it adds nothing). Drawing, not sending, is most of the run's time.
 DRAWN = {GenerationMode.POSITIVE: 4, GenerationMode.NEGATIVE: 4}
 AIMED = {GenerationMode.POSITIVE: 3}
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 FUZZ_AGENCY = "fuzz-agency-es"  # the admin's PATCHes land here, not on an agency with tasks
 
@@ -98,24 +103,39 @@ class Tally:
         for role, label, title in self.findings:
             roles.setdefault((label, title), []).append(role)
         lines = [f"{label}: {title} ({', '.join(r)})" for (label, title), r in sorted(roles.items())]
-        reports = [f"--- {label}: {title}\n{self.findings[(r[0], label, title)]}"
-                   for (label, title), r in sorted(roles.items())]
+        reports = [
+            f"--- {label}: {title}\n{self.findings[(r[0], label, title)]}"
+            for (label, title), r in sorted(roles.items())
+        ]
         return "\n".join([f"{len(lines)} findings:", *lines, "", *reports])
 
 
 @pytest.fixture(scope="module")
 async def fuzzed(temporal_env, tmp_path_factory) -> AsyncIterator[Stack]:
     # Rate limits out of the way: the run is thousands of requests from four subjects.
-    async with running_stack("sqlite", temporal_env, tmp_path_factory.mktemp("schemathesis"),
-                             rate_limit_per_minute=1_000_000, rate_limit_burst=100_000) as s:
+    async with running_stack(
+        "sqlite",
+        temporal_env,
+        tmp_path_factory.mktemp("schemathesis"),
+        rate_limit_per_minute=1_000_000,
+        rate_limit_burst=100_000,
+    ) as s:
         yield s
 
 
 async def seed_agency(stack: Stack) -> None:
     """An agency of the run's own, so that the admin's PATCHes change no agency with tasks."""
-    r = await stack.http.post("/v1/agencies", headers=stack.auth("admin", "admin-fuzz"), json={
-        "agency_id": FUZZ_AGENCY, "name": "Agency for the schemathesis run", "org_type": "NGO", "country": "ES",
-        "services": ["housing"]})
+    r = await stack.http.post(
+        "/v1/agencies",
+        headers=stack.auth("admin", "admin-fuzz"),
+        json={
+            "agency_id": FUZZ_AGENCY,
+            "name": "Agency for the schemathesis run",
+            "org_type": "NGO",
+            "country": "ES",
+            "services": ["housing"],
+        },
+    )
     assert r.status_code == 201, r.text
 
 
@@ -130,8 +150,17 @@ async def seed_case(stack: Stack) -> dict[str, str]:
 class OperationRun:
     """One role's requests to one operation, each response checked against the document."""
 
-    def __init__(self, operation: Any, *, caller: Caller, headers: dict[str, str], base_url: str,
-                 ids: dict[str, str], session: requests.Session, tally: Tally) -> None:
+    def __init__(
+        self,
+        operation: Any,
+        *,
+        caller: Caller,
+        headers: dict[str, str],
+        base_url: str,
+        ids: dict[str, str],
+        session: requests.Session,
+        tally: Tally,
+    ) -> None:
         self.operation, self.caller, self.headers, self.base_url = operation, caller, headers, base_url
         self.session, self.tally = session, tally
         self.label = operation.label
@@ -149,8 +178,12 @@ class OperationRun:
             self.draw(self.operation.as_strategy(generation_mode=mode), count, mode.value)
         if self.path_ids:
             for mode, count in AIMED.items():
-                self.draw(self.operation.as_strategy(generation_mode=mode, path_parameters=self.path_ids), count,
-                          mode.value, aimed=True)
+                self.draw(
+                    self.operation.as_strategy(generation_mode=mode, path_parameters=self.path_ids),
+                    count,
+                    mode.value,
+                    aimed=True,
+                )
         # An operation closed to the role refuses every request by role before it looks at the data:
         # its boundary cases would prove the same 403 again.
         if coverage and set(self.drawn_positive) != {403}:
@@ -158,8 +191,15 @@ class OperationRun:
             self.tally.covered.add(self.label)
 
     def draw(self, strategy: st.SearchStrategy, count: int, kind: str, *, aimed: bool = False) -> None:
-        @settings(max_examples=count, database=None, deadline=None, derandomize=False, verbosity=Verbosity.quiet,
-                  phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=count,
+            database=None,
+            deadline=None,
+            derandomize=False,
+            verbosity=Verbosity.quiet,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=strategy)
         def test(case: Any) -> None:
             if aimed:
@@ -177,8 +217,11 @@ class OperationRun:
     def cover(self) -> None:
         schema = self.operation.schema
         config = schema.config.generation_for(operation=self.operation, phase="coverage")
-        for case in schema.iter_coverage_cases(self.operation, generation_config=config,
-                                               generation_modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE]):
+        for case in schema.iter_coverage_cases(
+            self.operation,
+            generation_config=config,
+            generation_modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
+        ):
             if self.path_ids and case.meta.generation.mode == GenerationMode.POSITIVE:
                 case.path_parameters = {**case.path_parameters, **self.path_ids}
             self.call(case, "coverage")
@@ -206,16 +249,23 @@ def run_role(operations: list[Any], *, caller: Caller, stack: Stack, ids: dict[s
         for operation in operations:
             # The boundary cases test validation, which is the same for every role the operation is
             # open to: the first such role (in CALLERS' order) runs them.
-            OperationRun(operation, caller=caller, headers={"Authorization": f"Bearer {token}"},
-                         base_url=stack.base_url, ids=ids, session=session, tally=tally
-                         ).run(coverage=operation.label not in tally.covered)
+            OperationRun(
+                operation,
+                caller=caller,
+                headers={"Authorization": f"Bearer {token}"},
+                base_url=stack.base_url,
+                ids=ids,
+                session=session,
+                tally=tally,
+            ).run(coverage=operation.label not in tally.covered)
 
 
 @pytest.mark.schemathesis
 async def test_every_operation_as_every_role_matches_the_document(fuzzed: Stack):
     await seed_agency(fuzzed)
-    schema = await asyncio.to_thread(schemathesis.openapi.from_url, f"{fuzzed.base_url}/openapi.json",
-                                     config=schemathesis.Config())
+    schema = await asyncio.to_thread(
+        schemathesis.openapi.from_url, f"{fuzzed.base_url}/openapi.json", config=schemathesis.Config()
+    )
     operations = [result.ok() for result in schema.get_all_operations()]
     tally = Tally()
     started = time.monotonic()
@@ -225,8 +275,10 @@ async def test_every_operation_as_every_role_matches_the_document(fuzzed: Stack)
         ids = await seed_case(fuzzed)
         await asyncio.to_thread(run_role, operations, caller=caller, stack=fuzzed, ids=ids, tally=tally)
     elapsed = time.monotonic() - started
-    print(f"\nschemathesis: {len(tally.operations)} operations, {sum(tally.requests.values())} requests in "
-          f"{elapsed:.0f} s; by role {tally.by(0)}; by phase {tally.by(1)}")
+    print(
+        f"\nschemathesis: {len(tally.operations)} operations, {sum(tally.requests.values())} requests in "
+        f"{elapsed:.0f} s; by role {tally.by(0)}; by phase {tally.by(1)}"
+    )
     print("statuses:", sorted(tally.statuses.items()), "not sent:", dict(tally.unsent))
     assert len(tally.operations) >= 40
     assert tally.covered == tally.operations  # every operation is open to one of the roles
@@ -244,8 +296,11 @@ async def test_the_inputs_behind_its_findings_are_refused_as_documented(stack: S
     admin = stack.auth("admin", "admin-odd-input")
     refused = [
         # A body that is not UTF-8: the framework's 400, which the contract does not have.
-        await stack.http.post(f"/v1/cases/{j.case_id}/steps/risk-assessment", content=b"\xff\xfe{",
-                              headers={**j.cw, "Content-Type": "application/json"}),
+        await stack.http.post(
+            f"/v1/cases/{j.case_id}/steps/risk-assessment",
+            content=b"\xff\xfe{",
+            headers={**j.cw, "Content-Type": "application/json"},
+        ),
         # An explicit null for a field an agency cannot be without: was a database error.
         await stack.http.patch("/v1/agencies/shelter-es", json={"name": None}, headers=admin),
         await stack.http.patch("/v1/agencies/shelter-es", json={"active": None}, headers=admin),
@@ -253,8 +308,10 @@ async def test_the_inputs_behind_its_findings_are_refused_as_documented(stack: S
         await stack.http.get("/v1/cases", params={"overdue_since": "0001-01-01T00:00:00+14:00"}, headers=j.supervisor),
         await stack.http.get("/v1/cases", params={"overdue_since": "9999-12-31T23:59:59-14:00"}, headers=j.supervisor),
         # A forged cursor whose key holds a NUL byte: PostgreSQL refused the query.
-        *[await stack.http.get(path, params={"cursor": b64(f"{day(0)}T00:00:00+00:00|\x00")}, headers=j.supervisor)
-          for path in ("/v1/cases", "/v1/tasks", "/v1/supervision/stalled")],
+        *[
+            await stack.http.get(path, params={"cursor": b64(f"{day(0)}T00:00:00+00:00|\x00")}, headers=j.supervisor)
+            for path in ("/v1/cases", "/v1/tasks", "/v1/supervision/stalled")
+        ],
     ]
     for r in refused:
         assert (r.status_code, r.headers["content-type"]) == (422, "application/problem+json"), (r.request.url, r.text)

@@ -81,8 +81,9 @@ def test_an_identity_provider_without_the_claim_gives_no_country():
 
 def test_scope_is_the_servers_to_say_and_a_codec_audience_is_refused_by_the_api(stack):
     key = signing_key(stack.settings)
-    payload = jwt.decode(mint(stack.settings, role=Role.supervisor, sub="s", countries=["ES"]),
-                         options={"verify_signature": False})
+    payload = jwt.decode(
+        mint(stack.settings, role=Role.supervisor, sub="s", countries=["ES"]), options={"verify_signature": False}
+    )
     smuggled = jwt.encode({**payload, "scope": "codec"}, key, algorithm="HS256")
     assert verify(stack.settings, smuggled, key).scope == "api"
     codec_audience = jwt.encode({**payload, "aud": stack.settings.codec_audience}, key, algorithm="HS256")
@@ -93,25 +94,42 @@ def test_scope_is_the_servers_to_say_and_a_codec_audience_is_refused_by_the_api(
 def test_the_token_command_says_what_no_countries_means(tmp_path):
     cli = Path(sys.executable).parent / "reintegration"
     env = {"REINTEGRATION_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([str(cli), "token", "--role", "supervisor", "--sub", "sup-1"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(cli), "token", "--role", "supervisor", "--sub", "sup-1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0 and "sees no country" in done.stderr
-    done = subprocess.run([str(cli), "token", "--role", "supervisor", "--sub", "sup-1", "--countries", "*"],
-                          env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(cli), "token", "--role", "supervisor", "--sub", "sup-1", "--countries", "*"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0 and done.stderr == ""
-    done = subprocess.run([str(cli), "token", "--role", "supervisor", "--sub", "sup-1", "--countries", "ES,all"],
-                          env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(cli), "token", "--role", "supervisor", "--sub", "sup-1", "--countries", "ES,all"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
 
 
 async def test_codec_path_requests_are_rate_limited_even_with_a_bearer_header(temporal_env, tmp_path):
-    async with running_stack("sqlite", temporal_env, tmp_path, rate_limit_per_minute=1, rate_limit_burst=3,
-                             codec_session="s-1") as throttled:
+    async with running_stack(
+        "sqlite", temporal_env, tmp_path, rate_limit_per_minute=1, rate_limit_burst=3, codec_session="s-1"
+    ) as throttled:
         token = throttled.token("supervisor", "sup-1")
         statuses = []
         for _ in range(6):  # a made-up token in the path, a valid one in the header: charged to the address
-            r = await throttled.http.post("/codec/t/not.a.token/decode", content="{}",
-                                          headers={"Authorization": f"Bearer {token}"})
+            r = await throttled.http.post(
+                "/codec/t/not.a.token/decode", content="{}", headers={"Authorization": f"Bearer {token}"}
+            )
             statuses.append(r.status_code)
         assert statuses[:3] == [401, 401, 401] and statuses[3:] == [429, 429, 429], statuses
         # A CORS preflight, answered before any route, is charged to the address too.
@@ -126,7 +144,9 @@ async def test_forwarded_headers_are_believed_only_from_configured_proxies(tempo
             options = {k: v for k, v in uvicorn_options(settings).items() if k not in ("host", "port")}
             async with served(create_app(settings), lifespan="on", **options) as url:
                 async with httpx.AsyncClient(base_url=url) as http:
-                    statuses = [(await http.get("/v1/nothing-here", headers={"X-Forwarded-For": f"203.0.113.{i}"}
-                                                )).status_code for i in range(3)]
+                    statuses = [
+                        (await http.get("/v1/nothing-here", headers={"X-Forwarded-For": f"203.0.113.{i}"})).status_code
+                        for i in range(3)
+                    ]
             # Each request claims another address: believed, three buckets; not believed, one (ours).
             assert [429 if c == 429 else 200 for c in statuses] == expected, (trusted, statuses)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -35,8 +35,13 @@ from workflows.stages import ALL_WORKFLOWS
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 RELEASES = sorted(p for p in HISTORIES.iterdir() if (p / "keys.json").exists())
-WORKFLOWS = [CaseWorkflow, *ALL_WORKFLOWS, TaskDeliveryWorkflow, SupervisorNotificationWorkflow,
-             WebhookVerificationWorkflow]
+WORKFLOWS = [
+    CaseWorkflow,
+    *ALL_WORKFLOWS,
+    TaskDeliveryWorkflow,
+    SupervisorNotificationWorkflow,
+    WebhookVerificationWorkflow,
+]
 
 
 @pytest.fixture(scope="module", params=RELEASES, ids=[r.name for r in RELEASES])
@@ -49,7 +54,7 @@ def release(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     stored = json.loads((folder / "keys.json").read_text())
     with Session(engine) as session:
         for key_id, key in stored["keys"].items():
-            session.add(DataKeyRecord(key_id=key_id, created_at=datetime.now(timezone.utc), **key))
+            session.add(DataKeyRecord(key_id=key_id, created_at=datetime.now(UTC), **key))
         session.commit()
     keyring = Keyring(engine, LocalKeyEncryptionKey.from_file(HISTORIES / "test-kek"))
     try:
@@ -63,9 +68,16 @@ def test_the_recorded_journeys_are_all_there():
     assert RELEASES, "no stored histories"
     newest = RELEASES[-1]
     journeys = {p.name for p in newest.iterdir() if p.is_dir()}
-    assert {"residence-to-closure", "return-to-closure", "pathway-switch", "appeal", "withdrawal",
-            "continued-as-new"} | {f"stopped-in-{s}" for s in ("identification", "protection", "pathway", "return",
-                                                                 "residence", "reintegration")} <= journeys
+    assert {
+        "residence-to-closure",
+        "return-to-closure",
+        "pathway-switch",
+        "appeal",
+        "withdrawal",
+        "continued-as-new",
+    } | {
+        f"stopped-in-{s}" for s in ("identification", "protection", "pathway", "return", "residence", "reintegration")
+    } <= journeys
     runs = [p.name for p in (newest / "continued-as-new").glob("case.*.json")]
     assert len(runs) > 1, "the continued-as-new journey has one run of its case workflow"
 

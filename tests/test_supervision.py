@@ -10,13 +10,15 @@ async def test_a_supervisor_reassigns_a_case_and_caseworkers_may_not(stack):
     await j.open()
     r = await stack.http.post(f"/v1/cases/{j.case_id}/reassign", json={"caseworker": "cw-es-2"}, headers=j.cw)
     assert r.status_code == 403
-    r = await stack.http.post(f"/v1/cases/{j.case_id}/reassign", json={"caseworker": "cw-es-2", "reason": "leave"},
-                              headers=j.supervisor)
+    r = await stack.http.post(
+        f"/v1/cases/{j.case_id}/reassign", json={"caseworker": "cw-es-2", "reason": "leave"}, headers=j.supervisor
+    )
     assert r.status_code == 200, r.text
     assert r.json()["owner"] == {"country": "ES", "caseworker": "cw-es-2"}
     assert r.json()["timeline"][-1]["name"] == "reassigned"
-    again = await stack.http.post(f"/v1/cases/{j.case_id}/reassign", json={"caseworker": "cw-es-2"},
-                                  headers=j.supervisor)
+    again = await stack.http.post(
+        f"/v1/cases/{j.case_id}/reassign", json={"caseworker": "cw-es-2"}, headers=j.supervisor
+    )
     assert again.status_code == 422
     other_region = stack.auth("supervisor", "sup-ro", countries=["RO"])
     r = await stack.http.post(f"/v1/cases/{j.case_id}/reassign", json={"caseworker": "cw-x"}, headers=other_region)
@@ -28,9 +30,17 @@ async def test_the_summary_counts_the_region(stack):
     before = (await stack.http.get("/v1/supervision/summary", headers=sup)).json()
     j = Journey(stack, caseworker="cw-fi", countries=["FI"])
     admin = stack.auth("admin", "admin-1")
-    await stack.http.post("/v1/agencies", headers=admin, json={
-        "agency_id": f"shelter-fi-{stack.backend}", "name": "Turvakoti", "org_type": "NGO", "country": "FI",
-        "services": ["shelter", "legal-assistance"]})
+    await stack.http.post(
+        "/v1/agencies",
+        headers=admin,
+        json={
+            "agency_id": f"shelter-fi-{stack.backend}",
+            "name": "Turvakoti",
+            "org_type": "NGO",
+            "country": "FI",
+            "services": ["shelter", "legal-assistance"],
+        },
+    )
     await j.open(country="FI")
     await j.assign("shelter", f"shelter-fi-{stack.backend}")
     await j.through_protection()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -44,7 +44,9 @@ def recorder() -> tuple[FastAPI, list[dict]]:
 
 def audit_rows(stack, action: str) -> list[AuditRecord]:
     with Session(stack.engine) as session:
-        return list(session.exec(select(AuditRecord).where(AuditRecord.action == action).order_by(AuditRecord.seq)).all())
+        return list(
+            session.exec(select(AuditRecord).where(AuditRecord.action == action).order_by(AuditRecord.seq)).all()
+        )
 
 
 async def test_an_admin_redirecting_an_agency_gets_no_case_data(stack):
@@ -52,8 +54,11 @@ async def test_an_admin_redirecting_an_agency_gets_no_case_data(stack):
     async with simulator(stack, services=["shelter"], act_after=None) as (agency, stats):
         attacker, seen = recorder()
         async with served(attacker) as evil:
-            r = await stack.http.patch(f"/v1/agencies/{agency}", headers=admin, json={
-                "webhook_url": f"{evil}/steal", "webhook_secret": ATTACKER_SECRET})
+            r = await stack.http.patch(
+                f"/v1/agencies/{agency}",
+                headers=admin,
+                json={"webhook_url": f"{evil}/steal", "webhook_secret": ATTACKER_SECRET},
+            )
             assert r.status_code == 200, r.text
             body = r.json()
             assert body["webhook_pending"] is True and body["pending_webhook_url"] == f"{evil}/steal"
@@ -74,7 +79,9 @@ async def test_an_admin_redirecting_an_agency_gets_no_case_data(stack):
             # The agency's partners see which host waits for their word; others do not.
             own_view = (await stack.http.get(f"/v1/agencies/{agency}", headers=mine)).json()
             assert own_view["pending_webhook_host"] == "127.0.0.1" and own_view["pending_webhook_url"] is None
-            assert (await stack.http.get(f"/v1/agencies/{agency}", headers=other)).json()["pending_webhook_host"] is None
+            assert (await stack.http.get(f"/v1/agencies/{agency}", headers=other)).json()[
+                "pending_webhook_host"
+            ] is None
             # Told "confirm code X" for a host it does not run, a partner names its own host: refused.
             elsewhere = await stack.http.post(url, json={**challenge, "host": "hooks.agency.example.org"}, headers=mine)
             assert elsewhere.status_code == 422 and "pending_webhook_host" in elsewhere.json()["detail"]
@@ -86,8 +93,11 @@ async def test_an_admin_redirecting_an_agency_gets_no_case_data(stack):
             assert [m["event"] for m in seen] == ["webhook.verification"]
             assert "Maria" not in json.dumps(seen)
         # The audit trail names the new host (never a path), and who tried what.
-        [change] = [r for r in audit_rows(stack, "agency.update") if r.detail.get("agency_id") == agency
-                    and "pending_webhook_host" in r.detail]
+        [change] = [
+            r
+            for r in audit_rows(stack, "agency.update")
+            if r.detail.get("agency_id") == agency and "pending_webhook_host" in r.detail
+        ]
         assert change.actor_sub == "admin-redirect" and change.detail["pending_webhook_host"] == "127.0.0.1"
         assert "steal" not in json.dumps(change.detail)
         tries = [r for r in audit_rows(stack, "agency.webhook-confirm") if r.detail.get("agency_id") == agency]
@@ -104,21 +114,41 @@ async def test_the_agency_confirms_its_new_address_and_tasks_follow(stack):
         seen = (await stack.http.get(f"/v1/agencies/{agency}", headers=admin)).json()
         assert seen["webhook_configured"] is True and seen["webhook_pending"] is False
         assert seen["webhook_confirmed_at"] is not None
-        [confirmed] = [r for r in audit_rows(stack, "agency.webhook-confirm") if r.detail.get("agency_id") == agency
-                       and r.status == 200]
+        [confirmed] = [
+            r
+            for r in audit_rows(stack, "agency.webhook-confirm")
+            if r.detail.get("agency_id") == agency and r.status == 200
+        ]
         assert confirmed.actor_sub == f"partner-{agency}" and confirmed.detail["webhook_host"] == "127.0.0.1"
         # A second confirmation with the same challenge finds nothing waiting.
         mine = stack.auth("partner", f"partner-{agency}", agency=agency)
-        r = await stack.http.post(f"/v1/agencies/{agency}/webhook/confirm",
-                                  json={"challenge": "y" * 43, "host": "127.0.0.1"}, headers=mine)
+        r = await stack.http.post(
+            f"/v1/agencies/{agency}/webhook/confirm", json={"challenge": "y" * 43, "host": "127.0.0.1"}, headers=mine
+        )
         assert r.status_code == 409
 
 
-@pytest.mark.parametrize("address", [
-    "127.0.0.1", "10.1.2.3", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
-    "224.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "fd00:ec2::254",
-    "2002:a9fe:a9fe::1", "2002:7f00:1::1",  # 6to4 carrying 169.254.169.254 and 127.0.0.1
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.5.4",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "::1",
+        "fe80::1",
+        "fc00::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "fd00:ec2::254",
+        "2002:a9fe:a9fe::1",
+        "2002:7f00:1::1",  # 6to4 carrying 169.254.169.254 and 127.0.0.1
+    ],
+)
 def test_addresses_inside_are_refused(address):
     assert refused_address(ipaddress.ip_address(address)) is not None
 
@@ -156,14 +186,26 @@ async def test_with_the_guard_no_message_goes_inside(temporal_env, tmp_path):
     async with running_stack("sqlite", temporal_env, tmp_path, webhook_guard=True) as guarded:
         admin = guarded.auth("admin", "admin-guard")
         agency = f"guarded-{uuid.uuid4().hex[:6]}"
-        body = {"agency_id": agency, "name": "Guarded", "org_type": "NGO", "country": "ES", "services": ["shelter"],
-                "webhook_secret": ATTACKER_SECRET}
-        for url in ("http://127.0.0.1:9/hook", "http://localhost:9/hook", "http://169.254.169.254/latest/meta-data",
-                    "http://10.0.0.8/hook", "http://[::1]:9/hook"):
+        body = {
+            "agency_id": agency,
+            "name": "Guarded",
+            "org_type": "NGO",
+            "country": "ES",
+            "services": ["shelter"],
+            "webhook_secret": ATTACKER_SECRET,
+        }
+        for url in (
+            "http://127.0.0.1:9/hook",
+            "http://localhost:9/hook",
+            "http://169.254.169.254/latest/meta-data",
+            "http://10.0.0.8/hook",
+            "http://[::1]:9/hook",
+        ):
             r = await guarded.http.post("/v1/agencies", headers=admin, json={**body, "webhook_url": url})
             assert r.status_code == 422 and "resolves to" in r.json()["detail"], (url, r.text)
-        r = await guarded.http.post("/v1/agencies", headers=admin, json={k: v for k, v in body.items()
-                                                                          if k != "webhook_secret"})
+        r = await guarded.http.post(
+            "/v1/agencies", headers=admin, json={k: v for k, v in body.items() if k != "webhook_secret"}
+        )
         assert r.status_code == 201
         # The address was fine when confirmed; it resolves inside now. Nothing is sent there.
         attacker, seen = recorder()
@@ -172,7 +214,7 @@ async def test_with_the_guard_no_message_goes_inside(temporal_env, tmp_path):
                 record = session.get(AgencyRecord, agency)
                 record.webhook_url = f"{inside}/hook"
                 record.webhook_secret = guarded.keyring.seal_system(ATTACKER_SECRET, purpose=f"webhook-secret:{agency}")
-                record.webhook_confirmed_at = datetime.now(timezone.utc)
+                record.webhook_confirmed_at = datetime.now(UTC)
                 session.add(record)
                 session.commit()
             j = Journey(guarded)
@@ -194,16 +236,23 @@ async def test_without_temporal_an_agency_still_changes_and_no_address_is_left_p
     cannot be sent is not left half-set."""
     admin = stack.auth("admin", "admin-1")
     agency = f"no-temporal-{uuid.uuid4().hex[:6]}"
-    r = await stack.http.post("/v1/agencies", headers=admin, json={
-        "agency_id": agency, "name": "Offline", "org_type": "NGO", "country": "ES", "services": ["shelter"]})
+    r = await stack.http.post(
+        "/v1/agencies",
+        headers=admin,
+        json={"agency_id": agency, "name": "Offline", "org_type": "NGO", "country": "ES", "services": ["shelter"]},
+    )
     assert r.status_code == 201
-    lonely = stack.settings.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}",
-                                               "temporal_connect_wait_seconds": 0.1})
+    lonely = stack.settings.model_copy(
+        update={"temporal_address": f"127.0.0.1:{free_port()}", "temporal_connect_wait_seconds": 0.1}
+    )
     async with served(create_app(lonely), lifespan="on") as url, httpx.AsyncClient(base_url=url) as http:
         r = await http.patch(f"/v1/agencies/{agency}", json={"active": False, "name": "Closed"}, headers=admin)
         assert r.status_code == 200 and r.json()["active"] is False
-        r = await http.patch(f"/v1/agencies/{agency}", headers=admin, json={
-            "webhook_url": "http://127.0.0.1:9/hook", "webhook_secret": ATTACKER_SECRET})
+        r = await http.patch(
+            f"/v1/agencies/{agency}",
+            headers=admin,
+            json={"webhook_url": "http://127.0.0.1:9/hook", "webhook_secret": ATTACKER_SECRET},
+        )
         assert r.status_code == 503 and "set the address again" in r.json()["detail"]
     seen = (await stack.http.get(f"/v1/agencies/{agency}", headers=admin)).json()
     assert seen["webhook_pending"] is False and seen["webhook_configured"] is False and seen["name"] == "Closed"

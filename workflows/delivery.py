@@ -86,20 +86,27 @@ class WebhookVerificationWorkflow:
     async def run(self, request: WebhookVerificationRequest) -> str:
         try:
             await workflow.execute_activity(
-                ActivityName.NOTIFY_PREVIOUS_WEBHOOK, request,
+                ActivityName.NOTIFY_PREVIOUS_WEBHOOK,
+                request,
                 start_to_close_timeout=timedelta(seconds=request.timeout_seconds * 3),
-                retry_policy=RetryPolicy(initial_interval=timedelta(seconds=request.retry_initial_seconds),
-                                         maximum_attempts=3, non_retryable_error_types=[DELIVERY_REJECTED]),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=request.retry_initial_seconds),
+                    maximum_attempts=3,
+                    non_retryable_error_types=[DELIVERY_REJECTED],
+                ),
             )
         except ActivityError:
             pass  # the old address is gone or refuses: the change goes on, and the audit trail has it
         try:
             return await workflow.execute_activity(
-                ActivityName.SEND_WEBHOOK_VERIFICATION, request, result_type=str,
+                ActivityName.SEND_WEBHOOK_VERIFICATION,
+                request,
+                result_type=str,
                 start_to_close_timeout=timedelta(seconds=request.timeout_seconds * 3),
                 schedule_to_close_timeout=timedelta(seconds=request.expires_in_seconds),
                 retry_policy=RetryPolicy(
-                    initial_interval=timedelta(seconds=request.retry_initial_seconds), backoff_coefficient=2.0,
+                    initial_interval=timedelta(seconds=request.retry_initial_seconds),
+                    backoff_coefficient=2.0,
                     # An address nobody answers at is tried for a day: no more often than twice a minute.
                     maximum_interval=timedelta(seconds=max(request.retry_max_seconds, 30.0)),
                     non_retryable_error_types=[DELIVERY_REJECTED],

@@ -86,8 +86,9 @@ def check_own_case(case_id: str) -> None:
     """Fail a workflow whose id names another case than its input: payloads are sealed with the key
     of the case the id names, so a workflow may act only for that case."""
     if rules.case_of_workflow(workflow.info().workflow_id) != case_id:
-        raise ApplicationError("the workflow's id does not name the case of its input", type=ErrorType.WRONG_CASE,
-                               non_retryable=True)
+        raise ApplicationError(
+            "the workflow's id does not name the case of its input", type=ErrorType.WRONG_CASE, non_retryable=True
+        )
 
 
 class JourneyWorkflowBase:
@@ -161,9 +162,12 @@ class JourneyWorkflowBase:
         id in another of its workflows or runs; the refusal carries the first result."""
         update = workflow.current_update_info()
         if update is not None and update.id in self.state.applied_updates:
-            raise ApplicationError("the command was applied already",
-                                   self.state.applied_updates[update.id].model_dump(mode="json"),
-                                   type=ErrorType.ALREADY_APPLIED, non_retryable=True)
+            raise ApplicationError(
+                "the command was applied already",
+                self.state.applied_updates[update.id].model_dump(mode="json"),
+                type=ErrorType.ALREADY_APPLIED,
+                non_retryable=True,
+            )
 
     def _bound(self, cmd: StepCommand | TaskCommand | ReassignOwner) -> None:
         """Refuse, before it reaches the history, a command not sent under its own update id, or issued
@@ -172,18 +176,21 @@ class JourneyWorkflowBase:
         replay: histories from before it replay as they were.)"""
         update = workflow.current_update_info()
         if update is None or cmd.update_id != update.id:
-            raise ApplicationError("the command was not sent under its own update id", type=ErrorType.UNBOUND_COMMAND,
-                                   non_retryable=True)
+            raise ApplicationError(
+                "the command was not sent under its own update id", type=ErrorType.UNBOUND_COMMAND, non_retryable=True
+            )
         latest = self.state.latest_issued_at
         if cmd.issued_at is None or (latest is not None and cmd.issued_at < latest - COMMAND_FRESH_FOR):
             raise ApplicationError("the command is stale", type=ErrorType.UNBOUND_COMMAND, non_retryable=True)
         if rules.case_of_workflow(workflow.info().workflow_id) != self.state.case_id:
-            raise ApplicationError("the workflow's id does not name its case", type=ErrorType.WRONG_CASE,
-                                   non_retryable=True)
+            raise ApplicationError(
+                "the workflow's id does not name its case", type=ErrorType.WRONG_CASE, non_retryable=True
+            )
 
     def _issued(self, cmd: StepCommand | TaskCommand | ReassignOwner) -> None:
-        if cmd.issued_at is not None and (self.state.latest_issued_at is None
-                                          or cmd.issued_at > self.state.latest_issued_at):
+        if cmd.issued_at is not None and (
+            self.state.latest_issued_at is None or cmd.issued_at > self.state.latest_issued_at
+        ):
             self.state.latest_issued_at = cmd.issued_at
 
     async def _record(self, events: list[TimelineEvent], *, task_id: str | None = None) -> CommandResult:
@@ -213,8 +220,12 @@ class JourneyWorkflowBase:
         if not needs or not workflow.patched(AGENCY_CHECK_PATCH):
             return
         refused = await workflow.execute_local_activity(
-            ActivityName.CHECK_AGENCIES, AgencyNeeds(needs=needs), result_type=str,
-            schedule_to_close_timeout=AGENCY_CHECK_TIMEOUT, retry_policy=AGENCY_CHECK_RETRY)
+            ActivityName.CHECK_AGENCIES,
+            AgencyNeeds(needs=needs),
+            result_type=str,
+            schedule_to_close_timeout=AGENCY_CHECK_TIMEOUT,
+            retry_policy=AGENCY_CHECK_RETRY,
+        )
         if refused:
             raise _refusal(rules.InvalidCommand(refused))
 
@@ -268,12 +279,14 @@ class JourneyWorkflowBase:
             timeout = max(deadline - workflow.now(), timedelta(seconds=1)) if deadline else None
             try:
                 await workflow.wait_condition(
-                    lambda version=version: self.state.stage not in self.OWNED_STAGES
-                    or workflow.info().is_continue_as_new_suggested()
-                    or self.state.version != version,
+                    lambda version=version: (
+                        self.state.stage not in self.OWNED_STAGES
+                        or workflow.info().is_continue_as_new_suggested()
+                        or self.state.version != version
+                    ),
                     timeout=timeout,
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 async with self._lock:
                     if self.state.stage in self.OWNED_STAGES:
                         events = rules.evaluate_stall(self.state, workflow.now(), self._new_id, by_clock=True)

@@ -274,9 +274,7 @@ class JourneyConfig(Strict):
 
 class ConsentBody(Strict):
     assistance: bool = Field(description="Consent to assistance: required to go on.")
-    data_sharing: bool = Field(
-        default=False, description="Consent to share the data a service needs with partners."
-    )
+    data_sharing: bool = Field(default=False, description="Consent to share the data a service needs with partners.")
     given_on: Day
 
 
@@ -424,9 +422,7 @@ class AcceptTaskBody(Strict):
 class CompleteTaskBody(Strict):
     outcome: TaskOutcome
     notes: Notes = ""
-    assessment: OriginAssessment | None = Field(
-        default=None, description="For origin-assessment: is return safe?"
-    )
+    assessment: OriginAssessment | None = Field(default=None, description="For origin-assessment: is return safe?")
     arrived_on: Day | None = Field(default=None, description="For reception: the arrival date.")
 
 

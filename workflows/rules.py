@@ -10,7 +10,7 @@ from __future__ import annotations
 import calendar
 import re
 from collections.abc import Callable
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 from pydantic import ValidationError
 
@@ -141,12 +141,12 @@ def add_months(day: date, months: int) -> date:
 
 
 def start_of(day: date) -> datetime:
-    return datetime.combine(day, time(0, 0), tzinfo=timezone.utc)
+    return datetime.combine(day, time(0, 0), tzinfo=UTC)
 
 
 def end_of(day: date) -> datetime:
     """A due date means due by the end of that day (UTC)."""
-    return datetime.combine(day, time(23, 59, 59), tzinfo=timezone.utc)
+    return datetime.combine(day, time(23, 59, 59), tzinfo=UTC)
 
 
 def age_on(birth: date, day: date) -> int:
@@ -409,7 +409,8 @@ def check_step(state: JourneyState, cmd: StepCommand) -> object:
                 "a safety measure's service is one of: " + ", ".join(sorted(s.value for s in IMMEDIATE_SERVICES))
             )
         case SafetyPlanBody() | ReintegrationPlanBody() if any(
-            getattr(i, "service", None) and not i.agency_id for i in getattr(body, "measures", getattr(body, "services", []))
+            getattr(i, "service", None) and not i.agency_id
+            for i in getattr(body, "measures", getattr(body, "services", []))
         ):
             raise InvalidCommand("every partner task of a plan names its agency")
         case ReintegrationPlanBody() if any(i.service not in REINTEGRATION_SERVICES for i in body.services):
@@ -437,9 +438,7 @@ def check_step(state: JourneyState, cmd: StepCommand) -> object:
                     allowed_steps(state),
                 )
             if state.plan_revision_needed:
-                raise StepNotAllowed(
-                    "closure as completed needs the flagged plan revised first", allowed_steps(state)
-                )
+                raise StepNotAllowed("closure as completed needs the flagged plan revised first", allowed_steps(state))
     if cmd.step == Step.approve_closure and cmd.actor.sub == state.closure_requested_by:
         raise Forbidden("a closure is approved by someone other than who requested it")
     return body
@@ -517,9 +516,7 @@ def apply_step(
             visit = assess_sustainability(state, body)
             state.monitoring_visits.append(visit)
             state.plan_revision_needed = state.plan_revision_needed or bool(visit.below_threshold)
-            events[0].facts.update(
-                weighted_score=visit.weighted_score, below_threshold=visit.below_threshold
-            )
+            events[0].facts.update(weighted_score=visit.weighted_score, below_threshold=visit.below_threshold)
         case ClosureBody():
             state.closure_requested, state.closure_requested_at = body.reason, now
             state.closure_requested_by = cmd.actor.sub
@@ -595,16 +592,17 @@ def check_task(state: JourneyState, cmd: TaskCommand, now: datetime) -> object:
         TaskAction.accept: {TaskStatus.assigned},
         TaskAction.complete: {TaskStatus.accepted},
         TaskAction.decline: {TaskStatus.assigned, TaskStatus.accepted},
-        TaskAction.reassign: {TaskStatus.declined, TaskStatus.delivery_failed, TaskStatus.assigned,
-                              TaskStatus.accepted},
-        TaskAction.cancel: {TaskStatus.assigned, TaskStatus.accepted, TaskStatus.declined,
-                            TaskStatus.delivery_failed},
+        TaskAction.reassign: {
+            TaskStatus.declined,
+            TaskStatus.delivery_failed,
+            TaskStatus.assigned,
+            TaskStatus.accepted,
+        },
+        TaskAction.cancel: {TaskStatus.assigned, TaskStatus.accepted, TaskStatus.declined, TaskStatus.delivery_failed},
         TaskAction.delivery_failed: {TaskStatus.assigned},
     }[cmd.action]
     if task.status not in allowed_from:
-        raise StepNotAllowed(
-            f"a task that is {task.status.value} cannot be {_past(cmd.action)}", allowed_steps(state)
-        )
+        raise StepNotAllowed(f"a task that is {task.status.value} cannot be {_past(cmd.action)}", allowed_steps(state))
     if isinstance(body, CompleteTaskBody):
         if task.service == Service.origin_assessment and body.outcome == TaskOutcome.done:
             if body.assessment is None:
@@ -645,8 +643,11 @@ def agency_needs(state: JourneyState, body: object, task_id: str | None = None) 
             items = [(m.service, m.agency_id) for m in body.measures if m.service]
         case ReintegrationPlanBody():
             items = [(i.service, i.agency_id) for i in body.services]
-    return [AgencyNeed(service=service, agency_id=agency_id, country=service_country(state, service))
-            for service, agency_id in items if agency_id]
+    return [
+        AgencyNeed(service=service, agency_id=agency_id, country=service_country(state, service))
+        for service, agency_id in items
+        if agency_id
+    ]
 
 
 def is_overdue(task: TaskState, now: datetime) -> bool:
@@ -686,7 +687,12 @@ def apply_task(
             task.assessment = body.assessment if task.service == Service.origin_assessment else None
             events.append(
                 _task_event(
-                    state, task, "completed", cmd.actor, now, new_id,
+                    state,
+                    task,
+                    "completed",
+                    cmd.actor,
+                    now,
+                    new_id,
                     outcome=body.outcome.value,
                     **({"assessment": body.assessment.value} if task.assessment else {}),
                 )
@@ -699,8 +705,9 @@ def apply_task(
         case DeliveryFailedBody():
             task.status, task.delivery_failed_at = TaskStatus.delivery_failed, now
             task.decline_reason = body.reason
-            events.append(_task_event(state, task, "delivery-failed", cmd.actor, now, new_id,
-                                      delivery_id=body.delivery_id))
+            events.append(
+                _task_event(state, task, "delivery-failed", cmd.actor, now, new_id, delivery_id=body.delivery_id)
+            )
         case _ if cmd.action == TaskAction.accept:
             task.status, task.accepted_at = TaskStatus.accepted, now
             events.append(_task_event(state, task, "accepted", cmd.actor, now, new_id))
@@ -776,7 +783,12 @@ def _hand_over_to_origin(
     state.reintegration_started_on = arrived_on
     events = [
         _event(
-            state, now, new_id, "case", "handed-over", actor,
+            state,
+            now,
+            new_id,
+            "case",
+            "handed-over",
+            actor,
             facts={"from_country": previous, "to_country": state.owner_country},
         )
     ]
@@ -832,7 +844,13 @@ def _task_event(
 ) -> TimelineEvent:
     task.version = state.version
     return _event(
-        state, now, new_id, "task", what, actor, task_id=task.task_id,
+        state,
+        now,
+        new_id,
+        "task",
+        what,
+        actor,
+        task_id=task.task_id,
         facts={"service": task.service.value, "agency_id": task.agency_id, "assignment": task.assignment, **facts},
     )
 
@@ -854,8 +872,17 @@ def check_reassign_owner(state: JourneyState, cmd: ReassignOwner) -> None:
 def apply_reassign_owner(state: JourneyState, cmd: ReassignOwner, now: datetime, new_id: NewId) -> list[TimelineEvent]:
     state.version += 1
     previous, state.owner_caseworker = state.owner_caseworker, cmd.caseworker
-    return [_event(state, now, new_id, "case", "reassigned", cmd.actor,
-                   facts={"from_caseworker": previous, "to_caseworker": cmd.caseworker})]
+    return [
+        _event(
+            state,
+            now,
+            new_id,
+            "case",
+            "reassigned",
+            cmd.actor,
+            facts={"from_caseworker": previous, "to_caseworker": cmd.caseworker},
+        )
+    ]
 
 
 # --- Deadlines ----------------------------------------------------------------------------------
@@ -868,8 +895,9 @@ def open_items(state: JourneyState) -> list[OpenItem]:
     cfg = state.config
     items: list[OpenItem] = []
 
-    def step(name: Step, due: date | datetime | None, turn: str = "caseworker", since: date | datetime | None = None
-             ) -> None:
+    def step(
+        name: Step, due: date | datetime | None, turn: str = "caseworker", since: date | datetime | None = None
+    ) -> None:
         due_at = end_of(due) if isinstance(due, date) and not isinstance(due, datetime) else due
         start = start_of(since) if isinstance(since, date) and not isinstance(since, datetime) else since
         items.append(OpenItem(kind="step", name=name.value, due_at=due_at, turn=turn, since=start))
@@ -932,8 +960,15 @@ def open_items(state: JourneyState) -> list[OpenItem]:
         else:
             due, turn = end_of(task.due_on), "agency"
         items.append(
-            OpenItem(kind="task", name=task.service.value, task_id=task.task_id, due_at=due, turn=turn,
-                     agency_id=task.agency_id, since=since)
+            OpenItem(
+                kind="task",
+                name=task.service.value,
+                task_id=task.task_id,
+                due_at=due,
+                turn=turn,
+                agency_id=task.agency_id,
+                since=since,
+            )
         )
     return items
 
@@ -946,16 +981,32 @@ def stall_reasons(state: JourneyState, now: datetime) -> list[StallReason]:
     if state.status == CaseStatus.closed:
         return []
     reasons = [
-        StallReason(key=item.key, kind=item.kind, name=item.name, task_id=item.task_id, agency_id=item.agency_id,
-                    turn=item.turn, due_at=item.due_at, escalate_at=item.escalate_at or item.due_at)
+        StallReason(
+            key=item.key,
+            kind=item.kind,
+            name=item.name,
+            task_id=item.task_id,
+            agency_id=item.agency_id,
+            turn=item.turn,
+            due_at=item.due_at,
+            escalate_at=item.escalate_at or item.due_at,
+        )
         for item in open_items(state)
         if item.due_at is not None and item.due_at <= now
     ]
     quiet_until = _inactivity_due(state)
     if quiet_until <= now:
         limit = timedelta(days=state.config.inactivity_days)
-        reasons.append(StallReason(key="inactivity", kind="inactivity", name="no activity", turn="caseworker",
-                                   due_at=quiet_until, escalate_at=quiet_until + limit))
+        reasons.append(
+            StallReason(
+                key="inactivity",
+                kind="inactivity",
+                name="no activity",
+                turn="caseworker",
+                due_at=quiet_until,
+                escalate_at=quiet_until + limit,
+            )
+        )
     return sorted(reasons, key=lambda r: r.due_at)
 
 
@@ -974,8 +1025,7 @@ def next_deadline(state: JourneyState, now: datetime) -> datetime | None:
     return min(future) if future else None
 
 
-def evaluate_stall(state: JourneyState, now: datetime, new_id: NewId, *, by_clock: bool = False
-                   ) -> list[TimelineEvent]:
+def evaluate_stall(state: JourneyState, now: datetime, new_id: NewId, *, by_clock: bool = False) -> list[TimelineEvent]:
     """Bring the stall up to date: new reasons notify the supervisors once, again at twice the
     deadline; the stall clears by itself when nothing is overdue. Returns the events it makes.
 
@@ -999,12 +1049,25 @@ def evaluate_stall(state: JourneyState, now: datetime, new_id: NewId, *, by_cloc
     events: list[TimelineEvent] = []
     for reason, level, mark in notices:
         state.notified.append(mark)
-        events.append(_event(
-            state, now, new_id, "supervision", "stalled" if level == 1 else "escalated", None,
-            task_id=reason.task_id,
-            facts={"item": reason.key, "name": reason.name, "turn": reason.turn, "level": level,
-                   "due_at": reason.due_at.isoformat(), "notification": f"{state.case_id}:{mark}"},
-        ))
+        events.append(
+            _event(
+                state,
+                now,
+                new_id,
+                "supervision",
+                "stalled" if level == 1 else "escalated",
+                None,
+                task_id=reason.task_id,
+                facts={
+                    "item": reason.key,
+                    "name": reason.name,
+                    "turn": reason.turn,
+                    "level": level,
+                    "due_at": reason.due_at.isoformat(),
+                    "notification": f"{state.case_id}:{mark}",
+                },
+            )
+        )
     if cleared:
         events.append(_event(state, now, new_id, "supervision", "stall-cleared", None))
     return events

@@ -104,17 +104,24 @@ class FaultStack:
 
 
 @asynccontextmanager
-async def fault_stack(name: str, data_dir: Path, *, temporal_address: str, database_url: str | None = None,
-                      workers: int = 1) -> AsyncIterator[FaultStack]:
+async def fault_stack(
+    name: str, data_dir: Path, *, temporal_address: str, database_url: str | None = None, workers: int = 1
+) -> AsyncIterator[FaultStack]:
     """A fresh system: database, API over HTTP on a free port (in this process), worker processes,
     and a partner simulator per country. Nothing of it is shared with another fault."""
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings(
-        data_dir=data_dir, database_url=database_url, temporal_address=temporal_address,
-        temporal_namespace=NAMESPACE, temporal_task_queue=f"faults-{name}-{uuid.uuid4().hex[:6]}",
-        delivery_timeout_seconds=1.5, delivery_retry_initial_seconds=0.2, delivery_retry_max_seconds=1.0,
+        data_dir=data_dir,
+        database_url=database_url,
+        temporal_address=temporal_address,
+        temporal_namespace=NAMESPACE,
+        temporal_task_queue=f"faults-{name}-{uuid.uuid4().hex[:6]}",
+        delivery_timeout_seconds=1.5,
+        delivery_retry_initial_seconds=0.2,
+        delivery_retry_max_seconds=1.0,
         # Hundreds of requests a minute per caller, on purpose: the rate limit is not the fault here.
-        rate_limit_per_minute=1_000_000, rate_limit_burst=100_000,
+        rate_limit_per_minute=1_000_000,
+        rate_limit_burst=100_000,
     )
     engine = make_engine(settings)
     upgrade_schema(engine)
@@ -124,19 +131,30 @@ async def fault_stack(name: str, data_dir: Path, *, temporal_address: str, datab
     stack: Stack | None = None
     try:
         async with AsyncExitStack() as exits:
-            base_url = await exits.enter_async_context(served(create_app(settings), log_level="critical",
-                                                              lifespan="on"))
+            base_url = await exits.enter_async_context(
+                served(create_app(settings), log_level="critical", lifespan="on")
+            )
             limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
             http = httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits)
-            stack = Stack(backend=name, settings=settings, client=client, engine=engine, http=http,
-                          base_url=base_url, keyring=keyring)
+            stack = Stack(
+                backend=name,
+                settings=settings,
+                client=client,
+                engine=engine,
+                http=http,
+                base_url=base_url,
+                keyring=keyring,
+            )
             for _ in range(workers):  # first: a worker sends the simulators' webhook verifications
                 procs.start()
             partners = {}
-            for country, services in (("ES", ["legal-assistance", "medical", "travel-documents"]),
-                                      ("RO", ["origin-assessment", "reception"])):
+            for country, services in (
+                ("ES", ["legal-assistance", "medical", "travel-documents"]),
+                ("RO", ["origin-assessment", "reception"]),
+            ):
                 agency, stats = await exits.enter_async_context(
-                    simulator(stack, services=services, country=country, act_after=None))
+                    simulator(stack, services=services, country=country, act_after=None)
+                )
                 partners[country] = Partner(agency, country, stats)
             yield FaultStack(stack=stack, workers=procs, partners=partners)
             procs.stop_all()  # before the simulators stop: no delivery in flight against them
@@ -208,17 +226,21 @@ class FaultClient:
                 else:
                     return r
             if time.monotonic() > deadline:
-                raise AssertionError(f"no answer to POST {path} within {REQUEST_DEADLINE:.0f} s"
-                                     + (f" (last {r.status_code}: {r.text[:200]})" if r is not None else ""))
+                raise AssertionError(
+                    f"no answer to POST {path} within {REQUEST_DEADLINE:.0f} s"
+                    + (f" (last {r.status_code}: {r.text[:200]})" if r is not None else "")
+                )
             await asyncio.sleep(pause * (0.5 + self.rng.random()))
 
-    async def post(self, path: str, body: dict, headers: dict[str, str], *, sub: str, what: str,
-                   case_id: str | None = None) -> httpx.Response:
+    async def post(
+        self, path: str, body: dict, headers: dict[str, str], *, sub: str, what: str, case_id: str | None = None
+    ) -> httpx.Response:
         key = f"{what.replace('/', '-')}-{uuid.uuid4().hex[:16]}"
         keyed = {**headers, "Idempotency-Key": key}
         if self.rng.random() < self.concurrent_share:
-            first, second = await asyncio.gather(self._until_answered(path, body, keyed),
-                                                 self._until_answered(path, body, keyed))
+            first, second = await asyncio.gather(
+                self._until_answered(path, body, keyed), self._until_answered(path, body, keyed)
+            )
         else:
             first = await self._until_answered(path, body, keyed)
             second = await self._until_answered(path, body, keyed)
@@ -294,17 +316,26 @@ class FaultJourney:
         self.api.stats.opened.append(self.run.case_id)
 
     async def step(self, step: str, body: dict[str, Any], *, as_: str = "cw") -> None:
-        headers, sub = {"cw": (self.cw, self.cw_sub), "ro": (self.cw_ro, self.cw_ro_sub),
-                        "sup": (self.sup, self.sup_sub)}[as_]
-        r = await self.api.post(f"/v1/cases/{self.run.case_id}/steps/{step}", body, headers, sub=sub,
-                                what=step, case_id=self.run.case_id)
+        headers, sub = {
+            "cw": (self.cw, self.cw_sub),
+            "ro": (self.cw_ro, self.cw_ro_sub),
+            "sup": (self.sup, self.sup_sub),
+        }[as_]
+        r = await self.api.post(
+            f"/v1/cases/{self.run.case_id}/steps/{step}", body, headers, sub=sub, what=step, case_id=self.run.case_id
+        )
         self.case = self._check(r, step, 200)
 
     async def assign(self, service: str, country: str) -> dict[str, Any]:
         partner = self.fs.partners[country]
-        r = await self.api.post(f"/v1/cases/{self.run.case_id}/tasks",
-                                {"service": service, "agency_id": partner.agency}, self.cw, sub=self.cw_sub,
-                                what=f"assign-{service}", case_id=self.run.case_id)
+        r = await self.api.post(
+            f"/v1/cases/{self.run.case_id}/tasks",
+            {"service": service, "agency_id": partner.agency},
+            self.cw,
+            sub=self.cw_sub,
+            what=f"assign-{service}",
+            case_id=self.run.case_id,
+        )
         task = self._check(r, f"assign {service}", 201)
         self.api.stats.delivered_tasks[task["task_id"]] = country
         return task
@@ -322,8 +353,14 @@ class FaultJourney:
         sub = f"partner-{partner.agency}"
         headers = self.fs.stack.auth("partner", sub, agency=partner.agency)
         for action, body in (("accept", {}), ("complete", {"outcome": "done", **complete})):
-            r = await self.api.post(f"/v1/tasks/{task['task_id']}/{action}", body, headers, sub=sub,
-                                    what=f"{action}-{task['service']}", case_id=self.run.case_id)
+            r = await self.api.post(
+                f"/v1/tasks/{task['task_id']}/{action}",
+                body,
+                headers,
+                sub=sub,
+                what=f"{action}-{task['service']}",
+                case_id=self.run.case_id,
+            )
             self._check(r, f"{action} {task['service']}", 200)
 
     async def through_protection(self) -> None:
@@ -336,12 +373,15 @@ class FaultJourney:
         await self.through_protection()
         await self.step("pathway", {"pathway": "residence", "decided_on": day(3)})
         await self.partner_does(await self.assign("legal-assistance", "ES"))
-        await self.step("residence-application", {"filed_on": day(5), "permit_type": "victim-of-trafficking",
-                                                  "authority_reference": "EXT-1"})
-        await self.step("residence-decision", {"decision": "granted", "decided_on": day(40),
-                                               "valid_until": day(400)})
-        await self.step("reintegration-plan", {"agreed_on": day(41), "services": [
-            {"service": "medical", "agency_id": self.fs.partners["ES"].agency}]})
+        await self.step(
+            "residence-application",
+            {"filed_on": day(5), "permit_type": "victim-of-trafficking", "authority_reference": "EXT-1"},
+        )
+        await self.step("residence-decision", {"decision": "granted", "decided_on": day(40), "valid_until": day(400)})
+        await self.step(
+            "reintegration-plan",
+            {"agreed_on": day(41), "services": [{"service": "medical", "agency_id": self.fs.partners["ES"].agency}]},
+        )
         for task in list(self.case["open_tasks"]):
             await self.partner_does(task)
         await self.step("closure", {"reason": "lost-contact"})
@@ -355,8 +395,10 @@ class FaultJourney:
         await self.step("pathway", {"pathway": "voluntary_return", "decided_on": day(3)})
         await self.partner_does(await self.assign("origin-assessment", "RO"), assessment="safe")
         await self.partner_does(await self.assign("travel-documents", "ES"))
-        await self.step("travel-plan", {"travel_date": day(10), "route": "MAD-OTP", "escort": True,
-                                        "receiving_caseworker": self.cw_ro_sub})
+        await self.step(
+            "travel-plan",
+            {"travel_date": day(10), "route": "MAD-OTP", "escort": True, "receiving_caseworker": self.cw_ro_sub},
+        )
         await self.step("departure", {"departed_on": day(10)})
         await self.partner_does(await self.assign("reception", "RO"), arrived_on=day(10))
         return {"status": "active", "stage": "reintegration", "owner_country": "RO", "headers": self.cw_ro}
@@ -366,8 +408,11 @@ class FaultJourney:
         expected = await shape()
         r = await self.api.get(f"/v1/cases/{self.run.case_id}", expected["headers"])
         case = r.json()
-        got = {"status": case.get("status"), "stage": case.get("stage"),
-               "owner_country": (case.get("owner") or {}).get("country")}
+        got = {
+            "status": case.get("status"),
+            "stage": case.get("stage"),
+            "owner_country": (case.get("owner") or {}).get("country"),
+        }
         want = {k: v for k, v in expected.items() if k != "headers"}
         if r.status_code != 200 or got != want:
             raise JourneyFailed(f"ended as {got} ({r.status_code}), expected {want}")
@@ -393,23 +438,35 @@ class Findings:
 
     @property
     def unfinished(self) -> list[str]:
-        return [f"journey {j.index} ({j.shape}, case {j.case_id or '-'}) after {j.done[-1:] or ['nothing']}: "
-                f"{j.error}" for j in self.journeys if not j.finished]
+        return [
+            f"journey {j.index} ({j.shape}, case {j.case_id or '-'}) after {j.done[-1:] or ['nothing']}: {j.error}"
+            for j in self.journeys
+            if not j.finished
+        ]
 
     def summary(self) -> str:
         s = self.stats
-        return (f"[faults] {self.name}: journeys {len(self.journeys)} "
-                f"(finished {sum(j.finished for j in self.journeys)}), steps accepted {self.steps_accepted}, "
-                f"duplicates {len(self.duplicates)}, losses {len(self.losses)}, drifts {len(self.drifts)}, "
-                f"503s {s.statuses[503]}, 500s {len(s.server_errors)}, connection errors {s.connection_errors}, "
-                f"in-progress 409s {s.in_progress}, partner repeats dropped {self.partner_repeats}, "
-                f"answers median {statistics.median(s.latencies or [0]):.2f} s max {max(s.latencies or [0]):.1f} s, "
-                f"time {self.seconds:.1f} s" + "".join(f"; {x}" for x in self.fault_log))
+        return (
+            f"[faults] {self.name}: journeys {len(self.journeys)} "
+            f"(finished {sum(j.finished for j in self.journeys)}), steps accepted {self.steps_accepted}, "
+            f"duplicates {len(self.duplicates)}, losses {len(self.losses)}, drifts {len(self.drifts)}, "
+            f"503s {s.statuses[503]}, 500s {len(s.server_errors)}, connection errors {s.connection_errors}, "
+            f"in-progress 409s {s.in_progress}, partner repeats dropped {self.partner_repeats}, "
+            f"answers median {statistics.median(s.latencies or [0]):.2f} s max {max(s.latencies or [0]):.1f} s, "
+            f"time {self.seconds:.1f} s" + "".join(f"; {x}" for x in self.fault_log)
+        )
 
     def problems(self) -> list[str]:
         s = self.stats
-        return [*self.unfinished, *self.duplicates, *self.losses, *self.drifts, *self.partner_problems,
-                *s.server_errors, *s.disagreements]
+        return [
+            *self.unfinished,
+            *self.duplicates,
+            *self.losses,
+            *self.drifts,
+            *self.partner_problems,
+            *s.server_errors,
+            *s.disagreements,
+        ]
 
 
 @dataclass
@@ -447,8 +504,16 @@ class FaultContext:
 Fault = Callable[[FaultContext], Awaitable[None]]
 
 
-async def run_fault(fs: FaultStack, name: str, *, journeys: int, seed: int, fault: Fault | None = None,
-                    concurrent_share: float = 0.5, stagger: float = 2.0) -> Findings:
+async def run_fault(
+    fs: FaultStack,
+    name: str,
+    *,
+    journeys: int,
+    seed: int,
+    fault: Fault | None = None,
+    concurrent_share: float = 0.5,
+    stagger: float = 2.0,
+) -> Findings:
     """Run the journeys concurrently while ``fault`` runs beside them, then check everything."""
     rng = random.Random(seed)
     stats = RunStats()
@@ -525,8 +590,6 @@ async def update_ids_in_history(client: Client, case_id: str) -> Counter:
     return counts
 
 
-
-
 async def check(fs: FaultStack, f: Findings) -> None:
     stats, client, engine = f.stats, fs.client, fs.stack.engine
     # Every journey's case, and no other: one case per opening, however often it was sent.
@@ -577,8 +640,11 @@ async def check(fs: FaultStack, f: Findings) -> None:
     deadline = time.monotonic() + 60
     while True:  # the worker records a delivery just after the agency answers
         with Session(engine) as session:
-            unfinished = session.exec(select(func.count()).select_from(DeliveryRecord).where(
-                DeliveryRecord.status.not_in(("delivered", "skipped")))).one()
+            unfinished = session.exec(
+                select(func.count())
+                .select_from(DeliveryRecord)
+                .where(DeliveryRecord.status.not_in(("delivered", "skipped")))
+            ).one()
         if not unfinished or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.2)
@@ -595,4 +661,3 @@ async def check(fs: FaultStack, f: Findings) -> None:
 def assert_clean(findings: Findings) -> None:
     problems = findings.problems()
     assert not problems, f"{findings.summary()}\n" + "\n".join(problems[:40])
-

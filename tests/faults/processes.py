@@ -40,16 +40,18 @@ class Workers:
     def _env(self) -> dict[str, str]:
         s = self.settings
         env = {k: v for k, v in os.environ.items() if not k.startswith("REINTEGRATION_") and k != "DATABASE_URL"}
-        env.update({
-            "REINTEGRATION_TEMPORAL_ADDRESS": s.temporal_address,
-            "REINTEGRATION_TEMPORAL_NAMESPACE": s.temporal_namespace,
-            "REINTEGRATION_TEMPORAL_TASK_QUEUE": s.temporal_task_queue,
-            "REINTEGRATION_DATA_DIR": str(s.data_dir),
-            "DATABASE_URL": s.sqlalchemy_url,
-            "REINTEGRATION_DELIVERY_TIMEOUT_SECONDS": str(s.delivery_timeout_seconds),
-            "REINTEGRATION_DELIVERY_RETRY_INITIAL_SECONDS": str(s.delivery_retry_initial_seconds),
-            "REINTEGRATION_DELIVERY_RETRY_MAX_SECONDS": str(s.delivery_retry_max_seconds),
-        })
+        env.update(
+            {
+                "REINTEGRATION_TEMPORAL_ADDRESS": s.temporal_address,
+                "REINTEGRATION_TEMPORAL_NAMESPACE": s.temporal_namespace,
+                "REINTEGRATION_TEMPORAL_TASK_QUEUE": s.temporal_task_queue,
+                "REINTEGRATION_DATA_DIR": str(s.data_dir),
+                "DATABASE_URL": s.sqlalchemy_url,
+                "REINTEGRATION_DELIVERY_TIMEOUT_SECONDS": str(s.delivery_timeout_seconds),
+                "REINTEGRATION_DELIVERY_RETRY_INITIAL_SECONDS": str(s.delivery_retry_initial_seconds),
+                "REINTEGRATION_DELIVERY_RETRY_MAX_SECONDS": str(s.delivery_retry_max_seconds),
+            }
+        )
         return env
 
     def start(self) -> subprocess.Popen:
@@ -89,16 +91,18 @@ class TemporalServer:
     def __init__(self, data_dir: Path, namespace: str) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.port, self.ui_port = free_port(), free_port()
-        self.settings = Settings(data_dir=data_dir, temporal_address=f"127.0.0.1:{self.port}",
-                                 temporal_namespace=namespace)
+        self.settings = Settings(
+            data_dir=data_dir, temporal_address=f"127.0.0.1:{self.port}", temporal_namespace=namespace
+        )
         self.address = self.settings.temporal_address
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
 
     async def start(self) -> None:
         log = open(self.settings.data_dir / "temporal.log", "ab")  # noqa: SIM115 - the process keeps it
-        self.proc = subprocess.Popen(dev_server_command(self.settings, port=self.port, ui_port=self.ui_port),
-                                     stdout=log, stderr=log)
+        self.proc = subprocess.Popen(
+            dev_server_command(self.settings, port=self.port, ui_port=self.ui_port), stdout=log, stderr=log
+        )
         log.close()
         await connect(self.settings, keyring=None, attempts=300, delay=0.1)
 
@@ -155,19 +159,19 @@ class PostgresCluster:
         self.outages = 0
 
     def _run(self, *args: str) -> None:
-        subprocess.run(_as_postgres(*args), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                       timeout=120)
+        subprocess.run(_as_postgres(*args), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
 
     def init(self) -> None:
-        self._run(_pg_tool("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync",
-                  "-E", "UTF8")
+        self._run(_pg_tool("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
         self.start()
 
     def start(self) -> None:
         # No fsync: a stop -m immediate kills the server's processes, not the machine, so what was
         # written stays in the OS's cache. (synchronous_commit stays on: off, a commit could be lost.)
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.socket_dir} -c fsync=off "
-                   "-c full_page_writes=off -c max_connections=200")
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.socket_dir} -c fsync=off "
+            "-c full_page_writes=off -c max_connections=200"
+        )
         self._run(_pg_tool("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
 
     def stop_immediately(self) -> None:
@@ -187,4 +191,3 @@ class PostgresCluster:
             except subprocess.CalledProcessError:
                 pass
         shutil.rmtree(self.root, ignore_errors=True)
-

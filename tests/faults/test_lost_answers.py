@@ -47,7 +47,8 @@ async def test_a_lost_answer_to_a_stage_change_is_found_again(stack):
     await j.open()
     await j.through_protection()
     case = await send_twice_losing_the_first_answer(
-        stack, j, "pathway", {"pathway": "residence", "decided_on": day(3)}, "lost-pathway", "cw-es-1")
+        stack, j, "pathway", {"pathway": "residence", "decided_on": day(3)}, "lost-pathway", "cw-es-1"
+    )
     assert case["stage"] == "residence"
 
 
@@ -55,7 +56,8 @@ async def test_a_lost_answer_to_the_closing_step_is_found_again(stack):
     j = Journey(stack)
     await j.open()
     case = await send_twice_losing_the_first_answer(
-        stack, j, "withdraw-consent", {"withdrawn_on": day(1)}, "lost-withdrawal", "cw-es-1")
+        stack, j, "withdraw-consent", {"withdrawn_on": day(1)}, "lost-withdrawal", "cw-es-1"
+    )
     assert case["status"] == "closed"
 
 
@@ -64,8 +66,9 @@ async def test_a_lost_answer_to_the_approval_of_closure_is_found_again(stack):
     j = Journey(stack)
     await j.open()
     await j.to_reintegration_by_residence()
-    await j.step("reintegration-plan", {"agreed_on": day(41), "services": [
-        {"service": "medical", "agency_id": "clinic-es"}]})
+    await j.step(
+        "reintegration-plan", {"agreed_on": day(41), "services": [{"service": "medical", "agency_id": "clinic-es"}]}
+    )
     [task] = j.case["open_tasks"]
     await j.task_action(task["task_id"], "clinic-es", "accept")
     await j.task_action(task["task_id"], "clinic-es", "complete", {"outcome": "done"})

@@ -27,15 +27,17 @@ async def webhooks_fail_and_answer_slowly(ctx) -> None:
         SLOW_ANSWERS.append(len(slow.stats.received) - received)
         if finished:
             break
-    ctx.log.append(f"webhook 503s {es.stats.failed_on_purpose + ro.stats.failed_on_purpose}, "
-                   f"slow answers {sum(SLOW_ANSWERS)}")
+    ctx.log.append(
+        f"webhook 503s {es.stats.failed_on_purpose + ro.stats.failed_on_purpose}, slow answers {sum(SLOW_ANSWERS)}"
+    )
 
 
 async def test_partner_webhooks_fail_and_time_out(temporal_address, tmp_path):
     journeys, seed = PLAN["partner-webhooks"]
     async with fault_stack("partners", tmp_path, temporal_address=temporal_address) as fs:
-        findings = await run_fault(fs, "partner-webhooks", journeys=journeys, seed=seed,
-                                   fault=webhooks_fail_and_answer_slowly)
+        findings = await run_fault(
+            fs, "partner-webhooks", journeys=journeys, seed=seed, fault=webhooks_fail_and_answer_slowly
+        )
         failed = sum(p.stats.failed_on_purpose for p in fs.partners.values())
     assert_clean(findings)
     assert failed > 0 and sum(SLOW_ANSWERS) > 0  # both faults met deliveries

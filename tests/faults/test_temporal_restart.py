@@ -21,6 +21,7 @@ async def test_temporal_restarted_on_the_same_store(tmp_path):
     server = TemporalServer(tmp_path / "temporal", NAMESPACE)
     await server.start()
     try:
+
         async def restart_temporal(ctx) -> None:
             # A clean stop and a short gap; then SIGKILL and a longer gap, in which requests that
             # meet it are answered 503 and retried.

@@ -27,6 +27,12 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("agencies", schema=None) as batch_op:
-        for column in ("webhook_confirmed_at", "webhook_requested_at", "webhook_verification_id",
-                       "webhook_challenge", "pending_webhook_secret", "pending_webhook_url"):
+        for column in (
+            "webhook_confirmed_at",
+            "webhook_requested_at",
+            "webhook_verification_id",
+            "webhook_challenge",
+            "pending_webhook_secret",
+            "pending_webhook_url",
+        ):
             batch_op.drop_column(column)
