@@ -206,6 +206,12 @@ def _request_confirmation(session: Any, agency: AgencyRecord, url: str, secret: 
     return WebhookVerificationRequest(agency_id=agency.agency_id, verification_id=verification_id)
 
 
+def _forget_pending(agency: AgencyRecord) -> None:
+    """No address waits for confirmation any more (confirmed, removed, or its verification unsent)."""
+    agency.pending_webhook_url = agency.pending_webhook_secret = agency.webhook_challenge = None
+    agency.webhook_verification_id = agency.webhook_requested_at = None
+
+
 async def _send_verification(
     http_request: Request, session: Any, settings: Any, agency: AgencyRecord, request: WebhookVerificationRequest
 ) -> None:
@@ -231,8 +237,7 @@ async def _send_verification(
     except (RPCError, Unavailable):
         session.refresh(agency)
         if agency.webhook_verification_id == request.verification_id:
-            agency.pending_webhook_url = agency.pending_webhook_secret = agency.webhook_challenge = None
-            agency.webhook_verification_id = agency.webhook_requested_at = None
+            _forget_pending(agency)
             session.add(agency)
             session.commit()
         raise Unavailable(
@@ -347,8 +352,7 @@ async def update_agency(
     if "webhook_url" in webhook and webhook["webhook_url"] is None:
         # Removing is safe at once: nothing goes anywhere.
         agency.webhook_url = agency.webhook_secret = None
-        agency.pending_webhook_url = agency.pending_webhook_secret = agency.webhook_challenge = None
-        agency.webhook_verification_id = agency.webhook_requested_at = None
+        _forget_pending(agency)
     elif webhook:
         url = (
             str(body.webhook_url) if body.webhook_url is not None else agency.pending_webhook_url or agency.webhook_url
@@ -419,8 +423,7 @@ def confirm_webhook(
         raise Unprocessable("the challenge does not match the one sent to the new address")
     host = webhooks.host_of(agency.pending_webhook_url)
     agency.webhook_url, agency.webhook_secret = agency.pending_webhook_url, agency.pending_webhook_secret
-    agency.pending_webhook_url = agency.pending_webhook_secret = agency.webhook_challenge = None
-    agency.webhook_verification_id = agency.webhook_requested_at = None
+    _forget_pending(agency)
     agency.webhook_confirmed_at = agency.updated_at = datetime.now(UTC)
     session.add(agency)
     session.commit()

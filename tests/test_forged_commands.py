@@ -55,6 +55,19 @@ def forged_assignment(
     )
 
 
+def forged_opening(case_id: str, reference: str) -> CaseOpening:
+    return CaseOpening(
+        case_id=case_id,
+        reference=reference,
+        owner_country="ES",
+        owner_caseworker="cw-es-1",
+        origin_country="RO",
+        identified_on=day(0),
+        is_minor=False,
+        opened_by=Actor(sub="cw-es-1", role=Role.caseworker),
+    )
+
+
 async def tasks_of(stack, case_id: str) -> list[TaskRecord]:
     with Session(stack.engine) as session:
         return list(session.exec(select(TaskRecord).where(TaskRecord.case_id == case_id)).all())
@@ -114,17 +127,7 @@ async def test_a_payload_sealed_with_the_system_key_is_refused_too(stack):
 
 async def test_a_case_workflow_started_without_the_key_fails_and_reaches_no_table(stack):
     case_id = str(uuid.uuid4())
-    actor = Actor(sub="cw-es-1", role=Role.caseworker)
-    opening = CaseOpening(
-        case_id=case_id,
-        reference="ES-2026-FORGED",
-        owner_country="ES",
-        owner_caseworker="cw-es-1",
-        origin_country="RO",
-        identified_on=day(0),
-        is_minor=False,
-        opened_by=actor,
-    )
+    opening = forged_opening(case_id, "ES-2026-FORGED")
     handle = await bare_client(stack).start_workflow(
         CaseWorkflow.run,
         CaseRun(opening=opening),
@@ -142,17 +145,7 @@ async def test_a_case_workflow_started_without_the_key_fails_and_reaches_no_tabl
 async def test_a_workflow_whose_id_names_no_case_cannot_act_for_one(stack):
     """Sealed with the system key (the Web UI can make such payloads), under an id of no case."""
     case_id = str(uuid.uuid4())
-    actor = Actor(sub="cw-es-1", role=Role.caseworker)
-    opening = CaseOpening(
-        case_id=case_id,
-        reference="ES-2026-NOCASE",
-        owner_country="ES",
-        owner_caseworker="cw-es-1",
-        origin_country="RO",
-        identified_on=day(0),
-        is_minor=False,
-        opened_by=actor,
-    )
+    opening = forged_opening(case_id, "ES-2026-NOCASE")
     handle = await stack.client.start_workflow(
         CaseWorkflow.run,
         CaseRun(opening=opening),

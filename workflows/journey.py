@@ -182,10 +182,7 @@ class JourneyWorkflowBase:
         latest = self.state.latest_issued_at
         if cmd.issued_at is None or (latest is not None and cmd.issued_at < latest - COMMAND_FRESH_FOR):
             raise ApplicationError("the command is stale", type=ErrorType.UNBOUND_COMMAND, non_retryable=True)
-        if rules.case_of_workflow(workflow.info().workflow_id) != self.state.case_id:
-            raise ApplicationError(
-                "the workflow's id does not name its case", type=ErrorType.WRONG_CASE, non_retryable=True
-            )
+        check_own_case(self.state.case_id)
 
     def _issued(self, cmd: StepCommand | TaskCommand | ReassignOwner) -> None:
         if cmd.issued_at is not None and (
