@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from reintegration import agencies
 from reintegration.crypto import Keyring
 from reintegration.projection import write_projection
-from workflows import rules
+from workflows import ids
 from workflows.model import ActivityName, AgencyNeeds, DeliveryRequest, Projection
 
 log = structlog.get_logger("activities")
@@ -72,7 +72,7 @@ class ReadModelActivities:
         this worker dies, the write is retried elsewhere at once, not after the attempt's timeout.
         Only the case the calling workflow's id names is written (the sole writer of cases checks).
         """
-        if rules.case_of_workflow(activity.info().workflow_id) != projection.state.case_id:
+        if ids.case_of_workflow(activity.info().workflow_id) != projection.state.case_id:
             raise ApplicationError(
                 "a workflow may project only the case its id names", type="WrongCase", non_retryable=True
             )
@@ -104,7 +104,7 @@ class ReadModelActivities:
                 "SupervisorNotification" if notify else "TaskDelivery",
                 request,
                 # Named after the case, so its payloads are encrypted with the case's key.
-                id=f"case-{request.case_id}-{kind}-{request.delivery_id}",
+                id=ids.message_workflow_id(request.case_id, kind, request.delivery_id),
                 task_queue=self._task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             )

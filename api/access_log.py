@@ -23,7 +23,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import problem
-from workflows import rules
+from workflows import ids
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
 PRIVATE_PREFIXES = ("/v1/", "/codec/")
@@ -34,13 +34,13 @@ log = structlog.get_logger("api.access")
 
 def bind_ids(*, case_id: str | None = None, task_id: str | None = None) -> None:
     """Put the case (and its workflow) and task a request concerns into every log line after this."""
-    ids: dict[str, str] = {}
+    bound: dict[str, str] = {}
     if case_id and _ID.fullmatch(case_id):
-        ids.update(case_id=case_id, workflow_id=rules.workflow_id(case_id))
+        bound.update(case_id=case_id, workflow_id=ids.workflow_id(case_id))
     if task_id and _ID.fullmatch(task_id):
-        ids["task_id"] = task_id
-    if ids:
-        structlog.contextvars.bind_contextvars(**ids)
+        bound["task_id"] = task_id
+    if bound:
+        structlog.contextvars.bind_contextvars(**bound)
 
 
 async def bind_route(request: Request) -> None:

@@ -48,7 +48,7 @@ from reintegration.crypto import FREE_TEXT_KEYS
 from reintegration.db import CaseRecord, PersonRecord, TaskRecord, TimelineRecord
 from reintegration.persons import load_person, store_person
 from reintegration.settings import Settings
-from workflows import rules
+from workflows import ids, rules
 from workflows.case import CaseRun, CaseWorkflow
 from workflows.model import (
     Actor,
@@ -280,7 +280,7 @@ async def _open_case(
     start = WithStartWorkflowOperation(
         CaseWorkflow.run,
         CaseRun(opening=opening),
-        id=rules.workflow_id(case_id),
+        id=ids.workflow_id(case_id),
         task_queue=settings.temporal_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )

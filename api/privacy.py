@@ -55,6 +55,7 @@ from reintegration.db import (
     aware,
 )
 from reintegration.tokens import Claims, InvalidToken
+from workflows import ids
 from workflows.model import Role
 
 log = structlog.get_logger("api")
@@ -146,19 +147,19 @@ async def _stop_workflows(session: Session, client: Any, case_id: str) -> None:
     running workflows are both consulted (the list is eventually consistent; the rows are not)."""
     running = set()
     try:
-        query = f'WorkflowId STARTS_WITH "case-{case_id}" AND ExecutionStatus = "Running"'
+        query = ids.case_workflows_query(case_id) + ' AND ExecutionStatus = "Running"'
         running = {execution.id async for execution in client.list_workflows(query)}
     except RPCError:
         raise Unavailable("Temporal is unavailable; retry the erasure") from None
     pending = [
-        f"case-{case_id}-delivery-{d}"
+        ids.message_workflow_id(case_id, "delivery", d)
         for d in session.execute(
             select(DeliveryRecord.delivery_id).where(
                 DeliveryRecord.case_id == case_id, DeliveryRecord.status == "pending"
             )
         ).scalars()
     ] + [
-        f"case-{case_id}-notify-{n}"
+        ids.message_workflow_id(case_id, "notify", n)
         for n in session.execute(
             select(NotificationRecord.notification_id).where(
                 NotificationRecord.case_id == case_id, NotificationRecord.status == "pending"

@@ -29,68 +29,17 @@ from api.tasks import task_public
 from reintegration import agencies
 from reintegration.db import TaskRecord
 from workflows.model import (
-    STEP_BODIES,
     AssignTaskBody,
     CancelTaskBody,
     ReassignTaskBody,
-    Role,
     Step,
     StepCommand,
     TaskAction,
     TaskCommand,
 )
-from workflows.rules import SUPERVISOR_STEPS
+from workflows.rules import STEPS
 
 router = APIRouter(prefix="/v1/cases", tags=["steps"])
-
-STEP_EXAMPLES: dict[Step, dict[str, Any]] = {
-    Step.consent: {"assistance": True, "data_sharing": True, "given_on": "2026-11-20"},
-    Step.risk_assessment: {
-        "level": "medium",
-        "threats": ["trafficker knows the family's address"],
-        "assessed_on": "2026-11-21",
-    },
-    Step.safety_plan: {
-        "agreed_on": "2026-11-22",
-        "measures": [
-            {"measure": "shelter placement", "service": "shelter", "agency_id": "shelter-es", "due_date": "2026-11-29"},
-            {"measure": "new phone number", "notes": "given by the caseworker"},
-        ],
-    },
-    Step.guardian: {
-        "guardian_type": "legal_guardian",
-        "authority_reference": "JUZ-MAD-2026-118",
-        "appointed_on": "2026-11-23",
-    },
-    Step.security_guarantee: {"confirmed_on": "2026-11-30"},
-    Step.pathway: {"pathway": "voluntary_return", "decided_on": "2026-12-01"},
-    Step.travel_plan: {
-        "travel_date": "2026-12-10",
-        "route": "MAD-OTP by air",
-        "escort": True,
-        "receiving_caseworker": "cw-ro-1",
-    },
-    Step.departure: {"departed_on": "2026-12-10"},
-    Step.residence_application: {
-        "filed_on": "2026-12-05",
-        "permit_type": "victim-of-trafficking",
-        "authority_reference": "EXT-2026-4411",
-    },
-    Step.residence_decision: {"decision": "granted", "decided_on": "2027-03-01", "valid_until": "2028-03-01"},
-    Step.appeal: {"filed_on": "2027-03-10", "authority_reference": "REC-2027-0093"},
-    Step.reintegration_plan: {
-        "agreed_on": "2026-12-20",
-        "services": [
-            {"service": "medical", "agency_id": "reintegration-partner-ro"},
-            {"service": "job-orientation", "agency_id": "reintegration-partner-ro", "due_date": "2027-01-31"},
-        ],
-    },
-    Step.monitoring: {"visited_on": "2027-03-20", "economic": 0.6, "social": 0.7, "psychosocial": 0.8},
-    Step.closure: {"reason": "completed"},
-    Step.approve_closure: {"notes": "Plan completed and sustainable."},
-    Step.reject_closure: {"reason": "The 12-month visit is still due."},
-    Step.withdraw_consent: {"withdrawn_on": "2026-11-25"},
-}
 
 
 def _resolve_agencies(session: Any, settings: Any, case: Any, items: list[dict[str, Any]]) -> None:
@@ -198,12 +147,12 @@ async def _record_once(
 
 
 def _make_step_route(step: Step) -> None:
-    model = STEP_BODIES[step]
-    roles = (Role.supervisor,) if step in SUPERVISOR_STEPS else CASEWORK
+    rule = STEPS[step]
+    model, roles, example = rule.body, rule.roles, rule.example
 
     async def record_step(
         case_id: CaseId,
-        body: Annotated[model, Body(openapi_examples={step.value: {"value": STEP_EXAMPLES[step]}})],  # type: ignore[valid-type]
+        body: Annotated[model, Body(openapi_examples={step.value: {"value": example}})],  # type: ignore[valid-type]
         response: Response,
         user: Annotated[Any, require(*roles)],
         session: SessionDep,
@@ -255,8 +204,8 @@ for _step in Step:
 async def withdraw_consent(
     case_id: CaseId,
     body: Annotated[
-        STEP_BODIES[Step.withdraw_consent],
-        Body(openapi_examples={"withdraw": {"value": STEP_EXAMPLES[Step.withdraw_consent]}}),
+        STEPS[Step.withdraw_consent].body,
+        Body(openapi_examples={"withdraw": {"value": STEPS[Step.withdraw_consent].example}}),
     ],  # type: ignore[valid-type]
     response: Response,
     user: Annotated[Any, require(*CASEWORK)],

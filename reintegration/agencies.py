@@ -9,10 +9,10 @@ from sqlmodel import Session, select
 
 from reintegration.crypto import Keyring
 from reintegration.db import AgencyRecord
-from workflows import rules
+from workflows.rules import ORIGIN_SERVICES as ORIGIN
 
 # Services delivered in the country of origin; every other service is delivered where the case is.
-ORIGIN_SERVICES = frozenset(s.value for s in rules.ORIGIN_SERVICES)
+ORIGIN_SERVICES = frozenset(s.value for s in ORIGIN)
 
 
 def webhook_secret_purpose(agency_id: str) -> str:

@@ -49,7 +49,7 @@ from reintegration.crypto import (
     KeyUnavailable,
     Unreadable,
 )
-from workflows.rules import case_of_workflow
+from workflows.ids import case_of_workflow
 
 ENCODING = b"binary/encrypted"
 REFUSED = b"binary/refused"

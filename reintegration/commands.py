@@ -39,7 +39,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from reintegration.crypto import KeyUnavailable, Unreadable
 from reintegration.db import CaseRecord
-from workflows import rules
+from workflows import ids
 from workflows.journey import ErrorType
 from workflows.model import (
     CommandResult,
@@ -140,7 +140,7 @@ async def _first_outcome(client: Client, case_id: str, update_id: str) -> Comman
     """The first result of the update with this id if the closed case applied it (the command that
     closed it, retried): the case workflow's last state remembers it, or, while the last stage's
     workflow is still handing its state back, that workflow's. None if the case never applied it."""
-    workflow_id = rules.workflow_id(case_id)
+    workflow_id = ids.workflow_id(case_id)
     while True:
         try:
             state = await client.get_workflow_handle(workflow_id).query(
@@ -156,7 +156,7 @@ async def _first_outcome(client: Client, case_id: str, update_id: str) -> Comman
             raise TemporalUnavailable("Temporal is unavailable") from None
         if update_id in state.applied_updates:
             return state.applied_updates[update_id]
-        child = rules.stage_workflow_id(state)
-        if workflow_id != rules.workflow_id(case_id) or child == workflow_id:
+        child = ids.stage_workflow_id(state)
+        if workflow_id != ids.workflow_id(case_id) or child == workflow_id:
             return None
         workflow_id = child

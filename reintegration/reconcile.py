@@ -42,7 +42,7 @@ from reintegration.db import (
     aware,
 )
 from reintegration.projection import case_values, task_values, write_projection
-from workflows import rules
+from workflows import ids, rules
 from workflows.model import CaseStatus, JourneyState, Stage
 
 CASE_WORKFLOW_TYPE = "CaseJourney"
@@ -218,15 +218,15 @@ async def workflow_state(client: Client, case_id: str) -> tuple[str, JourneyStat
     stages, when a child holds it (the case workflow's own copy is then stale). A child whose stage
     has ended is handing the state back: asked again after a pause.
     """
-    root = rules.workflow_id(case_id)
+    root = ids.workflow_id(case_id)
     deadline = time.monotonic() + OWNER_DEADLINE
     while True:
         state = await _query(client, root)
         if state is None:
             raise WorkflowMissing("the case's workflow is missing")
-        if state.status == CaseStatus.closed or state.stage not in rules.CHILD_STAGES:
+        if state.status == CaseStatus.closed or state.stage not in ids.CHILD_STAGES:
             return root, state
-        child_id = rules.stage_workflow_id(state)
+        child_id = ids.stage_workflow_id(state)
         child = await _query(client, child_id)
         if child is not None and child.stage == state.stage:
             return child_id, child
@@ -462,12 +462,12 @@ async def _workflow_ids(client: Client, task_queue: str, include_closed: bool) -
     query = f"WorkflowType = '{CASE_WORKFLOW_TYPE}' AND TaskQueue = '{task_queue}'"
     if not include_closed:
         query += " AND ExecutionStatus = 'Running'"
-    prefix = rules.workflow_id("")
-    ids = []
+    prefix = ids.workflow_id("")
+    found = []
     async for execution in client.list_workflows(query):
         if execution.id.startswith(prefix):
-            ids.append(execution.id[len(prefix) :])
-    return ids
+            found.append(execution.id[len(prefix) :])
+    return found
 
 
 async def _case_ids(client: Client, engine: Engine, include_closed: bool, task_queue: str | None) -> list[str]:

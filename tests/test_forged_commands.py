@@ -28,7 +28,7 @@ from reintegration.db import CaseRecord, TaskRecord
 from reintegration.settings import Settings
 from reintegration.temporal import client_options
 from tests.journey import Journey, day
-from workflows import rules
+from workflows import ids
 from workflows.case import CaseRun, CaseWorkflow
 from workflows.model import Actor, CaseOpening, Role, TaskAction, TaskCommand
 
@@ -85,7 +85,7 @@ async def test_an_update_sent_without_the_case_key_is_refused_and_changes_nothin
     j = Journey(stack)
     await j.open()
     before = (await j.get())["version"]
-    handle = bare_client(stack).get_workflow_handle(rules.workflow_id(j.case_id))
+    handle = bare_client(stack).get_workflow_handle(ids.workflow_id(j.case_id))
     with pytest.raises(WorkflowUpdateFailedError) as refused:
         await handle.execute_update("task", forged_assignment())
     cause = cause_of(refused.value)  # its message is sealed too: the sender learns the type only
@@ -111,7 +111,7 @@ async def test_a_payload_sealed_with_the_system_key_is_refused_too(stack):
     assert sealed[0].metadata["encryption-key-id"] == b"system-1"
     request = UpdateWorkflowExecutionRequest(
         namespace=stack.settings.temporal_namespace,
-        workflow_execution=WorkflowExecution(workflow_id=rules.workflow_id(j.case_id)),
+        workflow_execution=WorkflowExecution(workflow_id=ids.workflow_id(j.case_id)),
         request=Request(
             meta=Meta(update_id="by-ui", identity="attacker"), input=Input(name="task", args=Payloads(payloads=sealed))
         ),
@@ -131,7 +131,7 @@ async def test_a_case_workflow_started_without_the_key_fails_and_reaches_no_tabl
     handle = await bare_client(stack).start_workflow(
         CaseWorkflow.run,
         CaseRun(opening=opening),
-        id=rules.workflow_id(case_id),
+        id=ids.workflow_id(case_id),
         task_queue=stack.settings.temporal_task_queue,
     )
     with pytest.raises(WorkflowFailureError) as failed:
@@ -171,7 +171,7 @@ async def test_the_workflow_checks_the_agency_whoever_sealed_the_command(stack, 
     """A holder of the key (a process of ours, say, with a bug) bypassing the API's checks."""
     j = Journey(stack)
     await j.open()
-    handle = stack.client.get_workflow_handle(rules.workflow_id(j.case_id))
+    handle = stack.client.get_workflow_handle(ids.workflow_id(j.case_id))
     with pytest.raises(WorkflowUpdateFailedError) as refused:
         await handle.execute_update("task", bound(forged_assignment(agency), "u-1"), id="u-1")
     cause = refused.value.cause
@@ -190,7 +190,7 @@ async def test_the_workflow_checks_the_agencys_country(stack):
         actor=Actor(sub="cw-es-1", role=Role.caseworker),
     )
     with pytest.raises(WorkflowUpdateFailedError) as refused:
-        await stack.client.get_workflow_handle(rules.workflow_id(j.case_id)).execute_update(
+        await stack.client.get_workflow_handle(ids.workflow_id(j.case_id)).execute_update(
             "task", bound(command, "u-2"), id="u-2"
         )
     assert refused.value.cause.message == "reintegration-partner-ro works in RO; medical is needed in ES"
@@ -201,7 +201,7 @@ async def test_the_workflow_checks_the_actors_role(stack):
     await j.open()
     command = bound(forged_assignment(role=Role.partner, actor_agency="shelter-es"), "u-3")
     with pytest.raises(WorkflowUpdateFailedError) as refused:
-        await stack.client.get_workflow_handle(rules.workflow_id(j.case_id)).execute_update("task", command, id="u-3")
+        await stack.client.get_workflow_handle(ids.workflow_id(j.case_id)).execute_update("task", command, id="u-3")
     assert refused.value.cause.type == "Forbidden"
     assert await tasks_of(stack, j.case_id) == []
 
@@ -238,7 +238,7 @@ async def test_a_sealed_command_copied_from_a_history_is_refused(stack):
     await j.open()
     first = await j.assign("shelter", "shelter-es")
     assert first["status"] == "assigned"
-    handle = stack.client.get_workflow_handle(rules.workflow_id(j.case_id))
+    handle = stack.client.get_workflow_handle(ids.workflow_id(j.case_id))
     sent = bound(forged_assignment(), "sent-by-the-api")
     for copy, update_id in (
         (sent, "another-id"),

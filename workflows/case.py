@@ -12,7 +12,7 @@ from temporalio import workflow
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import rules
+    from workflows import ids, rules
     from workflows.journey import JourneyWorkflowBase, check_own_case
     from workflows.model import (
         CaseOpening,
@@ -41,6 +41,12 @@ class CaseOutcome(BaseModel):
 
 @workflow.defn(name="CaseJourney")
 class CaseWorkflow(JourneyWorkflowBase):
+    """One per case: identification, protection and the pathway decision, then the long stages' children.
+
+    Its steps and their rules: ``workflows/rules/identification.py``, ``protection.py`` and
+    ``pathway.py``; closure and withdrawal of consent (any stage) in ``closure.py``.
+    """
+
     OWNED_STAGES = (Stage.identification, Stage.protection, Stage.pathway)
 
     @workflow.init
@@ -67,7 +73,7 @@ class CaseWorkflow(JourneyWorkflowBase):
             self.state = await workflow.execute_child_workflow(
                 child.run,
                 self.state,
-                id=rules.stage_workflow_id(self.state),
+                id=ids.stage_workflow_id(self.state),
                 parent_close_policy=ParentClosePolicy.TERMINATE,
             )
         await workflow.wait_condition(workflow.all_handlers_finished)

@@ -15,7 +15,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import rules
+    from workflows import ids, rules
     from workflows.model import (
         ActivityName,
         AgencyNeeds,
@@ -85,7 +85,7 @@ def _dry_id() -> str:
 def check_own_case(case_id: str) -> None:
     """Fail a workflow whose id names another case than its input: payloads are sealed with the key
     of the case the id names, so a workflow may act only for that case."""
-    if rules.case_of_workflow(workflow.info().workflow_id) != case_id:
+    if ids.case_of_workflow(workflow.info().workflow_id) != case_id:
         raise ApplicationError(
             "the workflow's id does not name the case of its input", type=ErrorType.WRONG_CASE, non_retryable=True
         )

@@ -29,7 +29,10 @@ class _StageWorkflow(JourneyWorkflowBase):
 
 @workflow.defn(name="ReturnStage")
 class ReturnWorkflow(_StageWorkflow):
-    """Voluntary return: origin assessment, documents, travel, departure and reception."""
+    """Voluntary return: origin assessment, documents, travel, departure and reception.
+
+    Its steps and their rules: ``workflows/rules/voluntary_return.py``.
+    """
 
     OWNED_STAGES = (Stage.return_,)
 
@@ -40,7 +43,10 @@ class ReturnWorkflow(_StageWorkflow):
 
 @workflow.defn(name="ResidenceStage")
 class ResidenceWorkflow(_StageWorkflow):
-    """Residence: legal assistance, application, decision and appeal; the wait can take months."""
+    """Residence: legal assistance, application, decision and appeal; the wait can take months.
+
+    Its steps and their rules: ``workflows/rules/residence.py``.
+    """
 
     OWNED_STAGES = (Stage.residence,)
 
@@ -51,7 +57,10 @@ class ResidenceWorkflow(_StageWorkflow):
 
 @workflow.defn(name="ReintegrationStage")
 class ReintegrationWorkflow(_StageWorkflow):
-    """Reintegration: the plan, its services, monitoring visits and closure."""
+    """Reintegration: the plan, its services, monitoring visits and closure.
+
+    Its steps and their rules: ``workflows/rules/reintegration.py`` and ``workflows/rules/closure.py``.
+    """
 
     OWNED_STAGES = (Stage.reintegration,)
 

@@ -1,0 +1,103 @@
+"""Tasks as records: making one, cancelling, what is open or done, what is overdue.
+
+What a task action may do (accept, complete, ...) is ``rules.task_actions``; what a stage's tasks
+mean for its steps is in that stage's module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
+
+from workflows.model import (
+    Actor,
+    JourneyState,
+    OriginAssessment,
+    Service,
+    TaskOutcome,
+    TaskState,
+    TaskStatus,
+    TimelineEvent,
+)
+from workflows.rules.base import NewId
+from workflows.rules.dates import end_of
+from workflows.rules.events import task_event
+
+
+def open_tasks(state: JourneyState) -> list[TaskState]:
+    return [t for t in state.tasks.values() if t.is_open]
+
+
+def done_this_stage(state: JourneyState, service: Service) -> list[TaskState]:
+    """Tasks of this service done during the current run of the current stage.
+
+    A return after a change of pathway starts afresh: earlier assessments and documents are stale.
+    """
+    return [
+        t
+        for t in state.tasks.values()
+        if t.service == service
+        and t.stage == state.stage
+        and t.stage_run == state.stage_runs
+        and t.status == TaskStatus.completed
+        and t.outcome == TaskOutcome.done
+    ]
+
+
+def task_done(state: JourneyState, service: Service) -> bool:
+    return bool(done_this_stage(state, service))
+
+
+def latest_origin_assessment(state: JourneyState) -> OriginAssessment | None:
+    done = done_this_stage(state, Service.origin_assessment)
+    return max(done, key=lambda t: t.completed_at or t.assigned_at).assessment if done else None
+
+
+def is_overdue(task: TaskState, now: datetime) -> bool:
+    """Past its acceptance deadline while still unaccepted, or open past the end of its due day."""
+    if task.status == TaskStatus.assigned and now > task.accept_by:
+        return True
+    return task.is_open and now > end_of(task.due_on)
+
+
+def new_task(
+    state: JourneyState,
+    service: Service,
+    agency_id: str,
+    due_date: date | None,
+    notes: str,
+    now: datetime,
+    new_id: NewId,
+) -> TaskState:
+    task = TaskState(
+        task_id=new_id(),
+        service=service,
+        agency_id=agency_id,
+        stage=state.stage,
+        assigned_at=now,
+        accept_by=now + timedelta(days=state.config.task_accept_days),
+        due_on=due_date or (now.date() + timedelta(days=state.config.task_due_days)),
+        notes=notes,
+        version=state.version,
+        stage_run=state.stage_runs,
+    )
+    state.tasks[task.task_id] = task
+    return task
+
+
+def cancel_tasks(
+    state: JourneyState, tasks: Iterable[TaskState], actor: Actor, now: datetime, new_id: NewId, reason: str
+) -> list[TimelineEvent]:
+    events = []
+    for task in tasks:
+        task.status, task.version = TaskStatus.cancelled, state.version
+        task.outcome_notes = reason
+        events.append(task_event(state, task, "cancelled", actor, now, new_id))
+    return events
+
+
+def cancel_open_of(
+    state: JourneyState, services: frozenset[Service], actor: Actor, now: datetime, new_id: NewId, reason: str
+) -> list[TimelineEvent]:
+    """Leaving a stage cancels the open tasks that only made sense in it (its services)."""
+    return cancel_tasks(state, [t for t in open_tasks(state) if t.service in services], actor, now, new_id, reason)
