@@ -186,9 +186,73 @@ async def running_stack(
             _drop_postgres_database(pg_name)
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+# The tests on the shared ``stack`` run on SQLite, and on the machine's PostgreSQL (the production
+# path) too where the database's dialect, locking or transactions decide the outcome: here, by module
+# or by ``module::test``. Elsewhere both databases receive the same SQL from SQLAlchemy, and a second
+# run would test Temporal and the API again, not the database. ``--postgres-everywhere`` runs them all
+# on both. (Tests that make databases of their own, as tests/test_migrations.py does, choose for themselves.)
+BOTH_DATABASES = frozenset(
+    {
+        # The chain's head is locked (SELECT ... FOR UPDATE; SQLite: a write transaction), verify reads
+        # at REPEATABLE READ, and appenders in several processes must not fork the chain.
+        "test_audit",
+        # Concurrent requests with one key race for the claim's primary key (IntegrityError) and take
+        # over an abandoned claim by an UPDATE whose rowcount decides.
+        "test_idempotency",
+        # Stored answers expire by timestamps compared in SQL; a stored created_at must round-trip
+        # exactly to delete the expired claim.
+        "test_replays",
+        # Drift is repaired by UPDATE/DELETE ... WHERE version = the version read; cases listed in
+        # timestamp order.
+        "test_reconcile",
+        # Keyset batches ordered by (opened_at, case_id); each batch is audited in the transaction
+        # that reads it, before it is streamed.
+        "test_exports",
+        # The summary is GROUP BY (a boolean among the keys), COUNT(DISTINCT) and a median by
+        # OFFSET/LIMIT; the stalled list pages by a keyset on a timestamp.
+        "test_supervision",
+        # The projection's versioned UPDATE ... WHERE version <= :v and the rowcount it returns.
+        "test_read_model",
+        # The documented walkthrough, once on the production database: one test, cheap.
+        "test_readme",
+        # The cursor compares stored timestamps for equality and order in SQL.
+        "test_access::test_pagination_walks_every_case_once",
+        # Aware times against stored ones (timestamp columns on PostgreSQL, naive text on SQLite).
+        "test_access::test_times_carry_their_zone_and_overdue_since_respects_it",
+    }
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--postgres-everywhere",
+        action="store_true",
+        help="run every test on the shared stack on PostgreSQL too, not only where the dialect matters",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "stack" in metafunc.fixturenames:
+        module = metafunc.module.__name__.rpartition(".")[2]
+        test = f"{module}::{metafunc.function.__name__}"
+        both = metafunc.config.getoption("postgres_everywhere") or module in BOTH_DATABASES or test in BOTH_DATABASES
+        # Indirect, so the session-scoped fixture makes one stack per database for the whole run.
+        metafunc.parametrize("stack", ["sqlite", "postgres"] if both else ["sqlite"], indirect=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test run on the machine's PostgreSQL carries the ``postgres`` marker (``-m postgres``,
+    ``-m "not postgres"``), whichever fixture chose the database."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and any(v == "postgres" for v in callspec.params.values() if isinstance(v, str)):
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(scope="session")
 async def stack(
     request: pytest.FixtureRequest, temporal_env: WorkflowEnvironment, tmp_path_factory
 ) -> AsyncIterator[Stack]:
+    """The running system shared by the whole run, one per database (parametrized by pytest_generate_tests)."""
     async with running_stack(request.param, temporal_env, tmp_path_factory.mktemp(f"data-{request.param}")) as s:
         yield s
