@@ -18,10 +18,11 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/reintegration run
 
-## Lint and format check (ruff, configured in pyproject.toml): no findings allowed.
+## Lint, format and type check (ruff and mypy, configured in pyproject.toml): no findings allowed.
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 ## The lint, then the whole suite, against a real Temporal server, SQLite and the machine's PostgreSQL.
 test: lint

@@ -8,6 +8,8 @@ import signal
 
 import httpx
 import structlog
+from sqlalchemy.engine import Engine
+from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.delivery import DeliveryActivities
@@ -32,10 +34,10 @@ log = structlog.get_logger("worker")
 
 
 def build_worker(
-    client,
+    client: Client,
     settings: Settings,
-    engine,
-    http: httpx.AsyncClient,  # type: ignore[no-untyped-def]
+    engine: Engine,
+    http: httpx.AsyncClient,
     keyring: Keyring,
     operator_http: httpx.AsyncClient | None = None,
 ) -> Worker:

@@ -24,7 +24,7 @@ import httpx
 import structlog
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
@@ -82,9 +82,9 @@ class DeliveryActivities:
     @activity.defn(name=ActivityName.DELIVER)
     async def deliver(self, request: DeliveryRequest) -> DeliveryOutcome:
         """Send one message to the agency's webhook; raise to be retried."""
-        prepared = self._prepare(request)
+        prepared = await asyncio.to_thread(self._prepare, request)
         if prepared is None:
-            self._mark(request.delivery_id, "skipped")
+            await self._mark(request.delivery_id, "skipped")
             return DeliveryOutcome(delivery_id=request.delivery_id, status="skipped")
         url, secret, body, case_id, person_fields = prepared
         attempt = activity.info().attempt
@@ -105,21 +105,21 @@ class DeliveryActivities:
                 url, secret, body, key=request.delivery_id, event=request.event, timeout=request.timeout_seconds
             )
         except UnsafeAddress as exc:
-            self._mark(request.delivery_id, "pending", attempts=attempt, error="unsafe address")
+            await self._mark(request.delivery_id, "pending", attempts=attempt, error="unsafe address")
             log.warning("delivery refused: unsafe webhook address", delivery_id=request.delivery_id)
             raise ApplicationError(str(exc), type=DELIVERY_REJECTED, non_retryable=True) from None
         except httpx.HTTPError as exc:
-            self._mark(request.delivery_id, "pending", attempts=attempt, error=type(exc).__name__)
+            await self._mark(request.delivery_id, "pending", attempts=attempt, error=type(exc).__name__)
             log.info(
                 "delivery not answered", delivery_id=request.delivery_id, attempt=attempt, error=type(exc).__name__
             )
             raise ApplicationError(f"agency did not answer: {type(exc).__name__}") from None
         status = response.status_code
         if 200 <= status < 300:
-            self._mark(request.delivery_id, "delivered", attempts=attempt, delivered=True)
+            await self._mark(request.delivery_id, "delivered", attempts=attempt, delivered=True)
             log.info("delivered", delivery_id=request.delivery_id, task_id=request.task_id, attempt=attempt)
             return DeliveryOutcome(delivery_id=request.delivery_id, status="delivered")
-        self._mark(request.delivery_id, "pending", attempts=attempt, error=f"HTTP {status}")
+        await self._mark(request.delivery_id, "pending", attempts=attempt, error=f"HTTP {status}")
         if 400 <= status < 500 and status not in RETRYABLE_4XX:
             raise ApplicationError(
                 f"the agency refused the task (HTTP {status})", type=DELIVERY_REJECTED, non_retryable=True
@@ -168,18 +168,10 @@ class DeliveryActivities:
     async def notify_previous_webhook(self, request: WebhookVerificationRequest) -> str:
         """Tell the agency's confirmed address, signed with its secret, that another is being set:
         if an intruder redirects the agency's tasks, the agency hears of it where it listens."""
-        with Session(self._engine) as session:
-            agency = session.get(AgencyRecord, request.agency_id)
-            if (
-                agency is None
-                or agency.webhook_verification_id != request.verification_id
-                or not agency.webhook_url
-                or not agency.webhook_secret
-                or not agency.pending_webhook_url
-            ):
-                return "skipped"
-            url, new_host = agency.webhook_url, host_of(agency.pending_webhook_url)
-            secret = self._keyring.open_system(agency.webhook_secret, purpose=webhook_secret_purpose(agency.agency_id))
+        found = await asyncio.to_thread(self._previous_webhook, request)
+        if found is None:
+            return "skipped"
+        url, secret, new_host = found
         message = {"event": "webhook.changing", "agency_id": request.agency_id, "new_host": new_host}
         outcome = await self._webhook_message(
             url, secret, message, key=f"{request.verification_id}.notice", timeout=request.timeout_seconds
@@ -190,23 +182,10 @@ class DeliveryActivities:
     @activity.defn(name=ActivityName.SEND_WEBHOOK_VERIFICATION)
     async def send_webhook_verification(self, request: WebhookVerificationRequest) -> str:
         """The signed challenge to the new address; skipped once confirmed, replaced or removed."""
-        with Session(self._engine) as session:
-            agency = session.get(AgencyRecord, request.agency_id)
-            if (
-                agency is None
-                or agency.webhook_verification_id != request.verification_id
-                or not agency.pending_webhook_url
-                or not agency.pending_webhook_secret
-                or not agency.webhook_challenge
-            ):
-                return "skipped"
-            url = agency.pending_webhook_url
-            secret = self._keyring.open_system(
-                agency.pending_webhook_secret, purpose=webhook_secret_purpose(agency.agency_id)
-            )
-            challenge = self._keyring.open_system(
-                agency.webhook_challenge, purpose=webhook_challenge_purpose(agency.agency_id)
-            )
+        found = await asyncio.to_thread(self._pending_webhook, request)
+        if found is None:
+            return "skipped"
+        url, secret, challenge = found
         message = {
             "event": "webhook.verification",
             "agency_id": request.agency_id,
@@ -222,7 +201,7 @@ class DeliveryActivities:
     @activity.defn(name=ActivityName.REPORT_REJECTED)
     async def report_rejected(self, request: DeliveryRequest) -> None:
         """Put a task its agency refused back in the caseworker's hands."""
-        self._mark(request.delivery_id, "failed", error=request.reason[:200])
+        await self._mark(request.delivery_id, "failed", error=request.reason[:200])
         if request.event != "task.assigned":
             return  # a refused cancellation changes nothing on the case
         command = TaskCommand(
@@ -248,6 +227,41 @@ class DeliveryActivities:
         except (commands.CommandRefused, commands.CaseClosed, commands.NoSuchCase) as exc:
             # The task moved on meanwhile (reassigned, cancelled, case closed): nothing to put back.
             log.info("delivery failure not applied", delivery_id=request.delivery_id, reason=type(exc).__name__)
+
+    def _previous_webhook(self, request: WebhookVerificationRequest) -> tuple[str, str, str] | None:
+        """The confirmed address, its secret and the new address's host; None once the change is over."""
+        with Session(self._engine) as session:
+            agency = session.get(AgencyRecord, request.agency_id)
+            if (
+                agency is None
+                or agency.webhook_verification_id != request.verification_id
+                or not agency.webhook_url
+                or not agency.webhook_secret
+                or not agency.pending_webhook_url
+            ):
+                return None
+            secret = self._keyring.open_system(agency.webhook_secret, purpose=webhook_secret_purpose(agency.agency_id))
+            return agency.webhook_url, secret, host_of(agency.pending_webhook_url)
+
+    def _pending_webhook(self, request: WebhookVerificationRequest) -> tuple[str, str, str] | None:
+        """The address waiting for confirmation, its secret and challenge; None once confirmed, replaced or removed."""
+        with Session(self._engine) as session:
+            agency = session.get(AgencyRecord, request.agency_id)
+            if (
+                agency is None
+                or agency.webhook_verification_id != request.verification_id
+                or not agency.pending_webhook_url
+                or not agency.pending_webhook_secret
+                or not agency.webhook_challenge
+            ):
+                return None
+            secret = self._keyring.open_system(
+                agency.pending_webhook_secret, purpose=webhook_secret_purpose(agency.agency_id)
+            )
+            challenge = self._keyring.open_system(
+                agency.webhook_challenge, purpose=webhook_challenge_purpose(agency.agency_id)
+            )
+            return agency.pending_webhook_url, secret, challenge
 
     def _prepare(self, request: DeliveryRequest) -> tuple[str, str, bytes, str, list[str]] | None:
         """The address, secret and body to send, the case, and the names of the person's fields the body
@@ -294,7 +308,21 @@ class DeliveryActivities:
             secret = self._keyring.open_system(agency.webhook_secret, purpose=webhook_secret_purpose(agency.agency_id))
             return agency.webhook_url, secret, body, task.case_id, person_fields
 
-    def _mark(
+    async def _mark(
+        self,
+        delivery_id: str,
+        status: str,
+        *,
+        attempts: int | None = None,
+        error: str | None = None,
+        delivered: bool = False,
+    ) -> None:
+        """Record the delivery's progress in its outbox row (off the event loop)."""
+        await asyncio.to_thread(
+            self._write_mark, delivery_id, status, attempts=attempts, error=error, delivered=delivered
+        )
+
+    def _write_mark(
         self,
         delivery_id: str,
         status: str,
@@ -308,11 +336,11 @@ class DeliveryActivities:
             values["attempts"] = attempts
         if delivered:
             values["delivered_at"] = datetime.now(UTC)
-        row = update(DeliveryRecord).where(DeliveryRecord.delivery_id == delivery_id)
+        row = update(DeliveryRecord).where(col(DeliveryRecord.delivery_id) == delivery_id)
         if status != "delivered":
             # Delivered is final: an attempt retried after its completion was lost (a worker or the
             # server gone at that moment) finds the task acted on, or fails, but the agency has it.
-            row = row.where(DeliveryRecord.status != "delivered")
+            row = row.where(col(DeliveryRecord.status) != "delivered")
         with Session(self._engine) as session:
             session.execute(row.values(**values))
             session.commit()

@@ -8,6 +8,7 @@ log when no webhook is configured; e-mail can be another ``NotificationChannel``
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ import httpx
 import structlog
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -81,16 +82,25 @@ class NotificationActivities:
     @activity.defn(name=ActivityName.NOTIFY_SUPERVISORS)
     async def notify(self, request: DeliveryRequest) -> None:
         """Send one outbox notification unless it was sent already."""
-        with Session(self._engine) as session:
-            record = session.get(NotificationRecord, request.delivery_id)
-            if record is None or record.status == "sent":
-                return
-            payload = dict(record.payload)
+        payload = await asyncio.to_thread(self._unsent, request.delivery_id)
+        if payload is None:
+            return
         await self._channel.send(request.delivery_id, payload)
+        await asyncio.to_thread(self._sent, request.delivery_id, activity.info().attempt)
+
+    def _unsent(self, notification_id: str) -> dict[str, Any] | None:
+        """The notification's payload, unless it was sent already."""
+        with Session(self._engine) as session:
+            record = session.get(NotificationRecord, notification_id)
+            if record is None or record.status == "sent":
+                return None
+            return dict(record.payload)
+
+    def _sent(self, notification_id: str, attempt: int) -> None:
         with Session(self._engine) as session:
             session.execute(
                 update(NotificationRecord)
-                .where(NotificationRecord.notification_id == request.delivery_id)
-                .values(status="sent", sent_at=datetime.now(UTC), attempts=activity.info().attempt)
+                .where(col(NotificationRecord.notification_id) == notification_id)
+                .values(status="sent", sent_at=datetime.now(UTC), attempts=attempt)
             )
             session.commit()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Body, Path, Query, Request
 from pydantic import BaseModel, Field, HttpUrl, SecretStr, model_validator
 from sqlmodel import select
@@ -35,9 +37,11 @@ from api.errors import (
 from reintegration import webhooks
 from reintegration.agencies import webhook_challenge_purpose, webhook_secret_purpose
 from reintegration.db import AgencyRecord, aware
+from workflows import ids
 from workflows.delivery import WebhookVerificationWorkflow
 from workflows.model import (
     CountryCode,
+    OrgType,
     Role,
     Service,
     Strict,
@@ -46,18 +50,6 @@ from workflows.model import (
 
 router = APIRouter(prefix="/v1/agencies", tags=["agencies"])
 
-ORG_TYPES = (
-    "NGO",
-    "LawEnforcement",
-    "HealthServiceOrganisation",
-    "CentralGovernmentOrganisation",
-    "LocalGovernmentOrganisation",
-    "ImmigrationService",
-    "LegalService",
-    "CorporateBusiness",
-    "SchoolOrCollege",
-)
-OrgType = Annotated[str, Field(pattern="^(" + "|".join(ORG_TYPES) + ")$", description="HTCDS org_Type")]
 AgencyId = Annotated[str, Path(max_length=100, pattern=IDENTIFIER)]
 
 
@@ -73,7 +65,7 @@ class _Webhook(Strict):
 class AgencyCreate(_Webhook):
     agency_id: str = Field(max_length=100, pattern=IDENTIFIER)
     name: str = Field(min_length=1, max_length=200)
-    org_type: OrgType
+    org_type: OrgType = Field(description="HTCDS org_Type")
     country: CountryCode
     services: list[Service] = Field(min_length=1, max_length=20)
     webhook_url: HttpUrl | None = None
@@ -110,7 +102,7 @@ class AgencyUpdate(_Webhook):
     """Only the fields sent change. Only the webhook may be sent as null (removed); the others may not."""
 
     name: str = Field(default=None, min_length=1, max_length=200, json_schema_extra=_left_out)
-    org_type: OrgType = Field(default=None, json_schema_extra=_left_out)
+    org_type: OrgType = Field(default=None, description="HTCDS org_Type", json_schema_extra=_left_out)
     country: CountryCode = Field(default=None, json_schema_extra=_left_out)
     services: list[Service] = Field(default=None, min_length=1, max_length=20, json_schema_extra=_left_out)
     webhook_url: HttpUrl | None = None
@@ -155,7 +147,7 @@ class WebhookConfirmation(Strict):
     )
 
 
-async def _check_address(url: HttpUrl | None, settings: Any) -> None:
+def _check_address(url: HttpUrl | None, settings: Any) -> None:
     """Tasks carry the person's data: outside development they travel over TLS only, and never to a
     loopback, private, link-local or metadata address (checked again at each delivery)."""
     if url is None:
@@ -164,7 +156,7 @@ async def _check_address(url: HttpUrl | None, settings: Any) -> None:
         raise Unprocessable("a webhook address must use https")
     if settings.webhook_guard_on:
         try:
-            await webhooks.check_url(str(url), settings.webhook_private_networks)
+            anyio.from_thread.run(webhooks.check_url, str(url), settings.webhook_private_networks)
         except webhooks.UnsafeAddress as exc:
             raise Unprocessable(str(exc)) from None
 
@@ -212,7 +204,7 @@ def _forget_pending(agency: AgencyRecord) -> None:
     agency.webhook_verification_id = agency.webhook_requested_at = None
 
 
-async def _send_verification(
+def _send_verification(
     http_request: Request, session: Any, settings: Any, agency: AgencyRecord, request: WebhookVerificationRequest
 ) -> None:
     """Start the verification workflow. Without Temporal, nothing stays pending (the confirmed
@@ -228,11 +220,14 @@ async def _send_verification(
     release_connection(session)
     try:
         client = get_client(http_request)
-        await client.start_workflow(
-            WebhookVerificationWorkflow.run,
-            request,
-            id=f"agency-{request.agency_id}-webhook-{request.verification_id}",
-            task_queue=settings.temporal_task_queue,
+        anyio.from_thread.run(
+            functools.partial(
+                client.start_workflow,
+                WebhookVerificationWorkflow.run,
+                request,
+                id=ids.webhook_verification_id(request.agency_id, request.verification_id),
+                task_queue=settings.temporal_task_queue,
+            )
         )
     except (RPCError, Unavailable):
         session.refresh(agency)
@@ -277,7 +272,7 @@ def read_agency(agency_id: AgencyId, user: CurrentUser, session: SessionDep) -> 
     summary="Register a partner agency",
     responses=responses(401, 403, 409, 422, 503),
 )
-async def create_agency(
+def create_agency(
     body: AgencyCreate,
     user: Annotated[Any, require(Role.admin)],
     session: SessionDep,
@@ -287,14 +282,14 @@ async def create_agency(
 ) -> AgencyPublic:
     """A webhook address given here receives the agency's tasks once a partner of the agency confirms
     it (see `POST /v1/agencies/{agency_id}/webhook/confirm`)."""
-    await _check_address(body.webhook_url, settings)
+    _check_address(body.webhook_url, settings)
     if session.get(AgencyRecord, body.agency_id) is not None:
         raise Conflict("an agency with this id exists; change it with PATCH")
     now = datetime.now(UTC)
     agency = AgencyRecord(
         agency_id=body.agency_id,
         name=body.name,
-        org_type=body.org_type,
+        org_type=body.org_type.value,
         country=body.country,
         services=[s.value for s in body.services],
         active=body.active,
@@ -314,7 +309,7 @@ async def create_agency(
         detail["pending_webhook_host"] = webhooks.host_of(agency.pending_webhook_url or "")
     auditor.record("agency.create", status=201, detail=detail)
     if verification:
-        await _send_verification(request, session, settings, agency, verification)
+        _send_verification(request, session, settings, agency, verification)
         session.refresh(agency)
     return public(agency, user)
 
@@ -325,7 +320,7 @@ async def create_agency(
     summary="Change a partner agency",
     responses=responses(401, 403, 404, 422, 503),
 )
-async def update_agency(
+def update_agency(
     agency_id: AgencyId,
     body: Annotated[AgencyUpdate, Body(openapi_examples={"services": {"value": {"services": ["shelter", "housing"]}}})],
     user: Annotated[Any, require(Role.admin)],
@@ -337,7 +332,7 @@ async def update_agency(
     """Only the fields sent change. A new webhook address or secret is not used until a partner of the
     agency confirms it; the confirmed address keeps receiving the tasks meanwhile and is told of the
     change. `webhook_url: null` stops deliveries at once."""
-    await _check_address(body.webhook_url, settings)
+    _check_address(body.webhook_url, settings)
     agency = session.get(AgencyRecord, agency_id)
     if agency is None:
         raise NotFound("no such agency")
@@ -346,6 +341,8 @@ async def update_agency(
     for field, value in changes.items():
         if field == "services":
             value = [s.value if isinstance(s, Service) else s for s in value]
+        elif field == "org_type" and value is not None:
+            value = OrgType(value).value
         setattr(agency, field, value)
     verification = None
     detail: dict[str, Any] = {"agency_id": agency_id, "fields": sorted([*changes, *webhook])}
@@ -371,7 +368,7 @@ async def update_agency(
     session.refresh(agency)
     auditor.record("agency.update", detail=detail)
     if verification:
-        await _send_verification(request, session, settings, agency, verification)
+        _send_verification(request, session, settings, agency, verification)
         session.refresh(agency)
     return public(agency, user)
 

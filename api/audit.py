@@ -9,8 +9,6 @@ effect, but its response may carry personal data again.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import uuid
 from dataclasses import replace
@@ -18,14 +16,15 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from api.deps import IDENTIFIER, CurrentUser, SessionDep, require
-from api.errors import Unavailable, Unprocessable, responses
+from api.errors import Unavailable, responses
 from api.journeys import aware, case_in_scope
+from api.pagination import Cursor, Keyset, Limit, page
 from api.schemas import Page
 from reintegration import audit
 from reintegration.db import AuditRecord
@@ -209,14 +208,8 @@ def _entry(row: AuditRecord) -> AuditEntry:
     )
 
 
-def _decode_seq(cursor: str) -> int:
-    try:
-        seq = int(base64.urlsafe_b64decode(cursor.encode()).decode())
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        seq = -1
-    if not 0 <= seq < 2**63:
-        raise Unprocessable("the cursor is not one this API gave")
-    return seq
+# Oldest first.
+AUDIT_ORDER = Keyset(AuditRecord.seq)
 
 
 @router.get(
@@ -230,15 +223,10 @@ def case_audit(
     case_id: Annotated[str, Path(max_length=64, pattern=IDENTIFIER)],
     user: Annotated[Any, require(Role.supervisor)],
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> AuditPage:
     case_in_scope(session, case_id, user)
     query = select(AuditRecord).where(AuditRecord.case_id == case_id)
-    if cursor:
-        query = query.where(AuditRecord.seq > _decode_seq(cursor))
-    rows = session.exec(query.order_by(AuditRecord.seq).limit(limit + 1)).all()
-    next_cursor = None
-    if len(rows) > limit:
-        next_cursor = base64.urlsafe_b64encode(str(rows[limit - 1].seq).encode()).decode()
-    return AuditPage(items=[_entry(r) for r in rows[:limit]], next_cursor=next_cursor)
+    rows, next_cursor = page(session, query, AUDIT_ORDER, limit=limit, cursor=cursor)
+    return AuditPage(items=[_entry(r) for r in rows], next_cursor=next_cursor)

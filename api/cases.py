@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from sqlmodel import Session, select
 from temporalio.client import (
     WithStartWorkflowOperation,
@@ -15,15 +15,11 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from api import idempotency, journeys
 from api.access_log import bind_ids
 from api.audit import AuditorDep, Entry
 from api.deps import (
     IDENTIFIER,
-    ClientDep,
     CurrentUser,
-    EngineDep,
-    IdempotencyKey,
     SessionDep,
     SettingsDep,
     keyring_of,
@@ -31,7 +27,9 @@ from api.deps import (
     require,
 )
 from api.errors import PreconditionFailed, Unavailable, Unprocessable, responses
-from api.journeys import OPEN_STATUSES, aware, case_in_scope, utcnow
+from api.journeys import actor_of, aware, case_in_scope, utcnow
+from api.pagination import Cursor, Keyset, Limit, page
+from api.pipeline import Pipeline, commands_for
 from api.schemas import (
     CaseCreate,
     CasePublic,
@@ -48,10 +46,11 @@ from reintegration.crypto import FREE_TEXT_KEYS
 from reintegration.db import CaseRecord, PersonRecord, TaskRecord, TimelineRecord
 from reintegration.persons import load_person, store_person
 from reintegration.settings import Settings
+from reintegration.tokens import Claims
 from workflows import ids, rules
 from workflows.case import CaseRun, CaseWorkflow
 from workflows.model import (
-    Actor,
+    OPEN_TASK_STATUS_VALUES,
     CaseOpening,
     Role,
     Stage,
@@ -63,13 +62,8 @@ CaseId = Annotated[
     str, Path(max_length=64, pattern=IDENTIFIER, description="The case's id, as returned when it was opened")
 ]
 TaskId = Annotated[str, Path(max_length=64, pattern=IDENTIFIER)]
-IfMatch = Annotated[str | None, Header(description="The case's ETag; 412 if the case moved on")]
 
 CASEWORK = (Role.caseworker, Role.supervisor)
-
-
-def actor_of(user: Any) -> Actor:
-    return Actor(sub=user.sub, role=user.role, agency=user.agency)
 
 
 def etag(case: CaseRecord) -> str:
@@ -97,7 +91,7 @@ def case_public(
         select(TaskRecord).where(TaskRecord.case_id == case.case_id).order_by(TaskRecord.assigned_at)
     ).all()
     keyring = keyring_of(session)
-    open_tasks = [task_public(session, t) for t in tasks if t.status in OPEN_STATUSES]
+    open_tasks = [task_public(session, t) for t in tasks if t.status in OPEN_TASK_STATUS_VALUES]
     steps = [
         OpenStep(
             step=i["name"],
@@ -199,40 +193,28 @@ def _respond(response: Response, session: Session, case_id: str, settings: Setti
 async def open_case(
     body: CaseCreate,
     response: Response,
-    user: Annotated[Any, require(Role.caseworker)],
-    session: SessionDep,
-    client: ClientDep,
-    engine: EngineDep,
-    settings: SettingsDep,
-    auditor: AuditorDep,
-    idempotency_key: IdempotencyKey = None,
+    p: Annotated[Pipeline, commands_for(Role.caseworker)],
 ) -> CasePublic:
     """Open a case: the person's data goes to the vault, the journey's workflow starts."""
-    _check_opening_scope(user, body)  # a repeat of the request is held to it as the first one is
+    _check_opening_scope(p.user, body)  # a repeat of the request is held to it as the first one is
 
     def replay(stored: dict[str, Any]) -> dict[str, Any]:
-        case_in_scope(session, stored["case_id"], user)  # 404 once the case left the caller's countries
+        case_in_scope(p.session, stored["case_id"], p.user)  # 404 once the case left the caller's countries
         return stored
 
     async def run(case_id: str) -> CasePublic:
         bind_ids(case_id=case_id)
-        case = await _open_case(case_id, body, response, user, session, client, settings)
-        auditor.record("case.open", case_id=case_id, status=201)
-        return case
+        return await _open_case(p, case_id, body, response)
 
-    result = await idempotency.once(
-        engine,
-        keyring_of(session),
-        user=user,
-        key=idempotency_key,
-        status_code=201,
-        request_hash=idempotency.fingerprint("POST", "/v1/cases", body.model_dump(mode="json")),
+    return await p.once(
+        path="/v1/cases",
+        request=body.model_dump(mode="json"),
         run=run,
+        audit=lambda answer: [Entry("case.open", case_id=answer.get("case_id"))],
+        status_code=201,
         headers=etag_header,
-        ttl=settings.idempotency_ttl,
         replay=replay,
     )
-    return auditor.replayed(result, Entry("case.open"))
 
 
 def _check_opening_scope(user: Any, body: CaseCreate) -> None:
@@ -241,15 +223,35 @@ def _check_opening_scope(user: Any, body: CaseCreate) -> None:
         raise Unprocessable(f"you do not work in {country}")
 
 
-async def _open_case(
-    case_id: str, body: CaseCreate, response: Response, user: Any, session: Session, client: Any, settings: Settings
-) -> CasePublic:
-    _check_opening_scope(user, body)
-    country = body.identification.country
-    existing = session.get(CaseRecord, case_id)
+async def _open_case(p: Pipeline, case_id: str, body: CaseCreate, response: Response) -> CasePublic:
+    _check_opening_scope(p.user, body)
+    existing = await p.db(p.session.get, CaseRecord, case_id)
     if existing is not None:  # a claim abandoned by a crash after the case was opened
         response.headers["ETag"] = etag(existing)
-        return case_public(session, existing, settings)
+        return await p.db(case_public, p.session, existing, p.settings)
+    opening = _opening(case_id, body, p.user, p.settings)
+    await p.db(_keep_person, p.session, case_id, body)
+    start = WithStartWorkflowOperation(
+        CaseWorkflow.run,
+        CaseRun(opening=opening),
+        id=ids.workflow_id(case_id),
+        task_queue=p.settings.temporal_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    await p.db(release_connection, p.session)  # no connection held while Temporal answers
+    try:
+        await p.client.execute_update_with_start_workflow(
+            CaseWorkflow.opened, start_workflow_operation=start, rpc_timeout=commands.UPDATE_TIMEOUT
+        )
+    except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        raise Unavailable("Temporal is unavailable; retry with the same Idempotency-Key") from None
+    response.status_code = 201
+    return await p.db(_respond, response, p.session, case_id, p.settings)
+
+
+def _opening(case_id: str, body: CaseCreate, user: Claims, settings: Settings) -> CaseOpening:
+    """The workflow's input: the case's facts, never the person's identity (that goes to the vault)."""
+    country = body.identification.country
     person = body.person
     if person.birthdate is not None:
         if person.birthdate > body.identification.identified_on:
@@ -257,7 +259,7 @@ async def _open_case(
         is_minor = rules.age_on(person.birthdate, body.identification.identified_on) < settings.journey.minor_age
     else:
         is_minor = person.presumed_minor
-    opening = CaseOpening(
+    return CaseOpening(
         case_id=case_id,
         reference=f"{country}-{body.identification.identified_on.year}-{uuid.uuid4().hex[:6].upper()}",
         owner_country=country,
@@ -272,27 +274,15 @@ async def _open_case(
         opened_by=actor_of(user),
         config=settings.journey,
     )
+
+
+def _keep_person(session: Session, case_id: str, body: CaseCreate) -> None:
+    """The person's data into the vault, sealed with the case's key (once: a retry finds it there)."""
     if session.get(PersonRecord, case_id) is None:
-        record = person.model_dump(mode="json")
+        record = body.person.model_dump(mode="json")
         record["identification_place"] = body.identification.place
         store_person(session, keyring_of(session), case_id=case_id, person=record)
         session.commit()
-    start = WithStartWorkflowOperation(
-        CaseWorkflow.run,
-        CaseRun(opening=opening),
-        id=ids.workflow_id(case_id),
-        task_queue=settings.temporal_task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-    )
-    release_connection(session)  # no connection held while Temporal answers
-    try:
-        await client.execute_update_with_start_workflow(
-            CaseWorkflow.opened, start_workflow_operation=start, rpc_timeout=commands.UPDATE_TIMEOUT
-        )
-    except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError):
-        raise Unavailable("Temporal is unavailable; retry with the same Idempotency-Key") from None
-    response.status_code = 201
-    return _respond(response, session, case_id, settings)
 
 
 # --- Reading -------------------------------------------------------------------------------------
@@ -318,6 +308,10 @@ def read_case(
     return public
 
 
+# Newest first.
+CASES_ORDER = Keyset(CaseRecord.opened_at, CaseRecord.case_id, descending=True)
+
+
 @router.get("", response_model=Page[CaseSummary], summary="List cases in scope", responses=responses(401, 403, 422))
 def list_cases(
     user: Annotated[Any, require(*CASEWORK)],
@@ -330,8 +324,8 @@ def list_cases(
     agency: Annotated[str | None, Query(max_length=100, pattern=IDENTIFIER)] = None,
     caseworker: Annotated[str | None, Query(max_length=200, pattern=IDENTIFIER)] = None,
     overdue_since: Annotated[datetime | None, Query(description="Cases with an item due before this time")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> Page[CaseSummary]:
     query = select(CaseRecord)
     if user.country_scope is not None:
@@ -358,27 +352,19 @@ def list_cases(
         except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00, which has no time in UTC
             raise Unprocessable("overdue_since is out of range") from None
         query = query.where(CaseRecord.status == "active", CaseRecord.next_due_at < cutoff)
-    if cursor:
-        at, key = journeys.decode_cursor(cursor)
-        query = query.where((CaseRecord.opened_at < at) | ((CaseRecord.opened_at == at) & (CaseRecord.case_id < key)))
-    rows = session.exec(query.order_by(CaseRecord.opened_at.desc(), CaseRecord.case_id.desc()).limit(limit + 1)).all()
-    items = []
-    for case in rows[:limit]:
-        items.append(
-            CaseSummary(
-                case_id=case.case_id,
-                reference=case.reference,
-                stage=case.stage,
-                status="stalled" if case.stalled else case.status,
-                pathway=case.pathway,
-                owner={"country": case.owner_country, "caseworker": case.owner_caseworker},
-                opened_at=aware(case.opened_at),
-                updated_at=aware(case.updated_at),
-                next_due_at=aware(case.next_due_at) if case.next_due_at else None,
-            )
+    rows, next_cursor = page(session, query, CASES_ORDER, limit=limit, cursor=cursor)
+    items = [
+        CaseSummary(
+            case_id=case.case_id,
+            reference=case.reference,
+            stage=case.stage,
+            status="stalled" if case.stalled else case.status,
+            pathway=case.pathway,
+            owner={"country": case.owner_country, "caseworker": case.owner_caseworker},
+            opened_at=aware(case.opened_at),
+            updated_at=aware(case.updated_at),
+            next_due_at=aware(case.next_due_at) if case.next_due_at else None,
         )
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = journeys.encode_cursor(aware(last.opened_at), last.case_id)
+        for case in rows
+    ]
     return Page[CaseSummary](items=items, next_cursor=next_cursor)

@@ -44,11 +44,11 @@ def keyring_of(session: Session) -> Keyring:
 
 def release_connection(session: Session | None) -> None:
     """End the request session's transaction, so its connection goes back to the pool, before the
-    request awaits (Temporal, or the first request with its ``Idempotency-Key``).
+    request waits (for Temporal, or for the first request with its ``Idempotency-Key``).
 
-    The handlers are async and the pool is waited on synchronously: requests that hold a connection
-    across an await, while the one running waits for a connection, would stall the event loop until
-    the pool's timeout. The session reconnects on its next use.
+    A burst of requests each holding a connection while they wait would leave none for the
+    requests that could finish: they would wait for the pool's timeout. The session reconnects on
+    its next use. (Database work runs in worker threads: ``api.pipeline``.)
     """
     if session is not None:
         session.commit()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import anyio
 from fastapi import APIRouter, Request
 from sqlalchemy import text
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from api.errors import Unavailable, responses
@@ -19,8 +21,7 @@ def health() -> dict[str, str]:
 @router.get("/ready", summary="Database and Temporal reachable", responses=responses(503))
 async def ready(request: Request) -> dict[str, str]:
     try:
-        with Session(request.app.state.engine) as session:
-            session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+        await anyio.to_thread.run_sync(_database_answers, request.app.state.engine)
     except Exception:
         raise Unavailable("the database is unavailable") from None
     client = request.app.state.temporal
@@ -31,3 +32,8 @@ async def ready(request: Request) -> dict[str, str]:
     if not healthy:
         raise Unavailable("Temporal is unavailable")
     return {"status": "ready"}
+
+
+def _database_answers(engine: Engine) -> None:
+    with Session(engine) as session:
+        session.exec(text("SELECT 1"))  # type: ignore[call-overload]

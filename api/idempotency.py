@@ -81,19 +81,20 @@ async def once(
         return await run(str(uuid.uuid4()))
     # The fingerprint hashes the body, notes and all: stored keyed, so it can't be used to test guesses.
     request_hash = keyring.keyed_hash(request_hash, purpose="idempotency")
-    release_connection(session)
+    if session is not None:
+        await asyncio.to_thread(release_connection, session)
     claim = await _claim_or_wait(engine, user.sub, key, request_hash, ttl)
     if isinstance(claim, tuple):
         code, body = _open(keyring, *claim)
         if code < 400 and replay is not None:
-            body = replay(body)
+            body = await asyncio.to_thread(replay, body)
         media = PROBLEM_JSON if code >= 400 else "application/json"
         return JSONResponse(body, status_code=code, headers=headers(body) if code < 400 else {}, media_type=media)
     try:
         result = await run(claim)
     except ApiProblem as problem:
         if problem.status >= 500:
-            _release_or_later(engine, user.sub, key)
+            await _release_or_later(engine, user.sub, key)
         else:
             body = {
                 "type": f"https://reintegration.example/problems/{problem.status}",
@@ -103,13 +104,13 @@ async def once(
                 **problem.extra,
             }
             try:
-                _store(engine, user.sub, key, problem.status, body)
+                await asyncio.to_thread(_store, engine, user.sub, key, problem.status, body)
             except SQLAlchemyError:
-                _release_or_later(engine, user.sub, key)  # not left claimed for minutes
+                await _release_or_later(engine, user.sub, key)  # not left claimed for minutes
                 raise
         raise
     except BaseException:
-        _release_or_later(engine, user.sub, key)
+        await asyncio.shield(_release_or_later(engine, user.sub, key))
         raise
     body = {k: (None if k in unstored else v) for k, v in result.model_dump(mode="json").items()}
     # The case whose key seals the stored response: named by the caller, or by the response itself.
@@ -118,9 +119,9 @@ async def once(
         {"case_id": case_id, "sealed": keyring.seal(case_id, json.dumps(body), purpose=SEALED)} if case_id else body
     )
     try:
-        _store(engine, user.sub, key, status_code, stored, case_id=case_id)
+        await asyncio.to_thread(_store, engine, user.sub, key, status_code, stored, case_id=case_id)
     except SQLAlchemyError:
-        _release_or_later(engine, user.sub, key)  # the client's retry sends the command again, same update id
+        await _release_or_later(engine, user.sub, key)  # the client's retry sends the command again, same update id
         raise
     return result
 
@@ -142,6 +143,18 @@ async def _claim_or_wait(
 ) -> str | tuple[int, Any]:
     """The resource id once this request holds the key; the stored response if an earlier one finished."""
     deadline = asyncio.get_running_loop().time() + WAIT_FOR_FIRST
+    while True:
+        claim = await asyncio.to_thread(_try_claim, engine, sub, key, request_hash, ttl)
+        if claim is not None:
+            return claim
+        if asyncio.get_running_loop().time() > deadline:
+            raise Conflict("a request with this Idempotency-Key is still in progress; retry later")
+        await asyncio.sleep(0.1)
+
+
+def _try_claim(engine: Engine, sub: str, key: str, request_hash: str, ttl: timedelta) -> str | tuple[int, Any] | None:
+    """One look at the key: claimed now (the resource id), answered before (the stored response), or
+    still being answered by another request (``None``: look again later)."""
     while True:
         now = datetime.now(UTC)
         with Session(engine) as session:
@@ -188,9 +201,7 @@ async def _claim_or_wait(
                 if taken.rowcount == 1:
                     return record.resource_id
                 continue
-        if asyncio.get_running_loop().time() > deadline:
-            raise Conflict("a request with this Idempotency-Key is still in progress; retry later")
-        await asyncio.sleep(0.1)
+            return None
 
 
 def _store(engine: Engine, sub: str, key: str, status_code: int, body: Any, *, case_id: str | None = None) -> None:
@@ -237,7 +248,7 @@ def _release(engine: Engine, sub: str, key: str, *, claimed_before: datetime | N
 _RELEASING: set[asyncio.Task] = set()
 
 
-def _release_or_later(engine: Engine, sub: str, key: str) -> None:
+async def _release_or_later(engine: Engine, sub: str, key: str) -> None:
     """Release the claim now, or, if the database is unavailable, as soon as it is back.
 
     The request ends with ``503`` either way and its client retries with the same key: a claim left
@@ -245,7 +256,7 @@ def _release_or_later(engine: Engine, sub: str, key: str) -> None:
     releases leaves it to that takeover.)
     """
     try:
-        _release(engine, sub, key)
+        await asyncio.to_thread(_release, engine, sub, key)
     except SQLAlchemyError:
         task = asyncio.get_running_loop().create_task(
             _release_later(engine, sub, key, claimed_before=datetime.now(UTC))

@@ -21,7 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.audit import request_ids, with_client_request_id
 from api.cases import CaseId
-from api.deps import ClientDep, SessionDep, current_user, keyring_of, require
+from api.deps import ClientDep, SessionDep, current_user, keyring_of, release_connection, require
 from api.errors import (
     Conflict,
     Forbidden,
@@ -87,13 +87,15 @@ KEPT = ["stage", "status", "pathway", "countries", "dates", "services", "agencie
     ),
     responses=responses(401, 403, 404, 409, 503),
 )
-async def erase_personal_data(
+def erase_personal_data(
     case_id: CaseId,
     request: Request,
     user: Annotated[Claims, require(Role.admin)],
     session: SessionDep,
     client: ClientDep,
 ) -> Erasure:
+    """A plain handler (FastAPI's thread pool): the database work stays off the event loop, and
+    only the termination of the case's workflows goes back to it."""
     case = session.get(CaseRecord, case_id)
     if case is None or not user.sees_country(case.owner_country):
         raise NotFound("no such case")
@@ -102,7 +104,7 @@ async def erase_personal_data(
             "only a closed case's personal data can be erased; withdrawing consent closes the case",
             allowed_steps=case.allowed_steps,
         )
-    await _stop_workflows(session, client, case_id)
+    _stop_workflows(session, client, case_id)
     keyring = keyring_of(session)
     keyring.destroy_case_key(session, case_id)
     session.execute(delete(PersonRecord).where(PersonRecord.case_id == case_id))
@@ -141,16 +143,10 @@ def _flush_freed_pages(session: Session) -> None:
         session.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
 
 
-async def _stop_workflows(session: Session, client: Any, case_id: str) -> None:
+def _stop_workflows(session: Session, client: Any, case_id: str) -> None:
     """Whatever of the case still runs (a message on its way to an agency or supervisors) would need
     the key: terminate it first. The read model's pending rows and the server's list of the case's
     running workflows are both consulted (the list is eventually consistent; the rows are not)."""
-    running = set()
-    try:
-        query = ids.case_workflows_query(case_id) + ' AND ExecutionStatus = "Running"'
-        running = {execution.id async for execution in client.list_workflows(query)}
-    except RPCError:
-        raise Unavailable("Temporal is unavailable; retry the erasure") from None
     pending = [
         ids.message_workflow_id(case_id, "delivery", d)
         for d in session.execute(
@@ -166,12 +162,8 @@ async def _stop_workflows(session: Session, client: Any, case_id: str) -> None:
             )
         ).scalars()
     ]
-    for workflow_id in sorted(running | set(pending)):
-        try:
-            await client.get_workflow_handle(workflow_id).terminate(reason="the personal data was erased")
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:  # NOT_FOUND: finished meanwhile, or never started
-                raise Unavailable("Temporal is unavailable; retry the erasure") from None
+    release_connection(session)  # none held while Temporal answers
+    anyio.from_thread.run(_terminate, client, case_id, pending)
     if pending:
         session.execute(
             update(DeliveryRecord)
@@ -183,6 +175,21 @@ async def _stop_workflows(session: Session, client: Any, case_id: str) -> None:
             .where(NotificationRecord.case_id == case_id, NotificationRecord.status == "pending")
             .values(status="skipped")
         )
+
+
+async def _terminate(client: Any, case_id: str, pending: list[str]) -> None:
+    """Terminate the case's running workflows and those of its pending messages."""
+    try:
+        query = ids.case_workflows_query(case_id) + ' AND ExecutionStatus = "Running"'
+        running = {execution.id async for execution in client.list_workflows(query)}
+    except RPCError:
+        raise Unavailable("Temporal is unavailable; retry the erasure") from None
+    for workflow_id in sorted(running | set(pending)):
+        try:
+            await client.get_workflow_handle(workflow_id).terminate(reason="the personal data was erased")
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:  # NOT_FOUND: finished meanwhile, or never started
+                raise Unavailable("Temporal is unavailable; retry the erasure") from None
 
 
 # --- The payload codec for the Temporal Web UI -----------------------------------------------------

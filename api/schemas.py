@@ -13,7 +13,7 @@ from workflows.model import (
     CountryCode,
     Day,
     ExploitationType,
-    ReferringOrgType,
+    OrgType,
     ShortText,
     Strict,
     TraffickingStatus,
@@ -62,7 +62,7 @@ class Identification(Strict):
     identified_on: Day
     country: CountryCode = Field(description="Where the person was identified; the case's owning country")
     place: str | None = Field(default=None, max_length=200, description="Kept with the person's data")
-    referred_by: ReferringOrgType | None = Field(default=None, description="HTCDS org_Type of the referrer")
+    referred_by: OrgType | None = Field(default=None, description="HTCDS org_Type of the referrer")
     exploitation_types: list[ExploitationType] = Field(
         min_length=1, max_length=11, description="HTCDS vic_TypeOfExploitation"
     )

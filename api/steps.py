@@ -8,22 +8,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response
 
-from api import idempotency
-from api.audit import Auditor, AuditorDep, Entry
-from api.cases import (
-    CASEWORK,
-    CaseId,
-    IdempotencyKey,
-    IfMatch,
-    TaskId,
-    _respond,
-    actor_of,
-    etag_header,
-    parse_etag,
-)
-from api.deps import ClientDep, EngineDep, SessionDep, SettingsDep, keyring_of, require
+from api.audit import Entry
+from api.cases import CASEWORK, CaseId, TaskId, _respond, etag_header, parse_etag
 from api.errors import NotFound, PreconditionFailed, Unprocessable, responses
-from api.journeys import case_in_scope, send_command
+from api.pipeline import IfMatch, Pipeline, commands_for
 from api.schemas import CasePublic, TaskPublic
 from api.tasks import task_public
 from reintegration import agencies
@@ -64,86 +52,32 @@ def _resolve_agencies(session: Any, settings: Any, case: Any, items: list[dict[s
             raise Unprocessable(str(refused)) from None
 
 
-async def _record(
-    step: Step,
-    case_id: str,
-    body: Any,
-    *,
-    response: Response,
-    user: Any,
-    session: Any,
-    client: Any,
-    engine: Any,
-    settings: Any,
-    if_match: str | None,
-    key: str | None,
-    auditor: Auditor,
-) -> CasePublic:
+async def _record(p: Pipeline, step: Step, case_id: str, body: Any, response: Response, if_match: str | None) -> Any:
     """Record one step on the case's workflow and return the case as it is after it."""
-    case_in_scope(session, case_id, user)
-    result = await idempotency.once(
-        engine,
-        keyring_of(session),
-        user=user,
-        key=key,
-        status_code=200,
-        session=session,
-        ttl=settings.idempotency_ttl,
-        request_hash=idempotency.fingerprint(
-            "POST",
-            f"/v1/cases/{case_id}/steps/{step.value}",
-            {"body": body.model_dump(mode="json"), "if_match": if_match},
-        ),
-        run=lambda _: _record_once(
-            step,
-            case_id,
-            body,
-            response=response,
-            user=user,
-            session=session,
-            client=client,
-            engine=engine,
-            settings=settings,
-            if_match=if_match,
-            key=key,
-            auditor=auditor,
-        ),
+    await p.case(case_id)
+    payload = body.model_dump(mode="json")
+
+    async def run(_: str) -> CasePublic:
+        case = await p.case(case_id)
+        expected = None
+        if if_match is not None and if_match != "*":
+            expected = parse_etag(if_match)
+            if expected != case.version:
+                raise PreconditionFailed("the case moved on since that ETag; read it again")
+        if step.value in case.allowed_steps:  # otherwise the workflow answers 409 before agencies matter
+            items = payload.get("measures", []) + payload.get("services", [])
+            await p.db(_resolve_agencies, p.session, p.settings, case, items)
+        # The workflow checks the version again: two writers with the same ETag cannot both succeed.
+        await p.send(case_id, "step", StepCommand(step=step, body=payload, actor=p.actor, expected_version=expected))
+        return await p.db(_respond, response, p.session, case_id, p.settings)
+
+    return await p.once(
+        path=f"/v1/cases/{case_id}/steps/{step.value}",
+        request={"body": payload, "if_match": if_match},
+        run=run,
+        audit=lambda _: [Entry(f"step.{step.value}", case_id=case_id)],
         headers=etag_header,
     )
-    return auditor.replayed(result, Entry(f"step.{step.value}", case_id=case_id))
-
-
-async def _record_once(
-    step: Step,
-    case_id: str,
-    body: Any,
-    *,
-    response: Response,
-    user: Any,
-    session: Any,
-    client: Any,
-    engine: Any,
-    settings: Any,
-    if_match: str | None,
-    key: str | None,
-    auditor: Auditor,
-) -> CasePublic:
-    case = case_in_scope(session, case_id, user)
-    expected = None
-    if if_match is not None and if_match != "*":
-        expected = parse_etag(if_match)
-        if expected != case.version:
-            raise PreconditionFailed("the case moved on since that ETag; read it again")
-    payload = body.model_dump(mode="json")
-    if step.value in case.allowed_steps:  # otherwise the workflow answers 409 before agencies matter
-        _resolve_agencies(session, settings, case, payload.get("measures", []) + payload.get("services", []))
-    # The workflow checks the version again: two writers with the same ETag cannot both succeed.
-    command = StepCommand(step=step, body=payload, actor=actor_of(user), expected_version=expected)
-    await send_command(
-        client, engine, case_id, "step", command, update_id=idempotency.update_id(user, key), session=session
-    )
-    auditor.record(f"step.{step.value}", case_id=case_id)
-    return _respond(response, session, case_id, settings)
 
 
 def _make_step_route(step: Step) -> None:
@@ -154,29 +88,10 @@ def _make_step_route(step: Step) -> None:
         case_id: CaseId,
         body: Annotated[model, Body(openapi_examples={step.value: {"value": example}})],  # type: ignore[valid-type]
         response: Response,
-        user: Annotated[Any, require(*roles)],
-        session: SessionDep,
-        client: ClientDep,
-        engine: EngineDep,
-        settings: SettingsDep,
-        auditor: AuditorDep,
+        p: Annotated[Pipeline, commands_for(*roles)],
         if_match: IfMatch = None,
-        idempotency_key: IdempotencyKey = None,
     ) -> CasePublic:
-        return await _record(
-            step,
-            case_id,
-            body,
-            response=response,
-            user=user,
-            session=session,
-            client=client,
-            engine=engine,
-            settings=settings,
-            if_match=if_match,
-            key=idempotency_key,
-            auditor=auditor,
-        )
+        return await _record(p, step, case_id, body, response, if_match)
 
     record_step.__name__ = f"record_{step.name}"
     router.add_api_route(
@@ -204,83 +119,47 @@ for _step in Step:
 async def withdraw_consent(
     case_id: CaseId,
     body: Annotated[
-        STEPS[Step.withdraw_consent].body,
+        STEPS[Step.withdraw_consent].body,  # type: ignore[valid-type]
         Body(openapi_examples={"withdraw": {"value": STEPS[Step.withdraw_consent].example}}),
-    ],  # type: ignore[valid-type]
+    ],
     response: Response,
-    user: Annotated[Any, require(*CASEWORK)],
-    session: SessionDep,
-    client: ClientDep,
-    engine: EngineDep,
-    settings: SettingsDep,
-    auditor: AuditorDep,
+    p: Annotated[Pipeline, commands_for(*CASEWORK)],
     if_match: IfMatch = None,
-    idempotency_key: IdempotencyKey = None,
 ) -> CasePublic:
-    return await _record(
-        Step.withdraw_consent,
-        case_id,
-        body,
-        response=response,
-        user=user,
-        session=session,
-        client=client,
-        engine=engine,
-        settings=settings,
-        if_match=if_match,
-        key=idempotency_key,
-        auditor=auditor,
-    )
+    return await _record(p, Step.withdraw_consent, case_id, body, response, if_match)
 
 
-async def _task_command(
-    *,
-    case_id: str,
-    action: TaskAction,
-    task_id: str | None,
-    body: dict[str, Any],
-    user: Any,
-    session: Any,
-    client: Any,
-    engine: Any,
-    settings: Any,
-    key: str | None,
-    auditor: Auditor,
-) -> TaskPublic:
-    case = case_in_scope(session, case_id, user)
+async def _task_command(p: Pipeline, case_id: str, action: TaskAction, task_id: str | None, body: Any) -> Any:
+    """Assign, reassign or cancel a task of the case; the task as it is after it."""
+    payload = body.model_dump(mode="json")
+    case = await p.case(case_id)
     if task_id is not None:
-        task = session.get(TaskRecord, task_id)
+        task = await p.db(p.session.get, TaskRecord, task_id)
         if task is None or task.case_id != case_id:
             raise NotFound("no such task on this case")
         if action == TaskAction.reassign:
-            _resolve_agencies(session, settings, case, [{**body, "service": task.service}])
+            await p.db(_resolve_agencies, p.session, p.settings, case, [{**payload, "service": task.service}])
     else:
-        _resolve_agencies(session, settings, case, [body])
+        await p.db(_resolve_agencies, p.session, p.settings, case, [payload])
 
     async def run(_: str) -> TaskPublic:
-        command = TaskCommand(action=action, task_id=task_id, body=body, actor=actor_of(user))
-        result = await send_command(
-            client, engine, case_id, "task", command, update_id=idempotency.update_id(user, key), session=session
-        )
-        auditor.record(
-            f"task.{action.value}", case_id=case_id, task_id=result.task_id, status=201 if task_id is None else 200
-        )
-        session.expire_all()
-        return task_public(session, session.get(TaskRecord, result.task_id))
+        command = TaskCommand(action=action, task_id=task_id, body=payload, actor=p.actor)
+        result = await p.send(case_id, "task", command)
+        return await p.db(_task_after, p.session, result.task_id)
 
     path = f"/v1/cases/{case_id}/tasks" + (f"/{task_id}/{action.value}" if task_id else "")
-    result = await idempotency.once(
-        engine,
-        keyring_of(session),
-        user=user,
-        key=key,
-        session=session,
-        status_code=201 if task_id is None else 200,
-        ttl=settings.idempotency_ttl,
-        request_hash=idempotency.fingerprint("POST", path, body),
+    return await p.once(
+        path=path,
+        request=payload,
         run=run,
+        audit=lambda answer: [Entry(f"task.{action.value}", case_id=case_id, task_id=answer.get("task_id"))],
+        status_code=201 if task_id is None else 200,
     )
-    return auditor.replayed(result, Entry(f"task.{action.value}", case_id=case_id, task_id=task_id))
+
+
+def _task_after(session: Any, task_id: str | None) -> TaskPublic:
+    session.expire_all()
+    return task_public(session, session.get(TaskRecord, task_id))
 
 
 @router.post(
@@ -306,27 +185,9 @@ async def assign_task(
             }
         ),
     ],
-    user: Annotated[Any, require(*CASEWORK)],
-    session: SessionDep,
-    client: ClientDep,
-    engine: EngineDep,
-    settings: SettingsDep,
-    auditor: AuditorDep,
-    idempotency_key: IdempotencyKey = None,
+    p: Annotated[Pipeline, commands_for(*CASEWORK)],
 ) -> TaskPublic:
-    return await _task_command(
-        case_id=case_id,
-        action=TaskAction.assign,
-        task_id=None,
-        body=body.model_dump(mode="json"),
-        user=user,
-        session=session,
-        client=client,
-        engine=engine,
-        settings=settings,
-        key=idempotency_key,
-        auditor=auditor,
-    )
+    return await _task_command(p, case_id, TaskAction.assign, None, body)
 
 
 @router.post(
@@ -339,27 +200,9 @@ async def reassign_task(
     case_id: CaseId,
     task_id: TaskId,
     body: Annotated[ReassignTaskBody, Body(openapi_examples={"reassign": {"value": {"agency_id": "clinic-es"}}})],
-    user: Annotated[Any, require(*CASEWORK)],
-    session: SessionDep,
-    client: ClientDep,
-    engine: EngineDep,
-    settings: SettingsDep,
-    auditor: AuditorDep,
-    idempotency_key: IdempotencyKey = None,
+    p: Annotated[Pipeline, commands_for(*CASEWORK)],
 ) -> TaskPublic:
-    return await _task_command(
-        case_id=case_id,
-        action=TaskAction.reassign,
-        task_id=task_id,
-        body=body.model_dump(mode="json"),
-        user=user,
-        session=session,
-        client=client,
-        engine=engine,
-        settings=settings,
-        key=idempotency_key,
-        auditor=auditor,
-    )
+    return await _task_command(p, case_id, TaskAction.reassign, task_id, body)
 
 
 @router.post(
@@ -372,24 +215,6 @@ async def cancel_task(
     case_id: CaseId,
     task_id: TaskId,
     body: Annotated[CancelTaskBody, Body(openapi_examples={"cancel": {"value": {"reason": "No longer needed."}}})],
-    user: Annotated[Any, require(*CASEWORK)],
-    session: SessionDep,
-    client: ClientDep,
-    engine: EngineDep,
-    settings: SettingsDep,
-    auditor: AuditorDep,
-    idempotency_key: IdempotencyKey = None,
+    p: Annotated[Pipeline, commands_for(*CASEWORK)],
 ) -> TaskPublic:
-    return await _task_command(
-        case_id=case_id,
-        action=TaskAction.cancel,
-        task_id=task_id,
-        body=body.model_dump(mode="json"),
-        user=user,
-        session=session,
-        client=client,
-        engine=engine,
-        settings=settings,
-        key=idempotency_key,
-        auditor=auditor,
-    )
+    return await _task_command(p, case_id, TaskAction.cancel, task_id, body)

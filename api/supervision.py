@@ -14,32 +14,23 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func
 from sqlmodel import select
 
-from api import idempotency
-from api.audit import AuditorDep, Entry
-from api.cases import CaseId, _respond, actor_of, stall_reason
+from api.audit import Entry
+from api.cases import CaseId, _respond, stall_reason
 from api.deps import (
     IDENTIFIER,
-    ClientDep,
-    EngineDep,
-    IdempotencyKey,
     SessionDep,
-    SettingsDep,
-    keyring_of,
     require,
 )
 from api.errors import responses
 from api.journeys import (
-    OPEN_STATUSES,
     aware,
-    case_in_scope,
-    decode_cursor,
-    encode_cursor,
-    send_command,
     utcnow,
 )
+from api.pagination import Cursor, Keyset, Limit, page
+from api.pipeline import Pipeline, commands_for
 from api.schemas import CasePublic, Owner, Page, StallReasonView
 from reintegration.db import CaseRecord, StageVisitRecord, TaskRecord
-from workflows.model import ReassignOwner, Role, Stage, Strict
+from workflows.model import OPEN_TASK_STATUS_VALUES, ReassignOwner, Role, Stage, Strict
 
 router = APIRouter(tags=["supervision"])
 
@@ -77,6 +68,10 @@ class ReassignCase(Strict):
     }
 
 
+# Most overdue first.
+STALLED_ORDER = Keyset(CaseRecord.most_overdue_at, CaseRecord.case_id)
+
+
 def _scoped(query: Any, user: Any) -> Any:
     scope = user.country_scope
     return query.where(CaseRecord.owner_country.in_(scope)) if scope is not None else query
@@ -95,8 +90,8 @@ def stalled_cases(
     agency: Annotated[str | None, Query(max_length=100, pattern=IDENTIFIER)] = None,
     caseworker: Annotated[str | None, Query(max_length=200, pattern=IDENTIFIER)] = None,
     stage: Stage | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> Page[StalledCase]:
     query = _scoped(select(CaseRecord).where(CaseRecord.stalled), user)
     if country:
@@ -108,15 +103,12 @@ def stalled_cases(
     if agency:  # a set computed once from the agency's index, not a probe per case
         query = query.where(
             CaseRecord.case_id.in_(
-                select(TaskRecord.case_id).where(TaskRecord.agency_id == agency, TaskRecord.status.in_(OPEN_STATUSES))
+                select(TaskRecord.case_id).where(
+                    TaskRecord.agency_id == agency, TaskRecord.status.in_(sorted(OPEN_TASK_STATUS_VALUES))
+                )
             )
         )
-    if cursor:
-        at, key = decode_cursor(cursor)
-        query = query.where(
-            (CaseRecord.most_overdue_at > at) | ((CaseRecord.most_overdue_at == at) & (CaseRecord.case_id > key))
-        )
-    rows = session.exec(query.order_by(CaseRecord.most_overdue_at, CaseRecord.case_id).limit(limit + 1)).all()
+    rows, next_cursor = page(session, query, STALLED_ORDER, limit=limit, cursor=cursor)
     now = utcnow()
     items = [
         StalledCase(
@@ -129,11 +121,8 @@ def stalled_cases(
             most_overdue_at=aware(c.most_overdue_at) if c.most_overdue_at else None,
             reasons=[stall_reason(r, now) for r in c.stall_reasons],
         )
-        for c in rows[:limit]
+        for c in rows
     ]
-    next_cursor = None
-    if len(rows) > limit and rows[limit - 1].most_overdue_at is not None:
-        next_cursor = encode_cursor(aware(rows[limit - 1].most_overdue_at), rows[limit - 1].case_id)
     return Page[StalledCase](items=items, next_cursor=next_cursor)
 
 
@@ -210,39 +199,18 @@ async def reassign_case(
     case_id: CaseId,
     body: Annotated[ReassignCase, Body()],
     response: Response,
-    user: Annotated[Any, SUPERVISOR],
-    session: SessionDep,
-    client: ClientDep,
-    engine: EngineDep,
-    settings: SettingsDep,
-    auditor: AuditorDep,
-    idempotency_key: IdempotencyKey = None,
+    p: Annotated[Pipeline, commands_for(Role.supervisor)],
 ) -> CasePublic:
-    case_in_scope(session, case_id, user)
+    await p.case(case_id)
 
     async def run(_: str) -> CasePublic:
-        command = ReassignOwner(caseworker=body.caseworker, reason=body.reason, actor=actor_of(user))
-        await send_command(
-            client,
-            engine,
-            case_id,
-            "reassign_owner",
-            command,
-            update_id=idempotency.update_id(user, idempotency_key),
-            session=session,
-        )
-        auditor.record("case.reassign", case_id=case_id, detail={"to_caseworker": body.caseworker})
-        return _respond(response, session, case_id, settings)
+        command = ReassignOwner(caseworker=body.caseworker, reason=body.reason, actor=p.actor)
+        await p.send(case_id, "reassign_owner", command)
+        return await p.db(_respond, response, p.session, case_id, p.settings)
 
-    result = await idempotency.once(
-        engine,
-        keyring_of(session),
-        user=user,
-        key=idempotency_key,
-        status_code=200,
+    return await p.once(
+        path=f"/v1/cases/{case_id}/reassign",
+        request=body.model_dump(mode="json"),
         run=run,
-        session=session,
-        ttl=settings.idempotency_ttl,
-        request_hash=idempotency.fingerprint("POST", f"/v1/cases/{case_id}/reassign", body.model_dump(mode="json")),
+        audit=lambda _: [Entry("case.reassign", case_id=case_id, detail={"to_caseworker": body.caseworker})],
     )
-    return auditor.replayed(result, Entry("case.reassign", case_id=case_id, detail={"to_caseworker": body.caseworker}))

@@ -4,38 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query
-from sqlalchemy import or_
+from fastapi import APIRouter, Body, Path
 from sqlmodel import select
 
-from api import idempotency
-from api.audit import Auditor, AuditorDep, Entry, replayed_body
-from api.deps import (
-    ClientDep,
-    CurrentUser,
-    EngineDep,
-    IdempotencyKey,
-    SessionDep,
-    SettingsDep,
-    keyring_of,
-    require,
-)
+from api.audit import AuditorDep, Entry
+from api.deps import CurrentUser, SessionDep, SettingsDep, keyring_of
 from api.errors import Forbidden, responses
 from api.journeys import (
-    OPEN_STATUSES,
     aware,
-    decode_cursor,
-    encode_cursor,
-    send_command,
     task_in_scope,
     utcnow,
 )
+from api.pagination import Cursor, Keyset, Limit, page
+from api.pipeline import Pipeline, commands_for
 from api.schemas import Page, TaskPublic
 from reintegration.db import TaskRecord
-from reintegration.partner_view import PartnerTask, is_overdue, partner_task
+from reintegration.overdue import is_overdue, overdue_condition
+from reintegration.partner_view import PartnerTask, partner_task
 from workflows.model import (
     AcceptTaskBody,
-    Actor,
     CompleteTaskBody,
     DeclineTaskBody,
     Role,
@@ -67,6 +54,10 @@ def view(session: Any, settings: Any, task: TaskRecord, role: Role) -> TaskPubli
     return task_public(session, task)
 
 
+# Newest first.
+TASKS_ORDER = Keyset(TaskRecord.assigned_at, TaskRecord.task_id, descending=True)
+
+
 @router.get(
     "",
     response_model=Page[TaskPublic | PartnerTask],
@@ -81,8 +72,8 @@ def list_tasks(
     status: TaskStatus | None = None,
     service: Service | None = None,
     overdue: bool | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> Page[Any]:
     """A partner sees its agency's tasks; caseworkers and supervisors the tasks of their countries."""
     query = select(TaskRecord)
@@ -98,26 +89,11 @@ def list_tasks(
     if service:
         query = query.where(TaskRecord.service == service.value)
     if overdue is not None:
-        now = utcnow()
-        late = or_(
-            (TaskRecord.status == "assigned") & (TaskRecord.accept_by < now),
-            TaskRecord.status.in_(OPEN_STATUSES) & (TaskRecord.due_on < now.date()),
-        )
+        late = overdue_condition(utcnow())
         query = query.where(late if overdue else ~late)
-    if cursor:
-        at, key = decode_cursor(cursor)
-        query = query.where(
-            (TaskRecord.assigned_at < at) | ((TaskRecord.assigned_at == at) & (TaskRecord.task_id < key))
-        )
-    rows = session.exec(query.order_by(TaskRecord.assigned_at.desc(), TaskRecord.task_id.desc()).limit(limit + 1)).all()
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor(aware(last.assigned_at), last.task_id)
-    items = [view(session, settings, t, user.role) for t in rows[:limit]]
-    auditor.record_many(
-        [person_read(t, v, via="list") for t, v in zip(rows[:limit], items, strict=True) if carries_person(v)]
-    )
+    rows, next_cursor = page(session, query, TASKS_ORDER, limit=limit, cursor=cursor)
+    items = [view(session, settings, t, user.role) for t in rows]
+    auditor.record_many([person_read(t, v, via="list") for t, v in zip(rows, items, strict=True) if carries_person(v)])
     return Page[Any](items=items, next_cursor=next_cursor)
 
 
@@ -152,70 +128,53 @@ def person_read(task: TaskRecord, seen: Any, via: str = "read") -> Entry:
     )
 
 
-async def act(
-    *,
-    task_id: str,
-    action: TaskAction,
-    body: Any,
-    user: Any,
-    session: Any,
-    client: Any,
-    engine: Any,
-    settings: Any,
-    key: str | None,
-    auditor: Auditor,
-) -> Any:
-    """Send a task action to the case's workflow and return the task as it is after it."""
-    task = task_in_scope(session, task_id, user)
+async def act(p: Pipeline, task_id: str, action: TaskAction, body: Any) -> Any:
+    """Send a partner's action on a task to the case's workflow; the task as it is after it."""
+    task = await p.task(task_id)
     payload = body.model_dump(mode="json")
 
     async def run(_: str) -> Any:
-        command = TaskCommand(
-            action=action, task_id=task_id, body=payload, actor=Actor(sub=user.sub, role=user.role, agency=user.agency)
-        )
-        await send_command(
-            client, engine, task.case_id, "task", command, update_id=idempotency.update_id(user, key), session=session
-        )
-        session.expire_all()
-        seen = view(session, settings, session.get(TaskRecord, task_id), user.role)
-        done = Entry(f"task.{action.value}", case_id=task.case_id, task_id=task_id, status=200)
-        auditor.record_many([done, *([person_read(task, seen, via=action.value)] if carries_person(seen) else [])])
-        return seen
+        await p.send(task.case_id, "task", TaskCommand(action=action, task_id=task_id, body=payload, actor=p.actor))
+        return await p.db(_seen_after, p.session, p.settings, task_id, p.user.role)
 
     def replay(_: dict[str, Any]) -> dict[str, Any]:
         """A repeat shows the task as its partner may see it now (consent withdrawn, the task cancelled or
         taken away, the agency deactivated: no person, no notes), never what the first answer held."""
-        session.expire_all()
-        return view(session, settings, task_in_scope(session, task_id, user), user.role).model_dump(mode="json")
+        p.session.expire_all()
+        return view(p.session, p.settings, task_in_scope(p.session, task_id, p.user), p.user.role).model_dump(
+            mode="json"
+        )
 
-    result = await idempotency.once(
-        engine,
-        keyring_of(session),
-        user=user,
-        key=key,
-        status_code=200,
+    def audit(answer: dict[str, Any]) -> list[Entry]:
+        """The action, and the person's fields the answer shows (names only), read before they leave."""
+        done = Entry(f"task.{action.value}", case_id=task.case_id, task_id=task_id)
+        if not answer.get("person"):
+            return [done]
+        fields = sorted(answer["person"])
+        return [
+            done,
+            Entry(
+                "task.read-person",
+                case_id=task.case_id,
+                task_id=task_id,
+                detail={"via": action.value, "fields": fields},
+            ),
+        ]
+
+    return await p.once(
+        path=f"/v1/tasks/{task_id}/{action.value}",
+        request=payload,
         run=run,
+        audit=audit,
         case_id=task.case_id,
-        session=session,
-        ttl=settings.idempotency_ttl,
         replay=replay,
         unstored=frozenset({"person"}),
-        request_hash=idempotency.fingerprint("POST", f"/v1/tasks/{task_id}/{action.value}", payload),
     )
-    replayed = replayed_body(result)
-    if replayed is not None:
-        entries = [Entry(f"task.{action.value}", case_id=task.case_id, task_id=task_id)]
-        if replayed.get("person"):
-            entries.append(
-                Entry(
-                    "task.read-person",
-                    case_id=task.case_id,
-                    task_id=task_id,
-                    detail={"via": action.value, "fields": sorted(replayed["person"])},
-                )
-            )
-        auditor.replayed(result, *entries)
-    return result
+
+
+def _seen_after(session: Any, settings: Any, task_id: str, role: Role) -> Any:
+    session.expire_all()
+    return view(session, settings, session.get(TaskRecord, task_id), role)
 
 
 PARTNER = (Role.partner,)
@@ -229,29 +188,12 @@ PARTNER = (Role.partner,)
 )
 async def accept_task(
     task_id: TaskId,
-    user: Annotated[Any, require(*PARTNER)],
-    session: SessionDep,
-    client: ClientDep,
-    engine: EngineDep,
-    settings: SettingsDep,
-    auditor: AuditorDep,
+    p: Annotated[Pipeline, commands_for(*PARTNER)],
     body: Annotated[
         AcceptTaskBody, Body(openapi_examples={"accept": {"value": {"notes": "We can take this."}}})
     ] = AcceptTaskBody(),
-    idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    return await act(
-        task_id=task_id,
-        action=TaskAction.accept,
-        body=body,
-        user=user,
-        session=session,
-        client=client,
-        engine=engine,
-        settings=settings,
-        key=idempotency_key,
-        auditor=auditor,
-    )
+    return await act(p, task_id, TaskAction.accept, body)
 
 
 @router.post(
@@ -262,12 +204,7 @@ async def accept_task(
 )
 async def complete_task(
     task_id: TaskId,
-    user: Annotated[Any, require(*PARTNER)],
-    session: SessionDep,
-    client: ClientDep,
-    engine: EngineDep,
-    settings: SettingsDep,
-    auditor: AuditorDep,
+    p: Annotated[Pipeline, commands_for(*PARTNER)],
     body: Annotated[
         CompleteTaskBody,
         Body(
@@ -287,20 +224,8 @@ async def complete_task(
             }
         ),
     ],
-    idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    return await act(
-        task_id=task_id,
-        action=TaskAction.complete,
-        body=body,
-        user=user,
-        session=session,
-        client=client,
-        engine=engine,
-        settings=settings,
-        key=idempotency_key,
-        auditor=auditor,
-    )
+    return await act(p, task_id, TaskAction.complete, body)
 
 
 @router.post(
@@ -311,26 +236,9 @@ async def complete_task(
 )
 async def decline_task(
     task_id: TaskId,
-    user: Annotated[Any, require(*PARTNER)],
-    session: SessionDep,
-    client: ClientDep,
-    engine: EngineDep,
-    settings: SettingsDep,
-    auditor: AuditorDep,
+    p: Annotated[Pipeline, commands_for(*PARTNER)],
     body: Annotated[
         DeclineTaskBody, Body(openapi_examples={"full": {"value": {"reason": "No beds free this month."}}})
     ],
-    idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    return await act(
-        task_id=task_id,
-        action=TaskAction.decline,
-        body=body,
-        user=user,
-        session=session,
-        client=client,
-        engine=engine,
-        settings=settings,
-        key=idempotency_key,
-        auditor=auditor,
-    )
+    return await act(p, task_id, TaskAction.decline, body)

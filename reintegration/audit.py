@@ -30,7 +30,7 @@ from sqlalchemy import func, inspect, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from reintegration.crypto import (
     AUDIT_KEY_ID,
@@ -46,11 +46,14 @@ HEAD_ID = 1
 
 
 class Actor(Protocol):
-    """Who acts: a token's claims (``reintegration.tokens.Claims``) or a workflow ``Actor``."""
+    """Who acts: a token's claims (``reintegration.tokens.Claims``) or a workflow ``Actor``. Read only."""
 
-    sub: str
-    role: Any
-    agency: str | None
+    @property
+    def sub(self) -> str: ...
+    @property
+    def role(self) -> Any: ...
+    @property
+    def agency(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,7 @@ def _append(
         session.add(row)
         rows.append(row)
     session.flush()
-    connection.execute(update(AuditHead).where(AuditHead.id == HEAD_ID).values(seq=seq, hash=prev_hash))
+    connection.execute(update(AuditHead).where(col(AuditHead.id) == HEAD_ID).values(seq=seq, hash=prev_hash))
     return rows
 
 
@@ -166,12 +169,12 @@ def _begin_writing(connection: Connection) -> None:
     raw = connection.connection.dbapi_connection
     # The driver begins a transaction only before a write, so none is open yet unless this
     # session already wrote, and then it already holds the write lock.
-    if not raw.in_transaction:  # type: ignore[union-attr]
+    if not raw.in_transaction:  # type: ignore[union-attr]  # never None on a connection in use
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _lock_head(connection: Connection) -> tuple[int, str]:
-    locked = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == HEAD_ID).with_for_update()
+    locked = select(col(AuditHead.seq), col(AuditHead.hash)).where(col(AuditHead.id) == HEAD_ID).with_for_update()
     head = connection.execute(locked).first()
     if head is None:  # the first append ever: make the head, unless a concurrent first append did
         dialect_insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
@@ -235,13 +238,15 @@ def verify(
         tables = set(inspect(connection).get_table_names())
         head = None
         if AuditHead.__tablename__ in tables:
-            head = connection.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == HEAD_ID)).first()
+            head = connection.execute(
+                select(col(AuditHead.seq), col(AuditHead.hash)).where(col(AuditHead.id) == HEAD_ID)
+            ).first()
         head_seq, head_hash = (int(head.seq), str(head.hash)) if head else (0, GENESIS)
 
         def broken(seq: int, reason: str, rows: int) -> Verification:
             return Verification(rows=rows, head_seq=head_seq, head_hash=head_hash, broken_at=seq, reason=reason)
 
-        table = AuditRecord.__table__  # type: ignore[attr-defined]
+        table = AuditRecord.__table__  # type: ignore[attr-defined]  # set by SQLModel's metaclass, not declared
         expected, prev_hash, last, anchored = 1, GENESIS, None, None
         while AuditRecord.__tablename__ in tables:
             query = select(table).order_by(table.c.seq).limit(batch)
@@ -276,7 +281,7 @@ def verify(
         if prev_hash != head_hash:
             return broken(head_seq, f"row {head_seq} does not match the head", count)
         if count == 0 and CaseRecord.__tablename__ in tables:
-            cases_table = CaseRecord.__table__  # type: ignore[attr-defined]
+            cases_table = CaseRecord.__table__  # type: ignore[attr-defined]  # set by SQLModel, not declared
             cases = connection.execute(select(func.count()).select_from(cases_table)).scalar_one()
             if cases:
                 return broken(1, f"the trail is empty but there are {cases} cases (it was wiped)", count)
@@ -304,7 +309,7 @@ def _key_problem(connection: Connection, tables: set[str], keyring: Keyring) -> 
     wrapped = None
     if DataKeyRecord.__tablename__ in tables:
         wrapped = connection.execute(
-            select(DataKeyRecord.wrapped).where(DataKeyRecord.key_id == AUDIT_KEY_ID)
+            select(col(DataKeyRecord.wrapped)).where(col(DataKeyRecord.key_id) == AUDIT_KEY_ID)
         ).scalar_one_or_none()
     if wrapped is None:
         return "the audit key is missing (the trail cannot be checked, nor trusted)"

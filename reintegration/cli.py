@@ -11,6 +11,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from reintegration.settings import Settings, get_settings
 from workflows.model import HUMAN_ROLES, Role
@@ -132,7 +133,7 @@ def _db(what: str) -> int:
         engine.dispose()
 
 
-def uvicorn_options(settings: Settings) -> dict[str, object]:
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """How the API is served: no access log of uvicorn's own (it would print query strings; the API
     logs one line per request itself), and forwarded headers believed only from the configured
     proxies (none by default: a client cannot choose the address its rate limit is charged to)."""
@@ -150,7 +151,7 @@ def serve_api() -> int:
     import uvicorn
 
     restrict_files()
-    uvicorn.run("api.main:app", **uvicorn_options(get_settings()))  # type: ignore[arg-type]
+    uvicorn.run("api.main:app", **uvicorn_options(get_settings()))
     return 0
 
 
@@ -213,7 +214,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from reintegration.db import keyring_from_settings, make_engine
-    from reintegration.reconcile import reconcile
+    from reintegration.reconcile import Report, reconcile
     from reintegration.temporal import connect
 
     if not (math.isfinite(args.rate) and args.rate > 0):
@@ -226,7 +227,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     settings = get_settings()
     engine, keyring = make_engine(settings), keyring_from_settings(settings)
 
-    async def run():  # type: ignore[no-untyped-def]
+    async def run() -> Report:
         client = await connect(settings, keyring=keyring, attempts=20, delay=0.5)
         return await reconcile(
             client,
@@ -344,7 +345,7 @@ def run_stack() -> int:
     settings.data_dir.chmod(0o700)
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
-    processes: list[tuple[str, subprocess.Popen]] = []
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = []
     # The codec tokens of this stack are good while it runs: the API knows its session id from the
     # environment (never a command line, which `ps` shows to everyone), and forgets it when it stops.
     codec_session = secrets.token_urlsafe(24)
@@ -354,7 +355,7 @@ def run_stack() -> int:
         log_file = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child's life
         processes.append((name, subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=environment)))
 
-    def stop(*_: object) -> None:
+    def stop(*_args: object) -> None:
         for _, proc in reversed(processes):
             if proc.poll() is None:
                 proc.terminate()

@@ -86,7 +86,8 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
 
     async def _encoding_key(self) -> DataKey:
         if self._case_id is None:
-            return self._keyring.cached_key("system-1") or await asyncio.to_thread(self._keyring.system_key)
+            system = self._keyring.cached_key("system-1")
+            return system if system is not None else await asyncio.to_thread(self._keyring.system_key)
         cached = self._keyring.cached_case_key(self._case_id)
         if cached is not None:
             return cached
@@ -117,7 +118,9 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
             key_id = payload_key_id(p)
             if key_id is None:
                 raise KeyUnavailable("the payload names no payload key")
-            key = self._keyring.cached_key(key_id) or await asyncio.to_thread(self._keyring.key, key_id)
+            key = self._keyring.cached_key(key_id)
+            if key is None:
+                key = await asyncio.to_thread(self._keyring.key, key_id)
             try:
                 out.append(Payload.FromString(key.decrypt(p.data, key_id.encode())))
             except (InvalidTag, ValueError, DecodeError):

@@ -99,8 +99,7 @@ async def send_command(
             break
         if attempt:
             await asyncio.sleep(ROUTING_PAUSES[min(attempt - 1, len(ROUTING_PAUSES) - 1)])
-        with Session(engine) as session:
-            case = session.get(CaseRecord, case_id)
+        case = await asyncio.to_thread(_read_case, engine, case_id)
         if case is None:
             raise NoSuchCase("no such case")
         if case.status == "closed":
@@ -111,9 +110,10 @@ async def send_command(
             return first
         handle = client.get_workflow_handle(case.active_workflow_id)
         try:
-            return await handle.execute_update(
+            result: CommandResult = await handle.execute_update(
                 update, command, id=update_id, result_type=CommandResult, rpc_timeout=UPDATE_TIMEOUT
             )
+            return result
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             if isinstance(cause, ApplicationError) and cause.type == ErrorType.STAGE_MOVED:
@@ -136,6 +136,11 @@ async def send_command(
     raise TemporalUnavailable("the case is changing stage; retry in a moment", retry_after=2)
 
 
+def _read_case(engine: Engine, case_id: str) -> CaseRecord | None:
+    with Session(engine) as session:
+        return session.get(CaseRecord, case_id)
+
+
 async def _first_outcome(client: Client, case_id: str, update_id: str) -> CommandResult | None:
     """The first result of the update with this id if the closed case applied it (the command that
     closed it, retried): the case workflow's last state remembers it, or, while the last stage's
@@ -143,7 +148,7 @@ async def _first_outcome(client: Client, case_id: str, update_id: str) -> Comman
     workflow_id = ids.workflow_id(case_id)
     while True:
         try:
-            state = await client.get_workflow_handle(workflow_id).query(
+            state: JourneyState = await client.get_workflow_handle(workflow_id).query(
                 "journey", result_type=JourneyState, rpc_timeout=UPDATE_TIMEOUT
             )
         except WorkflowQueryFailedError:

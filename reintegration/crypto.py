@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Column, DateTime, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 DEVELOPMENT_MARKER = "# DEVELOPMENT ONLY"
 # Free text and references anywhere in the read model's facts and tasks: sealed with the case's key.
@@ -295,9 +295,9 @@ class Keyring:
     def destroy_case_key(self, session: Session, case_id: str) -> bool:
         """Destroy the case's key in the caller's transaction; True if there was one to destroy.
         Call ``forget`` once it is committed (before, a concurrent read could cache it again)."""
-        result = session.execute(
+        result = session.exec(
             update(DataKeyRecord)
-            .where(DataKeyRecord.case_id == case_id, DataKeyRecord.wrapped.is_not(None))  # type: ignore[union-attr]
+            .where(col(DataKeyRecord.case_id) == case_id, col(DataKeyRecord.wrapped).is_not(None))
             .values(wrapped=None, destroyed_at=datetime.now(UTC))
         )
         return bool(result.rowcount)

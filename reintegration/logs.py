@@ -7,8 +7,10 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import ClassVar, TextIO
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 # Keys that may hold the person's data (or a credential); redacted at any depth of every log event,
 # whatever logged them. Compared in lower case: the API's names (api/schemas.py Person and
@@ -67,7 +69,7 @@ def _redacted(value: object) -> object:
     return value
 
 
-def _drop_personal_fields(_logger: object, _method: str, event: dict) -> dict:
+def _drop_personal_fields(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
     for key, value in event.items():
         if key.lower() in PERSONAL_KEYS:
             event[key] = REDACTED
@@ -79,7 +81,7 @@ def _drop_personal_fields(_logger: object, _method: str, event: dict) -> dict:
 class _Stderr:
     """Standard error as it is when a line is written, plus any taps (tests read every log line)."""
 
-    taps: list = []
+    taps: ClassVar[list[TextIO]] = []
 
     def write(self, text: str) -> int:
         for tap in self.taps:
@@ -118,6 +120,7 @@ def configure_logging(level: int = logging.INFO) -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),
+        # structlog annotates `file` as TextIO but only prints to it (write and flush).
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )

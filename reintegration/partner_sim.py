@@ -44,7 +44,7 @@ class SimulatorConfig:
 
 @dataclass
 class SimulatorStats:
-    received: Counter = field(default_factory=Counter)  # idempotency key -> deliveries seen
+    received: Counter[str] = field(default_factory=Counter)  # idempotency key -> deliveries seen
     events: list[dict[str, Any]] = field(default_factory=list)  # first delivery of each key
     bad_signatures: int = 0
     failed_on_purpose: int = 0
@@ -83,7 +83,7 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str, *, now: flo
 def create_simulator(config: SimulatorConfig) -> tuple[FastAPI, SimulatorStats]:
     stats = SimulatorStats()
     lock = asyncio.Lock()
-    pending: set[asyncio.Task] = set()
+    pending: set[asyncio.Task[None]] = set()
     app = FastAPI(title="Partner simulator")
 
     @app.get("/stats")

@@ -8,7 +8,7 @@ task given to another agency is no longer the first one's to see at all.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -17,10 +17,7 @@ from sqlmodel import Session
 from reintegration import persons
 from reintegration.crypto import Keyring
 from reintegration.db import AgencyRecord, CaseRecord, TaskRecord, aware
-from workflows import rules
-from workflows.model import OPEN_TASK_STATUSES
-
-OPEN = {s.value for s in OPEN_TASK_STATUSES}
+from reintegration.overdue import is_overdue
 
 
 class PartnerTask(BaseModel):
@@ -39,13 +36,6 @@ class PartnerTask(BaseModel):
     assessment: str | None
     decline_reason: str
     person: dict[str, Any] | None = None
-
-
-def is_overdue(task: TaskRecord, now: datetime | None = None) -> bool:
-    now = now or datetime.now(UTC)
-    if task.status == "assigned" and aware(task.accept_by) < now:
-        return True
-    return task.status in OPEN and rules.end_of(task.due_on) < now
 
 
 def person_for_partner(

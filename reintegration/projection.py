@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlmodel import col
 
 from reintegration.crypto import FREE_TEXT_KEYS, Keyring
 from reintegration.db import (
@@ -112,7 +113,10 @@ def write_projection(
     ``reintegration reconcile --repair`` uses to rewrite a case's rows from its workflow's state.
     """
     state = projection.state
-    seal = lambda value: keyring.seal_fields(state.case_id, value, FREE_TEXT_KEYS)  # noqa: E731
+
+    def seal(value: Any) -> Any:
+        return keyring.seal_fields(state.case_id, value, FREE_TEXT_KEYS)
+
     messages: list[DeliveryRequest] = []
     with engine.begin() as conn:
         _upsert(conn, CaseRecord, CaseRecord.case_id, state.case_id, state.version, seal(case_values(projection)))
@@ -126,7 +130,7 @@ def write_projection(
                 )
         if projection.events:
             ids = [e.event_id for e in projection.events]
-            known = set(conn.scalars(select(TimelineRecord.event_id).where(TimelineRecord.event_id.in_(ids))))
+            known = set(conn.scalars(select(col(TimelineRecord.event_id)).where(col(TimelineRecord.event_id).in_(ids))))
             rows = [
                 {
                     "event_id": ev.event_id,
@@ -148,12 +152,18 @@ def write_projection(
         _record_stage_visits(conn, projection)
         notifications = _record_notifications(conn, projection)
         for message in delivery_messages(projection):
-            webhook = conn.scalar(select(AgencyRecord.webhook_url).where(AgencyRecord.agency_id == message.agency_id))
+            webhook = conn.scalar(
+                select(col(AgencyRecord.webhook_url)).where(col(AgencyRecord.agency_id) == message.agency_id)
+            )
             if not webhook:
                 continue  # this agency works from the API
             messages.append(message)
             if (
-                conn.scalar(select(DeliveryRecord.delivery_id).where(DeliveryRecord.delivery_id == message.delivery_id))
+                conn.scalar(
+                    select(col(DeliveryRecord.delivery_id)).where(
+                        col(DeliveryRecord.delivery_id) == message.delivery_id
+                    )
+                )
                 is None
             ):
                 conn.execute(
@@ -175,21 +185,21 @@ def _record_stage_visits(conn: Connection, projection: Projection) -> None:
     for ev in projection.events:
         if (
             not (ev.kind == "stage" or (ev.kind, ev.name) == ("case", "opened"))
-            or conn.scalar(select(StageVisitRecord.visit_id).where(StageVisitRecord.visit_id == ev.event_id))
+            or conn.scalar(select(col(StageVisitRecord.visit_id)).where(col(StageVisitRecord.visit_id) == ev.event_id))
             is not None
         ):
             continue
         stage = "identification" if ev.kind == "case" else ev.name
         open_visit = conn.execute(
-            select(StageVisitRecord.visit_id, StageVisitRecord.entered_at).where(
-                StageVisitRecord.case_id == projection.state.case_id, StageVisitRecord.left_at.is_(None)
+            select(col(StageVisitRecord.visit_id), col(StageVisitRecord.entered_at)).where(
+                col(StageVisitRecord.case_id) == projection.state.case_id, col(StageVisitRecord.left_at).is_(None)
             )
         ).first()
         if open_visit is not None:
             entered = aware(open_visit.entered_at)
             conn.execute(
                 update(StageVisitRecord)
-                .where(StageVisitRecord.visit_id == open_visit.visit_id)
+                .where(col(StageVisitRecord.visit_id) == open_visit.visit_id)
                 .values(left_at=ev.at, days=(ev.at - entered).total_seconds() / 86400)
             )
         if stage != "closed":
@@ -222,7 +232,9 @@ def _record_notifications(conn: Connection, projection: Projection) -> list[Deli
         )
         if (
             conn.scalar(
-                select(NotificationRecord.notification_id).where(NotificationRecord.notification_id == notification_id)
+                select(col(NotificationRecord.notification_id)).where(
+                    col(NotificationRecord.notification_id) == notification_id
+                )
             )
             is not None
         ):
@@ -252,7 +264,7 @@ def _record_notifications(conn: Connection, projection: Projection) -> list[Deli
     return starts
 
 
-def _upsert(conn: Connection, table: Any, key_column: Any, key: str, version: int, values: dict) -> None:
+def _upsert(conn: Connection, table: Any, key_column: Any, key: str, version: int, values: dict[str, Any]) -> None:
     """Update the row if ours is not older; insert it if there is none. A race ends in a retry."""
     result = conn.execute(
         update(table).where(key_column == key, table.version <= version).values(**values, version=version)

@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -202,9 +202,10 @@ class RateLimiter:
 async def _query(client: Client, workflow_id: str) -> JourneyState | None:
     """The workflow's state (the latest run; a closed workflow answers while a worker runs), or None."""
     try:
-        return await client.get_workflow_handle(workflow_id).query(
+        state: JourneyState = await client.get_workflow_handle(workflow_id).query(
             "journey", result_type=JourneyState, rpc_timeout=QUERY_TIMEOUT
         )
+        return state
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return None
@@ -247,15 +248,17 @@ class _Rows:
 
 def _read_rows(engine: Engine, case_id: str) -> _Rows:
     with engine.connect() as conn:
-        case = conn.execute(select(CaseRecord.__table__).where(CaseRecord.case_id == case_id)).mappings().first()
+        # SQLModel's metaclass sets ``__table__`` on a table model without declaring it.
+        cases, tasks_table = CaseRecord.__table__, TaskRecord.__table__  # type: ignore[attr-defined]
+        case = conn.execute(select(cases).where(col(CaseRecord.case_id) == case_id)).mappings().first()
         tasks = {
             row["task_id"]: dict(row)
-            for row in conn.execute(select(TaskRecord.__table__).where(TaskRecord.case_id == case_id)).mappings()
+            for row in conn.execute(select(tasks_table).where(col(TaskRecord.case_id) == case_id)).mappings()
         }
         stages = sorted(
             conn.scalars(
-                select(StageVisitRecord.stage).where(
-                    StageVisitRecord.case_id == case_id, StageVisitRecord.left_at.is_(None)
+                select(col(StageVisitRecord.stage)).where(
+                    col(StageVisitRecord.case_id) == case_id, col(StageVisitRecord.left_at).is_(None)
                 )
             )
         )
@@ -266,7 +269,9 @@ def _erased(engine: Engine, case_id: str) -> bool:
     """The case's key was destroyed: its free text and its workflows' payloads can't be read."""
     with engine.connect() as conn:
         key = conn.execute(
-            select(DataKeyRecord.wrapped, DataKeyRecord.destroyed_at).where(DataKeyRecord.case_id == case_id)
+            select(col(DataKeyRecord.wrapped), col(DataKeyRecord.destroyed_at)).where(
+                col(DataKeyRecord.case_id) == case_id
+            )
         ).first()
     return key is not None and (key.wrapped is None or key.destroyed_at is not None)
 
@@ -417,19 +422,21 @@ def _rewrite(engine: Engine, keyring: Keyring, state: JourneyState, found: _Rows
         if found.case is not None and found.case["version"] > state.version:
             conn.execute(
                 update(CaseRecord)
-                .where(CaseRecord.case_id == state.case_id, CaseRecord.version == found.case["version"])
+                .where(col(CaseRecord.case_id) == state.case_id, col(CaseRecord.version) == found.case["version"])
                 .values(version=state.version)
             )
         for task_id, row in found.tasks.items():
             task = state.tasks.get(task_id)
             if task is None:
                 conn.execute(
-                    delete(TaskRecord).where(TaskRecord.task_id == task_id, TaskRecord.version == row["version"])
+                    delete(TaskRecord).where(
+                        col(TaskRecord.task_id) == task_id, col(TaskRecord.version) == row["version"]
+                    )
                 )
             elif row["version"] > task.version:
                 conn.execute(
                     update(TaskRecord)
-                    .where(TaskRecord.task_id == task_id, TaskRecord.version == row["version"])
+                    .where(col(TaskRecord.task_id) == task_id, col(TaskRecord.version) == row["version"])
                     .values(version=task.version)
                 )
     write_projection(engine, rules.project(state, []), keyring, all_tasks=True)
@@ -451,7 +458,9 @@ def _read_model_ids(engine: Engine, include_closed: bool) -> tuple[list[str], se
     """The cases to check, in order of opening; every case id; the closed ones."""
     with engine.connect() as conn:
         rows = conn.execute(
-            select(CaseRecord.case_id, CaseRecord.status).order_by(CaseRecord.opened_at, CaseRecord.case_id)
+            select(col(CaseRecord.case_id), col(CaseRecord.status)).order_by(
+                col(CaseRecord.opened_at), col(CaseRecord.case_id)
+            )
         ).all()
     closed = {r.case_id for r in rows if r.status == CaseStatus.closed.value}
     return [r.case_id for r in rows if include_closed or r.case_id not in closed], {r.case_id for r in rows}, closed
@@ -471,19 +480,19 @@ async def _workflow_ids(client: Client, task_queue: str, include_closed: bool) -
 
 
 async def _case_ids(client: Client, engine: Engine, include_closed: bool, task_queue: str | None) -> list[str]:
-    ids, known, closed = await asyncio.to_thread(_read_model_ids, engine, include_closed)
+    found, known, closed = await asyncio.to_thread(_read_model_ids, engine, include_closed)
     if task_queue:
-        listed = set(ids)
+        listed = set(found)
         for case_id in await _workflow_ids(client, task_queue, include_closed):
             # Missing from the read model, or closed there while its workflow runs.
             if case_id not in listed and (case_id not in known or case_id in closed):
-                ids.append(case_id)
+                found.append(case_id)
                 listed.add(case_id)
-    return ids
+    return found
 
 
-def _unique(ids: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(ids))
+def _unique(case_ids: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(case_ids))
 
 
 def _error(exc: Exception) -> str:
@@ -514,8 +523,8 @@ async def reconcile(
     report = Report()
     if case_ids is None:
         await asyncio.to_thread(_orphan_persons, engine, keyring, report, repair)
-    ids = _unique(case_ids) if case_ids is not None else await _case_ids(client, engine, include_closed, task_queue)
-    for case_id in ids:
+    todo = _unique(case_ids) if case_ids is not None else await _case_ids(client, engine, include_closed, task_queue)
+    for case_id in todo:
         await limiter.wait()
         try:
             outcome = await _check(client, engine, keyring, case_id)
@@ -553,9 +562,9 @@ def _orphan_persons(engine: Engine, keyring: Keyring, report: Report, repair: bo
     with Session(engine) as session:
         orphans = (
             session.execute(
-                select(PersonRecord.case_id)
-                .outerjoin(CaseRecord, CaseRecord.case_id == PersonRecord.case_id)
-                .where(CaseRecord.case_id.is_(None), PersonRecord.created_at < cutoff)  # type: ignore[union-attr]
+                select(col(PersonRecord.case_id))
+                .outerjoin(CaseRecord, col(CaseRecord.case_id) == col(PersonRecord.case_id))
+                .where(col(CaseRecord.case_id).is_(None), col(PersonRecord.created_at) < cutoff)
             )
             .scalars()
             .all()

@@ -10,7 +10,7 @@ import ipaddress
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from reintegration.crypto import is_development_kek_file
 from workflows.model import JourneyConfig
 
-DEVELOPMENT_AGENCIES: list[dict] = [
+DEVELOPMENT_AGENCIES: list[dict[str, Any]] = [
     # Seeded into the agency registry on a development start when it is empty.
     {
         "agency_id": "shelter-es",
@@ -195,7 +195,7 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=600, ge=1)
     rate_limit_burst: int = Field(default=120, ge=1)
 
-    seed_agencies: list[dict] = Field(
+    seed_agencies: list[dict[str, Any]] = Field(
         default_factory=lambda: [dict(a) for a in DEVELOPMENT_AGENCIES],
         description="Agencies registered on a development start when the registry is empty",
     )

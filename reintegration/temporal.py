@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, TLSConfig
 
@@ -115,7 +116,5 @@ async def connect(settings: Settings, *, keyring: Keyring | None, attempts: int 
     raise ConnectionError(f"Temporal at {settings.temporal_address} is not ready: {last}")
 
 
-def _describe_namespace_request(namespace: str):  # type: ignore[no-untyped-def]
-    from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-
+def _describe_namespace_request(namespace: str) -> DescribeNamespaceRequest:
     return DescribeNamespaceRequest(namespace=namespace)

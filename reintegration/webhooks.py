@@ -96,7 +96,8 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise UnsafeAddress(f"the webhook's host does not resolve ({type(exc).__name__})") from None
-    return list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
+    # The host of an IPv4 or IPv6 address is a str (typeshed allows an int for other families).
+    return list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
 
 
 async def checked_addresses(host: str, port: int, allowed_private: Iterable[str] = ()) -> list[IPAddress]:

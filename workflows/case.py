@@ -63,7 +63,7 @@ class CaseWorkflow(JourneyWorkflowBase):
     async def run(self, run: CaseRun) -> CaseOutcome:
         check_own_case(self.state.case_id)
         if not self._opened:
-            await self._open(run.opening)  # type: ignore[arg-type]
+            await self._open(run.opening)  # type: ignore[arg-type]  # not opened: __init__ asserted an opening
         while self.state.status != CaseStatus.closed:
             if self.state.stage in self.OWNED_STAGES:
                 if await self.hold_stage():

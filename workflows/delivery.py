@@ -33,7 +33,8 @@ class TaskDeliveryWorkflow:
     async def run(self, request: DeliveryRequest) -> DeliveryOutcome:
         check_own_case(request.case_id)
         try:
-            return await workflow.execute_activity(
+            # An activity called by name returns Any; ``result_type`` is what the payload decodes to.
+            delivered: DeliveryOutcome = await workflow.execute_activity(
                 ActivityName.DELIVER,
                 request,
                 result_type=DeliveryOutcome,
@@ -45,6 +46,7 @@ class TaskDeliveryWorkflow:
                     non_retryable_error_types=[DELIVERY_REJECTED],
                 ),
             )
+            return delivered
         except ActivityError as exc:
             cause = exc.cause
             if not (isinstance(cause, ApplicationError) and cause.type == DELIVERY_REJECTED):
@@ -98,7 +100,7 @@ class WebhookVerificationWorkflow:
         except ActivityError:
             pass  # the old address is gone or refuses: the change goes on, and the audit trail has it
         try:
-            return await workflow.execute_activity(
+            verified: str = await workflow.execute_activity(
                 ActivityName.SEND_WEBHOOK_VERIFICATION,
                 request,
                 result_type=str,
@@ -112,5 +114,6 @@ class WebhookVerificationWorkflow:
                     non_retryable_error_types=[DELIVERY_REJECTED],
                 ),
             )
+            return verified
         except ActivityError:
             return "failed"

@@ -1,4 +1,5 @@
-"""Every Temporal workflow id of a case, built in one place: ``case-<case id>`` and names under it.
+"""Every Temporal workflow id, built in one place: ``case-<case id>`` and names under it, and the
+agencies' webhook verifications.
 
 The payload codec finds a payload's case from the id (its key seals the payload), so every workflow
 of a case is named ``case-<case id>...``; the API, the workflows, the activities, the codec and the
@@ -37,6 +38,11 @@ def stage_workflow_id(state: JourneyState) -> str:
 def message_workflow_id(case_id: str, kind: str, message_id: str) -> str:
     """A delivery to an agency (``kind`` "delivery") or a notification to supervisors ("notify")."""
     return f"case-{case_id}-{kind}-{message_id}"
+
+
+def webhook_verification_id(agency_id: str, verification_id: str) -> str:
+    """The verification of an agency's new webhook address: no case's, sealed with the system key."""
+    return f"agency-{agency_id}-webhook-{verification_id}"
 
 
 def case_workflows_query(case_id: str) -> str:

@@ -8,7 +8,9 @@ whose stage has passed refuses commands with ``StageMoved`` so the API can look 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -80,6 +82,9 @@ def _refusal(exc: rules.JourneyRuleError) -> ApplicationError:
 
 def _dry_id() -> str:
     return "dry-run"
+
+
+_Checked = TypeVar("_Checked")  # what a rule's check returns (a parsed body, or nothing)
 
 
 def check_own_case(case_id: str) -> None:
@@ -226,7 +231,7 @@ class JourneyWorkflowBase:
         if refused:
             raise _refusal(rules.InvalidCommand(refused))
 
-    def _checked(self, check):  # type: ignore[no-untyped-def]
+    def _checked(self, check: Callable[[], _Checked]) -> _Checked:
         if self.state.stage not in self.OWNED_STAGES:
             raise ApplicationError(
                 f"the case has moved on to the {self.state.stage.value} stage",
@@ -238,7 +243,7 @@ class JourneyWorkflowBase:
         except rules.JourneyRuleError as exc:
             raise _refusal(exc) from None
 
-    def _dry_run(self, apply) -> None:  # type: ignore[no-untyped-def]
+    def _dry_run(self, apply: Callable[[JourneyState], list[TimelineEvent]]) -> None:
         """Apply the command to a copy and project it: whatever would fail is refused before history."""
         copy = self.state.model_copy(deep=True)
         try:
@@ -274,15 +279,16 @@ class JourneyWorkflowBase:
             version = self.state.version
             deadline = rules.next_deadline(self.state, workflow.now())
             timeout = max(deadline - workflow.now(), timedelta(seconds=1)) if deadline else None
-            try:
-                await workflow.wait_condition(
-                    lambda version=version: (
-                        self.state.stage not in self.OWNED_STAGES
-                        or workflow.info().is_continue_as_new_suggested()
-                        or self.state.version != version
-                    ),
-                    timeout=timeout,
+
+            def stage_or_case_moved(version: int = version) -> bool:
+                return (
+                    self.state.stage not in self.OWNED_STAGES
+                    or workflow.info().is_continue_as_new_suggested()
+                    or self.state.version != version
                 )
+
+            try:
+                await workflow.wait_condition(stage_or_case_moved, timeout=timeout)
             except TimeoutError:
                 async with self._lock:
                     if self.state.stage in self.OWNED_STAGES:

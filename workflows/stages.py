@@ -69,7 +69,8 @@ class ReintegrationWorkflow(_StageWorkflow):
         return await self._hold()
 
 
-STAGE_WORKFLOWS = {
+# The classes themselves (not their base, which has no ``run``), so a child is started with the right one.
+STAGE_WORKFLOWS: dict[Stage, type[ReturnWorkflow] | type[ResidenceWorkflow] | type[ReintegrationWorkflow]] = {
     Stage.return_: ReturnWorkflow,
     Stage.residence: ResidenceWorkflow,
     Stage.reintegration: ReintegrationWorkflow,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine
+from sqlalchemy.engine import Connection
 
 from reintegration.db import metadata
 from reintegration.settings import get_settings
@@ -16,7 +17,7 @@ from reintegration.settings import get_settings
 config = context.config
 
 
-def _run(connection) -> None:  # type: ignore[no-untyped-def]
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata(),

@@ -21,8 +21,8 @@ from workflows.model.vocabulary import (
     Identifier,
     JourneyConfig,
     Notes,
+    OrgType,
     OriginAssessment,
-    ReferringOrgType,
     Service,
     ShortText,
     Stage,
@@ -144,7 +144,7 @@ class CaseOpening(Strict):
     is_minor: bool
     exploitation_types: list[ExploitationType] = Field(default_factory=list)
     trafficking_status: TraffickingStatus = TraffickingStatus.PossibleVictimOfTrafficking
-    referred_by: ReferringOrgType | None = None
+    referred_by: OrgType | None = None
     initial_consent: ConsentBody | None = None
     opened_by: Actor
     config: JourneyConfig = Field(default_factory=JourneyConfig)

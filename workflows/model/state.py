@@ -16,9 +16,9 @@ from workflows.model.vocabulary import (
     ConsentBody,
     ExploitationType,
     JourneyConfig,
+    OrgType,
     OriginAssessment,
     Pathway,
-    ReferringOrgType,
     RiskLevel,
     Role,
     Service,
@@ -152,7 +152,7 @@ class JourneyState(Strict):
     is_minor: bool
     exploitation_types: list[ExploitationType] = Field(default_factory=list)
     trafficking_status: TraffickingStatus = TraffickingStatus.PossibleVictimOfTrafficking
-    referred_by: ReferringOrgType | None = None
+    referred_by: OrgType | None = None
 
     stage: Stage = Stage.identification
     stage_entered_at: datetime | None = None

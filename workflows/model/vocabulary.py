@@ -97,9 +97,12 @@ class TaskStatus(StrEnum):
     cancelled = "cancelled"
 
 
+# A task is open until it is completed or cancelled: it still needs the agency or the caseworker.
 OPEN_TASK_STATUSES = frozenset(
     {TaskStatus.assigned, TaskStatus.accepted, TaskStatus.declined, TaskStatus.delivery_failed}
 )
+# The same, as the read model stores them.
+OPEN_TASK_STATUS_VALUES = frozenset(s.value for s in OPEN_TASK_STATUSES)
 
 
 class TaskAction(StrEnum):
@@ -165,8 +168,8 @@ class TraffickingStatus(StrEnum):
     NotAVictimOfTrafficking = "NotAVictimOfTrafficking"
 
 
-class ReferringOrgType(StrEnum):
-    """HTCDS org_Type, for who referred the person."""
+class OrgType(StrEnum):
+    """HTCDS org_Type: a partner agency's kind, and who referred the person."""
 
     NGO = "NGO"
     LawEnforcement = "LawEnforcement"

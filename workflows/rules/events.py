@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from workflows.ids import CHILD_STAGES
 from workflows.model import Actor, CaseStatus, ClosureReason, JourneyState, Stage, TaskState, TimelineEvent
@@ -21,7 +22,7 @@ def event(
     actor: Actor | None,
     *,
     task_id: str | None = None,
-    facts: dict | None = None,
+    facts: dict[str, Any] | None = None,
 ) -> TimelineEvent:
     if kind != "supervision":  # the orchestrator noticing a stall is not activity on the case
         state.last_activity_at = now
@@ -54,7 +55,7 @@ def task_event(
     )
 
 
-def step_facts(body: dict) -> dict:
+def step_facts(body: dict[str, Any]) -> dict[str, Any]:
     """What a step's timeline entry keeps: the structured facts, not free text."""
     return {k: v for k, v in body.items() if k not in FREE_TEXT_FIELDS}
 

@@ -4,15 +4,17 @@ are here; each step's own are in its stage's module (``rules.registry`` says whi
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from workflows.model import CaseStatus, JourneyState, Role, Step, StepCommand, TimelineEvent
 from workflows.rules.base import Change, NewId
 from workflows.rules.errors import Forbidden, InvalidCommand, StepNotAllowed, VersionMismatch
 from workflows.rules.events import event, step_facts
 from workflows.rules.registry import STEPS, SUPERVISOR_STEPS
+
+_Body = TypeVar("_Body", bound=BaseModel)
 
 
 def why_not(state: JourneyState, step: Step) -> str | None:
@@ -37,7 +39,7 @@ def allowed_steps(state: JourneyState) -> list[Step]:
     return [step for step in Step if why_not(state, step) is None]
 
 
-def parse_body(model: type, body: dict) -> Any:
+def parse_body(model: type[_Body], body: dict[str, Any]) -> _Body:
     try:
         return model.model_validate(body)
     except ValidationError as exc:

@@ -7,9 +7,10 @@ mean for its steps is in that stage's module.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from workflows.model import (
+    OPEN_TASK_STATUSES,
     Actor,
     JourneyState,
     OriginAssessment,
@@ -53,11 +54,24 @@ def latest_origin_assessment(state: JourneyState) -> OriginAssessment | None:
     return max(done, key=lambda t: t.completed_at or t.assigned_at).assessment if done else None
 
 
-def is_overdue(task: TaskState, now: datetime) -> bool:
-    """Past its acceptance deadline while still unaccepted, or open past the end of its due day."""
-    if task.status == TaskStatus.assigned and now > task.accept_by:
+def task_overdue(status: TaskStatus | str, accept_by: datetime, due_on: date, now: datetime) -> bool:
+    """What overdue means for a task, wherever it is asked (the journey, the read model, a partner's
+    inbox): past its acceptance deadline while still unaccepted, or open past the end of its due day."""
+    status = TaskStatus(status)
+    if status == TaskStatus.assigned and now > accept_by:
         return True
-    return task.is_open and now > end_of(task.due_on)
+    return status in OPEN_TASK_STATUSES and now > end_of(due_on)
+
+
+def last_overdue_day(now: datetime) -> date:
+    """The latest due day that is over at ``now``: an open task due on it or before is overdue
+    (``task_overdue``, as a bound for a query)."""
+    day = now.astimezone(UTC).date()
+    return day if now > end_of(day) else day - timedelta(days=1)
+
+
+def is_overdue(task: TaskState, now: datetime) -> bool:
+    return task_overdue(task.status, task.accept_by, task.due_on, now)
 
 
 def new_task(

@@ -1,0 +1,181 @@
+"""One path for every command: the caller, their scope, the Idempotency-Key, If-Match, the audit
+trail, and the routing to the workflow that owns the case now.
+
+A command route states only what is its own: who may send it (``commands_for``), its body, the
+command it builds and the answer it gives. ``Pipeline.once`` runs it once per Idempotency-Key and
+records it in the audit trail (a repeat gets the first answer and is recorded as a replay);
+``Pipeline.send`` routes the command to the case's workflow and turns a refusal into its problem
+response (``REFUSALS``, the one mapping). Database work is never done on the event loop: it goes
+through ``Pipeline.db`` (a worker thread), and read-only routes are plain ``def`` handlers, which
+FastAPI runs in its thread pool.
+
+(No ``from __future__ import annotations`` here: ``commands_for`` builds its dependency in a
+closure, and FastAPI reads the roles from its real annotations.)
+"""
+
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import anyio
+from fastapi import Depends, Header
+from pydantic import BaseModel
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from temporalio.client import Client
+
+from api import idempotency
+from api.audit import Auditor, AuditorDep, Entry, replayed_body
+from api.deps import ClientDep, EngineDep, IdempotencyKey, SessionDep, SettingsDep, keyring_of, release_connection
+from api.deps import require as require_role
+from api.errors import ApiProblem, Conflict, Forbidden, NotFound, PreconditionFailed, Unavailable, Unprocessable
+from api.journeys import actor_of, case_in_scope, task_in_scope
+from reintegration import commands
+from reintegration.db import CaseRecord, TaskRecord
+from reintegration.settings import Settings
+from reintegration.tokens import Claims
+from workflows.journey import ErrorType
+from workflows.model import Actor, CommandResult, Role
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+IfMatch = Annotated[str | None, Header(description="The case's ETag; 412 if the case moved on")]
+
+# What the workflow's refusal of a command answers: the one mapping from a refusal to a problem.
+REFUSALS: dict[str, Callable[[commands.CommandRefused], ApiProblem]] = {
+    ErrorType.STEP_NOT_ALLOWED: lambda r: Conflict(r.message, allowed_steps=r.allowed_steps),
+    ErrorType.INVALID_COMMAND: lambda r: Unprocessable(r.message),
+    ErrorType.TASK_NOT_FOUND: lambda r: NotFound(r.message),
+    ErrorType.FORBIDDEN: lambda r: Forbidden(r.message),
+    ErrorType.VERSION_MISMATCH: lambda r: PreconditionFailed(r.message),
+}
+
+
+def refusal(refused: commands.CommandRefused) -> ApiProblem:
+    """The problem response for a command the workflow refused (409 for a refusal of another kind)."""
+    answer = REFUSALS.get(refused.type)
+    return answer(refused) if answer else Conflict(refused.message, allowed_steps=[])
+
+
+@dataclass
+class Pipeline:
+    """What a command needs from its request: the caller, the session, Temporal, and the key it came with."""
+
+    user: Claims
+    session: Session
+    client: Client
+    engine: Engine
+    settings: Settings
+    auditor: Auditor
+    key: str | None
+
+    @property
+    def actor(self) -> Actor:
+        return actor_of(self.user)
+
+    async def db(self, work: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run database work in a worker thread, never on the event loop."""
+        return await anyio.to_thread.run_sync(functools.partial(work, *args, **kwargs))
+
+    async def case(self, case_id: str) -> CaseRecord:
+        """The case if the caller may act on it; 404 otherwise (no leak of existence)."""
+        return await self.db(case_in_scope, self.session, case_id, self.user)
+
+    async def task(self, task_id: str) -> TaskRecord:
+        """The task if the caller may see it; 404 otherwise."""
+        return await self.db(task_in_scope, self.session, task_id, self.user)
+
+    async def send(self, case_id: str, update: str, command: commands.BoundCommand) -> CommandResult:
+        """Send the command to the workflow that owns the case now and wait for its effect.
+
+        The command's update id comes from the caller and their Idempotency-Key, so a repeat that
+        reaches the workflow is dropped there too. The session gives its connection back first:
+        none is held while Temporal answers."""
+        await self.db(release_connection, self.session)
+        try:
+            return await commands.send_command(
+                self.client, self.engine, case_id, update, command, update_id=idempotency.update_id(self.user, self.key)
+            )
+        except commands.NoSuchCase:
+            raise NotFound("no such case") from None
+        except commands.CaseClosed:
+            raise Conflict("the case is closed", allowed_steps=[]) from None
+        except commands.TemporalUnavailable as exc:
+            raise Unavailable(exc.message, retry_after=exc.retry_after) from None
+        except commands.CommandRefused as exc:
+            raise refusal(exc) from None
+
+    async def once(
+        self,
+        *,
+        path: str,
+        request: Any,
+        run: Callable[[str], Awaitable[BaseModel]],
+        audit: Callable[[dict[str, Any]], list[Entry]],
+        status_code: int = 200,
+        headers: Callable[[dict[str, Any]], dict[str, str]] = lambda _: {},
+        case_id: str | None = None,
+        replay: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        unstored: frozenset[str] = frozenset(),
+    ) -> Any:
+        """Run the command once for its Idempotency-Key and record it in the audit trail.
+
+        ``run`` gets the id to give what the command creates and returns the answer; ``audit``
+        names the rows the answer's body makes (recorded before the answer is stored, so a stored
+        answer always has its row). A repeat gets the first answer (``replay`` may read it again
+        under today's rules), and its rows are recorded again, marked as a replay. ``path`` and
+        ``request`` identify the request: the same key with another request is refused (422).
+        """
+
+        async def fresh(resource_id: str) -> BaseModel:
+            result = await run(resource_id)
+            entries = [replace(e, status=status_code) for e in audit(result.model_dump(mode="json"))]
+            await self.db(self.auditor.record_many, entries)
+            return result
+
+        result = await idempotency.once(
+            self.engine,
+            keyring_of(self.session),
+            user=self.user,
+            key=self.key,
+            request_hash=idempotency.fingerprint("POST", path, request),
+            status_code=status_code,
+            run=fresh,
+            headers=headers,
+            case_id=case_id,
+            session=self.session,
+            ttl=self.settings.idempotency_ttl,
+            replay=replay,
+            unstored=unstored,
+        )
+        replayed = replayed_body(result)
+        if replayed is not None:
+            await self.db(self.auditor.replayed, result, *audit(replayed))
+        return result
+
+
+def commands_for(*roles: Role) -> Any:
+    """The dependency that gives a command route its ``Pipeline``, for these roles only (403 for others)."""
+
+    async def pipeline(
+        user: Annotated[Claims, require_role(*roles)],
+        session: SessionDep,
+        client: ClientDep,
+        engine: EngineDep,
+        settings: SettingsDep,
+        auditor: AuditorDep,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Pipeline:
+        return Pipeline(
+            user=user,
+            session=session,
+            client=client,
+            engine=engine,
+            settings=settings,
+            auditor=auditor,
+            key=idempotency_key,
+        )
+
+    return Depends(pipeline)
