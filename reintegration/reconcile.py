@@ -2,15 +2,13 @@
 
 The workflows own each case's journey; the read model (``cases``, ``tasks``, ``stage_visits``) is
 their projection, written by ``activities/read_model.py``. ``check_case`` asks the workflow that
-owns a case for its state (the ``journey`` query), works out what the rows should hold with the
-activity's own ``case_values``/``task_values``, and compares them with what the rows hold, free text
-opened (its ciphertexts are randomized). ``reconcile`` does that a case at a time, throttled, and
+owns a case for its state (the ``journey`` query) and compares the case's rows with it
+(``reintegration.drift``). ``reconcile`` does that a case at a time, throttled, and
 with ``repair`` rewrites a drifted case's rows from the workflow's state through ``write_projection``
 (idempotent, upsert by version), then checks the case again.
 
-A drift names the case, the table, the row's key and the field; it shows values only for fields
-that can't carry personal data or free text (stage, status, version, ids...): any other field is
-reported as ``"differs"``. What is not checked: the timeline (the workflow's state doesn't keep its
+A drift names the case, the table, the row's key and the field, never a value that could carry
+personal data or free text. What is not checked: the timeline (the workflow's state doesn't keep its
 events) and the outboxes (deliveries, notifications). Open stage stays (``stage_visits``) are
 checked but not repaired: the state doesn't say when past stays began.
 
@@ -24,7 +22,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -33,17 +31,16 @@ from sqlmodel import Session, col
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from reintegration.crypto import FREE_TEXT_KEYS, DataKeyRecord, Keyring, Unreadable
+from reintegration.crypto import Keyring
 from reintegration.db import (
     CaseRecord,
     PersonRecord,
-    StageVisitRecord,
     TaskRecord,
-    aware,
 )
-from reintegration.projection import case_values, task_values, write_projection
+from reintegration.drift import Drift, Rows, compare, erased, read_rows, settled, shown_drift
+from reintegration.projection import write_projection
 from workflows import ids, rules
-from workflows.model import CaseStatus, JourneyState, Stage
+from workflows.model import CaseStatus, JourneyState
 
 CASE_WORKFLOW_TYPE = "CaseJourney"
 QUERY_TIMEOUT = timedelta(seconds=10)
@@ -54,65 +51,6 @@ SETTLE_PAUSES = (0.1, 0.25, 0.5, 1.0, 2.0)
 # A person's data stored for a case that never opened (its opening failed and was never retried):
 # older than this, nothing can still be opening it.
 ORPHAN_AFTER = timedelta(hours=1)
-DIFFERS = "differs"
-
-# Fields whose values a drift may show: ids, enums, flags and versions, never personal data or free text.
-SHOWN = {
-    "cases": frozenset(
-        {
-            "version",
-            "stage",
-            "status",
-            "pathway",
-            "closure_reason",
-            "active_workflow_id",
-            "allowed_steps",
-            "agencies",
-            "stalled",
-            "owner_country",
-            "origin_country",
-            "destination_country",
-        }
-    ),
-    "tasks": frozenset(
-        {
-            "version",
-            "case_id",
-            "owner_country",
-            "service",
-            "agency_id",
-            "status",
-            "stage",
-            "safety_plan",
-            "outcome",
-            "assessment",
-            "previous_agencies",
-        }
-    ),
-}
-
-
-@dataclass
-class Drift:
-    """One difference between a row of the read model and the state of the case's workflow.
-
-    ``field`` is a column, ``facts.<name>`` inside the case's facts, ``row`` (the row is missing or
-    extra: the values say ``missing``/``present``), ``workflow`` (the case's workflow is missing) or
-    ``open_stage`` (``stage_visits``). ``read_model``/``workflow`` hold the two values only for the
-    fields in ``SHOWN``; otherwise ``"differs"``.
-    """
-
-    case_id: str
-    table: str
-    key: str
-    field: str
-    read_model: Any
-    workflow: Any
-
-    @property
-    def where(self) -> str:
-        """``cases.stage``, ``tasks[<task id>].status``: what the CLI prints (no values)."""
-        return f"{self.table}.{self.field}" if self.key == self.case_id else f"{self.table}[{self.key}].{self.field}"
 
 
 @dataclass
@@ -239,132 +177,6 @@ async def workflow_state(client: Client, case_id: str) -> tuple[str, JourneyStat
 # --- The read model's side ----------------------------------------------------------------------
 
 
-@dataclass
-class _Rows:
-    case: dict[str, Any] | None
-    tasks: dict[str, dict[str, Any]]
-    open_stages: list[str]
-
-
-def _read_rows(engine: Engine, case_id: str) -> _Rows:
-    with engine.connect() as conn:
-        # SQLModel's metaclass sets ``__table__`` on a table model without declaring it.
-        cases, tasks_table = CaseRecord.__table__, TaskRecord.__table__  # type: ignore[attr-defined]
-        case = conn.execute(select(cases).where(col(CaseRecord.case_id) == case_id)).mappings().first()
-        tasks = {
-            row["task_id"]: dict(row)
-            for row in conn.execute(select(tasks_table).where(col(TaskRecord.case_id) == case_id)).mappings()
-        }
-        stages = sorted(
-            conn.scalars(
-                select(col(StageVisitRecord.stage)).where(
-                    col(StageVisitRecord.case_id) == case_id, col(StageVisitRecord.left_at).is_(None)
-                )
-            )
-        )
-    return _Rows(case=dict(case) if case is not None else None, tasks=tasks, open_stages=stages)
-
-
-def _erased(engine: Engine, case_id: str) -> bool:
-    """The case's key was destroyed: its free text and its workflows' payloads can't be read."""
-    with engine.connect() as conn:
-        key = conn.execute(
-            select(col(DataKeyRecord.wrapped), col(DataKeyRecord.destroyed_at)).where(
-                col(DataKeyRecord.case_id) == case_id
-            )
-        ).first()
-    return key is not None and (key.wrapped is None or key.destroyed_at is not None)
-
-
-def _norm(value: Any) -> Any:
-    """Values as both databases give them back: datetimes in UTC (SQLite drops the zone)."""
-    if isinstance(value, datetime):
-        return aware(value).astimezone(UTC)
-    if isinstance(value, date):
-        return value
-    if isinstance(value, dict):
-        return {k: _norm(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_norm(v) for v in value]
-    return value
-
-
-def _drift(case_id: str, table: str, key: str, name: str, read_model: Any, workflow: Any) -> Drift:
-    if name in SHOWN.get(table, frozenset()) and not isinstance(read_model, _Unreadable):
-        return Drift(case_id, table, key, name, read_model, workflow)
-    return Drift(case_id, table, key, name, DIFFERS, DIFFERS)
-
-
-class _Unreadable:
-    """A sealed value that does not decrypt (altered): equal to nothing the workflow holds."""
-
-
-def _opened(keyring: Keyring, case_id: str, name: str, value: Any) -> Any:
-    try:
-        return keyring.open_fields(case_id, {name: value}, FREE_TEXT_KEYS)[name]
-    except Unreadable:
-        return _Unreadable()
-
-
-def _compare_row(
-    case_id: str, table: str, key: str, row: dict[str, Any], want: dict[str, Any], keyring: Keyring
-) -> list[Drift]:
-    drifts = []
-    for name, expected in want.items():
-        if name == "facts" and isinstance(row.get(name), dict) and isinstance(expected, dict):
-            facts = row[name]
-            for fact in sorted(set(facts) | set(expected)):
-                if _norm(_opened(keyring, case_id, fact, facts.get(fact))) != _norm(expected.get(fact)):
-                    drifts.append(Drift(case_id, table, key, f"facts.{fact}", DIFFERS, DIFFERS))
-            continue
-        actual = _opened(keyring, case_id, name, row.get(name))
-        if _norm(actual) != _norm(expected):
-            drifts.append(_drift(case_id, table, key, name, actual, expected))
-    return drifts
-
-
-def compare(state: JourneyState, rows: _Rows, keyring: Keyring) -> list[Drift]:
-    """Every difference between the rows and what the state says they should hold."""
-    case_id = state.case_id
-    drifts: list[Drift] = []
-    want_case = {**case_values(rules.project(state, [])), "version": state.version}
-    if rows.case is None:
-        drifts.append(Drift(case_id, "cases", case_id, "row", "missing", "present"))
-    else:
-        drifts += _compare_row(case_id, "cases", case_id, rows.case, want_case, keyring)
-    for task in state.tasks.values():
-        row = rows.tasks.get(task.task_id)
-        if row is None:
-            drifts.append(Drift(case_id, "tasks", task.task_id, "row", "missing", "present"))
-        else:
-            want = {**task_values(state, task), "version": task.version}
-            drifts += _compare_row(case_id, "tasks", task.task_id, row, want, keyring)
-    for task_id in sorted(set(rows.tasks) - set(state.tasks)):
-        drifts.append(Drift(case_id, "tasks", task_id, "row", "present", "missing"))
-    open_stage = [] if state.stage == Stage.closed else [state.stage.value]
-    if rows.open_stages != open_stage:
-        drifts.append(
-            Drift(
-                case_id,
-                "stage_visits",
-                case_id,
-                "open_stage",
-                ",".join(rows.open_stages) or None,
-                ",".join(open_stage) or None,
-            )
-        )
-    return drifts
-
-
-def _settled(state: JourneyState, rows: _Rows) -> bool:
-    """The rows were written by the projection of the state's version (one transaction), or by none newer."""
-    return (
-        rows.case is not None
-        and rows.case["version"] == state.version
-        and all(t["version"] <= state.version for t in rows.tasks.values())
-    )
-
-
 # --- Checking and repairing a case --------------------------------------------------------------
 
 
@@ -372,27 +184,27 @@ def _settled(state: JourneyState, rows: _Rows) -> bool:
 class _Outcome:
     drifts: list[Drift]
     state: JourneyState | None = None
-    rows: _Rows | None = None
+    rows: Rows | None = None
     skipped: str | None = None
 
 
 async def _check(client: Client, engine: Engine, keyring: Keyring, case_id: str) -> _Outcome:
     pauses = iter(SETTLE_PAUSES)
     while True:
-        if await asyncio.to_thread(_erased, engine, case_id):  # nothing of it can be read, its history either
+        if await asyncio.to_thread(erased, engine, case_id):  # nothing of it can be read, its history either
             return _Outcome([], skipped="erased")
         try:
             _, state = await workflow_state(client, case_id)
         except WorkflowMissing:
-            rows = await asyncio.to_thread(_read_rows, engine, case_id)
+            rows = await asyncio.to_thread(read_rows, engine, case_id)
             if rows.case is None and not rows.tasks:
                 raise NoSuchCase("no such case in the read model or in Temporal") from None
             if rows.case is not None and rows.case["status"] == CaseStatus.closed.value:
                 return _Outcome([], rows=rows, skipped="history expired")  # past Temporal's retention
             shown = rows.case["active_workflow_id"] if rows.case is not None else None
             return _Outcome([Drift(case_id, "cases", case_id, "workflow", shown, "missing")], rows=rows)
-        rows = await asyncio.to_thread(_read_rows, engine, case_id)
-        if not _settled(state, rows):
+        rows = await asyncio.to_thread(read_rows, engine, case_id)
+        if not settled(state, rows):
             pause = next(pauses, None)
             if pause is not None:
                 await asyncio.sleep(pause)
@@ -411,7 +223,7 @@ async def check_case(client: Client, engine: Engine, keyring: Keyring, case_id: 
     return (await _check(client, engine, keyring, case_id)).drifts
 
 
-def _rewrite(engine: Engine, keyring: Keyring, state: JourneyState, found: _Rows) -> None:
+def _rewrite(engine: Engine, keyring: Keyring, state: JourneyState, found: Rows) -> None:
     """The case's rows rewritten from the state, through the projection's own upsert.
 
     Before it, two things the upsert by version would leave alone: a row that claims a version the
@@ -570,7 +382,7 @@ def _orphan_persons(engine: Engine, keyring: Keyring, report: Report, repair: bo
             .all()
         )
         for case_id in orphans:
-            drift = _drift(case_id, "persons", case_id, "row", "orphan", "no case")
+            drift = shown_drift(case_id, "persons", case_id, "row", "orphan", "no case")
             report.drifted += 1
             report.drifts.append(drift)
             if repair:

@@ -22,8 +22,9 @@ from reintegration import cli
 from reintegration import reconcile as rec
 from reintegration.crypto import FREE_TEXT_KEYS
 from reintegration.db import CaseRecord, StageVisitRecord, TaskRecord, TimelineRecord
+from reintegration.drift import Drift
 from reintegration.projection import write_projection
-from reintegration.reconcile import Drift, RateLimiter, check_case, reconcile
+from reintegration.reconcile import RateLimiter, check_case, reconcile
 from tests.conftest import Stack
 from tests.journey import Journey, day
 from workflows import rules
