@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
@@ -23,6 +22,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import problem
+from reintegration.tokens import Claims
 from workflows import ids
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
@@ -101,7 +101,8 @@ class RequestContext:
                     scope, receive, send_with_id
                 )
         finally:
-            claims: Any = scope["state"].get("claims")
+            given = scope["state"].get("claims")  # set by current_user, once the caller is known
+            claims = given if isinstance(given, Claims) else None
             log.info(
                 "request",
                 path=self._template(scope),
@@ -115,9 +116,9 @@ class RequestContext:
 
     def _template(self, scope: Scope) -> str:
         """The route's path template, never the path as sent (nor its query string)."""
-        route = scope.get("route")
-        if route is not None and getattr(route, "path", None):
-            return route.path
+        path = getattr(scope.get("route"), "path", None)
+        if isinstance(path, str) and path:
+            return path
         # Refused before routing (413, 429) or not a FastAPI route: the documented path it matches.
         if self._templates is None:
             app = self.application

@@ -7,12 +7,12 @@ import hmac
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 import anyio
 from fastapi import APIRouter, Body, Path, Query, Request
-from pydantic import BaseModel, Field, HttpUrl, SecretStr, model_validator
-from sqlmodel import select
+from pydantic import MISSING, BaseModel, Field, HttpUrl, SecretStr, model_validator
+from sqlmodel import Session, col, select
 from temporalio.service import RPCError
 
 from api.audit import AuditorDep
@@ -37,6 +37,8 @@ from api.errors import (
 from reintegration import webhooks
 from reintegration.agencies import webhook_challenge_purpose, webhook_secret_purpose
 from reintegration.db import AgencyRecord, aware
+from reintegration.settings import Settings
+from reintegration.tokens import Claims
 from workflows import ids
 from workflows.delivery import WebhookVerificationWorkflow
 from workflows.model import (
@@ -55,7 +57,7 @@ AgencyId = Annotated[str, Path(max_length=100, pattern=IDENTIFIER)]
 
 class _Webhook(Strict):
     @model_validator(mode="after")
-    def _secret_with_url(self) -> Any:
+    def _secret_with_url(self) -> Self:
         url, secret = getattr(self, "webhook_url", None), getattr(self, "webhook_secret", None)
         if url is not None and secret is None and "webhook_url" in self.model_fields_set:
             raise ValueError("a webhook address needs its shared secret (webhook_secret)")
@@ -94,20 +96,18 @@ class AgencyCreate(_Webhook):
     }
 
 
-def _left_out(schema: dict[str, Any]) -> None:
-    schema.pop("default", None)  # a field left out stays as it is; null is not one of its values
-
-
 class AgencyUpdate(_Webhook):
     """Only the fields sent change. Only the webhook may be sent as null (removed); the others may not."""
 
-    name: str = Field(default=None, min_length=1, max_length=200, json_schema_extra=_left_out)
-    org_type: OrgType = Field(default=None, description="HTCDS org_Type", json_schema_extra=_left_out)
-    country: CountryCode = Field(default=None, json_schema_extra=_left_out)
-    services: list[Service] = Field(default=None, min_length=1, max_length=20, json_schema_extra=_left_out)
+    # A field left out is MISSING (it stays as it is): not a value that can be sent, so null is refused,
+    # the schema has no default, and model_dump leaves the field out.
+    name: str | MISSING = Field(default=MISSING, min_length=1, max_length=200)
+    org_type: OrgType | MISSING = Field(default=MISSING, description="HTCDS org_Type")
+    country: CountryCode | MISSING = MISSING
+    services: list[Service] | MISSING = Field(default=MISSING, min_length=1, max_length=20)
     webhook_url: HttpUrl | None = None
     webhook_secret: SecretStr | None = Field(default=None, min_length=32, max_length=200)
-    active: bool = Field(default=None, json_schema_extra=_left_out)
+    active: bool | MISSING = MISSING
 
 
 class AgencyPublic(BaseModel):
@@ -147,7 +147,7 @@ class WebhookConfirmation(Strict):
     )
 
 
-def _check_address(url: HttpUrl | None, settings: Any) -> None:
+def _check_address(url: HttpUrl | None, settings: Settings) -> None:
     """Tasks carry the person's data: outside development they travel over TLS only, and never to a
     loopback, private, link-local or metadata address (checked again at each delivery)."""
     if url is None:
@@ -161,7 +161,7 @@ def _check_address(url: HttpUrl | None, settings: Any) -> None:
             raise Unprocessable(str(exc)) from None
 
 
-def public(agency: AgencyRecord, user: Any) -> AgencyPublic:
+def public(agency: AgencyRecord, user: Claims) -> AgencyPublic:
     admin = user.role == Role.admin
     own = user.role == Role.partner and user.agency == agency.agency_id
     return AgencyPublic(
@@ -184,7 +184,7 @@ def public(agency: AgencyRecord, user: Any) -> AgencyPublic:
     )
 
 
-def _request_confirmation(session: Any, agency: AgencyRecord, url: str, secret: str) -> WebhookVerificationRequest:
+def _request_confirmation(session: Session, agency: AgencyRecord, url: str, secret: str) -> WebhookVerificationRequest:
     """Keep the new address and secret aside with a fresh challenge; what the verification workflow needs."""
     keyring = keyring_of(session)
     verification_id = uuid.uuid4().hex
@@ -205,7 +205,11 @@ def _forget_pending(agency: AgencyRecord) -> None:
 
 
 def _send_verification(
-    http_request: Request, session: Any, settings: Any, agency: AgencyRecord, request: WebhookVerificationRequest
+    http_request: Request,
+    session: Session,
+    settings: Settings,
+    agency: AgencyRecord,
+    request: WebhookVerificationRequest,
 ) -> None:
     """Start the verification workflow. Without Temporal, nothing stays pending (the confirmed
     address, if any, goes on): 503, and the admin sets the address again."""
@@ -248,9 +252,9 @@ def list_agencies(
     country: Annotated[str | None, Query(pattern="^[A-Z]{2}$")] = None,
     service: Service | None = None,
 ) -> list[AgencyPublic]:
-    query = select(AgencyRecord).order_by(AgencyRecord.agency_id)
+    query = select(AgencyRecord).order_by(col(AgencyRecord.agency_id))
     if country:
-        query = query.where(AgencyRecord.country == country)
+        query = query.where(col(AgencyRecord.country) == country)
     rows = session.exec(query).all()
     return [public(a, user) for a in rows if service is None or service.value in a.services]
 
@@ -274,7 +278,7 @@ def read_agency(agency_id: AgencyId, user: CurrentUser, session: SessionDep) -> 
 )
 def create_agency(
     body: AgencyCreate,
-    user: Annotated[Any, require(Role.admin)],
+    user: Annotated[Claims, require(Role.admin)],
     session: SessionDep,
     settings: SettingsDep,
     auditor: AuditorDep,
@@ -323,7 +327,7 @@ def create_agency(
 def update_agency(
     agency_id: AgencyId,
     body: Annotated[AgencyUpdate, Body(openapi_examples={"services": {"value": {"services": ["shelter", "housing"]}}})],
-    user: Annotated[Any, require(Role.admin)],
+    user: Annotated[Claims, require(Role.admin)],
     session: SessionDep,
     settings: SettingsDep,
     auditor: AuditorDep,
@@ -396,7 +400,7 @@ def confirm_webhook(
             }
         ),
     ],
-    user: Annotated[Any, require(Role.partner)],
+    user: Annotated[Claims, require(Role.partner)],
     session: SessionDep,
     settings: SettingsDep,
     auditor: AuditorDep,

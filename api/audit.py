@@ -19,15 +19,15 @@ import structlog
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from api.deps import IDENTIFIER, CurrentUser, SessionDep, require
 from api.errors import Unavailable, responses
-from api.journeys import aware, case_in_scope
+from api.journeys import case_in_scope
 from api.pagination import Cursor, Keyset, Limit, page
 from api.schemas import Page
 from reintegration import audit
-from reintegration.db import AuditRecord
+from reintegration.db import AuditRecord, aware
 from reintegration.tokens import Claims
 from workflows.model import Role
 
@@ -86,7 +86,7 @@ class Auditor:
             )
             raise Unavailable("the audit trail is unavailable; nothing was returned") from None
 
-    def replayed(self, result: Any, *entries: audit.Entry) -> Any:
+    def replayed(self, result: Response, *entries: audit.Entry) -> Response:
         """Record a successful request replayed for its ``Idempotency-Key``, then give its response.
 
         An entry without a case or task id takes the one of the replayed body.
@@ -108,7 +108,7 @@ class Auditor:
         return result
 
 
-def replayed_body(result: Any) -> dict[str, Any] | None:
+def replayed_body(result: object) -> dict[str, Any] | None:
     """The body of a successful response replayed by ``api.idempotency.once``; ``None`` for a fresh one."""
     if isinstance(result, Response) and result.status_code < 400:
         body = json.loads(bytes(result.body))
@@ -209,7 +209,7 @@ def _entry(row: AuditRecord) -> AuditEntry:
 
 
 # Oldest first.
-AUDIT_ORDER = Keyset(AuditRecord.seq)
+AUDIT_ORDER = Keyset(col(AuditRecord.seq))
 
 
 @router.get(
@@ -221,12 +221,12 @@ AUDIT_ORDER = Keyset(AuditRecord.seq)
 )
 def case_audit(
     case_id: Annotated[str, Path(max_length=64, pattern=IDENTIFIER)],
-    user: Annotated[Any, require(Role.supervisor)],
+    user: Annotated[Claims, require(Role.supervisor)],
     session: SessionDep,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> AuditPage:
     case_in_scope(session, case_id, user)
-    query = select(AuditRecord).where(AuditRecord.case_id == case_id)
+    query = select(AuditRecord).where(col(AuditRecord.case_id) == case_id)
     rows, next_cursor = page(session, query, AUDIT_ORDER, limit=limit, cursor=cursor)
     return AuditPage(items=[_entry(r) for r in rows], next_cursor=next_cursor)

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
-from sqlmodel import Session, select
+from fastapi.responses import JSONResponse
+from sqlmodel import Session, col, select
 from temporalio.client import (
     WithStartWorkflowOperation,
     WorkflowUpdateRPCTimeoutOrCancelledError,
@@ -27,7 +28,7 @@ from api.deps import (
     require,
 )
 from api.errors import PreconditionFailed, Unavailable, Unprocessable, responses
-from api.journeys import actor_of, aware, case_in_scope, utcnow
+from api.journeys import actor_of, case_in_scope, utcnow
 from api.pagination import Cursor, Keyset, Limit, page
 from api.pipeline import Pipeline, commands_for
 from api.schemas import (
@@ -35,6 +36,7 @@ from api.schemas import (
     CasePublic,
     CaseSummary,
     OpenStep,
+    Owner,
     Page,
     PersonView,
     StallReasonView,
@@ -43,7 +45,7 @@ from api.schemas import (
 from api.tasks import task_public
 from reintegration import commands
 from reintegration.crypto import FREE_TEXT_KEYS
-from reintegration.db import CaseRecord, PersonRecord, TaskRecord, TimelineRecord
+from reintegration.db import CaseRecord, PersonRecord, TaskRecord, TimelineRecord, aware
 from reintegration.persons import load_person, store_person
 from reintegration.settings import Settings
 from reintegration.tokens import Claims
@@ -88,7 +90,7 @@ def case_public(
 ) -> CasePublic:
     now = utcnow()
     tasks = session.exec(
-        select(TaskRecord).where(TaskRecord.case_id == case.case_id).order_by(TaskRecord.assigned_at)
+        select(TaskRecord).where(col(TaskRecord.case_id) == case.case_id).order_by(col(TaskRecord.assigned_at))
     ).all()
     keyring = keyring_of(session)
     open_tasks = [task_public(session, t) for t in tasks if t.status in OPEN_TASK_STATUS_VALUES]
@@ -105,7 +107,9 @@ def case_public(
     entries = None
     if timeline:
         rows = session.exec(
-            select(TimelineRecord).where(TimelineRecord.case_id == case.case_id).order_by(TimelineRecord.position)
+            select(TimelineRecord)
+            .where(col(TimelineRecord.case_id) == case.case_id)
+            .order_by(col(TimelineRecord.position))
         ).all()
         entries = [
             TimelineEntry.model_validate(
@@ -131,7 +135,7 @@ def case_public(
         stall_reasons=[stall_reason(r, now) for r in case.stall_reasons],
         htcds_status=htcds_status(case),
         pathway=case.pathway,
-        owner={"country": case.owner_country, "caseworker": case.owner_caseworker},
+        owner=Owner(country=case.owner_country, caseworker=case.owner_caseworker),
         origin_country=case.origin_country,
         destination_country=case.destination_country,
         is_minor=case.is_minor,
@@ -194,7 +198,7 @@ async def open_case(
     body: CaseCreate,
     response: Response,
     p: Annotated[Pipeline, commands_for(Role.caseworker)],
-) -> CasePublic:
+) -> CasePublic | JSONResponse:
     """Open a case: the person's data goes to the vault, the journey's workflow starts."""
     _check_opening_scope(p.user, body)  # a repeat of the request is held to it as the first one is
 
@@ -217,7 +221,7 @@ async def open_case(
     )
 
 
-def _check_opening_scope(user: Any, body: CaseCreate) -> None:
+def _check_opening_scope(user: Claims, body: CaseCreate) -> None:
     country = body.identification.country
     if not user.sees_country(country):
         raise Unprocessable(f"you do not work in {country}")
@@ -240,7 +244,9 @@ async def _open_case(p: Pipeline, case_id: str, body: CaseCreate, response: Resp
     )
     await p.db(release_connection, p.session)  # no connection held while Temporal answers
     try:
-        await p.client.execute_update_with_start_workflow(
+        # temporalio types an update declared by name on an async method as returning its coroutine: awaited,
+        # this is the update's CommandResult (not needed: the update returns once the case is in the read model).
+        await p.client.execute_update_with_start_workflow(  # type: ignore[unused-coroutine]  # typing only, above
             CaseWorkflow.opened, start_workflow_operation=start, rpc_timeout=commands.UPDATE_TIMEOUT
         )
     except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError):
@@ -309,12 +315,12 @@ def read_case(
 
 
 # Newest first.
-CASES_ORDER = Keyset(CaseRecord.opened_at, CaseRecord.case_id, descending=True)
+CASES_ORDER = Keyset(col(CaseRecord.opened_at), col(CaseRecord.case_id), descending=True)
 
 
 @router.get("", response_model=Page[CaseSummary], summary="List cases in scope", responses=responses(401, 403, 422))
 def list_cases(
-    user: Annotated[Any, require(*CASEWORK)],
+    user: Annotated[Claims, require(*CASEWORK)],
     session: SessionDep,
     settings: SettingsDep,
     stage: Stage | None = None,
@@ -329,29 +335,31 @@ def list_cases(
 ) -> Page[CaseSummary]:
     query = select(CaseRecord)
     if user.country_scope is not None:
-        query = query.where(CaseRecord.owner_country.in_(user.country_scope))
+        query = query.where(col(CaseRecord.owner_country).in_(user.country_scope))
     if stage:
-        query = query.where(CaseRecord.stage == stage.value)
+        query = query.where(col(CaseRecord.stage) == stage.value)
     if status == "stalled":
-        query = query.where(CaseRecord.stalled)
+        query = query.where(col(CaseRecord.stalled))
     elif status == "active":
-        query = query.where(CaseRecord.status == "active", ~CaseRecord.stalled)
+        query = query.where(col(CaseRecord.status) == "active", ~col(CaseRecord.stalled))
     elif status == "closed":
-        query = query.where(CaseRecord.status == "closed")
+        query = query.where(col(CaseRecord.status) == "closed")
     if pathway:
-        query = query.where(CaseRecord.pathway == pathway)
+        query = query.where(col(CaseRecord.pathway) == pathway)
     if country:
-        query = query.where(CaseRecord.owner_country == country)
+        query = query.where(col(CaseRecord.owner_country) == country)
     if caseworker:
-        query = query.where(CaseRecord.owner_caseworker == caseworker)
+        query = query.where(col(CaseRecord.owner_caseworker) == caseworker)
     if agency:  # a set computed once from the agency's index, not a probe per case
-        query = query.where(CaseRecord.case_id.in_(select(TaskRecord.case_id).where(TaskRecord.agency_id == agency)))
+        query = query.where(
+            col(CaseRecord.case_id).in_(select(col(TaskRecord.case_id)).where(col(TaskRecord.agency_id) == agency))
+        )
     if overdue_since:
         try:
             cutoff = aware(overdue_since).astimezone(UTC)  # stored times are UTC
         except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00, which has no time in UTC
             raise Unprocessable("overdue_since is out of range") from None
-        query = query.where(CaseRecord.status == "active", CaseRecord.next_due_at < cutoff)
+        query = query.where(col(CaseRecord.status) == "active", col(CaseRecord.next_due_at) < cutoff)
     rows, next_cursor = page(session, query, CASES_ORDER, limit=limit, cursor=cursor)
     items = [
         CaseSummary(
@@ -360,7 +368,7 @@ def list_cases(
             stage=case.stage,
             status="stalled" if case.stalled else case.status,
             pathway=case.pathway,
-            owner={"country": case.owner_country, "caseworker": case.owner_caseworker},
+            owner=Owner(country=case.owner_country, caseworker=case.owner_caseworker),
             opened_at=aware(case.opened_at),
             updated_at=aware(case.updated_at),
             next_due_at=aware(case.next_due_at) if case.next_due_at else None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 import structlog
@@ -17,18 +17,20 @@ from api.errors import Forbidden, Unauthorized, Unavailable
 from api.limits import RateLimits, client_key, subject_key
 from reintegration.crypto import Keyring
 from reintegration.settings import Settings
-from reintegration.tokens import Claims, InvalidToken, VerifierUnavailable
+from reintegration.tokens import Claims, InvalidToken, Verifier, VerifierUnavailable
 from workflows.model import Role
 
 bearer = HTTPBearer(auto_error=False, description="A JWT from `reintegration token` (or the OIDC provider)")
 
 
 def get_settings_dep(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def get_engine(request: Request) -> Engine:
-    return request.app.state.engine
+    engine: Engine = request.app.state.engine
+    return engine
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -39,7 +41,8 @@ def get_session(request: Request) -> Iterator[Session]:
 
 def keyring_of(session: Session) -> Keyring:
     """The keyring of the API session (see ``get_session``)."""
-    return session.info["keyring"]
+    keyring: Keyring = session.info["keyring"]
+    return keyring
 
 
 def release_connection(session: Session | None) -> None:
@@ -55,7 +58,7 @@ def release_connection(session: Session | None) -> None:
 
 
 def get_client(request: Request) -> Client:
-    client = request.app.state.temporal
+    client: Client | None = request.app.state.temporal  # None until the lifespan has connected
     if client is None:
         raise Unavailable("Temporal is not reachable yet")
     return client
@@ -68,9 +71,10 @@ async def current_user(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized()  # AnonymousRateLimit has charged the client's address
     limits: RateLimits = request.app.state.rate_limits
+    verifier: Verifier = request.app.state.verifier
     try:
         # Off the event loop: an OIDC verifier may fetch the provider's keys over HTTP.
-        claims = await anyio.to_thread.run_sync(request.app.state.verifier.verify, credentials.credentials)
+        claims = await anyio.to_thread.run_sync(verifier.verify, credentials.credentials)
     except InvalidToken:
         request.state.rate_charged = True
         limits.charge(client_key(request.scope))
@@ -96,8 +100,8 @@ ClientDep = Annotated[Client, Depends(get_client)]
 CurrentUser = Annotated[Claims, Depends(current_user)]
 
 
-def require(*roles: Role):  # type: ignore[no-untyped-def]
-    """A dependency that lets only these roles through (403 for any other)."""
+def require(*roles: Role) -> Any:
+    """A dependency that lets only these roles through (403 for any other): ``Annotated[Claims, require(...)]``."""
 
     def _check(user: CurrentUser) -> Claims:
         if user.role not in roles:

@@ -143,7 +143,8 @@ def install(app: FastAPI, *, charge_unverified: Callable[[Request], None]) -> No
                 errors=[{"loc": ["body"], "msg": "the body is not UTF-8 JSON", "type": "json_invalid"}],
             )
         titles = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}
-        detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+        given: object = exc.detail  # a str to Starlette; FastAPI's HTTPException (a subclass) takes any value
+        detail = given if isinstance(given, str) else "request refused"
         return problem(exc.status_code, titles.get(exc.status_code, "Error"), detail, dict(exc.headers or {}))
 
     @app.exception_handler(OperationalError)

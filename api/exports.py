@@ -15,23 +15,25 @@ import io
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
 
 import structlog
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy import func
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from api.audit import AuditorDep, with_client_request_id
 from api.cases import htcds_status
 from api.deps import EngineDep, SessionDep, keyring_of, require
 from api.errors import responses
-from api.journeys import aware
 from reintegration import audit
-from reintegration.db import CaseRecord, TaskRecord
+from reintegration.db import CaseRecord, TaskRecord, aware
 from reintegration.persons import load_person
+from reintegration.tokens import Claims
 from workflows.model import Role
 
 log = structlog.get_logger("api")
@@ -39,6 +41,8 @@ log = structlog.get_logger("api")
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
 
 BATCH = 200
+
+T = TypeVar("T")
 
 CASE_FIELDS = [
     "case_id",
@@ -169,8 +173,8 @@ def person_fields(person: dict[str, Any] | None) -> dict[str, Any]:
     return {name: person.get(key) for name, key in PERSON_FIELDS.items()}
 
 
-def _scope(query: Any, countries: list[str] | None) -> Any:
-    return query.where(CaseRecord.owner_country.in_(countries)) if countries is not None else query
+def _scope(query: SelectOfScalar[T], countries: list[str] | None) -> SelectOfScalar[T]:
+    return query.where(col(CaseRecord.owner_country).in_(countries)) if countries is not None else query
 
 
 # Called with the session and each batch's (case id, whether the person's data was there) before the
@@ -182,25 +186,26 @@ def records(
     session: Session, countries: list[str] | None, *, person: bool, before_batch: BeforeBatch | None = None
 ) -> Iterator[dict[str, Any]]:
     """The records of the cases in these countries (all if ``None``), oldest first, a batch at a time."""
-    after: tuple[Any, str] | None = None
+    after: tuple[datetime, str] | None = None
     while True:
         query = _scope(select(CaseRecord), countries)
         if after is not None:
             query = query.where(
-                (CaseRecord.opened_at > after[0])
-                | ((CaseRecord.opened_at == after[0]) & (CaseRecord.case_id > after[1]))
+                (col(CaseRecord.opened_at) > after[0])
+                | ((col(CaseRecord.opened_at) == after[0]) & (col(CaseRecord.case_id) > after[1]))
             )
-        cases = session.exec(query.order_by(CaseRecord.opened_at, CaseRecord.case_id).limit(BATCH)).all()
+        cases = session.exec(query.order_by(col(CaseRecord.opened_at), col(CaseRecord.case_id)).limit(BATCH)).all()
         if not cases:
             return
         tasks: dict[str, list[TaskRecord]] = defaultdict(list)
         for task in session.exec(
             select(TaskRecord)
-            .where(TaskRecord.case_id.in_([c.case_id for c in cases]))
-            .order_by(TaskRecord.assigned_at, TaskRecord.task_id)
+            .where(col(TaskRecord.case_id).in_([c.case_id for c in cases]))
+            .order_by(col(TaskRecord.assigned_at), col(TaskRecord.task_id))
         ).all():
             tasks[task.case_id].append(task)
-        batch, read = [], []
+        batch: list[dict[str, Any]] = []
+        read: list[tuple[str, bool]] = []
         for case in cases:
             record = htcds_record(case, tasks[case.case_id])
             if person:
@@ -268,7 +273,7 @@ def as_csv(rows: Iterator[dict[str, Any]], columns: list[str]) -> Iterator[str]:
     },
 )
 def export_htcds(
-    user: Annotated[Any, require(Role.supervisor)],
+    user: Annotated[Claims, require(Role.supervisor)],
     engine: EngineDep,
     session: SessionDep,
     auditor: AuditorDep,

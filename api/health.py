@@ -36,4 +36,4 @@ async def ready(request: Request) -> dict[str, str]:
 
 def _database_answers(engine: Engine) -> None:
     with Session(engine) as session:
-        session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+        session.execute(text("SELECT 1"))

@@ -20,14 +20,14 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from api.deps import release_connection
 from api.errors import PROBLEM_JSON, ApiProblem, Conflict, Unprocessable
@@ -38,6 +38,8 @@ from reintegration.tokens import Claims
 ABANDONED_AFTER = timedelta(minutes=2)
 WAIT_FOR_FIRST = 60.0
 DEFAULT_TTL = timedelta(hours=24)
+
+Answer = TypeVar("Answer", bound=BaseModel)
 
 
 def fingerprint(method: str, path: str, body: Any) -> str:
@@ -58,14 +60,14 @@ async def once(
     key: str | None,
     request_hash: str,
     status_code: int,
-    run: Callable[[str], Awaitable[BaseModel]],
+    run: Callable[[str], Awaitable[Answer]],
     headers: Callable[[dict[str, Any]], dict[str, str]] = lambda _: {},
     case_id: str | None = None,
     session: Session | None = None,
     ttl: timedelta = DEFAULT_TTL,
     replay: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     unstored: frozenset[str] = frozenset(),
-) -> Any:
+) -> Answer | JSONResponse:
     """Run the request once per (caller, key) and give every repeat the first response.
 
     ``run`` gets the id to give what the request creates: fixed at the first claim, so a request
@@ -161,11 +163,11 @@ def _try_claim(engine: Engine, sub: str, key: str, request_hash: str, ttl: timed
             record = session.get(IdempotencyRecord, (sub, key))
             if record is not None and record.status_code is not None and now - aware(record.created_at) > ttl:
                 # Expired: the key is new again (its answer is gone, whatever purge_expired has done yet).
-                session.execute(
+                session.exec(
                     delete(IdempotencyRecord).where(
-                        IdempotencyRecord.sub == sub,
-                        IdempotencyRecord.key == key,
-                        IdempotencyRecord.created_at == record.created_at,
+                        col(IdempotencyRecord.sub) == sub,
+                        col(IdempotencyRecord.key) == key,
+                        col(IdempotencyRecord.created_at) == record.created_at,
                     )
                 )
                 session.commit()
@@ -187,13 +189,13 @@ def _try_claim(engine: Engine, sub: str, key: str, request_hash: str, ttl: timed
             if record.status_code is not None:
                 return record.status_code, record.response
             if now - aware(record.created_at) > ABANDONED_AFTER:
-                taken = session.execute(
+                taken = session.exec(
                     update(IdempotencyRecord)
                     .where(
-                        IdempotencyRecord.sub == sub,
-                        IdempotencyRecord.key == key,
-                        IdempotencyRecord.status_code.is_(None),
-                        IdempotencyRecord.created_at == record.created_at,
+                        col(IdempotencyRecord.sub) == sub,
+                        col(IdempotencyRecord.key) == key,
+                        col(IdempotencyRecord.status_code).is_(None),
+                        col(IdempotencyRecord.created_at) == record.created_at,
                     )
                     .values(created_at=now)
                 )
@@ -206,9 +208,9 @@ def _try_claim(engine: Engine, sub: str, key: str, request_hash: str, ttl: timed
 
 def _store(engine: Engine, sub: str, key: str, status_code: int, body: Any, *, case_id: str | None = None) -> None:
     with Session(engine) as session:
-        session.execute(
+        session.exec(
             update(IdempotencyRecord)
-            .where(IdempotencyRecord.sub == sub, IdempotencyRecord.key == key)
+            .where(col(IdempotencyRecord.sub) == sub, col(IdempotencyRecord.key) == key)
             .values(status_code=status_code, response=body, case_id=case_id)
         )
         session.commit()
@@ -218,9 +220,9 @@ def purge_expired(engine: Engine, ttl: timedelta = DEFAULT_TTL) -> int:
     """Delete the stored answers older than ``ttl``; how many."""
     cutoff = datetime.now(UTC) - ttl
     with Session(engine) as session:
-        gone = session.execute(
+        gone = session.exec(
             delete(IdempotencyRecord).where(
-                IdempotencyRecord.status_code.is_not(None), IdempotencyRecord.created_at < cutoff
+                col(IdempotencyRecord.status_code).is_not(None), col(IdempotencyRecord.created_at) < cutoff
             )
         )
         session.commit()
@@ -236,16 +238,18 @@ def _release(engine: Engine, sub: str, key: str, *, claimed_before: datetime | N
     not a second one for the same person. ``claimed_before``: only a claim made before then (not a
     retry's takeover since)."""
     claim = update(IdempotencyRecord).where(
-        IdempotencyRecord.sub == sub, IdempotencyRecord.key == key, IdempotencyRecord.status_code.is_(None)
+        col(IdempotencyRecord.sub) == sub,
+        col(IdempotencyRecord.key) == key,
+        col(IdempotencyRecord.status_code).is_(None),
     )
     if claimed_before is not None:
-        claim = claim.where(IdempotencyRecord.created_at <= claimed_before)
+        claim = claim.where(col(IdempotencyRecord.created_at) <= claimed_before)
     with Session(engine) as session:
-        session.execute(claim.values(created_at=RELEASED))
+        session.exec(claim.values(created_at=RELEASED))
         session.commit()
 
 
-_RELEASING: set[asyncio.Task] = set()
+_RELEASING: set[asyncio.Task[None]] = set()
 
 
 async def _release_or_later(engine: Engine, sub: str, key: str) -> None:

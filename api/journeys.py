@@ -12,7 +12,7 @@ from api.errors import (
     Forbidden,
     NotFound,
 )
-from reintegration.db import CaseRecord, TaskRecord, aware  # noqa: F401 - aware is the routers' too
+from reintegration.db import CaseRecord, TaskRecord
 from reintegration.tokens import Claims
 from workflows.model import Actor, Role
 

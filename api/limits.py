@@ -15,9 +15,11 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from fastapi import Request
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import PayloadTooLarge, TooManyRequests, problem, responses
@@ -38,7 +40,7 @@ class _BodyTooLarge(Exception):
     """Raised into the application by ``receive`` once the body passes the limit."""
 
 
-def _refusal(exc: PayloadTooLarge | TooManyRequests) -> Any:
+def _refusal(exc: PayloadTooLarge | TooManyRequests) -> JSONResponse:
     return problem(exc.status, exc.title, exc.detail, exc.headers)
 
 
@@ -153,7 +155,7 @@ class AnonymousRateLimit:
         await self.app(scope, receive, send)
 
 
-def charge_unverified(request: Any) -> None:
+def charge_unverified(request: Request) -> None:
     """Charge a request refused before its bearer token was verified (it failed validation, or its
     path is unknown) to its address's bucket of such requests, raising ``TooManyRequests`` when it
     is empty: a made-up token buys no unlimited requests, and verified callers at the same address
@@ -165,7 +167,8 @@ def charge_unverified(request: Any) -> None:
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
+    headers: Iterable[tuple[bytes, bytes]] = scope["headers"]  # as the ASGI specification has them
+    for key, value in headers:
         if key == name:
             return value.decode("latin-1").strip()
     return None

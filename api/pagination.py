@@ -10,14 +10,19 @@ import binascii
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Query
-from sqlmodel import Session
+from sqlalchemy import ColumnElement, SQLColumnExpression
+from sqlalchemy.orm import QueryableAttribute, SQLORMExpression
+from sqlmodel import Session, SQLModel
+from sqlmodel.sql.expression import SelectOfScalar
 
 from api.deps import IDENTIFIER
 from api.errors import Unprocessable
 from reintegration.db import aware
+
+Row = TypeVar("Row", bound=SQLModel)
 
 Limit = Annotated[int, Query(ge=1, le=500, description="Items per page")]
 Cursor = Annotated[str | None, Query(max_length=500, description="`next_cursor` of the page before")]
@@ -30,15 +35,15 @@ class Keyset:
     """The order a list is paged in: a sort column holding a time, and the id that breaks its ties;
     or, with no ``key``, a unique whole number (an audit row's ``seq``)."""
 
-    sort: Any
-    key: Any | None = None
+    sort: SQLORMExpression[datetime | None] | SQLORMExpression[int]
+    key: SQLORMExpression[str] | None = None
     descending: bool = False
 
-    def order_by(self) -> list[Any]:
-        columns = [self.sort] if self.key is None else [self.sort, self.key]
+    def order_by(self) -> list[SQLColumnExpression[Any]]:
+        columns: list[SQLColumnExpression[Any]] = [self.sort] if self.key is None else [self.sort, self.key]
         return [c.desc() for c in columns] if self.descending else columns
 
-    def after(self, cursor: str) -> Any:
+    def after(self, cursor: str) -> ColumnElement[bool]:
         """The condition for the rows after the cursor's position."""
         if self.key is None:
             number = _number(cursor)
@@ -48,21 +53,28 @@ class Keyset:
             return (self.sort < at) | ((self.sort == at) & (self.key < key))
         return (self.sort > at) | ((self.sort == at) & (self.key > key))
 
-    def cursor_of(self, row: Any) -> str | None:
+    def cursor_of(self, row: SQLModel) -> str | None:
         """The cursor that continues after this row; none where its sort value is missing."""
-        value = getattr(row, self.sort.key)
+        value = getattr(row, _attribute(self.sort))
         if value is None:
             return None
         if self.key is None:
             text = str(value)
         else:
-            text = f"{aware(value).isoformat()}|{getattr(row, self.key.key)}"
+            text = f"{aware(value).isoformat()}|{getattr(row, _attribute(self.key))}"
         return base64.urlsafe_b64encode(text.encode()).decode()
 
 
+def _attribute(column: SQLORMExpression[Any]) -> str:
+    """The row attribute a table's column is read from: ``opened_at`` for ``col(CaseRecord.opened_at)``."""
+    if not isinstance(column, QueryableAttribute):
+        raise TypeError("a keyset orders by the columns of a table's class, e.g. col(CaseRecord.opened_at)")
+    return column.key
+
+
 def page(
-    session: Session, query: Any, order: Keyset, *, limit: int, cursor: str | None
-) -> tuple[list[Any], str | None]:
+    session: Session, query: SelectOfScalar[Row], order: Keyset, *, limit: int, cursor: str | None
+) -> tuple[list[Row], str | None]:
     """One page of the query's rows in the keyset's order, and the cursor of the next page (if any)."""
     if cursor:
         query = query.where(order.after(cursor))

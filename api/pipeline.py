@@ -20,7 +20,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import anyio
 from fastapi import Depends, Header
-from pydantic import BaseModel
+from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client
@@ -30,6 +30,7 @@ from api.audit import Auditor, AuditorDep, Entry, replayed_body
 from api.deps import ClientDep, EngineDep, IdempotencyKey, SessionDep, SettingsDep, keyring_of, release_connection
 from api.deps import require as require_role
 from api.errors import ApiProblem, Conflict, Forbidden, NotFound, PreconditionFailed, Unavailable, Unprocessable
+from api.idempotency import Answer
 from api.journeys import actor_of, case_in_scope, task_in_scope
 from reintegration import commands
 from reintegration.db import CaseRecord, TaskRecord
@@ -55,7 +56,7 @@ REFUSALS: dict[str, Callable[[commands.CommandRefused], ApiProblem]] = {
 
 def refusal(refused: commands.CommandRefused) -> ApiProblem:
     """The problem response for a command the workflow refused (409 for a refusal of another kind)."""
-    answer = REFUSALS.get(refused.type)
+    answer = REFUSALS.get(refused.type) if refused.type is not None else None
     return answer(refused) if answer else Conflict(refused.message, allowed_steps=[])
 
 
@@ -111,15 +112,15 @@ class Pipeline:
         self,
         *,
         path: str,
-        request: Any,
-        run: Callable[[str], Awaitable[BaseModel]],
+        request: dict[str, Any],
+        run: Callable[[str], Awaitable[Answer]],
         audit: Callable[[dict[str, Any]], list[Entry]],
         status_code: int = 200,
         headers: Callable[[dict[str, Any]], dict[str, str]] = lambda _: {},
         case_id: str | None = None,
         replay: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         unstored: frozenset[str] = frozenset(),
-    ) -> Any:
+    ) -> Answer | JSONResponse:
         """Run the command once for its Idempotency-Key and record it in the audit trail.
 
         ``run`` gets the id to give what the command creates and returns the answer; ``audit``
@@ -129,7 +130,7 @@ class Pipeline:
         ``request`` identify the request: the same key with another request is refused (422).
         """
 
-        async def fresh(resource_id: str) -> BaseModel:
+        async def fresh(resource_id: str) -> Answer:
             result = await run(resource_id)
             entries = [replace(e, status=status_code) for e in audit(result.model_dump(mode="json"))]
             await self.db(self.auditor.record_many, entries)
@@ -150,8 +151,7 @@ class Pipeline:
             replay=replay,
             unstored=unstored,
         )
-        replayed = replayed_body(result)
-        if replayed is not None:
+        if isinstance(result, JSONResponse) and (replayed := replayed_body(result)) is not None:
             await self.db(self.auditor.replayed, result, *audit(replayed))
         return result
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 import structlog
@@ -13,10 +13,11 @@ from google.protobuf import json_format
 from pydantic import BaseModel, Field
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session
+from sqlmodel import Session, col
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
-from temporalio.api.common.v1 import Payloads
+from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.audit import request_ids, with_client_request_id
@@ -54,7 +55,7 @@ from reintegration.db import (
     TimelineRecord,
     aware,
 )
-from reintegration.tokens import Claims, InvalidToken
+from reintegration.tokens import Claims, DevelopmentVerifier, InvalidToken
 from workflows import ids
 from workflows.model import Role
 
@@ -107,12 +108,14 @@ def erase_personal_data(
     _stop_workflows(session, client, case_id)
     keyring = keyring_of(session)
     keyring.destroy_case_key(session, case_id)
-    session.execute(delete(PersonRecord).where(PersonRecord.case_id == case_id))
-    session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.case_id == case_id))
+    session.execute(delete(PersonRecord).where(col(PersonRecord.case_id) == case_id))
+    session.execute(delete(IdempotencyRecord).where(col(IdempotencyRecord.case_id) == case_id))
     session.execute(
-        update(TaskRecord).where(TaskRecord.case_id == case_id).values(notes="", outcome_notes="", decline_reason="")
+        update(TaskRecord)
+        .where(col(TaskRecord.case_id) == case_id)
+        .values(notes="", outcome_notes="", decline_reason="")
     )
-    for row in session.execute(select(TimelineRecord).where(TimelineRecord.case_id == case_id)).scalars():
+    for row in session.execute(select(TimelineRecord).where(col(TimelineRecord.case_id) == case_id)).scalars():
         row.facts = erase_fields(row.facts, FREE_TEXT_KEYS)
     case.facts = erase_fields(case.facts, FREE_TEXT_KEYS)
     session.add(case)
@@ -129,7 +132,7 @@ def erase_personal_data(
     session.commit()
     keyring.forget(case_id)
     _flush_freed_pages(session)
-    key = session.execute(select(DataKeyRecord).where(DataKeyRecord.case_id == case_id)).scalar_one_or_none()
+    key = session.execute(select(DataKeyRecord).where(col(DataKeyRecord.case_id) == case_id)).scalar_one_or_none()
     erased_at = aware(key.destroyed_at) if key is not None and key.destroyed_at else datetime.now(UTC)
     log.info("personal data erased", case_id=case_id)
     return Erasure(case_id=case_id, erased_at=erased_at, kept=KEPT)
@@ -143,22 +146,22 @@ def _flush_freed_pages(session: Session) -> None:
         session.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
 
 
-def _stop_workflows(session: Session, client: Any, case_id: str) -> None:
+def _stop_workflows(session: Session, client: Client, case_id: str) -> None:
     """Whatever of the case still runs (a message on its way to an agency or supervisors) would need
     the key: terminate it first. The read model's pending rows and the server's list of the case's
     running workflows are both consulted (the list is eventually consistent; the rows are not)."""
     pending = [
         ids.message_workflow_id(case_id, "delivery", d)
         for d in session.execute(
-            select(DeliveryRecord.delivery_id).where(
-                DeliveryRecord.case_id == case_id, DeliveryRecord.status == "pending"
+            select(col(DeliveryRecord.delivery_id)).where(
+                col(DeliveryRecord.case_id) == case_id, col(DeliveryRecord.status) == "pending"
             )
         ).scalars()
     ] + [
         ids.message_workflow_id(case_id, "notify", n)
         for n in session.execute(
-            select(NotificationRecord.notification_id).where(
-                NotificationRecord.case_id == case_id, NotificationRecord.status == "pending"
+            select(col(NotificationRecord.notification_id)).where(
+                col(NotificationRecord.case_id) == case_id, col(NotificationRecord.status) == "pending"
             )
         ).scalars()
     ]
@@ -167,17 +170,17 @@ def _stop_workflows(session: Session, client: Any, case_id: str) -> None:
     if pending:
         session.execute(
             update(DeliveryRecord)
-            .where(DeliveryRecord.case_id == case_id, DeliveryRecord.status == "pending")
+            .where(col(DeliveryRecord.case_id) == case_id, col(DeliveryRecord.status) == "pending")
             .values(status="skipped")
         )
         session.execute(
             update(NotificationRecord)
-            .where(NotificationRecord.case_id == case_id, NotificationRecord.status == "pending")
+            .where(col(NotificationRecord.case_id) == case_id, col(NotificationRecord.status) == "pending")
             .values(status="skipped")
         )
 
 
-async def _terminate(client: Any, case_id: str, pending: list[str]) -> None:
+async def _terminate(client: Client, case_id: str, pending: list[str]) -> None:
     """Terminate the case's running workflows and those of its pending messages."""
     try:
         query = ids.case_workflows_query(case_id) + ' AND ExecutionStatus = "Running"'
@@ -208,11 +211,11 @@ async def codec_user_in_path(
     (``reintegration.tokens.mint_codec``: good for these routes only, bound to the running stack)
     rides in the endpoint's path. Production refuses it (the UI passes its OIDC access token instead).
     The request was charged to its address's rate limit on the way in, like any unauthenticated one."""
-    verify_codec = getattr(request.app.state.verifier, "verify_codec", None)
-    if request.app.state.settings.environment != "development" or verify_codec is None:
+    verifier = request.app.state.verifier  # only the development key's verifier reads codec tokens
+    if request.app.state.settings.environment != "development" or not isinstance(verifier, DevelopmentVerifier):
         raise NotFound("no such endpoint")
     try:
-        claims = await anyio.to_thread.run_sync(verify_codec, token)
+        claims = await anyio.to_thread.run_sync(verifier.verify_codec, token)
     except InvalidToken:
         raise Unauthorized("the token in the codec endpoint is invalid or expired") from None
     if claims.role != Role.supervisor:
@@ -228,7 +231,7 @@ async def _payloads(request: Request) -> Payloads:
         raise Unprocessable("the body is not a JSON Payloads message") from None
 
 
-def _reply(payloads: list[Any]) -> Response:
+def _reply(payloads: list[Payload]) -> Response:
     return Response(json_format.MessageToJson(Payloads(payloads=payloads)), media_type="application/json")
 
 
@@ -242,9 +245,9 @@ async def _decode(request: Request, user: Claims) -> Response:
     def readable_keys() -> set[str]:
         with Session(request.app.state.engine) as session:
             rows = session.execute(
-                select(DataKeyRecord.key_id, DataKeyRecord.case_id, CaseRecord.owner_country)
-                .join(CaseRecord, CaseRecord.case_id == DataKeyRecord.case_id)
-                .where(DataKeyRecord.key_id.in_(keys), DataKeyRecord.wrapped.is_not(None))  # type: ignore
+                select(col(DataKeyRecord.key_id), col(DataKeyRecord.case_id), col(CaseRecord.owner_country))
+                .join(CaseRecord, col(CaseRecord.case_id) == col(DataKeyRecord.case_id))
+                .where(col(DataKeyRecord.key_id).in_(keys), col(DataKeyRecord.wrapped).is_not(None))
             ).all()
             allowed = {r.key_id: r.case_id for r in rows if user.sees_country(r.owner_country)}
             detail = {"payloads": len(payloads)}
@@ -271,7 +274,7 @@ async def _decode(request: Request, user: Claims) -> Response:
     except SQLAlchemyError:
         raise Unavailable("the audit trail is unavailable; nothing was decoded") from None
     codec = EncryptionCodec(request.app.state.keyring)
-    out = []
+    out: list[Payload] = []
     for payload in payloads:
         if payload.metadata.get("encoding") == ENCODING and payload_key_id(payload) not in allowed:
             out.append(payload)  # another region's, erased, or not a payload key: stays unreadable

@@ -7,6 +7,9 @@ their body types from the real annotations.)
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlmodel import Session
 
 from api.audit import Entry
 from api.cases import CASEWORK, CaseId, TaskId, _respond, etag_header, parse_etag
@@ -15,7 +18,8 @@ from api.pipeline import IfMatch, Pipeline, commands_for
 from api.schemas import CasePublic, TaskPublic
 from api.tasks import task_public
 from reintegration import agencies
-from reintegration.db import TaskRecord
+from reintegration.db import CaseRecord, TaskRecord
+from reintegration.settings import Settings
 from workflows.model import (
     AssignTaskBody,
     CancelTaskBody,
@@ -30,7 +34,7 @@ from workflows.rules import STEPS
 router = APIRouter(prefix="/v1/cases", tags=["steps"])
 
 
-def _resolve_agencies(session: Any, settings: Any, case: Any, items: list[dict[str, Any]]) -> None:
+def _resolve_agencies(session: Session, settings: Settings, case: CaseRecord, items: list[dict[str, Any]]) -> None:
     """Name each partner item's agency (the service's default where none is named), and check that
     it offers the service in the country where the service is needed; 422 saying why otherwise."""
     for item in items:
@@ -52,7 +56,9 @@ def _resolve_agencies(session: Any, settings: Any, case: Any, items: list[dict[s
             raise Unprocessable(str(refused)) from None
 
 
-async def _record(p: Pipeline, step: Step, case_id: str, body: Any, response: Response, if_match: str | None) -> Any:
+async def _record(
+    p: Pipeline, step: Step, case_id: str, body: BaseModel, response: Response, if_match: str | None
+) -> CasePublic | JSONResponse:
     """Record one step on the case's workflow and return the case as it is after it."""
     await p.case(case_id)
     payload = body.model_dump(mode="json")
@@ -86,11 +92,12 @@ def _make_step_route(step: Step) -> None:
 
     async def record_step(
         case_id: CaseId,
+        # The step's model, chosen at runtime: a type to FastAPI, a variable to mypy.
         body: Annotated[model, Body(openapi_examples={step.value: {"value": example}})],  # type: ignore[valid-type]
         response: Response,
         p: Annotated[Pipeline, commands_for(*roles)],
         if_match: IfMatch = None,
-    ) -> CasePublic:
+    ) -> CasePublic | JSONResponse:
         return await _record(p, step, case_id, body, response, if_match)
 
     record_step.__name__ = f"record_{step.name}"
@@ -119,17 +126,19 @@ for _step in Step:
 async def withdraw_consent(
     case_id: CaseId,
     body: Annotated[
-        STEPS[Step.withdraw_consent].body,  # type: ignore[valid-type]
+        STEPS[Step.withdraw_consent].body,  # type: ignore[valid-type]  # a type to FastAPI, a lookup to mypy
         Body(openapi_examples={"withdraw": {"value": STEPS[Step.withdraw_consent].example}}),
     ],
     response: Response,
     p: Annotated[Pipeline, commands_for(*CASEWORK)],
     if_match: IfMatch = None,
-) -> CasePublic:
+) -> CasePublic | JSONResponse:
     return await _record(p, Step.withdraw_consent, case_id, body, response, if_match)
 
 
-async def _task_command(p: Pipeline, case_id: str, action: TaskAction, task_id: str | None, body: Any) -> Any:
+async def _task_command(
+    p: Pipeline, case_id: str, action: TaskAction, task_id: str | None, body: BaseModel
+) -> TaskPublic | JSONResponse:
     """Assign, reassign or cancel a task of the case; the task as it is after it."""
     payload = body.model_dump(mode="json")
     case = await p.case(case_id)
@@ -157,9 +166,11 @@ async def _task_command(p: Pipeline, case_id: str, action: TaskAction, task_id: 
     )
 
 
-def _task_after(session: Any, task_id: str | None) -> TaskPublic:
+def _task_after(session: Session, task_id: str | None) -> TaskPublic:
     session.expire_all()
-    return task_public(session, session.get(TaskRecord, task_id))
+    task = session.get(TaskRecord, task_id) if task_id is not None else None
+    assert task is not None, "the workflow answered a task command: the task is in the read model"
+    return task_public(session, task)
 
 
 @router.post(
@@ -186,7 +197,7 @@ async def assign_task(
         ),
     ],
     p: Annotated[Pipeline, commands_for(*CASEWORK)],
-) -> TaskPublic:
+) -> TaskPublic | JSONResponse:
     return await _task_command(p, case_id, TaskAction.assign, None, body)
 
 
@@ -201,7 +212,7 @@ async def reassign_task(
     task_id: TaskId,
     body: Annotated[ReassignTaskBody, Body(openapi_examples={"reassign": {"value": {"agency_id": "clinic-es"}}})],
     p: Annotated[Pipeline, commands_for(*CASEWORK)],
-) -> TaskPublic:
+) -> TaskPublic | JSONResponse:
     return await _task_command(p, case_id, TaskAction.reassign, task_id, body)
 
 
@@ -216,5 +227,5 @@ async def cancel_task(
     task_id: TaskId,
     body: Annotated[CancelTaskBody, Body(openapi_examples={"cancel": {"value": {"reason": "No longer needed."}}})],
     p: Annotated[Pipeline, commands_for(*CASEWORK)],
-) -> TaskPublic:
+) -> TaskPublic | JSONResponse:
     return await _task_command(p, case_id, TaskAction.cancel, task_id, body)

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
+import sqlalchemy
 from fastapi import APIRouter, Body, Query, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func
-from sqlmodel import select
+from sqlmodel import col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from api.audit import Entry
 from api.cases import CaseId, _respond, stall_reason
@@ -22,14 +25,12 @@ from api.deps import (
     require,
 )
 from api.errors import responses
-from api.journeys import (
-    aware,
-    utcnow,
-)
+from api.journeys import utcnow
 from api.pagination import Cursor, Keyset, Limit, page
 from api.pipeline import Pipeline, commands_for
 from api.schemas import CasePublic, Owner, Page, StallReasonView
-from reintegration.db import CaseRecord, StageVisitRecord, TaskRecord
+from reintegration.db import CaseRecord, StageVisitRecord, TaskRecord, aware
+from reintegration.tokens import Claims
 from workflows.model import OPEN_TASK_STATUS_VALUES, ReassignOwner, Role, Stage, Strict
 
 router = APIRouter(tags=["supervision"])
@@ -69,12 +70,12 @@ class ReassignCase(Strict):
 
 
 # Most overdue first.
-STALLED_ORDER = Keyset(CaseRecord.most_overdue_at, CaseRecord.case_id)
+STALLED_ORDER = Keyset(col(CaseRecord.most_overdue_at), col(CaseRecord.case_id))
 
 
-def _scoped(query: Any, user: Any) -> Any:
+def _scoped(query: SelectOfScalar[CaseRecord], user: Claims) -> SelectOfScalar[CaseRecord]:
     scope = user.country_scope
-    return query.where(CaseRecord.owner_country.in_(scope)) if scope is not None else query
+    return query.where(col(CaseRecord.owner_country).in_(scope)) if scope is not None else query
 
 
 @router.get(
@@ -84,7 +85,7 @@ def _scoped(query: Any, user: Any) -> Any:
     responses=responses(401, 403, 422),
 )
 def stalled_cases(
-    user: Annotated[Any, SUPERVISOR],
+    user: Annotated[Claims, SUPERVISOR],
     session: SessionDep,
     country: Annotated[str | None, Query(pattern="^[A-Z]{2}$")] = None,
     agency: Annotated[str | None, Query(max_length=100, pattern=IDENTIFIER)] = None,
@@ -93,18 +94,18 @@ def stalled_cases(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[StalledCase]:
-    query = _scoped(select(CaseRecord).where(CaseRecord.stalled), user)
+    query = _scoped(select(CaseRecord).where(col(CaseRecord.stalled)), user)
     if country:
-        query = query.where(CaseRecord.owner_country == country)
+        query = query.where(col(CaseRecord.owner_country) == country)
     if caseworker:
-        query = query.where(CaseRecord.owner_caseworker == caseworker)
+        query = query.where(col(CaseRecord.owner_caseworker) == caseworker)
     if stage:
-        query = query.where(CaseRecord.stage == stage.value)
+        query = query.where(col(CaseRecord.stage) == stage.value)
     if agency:  # a set computed once from the agency's index, not a probe per case
         query = query.where(
-            CaseRecord.case_id.in_(
-                select(TaskRecord.case_id).where(
-                    TaskRecord.agency_id == agency, TaskRecord.status.in_(sorted(OPEN_TASK_STATUS_VALUES))
+            col(CaseRecord.case_id).in_(
+                select(col(TaskRecord.case_id)).where(
+                    col(TaskRecord.agency_id) == agency, col(TaskRecord.status).in_(sorted(OPEN_TASK_STATUS_VALUES))
                 )
             )
         )
@@ -133,7 +134,7 @@ def stalled_cases(
     responses=responses(401, 403, 422),
 )
 def summary(
-    user: Annotated[Any, SUPERVISOR],
+    user: Annotated[Claims, SUPERVISOR],
     session: SessionDep,
     country: Annotated[str | None, Query(pattern="^[A-Z]{2}$")] = None,
 ) -> Summary:
@@ -141,41 +142,48 @@ def summary(
     if country and not user.sees_country(country):
         countries = []
 
-    # One scan of the cases for every count: a few hundred groups at most, added up here.
-    grouped = select(
-        CaseRecord.stage,
-        CaseRecord.status,
-        CaseRecord.stalled,
-        CaseRecord.pathway,
-        CaseRecord.owner_country,
-        func.count(),
-    ).group_by(CaseRecord.stage, CaseRecord.status, CaseRecord.stalled, CaseRecord.pathway, CaseRecord.owner_country)
+    # One scan of the cases for every count: a few hundred groups at most, added up here. (SQLAlchemy's
+    # select: SQLModel's is typed for four columns at most.)
+    columns = (
+        col(CaseRecord.stage),
+        col(CaseRecord.status),
+        col(CaseRecord.stalled),
+        col(CaseRecord.pathway),
+        col(CaseRecord.owner_country),
+    )
+    grouped = sqlalchemy.select(*columns, func.count()).group_by(*columns)
     if countries is not None:
-        grouped = grouped.where(CaseRecord.owner_country.in_(countries))
-    by: dict[str, Counter] = {k: Counter() for k in ("stage", "status", "pathway", "country")}
-    for stage, status, stalled, pathway, owner_country, n in session.exec(grouped).all():
+        grouped = grouped.where(col(CaseRecord.owner_country).in_(countries))
+    by: dict[str, Counter[str]] = {k: Counter() for k in ("stage", "status", "pathway", "country")}
+    for stage, status, stalled, pathway, owner_country, n in session.execute(grouped).all():
         by["stage"][stage] += n
         by["status"]["stalled" if stalled and status == "active" else status] += n
         if pathway:
             by["pathway"][pathway] += n
         by["country"][owner_country] += n
 
-    agencies = select(TaskRecord.agency_id, func.count(func.distinct(TaskRecord.case_id))).group_by(
-        TaskRecord.agency_id
+    agencies = select(col(TaskRecord.agency_id), func.count(func.distinct(col(TaskRecord.case_id)))).group_by(
+        col(TaskRecord.agency_id)
     )
     if countries is not None:
-        agencies = agencies.where(TaskRecord.owner_country.in_(countries))
+        agencies = agencies.where(col(TaskRecord.owner_country).in_(countries))
 
-    medians = {}
+    medians: dict[str, float] = {}
     for stage in Stage:
-        stays = select(StageVisitRecord.days).where(
-            StageVisitRecord.stage == stage.value, StageVisitRecord.days.is_not(None)
+        stays = select(col(StageVisitRecord.days)).where(
+            col(StageVisitRecord.stage) == stage.value, col(StageVisitRecord.days).is_not(None)
         )
         if countries is not None:
-            stays = stays.where(StageVisitRecord.country.in_(countries))
+            stays = stays.where(col(StageVisitRecord.country).in_(countries))
         n = session.exec(select(func.count()).select_from(stays.subquery())).one()
         if n:  # the middle one or two of the index-ordered stays
-            middle = session.exec(stays.order_by(StageVisitRecord.days).offset((n - 1) // 2).limit(2 - n % 2)).all()
+            middle = [
+                days
+                for days in session.exec(
+                    stays.order_by(col(StageVisitRecord.days)).offset((n - 1) // 2).limit(2 - n % 2)
+                ).all()
+                if days is not None  # all are: the query leaves out the stays not over yet
+            ]
             medians[stage.value] = round(sum(middle) / len(middle), 1)
     return Summary(
         total=sum(by["stage"].values()),
@@ -200,7 +208,7 @@ async def reassign_case(
     body: Annotated[ReassignCase, Body()],
     response: Response,
     p: Annotated[Pipeline, commands_for(Role.supervisor)],
-) -> CasePublic:
+) -> CasePublic | JSONResponse:
     await p.case(case_id)
 
     async def run(_: str) -> CasePublic:

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeGuard
 
 from fastapi import APIRouter, Body, Path
-from sqlmodel import select
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlmodel import Session, col, select
 
 from api.audit import AuditorDep, Entry
 from api.deps import CurrentUser, SessionDep, SettingsDep, keyring_of
 from api.errors import Forbidden, responses
 from api.journeys import (
-    aware,
     task_in_scope,
     utcnow,
 )
 from api.pagination import Cursor, Keyset, Limit, page
 from api.pipeline import Pipeline, commands_for
 from api.schemas import Page, TaskPublic
-from reintegration.db import TaskRecord
+from reintegration.db import TaskRecord, aware
 from reintegration.overdue import is_overdue, overdue_condition
 from reintegration.partner_view import PartnerTask, partner_task
+from reintegration.settings import Settings
 from workflows.model import (
     AcceptTaskBody,
     CompleteTaskBody,
@@ -37,7 +39,7 @@ router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 TaskId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,63}$")]
 
 
-def task_public(session: Any, task: TaskRecord) -> TaskPublic:
+def task_public(session: Session, task: TaskRecord) -> TaskPublic:
     data = task.model_dump()
     keyring = keyring_of(session)
     for key in ("notes", "outcome_notes", "decline_reason"):
@@ -48,14 +50,14 @@ def task_public(session: Any, task: TaskRecord) -> TaskPublic:
     return TaskPublic(**data, overdue=is_overdue(task))
 
 
-def view(session: Any, settings: Any, task: TaskRecord, role: Role) -> TaskPublic | PartnerTask:
+def view(session: Session, settings: Settings, task: TaskRecord, role: Role) -> TaskPublic | PartnerTask:
     if role == Role.partner:
         return partner_task(session, keyring_of(session), task, settings.partner_fields)
     return task_public(session, task)
 
 
 # Newest first.
-TASKS_ORDER = Keyset(TaskRecord.assigned_at, TaskRecord.task_id, descending=True)
+TASKS_ORDER = Keyset(col(TaskRecord.assigned_at), col(TaskRecord.task_id), descending=True)
 
 
 @router.get(
@@ -74,27 +76,27 @@ def list_tasks(
     overdue: bool | None = None,
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> Page[Any]:
+) -> Page[TaskPublic | PartnerTask]:
     """A partner sees its agency's tasks; caseworkers and supervisors the tasks of their countries."""
     query = select(TaskRecord)
     if user.role == Role.partner:
-        query = query.where(TaskRecord.agency_id == user.agency)
+        query = query.where(col(TaskRecord.agency_id) == user.agency)
     elif user.role in (Role.caseworker, Role.supervisor):
         if user.country_scope is not None:
-            query = query.where(TaskRecord.owner_country.in_(user.country_scope))
+            query = query.where(col(TaskRecord.owner_country).in_(user.country_scope))
     else:
         raise Forbidden("an admin has no access to tasks")
     if status:
-        query = query.where(TaskRecord.status == status.value)
+        query = query.where(col(TaskRecord.status) == status.value)
     if service:
-        query = query.where(TaskRecord.service == service.value)
+        query = query.where(col(TaskRecord.service) == service.value)
     if overdue is not None:
         late = overdue_condition(utcnow())
         query = query.where(late if overdue else ~late)
     rows, next_cursor = page(session, query, TASKS_ORDER, limit=limit, cursor=cursor)
     items = [view(session, settings, t, user.role) for t in rows]
     auditor.record_many([person_read(t, v, via="list") for t, v in zip(rows, items, strict=True) if carries_person(v)])
-    return Page[Any](items=items, next_cursor=next_cursor)
+    return Page[TaskPublic | PartnerTask](items=items, next_cursor=next_cursor)
 
 
 @router.get(
@@ -105,7 +107,7 @@ def list_tasks(
 )
 def read_task(
     task_id: TaskId, user: CurrentUser, session: SessionDep, settings: SettingsDep, auditor: AuditorDep
-) -> Any:
+) -> TaskPublic | PartnerTask:
     task = task_in_scope(session, task_id, user)
     seen = view(session, settings, task, user.role)
     if carries_person(seen):  # audited before the data leaves; no row, no data
@@ -113,27 +115,30 @@ def read_task(
     return seen
 
 
-def carries_person(seen: Any) -> bool:
+def carries_person(seen: TaskPublic | PartnerTask) -> TypeGuard[PartnerTask]:
+    """A partner's view of a task that shows some of the person's fields."""
     return isinstance(seen, PartnerTask) and bool(seen.person)
 
 
-def person_read(task: TaskRecord, seen: Any, via: str = "read") -> Entry:
+def person_read(task: TaskRecord, seen: PartnerTask, via: str = "read") -> Entry:
     """The audit row of a partner seeing the person's fields its service needs (names only)."""
     return Entry(
         "task.read-person",
         case_id=task.case_id,
         task_id=task.task_id,
         status=200,
-        detail={"via": via, "fields": sorted(seen.person)},
+        detail={"via": via, "fields": sorted(seen.person or {})},
     )
 
 
-async def act(p: Pipeline, task_id: str, action: TaskAction, body: Any) -> Any:
+async def act(
+    p: Pipeline, task_id: str, action: TaskAction, body: BaseModel
+) -> TaskPublic | PartnerTask | JSONResponse:
     """Send a partner's action on a task to the case's workflow; the task as it is after it."""
     task = await p.task(task_id)
     payload = body.model_dump(mode="json")
 
-    async def run(_: str) -> Any:
+    async def run(_: str) -> TaskPublic | PartnerTask:
         await p.send(task.case_id, "task", TaskCommand(action=action, task_id=task_id, body=payload, actor=p.actor))
         return await p.db(_seen_after, p.session, p.settings, task_id, p.user.role)
 
@@ -172,9 +177,11 @@ async def act(p: Pipeline, task_id: str, action: TaskAction, body: Any) -> Any:
     )
 
 
-def _seen_after(session: Any, settings: Any, task_id: str, role: Role) -> Any:
+def _seen_after(session: Session, settings: Settings, task_id: str, role: Role) -> TaskPublic | PartnerTask:
     session.expire_all()
-    return view(session, settings, session.get(TaskRecord, task_id), role)
+    task = session.get(TaskRecord, task_id)
+    assert task is not None, "the workflow answered a task command: the task is in the read model"
+    return view(session, settings, task, role)
 
 
 PARTNER = (Role.partner,)
@@ -192,7 +199,7 @@ async def accept_task(
     body: Annotated[
         AcceptTaskBody, Body(openapi_examples={"accept": {"value": {"notes": "We can take this."}}})
     ] = AcceptTaskBody(),
-) -> Any:
+) -> TaskPublic | PartnerTask | JSONResponse:
     return await act(p, task_id, TaskAction.accept, body)
 
 
@@ -224,7 +231,7 @@ async def complete_task(
             }
         ),
     ],
-) -> Any:
+) -> TaskPublic | PartnerTask | JSONResponse:
     return await act(p, task_id, TaskAction.complete, body)
 
 
@@ -240,5 +247,5 @@ async def decline_task(
     body: Annotated[
         DeclineTaskBody, Body(openapi_examples={"full": {"value": {"reason": "No beds free this month."}}})
     ],
-) -> Any:
+) -> TaskPublic | PartnerTask | JSONResponse:
     return await act(p, task_id, TaskAction.decline, body)
