@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import Depends, FastAPI
@@ -29,6 +30,7 @@ from api import (
 )
 from api.access_log import RequestContext, bind_route
 from api.schemas import Problem
+from api.web import app as workspace
 from reintegration import agencies
 from reintegration.db import keyring_from_settings, make_engine
 from reintegration.logs import configure_logging
@@ -89,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(exports.router)
     app.include_router(privacy.router)
     app.include_router(privacy.codec_router)
+    workspace.install(app)
     # Added innermost first. A request meets them in reverse: its id and access line, CORS (so that
     # refusals carry it too), the rate limit of callers without a token, then the body limit.
     app.add_middleware(limits.BodyLimit, max_bytes=settings.max_body_bytes)
@@ -96,14 +99,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(privacy.CodecCors, origins=settings.temporal_ui_origins, limits=app.state.rate_limits)
     app.add_middleware(RequestContext, application=app)
 
-    def openapi() -> dict:
+    def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
             schema["components"]["schemas"]["Problem"] = Problem.model_json_schema()
             app.openapi_schema = limits.document(errors.document(schema))
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
     return app
 
 

@@ -223,6 +223,19 @@ class IdempotencyRecord(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
 
 
+class WebSessionRecord(SQLModel, table=True):
+    """A person signed in to the web workspace. The cookie holds a random token; only its hash is
+    kept here, so a copy of this table opens no session. Staff claims only, never a case's data."""
+
+    __tablename__ = "web_sessions"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    claims: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    last_seen_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+
+
 class AuditRecord(SQLModel, table=True):
     """One action, or one read of personal data: who, what, which case or task, when.
 
@@ -311,6 +324,7 @@ __all__ = [
     "Session",
     "TaskRecord",
     "TimelineRecord",
+    "WebSessionRecord",
     "keyring_from_settings",
     "metadata",
     "make_engine",

@@ -173,6 +173,10 @@ class Settings(BaseSettings):
         default_factory=lambda: ["*"], description="The development Web UI's codec scope, like a supervisor's"
     )
     token_ttl_hours: int = 12
+    # The web workspace's sessions: ended after this long without a request, and at the latest this
+    # long after sign-in, whatever the person does.
+    web_session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    web_session_hours: int = Field(default=12, ge=1, le=7 * 24)
 
     # Production authentication: bearer tokens from the organisation's OpenID Connect provider,
     # verified against its JWKS. When oidc_issuer is set, development tokens are no longer accepted.

@@ -1,0 +1,113 @@
+"""What every workspace page has: the signed-in person (the same ``Claims`` a bearer token gives the
+API, so the same scope), the request's database session, the language, and the ways into the API's
+service layer: the ``Auditor`` and the command ``Pipeline``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from sqlmodel import Session
+from starlette.datastructures import FormData
+
+from api.audit import Auditor, request_ids
+from api.deps import SessionDep, SettingsDep
+from api.errors import Forbidden, Unavailable
+from api.pipeline import Pipeline
+from api.web import render, sessions
+from reintegration.db import WebSessionRecord
+from reintegration.settings import Settings
+from reintegration.tokens import Claims
+from workflows.model import Role
+
+HOME = {
+    Role.caseworker: "/workspace/cases",
+    Role.partner: "/workspace/inbox",
+    Role.supervisor: "/workspace/dashboard",
+    Role.admin: "/workspace/agencies",
+}
+
+
+@dataclass
+class Web:
+    request: Request
+    session: Session
+    settings: Settings
+    record: WebSessionRecord
+    user: Claims
+
+    @property
+    def language(self) -> str:
+        return render.language_of(self.request)
+
+    @property
+    def auditor(self) -> Auditor:
+        request_id, client_request_id = request_ids(self.request)
+        return Auditor(session=self.session, user=self.user, request_id=request_id, client_request_id=client_request_id)
+
+    def pipeline(self, key: str | None) -> Pipeline:
+        """The API's command pipeline for this person; ``key`` is the form's own idempotency key, so a
+        form sent twice (a double click, a retry after a timeout) acts once."""
+        client = self.request.app.state.temporal
+        if client is None:
+            raise Unavailable("Temporal is not reachable yet")
+        return Pipeline(
+            user=self.user,
+            session=self.session,
+            client=client,
+            engine=self.request.app.state.engine,
+            settings=self.settings,
+            auditor=self.auditor,
+            key=key,
+        )
+
+    def require(self, *roles: Role) -> None:
+        if self.user.role not in roles:
+            raise Forbidden(f"a {self.user.role.value} may not do this")
+
+    def render(self, template: str, context: dict[str, Any] | None = None, *, status: int = 200) -> HTMLResponse:
+        return render.page(
+            self.request,
+            template,
+            {"user": self.user, "csrf_token": self.record.csrf_token, "home": HOME[self.user.role], **(context or {})},
+            status=status,
+        )
+
+    def _(self, message: str) -> str:
+        return render.gettext(self.request, message)
+
+
+def web_context(request: Request, session: SessionDep, settings: SettingsDep) -> Web:
+    """The signed-in person's context (a plain function: FastAPI runs it in a thread, off the loop)."""
+    record = sessions.current(session, request, settings)
+    return Web(request=request, session=session, settings=settings, record=record, user=sessions.claims_of(record))
+
+
+WebDep = Annotated[Web, Depends(web_context)]
+
+
+async def posted(request: Request, web: WebDep) -> FormData:
+    """A form sent by this session's page: refused (``CsrfRefused``) without its CSRF token."""
+    form = await request.form()
+    token = form.get("csrf_token")
+    sessions.check_csrf(web.record, token if isinstance(token, str) else None)
+    return form
+
+
+PostedForm = Annotated[FormData, Depends(posted)]
+
+
+def sign_in_redirect(request: Request) -> RedirectResponse:
+    """To the sign-in page, coming back here after (the path only: never another site)."""
+    target = request.url.path if request.method == "GET" else "/workspace"
+    return RedirectResponse(f"/workspace/sign-in?next={quote(target, safe='/')}", status_code=303)
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after signing in: a path of the workspace, never another site."""
+    if value and value.startswith("/workspace") and "//" not in value and "\\" not in value:
+        return value
+    return "/workspace"
