@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint token clean
+.PHONY: install run test lint browser token clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,12 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+## The browser tests drive Debian's Chromium; installed with apt when missing (Playwright never downloads one).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 ## The lint, then the whole suite, against a real Temporal server, SQLite and the machine's PostgreSQL.
-test: lint
+test: lint browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
