@@ -11,7 +11,7 @@ import asyncio
 import sys
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -216,6 +216,64 @@ async def test_monitoring_visits_at_three_six_and_twelve_months(skipping):
         case = await settle(j, lambda c: "monitoring" not in reasons(c), f"visit {number} recorded")
     assert len(case["facts"]["monitoring_visits"]) == 3
     assert "closure" in case["allowed_steps"]
+
+
+async def test_a_revision_overdue_stays_overdue_after_a_later_visit_until_the_plan_is_revised(skipping):
+    """The 3-month visit flags the plan; its revision is due 30 days after that visit, and a later
+    visit that flags nothing neither moves the deadline nor clears the stall: only the revision does."""
+    env, stack, _ = skipping
+    j = Journey(stack)
+    await j.open()
+    await j.to_reintegration_by_residence()
+    today = (await env.get_current_time()).date()  # the workflows' clock: earlier tests moved it on
+    await j.step(
+        "reintegration-plan",
+        {"agreed_on": today.isoformat(), "services": [{"service": "job-orientation", "agency_id": "clinic-es"}]},
+    )
+    [task] = j.case["open_tasks"]
+    await j.task_action(task["task_id"], "clinic-es", "accept")
+    await j.task_action(task["task_id"], "clinic-es", "complete", {"outcome": "done"})
+    first, second = add_months(today, 3), add_months(today, 6)
+
+    def visit(on: date, economic: float) -> dict:
+        return {"visited_on": on.isoformat(), "economic": economic, "social": 0.7, "psychosocial": 0.7}
+
+    def revision(case: dict) -> str | None:
+        return {s["step"]: s["due_at"] for s in case["open_steps"]}.get("reintegration-plan")
+
+    await env.sleep(timedelta(days=(first - today).days))
+    await j.step("monitoring", visit(first, economic=0.2))
+    due = (first + timedelta(days=30)).isoformat()
+    assert revision(j.case).startswith(due)
+    await env.sleep(timedelta(days=31))
+    case = await settle(j, lambda c: "reintegration-plan" in reasons(c), "the revision overdue")
+    assert reasons(case)["reintegration-plan"]["due_at"].startswith(due)
+
+    await env.sleep(timedelta(days=(second - first).days - 31))
+    await j.step("monitoring", visit(second, economic=0.7))  # sustainable: flags nothing
+    assert revision(j.case).startswith(due)  # not 30 days after this visit
+    assert j.case["status"] == "stalled" and reasons(j.case)["reintegration-plan"]["due_at"].startswith(due)
+    await env.sleep(timedelta(days=32))  # past where the latest visit would have put the deadline
+    case = await j.get()
+    assert reasons(case)["reintegration-plan"]["due_at"].startswith(due)
+    with Session(stack.engine) as session:
+        notices = session.exec(select(NotificationRecord).where(NotificationRecord.case_id == j.case_id)).all()
+    # The supervisors were told of one deadline, once and at twice it (not of a new one from the later visit).
+    revision_notices = sorted(
+        (n.kind, n.payload["due_at"][:10])
+        for n in notices
+        if n.payload["item"] == "reintegration-plan" and n.payload["due_at"][:10] > first.isoformat()
+    )
+    assert revision_notices == [("escalated", due), ("stalled", due)], [n.notification_id for n in notices]
+
+    await j.step(
+        "reintegration-plan",
+        {
+            "agreed_on": (second + timedelta(days=32)).isoformat(),
+            "services": [{"service": "financial", "agency_id": "clinic-es"}],
+        },
+    )
+    assert revision(j.case) is None and "reintegration-plan" not in reasons(j.case)
 
 
 async def test_a_retried_notification_is_sent_once(skipping):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from sqlmodel import Session
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
+from temporalio.workflow import NondeterminismError
 
 from reintegration.codec import data_converter
 from reintegration.crypto import DataKeyRecord, Keyring, LocalKeyEncryptionKey
@@ -31,6 +33,7 @@ from workflows.delivery import (
     TaskDeliveryWorkflow,
     WebhookVerificationWorkflow,
 )
+from workflows.journey import JourneyWorkflowBase
 from workflows.stages import ALL_WORKFLOWS
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -48,7 +51,13 @@ WORKFLOWS = [
 def release(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Keyring]]:
     """A release's histories, and a keyring holding their cases' data keys (wrapped by the test key)."""
     folder: Path = request.param
-    settings = Settings(data_dir=tmp_path_factory.mktemp(f"replay-{folder.name}"))
+    with _keyring(folder, tmp_path_factory.mktemp(f"replay-{folder.name}")) as keyring:
+        yield folder, keyring
+
+
+@contextmanager
+def _keyring(folder: Path, data_dir: Path) -> Iterator[Keyring]:
+    settings = Settings(data_dir=data_dir)
     engine = make_engine(settings)
     upgrade_schema(engine)
     stored = json.loads((folder / "keys.json").read_text())
@@ -58,7 +67,7 @@ def release(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         session.commit()
     keyring = Keyring(engine, LocalKeyEncryptionKey.from_file(HISTORIES / "test-kek"))
     try:
-        yield folder, keyring
+        yield keyring
     finally:
         keyring.dispose()
         engine.dispose()
@@ -75,6 +84,7 @@ def test_the_recorded_journeys_are_all_there():
         "appeal",
         "withdrawal",
         "continued-as-new",
+        "revision-after-a-later-visit",
     } | {
         f"stopped-in-{s}" for s in ("identification", "protection", "pathway", "return", "residence", "reintegration")
     } <= journeys
@@ -95,6 +105,24 @@ async def test_every_stored_history_replays_with_todays_code(release):
         replayed += 1
     assert replayed >= 12
     print(f"\n{folder.name}: {replayed} workflow runs replayed")
+
+
+async def test_the_journey_recorded_before_the_revision_deadline_patch_needs_it(monkeypatch, tmp_path):
+    """Replayed as if the patch were not asked (the new deadline in every run), the reintegration
+    stage recorded before it fails: a timer there found the revision overdue again (its deadline moved
+    by the later visit) and projected it, which the new rule does not. So the stored histories do
+    test the patch's guard."""
+
+    def follow_the_new_rule(self: JourneyWorkflowBase) -> None:
+        self.state.revision_due_from_flagging_visit = True
+
+    monkeypatch.setattr(JourneyWorkflowBase, "follow_patches", follow_the_new_rule)
+    folder = HISTORIES / "2026-12-06-before-revision-deadline"
+    [path] = (folder / "revision-after-a-later-visit").glob("case-reintegration-*.json")
+    with _keyring(folder, tmp_path) as keyring:
+        replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter(keyring))
+        with pytest.raises(NondeterminismError, match="ActivityTaskScheduled"):
+            await replayer.replay_workflow(WorkflowHistory.from_json(_workflow_id(path, folder), path.read_text()))
 
 
 def _workflow_id(path: Path, folder: Path) -> str:

@@ -58,6 +58,7 @@ class CaseWorkflow(JourneyWorkflowBase):
         else:
             assert run.opening is not None
             self.state = rules.new_journey(run.opening, workflow.now())
+        self.follow_patches()
 
     @workflow.run
     async def run(self, run: CaseRun) -> CaseOutcome:

@@ -43,6 +43,10 @@ AGENCY_CHECK_TIMEOUT = timedelta(seconds=25)
 AGENCY_CHECK_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_interval=timedelta(seconds=2))
 # Histories from before the workflow checked agencies itself replay without the check.
 AGENCY_CHECK_PATCH = "workflow-checks-agencies"
+# A flagged plan's revision is due from the visit that flagged it, not from the latest visit: a later
+# visit no longer moves the deadline (and clears the stall) of a revision nobody made. The rules
+# read the decision from the state (``JourneyState.revision_due_from_flagging_visit``).
+REVISION_DEADLINE_PATCH = "revision-due-from-flagging-visit"
 
 
 class ErrorType:
@@ -105,6 +109,19 @@ class JourneyWorkflowBase:
 
     def __init__(self) -> None:
         self._lock = asyncio.Lock()
+
+    def follow_patches(self) -> None:
+        """Decide, as the run starts (its first workflow task, before any command), which patched
+        rules the journey follows, and note it in the state, which carries it to the stages' children
+        and across continue-as-new.
+
+        ``workflow.patched`` gives one answer per run (the first, memoized): True in a new run and in
+        the replay of a run that recorded the patch's marker, False in the replay of a run from
+        before the patch. A run in flight when the patch deploys keeps the old rule to its end; its
+        next run (a stage's child, or its continuation) decides again, and follows the new one.
+        """
+        if workflow.patched(REVISION_DEADLINE_PATCH):
+            self.state.revision_due_from_flagging_visit = True
 
     # --- updates ---------------------------------------------------------------------------
 

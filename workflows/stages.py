@@ -19,6 +19,7 @@ class _StageWorkflow(JourneyWorkflowBase):
     def __init__(self, state: JourneyState) -> None:
         super().__init__()
         self.state = state
+        self.follow_patches()
 
     async def _hold(self) -> JourneyState:
         check_own_case(self.state.case_id)

@@ -3,7 +3,8 @@
     .venv/bin/python -m tests.histories.record <release>     # e.g. 2026-12-issue-10
 
 Runs each journey below through the real API, worker and a Temporal dev server (one that suggests
-continuing as new after 40 events, so one journey does), with marker data only (the tests' made-up
+continuing as new after 40 events, so one journey does), and the journeys whose deadlines must pass
+(``CLOCK_JOURNEYS``) on the time-skipping test server, with marker data only (the tests' made-up
 person) and the test key-encryption key ``tests/histories/test-kek`` (TEST ONLY). Writes, under
 ``tests/histories/<release>/``, every run of every workflow of each case as Temporal's JSON
 (``<journey>/<workflow>.<run>.json``) and the cases' data keys, wrapped by the test key
@@ -20,11 +21,13 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import timedelta
 from pathlib import Path
 
 from sqlmodel import Session, select
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -32,6 +35,8 @@ from reintegration.crypto import DataKeyRecord
 from reintegration.temporal import temporal_cli
 from tests.conftest import NAMESPACE, Stack, running_stack
 from tests.journey import Journey, day
+from workflows import ids
+from workflows.rules import add_months
 
 HERE = Path(__file__).resolve().parent
 TEST_KEK = HERE / "test-kek"
@@ -124,6 +129,29 @@ async def continued_as_new(j: Journey) -> None:
     await j.step("pathway", {"pathway": "voluntary_return", "decided_on": day(3)})
 
 
+async def revision_after_a_later_visit(j: Journey, env: WorkflowEnvironment) -> None:
+    """Months of reintegration by the clock: the 3-month visit flags the plan (economic 0.2), its
+    revision runs overdue, the 6-month visit flags nothing, and a month later the plan is revised.
+    Left in flight, waiting for the 12-month visit."""
+    await j.open()
+    await j.to_reintegration_by_residence()
+    today = (await env.get_current_time()).date()
+    await j.step("reintegration-plan", {"agreed_on": today.isoformat(), "services": [
+        {"service": "job-orientation", "agency_id": "clinic-es"}]})
+    [task] = j.case["open_tasks"]
+    await j.task_action(task["task_id"], "clinic-es", "accept")
+    await j.task_action(task["task_id"], "clinic-es", "complete", {"outcome": "done"})
+    first, second = add_months(today, 3), add_months(today, 6)
+    await env.sleep(timedelta(days=(first - today).days))
+    await j.step("monitoring", {"visited_on": first.isoformat(), "economic": 0.2, "social": 0.7, "psychosocial": 0.7})
+    await env.sleep(timedelta(days=(second - first).days))  # the revision runs overdue, then escalates
+    await j.step("monitoring", {"visited_on": second.isoformat(), "economic": 0.7, "social": 0.7,
+                                "psychosocial": 0.7})
+    await env.sleep(timedelta(days=32))
+    await j.step("reintegration-plan", {"agreed_on": (second + timedelta(days=32)).isoformat(), "services": [
+        {"service": "financial", "agency_id": "clinic-es"}]})
+
+
 JOURNEYS: dict[str, Callable[[Journey], Awaitable[None]]] = {
     "residence-to-closure": residence_to_closure,
     "return-to-closure": return_to_closure,
@@ -137,6 +165,12 @@ JOURNEYS: dict[str, Callable[[Journey], Awaitable[None]]] = {
     "stopped-in-residence": stopped_in_residence,
     "stopped-in-reintegration": stopped_in_reintegration,
     "continued-as-new": continued_as_new,
+}
+
+# Journeys whose deadlines pass: on the time-skipping test server, where months pass in seconds and
+# the workflows' timers decide what happens (a stall found by the clock is a command of its own).
+CLOCK_JOURNEYS: dict[str, Callable[[Journey, WorkflowEnvironment], Awaitable[None]]] = {
+    "revision-after-a-later-visit": revision_after_a_later_visit,
 }
 
 
@@ -158,6 +192,26 @@ async def _histories(stack: Stack, case_id: str) -> list[tuple[str, str, str]]:
     return [(w, r, text) for (w, r), text in found.items()]
 
 
+async def _runs(stack: Stack, case_id: str) -> list[tuple[str, str, str]]:
+    """The same, where there is no visibility to list workflows (the test server): from the case
+    workflow's first run, each run's history names its continuation and its children."""
+    case_workflow = ids.workflow_id(case_id)
+    latest = await stack.client.get_workflow_handle(case_workflow).fetch_history()
+    first = latest.events[0].workflow_execution_started_event_attributes.first_execution_run_id
+    todo, found = [(case_workflow, first)], []
+    while todo:
+        workflow_id, run_id = todo.pop(0)
+        text = await _settled(stack, workflow_id, run_id)
+        for e in WorkflowHistory.from_json(workflow_id, text).events:
+            if e.HasField("child_workflow_execution_started_event_attributes"):
+                child = e.child_workflow_execution_started_event_attributes.workflow_execution
+                todo.append((child.workflow_id, child.run_id))
+            elif e.HasField("workflow_execution_continued_as_new_event_attributes"):
+                todo.append((workflow_id, e.workflow_execution_continued_as_new_event_attributes.new_execution_run_id))
+        found.append((workflow_id, run_id, text))
+    return found
+
+
 UNSETTLED = {EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED}
 
 
@@ -176,35 +230,63 @@ async def _settled(stack: Stack, workflow_id: str, run_id: str) -> str:
     raise RuntimeError(f"the history of {workflow_id} did not settle")
 
 
+def _store(out: Path, name: str, case_id: str, runs: list[tuple[str, str, str]]) -> None:
+    for workflow_id, run_id, text in runs:
+        short = workflow_id.replace(f"case-{case_id}", "case")
+        path = out / name / f"{short}.{run_id}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    print(f"{name}: case {case_id}, {len(list((out / name).glob('*.json')))} runs", flush=True)
+
+
+def _keys(stack: Stack, case_ids: Iterable[str]) -> dict[str, dict[str, str]]:
+    """The cases' data keys, as wrapped by the test key."""
+    with Session(stack.engine) as session:
+        return {record_.key_id: {"case_id": record_.case_id, "purpose": record_.purpose,
+                                 "kek_id": record_.kek_id, "wrapped": record_.wrapped}
+                for record_ in session.exec(select(DataKeyRecord).where(
+                    DataKeyRecord.case_id.in_(list(case_ids)))).all()}  # type: ignore[union-attr]
+
+
 async def record(release: str) -> Path:
     out = HERE / release
     if out.exists():
         raise SystemExit(f"{out} exists: a release's histories are recorded once")
-    env = await WorkflowEnvironment.start_local(
-        namespace=NAMESPACE, data_converter=pydantic_data_converter, dev_server_existing_path=str(temporal_cli()),
-        dev_server_extra_args=["--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=40"])
     data = Path(tempfile.mkdtemp(prefix="histories-"))
+    (data / "dev").mkdir()
+    (data / "clock").mkdir()
+    keys: dict[str, dict[str, str]] = {}
+    cases: dict[str, str] = {}
     try:
-        async with running_stack("sqlite", env, data, kek_file=TEST_KEK) as stack:
-            keys, cases = {}, {}
-            for name, journey in JOURNEYS.items():
-                j = Journey(stack)
-                await journey(j)
-                cases[name] = j.case_id
-                for workflow_id, run_id, text in await _histories(stack, j.case_id):
-                    short = workflow_id.replace(f"case-{j.case_id}", "case")
-                    path = out / name / f"{short}.{run_id}.json"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(text)
-                print(f"{name}: case {j.case_id}, {len(list((out / name).glob('*.json')))} runs", flush=True)
-            with Session(stack.engine) as session:
-                for record_ in session.exec(select(DataKeyRecord).where(
-                        DataKeyRecord.case_id.in_(list(cases.values())))).all():  # type: ignore[union-attr]
-                    keys[record_.key_id] = {"case_id": record_.case_id, "purpose": record_.purpose,
-                                            "kek_id": record_.kek_id, "wrapped": record_.wrapped}
-            (out / "keys.json").write_text(json.dumps({"cases": cases, "keys": keys}, indent=1, sort_keys=True) + "\n")
+        env = await WorkflowEnvironment.start_local(
+            namespace=NAMESPACE, data_converter=pydantic_data_converter, dev_server_existing_path=str(temporal_cli()),
+            dev_server_extra_args=["--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=40"])
+        try:
+            async with running_stack("sqlite", env, data / "dev", kek_file=TEST_KEK) as stack:
+                for name, journey in JOURNEYS.items():
+                    j = Journey(stack)
+                    await journey(j)
+                    cases[name] = j.case_id
+                    _store(out, name, j.case_id, await _histories(stack, j.case_id))
+                keys |= _keys(stack, cases.values())
+        finally:
+            await env.shutdown()
+        env = await WorkflowEnvironment.start_time_skipping(
+            data_converter=pydantic_data_converter,
+            test_server_existing_path=str(Path(sys.executable).parent / "temporal-test-server"))
+        try:
+            async with running_stack("sqlite", env, data / "clock", kek_file=TEST_KEK,
+                                     temporal_namespace="default") as stack:
+                for name, clock_journey in CLOCK_JOURNEYS.items():
+                    j = Journey(stack)
+                    await clock_journey(j, env)
+                    cases[name] = j.case_id
+                    _store(out, name, j.case_id, await _runs(stack, j.case_id))
+                keys |= _keys(stack, [cases[name] for name in CLOCK_JOURNEYS])
+        finally:
+            await env.shutdown()
+        (out / "keys.json").write_text(json.dumps({"cases": cases, "keys": keys}, indent=1, sort_keys=True) + "\n")
     finally:
-        await env.shutdown()
         shutil.rmtree(data, ignore_errors=True)
     return out
 

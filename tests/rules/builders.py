@@ -254,8 +254,10 @@ def opening(*, minor: bool = False, config: JourneyConfig | None = None) -> Case
 
 
 def opened(*, minor: bool = False, config: JourneyConfig | None = None) -> Case:
-    """Identification: the case is open, no consent yet."""
+    """Identification: the case is open, no consent yet; following every patched rule, as a case
+    whose workflows started since the patches do (``JourneyWorkflowBase.follow_patches``)."""
     case = Case(rules.new_journey(opening(minor=minor, config=config), OPENED_AT))
+    case.state.revision_due_from_flagging_visit = True
     rules.opened_event(case.state, CASEWORKER, case.now, case.new_id)
     return case
 

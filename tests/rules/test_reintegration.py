@@ -23,7 +23,7 @@ from tests.rules.builders import (
     visit,
 )
 from workflows import rules
-from workflows.model import JourneyConfig, MonitoringVisit, Service, Stage, TaskStatus
+from workflows.model import JourneyConfig, JourneyState, MonitoringVisit, Service, Stage, TaskStatus
 from workflows.rules.dates import end_of, start_of
 from workflows.rules.reintegration import MonitoringBody, earliest_next_visit
 
@@ -342,14 +342,61 @@ def test_a_visit_a_month_on_from_the_end_of_a_month_is_on_the_months_last_day():
     assert case.item("monitoring").since == day_start("2028-02-29")  # three months on, in a leap year
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="suspected bug: a flagged plan's revision deadline runs from the latest visit, so a later visit that "
-    "flags nothing pushes it back (and clears its stall) although the revision was never made",
-)
 def test_a_later_visit_does_not_move_the_revision_deadline():
     case = flagged(visits=1)
     due = case.item("reintegration-plan").due_at
     visit(case, 2)  # sustainable: flags nothing new
     assert case.state.plan_revision_needed is True
-    assert case.item("reintegration-plan").due_at == due
+    assert case.item("reintegration-plan").due_at == due == day_end("2027-05-29")
+    assert case.item("reintegration-plan").since == day_start("2027-04-29")
+
+
+def test_a_later_visit_that_flags_again_does_not_move_the_revision_deadline_either():
+    case = flagged(visits=1)
+    visit(case, 2, social=0.2)
+    assert case.state.monitoring_visits[-1].below_threshold == ["social"]
+    assert case.state.plan_revision_flagged_on == date(2027, 4, 29)  # the first visit to flag it
+    assert case.item("reintegration-plan").due_at == day_end("2027-05-29")
+
+
+def test_a_revision_clears_the_flagging_visit_and_the_next_flag_runs_from_its_own_visit():
+    case = revised()
+    assert case.state.plan_revision_flagged_on is None
+    visit(case, 2, economic=0.1)
+    assert case.state.plan_revision_flagged_on == date(2027, 7, 29)
+    visit(case, 3)
+    assert case.item("reintegration-plan").due_at == day_end("2027-08-28")  # 30 days after the second visit
+
+
+def test_a_revision_overdue_stays_overdue_after_a_later_visit():
+    case = flagged(visits=1)
+    visit(case, 2)  # 2027-07-29: two months after the revision was due
+    (reason,) = rules.stall_reasons(case.state, case.now)
+    assert (reason.key, reason.due_at) == ("step:reintegration-plan", day_end("2027-05-29"))
+
+
+def test_before_the_patch_a_later_visit_moved_the_revision_deadline():
+    """``revision_due_from_flagging_visit`` off: a run from before the patch (its history replays so)."""
+    case = flagged(visits=1)
+    case.state.revision_due_from_flagging_visit = False
+    assert case.item("reintegration-plan").due_at == day_end("2027-05-29")
+    visit(case, 2)
+    assert case.item("reintegration-plan").due_at == day_end("2027-08-28")  # from the latest visit
+    assert case.item("reintegration-plan").since == day_start("2027-07-29")
+    assert rules.stall_reasons(case.state, case.now) == []  # the overdue revision was forgotten
+
+
+def test_a_revision_flagged_where_the_flagging_visit_was_not_noted_runs_from_the_latest_visit():
+    """A state handed over by a run of the code before the patch has no ``plan_revision_flagged_on``."""
+    case = flagged(visits=2)
+    case.state.plan_revision_flagged_on = None
+    assert case.item("reintegration-plan").due_at == day_end("2027-08-28")
+
+
+def test_a_state_from_before_the_patch_decodes_to_the_old_rule():
+    """Payloads written before the patch (a child's input, a continuation) lack both new fields."""
+    state = flagged(visits=2).state
+    old = state.model_dump(mode="json", exclude={"revision_due_from_flagging_visit", "plan_revision_flagged_on"})
+    decoded = JourneyState.model_validate(old)
+    assert decoded.revision_due_from_flagging_visit is False and decoded.plan_revision_flagged_on is None
+    assert rules.open_items(decoded)[0].due_at == day_end("2027-08-28")

@@ -187,6 +187,9 @@ class JourneyState(Strict):
     plan_agreed_on: date | None = None
     plan_revisions: int = 0
     plan_revision_needed: bool = False
+    # The day of the visit that made the revision needed (the first to flag the plan since it was
+    # last agreed or revised): the revision is due from it (``rules.reintegration.open_items``).
+    plan_revision_flagged_on: date | None = None
     monitoring_visits: list[MonitoringVisit] = Field(default_factory=list)
 
     closure_requested: ClosureReason | None = None
@@ -208,6 +211,11 @@ class JourneyState(Strict):
     # When the newest command applied was issued: a command issued long before it is a copy (the
     # update id of a command the API sends is its own; see JourneyWorkflowBase._bound).
     latest_issued_at: datetime | None = None
+
+    # A rule changed while cases were in flight, followed only where its ``workflow.patched`` said so
+    # (decided by each workflow run as it starts: ``JourneyWorkflowBase.follow_patches``). False, the
+    # default, is the old rule: what every history and payload from before the patch means.
+    revision_due_from_flagging_visit: bool = False  # patch "revision-due-from-flagging-visit"
 
 
 class Projection(Strict):

@@ -118,7 +118,7 @@ def _apply_plan(state: JourneyState, body: ReintegrationPlanBody, change: Change
         state.plan_agreed_on = body.agreed_on
     else:
         state.plan_revisions += 1
-    state.plan_revision_needed = False
+    state.plan_revision_needed, state.plan_revision_flagged_on = False, None
     events = []
     for item in body.services:
         task = new_task(state, item.service, item.agency_id or "", item.due_date, item.notes, change.now, change.new_id)
@@ -130,7 +130,8 @@ def _apply_plan(state: JourneyState, body: ReintegrationPlanBody, change: Change
 def _apply_monitoring(state: JourneyState, body: MonitoringBody, change: Change) -> list[TimelineEvent]:
     visit = assess_sustainability(state, body)
     state.monitoring_visits.append(visit)
-    state.plan_revision_needed = state.plan_revision_needed or bool(visit.below_threshold)
+    if visit.below_threshold and not state.plan_revision_needed:
+        state.plan_revision_needed, state.plan_revision_flagged_on = True, visit.visited_on
     change.entry.facts.update(weighted_score=visit.weighted_score, below_threshold=visit.below_threshold)
     return []
 
@@ -161,8 +162,19 @@ STEPS = (
 )
 
 
+def revision_runs_from(state: JourneyState) -> date:
+    """The day a needed revision's deadline runs from: the visit that flagged the plan, which later
+    visits do not move. Without the patch ``revision-due-from-flagging-visit`` (histories and runs
+    from before it), and for a revision flagged in a state handed over by a run of the code before
+    it (which did not note the flagging visit), the latest visit, as before."""
+    flagged = state.plan_revision_flagged_on
+    if state.revision_due_from_flagging_visit and flagged is not None:
+        return flagged
+    return state.monitoring_visits[-1].visited_on
+
+
 def open_items(state: JourneyState) -> list[OpenItem]:
-    """The plan within its days of the stage's start (or of a visit that flagged it), then each
+    """The plan within its days of the stage's start (or of the visit that flagged it), then each
     scheduled visit by its date plus the grace period; nothing while a closure waits."""
     if state.stage != Stage.reintegration or state.closure_requested is not None:
         return []
@@ -174,8 +186,9 @@ def open_items(state: JourneyState) -> list[OpenItem]:
         ]
     items = []
     if state.plan_revision_needed:
-        last = state.monitoring_visits[-1].visited_on
-        items.append(step_item(Step.reintegration_plan, last + timedelta(days=cfg.reintegration_plan_days), since=last))
+        since = revision_runs_from(state)
+        due = since + timedelta(days=cfg.reintegration_plan_days)
+        items.append(step_item(Step.reintegration_plan, due, since=since))
     done = len(state.monitoring_visits)
     if done < len(cfg.monitoring_offsets_months):
         scheduled = add_months(state.plan_agreed_on, cfg.monitoring_offsets_months[done])
