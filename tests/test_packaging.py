@@ -20,3 +20,17 @@ def test_every_package_is_listed_in_pyproject() -> None:
     }
     assert found - listed == set(), "add them to [tool.setuptools] packages"
     assert listed - found == set(), "listed but gone"
+
+
+def test_the_workspaces_files_ship_with_the_package() -> None:
+    """Templates, static files and catalogues are data, not modules: each must match a package-data glob."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    web = ROOT / "api" / "web"
+    data = [
+        p.relative_to(web)
+        for p in web.rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+    ]
+    assert data, "the workspace has templates"
+    unshipped = [str(p) for p in data if not any(p.match(glob) for glob in config["api.web"])]
+    assert unshipped == []
