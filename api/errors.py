@@ -13,11 +13,15 @@ Hierarchy:
       Unavailable     503      a dependency is down (with ``Retry-After``)
 
 Never a stack trace and never a submitted value in a response: values may be personal data.
+
+Titles and details are English sentences marked for the message catalogues (``N_``); a detail with
+values is a template with named placeholders (``params``). They are answered in the language the
+request asks for (``Accept-Language``; see ``api.languages``), with ``Content-Language``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -28,6 +32,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api import languages
+from api.languages import N_
+
 log = structlog.get_logger("api")
 
 PROBLEM_JSON = "application/problem+json"
@@ -35,64 +42,101 @@ PROBLEM_JSON = "application/problem+json"
 
 class ApiProblem(Exception):
     status = 500
-    title = "Internal error"
+    title = N_("Internal error")
 
-    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
-        super().__init__(detail)
-        self.detail = detail
+    def __init__(
+        self,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        params: Mapping[str, object] | None = None,
+        **extra: Any,
+    ) -> None:
+        """``detail``: an English sentence; with ``params``, a template whose ``{name}``s they fill
+        (so the sentence translates whole, its values put in their place)."""
+        self.template = detail
+        self.params = {name: str(value) for name, value in (params or {}).items()}
+        self.detail = languages.fill(detail, self.params) if self.params else detail
+        super().__init__(self.detail)
         self.headers = headers or {}
         self.extra = extra
 
+    def translated(self, language: str) -> tuple[str, str]:
+        """The title and the detail in ``language`` (English where the catalogue lacks them)."""
+        return languages.text(language, self.title), languages.detail(language, self.template, self.params)
+
 
 class Unauthorized(ApiProblem):
-    status, title = 401, "Unauthorized"
+    status, title = 401, N_("Unauthorized")
 
-    def __init__(self, detail: str = "a valid bearer token is required") -> None:
+    def __init__(self, detail: str = N_("a valid bearer token is required")) -> None:
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 class Forbidden(ApiProblem):
-    status, title = 403, "Forbidden"
+    status, title = 403, N_("Forbidden")
 
 
 class NotFound(ApiProblem):
-    status, title = 404, "Not found"
+    status, title = 404, N_("Not found")
 
 
 class Conflict(ApiProblem):
-    status, title = 409, "Not allowed now"
+    status, title = 409, N_("Not allowed now")
 
 
 class PreconditionFailed(ApiProblem):
-    status, title = 412, "Precondition failed"
+    status, title = 412, N_("Precondition failed")
 
 
 class PayloadTooLarge(ApiProblem):
-    status, title = 413, "Payload too large"
+    status, title = 413, N_("Payload too large")
 
     def __init__(self, max_bytes: int) -> None:
-        super().__init__(f"the request body is over the limit of {max_bytes} bytes", headers={"Connection": "close"})
+        super().__init__(
+            N_("the request body is over the limit of {max_bytes} bytes"),
+            params={"max_bytes": max_bytes},
+            headers={"Connection": "close"},
+        )
 
 
 class Unprocessable(ApiProblem):
-    status, title = 422, "Invalid request"
+    status, title = 422, N_("Invalid request")
 
 
 class TooManyRequests(ApiProblem):
-    status, title = 429, "Too many requests"
+    status, title = 429, N_("Too many requests")
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__(f"over the rate limit; retry in {retry_after} s", headers={"Retry-After": str(retry_after)})
+        super().__init__(
+            N_("over the rate limit; retry in {retry_after} s"),
+            params={"retry_after": retry_after},
+            headers={"Retry-After": str(retry_after)},
+        )
 
 
 class Unavailable(ApiProblem):
-    status, title = 503, "Service unavailable"
+    status, title = 503, N_("Service unavailable")
 
-    def __init__(self, detail: str, retry_after: int = 5) -> None:
-        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+    def __init__(self, detail: str, retry_after: int = 5, *, params: Mapping[str, object] | None = None) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)}, params=params)
 
 
-def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+# The framework's own details (Starlette's, for a route or a method that does not exist).
+FRAMEWORK_DETAILS = (N_("Not Found"), N_("Method Not Allowed"))
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    *,
+    language: str = "en",
+    **extra: Any,
+) -> JSONResponse:
+    """The problem response; ``title`` and ``detail`` already in ``language`` (said in
+    ``Content-Language``)."""
     body = {
         "type": f"https://reintegration.example/problems/{status}",
         "title": title,
@@ -100,7 +144,29 @@ def problem(status: int, title: str, detail: str, headers: dict[str, str] | None
         "detail": detail,
         **extra,
     }
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+    said = {**(headers or {}), "Content-Language": language, "Vary": "Accept-Language"}
+    return JSONResponse(body, status_code=status, headers=said, media_type=PROBLEM_JSON)
+
+
+def answer(request: Request, exc: ApiProblem) -> JSONResponse:
+    """The problem response for ``exc``, in the language the request asks for."""
+    language = languages.asked(request)
+    title, detail = exc.translated(language)
+    return problem(exc.status, title, detail, exc.headers, language=language, **exc.extra)
+
+
+def _said(
+    request: Request, status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    language = languages.asked(request)
+    return problem(
+        status,
+        languages.text(language, title),
+        languages.detail(language, detail),
+        headers,
+        language=language,
+        **extra,
+    )
 
 
 def install(app: FastAPI, *, charge_unverified: Callable[[Request], None]) -> None:
@@ -108,15 +174,15 @@ def install(app: FastAPI, *, charge_unverified: Callable[[Request], None]) -> No
     charges a request refused before its token was checked (``api.limits.charge_unverified``)."""
 
     @app.exception_handler(ApiProblem)
-    async def _api_problem(_: Request, exc: ApiProblem) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail, exc.headers, **exc.extra)
+    async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
+        return answer(request, exc)
 
     def _unverified_over_limit(request: Request) -> JSONResponse | None:
         """Refused before its token was checked: charge it (see api/limits.py); 429 when over."""
         try:
             charge_unverified(request)
         except ApiProblem as exc:
-            return problem(exc.status, exc.title, exc.detail, exc.headers, **exc.extra)
+            return answer(request, exc)
         return None
 
     @app.exception_handler(RequestValidationError)
@@ -127,7 +193,7 @@ def install(app: FastAPI, *, charge_unverified: Callable[[Request], None]) -> No
             {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
             for e in exc.errors()
         ]
-        return problem(422, "Invalid request", "the request failed validation", errors=errors)
+        return _said(request, 422, N_("Invalid request"), N_("the request failed validation"), errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -136,28 +202,31 @@ def install(app: FastAPI, *, charge_unverified: Callable[[Request], None]) -> No
         if exc.status_code == 400:
             # The framework's one 400: a body it cannot even decode (not UTF-8). The contract has no
             # 400; a body that fails validation is 422.
-            return problem(
+            return _said(
+                request,
                 422,
-                "Invalid request",
-                "the request failed validation",
+                N_("Invalid request"),
+                N_("the request failed validation"),
                 errors=[{"loc": ["body"], "msg": "the body is not UTF-8 JSON", "type": "json_invalid"}],
             )
-        titles = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}
+        titles = {404: N_("Not found"), 405: N_("Method not allowed"), 413: N_("Payload too large")}
         given: object = exc.detail  # a str to Starlette; FastAPI's HTTPException (a subclass) takes any value
-        detail = given if isinstance(given, str) else "request refused"
-        return problem(exc.status_code, titles.get(exc.status_code, "Error"), detail, dict(exc.headers or {}))
+        detail = given if isinstance(given, str) else N_("request refused")
+        return _said(
+            request, exc.status_code, titles.get(exc.status_code, N_("Error")), detail, dict(exc.headers or {})
+        )
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
     @app.exception_handler(PoolTimeout)  # every connection of the pool busy: as unavailable, for now
-    async def _database_down(_: Request, exc: Exception) -> JSONResponse:
+    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable", error=type(exc).__name__)
-        return problem(503, "Service unavailable", "the database is unavailable", {"Retry-After": "5"})
+        return _said(request, 503, N_("Service unavailable"), N_("the database is unavailable"), {"Retry-After": "5"})
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unexpected error", error=type(exc).__name__)
-        return problem(500, "Internal error", "an unexpected error occurred; it has been logged")
+        return _said(request, 500, N_("Internal error"), N_("an unexpected error occurred; it has been logged"))
 
 
 def document(schema: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from sqlmodel import Session, select
 from reintegration.crypto import Keyring
 from reintegration.db import AgencyRecord
 from workflows.rules import ORIGIN_SERVICES as ORIGIN
+from workflows.rules.errors import N_
 
 # Services delivered in the country of origin; every other service is delivered where the case is.
 ORIGIN_SERVICES = frozenset(s.value for s in ORIGIN)
@@ -54,13 +55,15 @@ def refusal(session: Session, *, service: str, agency_id: str, country: str) -> 
     """Why this agency cannot take a task of this service in this country, or None if it can."""
     agency = session.get(AgencyRecord, agency_id)
     if agency is None:
-        return f"unknown agency: {agency_id}"
+        return N_("unknown agency: {agency}").format(agency=agency_id)
     if not agency.active:
-        return f"{agency_id} is not taking tasks (inactive)"
+        return N_("{agency} is not taking tasks (inactive)").format(agency=agency_id)
     if service not in agency.services:
-        return f"{agency_id} does not offer {service}"
+        return N_("{agency} does not offer {service}").format(agency=agency_id, service=service)
     if agency.country != country:
-        return f"{agency_id} works in {agency.country}; {service} is needed in {country}"
+        return N_("{agency} works in {agency_country}; {service} is needed in {country}").format(
+            agency=agency_id, agency_country=agency.country, service=service, country=country
+        )
     return None
 
 
@@ -78,9 +81,15 @@ def resolve(
         offering = [a.agency_id for a in in_country if service in a.services]
         if agency_id not in offering:
             if not offering:
-                raise AgencyRefused(f"no agency offers {service} in {country}")
+                raise AgencyRefused(
+                    N_("no agency offers {service} in {country}").format(service=service, country=country)
+                )
             if len(offering) > 1:
-                raise AgencyRefused(f"name the agency for the {service} task: one of {', '.join(offering)}")
+                raise AgencyRefused(
+                    N_("name the agency for the {service} task: one of {agencies}").format(
+                        service=service, agencies=", ".join(offering)
+                    )
+                )
             agency_id = offering[0]
     refused = refusal(session, service=service, agency_id=agency_id, country=country)
     if refused:

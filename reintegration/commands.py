@@ -48,6 +48,7 @@ from workflows.model import (
     StepCommand,
     TaskCommand,
 )
+from workflows.rules.errors import N_
 
 BoundCommand = StepCommand | TaskCommand | ReassignOwner
 
@@ -121,19 +122,19 @@ async def send_command(
             if isinstance(cause, ApplicationError) and cause.type == ErrorType.ALREADY_APPLIED:
                 return CommandResult.model_validate(cause.details[0])  # a retry: the first answer
             if not isinstance(cause, ApplicationError):
-                raise TemporalUnavailable("the case's workflow could not take the command") from None
+                raise TemporalUnavailable(N_("the case's workflow could not take the command")) from None
             allowed = list(cause.details[0]) if cause.details else []
             raise CommandRefused(str(cause.message), type=cause.type, allowed_steps=allowed) from None
         except WorkflowUpdateRPCTimeoutOrCancelledError:
             raise TemporalUnavailable(
-                "the case's workflow did not answer in time; retry with the same Idempotency-Key"
+                N_("the case's workflow did not answer in time; retry with the same Idempotency-Key")
             ) from None
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 continue  # the stage's workflow has not started yet, or has just finished
             log.warning("temporal unavailable", status=exc.status.name)
-            raise TemporalUnavailable("Temporal is unavailable") from None
-    raise TemporalUnavailable("the case is changing stage; retry in a moment", retry_after=2)
+            raise TemporalUnavailable(N_("Temporal is unavailable")) from None
+    raise TemporalUnavailable(N_("the case is changing stage; retry in a moment"), retry_after=2)
 
 
 def _read_case(engine: Engine, case_id: str) -> CaseRecord | None:
@@ -158,7 +159,7 @@ async def _first_outcome(client: Client, case_id: str, update_id: str) -> Comman
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 return None
-            raise TemporalUnavailable("Temporal is unavailable") from None
+            raise TemporalUnavailable(N_("Temporal is unavailable")) from None
         if update_id in state.applied_updates:
             return state.applied_updates[update_id]
         child = ids.stage_workflow_id(state)

@@ -143,7 +143,7 @@ def test_refusals(build, step, reason):
 @pytest.mark.parametrize(
     ("step", "body", "detail"),
     [
-        ("departure", {"departed_on": iso(-1)}, "the departure is after the identification"),
+        ("departure", {"departed_on": iso(-1)}, "the departure cannot be before the identification"),
         ("departure", {}, "invalid body: departed_on"),
         ("travel-plan", {"travel_date": iso(10), "route": "TEST-ROUTE"}, "invalid body: receiving_caseworker"),
         (

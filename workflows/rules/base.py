@@ -10,6 +10,7 @@ from typing import Any
 
 from workflows.model import Actor, JourneyState, OpenItem, Role, Step, Strict, TimelineEvent
 from workflows.rules.dates import as_moment
+from workflows.rules.errors import N_
 
 NewId = Callable[[], str]
 CASEWORK = (Role.caseworker, Role.supervisor)
@@ -67,4 +68,4 @@ def step_item(
 
 def stage_only(stage: object, wanted: str) -> str:
     value = getattr(stage, "value", stage)
-    return f"allowed in the {wanted} stage, and the case is in {value}"
+    return N_("allowed in the {wanted} stage, and the case is in {stage}").format(wanted=wanted, stage=value)

@@ -21,7 +21,7 @@ from workflows.model import (
     TimelineEvent,
 )
 from workflows.rules.base import Change, StepRule, stage_only, step_item
-from workflows.rules.errors import Forbidden, StepNotAllowed
+from workflows.rules.errors import N_, Forbidden, StepNotAllowed
 from workflows.rules.events import close
 from workflows.rules.tasks import cancel_tasks, open_tasks
 
@@ -50,23 +50,23 @@ def _why_not_closure(state: JourneyState) -> str | None:
     if state.stage != Stage.reintegration:
         return stage_only(state.stage, "reintegration")
     if state.plan_agreed_on is None:
-        return "the reintegration plan comes first"
+        return N_("the reintegration plan comes first")
     if open_tasks(state):
-        return "open tasks must be completed or cancelled first"
+        return N_("open tasks must be completed or cancelled first")
     return None
 
 
 def _check_closure(state: JourneyState, body: ClosureBody, actor: Actor) -> None:
     if body.reason == ClosureReason.completed:
         if len(state.monitoring_visits) < len(state.config.monitoring_offsets_months):
-            raise StepNotAllowed("closure as completed needs every scheduled monitoring visit")
+            raise StepNotAllowed(N_("closure as completed needs every scheduled monitoring visit"))
         if state.plan_revision_needed:
-            raise StepNotAllowed("closure as completed needs the flagged plan revised first")
+            raise StepNotAllowed(N_("closure as completed needs the flagged plan revised first"))
 
 
 def _check_approval(state: JourneyState, body: ApproveClosureBody, actor: Actor) -> None:
     if actor.sub == state.closure_requested_by:
-        raise Forbidden("a closure is approved by someone other than who requested it")
+        raise Forbidden(N_("a closure is approved by someone other than who requested it"))
 
 
 def _apply_closure(state: JourneyState, body: ClosureBody, change: Change) -> list[TimelineEvent]:

@@ -5,6 +5,13 @@ from __future__ import annotations
 from workflows.model import Step
 
 
+def N_(message: str) -> str:  # noqa: N802 - gettext's name for "mark for extraction, translate later"
+    """Mark a refusal's English sentence (or a template of one, with ``{name}`` placeholders) for the
+    message catalogues; returns it unchanged. The API translates it at its edge (api/languages.py):
+    the workflows themselves only ever speak English."""
+    return message
+
+
 class JourneyRuleError(Exception):
     """A command the journey refuses; nothing changes."""
 

@@ -17,7 +17,7 @@ from workflows.model import (
     TimelineEvent,
 )
 from workflows.rules.base import Change, NewId, StepRule, step_item
-from workflows.rules.errors import InvalidCommand
+from workflows.rules.errors import N_, InvalidCommand
 from workflows.rules.events import enter, event
 
 
@@ -49,7 +49,7 @@ def opened_event(state: JourneyState, actor: Actor, now: datetime, new_id: NewId
 
 def _check_consent(state: JourneyState, body: ConsentBody, actor: Actor) -> None:
     if state.stage != Stage.identification and not body.assistance:
-        raise InvalidCommand("consent to assistance cannot be removed here: use withdraw-consent")
+        raise InvalidCommand(N_("consent to assistance cannot be removed here: use withdraw-consent"))
 
 
 def _apply_consent(state: JourneyState, body: ConsentBody, change: Change) -> list[TimelineEvent]:

@@ -21,7 +21,7 @@ from workflows.model import (
 )
 from workflows.rules import residence, voluntary_return
 from workflows.rules.base import Change, StepRule, step_item
-from workflows.rules.errors import InvalidCommand
+from workflows.rules.errors import N_, InvalidCommand
 from workflows.rules.events import enter
 from workflows.rules.tasks import cancel_open_of
 
@@ -36,22 +36,22 @@ def _why_not_pathway(state: JourneyState) -> str | None:
     stage = state.stage
     if stage == Stage.pathway:
         if state.is_minor and state.guardian_on is None:
-            return "a guardian must be appointed before a minor's pathway decision"
+            return N_("a guardian must be appointed before a minor's pathway decision")
         return None
     if stage == Stage.return_:
-        return "the person has already left" if state.departed_on else None
+        return N_("the person has already left") if state.departed_on else None
     if stage == Stage.residence:
         if not residence.last_decision_rejected(state):
-            return "a change follows a residence refusal"
-        return "an appeal is pending" if state.appeal_filed_on else None
-    return "the pathway is decided after the security guarantee"
+            return N_("a change follows a residence refusal")
+        return N_("an appeal is pending") if state.appeal_filed_on else None
+    return N_("the pathway is decided after the security guarantee")
 
 
 def _check_pathway(state: JourneyState, body: PathwayBody, actor: Actor) -> None:
     if state.pathway is not None and body.pathway == state.pathway:
-        raise InvalidCommand(f"the pathway is already {body.pathway.value}")
+        raise InvalidCommand(N_("the pathway is already {pathway}").format(pathway=body.pathway.value))
     if state.stage == Stage.return_ and body.pathway != Pathway.residence:
-        raise InvalidCommand("from the return stage the pathway can change only to residence")
+        raise InvalidCommand(N_("from the return stage the pathway can change only to residence"))
 
 
 def _apply_pathway(state: JourneyState, body: PathwayBody, change: Change) -> list[TimelineEvent]:

@@ -27,7 +27,7 @@ from workflows.model import (
     TimelineEvent,
 )
 from workflows.rules.base import Change, StepRule, stage_only, step_item
-from workflows.rules.errors import InvalidCommand
+from workflows.rules.errors import N_, InvalidCommand
 from workflows.rules.events import enter, task_event
 from workflows.rules.tasks import new_task, open_tasks
 
@@ -84,12 +84,12 @@ def _why_not_risk_assessment(state: JourneyState) -> str | None:
 def _why_not_safety_plan(state: JourneyState) -> str | None:
     if state.stage not in PROTECTION_STAGES:
         return stage_only(state.stage, "protection")
-    return None if state.risk_level else "the risk assessment comes first"
+    return None if state.risk_level else N_("the risk assessment comes first")
 
 
 def _why_not_guardian(state: JourneyState) -> str | None:
     if not state.is_minor:
-        return "a guardian is appointed only for a minor"
+        return N_("a guardian is appointed only for a minor")
     if state.stage not in PROTECTION_STAGES:
         return stage_only(state.stage, "protection")
     return None
@@ -99,12 +99,12 @@ def _why_not_security_guarantee(state: JourneyState) -> str | None:
     if state.stage != Stage.protection:
         return stage_only(state.stage, "protection")
     if state.risk_level is None:
-        return "the risk assessment comes first"
+        return N_("the risk assessment comes first")
     if state.risk_level in (RiskLevel.medium, RiskLevel.high):
         if state.safety_plan_on is None:
-            return f"a safety plan is required for {state.risk_level.value} risk"
+            return N_("a safety plan is required for {level} risk").format(level=state.risk_level.value)
         if any(t.safety_plan for t in open_tasks(state)):
-            return "the safety plan's tasks are not all completed"
+            return N_("the safety plan's tasks are not all completed")
     return None
 
 
@@ -114,10 +114,12 @@ def _why_not_security_guarantee(state: JourneyState) -> str | None:
 def _check_safety_plan(state: JourneyState, body: SafetyPlanBody, actor: Actor) -> None:
     if any(m.service and m.service not in IMMEDIATE_SERVICES for m in body.measures):
         raise InvalidCommand(
-            "a safety measure's service is one of: " + ", ".join(sorted(s.value for s in IMMEDIATE_SERVICES))
+            N_("a safety measure's service is one of: {services}").format(
+                services=", ".join(sorted(s.value for s in IMMEDIATE_SERVICES))
+            )
         )
     if any(m.service and not m.agency_id for m in body.measures):
-        raise InvalidCommand("every partner task of a plan names its agency")
+        raise InvalidCommand(N_("every partner task of a plan names its agency"))
 
 
 def _apply_risk_assessment(state: JourneyState, body: RiskAssessmentBody, change: Change) -> list[TimelineEvent]:

@@ -25,7 +25,7 @@ from workflows.model import (
 )
 from workflows.rules.base import Change, StepRule, stage_only, step_item
 from workflows.rules.dates import add_months
-from workflows.rules.errors import InvalidCommand
+from workflows.rules.errors import N_, InvalidCommand
 from workflows.rules.events import task_event
 from workflows.rules.tasks import new_task
 
@@ -69,21 +69,25 @@ def _why_not_plan(state: JourneyState) -> str | None:
     if state.stage != Stage.reintegration:
         return stage_only(state.stage, "reintegration")
     if state.plan_agreed_on and not state.plan_revision_needed:
-        return "the plan is agreed; it is revised when monitoring flags it"
+        return N_("the plan is agreed; it is revised when monitoring flags it")
     return None
 
 
 def _why_not_monitoring(state: JourneyState) -> str | None:
     if state.stage != Stage.reintegration:
         return stage_only(state.stage, "reintegration")
-    return None if state.plan_agreed_on else "the reintegration plan comes first"
+    return None if state.plan_agreed_on else N_("the reintegration plan comes first")
 
 
 def _check_plan(state: JourneyState, body: ReintegrationPlanBody, actor: Actor) -> None:
     if any(not i.agency_id for i in body.services):
-        raise InvalidCommand("every partner task of a plan names its agency")
+        raise InvalidCommand(N_("every partner task of a plan names its agency"))
     if any(i.service not in SERVICES for i in body.services):
-        raise InvalidCommand("a reintegration service is one of: " + ", ".join(sorted(s.value for s in SERVICES)))
+        raise InvalidCommand(
+            N_("a reintegration service is one of: {services}").format(
+                services=", ".join(sorted(s.value for s in SERVICES))
+            )
+        )
 
 
 def earliest_next_visit(state: JourneyState) -> date | None:
@@ -97,9 +101,11 @@ def earliest_next_visit(state: JourneyState) -> date | None:
 
 def _check_monitoring(state: JourneyState, body: MonitoringBody, actor: Actor) -> None:
     if state.plan_agreed_on and body.visited_on < state.plan_agreed_on:
-        raise InvalidCommand("a monitoring visit comes after the plan was agreed")
+        raise InvalidCommand(N_("a monitoring visit comes after the plan was agreed"))
     if (earliest := earliest_next_visit(state)) and body.visited_on < earliest:
-        raise InvalidCommand(f"the next scheduled monitoring visit can be recorded from {earliest}")
+        raise InvalidCommand(
+            N_("the next scheduled monitoring visit can be recorded from {earliest}").format(earliest=earliest)
+        )
 
 
 def assess_sustainability(state: JourneyState, body: MonitoringBody) -> MonitoringVisit:

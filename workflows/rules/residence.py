@@ -20,7 +20,7 @@ from workflows.model import (
     TimelineEvent,
 )
 from workflows.rules.base import Change, StepRule, stage_only, step_item
-from workflows.rules.errors import InvalidCommand
+from workflows.rules.errors import N_, InvalidCommand
 from workflows.rules.events import enter
 from workflows.rules.tasks import cancel_open_of
 
@@ -52,16 +52,16 @@ def last_decision_rejected(state: JourneyState) -> bool:
 def _why_not_application(state: JourneyState) -> str | None:
     if state.stage != Stage.residence:
         return stage_only(state.stage, "residence")
-    return "the application is already filed" if state.residence_applied_on else None
+    return N_("the application is already filed") if state.residence_applied_on else None
 
 
 def _why_not_decision(state: JourneyState) -> str | None:
     if state.stage != Stage.residence:
         return stage_only(state.stage, "residence")
     if state.residence_applied_on is None:
-        return "the residence application comes first"
+        return N_("the residence application comes first")
     if state.residence_decisions and state.appeal_filed_on is None:
-        return "a decision is recorded; a new one follows only an appeal"
+        return N_("a decision is recorded; a new one follows only an appeal")
     return None
 
 
@@ -69,13 +69,13 @@ def _why_not_appeal(state: JourneyState) -> str | None:
     if state.stage != Stage.residence:
         return stage_only(state.stage, "residence")
     if not last_decision_rejected(state):
-        return "an appeal follows only a rejection"
-    return "an appeal is already pending" if state.appeal_filed_on else None
+        return N_("an appeal follows only a rejection")
+    return N_("an appeal is already pending") if state.appeal_filed_on else None
 
 
 def _check_decision(state: JourneyState, body: ResidenceDecisionBody, actor: Actor) -> None:
     if body.decision == "granted" and body.valid_until is None:
-        raise InvalidCommand("a granted permit needs valid_until")
+        raise InvalidCommand(N_("a granted permit needs valid_until"))
 
 
 def _apply_application(state: JourneyState, body: ResidenceApplicationBody, change: Change) -> list[TimelineEvent]:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from workflows.model import CaseStatus, JourneyState, Role, Step, StepCommand, TimelineEvent
 from workflows.rules.base import Change, NewId
-from workflows.rules.errors import Forbidden, InvalidCommand, StepNotAllowed, VersionMismatch
+from workflows.rules.errors import N_, Forbidden, InvalidCommand, StepNotAllowed, VersionMismatch
 from workflows.rules.events import event, step_facts
 from workflows.rules.registry import STEPS, SUPERVISOR_STEPS
 
@@ -20,18 +20,18 @@ _Body = TypeVar("_Body", bound=BaseModel)
 def why_not(state: JourneyState, step: Step) -> str | None:
     """None when the step is allowed now, otherwise why not, in words a caseworker understands."""
     if state.status == CaseStatus.closed:
-        return "the case is closed"
+        return N_("the case is closed")
     closure_pending = state.closure_requested is not None
     if step == Step.withdraw_consent:
         return None
     if step in SUPERVISOR_STEPS:
-        return None if closure_pending else "no closure is waiting for approval"
+        return None if closure_pending else N_("no closure is waiting for approval")
     if closure_pending:
-        return "a closure is waiting for a supervisor's decision"
+        return N_("a closure is waiting for a supervisor's decision")
     if step == Step.consent:
         return None
     if state.consent is None or not state.consent.assistance:
-        return "informed consent to assistance has not been recorded"
+        return N_("informed consent to assistance has not been recorded")
     return STEPS[step].why_not(state)
 
 
@@ -44,7 +44,7 @@ def parse_body(model: type[_Body], body: dict[str, Any]) -> _Body:
         return model.model_validate(body)
     except ValidationError as exc:
         fields = ", ".join(".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors())
-        raise InvalidCommand(f"invalid body: {fields}") from None
+        raise InvalidCommand(N_("invalid body: {fields}").format(fields=fields)) from None
 
 
 def check_step(state: JourneyState, cmd: StepCommand) -> Any:
@@ -52,13 +52,15 @@ def check_step(state: JourneyState, cmd: StepCommand) -> Any:
     rule = STEPS[cmd.step]
     if cmd.actor.role not in rule.roles:
         if rule.roles == (Role.supervisor,):
-            raise Forbidden(f"{cmd.step.value} is a supervisor's decision")
-        raise Forbidden("only caseworkers and supervisors record steps")
+            raise Forbidden(N_("{step} is a supervisor's decision").format(step=cmd.step.value))
+        raise Forbidden(N_("only caseworkers and supervisors record steps"))
     reason = why_not(state, cmd.step)
     if reason:
-        raise StepNotAllowed(f"{cmd.step.value} is not allowed now: {reason}", allowed_steps(state))
+        raise StepNotAllowed(
+            N_("{step} is not allowed now: {reason}").format(step=cmd.step.value, reason=reason), allowed_steps(state)
+        )
     if cmd.expected_version is not None and cmd.expected_version != state.version:
-        raise VersionMismatch("the case moved on since that version; read it again")
+        raise VersionMismatch(N_("the case moved on since that version; read it again"))
     body = parse_body(rule.body, cmd.body)
     try:
         rule.check(state, body, cmd.actor)

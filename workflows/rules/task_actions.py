@@ -26,7 +26,7 @@ from workflows.model import (
 )
 from workflows.rules import voluntary_return
 from workflows.rules.base import NewId
-from workflows.rules.errors import Forbidden, InvalidCommand, StepNotAllowed, TaskNotFound
+from workflows.rules.errors import N_, Forbidden, InvalidCommand, StepNotAllowed, TaskNotFound
 from workflows.rules.events import task_event
 from workflows.rules.protection import SafetyPlanBody
 from workflows.rules.registry import allowed_services
@@ -49,12 +49,12 @@ ALLOWED_FROM: dict[TaskAction, frozenset[TaskStatus]] = {
     TaskAction.delivery_failed: frozenset({TaskStatus.assigned}),
 }
 PAST = {
-    TaskAction.accept: "accepted",
-    TaskAction.complete: "completed",
-    TaskAction.decline: "declined",
-    TaskAction.reassign: "reassigned",
-    TaskAction.cancel: "cancelled",
-    TaskAction.delivery_failed: "marked undeliverable",
+    TaskAction.accept: N_("accepted"),
+    TaskAction.complete: N_("completed"),
+    TaskAction.decline: N_("declined"),
+    TaskAction.reassign: N_("reassigned"),
+    TaskAction.cancel: N_("cancelled"),
+    TaskAction.delivery_failed: N_("marked undeliverable"),
 }
 
 
@@ -72,37 +72,43 @@ def _check_task(state: JourneyState, cmd: TaskCommand, now: datetime) -> Any:
     body = parse_body(TASK_BODIES[cmd.action], cmd.body)
     if cmd.action == TaskAction.delivery_failed:
         if cmd.actor.role != Role.system:
-            raise Forbidden("only the orchestrator reports a failed delivery")
+            raise Forbidden(N_("only the orchestrator reports a failed delivery"))
     elif cmd.action in CASEWORKER_ACTIONS and cmd.actor.role not in (Role.caseworker, Role.supervisor):
-        raise Forbidden(f"only a caseworker may {cmd.action.value} a task")
+        raise Forbidden(N_("only a caseworker may {action} a task").format(action=cmd.action.value))
     elif cmd.action not in CASEWORKER_ACTIONS and cmd.actor.role != Role.partner:
-        raise Forbidden(f"only the agency's partner may {cmd.action.value} a task")
+        raise Forbidden(N_("only the agency's partner may {action} a task").format(action=cmd.action.value))
     if state.status == CaseStatus.closed:
-        raise StepNotAllowed("the case is closed", [])
+        raise StepNotAllowed(N_("the case is closed"), [])
     if state.closure_requested is not None and cmd.action in (TaskAction.assign, TaskAction.reassign):
-        raise StepNotAllowed("a closure is waiting for a supervisor's decision")
+        raise StepNotAllowed(N_("a closure is waiting for a supervisor's decision"))
     if isinstance(body, AssignTaskBody):
         if body.agency_id is None:
-            raise InvalidCommand(f"name the agency for the {body.service.value} task")
+            raise InvalidCommand(N_("name the agency for the {service} task").format(service=body.service.value))
         if body.service not in allowed_services(state):
-            raise StepNotAllowed(f"a {body.service.value} task is not allowed in the {state.stage.value} stage")
+            raise StepNotAllowed(
+                N_("a {service} task is not allowed in the {stage} stage").format(
+                    service=body.service.value, stage=state.stage.value
+                )
+            )
         return body
     task = state.tasks.get(cmd.task_id or "")
     if task is None:
-        raise TaskNotFound("no such task on this case")
+        raise TaskNotFound(N_("no such task on this case"))
     if cmd.actor.role == Role.partner and cmd.actor.agency != task.agency_id:
-        raise TaskNotFound("no such task on this case")
+        raise TaskNotFound(N_("no such task on this case"))
     if task.status not in ALLOWED_FROM[cmd.action]:
-        raise StepNotAllowed(f"a task that is {task.status.value} cannot be {PAST[cmd.action]}")
+        raise StepNotAllowed(
+            N_("a task that is {status} cannot be {done}").format(status=task.status.value, done=PAST[cmd.action])
+        )
     if isinstance(body, CompleteTaskBody):
         voluntary_return.check_completion(state, task, body)
     if isinstance(body, DeliveryFailedBody) and (body.agency_id, body.assignment) != (task.agency_id, task.assignment):
-        raise StepNotAllowed("the task has moved to another agency since")
+        raise StepNotAllowed(N_("the task has moved to another agency since"))
     if isinstance(body, ReassignTaskBody):
         if task.status not in (TaskStatus.declined, TaskStatus.delivery_failed) and not is_overdue(task, now):
-            raise StepNotAllowed("only a declined, undeliverable or overdue task can be reassigned")
+            raise StepNotAllowed(N_("only a declined, undeliverable or overdue task can be reassigned"))
         if body.agency_id == task.agency_id:
-            raise InvalidCommand("reassign to another agency")
+            raise InvalidCommand(N_("reassign to another agency"))
     return body
 
 

@@ -27,7 +27,7 @@ from workflows.model import (
     TimelineEvent,
 )
 from workflows.rules.base import Change, NewId, StepRule, stage_only, step_item
-from workflows.rules.errors import InvalidCommand, StepNotAllowed
+from workflows.rules.errors import N_, InvalidCommand, StepNotAllowed
 from workflows.rules.events import enter, event
 from workflows.rules.tasks import cancel_open_of, latest_origin_assessment, task_done
 
@@ -55,9 +55,9 @@ class DepartureBody(Strict):
 def _origin_block(state: JourneyState) -> str | None:
     assessment = latest_origin_assessment(state)
     if assessment is None:
-        return "the origin assessment is not completed"
+        return N_("the origin assessment is not completed")
     if assessment == OriginAssessment.unsafe:
-        return "the origin assessment found return unsafe"
+        return N_("the origin assessment found return unsafe")
     return None
 
 
@@ -65,7 +65,7 @@ def _why_not_travel_plan(state: JourneyState) -> str | None:
     if state.stage != Stage.return_:
         return stage_only(state.stage, "return")
     if state.departed_on:
-        return "the person has already left"
+        return N_("the person has already left")
     return _origin_block(state)
 
 
@@ -73,17 +73,17 @@ def _why_not_departure(state: JourneyState) -> str | None:
     if state.stage != Stage.return_:
         return stage_only(state.stage, "return")
     if state.departed_on:
-        return "the departure is already recorded"
+        return N_("the departure is already recorded")
     if state.travel_plan_on is None:
-        return "the travel plan comes first"
+        return N_("the travel plan comes first")
     if not task_done(state, Service.travel_documents):
-        return "the travel documents task is not completed"
+        return N_("the travel documents task is not completed")
     return _origin_block(state)
 
 
 def _check_departure(state: JourneyState, body: DepartureBody, actor: Actor) -> None:
     if body.departed_on < state.identified_on:
-        raise InvalidCommand("the departure is after the identification")
+        raise InvalidCommand(N_("the departure cannot be before the identification"))
 
 
 def _apply_travel_plan(state: JourneyState, body: TravelPlanBody, change: Change) -> list[TimelineEvent]:
@@ -140,14 +140,14 @@ def check_completion(state: JourneyState, task: TaskState, body: CompleteTaskBod
     departure."""
     if task.service == Service.origin_assessment and body.outcome == TaskOutcome.done:
         if body.assessment is None:
-            raise InvalidCommand("an origin assessment completes with assessment safe or unsafe")
+            raise InvalidCommand(N_("an origin assessment completes with assessment safe or unsafe"))
     if task.service == Service.reception and body.outcome == TaskOutcome.done:
         if state.departed_on is None:
-            raise StepNotAllowed("reception is confirmed after the departure")
+            raise StepNotAllowed(N_("reception is confirmed after the departure"))
         if body.arrived_on is None:
-            raise InvalidCommand("reception completes with arrived_on")
+            raise InvalidCommand(N_("reception completes with arrived_on"))
         if body.arrived_on < state.departed_on:
-            raise InvalidCommand("the arrival cannot be before the departure")
+            raise InvalidCommand(N_("the arrival cannot be before the departure"))
 
 
 def record_completion(task: TaskState, body: CompleteTaskBody) -> dict[str, Any]:
