@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reintegration.crypto import is_development_kek_file
@@ -192,6 +192,16 @@ class Settings(BaseSettings):
     oidc_jwks_refresh_cooldown_seconds: float = Field(default=30.0, ge=0)
     oidc_leeway_seconds: int = Field(default=30, ge=0, le=300)
 
+    # The web workspace (/workspace): people sign in with the provider above, as this OpenID Connect
+    # client (authorization code with PKCE; api/web/oidc.py). Production refuses the workspace
+    # without one. The client's secret is read from a file, never given as a value.
+    workspace: bool = True
+    oidc_client_id: str | None = Field(default=None, max_length=200)
+    oidc_client_secret_file: Path | None = None
+    oidc_scopes: list[str] = Field(default_factory=lambda: ["openid", "profile"])
+    # The workspace's address as browsers reach it (the redirect URI is under it); https in production.
+    public_url: str = "http://127.0.0.1:8000"
+
     # Hostile input. 1 MiB holds the largest valid body (a 20-measure safety plan with every note
     # at 2,000 characters) however its characters are encoded; bodies grow no bigger than that.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -235,6 +245,12 @@ class Settings(BaseSettings):
     delivery_retry_initial_seconds: float = 1.0
     delivery_retry_max_seconds: float = 300.0
 
+    @field_validator("oidc_client_id", "oidc_client_secret_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # docker-compose passes an unset variable as "" (and Path("") would be the current folder).
+        return None if value == "" else value
+
     @model_validator(mode="after")
     def _check_oidc(self) -> Settings:
         refused = sorted(set(self.oidc_algorithms) - OIDC_ALGORITHMS)
@@ -248,6 +264,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "REINTEGRATION_OIDC_ISSUER needs REINTEGRATION_OIDC_AUDIENCE and REINTEGRATION_OIDC_JWKS_URL"
             )
+        if self.oidc_client_id and not self.oidc_issuer:
+            raise ValueError("REINTEGRATION_OIDC_CLIENT_ID needs REINTEGRATION_OIDC_ISSUER (the provider)")
+        if "openid" not in self.oidc_scopes:
+            raise ValueError("REINTEGRATION_OIDC_SCOPES must hold openid")
+        if not self.public_url.startswith(("https://", "http://")):
+            raise ValueError("REINTEGRATION_PUBLIC_URL must be an http(s):// address")
         return self
 
     @model_validator(mode="after")
@@ -265,6 +287,17 @@ class Settings(BaseSettings):
             )
         elif not self.oidc_jwks_url.startswith("https://"):
             problems.append("REINTEGRATION_OIDC_JWKS_URL must be an https:// address")
+        if self.workspace:
+            # People sign in to the workspace with the provider: no development sign-in page here.
+            if not (self.oidc_client_id and self.oidc_client_secret_file):
+                problems.append(
+                    "the workspace needs its OIDC client: set REINTEGRATION_OIDC_CLIENT_ID and "
+                    "REINTEGRATION_OIDC_CLIENT_SECRET_FILE (or REINTEGRATION_WORKSPACE=false)"
+                )
+            if self.oidc_issuer and not self.oidc_issuer.startswith("https://"):
+                problems.append("REINTEGRATION_OIDC_ISSUER must be an https:// address for the workspace's sign-in")
+            if not self.public_url.startswith("https://"):
+                problems.append("REINTEGRATION_PUBLIC_URL must be the workspace's https:// address")
         if self.jwt_signing_key_file is not None:
             problems.append(
                 "REINTEGRATION_JWT_SIGNING_KEY_FILE is the development signing key; production accepts OIDC tokens only"

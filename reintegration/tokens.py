@@ -219,10 +219,13 @@ class OidcVerifier:
         refresh_cooldown_seconds: float = 30.0,
         leeway_seconds: int = 30,
         timeout_seconds: float = 5.0,
+        sole_key_without_kid: bool = False,
     ) -> None:
         self._issuer, self._audience, self._algorithms = issuer, audience, list(algorithms)
         self._role_claim, self._agency_claim, self._countries_claim = role_claim, agency_claim, countries_claim
         self._leeway = leeway_seconds
+        # OpenID Connect lets an ID token name no key when the provider publishes exactly one.
+        self._sole_key_without_kid = sole_key_without_kid
         # Only the key set is cached, and it expires: PyJWT's per-kid cache never does, so a key the
         # provider withdrew would stay trusted. An unknown kid refetches once, at most once a cooldown.
         self._jwks = jwt.PyJWKClient(
@@ -250,6 +253,11 @@ class OidcVerifier:
         )
 
     def verify(self, token: str) -> Claims:
+        return self.claims(self.decode(token))
+
+    def decode(self, token: str) -> dict[str, Any]:
+        """The token's payload once its signature (against the provider's JWKS), issuer, audience and
+        expiry hold; ``InvalidToken`` otherwise (``VerifierUnavailable`` without the key set)."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -258,12 +266,19 @@ class OidcVerifier:
         if header.get("alg") not in self._algorithms:
             raise InvalidToken("algorithm refused")
         kid = header.get("kid")
-        if not isinstance(kid, str) or not 0 < len(kid) <= 200:
+        sole = kid is None and self._sole_key_without_kid
+        if not sole and (not isinstance(kid, str) or not 0 < len(kid) <= 200):
             raise InvalidToken("no key id")
         try:
-            # A known kid straight from the cached set: get_signing_key holds a lock while it refreshes
-            # for an unknown kid, and a slow provider would hold every caller up behind it.
-            key = jwt.PyJWKClient.match_kid(self._jwks.get_signing_keys(), kid) or self._jwks.get_signing_key(kid)
+            if not isinstance(kid, str):  # an ID token naming no key: the provider's only one
+                keys = self._jwks.get_signing_keys()
+                if len(keys) != 1:
+                    raise InvalidToken("no key id")
+                key = keys[0]
+            else:
+                # A known kid straight from the cached set: get_signing_key holds a lock while it
+                # refreshes for an unknown kid, and a slow provider would hold every caller up behind it.
+                key = jwt.PyJWKClient.match_kid(self._jwks.get_signing_keys(), kid) or self._jwks.get_signing_key(kid)
         except jwt.PyJWKClientConnectionError:
             raise VerifierUnavailable("the identity provider's keys could not be fetched") from None
         except ValueError:  # the JWKS endpoint answered something that is not JSON
@@ -283,10 +298,17 @@ class OidcVerifier:
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(type(exc).__name__) from None
+        return payload
+
+    def claims(self, payload: dict[str, Any]) -> Claims:
+        """The caller's claims in a verified payload, mapped as configured (scope fails closed)."""
         return _claims(self._mapped(payload))
 
+    def mapped(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The provider's claims under api.md's names, before they are checked."""
+        return self._mapped(payload)
+
     def _mapped(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """The provider's claims under api.md's names."""
         role = _claim(payload, self._role_claim)
         if isinstance(role, list):  # e.g. Keycloak's realm_access.roles: exactly one of ours
             ours = [r for r in role if r in {h.value for h in HUMAN_ROLES}]

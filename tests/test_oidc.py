@@ -337,6 +337,8 @@ def production(tmp_path: Path) -> dict[str, Any]:
     kek.write_text(secrets.token_hex(32) + "\n")
     api_key = tmp_path / "temporal-api-key"
     api_key.write_text(secrets.token_urlsafe(32))
+    client_secret = tmp_path / "oidc-client-secret"
+    client_secret.write_text(secrets.token_urlsafe(32))
     return {
         "environment": "production",
         "data_dir": tmp_path / "data",
@@ -346,6 +348,10 @@ def production(tmp_path: Path) -> dict[str, Any]:
         "oidc_audience": AUDIENCE,
         "oidc_jwks_url": "https://id.example.org/realms/care/protocol/openid-connect/certs",
         "kek_file": kek,
+        # The workspace's sign-in (tests/test_workspace_oidc.py has what production refuses of it).
+        "oidc_client_id": "workspace",
+        "oidc_client_secret_file": client_secret,
+        "public_url": "https://care.example.org",
     }
 
 
@@ -402,6 +408,9 @@ def test_production_refuses_the_development_key_and_minting(production):
         "REINTEGRATION_KEK_FILE": str(production["kek_file"]),
         "REINTEGRATION_TEMPORAL_API_KEY_FILE": str(production["temporal_api_key_file"]),
         "REINTEGRATION_DATA_DIR": str(production["data_dir"]),
+        "REINTEGRATION_OIDC_CLIENT_ID": production["oidc_client_id"],
+        "REINTEGRATION_OIDC_CLIENT_SECRET_FILE": str(production["oidc_client_secret_file"]),
+        "REINTEGRATION_PUBLIC_URL": production["public_url"],
     }
     done = subprocess.run(
         [sys.executable, "-m", "reintegration.cli", "token", "--role", "admin", "--sub", "a-1"],
