@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint browser token clean
+.PHONY: install run test lint browser token clean messages
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ browser:
 ## The lint, then the whole suite, against a real Temporal server, SQLite and the machine's PostgreSQL.
 test: lint browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## The message catalogues: extract the messages of the code and the templates into
+## api/web/locale/messages.pot and bring each language's messages.po up to it (`reintegration i18n
+## check` lists what a language still lacks, and fails while it lacks anything).
+messages: install
+	$(VENV)/bin/reintegration i18n update
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -34,6 +34,7 @@ from api.errors import (
     Unprocessable,
     responses,
 )
+from api.languages import N_
 from reintegration import webhooks
 from reintegration.agencies import webhook_challenge_purpose, webhook_secret_purpose
 from reintegration.db import AgencyRecord, aware
@@ -153,7 +154,7 @@ def _check_address(url: HttpUrl | None, settings: Settings) -> None:
     if url is None:
         return
     if url.scheme != "https" and settings.environment != "development":
-        raise Unprocessable("a webhook address must use https")
+        raise Unprocessable(N_("a webhook address must use https"))
     if settings.webhook_guard_on:
         try:
             anyio.from_thread.run(webhooks.check_url, str(url), settings.webhook_private_networks)
@@ -240,8 +241,10 @@ def _send_verification(
             session.add(agency)
             session.commit()
         raise Unavailable(
-            "the webhook address could not be sent its verification (Temporal is unavailable); "
-            "everything else was saved: set the address again with PATCH in a moment"
+            N_(
+                "the webhook address could not be sent its verification (Temporal is unavailable); "
+                "everything else was saved: set the address again with PATCH in a moment"
+            )
         ) from None
 
 
@@ -265,7 +268,7 @@ def list_agencies(
 def read_agency(agency_id: AgencyId, user: CurrentUser, session: SessionDep) -> AgencyPublic:
     agency = session.get(AgencyRecord, agency_id)
     if agency is None:
-        raise NotFound("no such agency")
+        raise NotFound(N_("no such agency"))
     return public(agency, user)
 
 
@@ -288,7 +291,7 @@ def create_agency(
     it (see `POST /v1/agencies/{agency_id}/webhook/confirm`)."""
     _check_address(body.webhook_url, settings)
     if session.get(AgencyRecord, body.agency_id) is not None:
-        raise Conflict("an agency with this id exists; change it with PATCH")
+        raise Conflict(N_("an agency with this id exists; change it with PATCH"))
     now = datetime.now(UTC)
     agency = AgencyRecord(
         agency_id=body.agency_id,
@@ -339,7 +342,7 @@ def update_agency(
     _check_address(body.webhook_url, settings)
     agency = session.get(AgencyRecord, agency_id)
     if agency is None:
-        raise NotFound("no such agency")
+        raise NotFound(N_("no such agency"))
     changes = body.model_dump(exclude_unset=True)
     webhook = {k: changes.pop(k) for k in ("webhook_url", "webhook_secret") if k in changes}
     for field, value in changes.items():
@@ -359,9 +362,9 @@ def update_agency(
             str(body.webhook_url) if body.webhook_url is not None else agency.pending_webhook_url or agency.webhook_url
         )
         if url is None:
-            raise Unprocessable("a webhook secret needs its webhook address (webhook_url)")
+            raise Unprocessable(N_("a webhook secret needs its webhook address (webhook_url)"))
         if body.webhook_secret is None:
-            raise Unprocessable("a webhook address needs its shared secret (webhook_secret)")
+            raise Unprocessable(N_("a webhook address needs its shared secret (webhook_secret)"))
         verification = _request_confirmation(session, agency, url, body.webhook_secret.get_secret_value())
         detail["pending_webhook_host"] = webhooks.host_of(url)
         if agency.webhook_url:
@@ -407,21 +410,23 @@ def confirm_webhook(
 ) -> AgencyPublic:
     agency = session.get(AgencyRecord, agency_id)
     if agency is None:
-        raise NotFound("no such agency")
+        raise NotFound(N_("no such agency"))
     if user.agency != agency_id:
-        raise Forbidden("a partner confirms its own agency's webhook only")
+        raise Forbidden(N_("a partner confirms its own agency's webhook only"))
     if agency.pending_webhook_url is None or agency.webhook_challenge is None or agency.webhook_requested_at is None:
-        raise Conflict("no webhook address is waiting for confirmation")
+        raise Conflict(N_("no webhook address is waiting for confirmation"))
     if datetime.now(UTC) - aware(agency.webhook_requested_at) > timedelta(hours=settings.webhook_verification_hours):
-        raise Conflict("the confirmation came too late; ask an admin to set the address again")
+        raise Conflict(N_("the confirmation came too late; ask an admin to set the address again"))
     keyring = keyring_of(session)
     expected = keyring.open_system(agency.webhook_challenge, purpose=webhook_challenge_purpose(agency_id))
     if body.host.lower().strip("[]") != webhooks.host_of(agency.pending_webhook_url).strip("[]"):
         auditor.record("agency.webhook-confirm", status=422, detail={"agency_id": agency_id, "matched": False})
-        raise Unprocessable("that is not the host of the address waiting for confirmation; see pending_webhook_host")
+        raise Unprocessable(
+            N_("that is not the host of the address waiting for confirmation; see pending_webhook_host")
+        )
     if not hmac.compare_digest(expected.encode(), body.challenge.encode()):
         auditor.record("agency.webhook-confirm", status=422, detail={"agency_id": agency_id, "matched": False})
-        raise Unprocessable("the challenge does not match the one sent to the new address")
+        raise Unprocessable(N_("the challenge does not match the one sent to the new address"))
     host = webhooks.host_of(agency.pending_webhook_url)
     agency.webhook_url, agency.webhook_secret = agency.pending_webhook_url, agency.pending_webhook_secret
     _forget_pending(agency)

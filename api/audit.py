@@ -24,6 +24,7 @@ from sqlmodel import Session, col, select
 from api.deps import IDENTIFIER, CurrentUser, SessionDep, require
 from api.errors import Unavailable, responses
 from api.journeys import case_in_scope
+from api.languages import N_
 from api.pagination import Cursor, Keyset, Limit, page
 from api.schemas import Page
 from reintegration import audit
@@ -84,7 +85,7 @@ class Auditor:
                 request_id=self.request_id,
                 action=entries[0].action,
             )
-            raise Unavailable("the audit trail is unavailable; nothing was returned") from None
+            raise Unavailable(N_("the audit trail is unavailable; nothing was returned")) from None
 
     def replayed(self, result: Response, *entries: audit.Entry) -> Response:
         """Record a successful request replayed for its ``Idempotency-Key``, then give its response.

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import JSONResponse
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 from temporalio.client import (
     WithStartWorkflowOperation,
     WorkflowUpdateRPCTimeoutOrCancelledError,
@@ -29,6 +30,7 @@ from api.deps import (
 )
 from api.errors import PreconditionFailed, Unavailable, Unprocessable, responses
 from api.journeys import actor_of, case_in_scope, utcnow
+from api.languages import N_
 from api.pagination import Cursor, Keyset, Limit, page
 from api.pipeline import Pipeline, commands_for
 from api.schemas import (
@@ -81,7 +83,7 @@ def parse_etag(value: str) -> int:
     """The version in an ETag this API gave; a malformed one matches nothing (412)."""
     digits = value.strip().removeprefix("W/").strip('"')
     if not digits.isdigit() or len(digits) > 12:
-        raise PreconditionFailed("If-Match does not hold an ETag of this case")
+        raise PreconditionFailed(N_("If-Match does not hold an ETag of this case"))
     return int(digits)
 
 
@@ -224,7 +226,7 @@ async def open_case(
 def _check_opening_scope(user: Claims, body: CaseCreate) -> None:
     country = body.identification.country
     if not user.sees_country(country):
-        raise Unprocessable(f"you do not work in {country}")
+        raise Unprocessable(N_("you do not work in {country}"), params={"country": country})
 
 
 async def _open_case(p: Pipeline, case_id: str, body: CaseCreate, response: Response) -> CasePublic:
@@ -250,7 +252,7 @@ async def _open_case(p: Pipeline, case_id: str, body: CaseCreate, response: Resp
             CaseWorkflow.opened, start_workflow_operation=start, rpc_timeout=commands.UPDATE_TIMEOUT
         )
     except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError):
-        raise Unavailable("Temporal is unavailable; retry with the same Idempotency-Key") from None
+        raise Unavailable(N_("Temporal is unavailable; retry with the same Idempotency-Key")) from None
     response.status_code = 201
     return await p.db(_respond, response, p.session, case_id, p.settings)
 
@@ -261,7 +263,7 @@ def _opening(case_id: str, body: CaseCreate, user: Claims, settings: Settings) -
     person = body.person
     if person.birthdate is not None:
         if person.birthdate > body.identification.identified_on:
-            raise Unprocessable("the birth date is after the identification date")
+            raise Unprocessable(N_("the birth date is after the identification date"))
         is_minor = rules.age_on(person.birthdate, body.identification.identified_on) < settings.journey.minor_age
     else:
         is_minor = person.presumed_minor
@@ -333,6 +335,33 @@ def list_cases(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[CaseSummary]:
+    query = cases_query(
+        user,
+        stage=stage,
+        status=status,
+        pathway=pathway,
+        country=country,
+        agency=agency,
+        caseworker=caseworker,
+        overdue_since=overdue_since,
+    )
+    rows, next_cursor = page(session, query, CASES_ORDER, limit=limit, cursor=cursor)
+    return Page[CaseSummary](items=[case_summary(case) for case in rows], next_cursor=next_cursor)
+
+
+def cases_query(
+    user: Claims,
+    *,
+    stage: Stage | None = None,
+    status: str | None = None,
+    pathway: str | None = None,
+    country: str | None = None,
+    agency: str | None = None,
+    caseworker: str | None = None,
+    overdue_since: datetime | None = None,
+) -> SelectOfScalar[CaseRecord]:
+    """The cases in the caller's scope that pass the filters (the list's query, for the API and the
+    workspace alike; each pages it in its own order)."""
     query = select(CaseRecord)
     if user.country_scope is not None:
         query = query.where(col(CaseRecord.owner_country).in_(user.country_scope))
@@ -358,21 +387,20 @@ def list_cases(
         try:
             cutoff = aware(overdue_since).astimezone(UTC)  # stored times are UTC
         except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00, which has no time in UTC
-            raise Unprocessable("overdue_since is out of range") from None
+            raise Unprocessable(N_("overdue_since is out of range")) from None
         query = query.where(col(CaseRecord.status) == "active", col(CaseRecord.next_due_at) < cutoff)
-    rows, next_cursor = page(session, query, CASES_ORDER, limit=limit, cursor=cursor)
-    items = [
-        CaseSummary(
-            case_id=case.case_id,
-            reference=case.reference,
-            stage=case.stage,
-            status="stalled" if case.stalled else case.status,
-            pathway=case.pathway,
-            owner=Owner(country=case.owner_country, caseworker=case.owner_caseworker),
-            opened_at=aware(case.opened_at),
-            updated_at=aware(case.updated_at),
-            next_due_at=aware(case.next_due_at) if case.next_due_at else None,
-        )
-        for case in rows
-    ]
-    return Page[CaseSummary](items=items, next_cursor=next_cursor)
+    return query
+
+
+def case_summary(case: CaseRecord) -> CaseSummary:
+    return CaseSummary(
+        case_id=case.case_id,
+        reference=case.reference,
+        stage=case.stage,
+        status="stalled" if case.stalled else case.status,
+        pathway=case.pathway,
+        owner=Owner(country=case.owner_country, caseworker=case.owner_caseworker),
+        opened_at=aware(case.opened_at),
+        updated_at=aware(case.updated_at),
+        next_due_at=aware(case.next_due_at) if case.next_due_at else None,
+    )

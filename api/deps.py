@@ -14,6 +14,7 @@ from sqlmodel import Session
 from temporalio.client import Client
 
 from api.errors import Forbidden, Unauthorized, Unavailable
+from api.languages import N_
 from api.limits import RateLimits, client_key, subject_key
 from reintegration.crypto import Keyring
 from reintegration.settings import Settings
@@ -60,7 +61,7 @@ def release_connection(session: Session | None) -> None:
 def get_client(request: Request) -> Client:
     client: Client | None = request.app.state.temporal  # None until the lifespan has connected
     if client is None:
-        raise Unavailable("Temporal is not reachable yet")
+        raise Unavailable(N_("Temporal is not reachable yet"))
     return client
 
 
@@ -78,9 +79,9 @@ async def current_user(
     except InvalidToken:
         request.state.rate_charged = True
         limits.charge(client_key(request.scope))
-        raise Unauthorized("the bearer token is invalid or expired") from None
+        raise Unauthorized(N_("the bearer token is invalid or expired")) from None
     except VerifierUnavailable:
-        raise Unavailable("the identity provider's keys cannot be fetched") from None
+        raise Unavailable(N_("the identity provider's keys cannot be fetched")) from None
     request.state.rate_charged = True  # charged here, one way or the other (see AnonymousRateLimit)
     limits.charge(subject_key(claims.sub))
     request.state.claims = claims  # for the access log
@@ -105,7 +106,7 @@ def require(*roles: Role) -> Any:
 
     def _check(user: CurrentUser) -> Claims:
         if user.role not in roles:
-            raise Forbidden(f"a {user.role.value} may not do this")
+            raise Forbidden(N_("a {role} may not do this"), params={"role": user.role.value})
         return user
 
     return Depends(_check)

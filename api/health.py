@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from api.errors import Unavailable, responses
+from api.languages import N_
 
 router = APIRouter(tags=["health"])
 
@@ -23,14 +24,14 @@ async def ready(request: Request) -> dict[str, str]:
     try:
         await anyio.to_thread.run_sync(_database_answers, request.app.state.engine)
     except Exception:
-        raise Unavailable("the database is unavailable") from None
+        raise Unavailable(N_("the database is unavailable")) from None
     client = request.app.state.temporal
     try:
         healthy = client is not None and await client.service_client.check_health()
     except Exception:
         healthy = False
     if not healthy:
-        raise Unavailable("Temporal is unavailable")
+        raise Unavailable(N_("Temporal is unavailable"))
     return {"status": "ready"}
 
 

@@ -31,6 +31,7 @@ from sqlmodel import Session, col
 
 from api.deps import release_connection
 from api.errors import PROBLEM_JSON, ApiProblem, Conflict, Unprocessable
+from api.languages import N_
 from reintegration.crypto import ERASED, Keyring
 from reintegration.db import IdempotencyRecord, aware
 from reintegration.tokens import Claims
@@ -136,7 +137,7 @@ def _open(keyring: Keyring, code: int, stored: Any) -> tuple[int, Any]:
         return code, stored
     plain = keyring.open(stored["case_id"], stored["sealed"], purpose=SEALED)
     if plain == ERASED:
-        raise Conflict("the response to this request went with the erasure of the case's personal data")
+        raise Conflict(N_("the response to this request went with the erasure of the case's personal data"))
     return code, json.loads(plain)
 
 
@@ -150,7 +151,7 @@ async def _claim_or_wait(
         if claim is not None:
             return claim
         if asyncio.get_running_loop().time() > deadline:
-            raise Conflict("a request with this Idempotency-Key is still in progress; retry later")
+            raise Conflict(N_("a request with this Idempotency-Key is still in progress; retry later"))
         await asyncio.sleep(0.1)
 
 
@@ -185,7 +186,7 @@ def _try_claim(engine: Engine, sub: str, key: str, request_hash: str, ttl: timed
                 except IntegrityError:
                     continue  # another request claimed it first: look again
             if record.request_hash != request_hash:
-                raise Unprocessable("this Idempotency-Key was used with another request")
+                raise Unprocessable(N_("this Idempotency-Key was used with another request"))
             if record.status_code is not None:
                 return record.status_code, record.response
             if now - aware(record.created_at) > ABANDONED_AFTER:

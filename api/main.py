@@ -91,7 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(exports.router)
     app.include_router(privacy.router)
     app.include_router(privacy.codec_router)
-    workspace.install(app)
+    if settings.workspace:  # the web pages (REINTEGRATION_WORKSPACE=false: the API alone)
+        workspace.install(app)
     # Added innermost first. A request meets them in reverse: its id and access line, CORS (so that
     # refusals carry it too), the rate limit of callers without a token, then the body limit.
     app.add_middleware(limits.BodyLimit, max_bytes=settings.max_body_bytes)

@@ -20,6 +20,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from api.deps import IDENTIFIER
 from api.errors import Unprocessable
+from api.languages import N_
 from reintegration.db import aware
 
 Row = TypeVar("Row", bound=SQLModel)
@@ -27,7 +28,7 @@ Row = TypeVar("Row", bound=SQLModel)
 Limit = Annotated[int, Query(ge=1, le=500, description="Items per page")]
 Cursor = Annotated[str | None, Query(max_length=500, description="`next_cursor` of the page before")]
 
-_FORGED = "the cursor is not one this API gave"
+_FORGED = N_("the cursor is not one this API gave")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from api.deps import require as require_role
 from api.errors import ApiProblem, Conflict, Forbidden, NotFound, PreconditionFailed, Unavailable, Unprocessable
 from api.idempotency import Answer
 from api.journeys import actor_of, case_in_scope, task_in_scope
+from api.languages import N_
 from reintegration import commands
 from reintegration.db import CaseRecord, TaskRecord
 from reintegration.settings import Settings
@@ -100,9 +101,9 @@ class Pipeline:
                 self.client, self.engine, case_id, update, command, update_id=idempotency.update_id(self.user, self.key)
             )
         except commands.NoSuchCase:
-            raise NotFound("no such case") from None
+            raise NotFound(N_("no such case")) from None
         except commands.CaseClosed:
-            raise Conflict("the case is closed", allowed_steps=[]) from None
+            raise Conflict(N_("the case is closed"), allowed_steps=[]) from None
         except commands.TemporalUnavailable as exc:
             raise Unavailable(exc.message, retry_after=exc.retry_after) from None
         except commands.CommandRefused as exc:

@@ -34,6 +34,7 @@ from api.errors import (
     problem,
     responses,
 )
+from api.languages import N_
 from api.limits import RateLimits, client_key
 from reintegration import audit
 from reintegration.codec import ENCODING, EncryptionCodec, payload_key_id
@@ -99,10 +100,10 @@ def erase_personal_data(
     only the termination of the case's workflows goes back to it."""
     case = session.get(CaseRecord, case_id)
     if case is None or not user.sees_country(case.owner_country):
-        raise NotFound("no such case")
+        raise NotFound(N_("no such case"))
     if case.status != "closed":
         raise Conflict(
-            "only a closed case's personal data can be erased; withdrawing consent closes the case",
+            N_("only a closed case's personal data can be erased; withdrawing consent closes the case"),
             allowed_steps=case.allowed_steps,
         )
     _stop_workflows(session, client, case_id)
@@ -186,13 +187,13 @@ async def _terminate(client: Client, case_id: str, pending: list[str]) -> None:
         query = ids.case_workflows_query(case_id) + ' AND ExecutionStatus = "Running"'
         running = {execution.id async for execution in client.list_workflows(query)}
     except RPCError:
-        raise Unavailable("Temporal is unavailable; retry the erasure") from None
+        raise Unavailable(N_("Temporal is unavailable; retry the erasure")) from None
     for workflow_id in sorted(running | set(pending)):
         try:
             await client.get_workflow_handle(workflow_id).terminate(reason="the personal data was erased")
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:  # NOT_FOUND: finished meanwhile, or never started
-                raise Unavailable("Temporal is unavailable; retry the erasure") from None
+                raise Unavailable(N_("Temporal is unavailable; retry the erasure")) from None
 
 
 # --- The payload codec for the Temporal Web UI -----------------------------------------------------
@@ -200,7 +201,7 @@ async def _terminate(client: Client, case_id: str, pending: list[str]) -> None:
 
 def codec_user(user: Annotated[Claims, Depends(current_user)]) -> Claims:
     if user.role != Role.supervisor:
-        raise Forbidden("only a supervisor may read workflow payloads")
+        raise Forbidden(N_("only a supervisor may read workflow payloads"))
     return user
 
 
@@ -213,13 +214,13 @@ async def codec_user_in_path(
     The request was charged to its address's rate limit on the way in, like any unauthenticated one."""
     verifier = request.app.state.verifier  # only the development key's verifier reads codec tokens
     if request.app.state.settings.environment != "development" or not isinstance(verifier, DevelopmentVerifier):
-        raise NotFound("no such endpoint")
+        raise NotFound(N_("no such endpoint"))
     try:
         claims = await anyio.to_thread.run_sync(verifier.verify_codec, token)
     except InvalidToken:
-        raise Unauthorized("the token in the codec endpoint is invalid or expired") from None
+        raise Unauthorized(N_("the token in the codec endpoint is invalid or expired")) from None
     if claims.role != Role.supervisor:
-        raise Forbidden("only a supervisor may read workflow payloads")
+        raise Forbidden(N_("only a supervisor may read workflow payloads"))
     request.state.claims = claims  # for the access log
     return claims
 
@@ -228,7 +229,7 @@ async def _payloads(request: Request) -> Payloads:
     try:
         return json_format.Parse(await request.body(), Payloads())
     except (json_format.ParseError, UnicodeDecodeError, ValueError):
-        raise Unprocessable("the body is not a JSON Payloads message") from None
+        raise Unprocessable(N_("the body is not a JSON Payloads message")) from None
 
 
 def _reply(payloads: list[Payload]) -> Response:
@@ -272,7 +273,7 @@ async def _decode(request: Request, user: Claims) -> Response:
     try:
         allowed = await anyio.to_thread.run_sync(readable_keys)
     except SQLAlchemyError:
-        raise Unavailable("the audit trail is unavailable; nothing was decoded") from None
+        raise Unavailable(N_("the audit trail is unavailable; nothing was decoded")) from None
     codec = EncryptionCodec(request.app.state.keyring)
     out: list[Payload] = []
     for payload in payloads:
@@ -290,7 +291,7 @@ async def _encode(request: Request) -> Response:
     """Nothing the Web UI encodes is accepted by a workflow (the worker decodes only what is sealed with
     the key of the case, or of no case, that the workflow names), so nothing is encoded: a signal, an
     update or a workflow started from the UI would be refused anyway. Commands go through the API."""
-    raise Forbidden("workflows take commands through the API only; the Web UI cannot send them")
+    raise Forbidden(N_("workflows take commands through the API only; the Web UI cannot send them"))
 
 
 @codec_router.post("/decode")

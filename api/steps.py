@@ -14,6 +14,7 @@ from sqlmodel import Session
 from api.audit import Entry
 from api.cases import CASEWORK, CaseId, TaskId, _respond, etag_header, parse_etag
 from api.errors import NotFound, PreconditionFailed, Unprocessable, responses
+from api.languages import N_
 from api.pipeline import IfMatch, Pipeline, commands_for
 from api.schemas import CasePublic, TaskPublic
 from api.tasks import task_public
@@ -69,7 +70,7 @@ async def _record(
         if if_match is not None and if_match != "*":
             expected = parse_etag(if_match)
             if expected != case.version:
-                raise PreconditionFailed("the case moved on since that ETag; read it again")
+                raise PreconditionFailed(N_("the case moved on since that ETag; read it again"))
         if step.value in case.allowed_steps:  # otherwise the workflow answers 409 before agencies matter
             items = payload.get("measures", []) + payload.get("services", [])
             await p.db(_resolve_agencies, p.session, p.settings, case, items)
@@ -145,7 +146,7 @@ async def _task_command(
     if task_id is not None:
         task = await p.db(p.session.get, TaskRecord, task_id)
         if task is None or task.case_id != case_id:
-            raise NotFound("no such task on this case")
+            raise NotFound(N_("no such task on this case"))
         if action == TaskAction.reassign:
             await p.db(_resolve_agencies, p.session, p.settings, case, [{**payload, "service": task.service}])
     else:

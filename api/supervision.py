@@ -14,7 +14,7 @@ from fastapi import APIRouter, Body, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from api.audit import Entry
@@ -138,24 +138,9 @@ def summary(
     session: SessionDep,
     country: Annotated[str | None, Query(pattern="^[A-Z]{2}$")] = None,
 ) -> Summary:
-    countries = [country] if country else user.country_scope  # None: every country
-    if country and not user.sees_country(country):
-        countries = []
-
-    # One scan of the cases for every count: a few hundred groups at most, added up here. (SQLAlchemy's
-    # select: SQLModel's is typed for four columns at most.)
-    columns = (
-        col(CaseRecord.stage),
-        col(CaseRecord.status),
-        col(CaseRecord.stalled),
-        col(CaseRecord.pathway),
-        col(CaseRecord.owner_country),
-    )
-    grouped = sqlalchemy.select(*columns, func.count()).group_by(*columns)
-    if countries is not None:
-        grouped = grouped.where(col(CaseRecord.owner_country).in_(countries))
+    countries = region(user, country)
     by: dict[str, Counter[str]] = {k: Counter() for k in ("stage", "status", "pathway", "country")}
-    for stage, status, stalled, pathway, owner_country, n in session.execute(grouped).all():
+    for stage, status, stalled, pathway, owner_country, n in case_groups(session, countries):
         by["stage"][stage] += n
         by["status"]["stalled" if stalled and status == "active" else status] += n
         if pathway:
@@ -167,7 +152,45 @@ def summary(
     )
     if countries is not None:
         agencies = agencies.where(col(TaskRecord.owner_country).in_(countries))
+    medians = median_days_per_stage(session, countries)
+    return Summary(
+        total=sum(by["stage"].values()),
+        by_stage=dict(by["stage"]),
+        by_status=dict(by["status"]),
+        by_pathway=dict(by["pathway"]),
+        by_country=dict(by["country"]),
+        by_agency={a: n for a, n in session.exec(agencies).all()},
+        median_days_per_stage=medians,
+    )
 
+
+def region(user: Claims, country: str | None = None) -> list[str] | None:
+    """The countries a supervisor's figures cover: the one asked for if in the region (none if not),
+    else the region (``None``: every country)."""
+    if country:
+        return [country] if user.sees_country(country) else []
+    return user.country_scope
+
+
+def case_groups(session: Session, countries: list[str] | None) -> list[tuple[str, str, bool, str | None, str, int]]:
+    """The cases of these countries (``None``: every one) counted by stage, status, stalled, pathway
+    and country: one scan for every count, a few hundred groups at most, added up by the caller.
+    (SQLAlchemy's select: SQLModel's is typed for four columns at most.)"""
+    columns = (
+        col(CaseRecord.stage),
+        col(CaseRecord.status),
+        col(CaseRecord.stalled),
+        col(CaseRecord.pathway),
+        col(CaseRecord.owner_country),
+    )
+    grouped = sqlalchemy.select(*columns, func.count()).group_by(*columns)
+    if countries is not None:
+        grouped = grouped.where(col(CaseRecord.owner_country).in_(countries))
+    return [(a, b, bool(c), d, e, int(n)) for a, b, c, d, e, n in session.execute(grouped).all()]
+
+
+def median_days_per_stage(session: Session, countries: list[str] | None) -> dict[str, float]:
+    """The median of the completed stays in each stage, in these countries (``None``: every one)."""
     medians: dict[str, float] = {}
     for stage in Stage:
         stays = select(col(StageVisitRecord.days)).where(
@@ -185,15 +208,7 @@ def summary(
                 if days is not None  # all are: the query leaves out the stays not over yet
             ]
             medians[stage.value] = round(sum(middle) / len(middle), 1)
-    return Summary(
-        total=sum(by["stage"].values()),
-        by_stage=dict(by["stage"]),
-        by_status=dict(by["status"]),
-        by_pathway=dict(by["pathway"]),
-        by_country=dict(by["country"]),
-        by_agency={a: n for a, n in session.exec(agencies).all()},
-        median_days_per_stage=medians,
-    )
+    return medians
 
 
 @router.post(
@@ -209,6 +224,12 @@ async def reassign_case(
     response: Response,
     p: Annotated[Pipeline, commands_for(Role.supervisor)],
 ) -> CasePublic | JSONResponse:
+    return await reassign(p, case_id, body, response)
+
+
+async def reassign(p: Pipeline, case_id: str, body: ReassignCase, response: Response) -> CasePublic | JSONResponse:
+    """Give the case to another caseworker (a supervisor's command; the caller's role is checked by
+    the route or the page); the case as it is after it."""
     await p.case(case_id)
 
     async def run(_: str) -> CasePublic:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from api.audit import AuditorDep, Entry
 from api.deps import CurrentUser, SessionDep, SettingsDep, keyring_of
@@ -16,6 +17,7 @@ from api.journeys import (
     task_in_scope,
     utcnow,
 )
+from api.languages import N_
 from api.pagination import Cursor, Keyset, Limit, page
 from api.pipeline import Pipeline, commands_for
 from api.schemas import Page, TaskPublic
@@ -23,6 +25,7 @@ from reintegration.db import TaskRecord, aware
 from reintegration.overdue import is_overdue, overdue_condition
 from reintegration.partner_view import PartnerTask, partner_task
 from reintegration.settings import Settings
+from reintegration.tokens import Claims
 from workflows.model import (
     AcceptTaskBody,
     CompleteTaskBody,
@@ -60,6 +63,29 @@ def view(session: Session, settings: Settings, task: TaskRecord, role: Role) -> 
 TASKS_ORDER = Keyset(col(TaskRecord.assigned_at), col(TaskRecord.task_id), descending=True)
 
 
+def tasks_query(
+    user: Claims, *, status: TaskStatus | None = None, service: Service | None = None, overdue: bool | None = None
+) -> SelectOfScalar[TaskRecord]:
+    """The tasks in the caller's scope (a partner: its agency's; a caseworker or supervisor: their
+    countries'), with the list's filters: the one query of ``GET /v1/tasks`` and the workspace."""
+    query = select(TaskRecord)
+    if user.role == Role.partner:
+        query = query.where(col(TaskRecord.agency_id) == user.agency)
+    elif user.role in (Role.caseworker, Role.supervisor):
+        if user.country_scope is not None:
+            query = query.where(col(TaskRecord.owner_country).in_(user.country_scope))
+    else:
+        raise Forbidden(N_("an admin has no access to tasks"))
+    if status:
+        query = query.where(col(TaskRecord.status) == status.value)
+    if service:
+        query = query.where(col(TaskRecord.service) == service.value)
+    if overdue is not None:
+        late = overdue_condition(utcnow())
+        query = query.where(late if overdue else ~late)
+    return query
+
+
 @router.get(
     "",
     response_model=Page[TaskPublic | PartnerTask],
@@ -78,21 +104,7 @@ def list_tasks(
     cursor: Cursor = None,
 ) -> Page[TaskPublic | PartnerTask]:
     """A partner sees its agency's tasks; caseworkers and supervisors the tasks of their countries."""
-    query = select(TaskRecord)
-    if user.role == Role.partner:
-        query = query.where(col(TaskRecord.agency_id) == user.agency)
-    elif user.role in (Role.caseworker, Role.supervisor):
-        if user.country_scope is not None:
-            query = query.where(col(TaskRecord.owner_country).in_(user.country_scope))
-    else:
-        raise Forbidden("an admin has no access to tasks")
-    if status:
-        query = query.where(col(TaskRecord.status) == status.value)
-    if service:
-        query = query.where(col(TaskRecord.service) == service.value)
-    if overdue is not None:
-        late = overdue_condition(utcnow())
-        query = query.where(late if overdue else ~late)
+    query = tasks_query(user, status=status, service=service, overdue=overdue)
     rows, next_cursor = page(session, query, TASKS_ORDER, limit=limit, cursor=cursor)
     items = [view(session, settings, t, user.role) for t in rows]
     auditor.record_many([person_read(t, v, via="list") for t, v in zip(rows, items, strict=True) if carries_person(v)])

@@ -39,6 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     db_commands.add_parser("current", help="print the schema revision the database is at, and the newest")
 
+    languages = commands.add_parser("i18n", help="the message catalogues (the workspace, the API's problems)")
+    languages_commands = languages.add_subparsers(dest="i18n_command", required=True)
+    languages_commands.add_parser(
+        "update", help="extract the messages of the code and the templates; bring every language's catalogue up to them"
+    )
+    languages_commands.add_parser(
+        "check", help="exit 0 if every language translates every message, else 1 listing what each lacks"
+    )
+
     audit = commands.add_parser("audit", help="the audit trail")
     verify = audit.add_subparsers(dest="audit_command", required=True).add_parser(
         "verify", help="check the HMAC chain: exit 0 if intact, 1 naming the row where it breaks"
@@ -95,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve_api()
     if args.command == "db":
         return _db(args.db_command)
+    if args.command == "i18n":
+        return _i18n(args.i18n_command)
     from reintegration.stack import run_stack
 
     return run_stack()
@@ -130,6 +141,26 @@ def _db(what: str) -> int:
         return 3
     finally:
         engine.dispose()
+
+
+def _i18n(what: str) -> int:
+    import importlib
+
+    # Loaded by name, as `reintegration api` serves "api.main:app": the command line does not import
+    # the web layer (tests/test_layers.py), and the other commands start without it.
+    catalogues = importlib.import_module("api.web.i18n")
+    if what == "update":
+        missing: dict[str, list[str]] = catalogues.update()
+        print(f"catalogues written under {catalogues.LOCALE_DIR}")
+        for language, messages in missing.items():
+            print(f"{language}: {len(messages)} untranslated")
+        return 0
+    missing = catalogues.check()
+    for language, messages in missing.items():
+        print(f"{language}: {len(messages)} untranslated")
+        for message in messages:
+            print(f"  {language}: {message!r}")
+    return 1 if any(missing.values()) else 0
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

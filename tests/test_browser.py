@@ -1,10 +1,28 @@
-"""The workspace in a real browser: Chromium, axe-core on every page, a screenshot of each."""
+"""The workspace in a real browser: Chromium, axe-core on every page, a screenshot of each.
+
+The three journeys of issue 12: a caseworker opens a case and takes it to the return stage; a
+partner accepts and completes a task from its inbox (in Spanish, at phone width); a supervisor finds
+a stalled case with a filter, opens it, and approves a closure."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from playwright.async_api import Locator
 
 from tests.browser import PHONE, chromium, visit
+from tests.journey import Journey, day
+from tests.test_workspace_supervisor import closure_requested, stalled_since_identification
+
+
+async def set_field(form: Locator, name: str, value: str) -> None:
+    """Fill a field as a person would, whatever the form made of it (a list to choose from, or text)."""
+    field = form.locator(f"[name='{name}']").first
+    if await field.evaluate("e => e.tagName") == "SELECT":
+        await field.select_option(value)
+    else:
+        await field.fill(value)
 
 
 @pytest.fixture(scope="module")
@@ -20,3 +38,91 @@ async def test_signing_in_in_spanish_at_phone_width(stack, browser):
         assert await person.page.locator("html").get_attribute("lang") == "es"
         width = await person.page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], f"the page scrolls sideways at phone width ({width} px)"
+
+
+async def test_a_caseworker_opens_a_case_and_takes_it_to_the_return_stage(stack, browser):
+    async with visit(browser, stack.base_url, "caseworker") as person:
+        await person.sign_in("caseworker", "cw-browser-1", countries="ES")
+        await person.page.get_by_role("navigation").get_by_role("link", name="Open a case").click()
+        await person.check()
+        form = person.page.locator("form[action='/workspace/cases/new']")
+        for name, value in {
+            "person.first_name": "Zq-browser-first",
+            "person.second_name": "Zq-browser-second",
+            "person.birthdate": "1999-05-02",
+            "identification.identified_on": day(0),
+            "identification.place": "Zq-browser-place",
+            "consent.given_on": day(0),
+        }.items():
+            await form.locator(f"[name='{name}']").fill(value)
+        await set_field(form, "identification.country", "ES")
+        await set_field(form, "origin_country", "RO")
+        await form.locator("[name='identification.exploitation_types'][value='ForcedLabour']").check()
+        await form.locator("[name='consent.assistance']").check()
+        await form.locator("button[type=submit]").click()
+        await person.page.wait_for_url(re.compile(r"/workspace/cases/[0-9a-f-]{36}([?#].*)?$"))
+        await person.check("case-opened")
+        case_url = person.page.url.split("?")[0].split("#")[0]
+        assert "Zq-browser" not in case_url  # the page's address names the case, never the person
+        for step, fields in (
+            ("risk-assessment", {"level": "low", "assessed_on": day(1)}),
+            ("security-guarantee", {"confirmed_on": day(2)}),
+            ("pathway", {"pathway": "voluntary_return", "decided_on": day(3)}),
+        ):
+            await person.page.locator(f"a[href$='/steps/{step}']").click()
+            await person.check(f"step-{step}")
+            step_form = person.page.locator(f"form[action$='/steps/{step}']")
+            for name, value in fields.items():
+                await set_field(step_form, name, value)
+            await step_form.locator("button[type=submit]").click()
+            await person.page.wait_for_url(re.compile(re.escape(case_url) + r"([?#].*)?$"))
+            await person.check(f"after-{step}")
+        current = person.page.locator("ol.stages [aria-current='step']")
+        assert "Voluntary return" in await current.inner_text()
+    case_id = case_url.rsplit("/", 1)[1]
+    r = await stack.http.get(f"/v1/cases/{case_id}", headers=stack.auth("caseworker", "cw-browser-1", countries=["ES"]))
+    assert r.json()["stage"] == "return"
+
+
+async def test_a_partner_accepts_and_completes_a_task_from_its_inbox_in_spanish_at_phone_width(stack, browser):
+    j = Journey(stack)
+    await j.open()
+    task = await j.assign("shelter", "shelter-es")
+    async with visit(browser, stack.base_url, "partner-es-phone", viewport=PHONE, language="es") as person:
+        await person.sign_in("partner", "shelter-browser", agency="shelter-es")
+        assert "/workspace/inbox" in person.page.url
+        await person.page.locator(f"a[href='/workspace/inbox/{task['task_id']}']").click()
+        await person.check("task")
+        await person.page.locator("form[action*='/accept'] button[type=submit]").click()
+        await person.check("accepted")
+        complete = person.page.locator("form[action*='/complete']")
+        await complete.locator("input[name='outcome'][value='done']").check()
+        await complete.locator("[name='notes']").fill("Cama asignada.")
+        await complete.locator("button[type=submit]").click()
+        await person.check("completed")
+        assert await person.page.locator("html").get_attribute("lang") == "es"
+        width = await person.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"the page scrolls sideways at phone width ({width} px)"
+    seen = await stack.http.get(f"/v1/tasks/{task['task_id']}", headers=j.cw)
+    assert seen.json()["status"] == "completed"
+
+
+async def test_a_supervisor_finds_a_stalled_case_opens_it_and_approves_a_closure(stack, browser):
+    stalled = await stalled_since_identification(stack)
+    closing = await closure_requested(stack)
+    async with visit(browser, stack.base_url, "supervisor") as person:
+        await person.sign_in("supervisor", "sup-browser-1", countries="*")
+        assert "/workspace/dashboard" in person.page.url
+        filters = person.page.locator("form.filters")
+        await filters.locator("[name='country']").select_option("PT")
+        await filters.locator("button[type=submit]").click()
+        await person.check("stalled-in-PT")
+        await person.page.locator(f"#stalled a[href='/workspace/cases/{stalled.case_id}']").first.click()
+        await person.page.wait_for_url(f"**/workspace/cases/{stalled.case_id}")
+        await person.check("stalled-case")
+        await person.goto("/workspace/dashboard")
+        approve = person.page.locator(f"form[action^='/workspace/dashboard/closures/{closing.case_id}/approve']")
+        await approve.locator("[name='notes']").fill("Plan completed.")
+        await approve.locator("button[type=submit]").click()
+        await person.check("closure-approved")
+    assert (await closing.get())["status"] == "closed"

@@ -15,6 +15,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import httpx
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from sqlalchemy import MetaData, select
@@ -36,6 +37,9 @@ from reintegration.logs import tap
 from reintegration.tokens import mint_codec
 from tests.conftest import Stack
 from tests.journey import Journey, case_body, day
+from tests.test_workspace_cases import case_id_of, caseworker, intake, send_form
+from tests.test_workspace_partner import send as send_partner_form
+from tests.workspace import Person
 
 
 def markers() -> dict[str, str]:
@@ -420,3 +424,60 @@ async def test_an_unexpected_error_answers_500_and_its_message_reaches_no_log(st
     assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
     assert marker not in r.text
     assert "RuntimeError" in logs.getvalue() and marker not in logs.getvalue()
+
+
+async def test_marker_data_sent_through_the_pages_appears_nowhere_it_must_not(stack):
+    """The workspace's forms carry the same personal data as the API: the person's identity, case
+    notes, a partner's reasons. None of it may reach a URL, a log line or a workflow history."""
+    m = markers()
+    urls: list[str] = []
+
+    async def remember(response: httpx.Response) -> None:
+        urls.append(str(response.request.url))
+        urls.append(response.headers.get("location", ""))
+
+    with tap() as logs:
+        person = await caseworker(stack)
+        partner = await Person(stack).sign_in("partner", "clinic-web", agency="clinic-es")
+        person.http.event_hooks["response"].append(remember)
+        partner.http.event_hooks["response"].append(remember)
+        try:
+            opened = await send_form(
+                person,
+                "/workspace/cases/new",
+                "/workspace/cases/new",
+                intake(m["first"], **{"person.second_name": m["second"], "identification.place": m["place"]}),
+            )
+            case_id = case_id_of(opened)
+            case_page = f"/workspace/cases/{case_id}"
+            step = f"{case_page}/steps/risk-assessment"
+            r = await send_form(person, step, step, {"level": "low", "threats": m["threat"], "assessed_on": day(1)})
+            assert r.status_code == 303, r.text[:2000]
+            r = await send_form(
+                person,
+                case_page,
+                f"{case_page}/tasks",
+                {"service": "medical", "agency_id": "clinic-es", "notes": m["tasknote"]},
+            )
+            assert r.status_code == 303, r.text[:2000]
+            task_id = (
+                await stack.http.get(f"/v1/cases/{case_id}", headers=stack.auth("caseworker", "cw-es-1"))
+            ).json()["open_tasks"][0]["task_id"]
+            seen = await partner.page(f"/workspace/inbox/{task_id}")
+            assert m["first"] in seen and m["tasknote"] in seen  # control: the agency needs them, and sees them
+            decline = f"/workspace/inbox/{task_id}/decline"
+            r = await send_partner_form(partner, f"/workspace/inbox/{task_id}", decline, {"reason": m["declined"]})
+            assert r.status_code == 303, r.text[:2000]
+            shown = await person.page(f"{case_page}?include=person")
+            assert m["first"] in shown, "control: the caseworker reads the person back"
+        finally:
+            await person.aclose()
+            await partner.aclose()
+
+    assert urls and not [name for name, value in m.items() if any(value in url for url in urls)]
+    leaked = [name for name, value in m.items() if value in logs.getvalue()]
+    assert logs.getvalue() and not leaked, f"in the logs: {leaked}"
+    _, histories, _ = await raw_histories(stack, case_id)
+    for where, data in histories.items():
+        leaked = [name for name, value in m.items() if value.encode() in data]
+        assert not leaked, f"in the history of {where}: {leaked}"

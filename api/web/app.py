@@ -7,12 +7,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from api.web import render, sessions, signin
+from api.web import caseworker, partner, render, sessions, signin, supervisor
+from api.web import oidc as oidc_sign_in
 from api.web.context import sign_in_redirect
 
 
 def install(app: FastAPI) -> None:
     app.include_router(signin.router)
+    app.include_router(caseworker.router)
+    app.include_router(oidc_sign_in.router)
+    app.include_router(partner.router)
+    app.include_router(supervisor.router)
     app.mount("/static", StaticFiles(directory=render.STATIC), name="static")
 
     async def _sign_in(request: Request, _: Exception) -> Response:

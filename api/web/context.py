@@ -16,6 +16,7 @@ from starlette.datastructures import FormData
 from api.audit import Auditor, request_ids
 from api.deps import SessionDep, SettingsDep
 from api.errors import Forbidden, Unavailable
+from api.languages import N_
 from api.pipeline import Pipeline
 from api.web import render, sessions
 from reintegration.db import WebSessionRecord
@@ -53,7 +54,7 @@ class Web:
         form sent twice (a double click, a retry after a timeout) acts once."""
         client = self.request.app.state.temporal
         if client is None:
-            raise Unavailable("Temporal is not reachable yet")
+            raise Unavailable(N_("Temporal is not reachable yet"))
         return Pipeline(
             user=self.user,
             session=self.session,
@@ -66,7 +67,7 @@ class Web:
 
     def require(self, *roles: Role) -> None:
         if self.user.role not in roles:
-            raise Forbidden(f"a {self.user.role.value} may not do this")
+            raise Forbidden(N_("a {role} may not do this"), params={"role": self.user.role.value})
 
     def render(self, template: str, context: dict[str, Any] | None = None, *, status: int = 200) -> HTMLResponse:
         return render.page(
@@ -83,7 +84,9 @@ class Web:
 def web_context(request: Request, session: SessionDep, settings: SettingsDep) -> Web:
     """The signed-in person's context (a plain function: FastAPI runs it in a thread, off the loop)."""
     record = sessions.current(session, request, settings)
-    return Web(request=request, session=session, settings=settings, record=record, user=sessions.claims_of(record))
+    user = sessions.claims_of(record)
+    request.state.claims = user  # the access log names who asked, as for a bearer token
+    return Web(request=request, session=session, settings=settings, record=record, user=user)
 
 
 WebDep = Annotated[Web, Depends(web_context)]

@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 from api.audit import Auditor, request_ids
 from api.deps import SessionDep, SettingsDep
 from api.errors import NotFound
+from api.languages import N_
 from api.web import i18n, render, sessions
 from api.web.context import HOME, PostedForm, WebDep, safe_next
 from reintegration.db import AgencyRecord
@@ -61,7 +62,7 @@ def sign_in(
 ) -> Response:
     """Development only: sign in as whoever the form says (production refuses: 404)."""
     if settings.environment != "development":
-        raise NotFound("no such page")
+        raise NotFound(N_("no such page"))
     try:
         if role not in HUMAN_ROLES:
             raise ValueError(role)

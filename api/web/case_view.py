@@ -1,0 +1,233 @@
+"""What a case page shows: the case as the API gives it to the person, the agencies that may take
+its tasks, the choices of its task and step forms, and its facts and timeline in words."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from fastapi import Response
+from sqlmodel import col, select
+
+from api.cases import read_case
+from api.schemas import CasePublic, TaskPublic
+from api.web import forms, i18n
+from api.web.context import Web
+from api.web.form_words import FIELD_LABELS
+from api.web.forms import Choice, Options
+from api.web.labels import LABELS, N_
+from reintegration import agencies
+from reintegration.db import AgencyRecord
+from workflows import rules
+from workflows.model import CaseStatus, ConsentBody, JourneyConfig, JourneyState, Service, Stage, Step
+
+# The steps' services, where a step's form chooses among them.
+STEP_SERVICES = {
+    Step.safety_plan: rules.IMMEDIATE_SERVICES,
+    Step.reintegration_plan: rules.STAGE_SERVICES[Stage.reintegration],
+}
+# The case's facts shown on its page, with their words (the rest is in the timeline).
+FACTS: dict[str, str] = {
+    "identified_on": N_("Identified on"),
+    "exploitation_types": N_("Types of exploitation"),
+    "trafficking_status": N_("Trafficking status"),
+    "referred_by": N_("Referred by"),
+    "risk_level": N_("Risk level"),
+    "risk_assessed_on": N_("Risk assessed on"),
+    "safety_plan_on": N_("Safety plan agreed on"),
+    "guardian_on": N_("Guardian appointed on"),
+    "security_guarantee_on": N_("Security guaranteed on"),
+    "travel_date": N_("Travel date"),
+    "receiving_caseworker": N_("Receiving caseworker"),
+    "departed_on": N_("Departed on"),
+    "arrived_on": N_("Arrived on"),
+    "residence_applied_on": N_("Residence applied for on"),
+    "permit_valid_until": N_("Permit valid until"),
+    "plan_agreed_on": N_("Reintegration plan agreed on"),
+    "plan_revision_needed": N_("The plan needs a revision"),
+    "closure_requested": N_("Closure requested, reason"),
+    "consent_withdrawn_on": N_("Consent withdrawn on"),
+}
+# What the timeline's facts are called, besides the fields of the forms (``forms.FIELD_LABELS``).
+FACT_WORDS: dict[str, str] = {
+    "from": N_("From"),
+    "from_agency": N_("From agency"),
+    "from_caseworker": N_("From caseworker"),
+    "to_caseworker": N_("To caseworker"),
+    "from_country": N_("From country"),
+    "to_country": N_("To country"),
+    "name": N_("Item"),
+    "turn": N_("Whose turn"),
+    "due_at": N_("Due"),
+}
+HIDDEN_FACTS = {"notification", "item", "assignment", "delivery_id"}
+# A supervision entry's level (1: stalled, 2: escalated) is said by its name already.
+HIDDEN_SUPERVISION_FACTS = HIDDEN_FACTS | {"level"}
+CONSENT: dict[str, str] = {
+    "assistance": N_("Assistance"),
+    "data_sharing": N_("Sharing data with partner agencies"),
+    "given_on": N_("Given on"),
+}
+
+
+@dataclass
+class CaseView:
+    """A case as the API gives it to this person, and the agencies that may take its tasks."""
+
+    case: CasePublic
+    agencies: list[AgencyRecord]
+
+    def offering(self, service: str) -> list[Choice]:
+        """The agencies offering the service in the country where it is needed."""
+        country = agencies.service_country(
+            service, owner_country=self.case.owner.country, origin_country=self.case.origin_country
+        )
+        return [
+            Choice(a.agency_id, f"{a.name} ({a.agency_id})")
+            for a in self.agencies
+            if a.country == country and service in a.services
+        ]
+
+    def agency_groups(self, services: list[str], _: forms.Translate) -> list[tuple[str, list[Choice]]]:
+        return [(_(LABELS.get(s, s)), choices) for s in services if (choices := self.offering(s))]
+
+    @property
+    def allowed_services(self) -> list[str]:
+        """The services a task may be asked for now: the journey's rule (``rules.allowed_services``),
+        asked of the case as the read model holds it (the rule reads its stage, status and consent)."""
+        case = self.case
+        identified = case.facts.get("identified_on")
+        state = JourneyState(
+            case_id=case.case_id,
+            reference=case.reference,
+            config=JourneyConfig(),
+            opened_at=case.opened_at,
+            identified_on=date.fromisoformat(identified) if isinstance(identified, str) else case.opened_at.date(),
+            owner_country=case.owner.country,
+            owner_caseworker=case.owner.caseworker,
+            origin_country=case.origin_country,
+            destination_country=case.destination_country,
+            is_minor=case.is_minor,
+            stage=Stage(case.stage),
+            status=CaseStatus.closed if case.status == "closed" else CaseStatus.active,
+            consent=ConsentBody.model_validate(case.consent) if case.consent else None,
+        )
+        allowed = rules.allowed_services(state)
+        return [s.value for s in Service if s in allowed]
+
+
+def case_view(web: Web, case_id: str, *, person: bool = False) -> CaseView:
+    """The case through the API's own route (``GET /v1/cases/{id}``: scope, and with ``person`` the
+    ``person.read`` audit row before the data leaves), and the agencies of its two countries."""
+    case = read_case(
+        case_id, Response(), web.user, web.session, web.settings, web.auditor, include="person" if person else None
+    )
+    countries = {case.owner.country, case.origin_country}
+    found = web.session.exec(
+        select(AgencyRecord)
+        .where(col(AgencyRecord.country).in_(sorted(countries)), col(AgencyRecord.active))
+        .order_by(col(AgencyRecord.name))
+    ).all()
+    return CaseView(case=case, agencies=list(found))
+
+
+def task_options(view: CaseView, _: forms.Translate, task: TaskPublic | None = None) -> dict[str, Options]:
+    """A task form's choices: the services allowed now and the agencies offering each (to assign);
+    the other agencies offering the task's service (to reassign)."""
+    if task is None:
+        services = view.allowed_services
+        return {
+            "service": Options(choices=[Choice(s, _(LABELS.get(s, s))) for s in services]),
+            "agency_id": Options(groups=view.agency_groups(services, _), empty=_("The service's usual agency")),
+        }
+    others = [c for c in view.offering(task.service) if c.value != task.agency_id]
+    return {"agency_id": Options(choices=others)}
+
+
+def step_options(view: CaseView, step: Step, _: forms.Translate) -> dict[str, Options]:
+    """A step form's choices of services and agencies, where its body names them."""
+    services = STEP_SERVICES.get(step)
+    if services is None:
+        return {}
+    values = [s.value for s in Service if s in services]
+    return {
+        "service": Options(choices=[Choice(s, _(LABELS.get(s, s))) for s in values]),
+        "agency_id": Options(groups=view.agency_groups(values, _), empty=_("The service's usual agency")),
+    }
+
+
+def stage_bar(case: CasePublic) -> list[str]:
+    """The journey's stages for this case: its pathway's (both while none is chosen)."""
+    middle = {"voluntary_return": [Stage.return_], "residence": [Stage.residence]}.get(
+        case.pathway or "", [Stage.return_, Stage.residence]
+    )
+    stages = [Stage.identification, Stage.protection, Stage.pathway, *middle, Stage.reintegration, Stage.closed]
+    return [s.value for s in stages]
+
+
+def may(web: Web, step: str) -> bool:
+    return web.user.role in rules.STEPS[Step(step)].roles
+
+
+def label_of(web: Web, value: str) -> str:
+    return web._(LABELS.get(value, value))
+
+
+def words(web: Web, key: str, value: Any) -> str:
+    """A fact's value in words: dates in the person's language, values with their labels."""
+    if isinstance(value, bool):
+        return web._("Yes") if value else web._("No")
+    if isinstance(value, list):
+        return ", ".join(words(web, key, v) for v in value)
+    if isinstance(value, int | float):
+        return i18n.format_number(value, web.language, 2)
+    if isinstance(value, str):
+        if key.endswith(("_on", "_date", "_until")):
+            try:
+                return i18n.format_date(date.fromisoformat(value), web.language)
+            except ValueError:
+                return value
+        if key.endswith("_at"):
+            try:
+                return i18n.format_datetime(datetime.fromisoformat(value), web.language)
+            except ValueError:
+                return value
+        return label_of(web, value)
+    return ""
+
+
+def fact_name(web: Web, key: str) -> str:
+    words_for = FACT_WORDS.get(key) or FIELD_LABELS.get(key) or FACTS.get(key)
+    return web._(words_for) if words_for else key
+
+
+def timeline(web: Web, case: CasePublic) -> list[dict[str, Any]]:
+    """The timeline, newest first, each entry's facts in words."""
+    entries = []
+    for entry in reversed(case.timeline or []):
+        hidden = HIDDEN_SUPERVISION_FACTS if entry.kind == "supervision" else HIDDEN_FACTS
+        facts = [
+            (fact_name(web, k), words(web, k, v))
+            for k, v in entry.facts.items()
+            if k not in hidden and v not in (None, "", [])
+        ]
+        entries.append({"entry": entry, "facts": facts})
+    return entries
+
+
+def case_facts(web: Web, case: CasePublic) -> list[tuple[str, str]]:
+    return [
+        (web._(name), words(web, key, case.facts[key]))
+        for key, name in FACTS.items()
+        if case.facts.get(key) not in (None, "", [], False)
+    ]
+
+
+def consent_facts(web: Web, case: CasePublic) -> list[tuple[str, str]]:
+    consent = case.consent or {}
+    return [(web._(name), words(web, key, consent.get(key))) for key, name in CONSENT.items() if key in consent]
+
+
+def case_path(case_id: str) -> str:
+    return f"/workspace/cases/{case_id}"

@@ -1,0 +1,538 @@
+"""The case pages, for caseworkers and for supervisors (a partner or an admin is refused, as by the
+API): *My cases*, *Open a case*, the case page (stages, steps, tasks, timeline, consent, and the
+person's details only on request) and each step's form.
+
+Every page goes through the API's own functions: the list through ``cases_query`` (the query of
+``GET /v1/cases``), the case through ``read_case`` (the route of ``GET /v1/cases/{id}``, audited
+alike with ``include=person``), and every change through the ``Pipeline`` and the function its
+``/v1`` route uses (``open_case``, ``_record``, ``_task_command``, ``reassign_case``), so the rules,
+scope, idempotency and audit are the API's. A refusal is shown in words with what to do next
+(``refusals``); the form keeps what was typed. Forms are built from the bodies' own models
+(``forms``); what a case page shows is gathered in ``case_view``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
+from sqlmodel import Session, col
+from sqlmodel.sql.expression import SelectOfScalar
+
+from api.audit import replayed_body
+from api.cases import CASES_ORDER, CASEWORK, CaseId, TaskId, _check_opening_scope, case_summary, cases_query
+from api.cases import open_case as open_case_command
+from api.deps import IDENTIFIER
+from api.errors import ApiProblem, Forbidden, NotFound, Unprocessable
+from api.journeys import utcnow
+from api.pagination import Keyset, page
+from api.schemas import CaseCreate, CaseSummary
+from api.steps import _record, _task_command
+from api.supervision import ReassignCase, reassign_case
+from api.web import forms
+from api.web.case_view import (
+    CaseView,
+    case_facts,
+    case_path,
+    case_view,
+    consent_facts,
+    label_of,
+    may,
+    stage_bar,
+    step_options,
+    task_options,
+    timeline,
+)
+from api.web.context import PostedForm, Web, WebDep
+from api.web.forms import Options, PostForm, Raw, new_key
+from api.web.labels import N_
+from api.web.refusals import Notice, Refusal, explain, form_key, not_now, refusal_in, refused_page, see
+from reintegration.db import CaseRecord
+from workflows import rules
+from workflows.model import (
+    TASK_BODIES,
+    Pathway,
+    Role,
+    Stage,
+    Step,
+    TaskAction,
+)
+from workflows.rules.base import StepRule
+
+router = APIRouter(include_in_schema=False)
+
+PAGE_SIZE = 25
+# What is due next first (so the overdue, due in the past, come first); the cases with nothing due
+# follow, newest first (``CASES_ORDER``, the API's).
+DUE_ORDER = Keyset(col(CaseRecord.next_due_at), col(CaseRecord.case_id))
+STATUSES = ("active", "stalled", "closed")
+# Blank fieldsets a list (a plan's measures or services) gets when the person asks for more rows.
+MORE_ROWS = 3
+# A case's version as a form carries it (sent back as If-Match).
+VERSION = re.compile(r"[0-9]{1,12}")
+# The steps a form is never shown for from a step's button: withdrawing consent has a button of its own.
+OWN_BUTTON = {Step.withdraw_consent.value}
+# What a page says after a change (``?done=``), by the change.
+DONE: dict[str, str] = {
+    "opened": N_("The case is open."),
+    "assign": N_("The task was assigned."),
+    "reassign": N_("The task was given to the other agency."),
+    "cancel": N_("The task was cancelled."),
+    "case-reassigned": N_("The case was given to the other caseworker."),
+}
+
+
+# --- My cases --------------------------------------------------------------------------------------
+
+
+def due_first(
+    session: Session, query: SelectOfScalar[CaseRecord], *, limit: int, cursor: str | None
+) -> tuple[list[CaseRecord], str | None]:
+    """A page of the cases in what-is-due-next order, then those with nothing due; the cursor is
+    the API's (``api.pagination``) with the part of the list it is in (``d.`` or ``u.``)."""
+    part, _, inner = (cursor or "d.").partition(".")
+    if part not in ("d", "u"):
+        raise Unprocessable("the cursor is not one this page gave")
+    rows: list[CaseRecord] = []
+    if part == "d":
+        dated = query.where(col(CaseRecord.next_due_at).is_not(None))
+        rows, following = page(session, dated, DUE_ORDER, limit=limit, cursor=inner or None)
+        if following:
+            return rows, f"d.{following}"
+        inner, limit = "", limit - len(rows)
+    undated = query.where(col(CaseRecord.next_due_at).is_(None))
+    if limit == 0:
+        return rows, ("u." if session.exec(undated.limit(1)).first() is not None else None)
+    more, following = page(session, undated, CASES_ORDER, limit=limit, cursor=inner or None)
+    return rows + more, (f"u.{following}" if following else None)
+
+
+@dataclass
+class CaseRow:
+    case: CaseSummary
+    overdue: bool
+
+
+@router.get("/workspace/cases")
+def my_cases(
+    web: WebDep,
+    stage: Annotated[str, Query(max_length=32)] = "",
+    pathway: Annotated[str, Query(max_length=32)] = "",
+    status: Annotated[str, Query(max_length=16)] = "",
+    caseworker: Annotated[str, Query(max_length=200)] = "",
+    mine: Annotated[str, Query(max_length=8)] = "",
+    filtered: Annotated[str, Query(max_length=8)] = "",
+    cursor: Annotated[str, Query(max_length=600)] = "",
+) -> HTMLResponse:
+    """The cases in scope, what is due next first (the overdue first, marked), filtered; for a
+    caseworker their own cases unless they ask for everyone's."""
+    if web.user.role not in CASEWORK:
+        return refused_page(web, 403)
+    chosen = {
+        "stage": stage if stage in {s.value for s in Stage} else "",
+        "pathway": pathway if pathway in {p.value for p in Pathway} else "",
+        "status": status if status in STATUSES else "",
+        "caseworker": caseworker.strip() if re.fullmatch(IDENTIFIER, caseworker.strip()) else "",
+    }
+    mine_only = bool(mine) if filtered else web.user.role == Role.caseworker
+    query = cases_query(
+        web.user,
+        stage=Stage(chosen["stage"]) if chosen["stage"] else None,
+        status=chosen["status"] or None,
+        pathway=chosen["pathway"] or None,
+        caseworker=web.user.sub if mine_only else (chosen["caseworker"] or None),
+    )
+    notice = None
+    try:
+        rows, following = due_first(web.session, query, limit=PAGE_SIZE, cursor=cursor or None)
+    except Unprocessable:
+        rows, following = due_first(web.session, query, limit=PAGE_SIZE, cursor=None)
+        notice = Notice("warning", web._("That page link is no longer valid: here is the first page."))
+    now = utcnow()
+    items = [
+        CaseRow(
+            case=summary,
+            overdue=summary.status != "closed" and summary.next_due_at is not None and summary.next_due_at < now,
+        )
+        for summary in map(case_summary, rows)
+    ]
+    kept = {k: v for k, v in chosen.items() if v} | {"filtered": "1"} | ({"mine": "1"} if mine_only else {})
+    return web.render(
+        "cases.html",
+        {
+            "rows": items,
+            "chosen": chosen,
+            "mine": mine_only,
+            "stages": [s.value for s in Stage],
+            "pathways": [p.value for p in Pathway],
+            "statuses": STATUSES,
+            "next_page": f"/workspace/cases?{urlencode(kept | {'cursor': following})}" if following else "",
+            "first_page": f"/workspace/cases?{urlencode(kept)}" if cursor else "",
+            "notice": notice,
+        },
+    )
+
+
+# --- Open a case -----------------------------------------------------------------------------------
+
+
+@router.get("/workspace/cases/new")
+def new_case(web: WebDep) -> HTMLResponse:
+    if web.user.role != Role.caseworker:  # as POST /v1/cases: caseworkers open cases
+        return refused_page(web, 403)
+    scope = web.user.country_scope
+    initial: dict[str, Any] = {"identification": {"identified_on": date.today().isoformat()}}
+    if scope is not None and len(scope) == 1:
+        initial["identification"]["country"] = scope[0]
+    return _new_case_page(web, forms.build(CaseCreate, web._, initial=initial), new_key())
+
+
+@router.post("/workspace/cases/new")
+async def open_case(web: WebDep, posted: PostedForm) -> Response:
+    """The intake form, sent as ``POST /v1/cases`` is: the same checks, the same path, once per form."""
+    if web.user.role != Role.caseworker:
+        return refused_page(web, 403)
+    key = form_key(posted)
+    body, errors = forms.check(CaseCreate, web._, posted)
+    if body is not None:
+        try:
+            _check_opening_scope(web.user, body)
+        except Unprocessable:
+            errors.found.append(("identification.country", web._("You do not work in this country.")))
+            body = None
+    if body is None:
+        return _new_case_page(web, forms.build(CaseCreate, web._, raw=posted, errors=errors), key, status=422)
+    try:
+        result = await open_case_command(body, Response(), web.pipeline(key))
+        refusal = refusal_in(result)
+        if refusal is None:
+            replayed = replayed_body(result)
+            opened = replayed.get("case_id") if replayed is not None else getattr(result, "case_id", None)
+            return see(case_path(str(opened)), done="opened")
+    except ApiProblem as problem:
+        refusal = Refusal.of(problem)
+    form = forms.build(CaseCreate, web._, raw=posted)
+    if refusal.status >= 500:
+        notice = Notice("warning", web._("The system is busy. Try again in a moment: nothing was lost."), retry=True)
+        return _new_case_page(web, form, key, status=refusal.status, notice=notice)
+    notice = Notice("danger", web._("The case was not opened."), detail=web._(refusal.detail))
+    return _new_case_page(web, form, new_key(), status=refusal.status, notice=notice)
+
+
+def _new_case_page(
+    web: Web, form: forms.Form, key: str, *, status: int = 200, notice: Notice | None = None
+) -> HTMLResponse:
+    return web.render("case_new.html", {"form": form, "key": key, "notice": notice}, status=status)
+
+
+# --- The case page ---------------------------------------------------------------------------------
+
+
+@router.get("/workspace/cases/{case_id}")
+def case_page(
+    case_id: CaseId,
+    web: WebDep,
+    include: Annotated[str, Query(max_length=16)] = "",
+    done: Annotated[str, Query(max_length=40)] = "",
+) -> HTMLResponse:
+    """The case; the person's details only with ``?include=person`` (audited as the API's)."""
+    try:
+        view = case_view(web, case_id, person=include == "person")
+    except (NotFound, Forbidden) as problem:
+        return refused_page(web, problem.status)
+    notice = None
+    if done in DONE or done in {s.value for s in Step}:
+        text = web._(DONE[done]) if done in DONE else web._("Recorded: %(step)s.") % {"step": label_of(web, done)}
+        notice = Notice("ok", text)
+    return render_case(web, view, notice=notice)
+
+
+def render_case(
+    web: Web,
+    view: CaseView,
+    *,
+    failed: PostForm | None = None,
+    notice: Notice | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    """The case page, with ``failed`` (a form sent and refused) in place of its fresh form."""
+    case, _ = view.case, web._
+    path = case_path(case.case_id)
+
+    def use(action: str, model: type[BaseModel], options: Mapping[str, Options], prefix: str) -> PostForm:
+        if failed is not None and failed.action == action:
+            return failed
+        return PostForm(action, forms.build(model, _, prefix=prefix, options=options))
+
+    services = view.allowed_services
+    assign = None
+    if case.status != "closed" and services:
+        assign = use(f"{path}/tasks", TASK_BODIES[TaskAction.assign], task_options(view, _), "assign-")
+    tasks = []
+    for task in case.open_tasks:
+        reassign = None
+        if task.status in ("declined", "delivery_failed") or task.overdue:
+            reassign = use(
+                f"{path}/tasks/{task.task_id}/reassign",
+                TASK_BODIES[TaskAction.reassign],
+                task_options(view, _, task),
+                f"reassign-{task.task_id}-",
+            )
+        cancel = use(
+            f"{path}/tasks/{task.task_id}/cancel", TASK_BODIES[TaskAction.cancel], {}, f"cancel-{task.task_id}-"
+        )
+        tasks.append({"task": task, "reassign": reassign, "cancel": cancel})
+    reassign_owner = None
+    if web.user.role == Role.supervisor and case.status != "closed":
+        reassign_owner = use(f"{path}/reassign", ReassignCase, {}, "owner-")
+    steps = [s for s in case.allowed_steps if s not in OWN_BUTTON and may(web, s)]
+    return web.render(
+        "case.html",
+        {
+            "case": case,
+            "stages": stage_bar(case),
+            "steps": steps,
+            "withdraw": Step.withdraw_consent.value in case.allowed_steps and may(web, Step.withdraw_consent.value),
+            "tasks": tasks,
+            "assign": assign,
+            "reassign_owner": reassign_owner,
+            "timeline": timeline(web, case),
+            "facts": case_facts(web, case),
+            "consent": consent_facts(web, case),
+            "notice": notice,
+            "person": case.person,
+        },
+        status=status,
+    )
+
+
+# --- Tasks -----------------------------------------------------------------------------------------
+
+
+@router.post("/workspace/cases/{case_id}/tasks")
+async def assign_task(case_id: CaseId, web: WebDep, posted: PostedForm) -> Response:
+    return await _task_form(web, posted, case_id, TaskAction.assign, None)
+
+
+@router.post("/workspace/cases/{case_id}/tasks/{task_id}/reassign")
+async def reassign_task(case_id: CaseId, task_id: TaskId, web: WebDep, posted: PostedForm) -> Response:
+    return await _task_form(web, posted, case_id, TaskAction.reassign, task_id)
+
+
+@router.post("/workspace/cases/{case_id}/tasks/{task_id}/cancel")
+async def cancel_task(case_id: CaseId, task_id: TaskId, web: WebDep, posted: PostedForm) -> Response:
+    return await _task_form(web, posted, case_id, TaskAction.cancel, task_id)
+
+
+async def _task_form(web: Web, posted: Raw, case_id: str, action: TaskAction, task_id: str | None) -> Response:
+    """A task form of the case page, sent as its ``/v1`` route sends it (``_task_command``)."""
+    if web.user.role not in CASEWORK:
+        return refused_page(web, 403)
+    model = TASK_BODIES[action]
+    key = form_key(posted)
+    try:
+        p = web.pipeline(key)
+    except ApiProblem as problem:
+        return refused_page(web, problem.status)
+    body, errors = forms.check(model, web._, posted)
+    refusal = None
+    if body is not None:
+        try:
+            result = await _task_command(p, case_id, action, task_id, body)
+            refusal = refusal_in(result)
+        except ApiProblem as problem:
+            refusal = Refusal.of(problem)
+        if refusal is None:
+            return see(case_path(case_id), done=action.value)
+    try:
+        view = await p.db(case_view, web, case_id)
+    except (NotFound, Forbidden) as problem:
+        return refused_page(web, problem.status)
+    task = next((t for t in view.case.open_tasks if t.task_id == task_id), None)
+    path = case_path(case_id) + (f"/tasks/{task_id}/{action.value}" if task_id else "/tasks")
+    prefix = f"{action.value}-{task_id}-" if task_id else "assign-"
+    options = task_options(view, web._, task) if action != TaskAction.cancel else {}
+    form = forms.build(model, web._, prefix=prefix, raw=posted, options=options, errors=errors)
+    if refusal is None:
+        return render_case(web, view, failed=PostForm(path, form, key, open=True), status=422)
+    explained, key = explain(web, refusal, key)
+    notice: Notice | None = explained
+    if refusal.status == 422:
+        form.add_error("agency_id" if form.find("agency_id") else None, web._(refusal.detail))
+        notice = None
+    elif refusal.status == 404:
+        notice = Notice("warning", web._("This task is no longer open on the case."))
+    return render_case(web, view, failed=PostForm(path, form, key, open=True), notice=notice, status=refusal.status)
+
+
+# --- A supervisor gives the case to another caseworker ----------------------------------------------
+
+
+@router.post("/workspace/cases/{case_id}/reassign")
+async def reassign_owner(case_id: CaseId, web: WebDep, posted: PostedForm) -> Response:
+    if web.user.role != Role.supervisor:  # as POST /v1/cases/{id}/reassign
+        return refused_page(web, 403)
+    key = form_key(posted)
+    try:
+        p = web.pipeline(key)
+    except ApiProblem as problem:
+        return refused_page(web, problem.status)
+    body, errors = forms.check(ReassignCase, web._, posted)
+    refusal = None
+    if body is not None:
+        try:
+            refusal = refusal_in(await reassign_case(case_id, body, Response(), p))
+        except ApiProblem as problem:
+            refusal = Refusal.of(problem)
+        if refusal is None:
+            return see(case_path(case_id), done="case-reassigned")
+    try:
+        view = await p.db(case_view, web, case_id)
+    except (NotFound, Forbidden) as problem:
+        return refused_page(web, problem.status)
+    form = forms.build(ReassignCase, web._, prefix="owner-", raw=posted, errors=errors)
+    notice = None
+    if refusal is not None:
+        notice, key = explain(web, refusal, key)
+    return render_case(
+        web,
+        view,
+        failed=PostForm(f"{case_path(case_id)}/reassign", form, key, open=True),
+        notice=notice,
+        status=refusal.status if refusal else 422,
+    )
+
+
+# --- Steps -----------------------------------------------------------------------------------------
+
+
+def step_rule(web: Web, step: str) -> StepRule:
+    """The step's rule; 404 for no such step, 403 for a step of another role (as the API)."""
+    if step not in {s.value for s in Step}:
+        raise NotFound("no such step")
+    rule = rules.STEPS[Step(step)]
+    if web.user.role not in rule.roles:
+        raise Forbidden(f"a {web.user.role.value} may not record {step}")
+    return rule
+
+
+@router.get("/workspace/cases/{case_id}/steps/{step}")
+def step_page(case_id: CaseId, step: Annotated[str, Path(max_length=40)], web: WebDep) -> HTMLResponse:
+    """The step's form, built from its body's model (the one the API validates)."""
+    try:
+        rule = step_rule(web, step)
+        view = case_view(web, case_id)
+    except (NotFound, Forbidden) as problem:
+        return refused_page(web, problem.status)
+    form = forms.build(rule.body, web._, options=step_options(view, rule.step, web._))
+    notice = None
+    if step not in view.case.allowed_steps:
+        notice = not_now(web, view.case.allowed_steps)
+    return render_step(web, view, rule, PostForm(step_path(case_id, step), form), view.case.version, notice=notice)
+
+
+def step_path(case_id: str, step: str) -> str:
+    return f"{case_path(case_id)}/steps/{step}"
+
+
+@router.post("/workspace/cases/{case_id}/steps/{step}")
+async def record_step(
+    case_id: CaseId, step: Annotated[str, Path(max_length=40)], web: WebDep, posted: PostedForm
+) -> Response:
+    """The step's form, sent as ``POST /v1/cases/{id}/steps/{step}`` is (``_record``), with the
+    case's version the form was drawn from as ``If-Match``."""
+    key = form_key(posted)
+    try:
+        rule = step_rule(web, step)
+        p = web.pipeline(key)
+    except ApiProblem as problem:
+        return refused_page(web, problem.status)
+    version = _first(posted, "version")
+    if _first(posted, "more"):  # "more rows": the form again, longer; nothing is sent
+        view = await p.db(case_view, web, case_id)
+        options = step_options(view, rule.step, web._)
+        form = forms.build(rule.body, web._, raw=posted, options=options, more=MORE_ROWS)
+        return render_step(web, view, rule, PostForm(step_path(case_id, step), form, key), _version(version, view))
+    body, errors = forms.check(rule.body, web._, posted)
+    refusal = None
+    if body is not None:
+        if_match = f'W/"{version}"' if VERSION.fullmatch(version) else None
+        try:
+            refusal = refusal_in(await _record(p, rule.step, case_id, body, Response(), if_match))
+        except ApiProblem as problem:
+            refusal = Refusal.of(problem)
+        if refusal is None:
+            return see(case_path(case_id), done=step)
+    try:
+        view = await p.db(case_view, web, case_id)
+    except (NotFound, Forbidden) as problem:
+        return refused_page(web, problem.status)
+    form = forms.build(rule.body, web._, raw=posted, options=step_options(view, rule.step, web._), errors=errors)
+    action = step_path(case_id, step)
+    if refusal is None:
+        return render_step(web, view, rule, PostForm(action, form, key), _version(version, view), status=422)
+    if refusal.status in (403, 404):
+        return refused_page(web, refusal.status)
+    notice, key = explain(web, refusal, key)
+    if refusal.status == 409:
+        notice = not_now(web, refusal.allowed_steps or view.case.allowed_steps)
+        notice.detail = web._(refusal.detail)
+    shown = view.case.version if refusal.status == 412 else _version(version, view)
+    return render_step(
+        web,
+        view,
+        rule,
+        PostForm(action, form, key),
+        shown,
+        notice=notice,
+        status=refusal.status,
+        changed=refusal.status == 412,
+    )
+
+
+def _first(posted: Raw, name: str) -> str:
+    value = posted.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def _version(sent: str, view: CaseView) -> int:
+    """The version the form was drawn from (kept, so that a change meanwhile still gives 412)."""
+    return int(sent) if VERSION.fullmatch(sent) else view.case.version
+
+
+def render_step(
+    web: Web,
+    view: CaseView,
+    rule: StepRule,
+    form: PostForm,
+    version: int,
+    *,
+    notice: Notice | None = None,
+    status: int = 200,
+    changed: bool = False,
+) -> HTMLResponse:
+    step = rule.step.value
+    possible = step in view.case.allowed_steps
+    return web.render(
+        "step.html",
+        {
+            "case": view.case,
+            "step": step,
+            "post": form,
+            "version": version,
+            "notice": notice,
+            "show_form": possible,
+            "withdraw": rule.step == Step.withdraw_consent,
+            "changed": changed,
+            "recent": timeline(web, view.case)[:5] if changed else [],
+            "stages": stage_bar(view.case),
+        },
+        status=status,
+    )

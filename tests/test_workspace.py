@@ -1,0 +1,133 @@
+"""The workspace's doors: sign-in, sessions, CSRF, headers and languages, against the real app."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import update
+from sqlmodel import Session, col
+
+from reintegration.db import WebSessionRecord
+from tests.workspace import Person, csrf_token
+
+
+async def test_the_root_leads_to_sign_in_and_back(stack):
+    person = Person(stack)
+    try:
+        r = await person.http.get("/")
+        assert (r.status_code, r.headers["location"]) == (303, "/workspace")
+        r = await person.http.get("/workspace")
+        assert (r.status_code, r.headers["location"]) == (303, "/workspace/sign-in?next=/workspace")
+        r = await person.http.post(
+            "/workspace/sign-in",
+            data={"role": "caseworker", "sub": "cw-es-1", "countries": "ES", "next": "/workspace/cases"},
+        )
+        assert (r.status_code, r.headers["location"]) == (303, "/workspace/cases")
+        cookie = r.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
+        assert "Secure" not in cookie  # development is plain http; production sets it
+        r = await person.http.get("/workspace")
+        assert (r.status_code, r.headers["location"]) == (303, "/workspace/cases")
+    finally:
+        await person.aclose()
+
+
+async def test_sign_in_never_sends_anyone_to_another_site(stack):
+    person = Person(stack)
+    try:
+        for target in ("https://evil.example/", "//evil.example/x", "/workspace/../x\\y", "/v1/cases"):
+            r = await person.http.post(
+                "/workspace/sign-in", data={"role": "caseworker", "sub": "cw-es-1", "countries": "ES", "next": target}
+            )
+            assert r.headers["location"] == "/workspace", target
+    finally:
+        await person.aclose()
+
+
+async def test_a_bad_sign_in_is_explained_and_opens_nothing(stack):
+    person = Person(stack)
+    try:
+        for data in (
+            {"role": "system", "sub": "x", "countries": "ES"},
+            {"role": "caseworker", "sub": "", "countries": "ES"},
+            {"role": "caseworker", "sub": "cw-1", "countries": "Spain"},
+        ):
+            r = await person.http.post("/workspace/sign-in", data=data)
+            assert r.status_code in (422,), (data, r.status_code)
+            assert "set-cookie" not in r.headers
+        r = await person.http.get("/workspace")
+        assert r.headers["location"].startswith("/workspace/sign-in")
+    finally:
+        await person.aclose()
+
+
+async def test_pages_carry_a_strict_content_security_policy(stack):
+    person = Person(stack)
+    try:
+        r = await person.http.get("/workspace/sign-in")
+        policy = r.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        assert "unsafe-inline" not in policy
+        assert "<script>" not in r.text and " style=" not in r.text  # nothing inline for the policy to refuse
+        assert r.headers["x-frame-options"] == "DENY" and r.headers["cache-control"] == "no-store"
+    finally:
+        await person.aclose()
+
+
+async def test_a_form_without_its_csrf_token_changes_nothing(stack):
+    person = await Person(stack).sign_in("caseworker", "cw-es-1", countries="ES")
+    try:
+        r = await person.http.post("/workspace/sign-out", data={})
+        assert r.status_code == 403 and "was not sent" in r.text
+        r = await person.http.post("/workspace/sign-out", data={"csrf_token": "forged"})
+        assert r.status_code == 403
+        assert (await person.http.get("/workspace")).headers["location"] == "/workspace/cases"  # still signed in
+    finally:
+        await person.aclose()
+
+
+async def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(stack):
+    person = await Person(stack).sign_in("caseworker", "cw-es-1", countries="ES")
+    try:
+        copied = dict(person.http.cookies)
+        token = csrf_token(await person.page("/workspace/cases"))  # any page of a signed-in person
+        r = await person.http.post("/workspace/sign-out", data={"csrf_token": token})
+        assert (r.status_code, r.headers["location"]) == (303, "/workspace/sign-in")
+        person.http.cookies.update(copied)
+        r = await person.http.get("/workspace")
+        assert r.headers["location"].startswith("/workspace/sign-in")
+    finally:
+        await person.aclose()
+
+
+async def test_a_session_ends_when_idle_and_at_its_absolute_limit(stack):
+    for column in ("last_seen_at", "created_at"):
+        person = await Person(stack).sign_in("caseworker", f"cw-{column}", countries="ES")
+        try:
+            assert (await person.http.get("/workspace")).headers["location"] == "/workspace/cases"
+            long_ago = datetime.now(UTC) - timedelta(days=30)
+            with Session(stack.engine) as session:
+                session.execute(
+                    update(WebSessionRecord)
+                    .where(col(WebSessionRecord.claims)["sub"].as_string() == f"cw-{column}")
+                    .values({column: long_ago})
+                )
+                session.commit()
+            assert (await person.http.get("/workspace")).headers["location"].startswith("/workspace/sign-in")
+        finally:
+            await person.aclose()
+
+
+async def test_the_language_comes_from_the_browser_or_the_persons_choice(stack):
+    person = Person(stack, language="fr-CA,fr;q=0.9,en;q=0.5")
+    try:
+        r = await person.http.get("/workspace/sign-in")
+        assert r.headers["content-language"] == "fr" and '<html lang="fr">' in r.text
+        r = await person.http.post("/workspace/language", data={"language": "es", "next": "/workspace/sign-in"})
+        assert r.headers["location"] == "/workspace/sign-in"
+        r = await person.http.get("/workspace/sign-in")
+        assert r.headers["content-language"] == "es"
+        r = await person.http.post("/workspace/language", data={"language": "xx"})
+        assert (await person.http.get("/workspace/sign-in")).headers["content-language"] == "es"  # unchanged
+    finally:
+        await person.aclose()
