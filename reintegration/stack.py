@@ -76,6 +76,10 @@ def run_stack() -> int:
             f"API        http://{settings.api_host}:{settings.api_port}  (docs /docs, log {logs / 'api.log'})",
             flush=True,
         )
+        print(
+            f"Workspace  http://{settings.api_host}:{settings.api_port}/  (development sign-in: choose who you are)",
+            flush=True,
+        )
         _write_private(endpoint_file, _ui_codec_endpoint(settings, codec_session) + "\n")
         print(
             f"Payloads   the Web UI shows them encrypted; to read them, paste the endpoint in {endpoint_file} "

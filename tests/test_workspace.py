@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
@@ -131,3 +132,33 @@ async def test_the_language_comes_from_the_browser_or_the_persons_choice(stack):
         assert (await person.http.get("/workspace/sign-in")).headers["content-language"] == "es"  # unchanged
     finally:
         await person.aclose()
+
+
+async def test_an_admin_lands_on_the_agencies_and_only_an_admin_sees_their_webhook_addresses(stack):
+    agency = f"web-agency-{uuid.uuid4().hex[:6]}"
+    r = await stack.http.post(
+        "/v1/agencies",
+        headers=stack.auth("admin", "admin-1"),
+        json={
+            "agency_id": agency,
+            "name": "Hogar Web",
+            "org_type": "NGO",
+            "country": "ES",
+            "services": ["housing"],
+            "webhook_url": f"http://127.0.0.1:9/{agency}",
+            "webhook_secret": "s" * 40,
+        },
+    )
+    assert r.status_code == 201, r.text
+    admin = await Person(stack).sign_in("admin", "admin-web")
+    caseworker = await Person(stack).sign_in("caseworker", "cw-es-1", countries="ES")
+    try:
+        r = await admin.http.get("/workspace")
+        assert r.headers["location"] == "/workspace/agencies"
+        html = await admin.page("/workspace/agencies")
+        assert "Hogar Web" in html and f"http://127.0.0.1:9/{agency}" in html
+        seen = await caseworker.page("/workspace/agencies")  # the registry is everyone's to read
+        assert "Hogar Web" in seen and f"http://127.0.0.1:9/{agency}" not in seen
+    finally:
+        await admin.aclose()
+        await caseworker.aclose()

@@ -7,7 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from api.web import caseworker, partner, render, sessions, signin, supervisor
+from api.web import agencies, caseworker, partner, render, sessions, signin, supervisor
 from api.web import oidc as oidc_sign_in
 from api.web.context import sign_in_redirect
 
@@ -18,6 +18,7 @@ def install(app: FastAPI) -> None:
     app.include_router(oidc_sign_in.router)
     app.include_router(partner.router)
     app.include_router(supervisor.router)
+    app.include_router(agencies.router)
     app.mount("/static", StaticFiles(directory=render.STATIC), name="static")
 
     async def _sign_in(request: Request, _: Exception) -> Response:
