@@ -83,12 +83,13 @@ async def once(
     if key is None:
         return await run(str(uuid.uuid4()))
     # The fingerprint hashes the body, notes and all: stored keyed, so it can't be used to test guesses.
-    request_hash = keyring.keyed_hash(request_hash, purpose="idempotency")
+    # (The keyring may read or create keys in the database: off the event loop, as all database work.)
+    request_hash = await asyncio.to_thread(keyring.keyed_hash, request_hash, purpose="idempotency")
     if session is not None:
         await asyncio.to_thread(release_connection, session)
     claim = await _claim_or_wait(engine, user.sub, key, request_hash, ttl)
     if isinstance(claim, tuple):
-        code, body = _open(keyring, *claim)
+        code, body = await asyncio.to_thread(_open, keyring, *claim)
         if code < 400 and replay is not None:
             body = await asyncio.to_thread(replay, body)
         media = PROBLEM_JSON if code >= 400 else "application/json"
@@ -118,11 +119,8 @@ async def once(
     body = {k: (None if k in unstored else v) for k, v in result.model_dump(mode="json").items()}
     # The case whose key seals the stored response: named by the caller, or by the response itself.
     case_id = case_id or (body.get("case_id") if isinstance(body.get("case_id"), str) else None)
-    stored = (
-        {"case_id": case_id, "sealed": keyring.seal(case_id, json.dumps(body), purpose=SEALED)} if case_id else body
-    )
     try:
-        await asyncio.to_thread(_store, engine, user.sub, key, status_code, stored, case_id=case_id)
+        await asyncio.to_thread(_seal_and_store, engine, keyring, user.sub, key, status_code, body, case_id)
     except SQLAlchemyError:
         await _release_or_later(engine, user.sub, key)  # the client's retry sends the command again, same update id
         raise
@@ -205,6 +203,16 @@ def _try_claim(engine: Engine, sub: str, key: str, request_hash: str, ttl: timed
                     return record.resource_id
                 continue
             return None
+
+
+def _seal_and_store(
+    engine: Engine, keyring: Keyring, sub: str, key: str, status_code: int, body: dict[str, Any], case_id: str | None
+) -> None:
+    """Store a successful answer, sealed with the key of the case it shows (if it shows one)."""
+    stored = (
+        {"case_id": case_id, "sealed": keyring.seal(case_id, json.dumps(body), purpose=SEALED)} if case_id else body
+    )
+    _store(engine, sub, key, status_code, stored, case_id=case_id)
 
 
 def _store(engine: Engine, sub: str, key: str, status_code: int, body: Any, *, case_id: str | None = None) -> None:

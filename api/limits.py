@@ -25,6 +25,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.errors import PayloadTooLarge, TooManyRequests, problem, responses
 
 UNLIMITED_PATHS = frozenset({"/health", "/ready"})
+# The workspace's stylesheet and other static files: the same few bytes for everyone, never charged
+# (a page and its stylesheet are one thing to the person who opens it).
+UNLIMITED_PREFIXES = ("/static/",)
 # Under these, every route authenticates with ``current_user``, which charges the caller itself;
 # except the development codec routes, whose token rides in the path: charged to the address always.
 AUTHENTICATED_PREFIXES = ("/v1/", "/codec/")
@@ -140,7 +143,7 @@ class AnonymousRateLimit:
         self.app, self.limits = app, limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS:
+        if scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS or scope["path"].startswith(UNLIMITED_PREFIXES):
             await self.app(scope, receive, send)
             return
         # With a bearer token, current_user charges its subject (or, for a bad token, the address);

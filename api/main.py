@@ -31,6 +31,7 @@ from api import (
 from api.access_log import RequestContext, bind_route
 from api.schemas import Problem
 from api.web import app as workspace
+from api.web import sessions as web_sessions
 from reintegration import agencies
 from reintegration.db import keyring_from_settings, make_engine
 from reintegration.logs import configure_logging
@@ -115,15 +116,18 @@ PURGE_EVERY_SECONDS = 900.0
 
 
 async def _purge_stored_answers(app: FastAPI, settings: Settings) -> None:
-    """Delete expired answers to Idempotency-Keys now and every quarter hour (each API process does;
-    the deletes are idempotent)."""
+    """Delete expired answers to Idempotency-Keys, and the workspace's ended sessions, now and every
+    quarter hour (each API process does; the deletes are idempotent)."""
     while True:
         try:
             purged = await asyncio.to_thread(idempotency.purge_expired, app.state.engine, settings.idempotency_ttl)
             if purged:
                 log.info("expired idempotent answers purged", count=purged)
+            ended = await asyncio.to_thread(web_sessions.purge_ended, app.state.engine, settings)
+            if ended:
+                log.info("ended workspace sessions purged", count=ended)
         except SQLAlchemyError as exc:
-            log.warning("idempotent answers not purged", error=type(exc).__name__)
+            log.warning("expired answers or sessions not purged", error=type(exc).__name__)
         await asyncio.sleep(PURGE_EVERY_SECONDS)
 
 

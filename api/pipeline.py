@@ -13,6 +13,7 @@ FastAPI runs in its thread pool.
 closure, and FastAPI reads the roles from its real annotations.)
 """
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -72,6 +73,8 @@ class Pipeline:
     settings: Settings
     auditor: Auditor
     key: str | None
+    # What the workflow answered the command sent (``send``): once it is set, the command took effect.
+    applied: CommandResult | None = None
 
     @property
     def actor(self) -> Actor:
@@ -97,9 +100,10 @@ class Pipeline:
         none is held while Temporal answers."""
         await self.db(release_connection, self.session)
         try:
-            return await commands.send_command(
+            self.applied = await commands.send_command(
                 self.client, self.engine, case_id, update, command, update_id=idempotency.update_id(self.user, self.key)
             )
+            return self.applied
         except commands.NoSuchCase:
             raise NotFound(N_("no such case")) from None
         except commands.CaseClosed:
@@ -108,6 +112,10 @@ class Pipeline:
             raise Unavailable(exc.message, retry_after=exc.retry_after) from None
         except commands.CommandRefused as exc:
             raise refusal(exc) from None
+
+    def took_effect(self) -> CommandResult | None:
+        """The workflow's answer to the command this request sent, if it took effect."""
+        return self.applied
 
     async def once(
         self,
@@ -132,7 +140,14 @@ class Pipeline:
         """
 
         async def fresh(resource_id: str) -> Answer:
-            result = await run(resource_id)
+            self.applied = None
+            try:
+                result = await run(resource_id)
+            except BaseException:
+                if (applied := self.took_effect()) is not None:  # but its answer could not be read back
+                    entries = [replace(e, status=status_code) for e in audit({"task_id": applied.task_id})]
+                    await asyncio.shield(self.db(self.auditor.record_many, entries))
+                raise
             entries = [replace(e, status=status_code) for e in audit(result.model_dump(mode="json"))]
             await self.db(self.auditor.record_many, entries)
             return result

@@ -6,8 +6,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
+from api.web import sessions
 from reintegration.db import WebSessionRecord
 from tests.workspace import Person, csrf_token
 
@@ -162,3 +163,50 @@ async def test_an_admin_lands_on_the_agencies_and_only_an_admin_sees_their_webho
     finally:
         await admin.aclose()
         await caseworker.aclose()
+
+
+async def test_forms_another_site_makes_the_browser_send_are_refused(stack):
+    person = await Person(stack).sign_in("caseworker", "cw-es-1", countries="ES")
+    try:
+        for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"}):
+            stranger = Person(stack)
+            try:
+                r = await stranger.http.post(
+                    "/workspace/sign-in", data={"role": "admin", "sub": "attacker"}, headers=headers
+                )
+                assert r.status_code == 403 and "set-cookie" not in r.headers  # no login CSRF
+                r = await stranger.http.post("/workspace/language", data={"language": "fr"}, headers=headers)
+                assert r.status_code == 403 and "set-cookie" not in r.headers
+            finally:
+                await stranger.aclose()
+            token = csrf_token(await person.page("/workspace/cases"))
+            r = await person.http.post("/workspace/sign-out", data={"csrf_token": token}, headers=headers)
+            assert r.status_code == 403  # even with the right token
+        same = {"Origin": str(person.http.base_url).rstrip("/"), "Sec-Fetch-Site": "same-origin"}
+        r = await person.http.post("/workspace/language", data={"language": "fr"}, headers=same)
+        assert r.status_code == 303
+    finally:
+        await person.aclose()
+
+
+async def test_ended_sessions_are_purged(stack):
+    idle = await Person(stack).sign_in("caseworker", "cw-purge-idle", countries="ES")
+    old = await Person(stack).sign_in("caseworker", "cw-purge-old", countries="ES")
+    live = await Person(stack).sign_in("caseworker", "cw-purge-live", countries="ES")
+    try:
+        long_ago = datetime.now(UTC) - timedelta(days=30)
+        with Session(stack.engine) as session:
+            for sub, column in (("cw-purge-idle", "last_seen_at"), ("cw-purge-old", "created_at")):
+                session.execute(
+                    update(WebSessionRecord)
+                    .where(col(WebSessionRecord.claims)["sub"].as_string() == sub)
+                    .values({column: long_ago})
+                )
+            session.commit()
+        assert sessions.purge_ended(stack.engine, stack.settings) >= 2
+        with Session(stack.engine) as session:
+            left = {r.claims["sub"] for r in session.exec(select(WebSessionRecord))}
+        assert "cw-purge-live" in left and not {"cw-purge-idle", "cw-purge-old"} & left
+    finally:
+        for person in (idle, old, live):
+            await person.aclose()

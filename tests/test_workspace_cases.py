@@ -3,12 +3,14 @@ forms and the task forms, each checked against what the API (``/v1``) shows afte
 
 from __future__ import annotations
 
+import html
 import re
 import uuid
 
 import httpx
 from sqlmodel import Session, col, func, select
 
+from api import languages
 from api.cases import cases_query
 from api.web.caseworker import due_first
 from reintegration.db import AuditRecord
@@ -498,3 +500,26 @@ async def test_a_supervisor_approves_a_closure_through_its_step_form(stack):
     finally:
         await origin.aclose()
         await supervisor.aclose()
+
+
+async def test_a_refusal_is_explained_in_the_persons_language(stack):
+    journey = Journey(stack)
+    await journey.open()
+    person = await Person(stack, language="es").sign_in("caseworker", "cw-es-1", countries="ES")
+    try:
+        path = f"/workspace/cases/{journey.case_id}/steps/security-guarantee"
+        r = await person.submit(
+            path,
+            {
+                "confirmed_on": day(1),
+                "version": str((await journey.get())["version"]),
+                "idempotency_key": str(uuid.uuid4()),
+            },
+            page=f"/workspace/cases/{journey.case_id}",
+        )
+        assert r.status_code == 409
+        english = "security-guarantee is not allowed now: the risk assessment comes first"
+        spanish = languages.detail("es", english)
+        assert spanish != english and html.escape(spanish, quote=False) in r.text and english not in r.text
+    finally:
+        await person.aclose()

@@ -20,6 +20,7 @@ from datetime import date
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+import anyio
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
@@ -222,7 +223,7 @@ async def open_case(web: WebDep, posted: PostedForm) -> Response:
     if refusal.status >= 500:
         notice = Notice("warning", web._("The system is busy. Try again in a moment: nothing was lost."), retry=True)
         return _new_case_page(web, form, key, status=refusal.status, notice=notice)
-    notice = Notice("danger", web._("The case was not opened."), detail=web._(refusal.detail))
+    notice = Notice("danger", web._("The case was not opened."), detail=web.detail(refusal.detail))
     return _new_case_page(web, form, new_key(), status=refusal.status, notice=notice)
 
 
@@ -365,7 +366,7 @@ async def _task_form(web: Web, posted: Raw, case_id: str, action: TaskAction, ta
     explained, key = explain(web, refusal, key)
     notice: Notice | None = explained
     if refusal.status == 422:
-        form.add_error("agency_id" if form.find("agency_id") else None, web._(refusal.detail))
+        form.add_error("agency_id" if form.find("agency_id") else None, web.detail(refusal.detail))
         notice = None
     elif refusal.status == 404:
         notice = Notice("warning", web._("This task is no longer open on the case."))
@@ -449,17 +450,17 @@ async def record_step(
     """The step's form, sent as ``POST /v1/cases/{id}/steps/{step}`` is (``_record``), with the
     case's version the form was drawn from as ``If-Match``."""
     key = form_key(posted)
+    version = _first(posted, "version")
     try:
         rule = step_rule(web, step)
+        if _first(posted, "more"):  # "more rows": the form again, longer; nothing is sent (nor needs Temporal)
+            view = await anyio.to_thread.run_sync(case_view, web, case_id)
+            options = step_options(view, rule.step, web._)
+            form = forms.build(rule.body, web._, raw=posted, options=options, more=MORE_ROWS)
+            return render_step(web, view, rule, PostForm(step_path(case_id, step), form, key), _version(version, view))
         p = web.pipeline(key)
     except ApiProblem as problem:
         return refused_page(web, problem.status)
-    version = _first(posted, "version")
-    if _first(posted, "more"):  # "more rows": the form again, longer; nothing is sent
-        view = await p.db(case_view, web, case_id)
-        options = step_options(view, rule.step, web._)
-        form = forms.build(rule.body, web._, raw=posted, options=options, more=MORE_ROWS)
-        return render_step(web, view, rule, PostForm(step_path(case_id, step), form, key), _version(version, view))
     body, errors = forms.check(rule.body, web._, posted)
     refusal = None
     if body is not None:
@@ -483,7 +484,7 @@ async def record_step(
     notice, key = explain(web, refusal, key)
     if refusal.status == 409:
         notice = not_now(web, refusal.allowed_steps or view.case.allowed_steps)
-        notice.detail = web._(refusal.detail)
+        notice.detail = web.detail(refusal.detail)
     shown = view.case.version if refusal.status == 412 else _version(version, view)
     return render_step(
         web,

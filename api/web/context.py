@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlmodel import Session
 from starlette.datastructures import FormData
 
+from api import languages
 from api.audit import Auditor, request_ids
 from api.deps import SessionDep, SettingsDep
 from api.errors import Forbidden, Unavailable
@@ -80,6 +81,11 @@ class Web:
     def _(self, message: str) -> str:
         return render.gettext(self.request, message)
 
+    def detail(self, text: str) -> str:
+        """A refusal's detail from the API (a filled template, or a journey's composed sentence) in
+        the person's language, as the API gives it to a request that asks for that language."""
+        return languages.detail(self.language, text)
+
 
 def web_context(request: Request, session: SessionDep, settings: SettingsDep) -> Web:
     """The signed-in person's context (a plain function: FastAPI runs it in a thread, off the loop)."""
@@ -92,8 +98,25 @@ def web_context(request: Request, session: SessionDep, settings: SettingsDep) ->
 WebDep = Annotated[Web, Depends(web_context)]
 
 
+def same_origin(request: Request) -> None:
+    """Refuse (``CsrfRefused``) a form another site made the browser send: what the browser says of
+    the request's origin (``Sec-Fetch-Site``, ``Origin``) must be this site. It guards the forms that
+    come before a session exists (sign-in, the language switch) as well as every other."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise sessions.CsrfRefused()
+    origin = request.headers.get("origin")
+    if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+        raise sessions.CsrfRefused()
+
+
+SameOrigin = Depends(same_origin)
+
+
 async def posted(request: Request, web: WebDep) -> FormData:
-    """A form sent by this session's page: refused (``CsrfRefused``) without its CSRF token."""
+    """A form sent by this session's page: refused (``CsrfRefused``) from another site or without
+    the session's CSRF token."""
+    same_origin(request)
     form = await request.form()
     token = form.get("csrf_token")
     sessions.check_csrf(web.record, token if isinstance(token, str) else None)

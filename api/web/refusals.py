@@ -78,11 +78,11 @@ def explain(web: Web, refusal: Refusal, key: str) -> tuple[Notice, str]:
         text = web._("The system is busy or restarting. Try again in a moment: nothing was lost.")
         return Notice("warning", text, retry=True), key
     if refusal.status == 409:
-        return Notice("danger", web._("This is not possible now."), detail=web._(refusal.detail)), new_key()
+        return Notice("danger", web._("This is not possible now."), detail=web.detail(refusal.detail)), new_key()
     if refusal.status == 412:
         text = web._("Someone changed this case since you opened the form. Check the case as it is now and send again.")
         return Notice("warning", text), new_key()
-    return Notice("danger", web._("This was not accepted."), detail=web._(refusal.detail)), new_key()
+    return Notice("danger", web._("This was not accepted."), detail=web.detail(refusal.detail)), new_key()
 
 
 def not_now(web: Web, allowed: list[str]) -> Notice:

@@ -15,7 +15,8 @@ import secrets
 from datetime import UTC, datetime, timedelta
 
 from fastapi import Request, Response
-from sqlalchemy import delete
+from sqlalchemy import delete, or_
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from reintegration.db import WebSessionRecord, aware
@@ -106,9 +107,16 @@ def check_csrf(record: WebSessionRecord, sent: str | None) -> None:
         raise CsrfRefused()
 
 
-def purge_ended(session: Session, settings: Settings) -> int:
-    """Delete sessions idle past their limit; how many."""
-    cutoff = datetime.now(UTC) - timedelta(minutes=settings.web_session_idle_minutes)
-    gone = session.execute(delete(WebSessionRecord).where(col(WebSessionRecord.last_seen_at) < cutoff))
-    session.commit()
-    return int(gone.rowcount or 0)  # type: ignore[attr-defined]  # a DELETE's result has a rowcount
+def purge_ended(engine: Engine, settings: Settings) -> int:
+    """Delete the sessions that ended (idle past their limit, or past their absolute one); how many."""
+    now = datetime.now(UTC)
+    idle = now - timedelta(minutes=settings.web_session_idle_minutes)
+    started = now - timedelta(hours=settings.web_session_hours)
+    with Session(engine) as session:
+        gone = session.exec(
+            delete(WebSessionRecord).where(
+                or_(col(WebSessionRecord.last_seen_at) < idle, col(WebSessionRecord.created_at) < started)
+            )
+        )
+        session.commit()
+        return int(gone.rowcount or 0)

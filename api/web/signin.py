@@ -19,7 +19,7 @@ from api.deps import SessionDep, SettingsDep
 from api.errors import NotFound
 from api.languages import N_
 from api.web import i18n, render, sessions
-from api.web.context import HOME, PostedForm, WebDep, safe_next
+from api.web.context import HOME, PostedForm, SameOrigin, WebDep, safe_next
 from reintegration.db import AgencyRecord
 from reintegration.settings import Settings
 from reintegration.tokens import Claims
@@ -48,7 +48,7 @@ def sign_in_page(
     return _sign_in_form(request, session, settings, next)
 
 
-@router.post("/workspace/sign-in")
+@router.post("/workspace/sign-in", dependencies=[SameOrigin])
 def sign_in(
     request: Request,
     session: SessionDep,
@@ -119,7 +119,7 @@ def sign_out(request: Request, web: WebDep, form: PostedForm) -> Response:
     return response
 
 
-@router.post("/workspace/language")
+@router.post("/workspace/language", dependencies=[SameOrigin])
 def choose_language(
     language: Annotated[str, Form(max_length=8)],
     next: Annotated[str, Form(max_length=300)] = "/workspace",  # noqa: A002

@@ -343,14 +343,20 @@ def bar_chart(counts: list[tuple[str, int]]) -> dict[str, Any]:
 def closures_waiting(session: Session, user: Claims) -> list[Closure]:
     """The cases in the region whose closure was requested and waits for a supervisor's decision."""
     requested = col(CaseRecord.facts)["closure_requested"].as_string()
-    query = _scoped(
-        select(CaseRecord).where(
-            col(CaseRecord.stage) == Stage.reintegration.value,
-            col(CaseRecord.status) != "closed",
-            requested.is_not(None),
-        ),
-        user,
-    ).limit(CLOSURES_SHOWN)
+    # The oldest requests first (ISO times in one zone sort as they happened): cut after sorting.
+    requested_at = col(CaseRecord.facts)["closure_requested_at"].as_string()
+    query = (
+        _scoped(
+            select(CaseRecord).where(
+                col(CaseRecord.stage) == Stage.reintegration.value,
+                col(CaseRecord.status) != "closed",
+                requested.is_not(None),
+            ),
+            user,
+        )
+        .order_by(requested_at, col(CaseRecord.case_id))
+        .limit(CLOSURES_SHOWN)
+    )
     closures = []
     for case in session.exec(query).all():
         at = case.facts.get("closure_requested_at")
