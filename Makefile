@@ -26,7 +26,9 @@ lint: install
 
 ## The browser tests drive Debian's Chromium; installed with apt when missing (Playwright never downloads one).
 browser:
-	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; echo "Chromium is missing: installing it with sudo apt-get"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
 ## The lint, then the whole suite, against a real Temporal server, SQLite and the machine's PostgreSQL.
 test: lint browser

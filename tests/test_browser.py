@@ -126,3 +126,27 @@ async def test_a_supervisor_finds_a_stalled_case_opens_it_and_approves_a_closure
         await approve.locator("button[type=submit]").click()
         await person.check("closure-approved")
     assert (await closing.get())["status"] == "closed"
+
+
+async def test_the_other_pages_pass_axe_too_in_french(stack, browser):
+    """The pages the journeys above do not reach: refusals, a form with its errors, the agencies."""
+    j = Journey(stack)
+    await j.open()
+    async with visit(browser, stack.base_url, "other-pages-fr", language="fr") as person:
+        await person.goto("/workspace/sign-in")
+        await person.page.locator("#sub").fill("")
+        await person.page.locator("#countries").fill("Espagne")
+        await person.page.locator("form[action='/workspace/sign-in'] button[type=submit]").click()
+        await person.check("sign-in-refused")
+        await person.sign_in("caseworker", "cw-es-1", countries="ES")
+        await person.goto(f"/workspace/cases/{j.case_id}/steps/risk-assessment")
+        await person.page.locator("form[action$='/steps/risk-assessment'] button[type=submit]").click()
+        await person.check("step-with-errors")
+        assert await person.page.locator("[aria-invalid='true']").count() > 0
+        await person.goto("/workspace/cases/00000000-0000-4000-8000-000000000000")  # no such case: refused
+        await person.goto("/workspace/dashboard")  # a caseworker: refused
+        await person.goto("/workspace/agencies")
+    async with visit(browser, stack.base_url, "admin-fr", language="fr") as person:
+        await person.sign_in("admin", "admin-browser")
+        assert person.page.url.endswith("/workspace/agencies")
+        await person.goto("/workspace/inbox")  # an admin: refused

@@ -5,12 +5,15 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from fastapi import Response
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from api.web import sessions
 from reintegration.db import WebSessionRecord
+from reintegration.tokens import Claims
 from tests.workspace import Person, csrf_token
+from workflows.model import Role
 
 
 async def test_the_root_leads_to_sign_in_and_back(stack):
@@ -28,6 +31,7 @@ async def test_the_root_leads_to_sign_in_and_back(stack):
         cookie = r.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
         assert "Secure" not in cookie  # development is plain http; production sets it
+        assert "Max-Age" not in cookie and "expires" not in cookie.lower()  # ends with the browser
         r = await person.http.get("/workspace")
         assert (r.status_code, r.headers["location"]) == (303, "/workspace/cases")
     finally:
@@ -210,3 +214,13 @@ async def test_ended_sessions_are_purged(stack):
     finally:
         for person in (idle, old, live):
             await person.aclose()
+
+
+def test_outside_development_the_session_cookie_is_host_only_and_secure(stack):
+    production = stack.settings.model_copy(update={"environment": "production"})
+    response = Response()
+    with Session(stack.engine) as session:
+        sessions.start(session, response, Claims(sub="cw-prod", role=Role.caseworker, countries=["ES"]), production)
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith("__Host-workspace_session=") and "Secure" in cookie and "Path=/" in cookie
+    assert "Domain" not in cookie and "HttpOnly" in cookie

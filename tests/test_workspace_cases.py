@@ -327,6 +327,11 @@ async def test_the_persons_details_are_shown_only_on_request_and_audited(stack):
         page = await person.page(f"/workspace/cases/{case_id}")
         assert marker not in page and "+34 600" not in page and "Show the person" in page
         assert reads() == 0
+        # A link on another site cannot make the browser read them (nor write a read in this name).
+        r = await person.http.get(
+            f"/workspace/cases/{case_id}?include=person", headers={"Sec-Fetch-Site": "cross-site"}
+        )
+        assert r.status_code == 200 and marker not in r.text and reads() == 0
         shown = await person.page(f"/workspace/cases/{case_id}?include=person")
         assert marker in shown and f"{marker}-second" in shown and f"{marker}-place" in shown
         assert "+34 600 111 222" in shown

@@ -243,9 +243,12 @@ def case_page(
     include: Annotated[str, Query(max_length=16)] = "",
     done: Annotated[str, Query(max_length=40)] = "",
 ) -> HTMLResponse:
-    """The case; the person's details only with ``?include=person`` (audited as the API's)."""
+    """The case; the person's details only with ``?include=person`` (audited as the API's), and only
+    when this workspace's own link asked: a link on another site cannot make the browser read them
+    (nor write a ``person.read`` in the person's name)."""
+    own_link = web.request.headers.get("sec-fetch-site") in (None, "same-origin", "none")
     try:
-        view = case_view(web, case_id, person=include == "person")
+        view = case_view(web, case_id, person=include == "person" and own_link)
     except (NotFound, Forbidden) as problem:
         return refused_page(web, problem.status)
     notice = None

@@ -24,6 +24,13 @@ from reintegration.settings import Settings
 from reintegration.tokens import Claims
 
 COOKIE = "workspace_session"
+# Outside development the cookie's name carries the __Host- prefix: the browser then keeps it only
+# if it is Secure, for this host alone and for every path (no subdomain can plant or read it).
+SECURE_COOKIE = "__Host-workspace_session"
+
+
+def cookie_name(settings: Settings) -> str:
+    return COOKIE if settings.environment == "development" else SECURE_COOKIE
 # Seen again within this time, a session's last-seen time is not written again (one write a minute
 # at most per person, not one per request).
 TOUCH_EVERY = timedelta(minutes=1)
@@ -55,10 +62,11 @@ def start(session: Session, response: Response, claims: Claims, settings: Settin
         )
     )
     session.commit()
+    # No max-age: the cookie ends with the browser (a shared phone or office computer), and the
+    # session on the server at its idle or absolute limit, whichever comes first.
     response.set_cookie(
-        COOKIE,
+        cookie_name(settings),
         token,
-        max_age=settings.web_session_hours * 3600,
         path="/",
         secure=settings.environment != "development",
         httponly=True,
@@ -68,7 +76,7 @@ def start(session: Session, response: Response, claims: Claims, settings: Settin
 
 def current(session: Session, request: Request, settings: Settings) -> WebSessionRecord:
     """The request's live session (its last-seen time moved on); ``SignInRequired`` otherwise."""
-    token = request.cookies.get(COOKIE)
+    token = request.cookies.get(cookie_name(settings))
     if not token or len(token) > 100:
         raise SignInRequired()
     record = session.get(WebSessionRecord, _hash(token))
@@ -93,13 +101,14 @@ def claims_of(record: WebSessionRecord) -> Claims:
     return Claims.model_validate(record.claims)
 
 
-def end(session: Session, request: Request, response: Response) -> None:
+def end(session: Session, request: Request, response: Response, settings: Settings) -> None:
     """Sign out: the session is gone from the table (a copied cookie opens nothing), its cookie cleared."""
-    token = request.cookies.get(COOKIE)
+    name = cookie_name(settings)
+    token = request.cookies.get(name)
     if token:
         session.execute(delete(WebSessionRecord).where(col(WebSessionRecord.token_hash) == _hash(token)))
         session.commit()
-    response.delete_cookie(COOKIE, path="/")
+    response.delete_cookie(name, path="/", secure=name == SECURE_COOKIE, httponly=True, samesite="lax")
 
 
 def check_csrf(record: WebSessionRecord, sent: str | None) -> None:

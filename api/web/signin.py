@@ -115,7 +115,7 @@ def _sign_in_form(
 def sign_out(request: Request, web: WebDep, form: PostedForm) -> Response:
     response = RedirectResponse("/workspace/sign-in", status_code=303)
     _audit(request, web.session, web.user, "web.sign-out")
-    sessions.end(web.session, request, response)
+    sessions.end(web.session, request, response, web.settings)
     return response
 
 
