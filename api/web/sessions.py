@@ -31,6 +31,8 @@ SECURE_COOKIE = "__Host-workspace_session"
 
 def cookie_name(settings: Settings) -> str:
     return COOKIE if settings.environment == "development" else SECURE_COOKIE
+
+
 # Seen again within this time, a session's last-seen time is not written again (one write a minute
 # at most per person, not one per request).
 TOUCH_EVERY = timedelta(minutes=1)
