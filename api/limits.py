@@ -34,8 +34,18 @@ AUTHENTICATED_PREFIXES = ("/v1/", "/codec/")
 PATH_TOKEN_PREFIX = "/codec/t/"
 
 
+# The workspace's session cookies (api/web/sessions.py): a page request that carries one is charged
+# by the workspace itself, to the signed-in person (or, for a cookie that opens no session, to the
+# address), so that colleagues behind one office address do not share one budget.
+WORKSPACE_PREFIX = "/workspace"
+SESSION_COOKIES = ("workspace_session=", "__Host-workspace_session=")
+
+
 def _charged_by_current_user(scope: Scope) -> bool:
     path = scope["path"]
+    if path.startswith(WORKSPACE_PREFIX):
+        cookies = _header(scope, b"cookie") or ""
+        return any(c.strip().startswith(SESSION_COOKIES) for c in cookies.split(";"))
     return path.startswith(AUTHENTICATED_PREFIXES) and not path.startswith(PATH_TOKEN_PREFIX) and _has_bearer(scope)
 
 
@@ -139,8 +149,10 @@ def subject_key(sub: str) -> str:
 class AnonymousRateLimit:
     """Charge the client's address for each request that ``current_user`` will not charge."""
 
-    def __init__(self, app: ASGIApp, *, limits: RateLimits) -> None:
-        self.app, self.limits = app, limits
+    def __init__(
+        self, app: ASGIApp, *, limits: RateLimits, page_refusal: Callable[[Scope, TooManyRequests], ASGIApp]
+    ) -> None:
+        self.app, self.limits, self.page_refusal = app, limits, page_refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS or scope["path"].startswith(UNLIMITED_PREFIXES):
@@ -153,9 +165,15 @@ class AnonymousRateLimit:
             try:
                 self.limits.charge(client_key(scope))
             except TooManyRequests as exc:
-                await _refusal(exc)(scope, receive, send)
+                await (self.page_refusal(scope, exc) if _is_page(scope) else _refusal(exc))(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _is_page(scope: Scope) -> bool:
+    """A page of the workspace (or its root): refused with a page, not a JSON problem."""
+    path: str = scope["path"]
+    return path == "/" or path.startswith(WORKSPACE_PREFIX)
 
 
 def charge_unverified(request: Request) -> None:

@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added innermost first. A request meets them in reverse: its id and access line, CORS (so that
     # refusals carry it too), the rate limit of callers without a token, then the body limit.
     app.add_middleware(limits.BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(limits.AnonymousRateLimit, limits=app.state.rate_limits)
+    app.add_middleware(limits.AnonymousRateLimit, limits=app.state.rate_limits, page_refusal=workspace.too_many)
     app.add_middleware(privacy.CodecCors, origins=settings.temporal_ui_origins, limits=app.state.rate_limits)
     app.add_middleware(RequestContext, application=app)
 

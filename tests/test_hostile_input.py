@@ -20,6 +20,7 @@ from reintegration.db import AuditRecord, CaseRecord
 from reintegration.logs import REDACTED, _drop_personal_fields, tap
 from tests.conftest import Stack, running_stack
 from tests.journey import Journey, case_body, day
+from tests.workspace import Person
 
 LIMIT = 16 * 1024  # the limited stack's max_body_bytes
 
@@ -373,3 +374,25 @@ async def test_a_refused_request_is_logged_with_its_route(limited):
     assert r.status_code == 413
     [line] = [e for e in access_lines(logs.getvalue()) if e.get("client_request_id") == "too-big"]
     assert line["status"] == 413 and line["path"] == "/v1/cases" and line["method"] == "POST"
+
+
+async def test_the_workspace_charges_each_person_and_answers_over_the_limit_with_a_page(temporal_env, tmp_path):
+    """Colleagues behind one office address keep budgets of their own; over it, a page says to wait."""
+    async with running_stack("sqlite", temporal_env, tmp_path, rate_limit_per_minute=1, rate_limit_burst=3) as s:
+        first, second, stranger = Person(s), Person(s), Person(s)
+        try:
+            await first.sign_in("caseworker", "cw-limit-1", countries="ES")  # the sign-in: the address's
+            await second.sign_in("caseworker", "cw-limit-2", countries="ES")
+            seen = [(await first.http.get("/workspace/cases")).status_code for _ in range(4)]
+            assert seen == [200, 200, 200, 429]
+            refused = await first.http.get("/workspace/cases")
+            assert refused.headers["content-type"].startswith("text/html") and "Retry-After" in refused.headers
+            assert "Too many requests" in refused.text
+            assert (await second.http.get("/workspace/cases")).status_code == 200  # a budget of its own
+            assert (await first.http.get("/static/workspace.css")).status_code == 200  # never charged
+            stranger.http.cookies.set("workspace_session", "made-up")
+            codes = [(await stranger.http.get("/workspace/cases")).status_code for _ in range(3)]
+            assert codes[-1] == 429  # a cookie that opens nothing spends its address's budget
+        finally:
+            for person in (first, second, stranger):
+                await person.aclose()

@@ -6,7 +6,9 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Scope
 
+from api.errors import TooManyRequests
 from api.web import agencies, caseworker, partner, render, sessions, signin, supervisor
 from api.web import oidc as oidc_sign_in
 from api.web.context import sign_in_redirect
@@ -27,5 +29,22 @@ def install(app: FastAPI) -> None:
     async def _csrf(request: Request, _: Exception) -> HTMLResponse:
         return render.page(request, "refused.html", {"reason": "csrf"}, status=403)
 
+    async def _busy(request: Request, exc: Exception) -> HTMLResponse:
+        assert isinstance(exc, sessions.TooManyPages)
+        return too_many_page(request, exc.retry_after)
+
     app.add_exception_handler(sessions.SignInRequired, _sign_in)
     app.add_exception_handler(sessions.CsrfRefused, _csrf)
+    app.add_exception_handler(sessions.TooManyPages, _busy)
+
+
+def too_many_page(request: Request, retry_after: int) -> HTMLResponse:
+    """Over the rate limit, a person gets a page that says so (in their language), not a JSON problem."""
+    response = render.page(request, "refused.html", {"reason": "rate", "retry_after": retry_after}, status=429)
+    response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def too_many(scope: Scope, exc: TooManyRequests) -> HTMLResponse:
+    """``too_many_page`` for a request refused by the rate limit before it reached a page."""
+    return too_many_page(Request(scope), int(exc.headers.get("Retry-After", "1")))

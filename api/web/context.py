@@ -16,8 +16,9 @@ from starlette.datastructures import FormData
 from api import languages
 from api.audit import Auditor, request_ids
 from api.deps import SessionDep, SettingsDep
-from api.errors import Forbidden, Unavailable
+from api.errors import Forbidden, TooManyRequests, Unavailable
 from api.languages import N_
+from api.limits import RateLimits, client_key, subject_key
 from api.pipeline import Pipeline
 from api.web import render, sessions
 from reintegration.db import WebSessionRecord
@@ -89,8 +90,18 @@ class Web:
 
 def web_context(request: Request, session: SessionDep, settings: SettingsDep) -> Web:
     """The signed-in person's context (a plain function: FastAPI runs it in a thread, off the loop)."""
-    record = sessions.current(session, request, settings)
-    user = sessions.claims_of(record)
+    limits: RateLimits = request.app.state.rate_limits
+    try:
+        try:
+            record = sessions.current(session, request, settings)
+        except sessions.SignInRequired:
+            limits.charge(client_key(request.scope))  # a cookie that opens nothing spends its address's
+            raise
+        user = sessions.claims_of(record)
+        limits.charge(subject_key(user.sub))  # the person's own budget, as with a bearer token
+    except TooManyRequests as exc:
+        raise sessions.TooManyPages(int(exc.headers.get("Retry-After", "1"))) from None
+    request.state.rate_charged = True
     request.state.claims = user  # the access log names who asked, as for a bearer token
     return Web(request=request, session=session, settings=settings, record=record, user=user)
 

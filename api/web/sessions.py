@@ -42,6 +42,14 @@ class SignInRequired(Exception):
     """No session, or one that ended: the page sends the person to sign in."""
 
 
+class TooManyPages(Exception):
+    """The signed-in person (or the address of a cookie that opens nothing) is over the rate limit."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
 class CsrfRefused(Exception):
     """A form without this session's CSRF token: refused before anything runs."""
 
