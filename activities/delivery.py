@@ -228,17 +228,18 @@ class DeliveryActivities:
             # The task moved on meanwhile (reassigned, cancelled, case closed): nothing to put back.
             log.info("delivery failure not applied", delivery_id=request.delivery_id, reason=type(exc).__name__)
 
+    def _changing(self, session: Session, request: WebhookVerificationRequest) -> AgencyRecord | None:
+        """The agency whose webhook change this request is about, while that change is still on."""
+        agency = session.get(AgencyRecord, request.agency_id)
+        if agency is None or agency.webhook_verification_id != request.verification_id:
+            return None
+        return agency
+
     def _previous_webhook(self, request: WebhookVerificationRequest) -> tuple[str, str, str] | None:
         """The confirmed address, its secret and the new address's host; None once the change is over."""
         with Session(self._engine) as session:
-            agency = session.get(AgencyRecord, request.agency_id)
-            if (
-                agency is None
-                or agency.webhook_verification_id != request.verification_id
-                or not agency.webhook_url
-                or not agency.webhook_secret
-                or not agency.pending_webhook_url
-            ):
+            agency = self._changing(session, request)
+            if agency is None or not agency.webhook_url or not agency.webhook_secret or not agency.pending_webhook_url:
                 return None
             secret = self._keyring.open_system(agency.webhook_secret, purpose=webhook_secret_purpose(agency.agency_id))
             return agency.webhook_url, secret, host_of(agency.pending_webhook_url)
@@ -246,18 +247,16 @@ class DeliveryActivities:
     def _pending_webhook(self, request: WebhookVerificationRequest) -> tuple[str, str, str] | None:
         """The address waiting for confirmation, its secret and challenge; None once confirmed, replaced or removed."""
         with Session(self._engine) as session:
-            agency = session.get(AgencyRecord, request.agency_id)
+            agency = self._changing(session, request)
             if (
                 agency is None
-                or agency.webhook_verification_id != request.verification_id
                 or not agency.pending_webhook_url
                 or not agency.pending_webhook_secret
                 or not agency.webhook_challenge
             ):
                 return None
-            secret = self._keyring.open_system(
-                agency.pending_webhook_secret, purpose=webhook_secret_purpose(agency.agency_id)
-            )
+            purpose = webhook_secret_purpose(agency.agency_id)
+            secret = self._keyring.open_system(agency.pending_webhook_secret, purpose=purpose)
             challenge = self._keyring.open_system(
                 agency.webhook_challenge, purpose=webhook_challenge_purpose(agency.agency_id)
             )
