@@ -1,6 +1,6 @@
 """The case pages, for caseworkers and for supervisors (a partner or an admin is refused, as by the
-API): *My cases*, *Open a case*, the case page (stages, steps, tasks, timeline, consent, and the
-person's details only on request) and each step's form.
+API): *My cases*, *Open a case* and the case page (stages, steps, tasks, timeline, consent, and the
+person's details only on request); each step's form is ``step_pages``.
 
 Every page goes through the API's own functions: the list through ``cases_query`` (the query of
 ``GET /v1/cases``), the case through ``read_case`` (the route of ``GET /v1/cases/{id}``, audited
@@ -20,8 +20,7 @@ from datetime import date
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-import anyio
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 from sqlmodel import Session, col
@@ -35,7 +34,7 @@ from api.errors import ApiProblem, Forbidden, NotFound, Unprocessable
 from api.journeys import utcnow
 from api.pagination import Keyset, page
 from api.schemas import CaseCreate, CaseSummary
-from api.steps import _record, _task_command
+from api.steps import _task_command
 from api.supervision import ReassignCase, reassign_case
 from api.web import forms
 from api.web.case_view import (
@@ -47,16 +46,14 @@ from api.web.case_view import (
     label_of,
     may,
     stage_bar,
-    step_options,
     task_options,
     timeline,
 )
 from api.web.context import PostedForm, Web, WebDep
 from api.web.forms import Options, PostForm, Raw, new_key
 from api.web.labels import N_
-from api.web.refusals import Notice, Refusal, explain, form_key, not_now, refusal_in, refused_page, see
+from api.web.refusals import Notice, Refusal, explain, form_key, refusal_in, refused_page, see
 from reintegration.db import CaseRecord
-from workflows import rules
 from workflows.model import (
     TASK_BODIES,
     Pathway,
@@ -65,7 +62,6 @@ from workflows.model import (
     Step,
     TaskAction,
 )
-from workflows.rules.base import StepRule
 
 router = APIRouter(include_in_schema=False)
 
@@ -74,10 +70,6 @@ PAGE_SIZE = 25
 # follow, newest first (``CASES_ORDER``, the API's).
 DUE_ORDER = Keyset(col(CaseRecord.next_due_at), col(CaseRecord.case_id))
 STATUSES = ("active", "stalled", "closed")
-# Blank fieldsets a list (a plan's measures or services) gets when the person asks for more rows.
-MORE_ROWS = 3
-# A case's version as a form carries it (sent back as If-Match).
-VERSION = re.compile(r"[0-9]{1,12}")
 # The steps a form is never shown for from a step's button: withdrawing consent has a button of its own.
 OWN_BUTTON = {Step.withdraw_consent.value}
 # What a page says after a change (``?done=``), by the change.
@@ -411,132 +403,4 @@ async def reassign_owner(case_id: CaseId, web: WebDep, posted: PostedForm) -> Re
         failed=PostForm(f"{case_path(case_id)}/reassign", form, key, open=True),
         notice=notice,
         status=refusal.status if refusal else 422,
-    )
-
-
-# --- Steps -----------------------------------------------------------------------------------------
-
-
-def step_rule(web: Web, step: str) -> StepRule:
-    """The step's rule; 404 for no such step, 403 for a step of another role (as the API)."""
-    if step not in {s.value for s in Step}:
-        raise NotFound("no such step")
-    rule = rules.STEPS[Step(step)]
-    if web.user.role not in rule.roles:
-        raise Forbidden(f"a {web.user.role.value} may not record {step}")
-    return rule
-
-
-@router.get("/workspace/cases/{case_id}/steps/{step}")
-def step_page(case_id: CaseId, step: Annotated[str, Path(max_length=40)], web: WebDep) -> HTMLResponse:
-    """The step's form, built from its body's model (the one the API validates)."""
-    try:
-        rule = step_rule(web, step)
-        view = case_view(web, case_id)
-    except (NotFound, Forbidden) as problem:
-        return refused_page(web, problem.status)
-    form = forms.build(rule.body, web._, options=step_options(view, rule.step, web._))
-    notice = None
-    if step not in view.case.allowed_steps:
-        notice = not_now(web, view.case.allowed_steps)
-    return render_step(web, view, rule, PostForm(step_path(case_id, step), form), view.case.version, notice=notice)
-
-
-def step_path(case_id: str, step: str) -> str:
-    return f"{case_path(case_id)}/steps/{step}"
-
-
-@router.post("/workspace/cases/{case_id}/steps/{step}")
-async def record_step(
-    case_id: CaseId, step: Annotated[str, Path(max_length=40)], web: WebDep, posted: PostedForm
-) -> Response:
-    """The step's form, sent as ``POST /v1/cases/{id}/steps/{step}`` is (``_record``), with the
-    case's version the form was drawn from as ``If-Match``."""
-    key = form_key(posted)
-    version = _first(posted, "version")
-    try:
-        rule = step_rule(web, step)
-        if _first(posted, "more"):  # "more rows": the form again, longer; nothing is sent (nor needs Temporal)
-            view = await anyio.to_thread.run_sync(case_view, web, case_id)
-            options = step_options(view, rule.step, web._)
-            form = forms.build(rule.body, web._, raw=posted, options=options, more=MORE_ROWS)
-            return render_step(web, view, rule, PostForm(step_path(case_id, step), form, key), _version(version, view))
-        p = web.pipeline(key)
-    except ApiProblem as problem:
-        return refused_page(web, problem.status)
-    body, errors = forms.check(rule.body, web._, posted)
-    refusal = None
-    if body is not None:
-        if_match = f'W/"{version}"' if VERSION.fullmatch(version) else None
-        try:
-            refusal = refusal_in(await _record(p, rule.step, case_id, body, Response(), if_match))
-        except ApiProblem as problem:
-            refusal = Refusal.of(problem)
-        if refusal is None:
-            return see(case_path(case_id), done=step)
-    try:
-        view = await p.db(case_view, web, case_id)
-    except (NotFound, Forbidden) as problem:
-        return refused_page(web, problem.status)
-    form = forms.build(rule.body, web._, raw=posted, options=step_options(view, rule.step, web._), errors=errors)
-    action = step_path(case_id, step)
-    if refusal is None:
-        return render_step(web, view, rule, PostForm(action, form, key), _version(version, view), status=422)
-    if refusal.status in (403, 404):
-        return refused_page(web, refusal.status)
-    notice, key = explain(web, refusal, key)
-    if refusal.status == 409:
-        notice = not_now(web, refusal.allowed_steps or view.case.allowed_steps)
-        notice.detail = web.detail(refusal.detail)
-    shown = view.case.version if refusal.status == 412 else _version(version, view)
-    return render_step(
-        web,
-        view,
-        rule,
-        PostForm(action, form, key),
-        shown,
-        notice=notice,
-        status=refusal.status,
-        changed=refusal.status == 412,
-    )
-
-
-def _first(posted: Raw, name: str) -> str:
-    value = posted.get(name)
-    return value if isinstance(value, str) else ""
-
-
-def _version(sent: str, view: CaseView) -> int:
-    """The version the form was drawn from (kept, so that a change meanwhile still gives 412)."""
-    return int(sent) if VERSION.fullmatch(sent) else view.case.version
-
-
-def render_step(
-    web: Web,
-    view: CaseView,
-    rule: StepRule,
-    form: PostForm,
-    version: int,
-    *,
-    notice: Notice | None = None,
-    status: int = 200,
-    changed: bool = False,
-) -> HTMLResponse:
-    step = rule.step.value
-    possible = step in view.case.allowed_steps
-    return web.render(
-        "step.html",
-        {
-            "case": view.case,
-            "step": step,
-            "post": form,
-            "version": version,
-            "notice": notice,
-            "show_form": possible,
-            "withdraw": rule.step == Step.withdraw_consent,
-            "changed": changed,
-            "recent": timeline(web, view.case)[:5] if changed else [],
-            "stages": stage_bar(view.case),
-        },
-        status=status,
     )
