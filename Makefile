@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint browser token clean messages
+.PHONY: install run test lint browser token clean messages bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ test: lint browser
 ## check` lists what a language still lacks, and fails while it lacks anything).
 messages: install
 	$(VENV)/bin/reintegration i18n update
+
+## The benchmark (numbers, no pass or fail): journeys through the API against bare Temporal and
+## a bare FastAPI app, on a stack of its own in a temporary folder; writes bench.json. Options:
+## make bench BENCH_ARGS="--journeys 50 --clients 8 --seconds 5".
+bench: install
+	$(PY) -m benchmarks.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -456,19 +456,6 @@ def check(model: type[M], _: Translate, raw: Raw) -> tuple[M | None, Errors]:
         return None, Errors(found)
 
 
-def submit(
-    model: type[M],
-    _: Translate,
-    raw: Raw,
-    *,
-    prefix: str = "",
-    options: Mapping[str, Options] | None = None,
-) -> tuple[M | None, Form]:
-    """``check``, and the form to draw again, with the errors beside their fields."""
-    value, errors = check(model, _, raw)
-    return value, build(model, _, prefix=prefix, raw=raw, options=options, errors=errors)
-
-
 def _form_name(loc: list[str], moved: Mapping[str, str]) -> str:
     name = ".".join(loc)
     for model_name, form_name in sorted(moved.items(), key=lambda m: -len(m[0])):
