@@ -1,0 +1,56 @@
+"""`make bench` runs end to end, so it never rots. Tiny numbers, and no timing or ratio asserted:
+the machines are shared and noisy, and the benchmark's numbers are for people to read."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENDPOINTS = {"floor", "health", "case", "cases", "tasks", "stalled", "summary"}
+PATHWAYS = {"voluntary_return", "residence"}
+
+
+def test_the_benchmark_runs_end_to_end_and_writes_every_section(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench", "--journeys", "4", "--clients", "2", "--seconds", "1"]
+        + ["--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "PASS" in proc.stdout or "MISS" in proc.stdout  # the table, with its ratios
+    results = json.loads(out.read_text())
+
+    journeys = results["journeys"]
+    assert journeys["journeys"] == 4 and {c["pathway"] for c in journeys["cases"]} == PATHWAYS
+    for key in ("journeys_per_second", "commands_per_second", "commands_per_journey"):
+        assert journeys[key] > 0, key
+    assert all(v > 0 for v in journeys["command_latency"].values())
+
+    bare = results["bare_temporal"]
+    assert bare["journeys"] == 4 and bare["updates"] > 0 and bare["commands_per_second"] > 0
+    assert all(v > 0 for v in bare["update_latency"].values())
+
+    assert set(results["endpoints"]) == ENDPOINTS
+    for name, endpoint in results["endpoints"].items():
+        assert endpoint["failures"] == {}, name
+        assert endpoint["requests"] > 0 and endpoint["requests_per_second"] > 0, name
+        assert endpoint["p50_ms"] > 0 and endpoint["p99_ms"] > 0 and endpoint["server_cpu_ms_per_request"] > 0, name
+
+    assert set(results["histories"]) == PATHWAYS
+    for pathway, history in results["histories"].items():
+        for key in ("events", "updates_completed", "activities", "payload_bytes", "workflows"):
+            assert history[key] > 0, (pathway, key)
+
+    for process in ("temporal", "worker", "api"):
+        usage = results["processes"][process]
+        assert usage["peak_rss_mib"] > 0 and usage["cpu_seconds"] > 0, process
+
+    assert len(results["ratios"]) == 8
+    assert all(r["value"] > 0 for r in results["ratios"].values())
