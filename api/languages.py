@@ -2,9 +2,9 @@
 message catalogues as the workspace's pages (``api/web/i18n.py``); English, the source, otherwise.
 
 A problem's ``title`` is one of a fixed set, and its ``detail`` an English sentence marked for the
-catalogues where it is written (``N_`` here, in ``api``; ``workflows.rules.errors.N_`` for the
-journey's refusals). A sentence with values is written as a template with named placeholders
-(``"you do not work in {country}"``): ``ApiProblem`` keeps the template and its values, so the
+catalogues where it is written (with ``N_``, defined once in ``workflows.rules.errors``, where the
+journey's refusals use it, and re-exported here). A sentence with values is written as a template
+with named placeholders (``"you do not work in {country}"``): ``ApiProblem`` keeps the template and its values, so the
 template is what is translated. The journey's refusals reach the API already composed
 (``"risk-assessment is not allowed now: the risk assessment comes first"``); they are matched
 against the catalogue's templates to find the values, and a value that is itself a message of the
@@ -21,14 +21,10 @@ from babel.messages.pofile import read_po
 from fastapi import Request
 
 from api.web import i18n
+from workflows.rules.errors import N_ as N_  # the one marker, re-exported for the API's modules
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MAX_DEPTH = 2  # a value of a template may be a template's sentence itself (a reason), not deeper
-
-
-def N_(message: str) -> str:  # noqa: N802 - gettext's name for "mark for extraction, translate later"
-    """Mark an English message for the catalogues (``reintegration i18n update``); returns it as is."""
-    return message
 
 
 def fill(template: str, values: Mapping[str, str]) -> str:

@@ -54,6 +54,7 @@ from api.web.forms import Options, PostForm, Raw, new_key
 from api.web.labels import N_
 from api.web.refusals import Notice, Refusal, explain, form_key, refusal_in, refused_page, see
 from reintegration.db import CaseRecord
+from workflows import rules
 from workflows.model import (
     TASK_BODIES,
     Pathway,
@@ -274,7 +275,7 @@ def render_case(
     tasks = []
     for task in case.open_tasks:
         reassign = None
-        if task.status in ("declined", "delivery_failed") or task.overdue:
+        if rules.reassignable(task.status, task.overdue):  # the workflow's own rule
             reassign = use(
                 f"{path}/tasks/{task.task_id}/reassign",
                 TASK_BODIES[TaskAction.reassign],

@@ -3,10 +3,7 @@ message catalogues so ``reintegration i18n update`` extracts them; pages show ``
 
 from __future__ import annotations
 
-
-def N_(message: str) -> str:  # noqa: N802 - gettext's name for "mark for extraction, translate later"
-    return message
-
+from workflows.rules.errors import N_ as N_  # the one marker (the pages import it from here)
 
 LABELS: dict[str, str] = {
     # roles

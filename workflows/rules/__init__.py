@@ -37,7 +37,14 @@ from workflows.rules.reintegration import assess_sustainability
 from workflows.rules.stall import evaluate_stall, next_deadline, stall_reasons
 from workflows.rules.steps import allowed_steps, apply_step, check_step, parse_body, why_not
 from workflows.rules.task_actions import agency_needs, apply_task, check_task, service_country
-from workflows.rules.tasks import is_overdue, last_overdue_day, latest_origin_assessment, open_tasks, task_overdue
+from workflows.rules.tasks import (
+    is_overdue,
+    last_overdue_day,
+    latest_origin_assessment,
+    open_tasks,
+    reassignable,
+    task_overdue,
+)
 from workflows.rules.view import project
 from workflows.rules.voluntary_return import ORIGIN_SERVICES
 
@@ -80,6 +87,7 @@ __all__ = [
     "opened_event",
     "parse_body",
     "project",
+    "reassignable",
     "service_country",
     "stall_reasons",
     "task_overdue",

@@ -32,7 +32,7 @@ from workflows.rules.protection import SafetyPlanBody
 from workflows.rules.registry import allowed_services
 from workflows.rules.reintegration import ReintegrationPlanBody
 from workflows.rules.steps import allowed_steps, parse_body
-from workflows.rules.tasks import cancel_tasks, is_overdue, new_task
+from workflows.rules.tasks import cancel_tasks, is_overdue, new_task, reassignable
 
 CASEWORKER_ACTIONS = (TaskAction.assign, TaskAction.reassign, TaskAction.cancel)
 # The statuses each action may start from.
@@ -105,7 +105,7 @@ def _check_task(state: JourneyState, cmd: TaskCommand, now: datetime) -> Any:
     if isinstance(body, DeliveryFailedBody) and (body.agency_id, body.assignment) != (task.agency_id, task.assignment):
         raise StepNotAllowed(N_("the task has moved to another agency since"))
     if isinstance(body, ReassignTaskBody):
-        if task.status not in (TaskStatus.declined, TaskStatus.delivery_failed) and not is_overdue(task, now):
+        if not reassignable(task.status, is_overdue(task, now)):
             raise StepNotAllowed(N_("only a declined, undeliverable or overdue task can be reassigned"))
         if body.agency_id == task.agency_id:
             raise InvalidCommand(N_("reassign to another agency"))

@@ -70,6 +70,12 @@ def last_overdue_day(now: datetime) -> date:
     return day if now > end_of(day) else day - timedelta(days=1)
 
 
+def reassignable(status: TaskStatus | str, overdue: bool) -> bool:
+    """Whether a task may be given to another agency: it was declined or could not be delivered, or
+    it is overdue (``task_overdue``)."""
+    return overdue or TaskStatus(status) in (TaskStatus.declined, TaskStatus.delivery_failed)
+
+
 def is_overdue(task: TaskState, now: datetime) -> bool:
     return task_overdue(task.status, task.accept_by, task.due_on, now)
 
