@@ -22,6 +22,7 @@ limit. Everything it writes is in the temporary folder, removed at the end (also
 all its traffic goes to 127.0.0.1.
 
 Usage: .venv/bin/python -m benchmarks.bench [--journeys N] [--clients C] [--seconds S] [--out FILE]
+       [--profile DIR]  (py-spy's samples of the API and the worker in each phase; slows them a little)
 """
 
 from __future__ import annotations
@@ -190,6 +191,44 @@ async def wait_for_line(log: Path, text: str, processes: Processes, timeout: flo
             return
         await asyncio.sleep(0.2)
     raise RuntimeError(f"{log.name} never said {text!r}")
+
+
+@dataclass
+class Profiler:
+    """With ``--profile DIR``: py-spy samples the API and the worker through each phase and writes
+    their collapsed stacks (``DIR/<phase>-<process>.txt``, one line per stack with its sample count;
+    ``--format speedscope`` files open in speedscope.app). Kept out of the repository (``profiles/``
+    is ignored). Without it, nothing is sampled."""
+
+    folder: Path | None
+    processes: Processes
+    sampling: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, phase: str) -> None:
+        if self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        py_spy = Path(sys.executable).with_name("py-spy")
+        for name in ("api", "worker"):
+            pid = self.processes.running[name].pid
+            out = self.folder / f"{phase}-{name}.txt"
+            self.sampling.append(
+                subprocess.Popen(
+                    [str(py_spy), "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "-o", str(out)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+
+    def stop(self) -> None:
+        for proc in self.sampling:
+            proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        for proc in self.sampling:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.sampling.clear()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,6 +537,7 @@ async def endpoints(
     cases: list[dict[str, str]],
     clients: int,
     seconds: float,
+    profiler: Profiler,
 ) -> dict[str, Any]:
     closed_return = next(c["case_id"] for c in cases if c["pathway"] == "voluntary_return")
     plan: list[tuple[str, str, str, dict[str, str]]] = [
@@ -515,7 +555,10 @@ async def endpoints(
         print(f"endpoint {name}: {clients} clients for {seconds:g} s", file=sys.stderr, flush=True)
         server = "floor" if base == floor_url else "api"
         cpu_before = processes.usage()[server]["cpu_seconds"]
+        if server == "api":
+            profiler.start(f"endpoint-{name}")
         found[name] = await hammer(base, path, headers, clients, seconds)
+        profiler.stop()
         # The server's own CPU per request: what the load generator (Python, on the same cores)
         # cannot hide when it, not the server, sets the pace of a cheap endpoint.
         cpu = processes.usage()[server]["cpu_seconds"] - cpu_before
@@ -652,7 +695,10 @@ async def measure(
         }
         before = now
 
+    profiler = Profiler(args.profile, processes)
+    profiler.start("journeys")
     results["journeys"] = await journeys(api_url, settings, args.journeys, args.clients)
+    profiler.stop()
     phase("journeys")
     processes.check()
     results["histories"] = await histories(raw, results["journeys"]["cases"])
@@ -664,7 +710,7 @@ async def measure(
     async with httpx.AsyncClient(base_url=api_url) as http:
         caller = Caller(settings, http)
         results["endpoints"] = await endpoints(
-            processes, floor_url, api_url, caller, results["journeys"]["cases"], args.clients, args.seconds
+            processes, floor_url, api_url, caller, results["journeys"]["cases"], args.clients, args.seconds, profiler
         )
     phase("endpoints")
     processes.check()
@@ -682,6 +728,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--journeys", type=int, default=200, help="whole journeys through the API (default 200)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients in every phase (default 16)")
     parser.add_argument("--seconds", type=float, default=10, help="seconds per endpoint (default 10)")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="sample the API and the worker with py-spy into this folder"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench.json"), help="where the numbers go (bench.json)")
     args = parser.parse_args(argv)
     if args.journeys < 2 or args.clients < 1 or args.seconds <= 0:
