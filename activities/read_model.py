@@ -80,9 +80,9 @@ class ReadModelActivities:
         # Cancelled (the worker stops, the workflow was terminated), the write still finishes in its
         # thread: its outcome is retrieved here, so a failure is never logged with the driver's text.
         write.add_done_callback(lambda done: done.cancelled() or done.exception())
-        while not write.done():
+        # Heartbeats only while the write lasts: most take milliseconds and send none.
+        while not (await asyncio.wait({write}, timeout=HEARTBEAT_EVERY_SECONDS))[0]:
             activity.heartbeat()
-            await asyncio.wait({write}, timeout=HEARTBEAT_EVERY_SECONDS)
         try:
             messages = write.result()
         except SQLAlchemyError as exc:

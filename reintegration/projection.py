@@ -25,6 +25,7 @@ from reintegration.db import (
     TimelineRecord,
     aware,
 )
+from workflows import rules
 from workflows.model import DeliveryRequest, JourneyState, Projection, TaskState
 
 CASE_FACTS = {
@@ -122,7 +123,7 @@ def write_projection(
         _upsert(conn, CaseRecord, CaseRecord.case_id, state.case_id, state.version, seal(case_values(projection)))
         # Only the tasks this change touched (tasks keep the case version of their last change); the
         # owner country moves with a hand-over, which is a change of the case's tasks' scope too.
-        handed_over = any(e.name == "handed-over" for e in projection.events)
+        handed_over = rules.hands_over(projection.events)
         for task in state.tasks.values():
             if task.version == state.version or handed_over or all_tasks:
                 _upsert(
@@ -298,7 +299,11 @@ def case_values(projection: Projection) -> dict[str, Any]:
         "active_workflow_id": projection.active_workflow_id,
         "allowed_steps": [s.value for s in projection.allowed_steps],
         "open_items": [i.model_dump(mode="json") for i in projection.open_items],
-        "agencies": sorted({t.agency_id for t in state.tasks.values()}),
+        "agencies": (
+            projection.agencies
+            if projection.agencies is not None
+            else sorted({t.agency_id for t in state.tasks.values()})
+        ),
         "stalled": bool(state.stall),
         "stalled_since": state.stalled_since,
         "most_overdue_at": min((r.due_at for r in state.stall), default=None),

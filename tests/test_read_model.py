@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from sqlmodel import Session, select
 
+from reintegration import drift
 from reintegration.db import CaseRecord, TaskRecord, TimelineRecord
 from reintegration.projection import write_projection
 from workflows import rules
@@ -61,3 +62,36 @@ async def test_a_late_older_projection_never_overwrites_a_newer_one(stack):
         assert session.get(TaskRecord, task_id).status == "assigned"
         timeline = session.exec(select(TimelineRecord).where(TimelineRecord.case_id == state.case_id)).all()
         assert sorted(e.name for e in timeline) == sorted(["opened", "consent", "protection", "assigned"])
+
+
+async def test_the_changes_sent_after_each_command_write_the_rows_the_whole_state_says(stack):
+    """``rules.project_changes`` (what the workflow sends) leaves the read model exactly as the whole
+    state would: reconciliation's comparison finds nothing to repair."""
+    state, actor, now, new_id = _journey()
+    write_projection(
+        stack.engine, rules.project_changes(state, [rules.opened_event(state, actor, now, new_id)]), stack.keyring
+    )
+    consent = StepCommand(
+        step="consent", body=ConsentBody(assistance=True, given_on=now.date()).model_dump(mode="json"), actor=actor
+    )
+    write_projection(
+        stack.engine,
+        rules.project_changes(state, rules.apply_step(state, consent, rules.check_step(state, consent), now, new_id)),
+        stack.keyring,
+    )
+    task_ids = []
+    for service, agency in (("shelter", "shelter-es"), ("medical", "clinic-es")):
+        assign = TaskCommand(action=TaskAction.assign, body={"service": service, "agency_id": agency}, actor=actor)
+        events, task_id = rules.apply_task(state, assign, rules.check_task(state, assign, now), now, new_id)
+        task_ids.append(task_id)
+        write_projection(stack.engine, rules.project_changes(state, events), stack.keyring)
+    partner = Actor(sub="partner-clinic", role=Role.partner, agency="clinic-es")
+    accept = TaskCommand(action=TaskAction.accept, task_id=task_ids[1], body={}, actor=partner)
+    events, _ = rules.apply_task(state, accept, rules.check_task(state, accept, now), now, new_id)
+    sent = rules.project_changes(state, events)
+    assert list(sent.state.tasks) == [task_ids[1]]  # the shelter's task is not sent again
+    write_projection(stack.engine, sent, stack.keyring)
+
+    assert drift.compare(state, drift.read_rows(stack.engine, state.case_id), stack.keyring) == []
+    with Session(stack.engine) as session:
+        assert session.get(CaseRecord, state.case_id).agencies == ["clinic-es", "shelter-es"]

@@ -280,7 +280,7 @@ class JourneyWorkflowBase:
         check_own_case(self.state.case_id)  # whatever ran first (an update before the run), never another case
         await workflow.execute_activity(
             ActivityName.PROJECT_CASE,
-            rules.project(self.state, events),
+            rules.project_changes(self.state, events),
             start_to_close_timeout=PROJECTION_TIMEOUT,
             heartbeat_timeout=PROJECTION_HEARTBEAT,
             retry_policy=PROJECTION_RETRY,

@@ -226,3 +226,6 @@ class Projection(Strict):
     allowed_steps: list[Step] = Field(default_factory=list)
     open_items: list[OpenItem] = Field(default_factory=list)
     active_workflow_id: str
+    # Every agency the case has given a task to, when ``state`` holds only the tasks a change
+    # touched (``rules.project_changes``); None: ``state`` holds them all.
+    agencies: list[str] | None = None

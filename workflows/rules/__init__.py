@@ -45,7 +45,7 @@ from workflows.rules.tasks import (
     reassignable,
     task_overdue,
 )
-from workflows.rules.view import project
+from workflows.rules.view import hands_over, project, project_changes
 from workflows.rules.voluntary_return import ORIGIN_SERVICES
 
 __all__ = [
@@ -86,7 +86,9 @@ __all__ = [
     "open_tasks",
     "opened_event",
     "parse_body",
+    "hands_over",
     "project",
+    "project_changes",
     "reassignable",
     "service_country",
     "stall_reasons",
