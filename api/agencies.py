@@ -21,10 +21,10 @@ from api.deps import (
     CurrentUser,
     SessionDep,
     SettingsDep,
-    get_client,
     keyring_of,
     release_connection,
     require,
+    temporal_client,
 )
 from api.errors import (
     Conflict,
@@ -224,7 +224,7 @@ def _send_verification(
     )
     release_connection(session)
     try:
-        client = get_client(http_request)
+        client = temporal_client(http_request)
         anyio.from_thread.run(
             functools.partial(
                 client.start_workflow,

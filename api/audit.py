@@ -132,7 +132,7 @@ def request_ids(request: Request) -> tuple[str, str | None]:
     )
 
 
-def get_auditor(request: Request, session: SessionDep, user: CurrentUser) -> Auditor:
+async def get_auditor(request: Request, session: SessionDep, user: CurrentUser) -> Auditor:
     request_id, client_request_id = request_ids(request)
     return Auditor(session=session, user=user, request_id=request_id, client_request_id=client_request_id)
 

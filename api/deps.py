@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import base64
+import binascii
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import anyio
@@ -24,20 +30,80 @@ from workflows.model import Role
 bearer = HTTPBearer(auto_error=False, description="A JWT from `reintegration token` (or the OIDC provider)")
 
 
-def get_settings_dep(request: Request) -> Settings:
+# The dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in a
+# worker thread, and each such hop costs more than the dependency itself (measured in ``make bench``).
+
+
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """A session per request; it carries the keyring, so what reads sealed data can open it."""
-    with Session(request.app.state.engine, info={"keyring": request.app.state.keyring}) as session:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """A session per request; it carries the keyring, so what reads sealed data can open it.
+
+    Made on the event loop (a session connects only when first used, in the handler's thread);
+    closed there too when it holds no connection, else in a thread (closing rolls back)."""
+    session = Session(request.app.state.engine, info={"keyring": request.app.state.keyring})
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            await anyio.to_thread.run_sync(session.close)
+        else:
+            session.close()
+
+
+class VerifiedTokens:
+    """Tokens verified lately and their claims, so that a caller's next requests skip the signature
+    check (and its thread): each kept for ``ttl_seconds`` at most, never past its own expiry, and only
+    while the verifier's key set is the one it was verified against (a key the provider withdrew
+    stops its tokens at the next fetch, as without this); the last ``max_tokens`` of them.
+    Thread-safe; per process."""
+
+    def __init__(
+        self, *, ttl_seconds: float = 60.0, max_tokens: int = 10_000, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.ttl, self.max_tokens, self._clock = ttl_seconds, max_tokens, clock
+        self._claims: OrderedDict[str, tuple[Claims, float, object]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, token: str, key_set: object) -> Claims | None:
+        with self._lock:
+            found = self._claims.get(token)
+            if found is None:
+                return None
+            claims, until, verified_against = found
+            if until <= self._clock() or verified_against is not key_set:
+                del self._claims[token]
+                return None
+            return claims
+
+    def put(self, token: str, claims: Claims, key_set: object) -> None:
+        until = self._clock() + self.ttl
+        expires = token_expiry(token)
+        if expires is not None:
+            until = min(until, expires)
+        with self._lock:
+            self._claims[token] = (claims, until, key_set)
+            self._claims.move_to_end(token)
+            while len(self._claims) > self.max_tokens:
+                self._claims.popitem(last=False)
+
+
+def token_expiry(token: str) -> float | None:
+    """The ``exp`` of a token already verified (its payload read without checking it again)."""
+    try:
+        body = token.split(".")[1]
+        exp = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))).get("exp")
+    except (IndexError, ValueError, binascii.Error, AttributeError):
+        return None
+    return float(exp) if isinstance(exp, int | float) else None
 
 
 def keyring_of(session: Session) -> Keyring:
@@ -58,11 +124,16 @@ def release_connection(session: Session | None) -> None:
         session.commit()
 
 
-def get_client(request: Request) -> Client:
+def temporal_client(request: Request) -> Client:
+    """The Temporal client, or 503 while the lifespan is still connecting."""
     client: Client | None = request.app.state.temporal  # None until the lifespan has connected
     if client is None:
         raise Unavailable(N_("Temporal is not reachable yet"))
     return client
+
+
+async def get_client(request: Request) -> Client:
+    return temporal_client(request)
 
 
 async def current_user(
@@ -73,9 +144,13 @@ async def current_user(
         raise Unauthorized()  # AnonymousRateLimit has charged the client's address
     limits: RateLimits = request.app.state.rate_limits
     verifier: Verifier = request.app.state.verifier
+    verified: VerifiedTokens = request.app.state.verified_tokens
     try:
-        # Off the event loop: an OIDC verifier may fetch the provider's keys over HTTP.
-        claims = await anyio.to_thread.run_sync(verifier.verify, credentials.credentials)
+        claims = verified.get(credentials.credentials, verifier.key_set())
+        if claims is None:
+            # Off the event loop: an OIDC verifier may fetch the provider's keys over HTTP.
+            claims = await anyio.to_thread.run_sync(verifier.verify, credentials.credentials)
+            verified.put(credentials.credentials, claims, verifier.key_set())
     except InvalidToken:
         request.state.rate_charged = True
         limits.charge(client_key(request.scope))
@@ -104,7 +179,7 @@ CurrentUser = Annotated[Claims, Depends(current_user)]
 def require(*roles: Role) -> Any:
     """A dependency that lets only these roles through (403 for any other): ``Annotated[Claims, require(...)]``."""
 
-    def _check(user: CurrentUser) -> Claims:
+    async def _check(user: CurrentUser) -> Claims:
         if user.role not in roles:
             raise Forbidden(N_("a {role} may not do this"), params={"role": user.role.value})
         return user

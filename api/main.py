@@ -18,6 +18,7 @@ from api import agencies as agencies_api
 from api import audit as audit_api
 from api import (
     cases,
+    deps,
     errors,
     exports,
     health,
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         dependencies=[Depends(bind_route)],
     )
+    app.state.verified_tokens = deps.VerifiedTokens(ttl_seconds=settings.verified_token_seconds)
     app.state.rate_limits = limits.RateLimits(
         per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst
     )

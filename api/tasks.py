@@ -23,7 +23,7 @@ from api.pipeline import Pipeline, commands_for
 from api.schemas import Page, TaskPublic
 from reintegration.db import TaskRecord, aware
 from reintegration.overdue import is_overdue, overdue_condition
-from reintegration.partner_view import PartnerTask, partner_task
+from reintegration.partner_view import PartnerTask, partner_task, prefetch
 from reintegration.settings import Settings
 from reintegration.tokens import Claims
 from workflows.model import (
@@ -106,6 +106,8 @@ def list_tasks(
     """A partner sees its agency's tasks; caseworkers and supervisors the tasks of their countries."""
     query = tasks_query(user, status=status, service=service, overdue=overdue)
     rows, next_cursor = page(session, query, TASKS_ORDER, limit=limit, cursor=cursor)
+    if user.role == Role.partner:
+        prefetch(session, list(rows))
     items = [view(session, settings, t, user.role) for t in rows]
     auditor.record_many([person_read(t, v, via="list") for t, v in zip(rows, items, strict=True) if carries_person(v)])
     return Page[TaskPublic | PartnerTask](items=items, next_cursor=next_cursor)

@@ -12,11 +12,11 @@ from datetime import date, datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from reintegration import persons
 from reintegration.crypto import Keyring
-from reintegration.db import AgencyRecord, CaseRecord, TaskRecord, aware
+from reintegration.db import AgencyRecord, CaseRecord, PersonRecord, TaskRecord, aware
 from reintegration.overdue import is_overdue
 
 
@@ -55,6 +55,18 @@ def person_for_partner(
     facts = {"travel_date": case.facts.get("travel_date")} if case else {}
     wanted = fields.get(task.service, [])
     return {f: stored.get(f, facts.get(f)) for f in wanted}
+
+
+def prefetch(session: Session, tasks: list[TaskRecord]) -> None:
+    """Load the cases, agencies and persons of a page of tasks in three queries, into the session
+    (whose ``get`` then finds them without one query each per task)."""
+    case_ids = sorted({t.case_id for t in tasks})
+    agency_ids = sorted({t.agency_id for t in tasks})
+    if not case_ids:
+        return
+    session.exec(select(CaseRecord).where(col(CaseRecord.case_id).in_(case_ids))).all()
+    session.exec(select(AgencyRecord).where(col(AgencyRecord.agency_id).in_(agency_ids))).all()
+    session.exec(select(PersonRecord).where(col(PersonRecord.case_id).in_(case_ids))).all()
 
 
 # A task in these states is no longer the agency's to work on: its notes are not shown to it.

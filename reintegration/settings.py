@@ -160,6 +160,9 @@ class Settings(BaseSettings):
     # embedded default one marked "DEVELOPMENT ONLY" is made under data/; production refuses it.
     kek_file: Path | None = None
     key_cache_seconds: float = 60.0  # how long a process keeps an unwrapped data key at hand
+    # How long a process trusts a bearer token it has verified before checking its signature again
+    # (never past the token's own expiry; 0: every request checks).
+    verified_token_seconds: float = Field(default=60.0, ge=0, le=300)
     # The Temporal Web UI's origins: the only ones allowed to call the payload codec endpoints.
     temporal_ui_origins: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8233", "http://localhost:8233"])
     jwt_issuer: str = "reintegration-dev"

@@ -184,6 +184,11 @@ class Verifier(Protocol):
         """The caller's claims, or ``InvalidToken``; may block (call it from a thread)."""
         ...
 
+    def key_set(self) -> object:
+        """What the verifier checks signatures against now, changing whenever that changes (a new
+        key set fetched from the provider): a token verified against another is checked again."""
+        ...
+
 
 class DevelopmentVerifier:
     """Tokens minted with the development signing key (``reintegration token``)."""
@@ -194,6 +199,9 @@ class DevelopmentVerifier:
 
     def verify(self, token: str) -> Claims:
         return verify(self._settings, token, self._key)
+
+    def key_set(self) -> object:
+        return self._key
 
     def verify_codec(self, token: str) -> Claims:
         return verify_codec(self._settings, token, self._key)
@@ -254,6 +262,10 @@ class OidcVerifier:
 
     def verify(self, token: str) -> Claims:
         return self.claims(self.decode(token))
+
+    def key_set(self) -> object:
+        cache = self._jwks.jwk_set_cache
+        return cache.jwk_set_with_timestamp if cache is not None else None  # a new object at each fetch
 
     def decode(self, token: str) -> dict[str, Any]:
         """The token's payload once its signature (against the provider's JWKS), issuer, audience and

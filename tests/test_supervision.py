@@ -57,3 +57,48 @@ async def test_the_summary_counts_the_region(stack):
     assert (await stack.http.get("/v1/supervision/stalled", headers=caseworker)).status_code == 403
     stalled = (await stack.http.get("/v1/supervision/stalled", headers=sup)).json()
     assert all(c["owner"]["country"] == "FI" for c in stalled["items"])
+
+
+async def test_the_median_days_per_stage_are_exact_for_odd_and_even_counts_and_keep_to_the_region(stack):
+    """Stays written straight into the read model, in countries of this test's own."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlmodel import Session
+
+    from reintegration.db import StageVisitRecord
+
+    entered = datetime(2026, 1, 5, tzinfo=UTC)
+    stays = {
+        # country, stage: days of the completed stays (None: a stay not over yet, never counted)
+        ("XA", "protection"): [9, 1, 5],  # odd: the middle one, 5
+        ("XA", "pathway"): [4, 10, 2, 8],  # even: the mean of the middle two, (4 + 8) / 2
+        ("XB", "protection"): [100, 300],  # another country: 200 alone, 9 and 5 and 100 and 300 together
+        ("XA", "reintegration"): [None],
+    }
+    with Session(stack.engine) as session:
+        for (country, stage), days in stays.items():
+            for n, d in enumerate(days):
+                session.add(
+                    StageVisitRecord(
+                        visit_id=f"median-{stack.backend}-{country}-{stage}-{n}",
+                        case_id=f"median-case-{country}-{n}",
+                        stage=stage,
+                        entered_at=entered,
+                        left_at=None if d is None else entered + timedelta(days=d),
+                        days=d,
+                        country=country,
+                    )
+                )
+        session.commit()
+
+    async def medians(countries, country=None):
+        sup = stack.auth("supervisor", "sup-median", countries=countries)
+        r = await stack.http.get("/v1/supervision/summary", headers=sup, params={"country": country} if country else {})
+        assert r.status_code == 200, r.text
+        return r.json()["median_days_per_stage"]
+
+    assert await medians(["XA"]) == {"protection": 5.0, "pathway": 6.0}
+    assert await medians(["XB"]) == {"protection": 200.0}
+    assert await medians(["XA", "XB"]) == {"protection": 9.0, "pathway": 6.0}  # 1 5 9 100 300
+    assert await medians(["XA", "XB"], country="XB") == {"protection": 200.0}
+    assert await medians(["XC"]) == {}
