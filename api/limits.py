@@ -3,7 +3,8 @@
 - ``BodyLimit``: a body over ``max_body_bytes`` is refused with ``413``, from its Content-Length
   before any of it is read, or by counting a chunked body as it streams in. Nothing runs to the end
   on a refused body, so nothing changes.
-- ``RateLimits``: a token bucket per caller, in process memory (each API process has its own).
+- ``RateLimits``: a token bucket per caller, in process memory: with several API processes each
+  holds its share of the budget (``RateLimits.share_of``).
   ``current_user`` charges the verified ``sub`` (a forged token cannot spend someone else's budget)
   and, for a bad token, the client's address; ``AnonymousRateLimit`` charges the client's address
   for every other request. ``/health`` and ``/ready`` are never limited.
@@ -111,6 +112,16 @@ class RateLimits:
         self._clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key: (tokens, at)
         self._lock = threading.Lock()
+
+    @classmethod
+    def share_of(cls, *, per_minute: int, burst: int, shares: int) -> RateLimits:
+        """This process's share of each caller's budget when ``shares`` processes serve the API: their
+        buckets are in their own memory, so each holds ``1/shares`` of the rate and of the burst (one
+        request at least) and together they never grant a caller more than the budget. A caller whose
+        requests all reach one process (one kept-alive connection) is limited sooner: the price of
+        needing no shared store on every request."""
+        shares = max(1, shares)
+        return cls(per_minute=max(1, per_minute // shares), burst=max(1, burst // shares))
 
     def take(self, key: str) -> float:
         """Spend one token of ``key``: 0 if there was one, else the seconds until there is."""

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 
 from api import agencies as agencies_api
@@ -57,7 +57,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.keyring = keyring_from_settings(settings)
         if settings.environment == "development":
             with Session(app.state.engine) as session:
-                agencies.seed(session, app.state.keyring, settings.seed_agencies)
+                try:
+                    agencies.seed(session, app.state.keyring, settings.seed_agencies)
+                except IntegrityError:  # another process of this API seeded them at the same moment
+                    session.rollback()
         app.state.verifier = make_verifier(settings)  # OIDC when configured; never the development key in production
         app.state.temporal = None
         connecting = asyncio.create_task(_connect(app, settings))
@@ -80,8 +83,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(bind_route)],
     )
     app.state.verified_tokens = deps.VerifiedTokens(ttl_seconds=settings.verified_token_seconds)
-    app.state.rate_limits = limits.RateLimits(
-        per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst
+    app.state.rate_limits = limits.RateLimits.share_of(
+        per_minute=settings.rate_limit_per_minute,
+        burst=settings.rate_limit_burst,
+        shares=settings.api_processes * settings.api_replicas,
     )
     errors.install(app, charge_unverified=limits.charge_unverified)
     app.include_router(health.router)

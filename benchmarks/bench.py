@@ -15,6 +15,8 @@ process), and measures:
    stalled list and the summary, each from C clients for S seconds;
 4. histories (events and payload bytes per journey) and the peak RSS and CPU seconds of the
    Temporal server, the worker and the API;
+5. the API in two processes (uvicorn's workers) on the same database: GET of a case and the case
+   list again, for the gain from one process to two;
 
 then prints one table with the ratios of issue 13's targets and writes everything to ``--out``.
 Rate limits are raised for the run (the limiter still runs): it measures the pipeline, not the
@@ -566,6 +568,38 @@ async def endpoints(
     return found
 
 
+async def two_processes(
+    processes: Processes, settings: Settings, results: dict[str, Any], clients: int, seconds: float
+) -> dict[str, Any]:
+    """The API again, in two processes (``REINTEGRATION_API_PROCESSES=2``) on the same database and
+    Temporal: the reads of the endpoints' phase, for the gain from one process to two."""
+    port = free_port()
+    processes.start(
+        "api_2_processes",
+        [sys.executable, "-m", "reintegration.cli", "api"],
+        REINTEGRATION_API_PORT=str(port),
+        REINTEGRATION_API_PROCESSES="2",
+    )
+    url = f"http://127.0.0.1:{port}"
+    await wait_ready(f"{url}/ready", processes)
+    closed_return = next(c["case_id"] for c in results["journeys"]["cases"] if c["pathway"] == "voluntary_return")
+    async with httpx.AsyncClient(base_url=url) as http:
+        caller = Caller(settings, http)
+        plan = {
+            "case": (f"/v1/cases/{closed_return}", caller.auth("caseworker", "cw-ro-1", countries=["RO"])),
+            "cases": ("/v1/cases", caller.auth("caseworker", "cw-es-1", countries=["ES"])),
+        }
+        found: dict[str, Any] = {}
+        for name, (path, headers) in plan.items():
+            print(
+                f"endpoint {name}, two API processes: {clients} clients for {seconds:g} s", file=sys.stderr, flush=True
+            )
+            found[name] = await hammer(url, path, headers, clients, seconds)
+            one = results["endpoints"][name]["requests_per_second"]
+            found[name]["gain_vs_one_process"] = round(found[name]["requests_per_second"] / one, 3) if one else 0.0
+    return found
+
+
 # ---------------------------------------------------------------------------------------------
 # Ratios and the table.
 
@@ -636,6 +670,9 @@ def table(results: dict[str, Any]) -> str:
     for key, name in names.items():
         row(name, f"{e[key]['requests_per_second']:.0f} req/s", e[key])
         lines[-1] += f" {e[key]['server_cpu_ms_per_request']:>7.2f}"
+    for key, two in results.get("two_processes", {}).items():
+        row(f"{names[key]}, 2 processes", f"{two['requests_per_second']:.0f} req/s", two)
+        lines[-1] += f" {two['gain_vs_one_process']:>6.2f}x"
     lines += [
         "",
         f"{'per journey (histories)':<34} {'events':>8} {'updates':>8} {'activities':>10} {'payload KiB':>12}",
@@ -715,6 +752,8 @@ async def measure(
     phase("endpoints")
     processes.check()
     results["processes"] = processes.usage()
+    results["two_processes"] = await two_processes(processes, settings, results, args.clients, args.seconds)
+    processes.check()
     results["ratios"] = ratios(results)
     return results
 

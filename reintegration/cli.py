@@ -172,6 +172,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "host": settings.api_host,
         "port": settings.api_port,
         "access_log": False,
+        # Several processes share the port; each runs the app with its lifespan (the schema upgrade
+        # takes a lock, the development seed tolerates a twin) and its share of the rate limits.
+        **({"workers": settings.api_processes} if settings.api_processes > 1 else {}),
         "proxy_headers": bool(proxies),
         "forwarded_allow_ips": proxies or None,
     }

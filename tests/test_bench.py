@@ -54,3 +54,7 @@ def test_the_benchmark_runs_end_to_end_and_writes_every_section(tmp_path: Path) 
 
     assert len(results["ratios"]) == 8
     assert all(r["value"] > 0 for r in results["ratios"].values())
+
+    assert set(results["two_processes"]) == {"case", "cases"}
+    for name, endpoint in results["two_processes"].items():
+        assert endpoint["failures"] == {} and endpoint["requests"] > 0 and endpoint["gain_vs_one_process"] > 0, name

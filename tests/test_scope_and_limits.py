@@ -150,3 +150,19 @@ async def test_forwarded_headers_are_believed_only_from_configured_proxies(tempo
                     ]
             # Each request claims another address: believed, three buckets; not believed, one (ours).
             assert [429 if c == 429 else 200 for c in statuses] == expected, (trusted, statuses)
+
+
+def test_each_of_several_api_processes_holds_its_share_of_the_rate_limit_and_uvicorn_runs_them():
+    from api.limits import RateLimits
+    from reintegration.settings import Settings
+
+    whole = RateLimits.share_of(per_minute=600, burst=120, shares=1)
+    half = RateLimits.share_of(per_minute=600, burst=120, shares=2)
+    assert (whole.rate, whole.burst) == (10.0, 120.0)
+    assert (half.rate, half.burst) == (5.0, 60.0)
+    tiny = RateLimits.share_of(per_minute=1, burst=1, shares=8)  # never below one request
+    assert tiny.burst == 1.0 and tiny.rate > 0
+    spent = [half.take("sub:x") for _ in range(61)]
+    assert spent[:60] == [0.0] * 60 and spent[60] > 0  # the 61st waits: half of the burst
+    assert "workers" not in uvicorn_options(Settings())
+    assert uvicorn_options(Settings(api_processes=3))["workers"] == 3
