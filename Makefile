@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint browser token clean messages bench
+.PHONY: install run test lint browser token clean messages bench bench-scale
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ messages: install
 ## make bench BENCH_ARGS="--journeys 50 --clients 8 --seconds 5".
 bench: install
 	$(PY) -m benchmarks.bench $(BENCH_ARGS)
+
+## The orchestrator with many open cases (numbers, no pass or fail): loads 10,000 then 100,000 open
+## cases on a stack of its own and measures the lists' p95, the worker's RSS, disk per case and the
+## worker's restart; writes bench-scale.json. Options: make bench-scale SCALE_ARGS="--cases 10000".
+bench-scale: install
+	$(PY) -m benchmarks.scale $(SCALE_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -58,3 +58,41 @@ def test_the_benchmark_runs_end_to_end_and_writes_every_section(tmp_path: Path) 
     assert set(results["two_processes"]) == {"case", "cases"}
     for name, endpoint in results["two_processes"].items():
         assert endpoint["failures"] == {} and endpoint["requests"] > 0 and endpoint["gain_vs_one_process"] > 0, name
+
+
+def test_the_scale_benchmark_runs_end_to_end_and_writes_every_step(tmp_path: Path) -> None:
+    """`make bench-scale` with two tiny steps: real case workflows loaded, the lists hammered, the
+    worker restarted with them open. Numbers only checked to be there."""
+    out = tmp_path / "bench-scale.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale", "--cases", "12,24", "--clients", "2", "--seconds", "1"]
+        + ["--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert [s["open_cases"] for s in results["steps"]] == [12, 24]
+    for step in results["steps"]:
+        assert step["load"]["cases"] == 12 and step["load"]["cases_per_second"] > 0
+        for name in ("cases", "stalled", "summary"):
+            assert step["endpoints"][name]["failures"] == {} and step["endpoints"][name]["p95_ms"] > 0, name
+        assert step["worker"]["rss_mib"] > 0 and step["worker_after_restart"]["rss_mib"] > 0
+        assert step["disk_bytes_per_case"]["temporal"] > 0 and step["disk_bytes_per_case"]["reintegration"] > 0
+        assert 0 < step["worker_restart"]["to_worker_started_s"] <= step["worker_restart"]["to_first_command_s"]
+    assert set(results["ratios"]) == {f"{n}_p95_24_vs_12" for n in ("cases", "stalled", "summary")}
+
+
+def test_the_scale_benchmark_refuses_bad_steps_before_starting_anything(tmp_path: Path) -> None:
+    for bad in ("100,10", "ten", "0", "10,10"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.scale", "--cases", bad, "--out", str(tmp_path / "x.json")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2 and "--cases" in proc.stderr, bad
+        assert not (tmp_path / "x.json").exists()
