@@ -292,6 +292,9 @@ def make_engine(settings: Settings) -> Engine:
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=SQLITE_POOL_SIZE,
             max_overflow=SQLITE_POOL_SIZE,
+            # The most recently returned connection first: its page cache is warm. (First in, first
+            # out would go round all of them, each with a cold cache: measured slower lists.)
+            pool_use_lifo=True,
         )
 
         @event.listens_for(engine, "connect")
