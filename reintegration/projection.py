@@ -121,14 +121,10 @@ def write_projection(
     messages: list[DeliveryRequest] = []
     with engine.begin() as conn:
         _upsert(conn, CaseRecord, CaseRecord.case_id, state.case_id, state.version, seal(case_values(projection)))
-        # Only the tasks this change touched (tasks keep the case version of their last change); the
-        # owner country moves with a hand-over, which is a change of the case's tasks' scope too.
-        handed_over = rules.hands_over(projection.events)
-        for task in state.tasks.values():
-            if task.version == state.version or handed_over or all_tasks:
-                _upsert(
-                    conn, TaskRecord, TaskRecord.task_id, task.task_id, task.version, seal(task_values(state, task))
-                )
+        # Only the tasks this change touched (``rules.touched_tasks``; the workflow sends no others).
+        tasks = state.tasks if all_tasks else rules.touched_tasks(state, projection.events)
+        for task in tasks.values():
+            _upsert(conn, TaskRecord, TaskRecord.task_id, task.task_id, task.version, seal(task_values(state, task)))
         if projection.events:
             ids = [e.event_id for e in projection.events]
             known = set(conn.scalars(select(col(TimelineRecord.event_id)).where(col(TimelineRecord.event_id).in_(ids))))
@@ -299,11 +295,7 @@ def case_values(projection: Projection) -> dict[str, Any]:
         "active_workflow_id": projection.active_workflow_id,
         "allowed_steps": [s.value for s in projection.allowed_steps],
         "open_items": [i.model_dump(mode="json") for i in projection.open_items],
-        "agencies": (
-            projection.agencies
-            if projection.agencies is not None
-            else sorted({t.agency_id for t in state.tasks.values()})
-        ),
+        "agencies": projection.agencies if projection.agencies is not None else rules.case_agencies(state),
         "stalled": bool(state.stall),
         "stalled_since": state.stalled_since,
         "most_overdue_at": min((r.due_at for r in state.stall), default=None),

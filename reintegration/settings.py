@@ -208,13 +208,13 @@ class Settings(BaseSettings):
     # Hostile input. 1 MiB holds the largest valid body (a 20-measure safety plan with every note
     # at 2,000 characters) however its characters are encoded; bodies grow no bigger than that.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
-    # A token bucket per verified subject (per client address without a valid token), for all the
-    # API's processes together (see api_processes).
     # API processes serving one `reintegration api` (uvicorn's workers), and how many such APIs
     # (containers, machines) serve the same users. Rate limits live in each process's memory: each
     # holds its share of every caller's budget, so that together they never grant more than it.
     api_processes: int = Field(default=1, ge=1, le=64)
     api_replicas: int = Field(default=1, ge=1, le=1024)
+    # A token bucket per verified subject (per client address without a valid token), for all the
+    # API's processes together (see api_processes).
     rate_limit_per_minute: int = Field(default=600, ge=1)
     rate_limit_burst: int = Field(default=120, ge=1)
 

@@ -45,7 +45,7 @@ from workflows.rules.tasks import (
     reassignable,
     task_overdue,
 )
-from workflows.rules.view import hands_over, project, project_changes
+from workflows.rules.view import case_agencies, hands_over, project, project_changes, touched_tasks
 from workflows.rules.voluntary_return import ORIGIN_SERVICES
 
 __all__ = [
@@ -72,6 +72,7 @@ __all__ = [
     "apply_step",
     "apply_task",
     "assess_sustainability",
+    "case_agencies",
     "check_reassign_owner",
     "check_step",
     "check_task",
@@ -93,6 +94,7 @@ __all__ = [
     "service_country",
     "stall_reasons",
     "task_overdue",
+    "touched_tasks",
     "start_of",
     "why_not",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from workflows.ids import stage_workflow_id
-from workflows.model import JourneyState, Projection, TimelineEvent
+from workflows.model import JourneyState, Projection, TaskState, TimelineEvent
 from workflows.rules.registry import open_items
 from workflows.rules.steps import allowed_steps
 
@@ -24,6 +24,18 @@ def hands_over(events: list[TimelineEvent]) -> bool:
     return any(e.name == "handed-over" for e in events)
 
 
+def touched_tasks(state: JourneyState, events: list[TimelineEvent]) -> dict[str, TaskState]:
+    """The tasks a change touched: those it versioned (a task keeps the case version of its last
+    change), or every one on a hand-over, which moves the scope of them all."""
+    every = hands_over(events)
+    return {k: t for k, t in state.tasks.items() if every or t.version == state.version}
+
+
+def case_agencies(state: JourneyState) -> list[str]:
+    """Every agency the case has given a task to, as the case's row lists them."""
+    return sorted({t.agency_id for t in state.tasks.values()})
+
+
 def project_changes(state: JourneyState, events: list[TimelineEvent]) -> Projection:
     """What the projection activity is sent after a change: ``project`` with only the tasks the
     change touched (all of them on a hand-over) and without the applied updates' results, which the
@@ -33,12 +45,9 @@ def project_changes(state: JourneyState, events: list[TimelineEvent]) -> Project
     every command: sending the whole state made it grow with every task and answer the case kept.
     (The read model writes the same rows either way; the command the workflow issues is the same,
     so histories recorded before replay unchanged.)"""
-    everything = project(state, events)
-    touched = hands_over(events)
-    tasks = {k: t for k, t in state.tasks.items() if touched or t.version == state.version}
-    return everything.model_copy(
+    return project(state, events).model_copy(
         update={
-            "state": state.model_copy(update={"tasks": tasks, "applied_updates": {}}),
-            "agencies": sorted({t.agency_id for t in state.tasks.values()}),
+            "state": state.model_copy(update={"tasks": touched_tasks(state, events), "applied_updates": {}}),
+            "agencies": case_agencies(state),
         }
     )
