@@ -45,7 +45,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -775,16 +775,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.journeys < 2 or args.clients < 1 or args.seconds <= 0:
         parser.error("--journeys at least 2 (both pathways), --clients at least 1, --seconds above 0")
 
+    floor_port = free_port()
+    return run_on_temporary_stack(
+        "reintegration-bench-",
+        lambda processes, settings: measure(args, processes, settings, floor_port),
+        table,
+        args.out,
+    )
+
+
+def run_on_temporary_stack(
+    prefix: str,
+    measure: Callable[[Processes, Settings], Coroutine[Any, Any, dict[str, Any]]],
+    table: Callable[[dict[str, Any]], str],
+    out: Path,
+) -> int:
+    """Run ``measure`` with a stack of its own in a temporary folder (free ports; this process reads
+    the same settings as its children, without the operator's), stop the stack and remove the folder
+    whatever happens (Ctrl-C too), then print ``table`` of the results and write them to ``out``."""
     # Set explicitly, as `reintegration run` does: a shell that starts us in the background would
     # otherwise have SIGINT ignored.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    folder = Path(tempfile.mkdtemp(prefix="reintegration-bench-"))
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
     data_dir, logs = folder / "data", folder / "logs"
     data_dir.mkdir(mode=0o700)
     logs.mkdir()
-    temporal_port, api_port, floor_port = free_port(), free_port(), free_port()
-    env = clean_environment(data_dir, temporal_port, api_port)
+    env = clean_environment(data_dir, free_port(), free_port())
     # This process reads the same settings as its children (the signing key for tokens, the ports).
     for key in [k for k in os.environ if k.startswith("REINTEGRATION_") or k == "DATABASE_URL"]:
         del os.environ[key]
@@ -792,7 +809,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     processes = Processes(logs=logs, env=env)
     try:
-        results = asyncio.run(measure(args, processes, settings, floor_port))
+        results = asyncio.run(measure(processes, settings))
     except KeyboardInterrupt:
         print("\ninterrupted: stopping the stack", file=sys.stderr)
         return 130
@@ -800,8 +817,8 @@ def main(argv: list[str] | None = None) -> int:
         processes.stop_all()
         shutil.rmtree(folder, ignore_errors=True)
     print(table(results))
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {args.out}")
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {out}")
     return 0
 
 

@@ -25,12 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -39,15 +36,17 @@ from typing import Any
 
 import httpx
 from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
+from temporalio.client import Client
 
 from benchmarks.bench import (
     Caller,
     Processes,
     Progress,
-    clean_environment,
     free_port,
     hammer,
+    run_on_temporary_stack,
     wait_for_line,
     wait_ready,
 )
@@ -83,10 +82,10 @@ def opening(number: int, today: datetime) -> CaseOpening:
     )
 
 
-async def load(settings: Settings, first: int, count: int, concurrency: int) -> dict[str, Any]:
+async def load(
+    settings: Settings, client: Client, engine: Engine, first: int, count: int, concurrency: int
+) -> dict[str, Any]:
     """Start ``count`` case workflows (numbers ``first``...) and wait until the read model has them."""
-    keyring = keyring_from_settings(settings)
-    client = await connect(settings, keyring=keyring)
     today = datetime.now(UTC)
     numbers = iter(range(first, first + count))
     progress = Progress("starting cases", count)
@@ -107,19 +106,14 @@ async def load(settings: Settings, first: int, count: int, concurrency: int) -> 
 
     await asyncio.gather(*(starter() for _ in range(concurrency)))
     start_seconds = time.perf_counter() - started
-    engine = make_engine(settings)
     target = first + count
-    try:
-        while True:
-            with Session(engine) as session:
-                projected = session.execute(select(func.count()).select_from(CaseRecord)).scalar_one()
-            print(f"\rread model: {projected}/{target} cases", end="", file=sys.stderr, flush=True)
-            if projected >= target:
-                break
-            await asyncio.sleep(1)
-    finally:
-        engine.dispose()
-        keyring.dispose()
+    while True:
+        with Session(engine) as session:
+            projected = session.execute(select(func.count()).select_from(CaseRecord)).scalar_one()
+        print(f"\rread model: {projected}/{target} cases", end="", file=sys.stderr, flush=True)
+        if projected >= target:
+            break
+        await asyncio.sleep(1)
     print(file=sys.stderr)
     seconds = time.perf_counter() - started
     return {
@@ -176,20 +170,51 @@ async def measure(args: argparse.Namespace, processes: Processes, settings: Sett
     api_url = f"http://127.0.0.1:{settings.api_port}"
     await wait_ready(f"{api_url}/ready", processes)
     await wait_for_line(processes.logs / "worker.log", "worker started", processes)
-    temporal_db = settings.data_dir / "temporal.db"
-    app_db = settings.data_dir / "reintegration.db"
     results: dict[str, Any] = {
         "arguments": {"cases": args.cases, "clients": args.clients, "seconds": args.seconds},
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "steps": [],
     }
+    # One engine and one client (with the keyring that seals the cases' payloads) for every step.
+    keyring = keyring_from_settings(settings)
+    engine = make_engine(settings)
+    client = await connect(settings, keyring=keyring)
+    try:
+        await steps(args, processes, settings, results, client, engine)
+    finally:
+        engine.dispose()
+        keyring.dispose()
+    steps_done = results["steps"]
+    if len(steps_done) >= 2:
+        first, last = steps_done[0], steps_done[-1]
+        results["ratios"] = {
+            f"{name}_p95_{last['open_cases']}_vs_{first['open_cases']}": round(
+                last["endpoints"][name]["p95_ms"] / max(0.01, first["endpoints"][name]["p95_ms"]), 2
+            )
+            for name in ("cases", "stalled", "summary")
+        }
+    return results
+
+
+async def steps(
+    args: argparse.Namespace,
+    processes: Processes,
+    settings: Settings,
+    results: dict[str, Any],
+    client: Client,
+    engine: Engine,
+) -> None:
+    """Each step: load up to its number of open cases, then measure (``results["steps"]``)."""
+    api_url = f"http://127.0.0.1:{settings.api_port}"
+    temporal_db = settings.data_dir / "temporal.db"
+    app_db = settings.data_dir / "reintegration.db"
     loaded = 0
     async with httpx.AsyncClient(base_url=api_url) as http:
         caller = Caller(settings, http)
         supervisor = caller.auth("supervisor", "sup-scale")
         for total in args.cases:
             step: dict[str, Any] = {"open_cases": total}
-            step["load"] = await load(settings, loaded, total - loaded, args.load_concurrency)
+            step["load"] = await load(settings, client, engine, loaded, total - loaded, args.load_concurrency)
             loaded = total
             processes.check()
             await asyncio.sleep(5)  # the worker's last tasks settle
@@ -206,22 +231,12 @@ async def measure(args: argparse.Namespace, processes: Processes, settings: Sett
                 "temporal": round(files_bytes(temporal_db) / total),
                 "reintegration": round(files_bytes(app_db) / total),
             }
-            with Session(make_engine(settings)) as session:
+            with Session(engine) as session:
                 some_case = session.execute(select(CaseRecord.case_id).limit(1)).scalar_one()
             step["worker_restart"] = await restart_worker(processes, api_url, caller, some_case)
             step["worker_after_restart"] = rss_mib(processes.running["worker"].pid)
             results["steps"].append(step)
             print(table(results), file=sys.stderr)
-    steps = results["steps"]
-    if len(steps) >= 2:
-        first, last = steps[0], steps[-1]
-        results["ratios"] = {
-            f"{name}_p95_{last['open_cases']}_vs_{first['open_cases']}": round(
-                last["endpoints"][name]["p95_ms"] / max(0.01, first["endpoints"][name]["p95_ms"]), 2
-            )
-            for name in ("cases", "stalled", "summary")
-        }
-    return results
 
 
 def table(results: dict[str, Any]) -> str:
@@ -253,10 +268,6 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _interrupt(*_: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -276,30 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.clients < 1 or args.seconds <= 0 or args.load_concurrency < 1:
         parser.error("--clients and --load-concurrency at least 1, --seconds above 0")
 
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    folder = Path(tempfile.mkdtemp(prefix="reintegration-scale-"))
-    data_dir, logs = folder / "data", folder / "logs"
-    data_dir.mkdir(mode=0o700)
-    logs.mkdir()
-    env = clean_environment(data_dir, free_port(), free_port())
-    for key in [k for k in os.environ if k.startswith("REINTEGRATION_") or k == "DATABASE_URL"]:
-        del os.environ[key]
-    os.environ.update({k: v for k, v in env.items() if k.startswith("REINTEGRATION_")})
-    settings = Settings()
-    processes = Processes(logs=logs, env=env)
-    try:
-        results = asyncio.run(measure(args, processes, settings))
-    except KeyboardInterrupt:
-        print("\ninterrupted: stopping the stack", file=sys.stderr)
-        return 130
-    finally:
-        processes.stop_all()
-        shutil.rmtree(folder, ignore_errors=True)
-    print(table(results))
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten to {args.out}")
-    return 0
+    return run_on_temporary_stack(
+        "reintegration-scale-", lambda processes, settings: measure(args, processes, settings), table, args.out
+    )
 
 
 if __name__ == "__main__":
