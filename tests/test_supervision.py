@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+from sqlmodel import Session
+
+from reintegration.db import StageVisitRecord
 from tests.journey import Journey, day
 
 
@@ -61,12 +66,6 @@ async def test_the_summary_counts_the_region(stack):
 
 async def test_the_median_days_per_stage_are_exact_for_odd_and_even_counts_and_keep_to_the_region(stack):
     """Stays written straight into the read model, in countries of this test's own."""
-    from datetime import UTC, datetime, timedelta
-
-    from sqlmodel import Session
-
-    from reintegration.db import StageVisitRecord
-
     entered = datetime(2026, 1, 5, tzinfo=UTC)
     stays = {
         # country, stage: days of the completed stays (None: a stay not over yet, never counted)
