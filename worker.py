@@ -15,6 +15,7 @@ from temporalio.worker import Worker
 from activities.delivery import DeliveryActivities
 from activities.notifications import LogChannel, NotificationActivities, WebhookChannel
 from activities.read_model import ReadModelActivities
+from reintegration import heap
 from reintegration.crypto import Keyring
 from reintegration.db import keyring_from_settings, make_engine
 from reintegration.logs import configure_logging
@@ -107,6 +108,7 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    heap.settle()
     log.info("worker started", task_queue=settings.temporal_task_queue, namespace=settings.temporal_namespace)
     async with worker:
         await stop.wait()

@@ -33,7 +33,7 @@ from api.access_log import RequestContext, bind_route
 from api.schemas import Problem
 from api.web import app as workspace
 from api.web import sessions as web_sessions
-from reintegration import agencies
+from reintegration import agencies, heap
 from reintegration.db import keyring_from_settings, make_engine
 from reintegration.logs import configure_logging
 from reintegration.migrate import upgrade_schema
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             # Wait briefly so a normal start is ready at once; keep trying in the background after.
             await asyncio.wait({connecting}, timeout=settings.temporal_connect_wait_seconds)
+            heap.settle()
             yield
         finally:
             connecting.cancel()
