@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -19,13 +20,14 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
 from api.access_log import bind_ids
-from api.audit import AuditorDep, Entry
+from api.audit import Auditor, AuditorDep, Entry
 from api.deps import (
     IDENTIFIER,
     CurrentUser,
     SessionDep,
     SettingsDep,
     keyring_of,
+    read_in_thread,
     release_connection,
     require,
 )
@@ -45,9 +47,9 @@ from api.schemas import (
     StallReasonView,
     TimelineEntry,
 )
-from api.tasks import task_public
+from api.tasks import OpenedTask, opened_task
 from reintegration import commands
-from reintegration.crypto import FREE_TEXT_KEYS
+from reintegration.crypto import FREE_TEXT_KEYS, Keyring
 from reintegration.db import CaseRecord, PersonRecord, TaskRecord, TimelineRecord, aware
 from reintegration.persons import load_person, store_person
 from reintegration.settings import Settings
@@ -102,35 +104,33 @@ TIMELINE_SHOWN = tuple(
 )
 
 
-def case_public(
-    session: Session, case: CaseRecord, settings: Settings, *, person: bool = False, timeline: bool = True
-) -> CasePublic:
-    now = utcnow()
+@dataclass(frozen=True)
+class OpenedCase:
+    """What a case's view holds for one version of the case, its free text opened: its open tasks,
+    its facts and, when read, its timeline. Kept by the keyring beside the case's key (never longer
+    than the key is at hand here), so a case looked at again unchanged is not read and decrypted
+    again: a closed case's timeline is a hundred rows or more."""
+
+    tasks: tuple[OpenedTask, ...]
+    facts: dict[str, Any]
+    timeline: tuple[TimelineEntry, ...] | None
+
+
+def opened_case(session: Session, keyring: Keyring, case: CaseRecord, *, timeline: bool) -> OpenedCase:
     tasks = session.exec(
-        select(TaskRecord).where(col(TaskRecord.case_id) == case.case_id).order_by(col(TaskRecord.assigned_at))
+        select(TaskRecord)
+        .where(col(TaskRecord.case_id) == case.case_id, col(TaskRecord.status).in_(sorted(OPEN_TASK_STATUS_VALUES)))
+        .order_by(col(TaskRecord.assigned_at))
     ).all()
-    keyring = keyring_of(session)
-    open_tasks = [task_public(session, t) for t in tasks if t.status in OPEN_TASK_STATUS_VALUES]
-    steps = [
-        OpenStep(
-            step=i["name"],
-            due_at=i["due_at"],
-            turn=i["turn"],
-            overdue=i["due_at"] is not None and datetime.fromisoformat(i["due_at"]) < now,
-        )
-        for i in case.open_items
-        if i["kind"] == "step"
-    ]
     entries = None
     if timeline:
-        # The columns shown, not ORM objects: a closed case's timeline has a hundred rows or more,
-        # read at every look at the case.
+        # The columns shown, not ORM objects.
         rows = session.execute(
             sqlalchemy.select(*TIMELINE_SHOWN)
             .where(col(TimelineRecord.case_id) == case.case_id)
             .order_by(col(TimelineRecord.position))
         ).all()
-        entries = [
+        entries = tuple(
             TimelineEntry(
                 at=aware(r.at),
                 kind=r.kind,
@@ -141,7 +141,35 @@ def case_public(
                 facts=keyring.open_fields(case.case_id, r.facts, FREE_TEXT_KEYS),
             )
             for r in rows
-        ]
+        )
+    return OpenedCase(
+        tasks=tuple(opened_task(keyring, t) for t in tasks),
+        facts=keyring.open_fields(
+            case.case_id, {k: v for k, v in case.facts.items() if k != "consent"}, FREE_TEXT_KEYS
+        ),
+        timeline=entries,
+    )
+
+
+def case_public(
+    session: Session, case: CaseRecord, settings: Settings, *, person: bool = False, timeline: bool = True
+) -> CasePublic:
+    now = utcnow()
+    keyring = keyring_of(session)
+    opened: OpenedCase | None = keyring.opened(case.case_id, "case-view", case.version)
+    if opened is None or (timeline and opened.timeline is None):
+        opened = opened_case(session, keyring, case, timeline=timeline)
+        keyring.keep_opened(case.case_id, "case-view", case.version, opened)
+    steps = [
+        OpenStep(
+            step=i["name"],
+            due_at=i["due_at"],
+            turn=i["turn"],
+            overdue=i["due_at"] is not None and datetime.fromisoformat(i["due_at"]) < now,
+        )
+        for i in case.open_items
+        if i["kind"] == "step"
+    ]
     person_data = None
     if person:
         stored = load_person(session, keyring, case_id=case.case_id)
@@ -166,12 +194,10 @@ def case_public(
         closure_reason=case.closure_reason,
         allowed_steps=case.allowed_steps,
         open_steps=steps,
-        open_tasks=open_tasks,
+        open_tasks=[t.public(now) for t in opened.tasks],
         consent=case.facts.get("consent"),
-        facts=keyring.open_fields(
-            case.case_id, {k: v for k, v in case.facts.items() if k != "consent"}, FREE_TEXT_KEYS
-        ),
-        timeline=entries,
+        facts=opened.facts,
+        timeline=list(opened.timeline) if timeline and opened.timeline is not None else None,
         person=person_data,
     )
 
@@ -316,7 +342,7 @@ def _keep_person(session: Session, case_id: str, body: CaseCreate) -> None:
 
 
 @router.get("/{case_id}", response_model=CasePublic, summary="Read a case", responses=responses(401, 403, 404, 503))
-def read_case(
+async def read_case(
     case_id: CaseId,
     response: Response,
     user: CurrentUser,
@@ -327,10 +353,27 @@ def read_case(
         str | None, Query(pattern="^person$", description="`person` to include the person's data")
     ] = None,
 ) -> CasePublic:
+    return await read_in_thread(
+        session, lambda: read_case_now(session, case_id, user, settings, auditor, response, person=include == "person")
+    )
+
+
+def read_case_now(
+    session: Session,
+    case_id: str,
+    user: Claims,
+    settings: Settings,
+    auditor: Auditor,
+    response: Response,
+    *,
+    person: bool = False,
+) -> CasePublic:
+    """``GET /v1/cases/{id}`` in the calling thread (the workspace's pages call it too): the scope,
+    the ETag and, with ``person``, the ``person.read`` audit row before the data leaves."""
     case = case_in_scope(session, case_id, user)
     response.headers["ETag"] = etag(case)
-    public = case_public(session, case, settings, person=include == "person")
-    if include == "person":  # audited before the data leaves; no row, no data
+    public = case_public(session, case, settings, person=person)
+    if person:  # audited before the data leaves; no row, no data
         auditor.record("person.read", case_id=case_id, detail={"found": public.person is not None})
     return public
 
@@ -340,7 +383,7 @@ CASES_ORDER = Keyset(col(CaseRecord.opened_at), col(CaseRecord.case_id), descend
 
 
 @router.get("", response_model=Page[CaseSummary], summary="List cases in scope", responses=responses(401, 403, 422))
-def list_cases(
+async def list_cases(
     user: Annotated[Claims, require(*CASEWORK)],
     session: SessionDep,
     settings: SettingsDep,
@@ -364,8 +407,12 @@ def list_cases(
         caseworker=caseworker,
         overdue_since=overdue_since,
     )
-    rows, next_cursor = page(session, query, CASES_ORDER, limit=limit, cursor=cursor)
-    return Page[CaseSummary](items=[case_summary(case) for case in rows], next_cursor=next_cursor)
+
+    def read() -> Page[CaseSummary]:
+        rows, next_cursor = page(session, query, CASES_ORDER, limit=limit, cursor=cursor)
+        return Page[CaseSummary](items=[case_summary(case) for case in rows], next_cursor=next_cursor)
+
+    return await read_in_thread(session, read)
 
 
 def cases_query(

@@ -9,7 +9,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import structlog
@@ -26,6 +26,8 @@ from reintegration.crypto import Keyring
 from reintegration.settings import Settings
 from reintegration.tokens import Claims, InvalidToken, Verifier, VerifierUnavailable
 from workflows.model import Role
+
+T = TypeVar("T")
 
 bearer = HTTPBearer(auto_error=False, description="A JWT from `reintegration token` (or the OIDC provider)")
 
@@ -110,6 +112,20 @@ def keyring_of(session: Session) -> Keyring:
     """The keyring of the API session (see ``get_session``)."""
     keyring: Keyring = session.info["keyring"]
     return keyring
+
+
+async def read_in_thread(session: Session, work: Callable[[], T]) -> T:
+    """A read route's database work in one of the thread pool's threads, its transaction ended there
+    (the session then closes on the event loop), the answer validated back on the loop: one thread
+    hop per request, where a plain ``def`` route takes two (FastAPI validates a plain route's answer
+    in the pool as well). Under load each hop is a wait for the interpreter's lock (``make bench``)."""
+
+    def run() -> T:
+        answer = work()
+        release_connection(session)
+        return answer
+
+    return await anyio.to_thread.run_sync(run)
 
 
 def release_connection(session: Session | None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeGuard
 
 from fastapi import APIRouter, Body, Path
@@ -21,11 +23,13 @@ from api.languages import N_
 from api.pagination import Cursor, Keyset, Limit, page
 from api.pipeline import Pipeline, commands_for
 from api.schemas import Page, TaskPublic
+from reintegration.crypto import Keyring
 from reintegration.db import TaskRecord, aware
-from reintegration.overdue import is_overdue, overdue_condition
+from reintegration.overdue import overdue_condition
 from reintegration.partner_view import PartnerTask, partner_task, prefetch
 from reintegration.settings import Settings
 from reintegration.tokens import Claims
+from workflows import rules
 from workflows.model import (
     AcceptTaskBody,
     CompleteTaskBody,
@@ -43,14 +47,30 @@ TaskId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:
 
 
 def task_public(session: Session, task: TaskRecord) -> TaskPublic:
+    return opened_task(keyring_of(session), task).public()
+
+
+@dataclass(frozen=True)
+class OpenedTask:
+    """A task's row with its free text opened: what its view needs but whether it is overdue now."""
+
+    fields: dict[str, Any]
+
+    def public(self, now: datetime | None = None) -> TaskPublic:
+        f = self.fields
+        return TaskPublic(
+            **f, overdue=rules.task_overdue(f["status"], f["accept_by"], f["due_on"], now or datetime.now(UTC))
+        )
+
+
+def opened_task(keyring: Keyring, task: TaskRecord) -> OpenedTask:
     data = task.model_dump()
-    keyring = keyring_of(session)
     for key in ("notes", "outcome_notes", "decline_reason"):
         data[key] = keyring.open_field(task.case_id, key, data[key])
     for key in ("assigned_at", "accept_by", "accepted_at", "completed_at", "declined_at"):
         if data[key] is not None:
             data[key] = aware(data[key])
-    return TaskPublic(**data, overdue=is_overdue(task))
+    return OpenedTask(data)
 
 
 def view(session: Session, settings: Settings, task: TaskRecord, role: Role) -> TaskPublic | PartnerTask:

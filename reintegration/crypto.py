@@ -23,6 +23,7 @@ import os
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -178,12 +179,20 @@ class Keyring:
 
     The cache keeps unwrapped keys for ``cache_seconds`` so that a busy case does not unwrap its key
     on every payload; a key destroyed in another process stops working here when its entry expires.
+    Values opened with a case's key can be kept beside it (``keep_opened``), never longer than the key
+    itself is at hand: what this process could open again at once, and nothing more.
     """
 
-    def __init__(self, engine: Engine, kek: KeyEncryptionKey, *, cache_seconds: float = 60.0) -> None:
+    def __init__(
+        self, engine: Engine, kek: KeyEncryptionKey, *, cache_seconds: float = 60.0, opened_cases: int = 512
+    ) -> None:
         self._engine, self._kek, self._ttl = engine, kek, cache_seconds
         self._by_id: dict[str, tuple[float, DataKey]] = {}
         self._by_case: dict[str, str] = {}
+        # case id -> name -> (version, the key's id and expiry when it was kept, value); least recently
+        # used case first, at most ``opened_cases`` cases.
+        self._opened: OrderedDict[str, dict[str, tuple[int, str, float, Any]]] = OrderedDict()
+        self._opened_cases = opened_cases
         self._lock = threading.Lock()
 
     @property
@@ -307,6 +316,42 @@ class Keyring:
             key_id = self._by_case.pop(case_id, None)
             if key_id:
                 self._by_id.pop(key_id, None)
+            self._opened.pop(case_id, None)
+
+    # --- values opened with a case's key ---------------------------------------------------------
+
+    def keep_opened(self, case_id: str, name: str, version: int, value: Any) -> None:
+        """Keep ``value``, opened with the case's key for its ``version``, while the key is at hand
+        here (an expired or forgotten key takes its values with it). Nothing is kept for a case
+        whose key this process does not hold (a destroyed key, say)."""
+        with self._lock:
+            key_id = self._by_case.get(case_id)
+            entry = self._by_id.get(key_id) if key_id else None
+            if key_id is None or entry is None or entry[0] < time.monotonic():
+                return
+            self._opened.setdefault(case_id, {})[name] = (version, key_id, entry[0], value)
+            self._opened.move_to_end(case_id)
+            while len(self._opened) > self._opened_cases:
+                self._opened.popitem(last=False)
+
+    def opened(self, case_id: str, name: str, version: int) -> Any | None:
+        """The value kept under ``name`` for this version of the case, if its key is still at hand."""
+        with self._lock:
+            kept = self._opened.get(case_id, {}).get(name)
+            if kept is None:
+                return None
+            kept_version, key_id, expiry, value = kept
+            key = self._by_id.get(key_id)
+            if (
+                kept_version != version
+                or self._by_case.get(case_id) != key_id
+                or key is None
+                or key[0] != expiry  # the key was unwrapped again since: keep only what that one opens
+                or expiry < time.monotonic()
+            ):
+                return None
+            self._opened.move_to_end(case_id)
+            return value
 
     # --- values --------------------------------------------------------------------------------
 

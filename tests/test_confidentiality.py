@@ -273,6 +273,9 @@ async def test_erasure_makes_the_data_unreadable_everywhere_and_keeps_the_statis
         assert (await stack.http.delete(f"/v1/cases/{j.case_id}/personal-data", headers=who)).status_code == 403
     assert (await stack.http.delete(f"/v1/cases/{uuid.uuid4()}/personal-data", headers=admin)).status_code == 404
 
+    # Read just before: the API keeps this version's opened view beside the case's key.
+    seen = (await stack.http.get(f"/v1/cases/{j.case_id}", headers=j.cw)).json()
+    assert [name for name, value in m.items() if value in str(seen["timeline"])]
     r = await stack.http.delete(f"/v1/cases/{j.case_id}/personal-data", headers=admin)
     assert r.status_code == 200, r.text
     erased_at = r.json()["erased_at"]

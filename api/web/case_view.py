@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import Response
 from sqlmodel import col, select
 
-from api.cases import read_case
+from api.cases import read_case_now
 from api.schemas import CasePublic, TaskPublic
 from api.web import forms, i18n
 from api.web.context import Web
@@ -120,9 +120,7 @@ class CaseView:
 def case_view(web: Web, case_id: str, *, person: bool = False) -> CaseView:
     """The case through the API's own route (``GET /v1/cases/{id}``: scope, and with ``person`` the
     ``person.read`` audit row before the data leaves), and the agencies of its two countries."""
-    case = read_case(
-        case_id, Response(), web.user, web.session, web.settings, web.auditor, include="person" if person else None
-    )
+    case = read_case_now(web.session, case_id, web.user, web.settings, web.auditor, Response(), person=person)
     countries = {case.owner.country, case.origin_country}
     found = web.session.exec(
         select(AgencyRecord)

@@ -3,7 +3,7 @@ API): *My cases*, *Open a case* and the case page (stages, steps, tasks, timelin
 person's details only on request); each step's form is ``step_pages``.
 
 Every page goes through the API's own functions: the list through ``cases_query`` (the query of
-``GET /v1/cases``), the case through ``read_case`` (the route of ``GET /v1/cases/{id}``, audited
+``GET /v1/cases``), the case through ``read_case_now`` (the work of ``GET /v1/cases/{id}``, audited
 alike with ``include=person``), and every change through the ``Pipeline`` and the function its
 ``/v1`` route uses (``open_case``, ``_record``, ``_task_command``, ``reassign_case``), so the rules,
 scope, idempotency and audit are the API's. A refusal is shown in words with what to do next
