@@ -31,6 +31,7 @@ from api import (
 )
 from api.access_log import RequestContext, bind_route
 from api.schemas import Problem
+from api.supervision import KeptSummaries
 from api.web import app as workspace
 from api.web import sessions as web_sessions
 from reintegration import agencies, heap
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = make_engine(settings)
         upgrade_schema(app.state.engine)
         app.state.keyring = keyring_from_settings(settings)
+        app.state.summaries = KeptSummaries()
         if settings.environment == "development":
             with Session(app.state.engine) as session:
                 try:

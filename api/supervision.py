@@ -5,12 +5,13 @@ Indexed queries on the read model only; never a query to each workflow.
 
 from __future__ import annotations
 
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from datetime import datetime
 from typing import Annotated, Any
 
 import sqlalchemy
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func
@@ -22,6 +23,7 @@ from api.cases import CaseId, _respond, stall_reason
 from api.deps import (
     IDENTIFIER,
     SessionDep,
+    read_in_thread,
     require,
 )
 from api.errors import responses
@@ -29,7 +31,7 @@ from api.journeys import utcnow
 from api.pagination import Cursor, Keyset, Limit, page
 from api.pipeline import Pipeline, commands_for
 from api.schemas import CasePublic, Owner, Page, StallReasonView
-from reintegration.db import CaseRecord, StageVisitRecord, TaskRecord, aware
+from reintegration.db import CaseRecord, ReadModelChanges, StageVisitRecord, TaskRecord, aware
 from reintegration.tokens import Claims
 from workflows.model import OPEN_TASK_STATUS_VALUES, ReassignOwner, Role, Stage, Strict
 
@@ -84,7 +86,7 @@ def _scoped(query: SelectOfScalar[CaseRecord], user: Claims) -> SelectOfScalar[C
     summary="Stalled cases, most overdue first",
     responses=responses(401, 403, 422),
 )
-def stalled_cases(
+async def stalled_cases_route(
     user: Annotated[Claims, SUPERVISOR],
     session: SessionDep,
     country: Annotated[str | None, Query(pattern="^[A-Z]{2}$")] = None,
@@ -94,6 +96,33 @@ def stalled_cases(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[StalledCase]:
+    return await read_in_thread(
+        session,
+        lambda: stalled_cases(
+            user,
+            session,
+            country=country,
+            agency=agency,
+            caseworker=caseworker,
+            stage=stage,
+            limit=limit,
+            cursor=cursor,
+        ),
+    )
+
+
+def stalled_cases(
+    user: Claims,
+    session: Session,
+    *,
+    country: str | None = None,
+    agency: str | None = None,
+    caseworker: str | None = None,
+    stage: Stage | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[StalledCase]:
+    """``GET /v1/supervision/stalled`` in the calling thread (the workspace's page calls it too)."""
     query = _scoped(select(CaseRecord).where(col(CaseRecord.stalled)), user)
     if country:
         query = query.where(col(CaseRecord.owner_country) == country)
@@ -133,12 +162,58 @@ def stalled_cases(
     summary="Counts and days per stage in the region",
     responses=responses(401, 403, 422),
 )
-def summary(
+async def summary(
+    request: Request,
     user: Annotated[Claims, SUPERVISOR],
     session: SessionDep,
     country: Annotated[str | None, Query(pattern="^[A-Z]{2}$")] = None,
 ) -> Summary:
     countries = region(user, country)
+    kept: KeptSummaries = request.app.state.summaries
+
+    def read() -> Summary:
+        # The count first: the figures below are then at least as new as it (a later count only
+        # computes them again).
+        changes = session.scalar(sqlalchemy.select(col(ReadModelChanges.changes)).where(col(ReadModelChanges.id) == 1))
+        found = kept.get(countries, changes)
+        if found is None:
+            found = compute_summary(session, countries)
+            kept.keep(countries, changes, found)
+        return found
+
+    return await read_in_thread(session, read)
+
+
+class KeptSummaries:
+    """The summaries this API process computed, by region, each with the read model's count of
+    writes it was computed at (``ReadModelChanges``): good until the count moves, whoever wrote."""
+
+    def __init__(self, regions: int = 256) -> None:
+        self._kept: OrderedDict[tuple[str, ...] | None, tuple[int, Summary]] = OrderedDict()
+        self._regions = regions
+        self._lock = threading.Lock()
+
+    def get(self, countries: list[str] | None, changes: int | None) -> Summary | None:
+        key = None if countries is None else tuple(sorted(countries))
+        with self._lock:
+            kept = self._kept.get(key)
+            if changes is None or kept is None or kept[0] != changes:
+                return None
+            self._kept.move_to_end(key)
+            return kept[1]
+
+    def keep(self, countries: list[str] | None, changes: int | None, summary: Summary) -> None:
+        if changes is None:  # a database without the count (made without migrations): nothing kept
+            return
+        key = None if countries is None else tuple(sorted(countries))
+        with self._lock:
+            self._kept[key] = (changes, summary)
+            self._kept.move_to_end(key)
+            while len(self._kept) > self._regions:
+                self._kept.popitem(last=False)
+
+
+def compute_summary(session: Session, countries: list[str] | None) -> Summary:
     by: dict[str, Counter[str]] = {k: Counter() for k in ("stage", "status", "pathway", "country")}
     for stage, status, stalled, pathway, owner_country, n in case_groups(session, countries):
         by["stage"][stage] += n
@@ -189,37 +264,41 @@ def case_groups(session: Session, countries: list[str] | None) -> list[tuple[str
     return [(a, b, bool(c), d, e, int(n)) for a, b, c, d, e, n in session.execute(grouped).all()]
 
 
+def _middle_stays(by_country: bool) -> Any:
+    """The middle one or two of each stage's completed stays (of the countries in the ``countries``
+    parameter when ``by_country``): each stay ranked in its stage by its days, its stage's count
+    beside it. Built once: one statement whatever the number of stages."""
+    stage, days = col(StageVisitRecord.stage), col(StageVisitRecord.days)
+    ranked = sqlalchemy.select(
+        stage.label("stage"),
+        days.label("days"),
+        func.row_number().over(partition_by=stage, order_by=days).label("rank"),
+        func.count().over(partition_by=stage).label("stays"),
+    ).where(days.is_not(None))
+    if by_country:
+        ranked = ranked.where(col(StageVisitRecord.country).in_(sqlalchemy.bindparam("countries", expanding=True)))
+    r = ranked.subquery()
+    # The ranks (n + 1) / 2 and (n + 2) / 2 in integer division: the same one when n is odd.
+    return sqlalchemy.select(r.c.stage, r.c.days).where(
+        sqlalchemy.or_(r.c.rank == (r.c.stays + 1) // 2, r.c.rank == (r.c.stays + 2) // 2)
+    )
+
+
+MIDDLE_STAYS = _middle_stays(by_country=False)
+MIDDLE_STAYS_OF_COUNTRIES = _middle_stays(by_country=True)
+
+
 def median_days_per_stage(session: Session, countries: list[str] | None) -> dict[str, float]:
-    """The median of the completed stays in each stage, in these countries (``None``: every one).
-
-    Two queries whatever the number of stages: the stays counted by stage, then the middle one or
-    two of each stage's stays, each read from the index in order (no stay is loaded but those)."""
-
-    def stays(*columns: Any) -> Any:
-        query = sqlalchemy.select(*columns).where(col(StageVisitRecord.days).is_not(None))
-        return query if countries is None else query.where(col(StageVisitRecord.country).in_(countries))
-
-    counts = {
-        stage: int(n)
-        for stage, n in session.execute(
-            stays(col(StageVisitRecord.stage), func.count()).group_by(col(StageVisitRecord.stage))
-        ).all()
-    }
-    middles = [
-        stays(col(StageVisitRecord.stage), col(StageVisitRecord.days))
-        .where(col(StageVisitRecord.stage) == stage)
-        .order_by(col(StageVisitRecord.days))
-        .offset((n - 1) // 2)
-        .limit(2 - n % 2)
-        .subquery()
-        for stage, n in sorted(counts.items())
-        if n
-    ]
-    if not middles:
+    """The median of the completed stays in each stage, in these countries (``None``: every one):
+    one query, read from the stays' index in order."""
+    if countries is None:
+        rows = session.execute(MIDDLE_STAYS).all()
+    elif countries:
+        rows = session.execute(MIDDLE_STAYS_OF_COUNTRIES, {"countries": countries}).all()
+    else:
         return {}
     found: dict[str, list[float]] = {}
-    union = sqlalchemy.union_all(*(sqlalchemy.select(m.c.stage, m.c.days) for m in middles))
-    for stage, days in session.execute(union).all():
+    for stage, days in rows:
         found.setdefault(stage, []).append(float(days))
     return {stage.value: round(sum(d) / len(d), 1) for stage in Stage if (d := found.get(stage.value))}
 

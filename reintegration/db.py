@@ -236,6 +236,17 @@ class WebSessionRecord(SQLModel, table=True):
     last_seen_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
 
 
+class ReadModelChanges(SQLModel, table=True):
+    """How many times the read model's cases, tasks and stays were written: one row, counted up in
+    every projection's transaction. A figure computed from them at one count holds until it moves
+    (``api.supervision``'s summary, kept by each API process)."""
+
+    __tablename__ = "read_model_changes"
+
+    id: int = Field(primary_key=True)  # always 1
+    changes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
 class AuditRecord(SQLModel, table=True):
     """One action, or one read of personal data: who, what, which case or task, when.
 
@@ -335,6 +346,7 @@ __all__ = [
     "NotificationRecord",
     "StageVisitRecord",
     "PersonRecord",
+    "ReadModelChanges",
     "Session",
     "TaskRecord",
     "TimelineRecord",

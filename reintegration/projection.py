@@ -20,6 +20,7 @@ from reintegration.db import (
     CaseRecord,
     DeliveryRecord,
     NotificationRecord,
+    ReadModelChanges,
     StageVisitRecord,
     TaskRecord,
     TimelineRecord,
@@ -174,6 +175,10 @@ def write_projection(
                         created_at=projection.events[0].at if projection.events else state.opened_at,
                     )
                 )
+        # Last, so the row is held only for the commit (on PostgreSQL, writers queue on it).
+        conn.execute(
+            update(ReadModelChanges).where(col(ReadModelChanges.id) == 1).values(changes=ReadModelChanges.changes + 1)
+        )
     return messages + notifications
 
 

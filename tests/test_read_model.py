@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from sqlmodel import Session, select
 
 from reintegration import drift
-from reintegration.db import CaseRecord, TaskRecord, TimelineRecord
+from reintegration.db import CaseRecord, ReadModelChanges, TaskRecord, TimelineRecord
 from reintegration.projection import write_projection
 from workflows import rules
 from workflows.model import (
@@ -95,3 +95,26 @@ async def test_the_changes_sent_after_each_command_write_the_rows_the_whole_stat
     assert drift.compare(state, drift.read_rows(stack.engine, state.case_id), stack.keyring) == []
     with Session(stack.engine) as session:
         assert session.get(CaseRecord, state.case_id).agencies == ["clinic-es", "shelter-es"]
+
+
+async def test_every_projection_counts_one_write_and_the_summary_follows_the_count(stack):
+    """The summary an API process keeps for a region holds until the read model's count of writes
+    moves: each projection moves it by one, in its own transaction."""
+
+    def changes() -> int:
+        with Session(stack.engine) as session:
+            row = session.get(ReadModelChanges, 1)
+            assert row is not None
+            return row.changes
+
+    sup = stack.auth("supervisor", "sup-rm", countries=["MT"])
+    before = (await stack.http.get("/v1/supervision/summary", headers=sup)).json()
+    assert (await stack.http.get("/v1/supervision/summary", headers=sup)).json() == before
+    state, actor, now, new_id = _journey()
+    state.owner_country = "MT"
+    count = changes()
+    write_projection(stack.engine, rules.project(state, [rules.opened_event(state, actor, now, new_id)]), stack.keyring)
+    assert changes() >= count + 1  # at least this one (the stack's own journeys may be projecting)
+    after = (await stack.http.get("/v1/supervision/summary", headers=sup)).json()
+    assert after["total"] == before["total"] + 1
+    assert after["by_country"]["MT"] == after["total"]
