@@ -6,8 +6,9 @@ command it builds and the answer it gives. ``Pipeline.once`` runs it once per Id
 records it in the audit trail (a repeat gets the first answer and is recorded as a replay);
 ``Pipeline.send`` routes the command to the case's workflow and turns a refusal into its problem
 response (``REFUSALS``, the one mapping). Database work is never done on the event loop: it goes
-through ``Pipeline.db`` (a worker thread), and read-only routes are plain ``def`` handlers, which
-FastAPI runs in its thread pool.
+through ``Pipeline.db`` (a worker thread); read-only routes are plain ``def`` handlers, which
+FastAPI runs in its thread pool, or, where they are read most (a case, the case list, the stalled
+list, the summary), ``async`` handlers whose database work is one ``read_in_thread``.
 
 (No ``from __future__ import annotations`` here: ``commands_for`` builds its dependency in a
 closure, and FastAPI reads the roles from its real annotations.)
