@@ -52,13 +52,17 @@ from typing import Any, cast
 
 import httpx
 from google.protobuf.message import Message
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
+from api.supervision import compute_summary
 from benchmarks.bare_temporal import TASK_QUEUE as BARE_TASK_QUEUE
 from benchmarks.bare_temporal import BareCommand, BareJourney, BareJourneyInput
+from reintegration.db import make_engine
 from reintegration.settings import Settings
 from reintegration.temporal import connect, dev_server_command
 from reintegration.tokens import mint
@@ -568,6 +572,20 @@ async def endpoints(
     return found
 
 
+def summary_computed(engine: Engine, samples: int = 50) -> dict[str, Any]:
+    """The summary as it is computed after any write to the read model, in this process, one at a
+    time (p50/p95/p99 of ``compute_summary`` over every country): what the API process pays once per
+    region each time the count of writes moves. The hammered summary above is mostly kept ones."""
+    times = []
+    with Session(engine) as session:
+        for _ in range(samples):
+            began = time.perf_counter()
+            compute_summary(session, None)
+            times.append(time.perf_counter() - began)
+            session.rollback()
+    return {"samples": samples, **latency(times)}
+
+
 async def two_processes(
     processes: Processes, settings: Settings, results: dict[str, Any], clients: int, seconds: float
 ) -> dict[str, Any]:
@@ -670,6 +688,8 @@ def table(results: dict[str, Any]) -> str:
     for key, name in names.items():
         row(name, f"{e[key]['requests_per_second']:.0f} req/s", e[key])
         lines[-1] += f" {e[key]['server_cpu_ms_per_request']:>7.2f}"
+    if "summary_computed" in results:  # once per region after each write (the above: mostly kept)
+        row("summary computed after a write", "1 client", results["summary_computed"])
     for key, two in results.get("two_processes", {}).items():
         row(f"{names[key]}, 2 processes", f"{two['requests_per_second']:.0f} req/s", two)
         lines[-1] += f" {two['gain_vs_one_process']:>6.2f}x"
@@ -751,6 +771,11 @@ async def measure(
         )
     phase("endpoints")
     processes.check()
+    engine = make_engine(settings)
+    try:
+        results["summary_computed"] = summary_computed(engine)
+    finally:
+        engine.dispose()
     results["processes"] = processes.usage()
     results["two_processes"] = await two_processes(processes, settings, results, args.clients, args.seconds)
     processes.check()

@@ -5,7 +5,8 @@ their own processes, a temporary folder), it loads open cases in steps (default 
 100,000 in all) and at each step measures:
 
 - the p95 (and p50, p99, requests/s) of the case list, the stalled list and the summary, from C
-  clients for S seconds, as a supervisor of every country sees them;
+  clients for S seconds, as a supervisor of every country sees them; and the summary as computed
+  after a write (one at a time, in this process: the hammered one is mostly the API's kept one);
 - the worker's RSS with that many open workflows (now, and its peak);
 - the disk bytes per case of each store: Temporal's database and the project's (files with their
   write-ahead logs);
@@ -47,6 +48,7 @@ from benchmarks.bench import (
     free_port,
     hammer,
     run_on_temporary_stack,
+    summary_computed,
     wait_for_line,
     wait_ready,
 )
@@ -226,6 +228,7 @@ async def steps(
             ):
                 print(f"{total} cases, {name}: {args.clients} clients for {args.seconds:g} s", file=sys.stderr)
                 step["endpoints"][name] = await hammer(api_url, path, supervisor, args.clients, args.seconds)
+            step["summary_computed"] = summary_computed(engine, samples=10)
             step["worker"] = rss_mib(processes.running["worker"].pid)
             step["disk_bytes_per_case"] = {
                 "temporal": round(files_bytes(temporal_db) / total),
@@ -249,6 +252,12 @@ def table(results: dict[str, Any]) -> str:
             lines.append(
                 f"{step['open_cases']:>10} {name:<9} {e['requests_per_second']:>7.0f} "
                 f"{e['p50_ms']:>8.1f} {e['p95_ms']:>8.1f} {e['p99_ms']:>8.1f}"
+            )
+        if "summary_computed" in step:  # after a write, once per region (the summary above: kept)
+            c = step["summary_computed"]
+            lines.append(
+                f"{step['open_cases']:>10} {'computed':<9} {'1 cl.':>7} "
+                f"{c['p50_ms']:>8.1f} {c['p95_ms']:>8.1f} {c['p99_ms']:>8.1f}"
             )
     lines += [
         "",

@@ -52,6 +52,9 @@ def test_the_benchmark_runs_end_to_end_and_writes_every_section(tmp_path: Path) 
         usage = results["processes"][process]
         assert usage["peak_rss_mib"] > 0 and usage["cpu_seconds"] > 0, process
 
+    computed = results["summary_computed"]
+    assert computed["samples"] == 50 and computed["p50_ms"] > 0 and "summary computed after a write" in proc.stdout
+
     assert len(results["ratios"]) == 8
     assert all(r["value"] > 0 for r in results["ratios"].values())
 
@@ -79,6 +82,7 @@ def test_the_scale_benchmark_runs_end_to_end_and_writes_every_step(tmp_path: Pat
         assert step["load"]["cases"] == 12 and step["load"]["cases_per_second"] > 0
         for name in ("cases", "stalled", "summary"):
             assert step["endpoints"][name]["failures"] == {} and step["endpoints"][name]["p95_ms"] > 0, name
+        assert step["summary_computed"]["samples"] == 10 and step["summary_computed"]["p95_ms"] > 0
         assert step["worker"]["rss_mib"] > 0 and step["worker_after_restart"]["rss_mib"] > 0
         assert step["disk_bytes_per_case"]["temporal"] > 0 and step["disk_bytes_per_case"]["reintegration"] > 0
         assert 0 < step["worker_restart"]["to_worker_started_s"] <= step["worker_restart"]["to_first_command_s"]
