@@ -108,7 +108,7 @@ def erase_personal_data(
         )
     _stop_workflows(session, client, case_id)
     keyring = keyring_of(session)
-    keyring.destroy_case_key(session, case_id)
+    destroyed = keyring.destroy_case_key(session, case_id)
     session.execute(delete(PersonRecord).where(col(PersonRecord.case_id) == case_id))
     session.execute(delete(IdempotencyRecord).where(col(IdempotencyRecord.case_id) == case_id))
     session.execute(
@@ -119,6 +119,10 @@ def erase_personal_data(
     for row in session.execute(select(TimelineRecord).where(col(TimelineRecord.case_id) == case_id)).scalars():
         row.facts = erase_fields(row.facts, FREE_TEXT_KEYS)
     case.facts = erase_fields(case.facts, FREE_TEXT_KEYS)
+    if destroyed:  # now, not by a repeat (which changes nothing)
+        # A new version of the case: what any API process kept opened for the one before (beside a
+        # key it may still hold for a few seconds) is not served again, and its ETag moves on.
+        case.version += 1
     session.add(case)
     # The audit row commits with the erasure, or neither does.
     request_id, client_request_id = request_ids(request)

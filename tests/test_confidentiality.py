@@ -24,6 +24,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from api.cases import case_public
 from reintegration.codec import ENCODING, EncryptionCodec
 from reintegration.crypto import (
     ERASED,
@@ -273,18 +274,31 @@ async def test_erasure_makes_the_data_unreadable_everywhere_and_keeps_the_statis
         assert (await stack.http.delete(f"/v1/cases/{j.case_id}/personal-data", headers=who)).status_code == 403
     assert (await stack.http.delete(f"/v1/cases/{uuid.uuid4()}/personal-data", headers=admin)).status_code == 404
 
-    # Read just before: the API keeps this version's opened view beside the case's key.
+    # Read just before: the API keeps this version's opened view beside the case's key; so does
+    # another API process (a keyring of its own), which the erasure cannot reach.
     seen = (await stack.http.get(f"/v1/cases/{j.case_id}", headers=j.cw)).json()
     assert [name for name, value in m.items() if value in str(seen["timeline"])]
+    elsewhere = Keyring(stack.engine, kek_from_settings(stack.settings))
+
+    def read_elsewhere() -> str:
+        with Session(stack.engine, info={"keyring": elsewhere}) as session:
+            record = session.get(CaseRecord, j.case_id)
+            return str(case_public(session, record, stack.settings).model_dump())
+
+    assert [name for name, value in m.items() if value in read_elsewhere()]
     r = await stack.http.delete(f"/v1/cases/{j.case_id}/personal-data", headers=admin)
     assert r.status_code == 200, r.text
     erased_at = r.json()["erased_at"]
+    # The other process still holds the key for a while, but the erasure is a new version of the
+    # case: what it kept is not served again.
+    assert elsewhere.cached_case_key(j.case_id) is not None
+    assert not [name for name, value in m.items() if value in read_elsewhere()]
     again = await stack.http.delete(f"/v1/cases/{j.case_id}/personal-data", headers=admin)
     assert again.status_code == 200 and again.json()["erased_at"] == erased_at
 
     # The API: no person, free text gone.
     case = (await stack.http.get(f"/v1/cases/{j.case_id}", headers=j.cw, params={"include": "person"})).json()
-    assert case["person"] is None
+    assert case["person"] is None and case["version"] == seen["version"] + 1
     assert not [name for name, value in m.items() if value in str(case)]
     assert ERASED in str(case["timeline"])
     # The database: no person row, the key destroyed, and no marker anywhere.
