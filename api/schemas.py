@@ -142,6 +142,9 @@ class TaskPublic(BaseModel):
 
 
 class TimelineEntry(BaseModel):
+    # Frozen: the entries of a case's kept view (``api.cases.OpenedCase``) go to every reader of it.
+    model_config = ConfigDict(frozen=True)
+
     at: datetime
     kind: str
     name: str

@@ -333,6 +333,10 @@ class Keyring:
             self._opened.move_to_end(case_id)
             while len(self._opened) > self._opened_cases:
                 self._opened.popitem(last=False)
+            # What expired with its key goes now, not when the cases after it push it out.
+            now = time.monotonic()
+            for stale in [c for c, kept in self._opened.items() if all(k[2] < now for k in kept.values())]:
+                del self._opened[stale]
 
     def opened(self, case_id: str, name: str, version: int) -> Any | None:
         """The value kept under ``name`` for this version of the case, if its key is still at hand."""

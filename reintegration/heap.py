@@ -12,6 +12,9 @@ def settle() -> None:
     Those hundreds of thousands of objects live as long as the process, yet every full collection
     walked them again: a pause of tens of milliseconds in whichever request it fell on, measured as
     the p99 of a case read doubling under load (``make bench``). Collected once first, so nothing
-    already garbage is kept."""
+    already garbage is kept. Once per process: a process that starts several apps (the tests) would
+    otherwise keep, at each start, whatever was alive then."""
+    if gc.get_freeze_count():
+        return
     gc.collect()
     gc.freeze()
