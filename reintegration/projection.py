@@ -175,11 +175,18 @@ def write_projection(
                         created_at=projection.events[0].at if projection.events else state.opened_at,
                     )
                 )
-        # Last, so the row is held only for the commit (on PostgreSQL, writers queue on it).
-        conn.execute(
-            update(ReadModelChanges).where(col(ReadModelChanges.id) == 1).values(changes=ReadModelChanges.changes + 1)
-        )
+        count_write(conn)
     return messages + notifications
+
+
+def count_write(conn: Connection) -> None:
+    """Count one more write of the read model's cases, tasks or stays (``ReadModelChanges``), in the
+    writer's transaction: whatever was computed at the count before is computed again. Every such
+    writer calls it, last (on PostgreSQL the row is then held only for the commit: writers queue on
+    it, one commit each)."""
+    conn.execute(
+        update(ReadModelChanges).where(col(ReadModelChanges.id) == 1).values(changes=ReadModelChanges.changes + 1)
+    )
 
 
 def _record_stage_visits(conn: Connection, projection: Projection) -> None:

@@ -38,7 +38,7 @@ from reintegration.db import (
     TaskRecord,
 )
 from reintegration.drift import Drift, Rows, compare, erased, read_rows, settled, shown_drift
-from reintegration.projection import write_projection
+from reintegration.projection import count_write, write_projection
 from workflows import ids, rules
 from workflows.model import CaseStatus, JourneyState
 
@@ -251,6 +251,7 @@ def _rewrite(engine: Engine, keyring: Keyring, state: JourneyState, found: Rows)
                     .where(col(TaskRecord.task_id) == task_id, col(TaskRecord.version) == row["version"])
                     .values(version=task.version)
                 )
+        count_write(conn)
     write_projection(engine, rules.project(state, []), keyring, all_tasks=True)
 
 
