@@ -86,7 +86,7 @@ def _scoped(query: SelectOfScalar[CaseRecord], user: Claims) -> SelectOfScalar[C
     summary="Stalled cases, most overdue first",
     responses=responses(401, 403, 422),
 )
-async def stalled_cases_route(
+async def stalled_cases(
     user: Annotated[Claims, SUPERVISOR],
     session: SessionDep,
     country: Annotated[str | None, Query(pattern="^[A-Z]{2}$")] = None,
@@ -98,7 +98,7 @@ async def stalled_cases_route(
 ) -> Page[StalledCase]:
     return await read_in_thread(
         session,
-        lambda: stalled_cases(
+        lambda: stalled_cases_now(
             user,
             session,
             country=country,
@@ -111,7 +111,7 @@ async def stalled_cases_route(
     )
 
 
-def stalled_cases(
+def stalled_cases_now(
     user: Claims,
     session: Session,
     *,

@@ -2,7 +2,7 @@
 overdue first, why, and whose turn), overdue tasks by agency as a server-drawn chart, the median
 days per stage, the closures waiting for a decision, and reassigning a case.
 
-The same service layer as ``/v1``: the stalled list is ``api.supervision.stalled_cases`` (called as
+The same service layer as ``/v1``: the stalled list is ``api.supervision.stalled_cases_now`` (called as
 a function, with the page's filters), the counts and medians are the summary's own functions
 (``case_groups``, ``median_days_per_stage``) over the supervisor's ``region``, overdue tasks are
 ``api.tasks.tasks_query(overdue=True)``; approving or rejecting a closure is ``api.steps._record``
@@ -40,7 +40,7 @@ from api.supervision import (
     median_days_per_stage,
     reassign,
     region,
-    stalled_cases,
+    stalled_cases_now,
 )
 from api.tasks import tasks_query
 from api.web import words
@@ -291,7 +291,7 @@ def _dashboard(
 
 
 def _stalled(session: Session, user: Claims, filters: Filters, cursor: str | None) -> Page[StalledCase]:
-    return stalled_cases(
+    return stalled_cases_now(
         user,
         session,
         country=filters.country,
