@@ -10,7 +10,8 @@ import httpx
 import structlog
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.delivery import DeliveryActivities
 from activities.notifications import LogChannel, NotificationActivities, WebhookChannel
@@ -73,6 +74,9 @@ def build_worker(
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
+        # Outside the sandbox unless the settings ask for it (``Settings.workflow_sandbox``): the
+        # tests replay the histories inside it, which is where its determinism checks pay.
+        workflow_runner=SandboxedWorkflowRunner() if settings.workflow_sandbox else UnsandboxedWorkflowRunner(),
         workflows=[
             CaseWorkflow,
             *ALL_WORKFLOWS,

@@ -654,6 +654,27 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def journey_cpu(results: dict[str, Any]) -> list[str]:
+    """CPU seconds per journey of each process, the real journeys' phase beside the bare baseline's:
+    with both cores busy, the ratio of journeys/s is about the inverse ratio of their totals."""
+    phases = results.get("cpu_seconds_by_phase", {})
+    real, bare = phases.get("journeys"), phases.get("bare_temporal")
+    if not real or not bare:
+        return []
+    count = results["journeys"]["journeys"]
+    lines = ["", f"{'CPU s per journey':<34} {'via API':>10} {'bare':>10}"]
+    rows = [("temporal", "temporal", "temporal"), ("worker", "worker", "bare_worker"), ("api", "api", None)]
+    rows.append(("clients (this process)", "clients", "clients"))
+    totals = [0.0, 0.0]
+    for label, mine, theirs in rows:
+        a = real.get(mine, 0.0) / count
+        b = bare.get(theirs, 0.0) / count if theirs else 0.0
+        totals[0], totals[1] = totals[0] + a, totals[1] + b
+        lines.append(f"{label:<34} {a:>10.3f} {b:>10.3f}")
+    lines.append(f"{'total':<34} {totals[0]:>10.3f} {totals[1]:>10.3f}")
+    return lines
+
+
 def table(results: dict[str, Any]) -> str:
     j, bare, e = results["journeys"], results["bare_temporal"], results["endpoints"]
     lines = [
@@ -702,6 +723,7 @@ def table(results: dict[str, Any]) -> str:
             f"{pathway:<34} {h.get('events', 0):>8g} {h.get('updates_completed', 0):>8g} "
             f"{h.get('activities', 0):>10g} {h.get('payload_bytes', 0) / 1024:>12.1f}"
         )
+    lines += journey_cpu(results)
     lines += ["", f"{'process':<34} {'peak RSS MiB':>14} {'CPU s':>8}"]
     for name, usage in results["processes"].items():
         lines.append(f"{name:<34} {usage['peak_rss_mib']:>14.1f} {usage['cpu_seconds']:>8.1f}")
@@ -742,15 +764,18 @@ async def measure(
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "cpu_seconds_by_phase": {},
     }
-    before = processes.usage()
+    before, client_before = processes.usage(), time.process_time()
 
     def phase(name: str) -> None:
-        nonlocal before
-        now = processes.usage()
+        """CPU seconds of each process in the phase, and of this one: the clients, which share the
+        machine's cores with the stack (a deployment's clients run elsewhere)."""
+        nonlocal before, client_before
+        now, client_now = processes.usage(), time.process_time()
         results["cpu_seconds_by_phase"][name] = {
-            proc: round(now[proc]["cpu_seconds"] - before.get(proc, {}).get("cpu_seconds", 0), 2) for proc in now
+            **{proc: round(now[proc]["cpu_seconds"] - before.get(proc, {}).get("cpu_seconds", 0), 2) for proc in now},
+            "clients": round(client_now - client_before, 2),
         }
-        before = now
+        before, client_before = now, client_now
 
     profiler = Profiler(args.profile, processes)
     profiler.start("journeys")

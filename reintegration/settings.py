@@ -135,6 +135,12 @@ class Settings(BaseSettings):
     temporal_task_queue: str = "case-journeys"
     temporal_ui_port: int = 8233
     temporal_connect_wait_seconds: float = 30.0  # the API starts serving after this even without Temporal
+    # The journeys' workflow code runs outside Temporal's sandbox by default: the sandbox re-imports
+    # modules for every workflow it starts and runs code inside itself for every payload, a fifth of
+    # the worker's CPU (make bench). Its checks still hold the code to determinism where it matters:
+    # the tests replay every stored history, and the tests' histories, in the sandbox. True turns
+    # the sandbox on in the worker too (slower, the same behaviour).
+    workflow_sandbox: bool = False
     # Who can reach Temporal's frontend can read every history (encrypted) and send commands: in
     # production it must take only authenticated clients, with mTLS (a client certificate) or an
     # API key (Temporal Cloud). Files, never values: they are secrets.

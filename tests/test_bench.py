@@ -52,6 +52,14 @@ def test_the_benchmark_runs_end_to_end_and_writes_every_section(tmp_path: Path) 
         usage = results["processes"][process]
         assert usage["peak_rss_mib"] > 0 and usage["cpu_seconds"] > 0, process
 
+    # The CPU of each phase, the clients' (this process) included, and per journey in the table.
+    by_phase = results["cpu_seconds_by_phase"]
+    assert (
+        by_phase["journeys"]["worker"] > 0 and by_phase["journeys"]["api"] > 0 and by_phase["journeys"]["clients"] > 0
+    )
+    assert by_phase["bare_temporal"]["bare_worker"] > 0 and by_phase["bare_temporal"]["clients"] > 0
+    assert "CPU s per journey" in proc.stdout
+
     computed = results["summary_computed"]
     assert computed["samples"] == 50 and computed["p50_ms"] > 0 and "summary computed after a write" in proc.stdout
 

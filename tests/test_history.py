@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from reintegration.codec import data_converter
 from reintegration.temporal import temporal_cli
@@ -38,7 +39,14 @@ async def test_a_full_journey_replays_and_its_size_is_known(stack):
         if len(histories) == 3:
             break
     assert set(histories) == {f"case-{case_id}", f"case-{case_id}-return-1", f"case-{case_id}-reintegration-2"}
-    replayer = Replayer(workflows=[CaseWorkflow, *ALL_WORKFLOWS], data_converter=data_converter(stack.keyring))
+    # The worker ran the journey outside the sandbox (the default); its replay runs inside it, where
+    # anything non-deterministic the code calls (the clock, random, I/O) fails.
+    assert isinstance(stack.worker.config()["workflow_runner"], UnsandboxedWorkflowRunner)
+    replayer = Replayer(
+        workflows=[CaseWorkflow, *ALL_WORKFLOWS],
+        data_converter=data_converter(stack.keyring),
+        workflow_runner=SandboxedWorkflowRunner(),
+    )
     total = 0
     for runs in histories.values():
         for history in runs:
@@ -69,7 +77,9 @@ async def small_history_env():
 
 
 async def test_long_journeys_continue_as_new_and_lose_nothing(small_history_env, tmp_path):
-    async with running_stack("sqlite", small_history_env, tmp_path) as stack:
+    # This stack's worker runs the journeys inside the sandbox (REINTEGRATION_WORKFLOW_SANDBOX=true).
+    async with running_stack("sqlite", small_history_env, tmp_path, workflow_sandbox=True) as stack:
+        assert isinstance(stack.worker.config()["workflow_runner"], SandboxedWorkflowRunner)
         j = Journey(stack)
         await j.open()
         await j.through_protection()
@@ -95,7 +105,11 @@ async def test_long_journeys_continue_as_new_and_lose_nothing(small_history_env,
         assert runs["case"] > 1, runs  # the case workflow continued as new
         assert sum(runs.values()) > len(runs), runs
         assert len([t for t in j.case["timeline"] if t["name"] == "cancelled"]) == 6
-        replayer = Replayer(workflows=[CaseWorkflow, *ALL_WORKFLOWS], data_converter=data_converter(stack.keyring))
+        replayer = Replayer(
+            workflows=[CaseWorkflow, *ALL_WORKFLOWS],
+            data_converter=data_converter(stack.keyring),
+            workflow_runner=SandboxedWorkflowRunner(),
+        )
         for runs_of_workflow in histories.values():
             for history in runs_of_workflow:
                 await replayer.replay_workflow(history)
