@@ -67,6 +67,16 @@ class Auditor:
         """Append one row; ``503`` if it cannot be written."""
         self.record_many([Entry(action, case_id=case_id, task_id=task_id, status=status, detail=detail or {})])
 
+    def stage(self, entries: list[audit.Entry]) -> None:
+        """Append rows in the session's transaction, which the caller commits with its own change:
+        the change and its rows are written together, or neither is."""
+        audit.append(
+            self.session,
+            actor=self.user,
+            request_id=self.request_id,
+            entries=with_client_request_id(entries, self.client_request_id),
+        )
+
     def record_many(self, entries: list[audit.Entry]) -> None:
         if not entries:
             return

@@ -24,6 +24,7 @@ from api import (
     health,
     idempotency,
     limits,
+    notes,
     privacy,
     steps,
     supervision,
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(supervision.router)
     app.include_router(audit_api.router)
     app.include_router(exports.router)
+    app.include_router(notes.router)
     app.include_router(privacy.router)
     app.include_router(privacy.codec_router)
     if settings.workspace:  # the web pages (REINTEGRATION_WORKSPACE=false: the API alone)

@@ -130,6 +130,7 @@ class Pipeline:
         case_id: str | None = None,
         replay: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         unstored: frozenset[str] = frozenset(),
+        audited_in_run: bool = False,
     ) -> Answer | JSONResponse:
         """Run the command once for its Idempotency-Key and record it in the audit trail.
 
@@ -137,7 +138,9 @@ class Pipeline:
         names the rows the answer's body makes (recorded before the answer is stored, so a stored
         answer always has its row). A repeat gets the first answer (``replay`` may read it again
         under today's rules), and its rows are recorded again, marked as a replay. ``path`` and
-        ``request`` identify the request: the same key with another request is refused (422).
+        ``request`` identify the request: the same key with another request is refused (422). With
+        ``audited_in_run``, ``run`` writes its rows itself, in its change's own transaction
+        (``Auditor.stage``); ``audit`` then names the rows of a replay only.
         """
 
         async def fresh(resource_id: str) -> Answer:
@@ -149,8 +152,9 @@ class Pipeline:
                     entries = [replace(e, status=status_code) for e in audit({"task_id": applied.task_id})]
                     await asyncio.shield(self.db(self.auditor.record_many, entries))
                 raise
-            entries = [replace(e, status=status_code) for e in audit(result.model_dump(mode="json"))]
-            await self.db(self.auditor.record_many, entries)
+            if not audited_in_run:
+                entries = [replace(e, status=status_code) for e in audit(result.model_dump(mode="json"))]
+                await self.db(self.auditor.record_many, entries)
             return result
 
         result = await idempotency.once(

@@ -192,6 +192,26 @@ class StageVisitRecord(SQLModel, table=True):
     days: float | None = None
 
 
+class NoteRecord(SQLModel, table=True):
+    """A note on a case, or on one of its tasks (``reintegration/notes.py``): written by the API, its
+    text sealed with the case's data key, deleted with the case's personal data."""
+
+    __tablename__ = "case_notes"
+    __table_args__ = (
+        Index("ix_case_notes_case_order", "case_id", "created_at", "note_id"),
+        Index("ix_case_notes_task_order", "task_id", "created_at", "note_id"),
+    )
+
+    note_id: str = Field(primary_key=True, max_length=64)
+    case_id: str = Field(max_length=64)
+    task_id: str | None = Field(default=None, max_length=64)
+    author_sub: str = Field(max_length=200)
+    author_role: str = Field(max_length=16)
+    author_agency: str | None = Field(default=None, max_length=100)
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    body: str  # sealed: the note's text
+
+
 class NotificationRecord(SQLModel, table=True):
     """The outbox of notifications to the supervisors of a case's region: each sent once."""
 

@@ -44,7 +44,7 @@ AFTER_BASELINE = {
     )
 }
 # Tables that later revisions add, likewise.
-AFTER_BASELINE_TABLES = frozenset({"web_sessions", "read_model_changes"})
+AFTER_BASELINE_TABLES = frozenset({"web_sessions", "read_model_changes", "case_notes"})
 ADVISORY_LOCK = 7_310_442_118  # pg_advisory_lock key of the project's migrations
 
 

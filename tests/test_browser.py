@@ -150,3 +150,36 @@ async def test_the_other_pages_pass_axe_too_in_french(stack, browser):
         await person.sign_in("admin", "admin-browser")
         assert person.page.url.endswith("/workspace/agencies")
         await person.goto("/workspace/inbox")  # an admin: refused
+
+
+async def test_notes_are_written_on_the_case_page_and_the_task_page_at_phone_width(stack, browser):
+    """Issue 14: a caseworker adds a note from the case page, a partner one from its task page (in
+    French, at phone width); each sees it, axe passes on every page, nothing scrolls sideways."""
+    j = Journey(stack)
+    await j.open()
+    task = await j.assign("shelter", "shelter-es")
+    async with visit(browser, stack.base_url, "notes-caseworker-phone", viewport=PHONE) as person:
+        await person.sign_in("caseworker", "cw-es-1", countries="ES")
+        await person.goto(f"/workspace/cases/{j.case_id}")
+        await person.page.locator("#notes summary").click()
+        form = person.page.locator(f"form[action='/workspace/cases/{j.case_id}/notes']")
+        await form.locator("[name='text']").fill("Called her: settled at the shelter.")
+        await form.locator("button[type=submit]").click()
+        await person.check("note added")
+        assert (
+            await person.page.locator("#notes .note-text").first.inner_text() == "Called her: settled at the shelter."
+        )
+        width = await person.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"the case page scrolls sideways at phone width ({width} px)"
+    async with visit(browser, stack.base_url, "notes-partner-fr-phone", viewport=PHONE, language="fr") as person:
+        await person.sign_in("partner", "shelter-notes", agency="shelter-es")
+        await person.goto(f"/workspace/inbox/{task['task_id']}")
+        form = person.page.locator("form[action*='/notes']")
+        await form.locator("[name='text']").fill("Lit prêt ce soir.")
+        await form.locator("button[type=submit]").click()
+        await person.check("task note added")
+        assert "La note a été ajoutée." in await person.page.content()
+        width = await person.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"the task page scrolls sideways at phone width ({width} px)"
+    r = await stack.http.get(f"/v1/cases/{j.case_id}/notes", headers=j.cw)
+    assert [n["text"] for n in r.json()["items"]] == ["Lit prêt ce soir.", "Called her: settled at the shelter."]

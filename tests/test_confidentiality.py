@@ -33,7 +33,7 @@ from reintegration.crypto import (
     KeyUnavailable,
     kek_from_settings,
 )
-from reintegration.db import CaseRecord, PersonRecord, StageVisitRecord, TaskRecord
+from reintegration.db import CaseRecord, NoteRecord, PersonRecord, StageVisitRecord, TaskRecord
 from reintegration.logs import tap
 from reintegration.tokens import mint_codec
 from tests.conftest import Stack
@@ -65,6 +65,8 @@ def markers() -> dict[str, str]:
             "secret",
             "accepted",
             "handover",
+            "freenote",
+            "partnernote",
         )
     }
 
@@ -191,6 +193,15 @@ async def marked_journey(stack: Stack, m: dict[str, str]) -> Journey:
     assert seen.json()["notes"] == m["tasknote"] and seen.json()["person"]["first_name"] == m["first"]
     await j.task_action(task["task_id"], "legal-aid-es", "accept", {"notes": m["accepted"]})
     await j.task_action(task["task_id"], "legal-aid-es", "complete", {"outcome": "done", "notes": m["outcome"]})
+    # Case notes: the caseworker's on the case, the agency's on its task; both read back.
+    r = await stack.http.post(f"/v1/cases/{j.case_id}/notes", headers=j.cw, json={"text": m["freenote"]})
+    assert r.status_code == 201, r.text
+    r = await stack.http.post(
+        f"/v1/tasks/{task['task_id']}/notes", headers=j.partner("legal-aid-es"), json={"text": m["partnernote"]}
+    )
+    assert r.status_code == 201, r.text
+    r = await stack.http.get(f"/v1/cases/{j.case_id}/notes", headers=j.cw)
+    assert {n["text"] for n in r.json()["items"]} == {m["freenote"], m["partnernote"]}
     await j.step(
         "residence-application",
         {"filed_on": day(5), "permit_type": "victim-of-trafficking", "authority_reference": m["authref"]},
@@ -301,9 +312,12 @@ async def test_erasure_makes_the_data_unreadable_everywhere_and_keeps_the_statis
     assert case["person"] is None and case["version"] == seen["version"] + 1
     assert not [name for name, value in m.items() if value in str(case)]
     assert ERASED in str(case["timeline"])
+    notes = await stack.http.get(f"/v1/cases/{j.case_id}/notes", headers=j.cw)
+    assert notes.status_code == 200 and notes.json()["items"] == []  # the notes went with the key
     # The database: no person row, the key destroyed, and no marker anywhere.
     with Session(stack.engine) as session:
         assert session.get(PersonRecord, j.case_id) is None
+        assert not session.exec(select(NoteRecord).where(NoteRecord.case_id == j.case_id)).all()
         key = session.exec(select(DataKeyRecord).where(DataKeyRecord.case_id == j.case_id)).one()[0]
         assert key.wrapped is None and key.destroyed_at is not None
         record = session.get(CaseRecord, j.case_id)

@@ -3,7 +3,7 @@ its tasks, the choices of its task and step forms, and its facts and timeline in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -11,6 +11,7 @@ from fastapi import Response
 from sqlmodel import col, select
 
 from api.cases import read_case_now
+from api.notes import NotePublic, list_case_notes
 from api.schemas import CasePublic, TaskPublic
 from api.web import forms, i18n
 from api.web.context import Web
@@ -71,12 +72,19 @@ CONSENT: dict[str, str] = {
 }
 
 
+# The newest notes shown on the case page; the older ones on the case's notes page, page by page.
+NOTES_SHOWN = 20
+
+
 @dataclass
 class CaseView:
-    """A case as the API gives it to this person, and the agencies that may take its tasks."""
+    """A case as the API gives it to this person, the agencies that may take its tasks, and its
+    newest notes (read through ``GET /v1/cases/{id}/notes``: audited as its reads are)."""
 
     case: CasePublic
     agencies: list[AgencyRecord]
+    notes: list[NotePublic] = field(default_factory=list)
+    older_notes: str | None = None  # the cursor of the notes after those shown
 
     def offering(self, service: str) -> list[Choice]:
         """The agencies offering the service in the country where it is needed."""
@@ -119,7 +127,8 @@ class CaseView:
 
 def case_view(web: Web, case_id: str, *, person: bool = False) -> CaseView:
     """The case through the API's own route (``GET /v1/cases/{id}``: scope, and with ``person`` the
-    ``person.read`` audit row before the data leaves), and the agencies of its two countries."""
+    ``person.read`` audit row before the data leaves), the agencies of its two countries, and its
+    newest notes."""
     case = read_case_now(web.session, case_id, web.user, web.settings, web.auditor, Response(), person=person)
     countries = {case.owner.country, case.origin_country}
     found = web.session.exec(
@@ -127,7 +136,8 @@ def case_view(web: Web, case_id: str, *, person: bool = False) -> CaseView:
         .where(col(AgencyRecord.country).in_(sorted(countries)), col(AgencyRecord.active))
         .order_by(col(AgencyRecord.name))
     ).all()
-    return CaseView(case=case, agencies=list(found))
+    notes = list_case_notes(case_id, web.user, web.session, web.auditor, limit=NOTES_SHOWN, cursor=None)
+    return CaseView(case=case, agencies=list(found), notes=notes.items, older_notes=notes.next_cursor)
 
 
 def task_options(view: CaseView, _: forms.Translate, task: TaskPublic | None = None) -> dict[str, Options]:

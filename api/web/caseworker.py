@@ -14,10 +14,10 @@ scope, idempotency and audit are the API's. A refusal is shown in words with wha
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Response
@@ -32,8 +32,10 @@ from api.cases import open_case as open_case_command
 from api.deps import IDENTIFIER
 from api.errors import ApiProblem, Forbidden, NotFound, Unprocessable
 from api.journeys import utcnow
+from api.notes import NoteCreate, NotePublic, add_case_note, list_case_notes
 from api.pagination import Keyset, page
-from api.schemas import CaseCreate, CaseSummary
+from api.pipeline import Pipeline
+from api.schemas import CaseCreate, CaseSummary, Page
 from api.steps import _task_command
 from api.supervision import ReassignCase, reassign_case
 from api.web import forms
@@ -65,8 +67,10 @@ from workflows.model import (
 )
 
 router = APIRouter(include_in_schema=False)
+B = TypeVar("B", bound=BaseModel)  # a form's body, as its /v1 route takes it
 
 PAGE_SIZE = 25
+NOTES_PAGE = 50  # notes on the case's notes page (the case page shows the newest: ``case_view.NOTES_SHOWN``)
 # What is due next first (so the overdue, due in the past, come first); the cases with nothing due
 # follow, newest first (``CASES_ORDER``, the API's).
 DUE_ORDER = Keyset(col(CaseRecord.next_due_at), col(CaseRecord.case_id))
@@ -80,6 +84,7 @@ DONE: dict[str, str] = {
     "reassign": N_("The task was given to the other agency."),
     "cancel": N_("The task was cancelled."),
     "case-reassigned": N_("The case was given to the other caseworker."),
+    "note": N_("The note was added."),
 }
 
 
@@ -289,6 +294,7 @@ def render_case(
     reassign_owner = None
     if web.user.role == Role.supervisor and case.status != "closed":
         reassign_owner = use(f"{path}/reassign", ReassignCase, {}, "owner-")
+    note = use(f"{path}/notes", NoteCreate, {}, "note-") if case.status != "closed" else None
     steps = [s for s in case.allowed_steps if s not in OWN_BUTTON and may(web, s)]
     return web.render(
         "case.html",
@@ -305,6 +311,9 @@ def render_case(
             "consent": consent_facts(web, case),
             "notice": notice,
             "person": case.person,
+            "note": note,
+            "notes": view.notes,
+            "older_notes": f"{path}/notes?{urlencode({'cursor': view.older_notes})}" if view.older_notes else "",
         },
         status=status,
     )
@@ -376,32 +385,104 @@ async def _task_form(web: Web, posted: Raw, case_id: str, action: TaskAction, ta
 async def reassign_owner(case_id: CaseId, web: WebDep, posted: PostedForm) -> Response:
     if web.user.role != Role.supervisor:  # as POST /v1/cases/{id}/reassign
         return refused_page(web, 403)
+    return await _case_form(
+        web,
+        posted,
+        case_id,
+        ReassignCase,
+        "reassign",
+        "owner-",
+        lambda p, body: reassign_case(case_id, body, Response(), p),
+        done="case-reassigned",
+    )
+
+
+# --- Notes -----------------------------------------------------------------------------------------
+
+
+@router.post("/workspace/cases/{case_id}/notes")
+async def add_note(case_id: CaseId, web: WebDep, posted: PostedForm) -> Response:
+    """A note, sent as ``POST /v1/cases/{id}/notes`` sends it (``add_case_note``), once per form."""
+    if web.user.role not in CASEWORK:
+        return refused_page(web, 403)
+    return await _case_form(
+        web, posted, case_id, NoteCreate, "notes", "note-", lambda p, body: add_case_note(case_id, body, p), done="note"
+    )
+
+
+async def _case_form(
+    web: Web,
+    posted: Raw,
+    case_id: str,
+    model: type[B],
+    path: str,
+    prefix: str,
+    send: Callable[[Pipeline, B], Awaitable[object]],
+    *,
+    done: str,
+) -> Response:
+    """A form of the case page (at ``<case>/<path>``) sent through its ``/v1`` route's function
+    (``send``) with the form's own key: back to the case with ``done``, or the case page again with
+    the form as it was sent and why it was refused."""
     key = form_key(posted)
     try:
         p = web.pipeline(key)
     except ApiProblem as problem:
         return refused_page(web, problem.status)
-    body, errors = forms.check(ReassignCase, web._, posted)
+    body, errors = forms.check(model, web._, posted)
     refusal = None
     if body is not None:
         try:
-            refusal = refusal_in(await reassign_case(case_id, body, Response(), p))
+            refusal = refusal_in(await send(p, body))
         except ApiProblem as problem:
             refusal = Refusal.of(problem)
         if refusal is None:
-            return see(case_path(case_id), done="case-reassigned")
+            return see(case_path(case_id), done=done)
     try:
         view = await p.db(case_view, web, case_id)
     except (NotFound, Forbidden) as problem:
         return refused_page(web, problem.status)
-    form = forms.build(ReassignCase, web._, prefix="owner-", raw=posted, errors=errors)
+    form = forms.build(model, web._, prefix=prefix, raw=posted, errors=errors)
     notice = None
     if refusal is not None:
         notice, key = explain(web, refusal, key)
     return render_case(
         web,
         view,
-        failed=PostForm(f"{case_path(case_id)}/reassign", form, key, open=True),
+        failed=PostForm(f"{case_path(case_id)}/{path}", form, key, open=True),
         notice=notice,
         status=refusal.status if refusal else 422,
+    )
+
+
+@router.get("/workspace/cases/{case_id}/notes")
+def notes_page(case_id: CaseId, web: WebDep, cursor: Annotated[str, Query(max_length=600)] = "") -> HTMLResponse:
+    """Every note of the case, newest first, a page at a time (``GET /v1/cases/{id}/notes``: audited)."""
+    if web.user.role not in CASEWORK:
+        return refused_page(web, 403)
+
+    def notes(at: str | None) -> Page[NotePublic]:
+        return list_case_notes(case_id, web.user, web.session, web.auditor, limit=NOTES_PAGE, cursor=at)
+
+    notice = None
+    try:
+        try:
+            found = notes(cursor or None)
+        except Unprocessable:
+            found = notes(None)
+            notice = Notice("warning", web._("That page link is no longer valid: here is the first page."))
+    except (NotFound, Forbidden) as problem:
+        return refused_page(web, problem.status)
+    case = web.session.get(CaseRecord, case_id)  # in the caller's scope: the notes' read checked it
+    path = f"{case_path(case_id)}/notes"
+    return web.render(
+        "notes.html",
+        {
+            "case_id": case_id,
+            "reference": case.reference if case is not None else "",
+            "notes": found.items,
+            "next_page": f"{path}?{urlencode({'cursor': found.next_cursor})}" if found.next_cursor else "",
+            "first_page": path if cursor else "",
+            "notice": notice,
+        },
     )

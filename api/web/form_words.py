@@ -76,6 +76,8 @@ FIELD_LABELS: dict[str, str] = {
     "assessment": N_("Assessment of return"),
     "arrived_on": N_("Arrived on"),
     "caseworker": N_("Caseworker"),
+    # case notes
+    "text": N_("Note"),
 }
 
 # The legend of each repeated fieldset, numbered.
@@ -102,6 +104,7 @@ FIELD_HINTS: dict[str, str] = {
     "psychosocial": N_("A score from 0 to 1."),
     "consent": N_("If the person has already given informed consent; otherwise record it later, as a step."),
     "caseworker": N_("The user id of the caseworker."),
+    "text": N_("What happened, in your words. Kept confidential with the case; every reading is recorded."),
 }
 # Hints for a field that may be left empty only.
 OPTIONAL_HINTS: dict[str, str] = {

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from sqlmodel import Session, col
 
 from api.errors import ApiProblem, NotFound, Unavailable, Unprocessable
+from api.notes import NoteCreate, add_task_note, list_task_notes
 from api.pagination import page
 from api.pipeline import Pipeline
 from api.tasks import TASKS_ORDER, act, read_task, tasks_query
@@ -29,6 +30,7 @@ from api.web.context import PostedForm, Web, WebDep
 from api.web.forms import new_key
 from api.web.refusals import form_key
 from reintegration.db import TaskRecord, aware
+from reintegration.notes import MAX_NOTE_CHARACTERS
 from reintegration.overdue import is_overdue
 from reintegration.partner_view import PartnerTask
 from workflows.model import (
@@ -48,6 +50,7 @@ OPEN = (TaskStatus.assigned.value, TaskStatus.accepted.value)
 # At most this many open tasks on one page (an agency's open work; more is said, never dropped silently).
 OPEN_SHOWN = 300
 FINISHED_SHOWN = 50
+NOTES_SHOWN = 100  # the notes on one task shown on its page, newest first (more is said)
 
 # What each form sends: the action, its body's model (the API's), the form's fields.
 ACTIONS: dict[str, tuple[TaskAction, type[BaseModel], tuple[str, ...]]] = {
@@ -125,9 +128,38 @@ def task_page(task_id: str, web: WebDep, done: Annotated[str | None, Query(max_l
     if (refusal := words.only_for(web, Role.partner)) is not None:
         return refusal
     try:
-        return _task_page(web, task_id, done=done if done in ACTIONS else None)
+        return _task_page(web, task_id, done=done if done in ACTIONS or done == "note" else None)
     except NotFound:
         return _not_found(web)
+
+
+@router.post("/workspace/inbox/{task_id}/notes")
+async def task_note(task_id: str, web: WebDep, form: PostedForm) -> Response:
+    """A note on the task, sent as ``POST /v1/tasks/{id}/notes`` sends it (``add_task_note``); back
+    to the task page. (Before the actions' route, which would take ``notes`` for an action.)"""
+    if (refusal := words.only_for(web, Role.partner)) is not None:
+        return refusal
+    sent = words.values(form, "text")
+    try:
+        p = web.pipeline(form_key(form))
+    except Unavailable:
+        return await _again(web, task_id, "note", sent, notice=_busy(web), status=503)
+    try:
+        body = NoteCreate.model_validate(sent)
+    except ValidationError:
+        errors = {"text": web._("Write the note: at most %(count)s characters.") % {"count": MAX_NOTE_CHARACTERS}}
+        return await _again(web, task_id, "note", sent, errors=errors, status=422)
+    try:
+        if (stored := words.stored_refusal(await add_task_note(task_id, body, p))) is not None:
+            raise stored  # the form was sent before, and refused: the same refusal again
+    except ApiProblem as problem:
+        if problem.status in (403, 404):
+            return _not_found(web)
+        if problem.status == 503:
+            return await _again(web, task_id, "note", sent, notice=_busy(web), status=503)
+        notice = web._("Nothing was added: the case is closed, so its notes can no longer change.")
+        return await _again(web, task_id, "note", sent, notice=notice, status=problem.status)
+    return RedirectResponse(f"/workspace/inbox/{task_id}?done=note#task-notes-title", status_code=303)
 
 
 @router.post("/workspace/inbox/{task_id}/{action}")
@@ -177,6 +209,8 @@ def _task_page(
         raise NotFound("no such task")
     seen = read_task(task_id, web.user, web.session, web.settings, web.auditor)  # audits the person's fields
     assert isinstance(seen, PartnerTask), "a partner sees the partner's view"
+    # The notes its agency may read on the task (``GET /v1/tasks/{id}/notes``: audited as its reads are).
+    notes = list_task_notes(task_id, web.user, web.session, web.auditor, limit=NOTES_SHOWN, cursor=None)
     now = TaskStatus(seen.status)
     allowed = [name for name, (a, _, _) in ACTIONS.items() if now in ALLOWED_FROM[a]]
     return web.render(
@@ -185,7 +219,9 @@ def _task_page(
             "task": seen,
             "person": _person_rows(seen.person),
             "allowed": allowed,
-            "keys": {name: new_key() for name in allowed},
+            "keys": {name: new_key() for name in [*allowed, "note"]},
+            "notes": notes.items,
+            "more_notes": notes.next_cursor is not None,
             "done": done,
             "action": action,
             "sent": sent or {},
