@@ -31,24 +31,29 @@ from api.deps import (
     release_connection,
     require,
 )
-from api.errors import PreconditionFailed, Unavailable, Unprocessable, responses
+from api.errors import Conflict, PreconditionFailed, Unavailable, Unprocessable, responses
 from api.journeys import actor_of, case_in_scope, utcnow
 from api.languages import N_
 from api.pagination import Cursor, Keyset, Limit, page
 from api.pipeline import Pipeline, commands_for
 from api.schemas import (
     CaseCreate,
+    CaseOpenRequest,
     CasePublic,
+    CaseSearch,
     CaseSummary,
+    DuplicateCase,
+    MatchElsewhere,
     OpenStep,
     Owner,
     Page,
+    Person,
     PersonView,
     StallReasonView,
     TimelineEntry,
 )
 from api.tasks import OpenedTask, opened_task
-from reintegration import commands
+from reintegration import commands, person_index
 from reintegration.crypto import FREE_TEXT_KEYS, Keyring
 from reintegration.db import CaseRecord, PersonRecord, TaskRecord, TimelineRecord, aware
 from reintegration.persons import load_person, store_person
@@ -239,29 +244,40 @@ def _respond(response: Response, session: Session, case_id: str, settings: Setti
     status_code=201,
     response_model=CasePublic,
     summary="Open a case",
-    responses=responses(401, 403, 422, 503),
+    responses=responses(401, 403, 409, 422, 503),
 )
 async def open_case(
-    body: CaseCreate,
+    body: CaseOpenRequest,
     response: Response,
     p: Annotated[Pipeline, commands_for(Role.caseworker)],
 ) -> CasePublic | JSONResponse:
-    """Open a case: the person's data goes to the vault, the journey's workflow starts."""
+    """Open a case: the person's data goes to the vault, the journey's workflow starts. A person who
+    may have a case already (the same identity number, name and birth date, family name and birth
+    date: ``reintegration.person_index``) is answered ``409`` with those cases in the caller's scope
+    and the offices elsewhere, unless ``confirm_new`` says to open it anyway."""
     _check_opening_scope(p.user, body)  # a repeat of the request is held to it as the first one is
 
     def replay(stored: dict[str, Any]) -> dict[str, Any]:
         case_in_scope(p.session, stored["case_id"], p.user)  # 404 once the case left the caller's countries
         return stored
 
+    overridden: dict[str, int] = {}  # the possible duplicates it was opened over, counted
+
     async def run(case_id: str) -> CasePublic:
         bind_ids(case_id=case_id)
-        return await _open_case(p, case_id, body, response)
+        return await _open_case(p, case_id, body, response, overridden)
 
     return await p.once(
         path="/v1/cases",
         request=body.model_dump(mode="json"),
         run=run,
-        audit=lambda answer: [Entry("case.open", case_id=answer.get("case_id"))],
+        audit=lambda answer: [
+            Entry(
+                "case.open",
+                case_id=answer.get("case_id"),
+                detail={"possible_duplicates": overridden} if overridden else {},
+            )
+        ],
         status_code=201,
         headers=etag_header,
         replay=replay,
@@ -274,13 +290,21 @@ def _check_opening_scope(user: Claims, body: CaseCreate) -> None:
         raise Unprocessable(N_("you do not work in {country}"), params={"country": country})
 
 
-async def _open_case(p: Pipeline, case_id: str, body: CaseCreate, response: Response) -> CasePublic:
+async def _open_case(
+    p: Pipeline, case_id: str, body: CaseOpenRequest, response: Response, overridden: dict[str, int]
+) -> CasePublic:
     _check_opening_scope(p.user, body)
     existing = await p.db(p.session.get, CaseRecord, case_id)
     if existing is not None:  # a claim abandoned by a crash after the case was opened
         response.headers["ETag"] = etag(existing)
         return await p.db(case_public, p.session, existing, p.settings)
     opening = _opening(case_id, body, p.user, p.settings)
+    found = await p.db(possible_duplicates, p.session, p.user, p.settings, body.person, case_id)
+    if found.any:
+        if not body.confirm_new:
+            await p.db(p.auditor.record, "case.duplicate-check", status=409, detail=found.counts)
+            raise PossibleDuplicates(found)
+        overridden.update(found.counts)  # said in the case.open row
     await p.db(_keep_person, p.session, case_id, body)
     start = WithStartWorkflowOperation(
         CaseWorkflow.run,
@@ -330,12 +354,110 @@ def _opening(case_id: str, body: CaseCreate, user: Claims, settings: Settings) -
 
 
 def _keep_person(session: Session, case_id: str, body: CaseCreate) -> None:
-    """The person's data into the vault, sealed with the case's key (once: a retry finds it there)."""
+    """The person's data into the vault, sealed with the case's key, and its blind indexes (once: a
+    retry finds it there)."""
     if session.get(PersonRecord, case_id) is None:
         record = body.person.model_dump(mode="json")
         record["identification_place"] = body.identification.place
         store_person(session, keyring_of(session), case_id=case_id, person=record)
+        person_index.index_person(session, keyring_of(session), case_id, record)
         session.commit()
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """The cases that may be of the same person: in the caller's scope, and the other countries."""
+
+    in_scope: list[DuplicateCase]
+    elsewhere: list[MatchElsewhere]
+
+    @property
+    def any(self) -> bool:
+        return bool(self.in_scope or self.elsewhere)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """What the audit trail says of them: how many, never which."""
+        return {"in_scope": len(self.in_scope), "elsewhere": len(self.elsewhere)}
+
+
+class PossibleDuplicates(Conflict):
+    title = N_("Possible duplicate")
+
+    def __init__(self, found: Duplicates) -> None:
+        super().__init__(
+            N_(
+                "this person may have a case already: open the case listed, or ask the office named; "
+                "send again with confirm_new to open a new case anyway"
+            ),
+            allowed_steps=[],
+            duplicates=[d.model_dump() for d in found.in_scope],
+            elsewhere=[m.model_dump() for m in found.elsewhere],
+        )
+
+
+def possible_duplicates(session: Session, user: Claims, settings: Settings, person: Person, case_id: str) -> Duplicates:
+    """The opened cases whose person shares an indexed form with this one (``person_index``)."""
+    lookup = person_index.lookup(keyring_of(session), person_index.duplicate_candidates(person.model_dump(mode="json")))
+    ids = person_index.matching_cases(session, lookup, exclude=[case_id])
+    if not ids:
+        return Duplicates([], [])
+    rows = session.exec(
+        select(CaseRecord).where(col(CaseRecord.case_id).in_(sorted(ids))).order_by(col(CaseRecord.opened_at).desc())
+    ).all()
+    in_scope = [
+        DuplicateCase(case_id=c.case_id, reference=c.reference, stage=c.stage, owner_country=c.owner_country)
+        for c in rows
+        if user.sees_country(c.owner_country)
+    ]
+    countries = sorted({c.owner_country for c in rows if not user.sees_country(c.owner_country)})
+    elsewhere = [
+        MatchElsewhere(
+            country=country,
+            contact=settings.office_contacts.get(country) or f"the supervisors in {country}",
+        )
+        for country in countries
+    ]
+    return Duplicates(in_scope, elsewhere)
+
+
+# --- Search --------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/search",
+    response_model=Page[CaseSummary],
+    summary="Find cases in scope by reference, name or identity number",
+    description=(
+        "A search by name or identity number compares keyed hashes of their normalised forms (never a "
+        "name in clear; see `reintegration/person_index.py`): the whole name, in any order, with accents, "
+        "case and spacing ignored. A POST, so that no name goes into a URL. Only cases in your scope; each "
+        "search is audited (`case.search`: what it was by and how many it found, never what was sought)."
+    ),
+    responses=responses(401, 403, 422, 503),
+)
+def search_cases(
+    body: CaseSearch,
+    user: Annotated[Claims, require(*CASEWORK)],
+    session: SessionDep,
+    auditor: AuditorDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[CaseSummary]:
+    query = cases_query(user)
+    if body.reference is not None:
+        query = query.where(col(CaseRecord.reference) == body.reference.upper())
+    else:
+        candidates = person_index.search_candidates(
+            name=body.name, birthdate=body.birthdate, identity_number=body.identity_number
+        )
+        if not candidates:
+            raise Unprocessable(N_("the name or number has no letters or digits to search by"))
+        ids = person_index.matching_cases(session, person_index.lookup(keyring_of(session), candidates))
+        query = query.where(col(CaseRecord.case_id).in_(sorted(ids)))
+    rows, next_cursor = page(session, query, CASES_ORDER, limit=limit, cursor=cursor)
+    auditor.record("case.search", detail={"by": body.by(), "results": len(rows)})
+    return Page[CaseSummary](items=[case_summary(case) for case in rows], next_cursor=next_cursor)
 
 
 # --- Reading -------------------------------------------------------------------------------------

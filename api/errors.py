@@ -7,6 +7,7 @@ Hierarchy:
       NotFound        404      no such thing, or outside the caller's scope
       Conflict        409      not allowed in the current state (with ``allowed_steps``)
       PreconditionFailed 412   a stale ``If-Match``
+      PreconditionRequired 428 no ``If-Match`` where a change needs one (the person's data)
       PayloadTooLarge 413      a body over ``max_body_bytes`` (sent by ``api.limits``)
       Unprocessable   422      a body that fails validation
       TooManyRequests 429      over the caller's rate limit (with ``Retry-After``)
@@ -87,6 +88,10 @@ class Conflict(ApiProblem):
 
 class PreconditionFailed(ApiProblem):
     status, title = 412, N_("Precondition failed")
+
+
+class PreconditionRequired(ApiProblem):
+    status, title = 428, N_("Precondition required")
 
 
 class PayloadTooLarge(ApiProblem):

@@ -25,6 +25,7 @@ from api import (
     idempotency,
     limits,
     notes,
+    person,
     privacy,
     steps,
     supervision,
@@ -35,7 +36,7 @@ from api.schemas import Problem
 from api.supervision import KeptSummaries
 from api.web import app as workspace
 from api.web import sessions as web_sessions
-from reintegration import agencies, heap
+from reintegration import agencies, heap, person_index
 from reintegration.db import keyring_from_settings, make_engine
 from reintegration.logs import configure_logging
 from reintegration.migrate import upgrade_schema
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.temporal = None
         connecting = asyncio.create_task(_connect(app, settings))
         purging = asyncio.create_task(_purge_stored_answers(app, settings))
+        indexing = asyncio.create_task(_index_persons(app))
         try:
             # Wait briefly so a normal start is ready at once; keep trying in the background after.
             await asyncio.wait({connecting}, timeout=settings.temporal_connect_wait_seconds)
@@ -76,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             connecting.cancel()
             purging.cancel()
+            indexing.cancel()
             app.state.engine.dispose()
             app.state.keyring.dispose()
 
@@ -102,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit_api.router)
     app.include_router(exports.router)
     app.include_router(notes.router)
+    app.include_router(person.router)
     app.include_router(privacy.router)
     app.include_router(privacy.codec_router)
     if settings.workspace:  # the web pages (REINTEGRATION_WORKSPACE=false: the API alone)
@@ -141,6 +145,18 @@ async def _purge_stored_answers(app: FastAPI, settings: Settings) -> None:
         except SQLAlchemyError as exc:
             log.warning("expired answers or sessions not purged", error=type(exc).__name__)
         await asyncio.sleep(PURGE_EVERY_SECONDS)
+
+
+async def _index_persons(app: FastAPI) -> None:
+    """Give the blind indexes to the persons of cases opened before them (``person_index``), once,
+    in the background: a search or duplicate check finds them once this is done."""
+    try:
+        indexed = await asyncio.to_thread(person_index.index_missing, app.state.engine, app.state.keyring)
+    except SQLAlchemyError as exc:
+        log.warning("persons not indexed", error=type(exc).__name__)
+        return
+    if indexed:
+        log.info("persons indexed", persons=indexed)
 
 
 async def _connect(app: FastAPI, settings: Settings) -> None:

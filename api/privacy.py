@@ -36,7 +36,7 @@ from api.errors import (
 )
 from api.languages import N_
 from api.limits import RateLimits, client_key
-from reintegration import audit, notes
+from reintegration import audit, notes, person_index
 from reintegration.codec import ENCODING, EncryptionCodec, payload_key_id
 from reintegration.crypto import (
     FREE_TEXT_KEYS,
@@ -111,6 +111,7 @@ def erase_personal_data(
     destroyed = keyring.destroy_case_key(session, case_id)
     session.execute(delete(PersonRecord).where(col(PersonRecord.case_id) == case_id))
     notes.erase_notes(session, case_id)
+    person_index.forget_person(session, case_id)  # a hash of the name would outlive the erasure
     session.execute(delete(IdempotencyRecord).where(col(IdempotencyRecord.case_id) == case_id))
     session.execute(
         update(TaskRecord)

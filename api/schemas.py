@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from reintegration.partner_view import PartnerTask  # noqa: F401 - part of the API's vocabulary
 from workflows.model import (
@@ -101,6 +101,73 @@ class CaseCreate(Strict):
             ]
         },
     )
+
+
+class CaseOpenRequest(CaseCreate):
+    """Opening a case: the case, and whether to open it although the same person may have a case."""
+
+    confirm_new: bool = Field(
+        default=False,
+        description=(
+            "Open the case even though possible duplicates were found (a `409` listed them): the caseworker "
+            "checked that this is another person, or a new case of the same person is needed"
+        ),
+    )
+
+
+class CaseSearch(Strict):
+    """Find cases in your scope: by a case's reference, by the person's name (the birth date narrows
+    it), or by an identity document number. One of the three."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"name": "Ana Popescu", "birthdate": "1999-04-02"}, {"reference": "ES-2026-1A2B3C"}]
+        },
+    )
+
+    reference: str | None = Field(default=None, min_length=1, max_length=32, pattern=r"^[A-Za-z0-9-]+$")
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=400,
+        description="The whole name, in any order; accents, case and spacing do not matter, each word does",
+    )
+    birthdate: Day | None = Field(default=None, description="With a name only")
+    identity_number: str | None = Field(default=None, min_length=1, max_length=100)
+
+    def by(self) -> str:
+        """What the search is by (said in the audit trail, never the values)."""
+        if self.reference is not None:
+            return "reference"
+        if self.name is not None:
+            return "name+birthdate" if self.birthdate is not None else "name"
+        return "identity_number"
+
+    @model_validator(mode="after")
+    def _one_way(self) -> CaseSearch:
+        ways = [v for v in (self.reference, self.name, self.identity_number) if v is not None]
+        if len(ways) != 1:
+            raise ValueError("search by one of reference, name or identity_number")
+        if self.birthdate is not None and self.name is None:
+            raise ValueError("a birth date narrows a search by name only")
+        return self
+
+
+class DuplicateCase(BaseModel):
+    """A case in the caller's scope that may be of the same person: what to recognise it by, no more."""
+
+    case_id: str
+    reference: str
+    stage: str
+    owner_country: str
+
+
+class MatchElsewhere(BaseModel):
+    """A possible match in another office, outside the caller's scope: only whom to ask."""
+
+    country: str
+    contact: str
 
 
 class Owner(BaseModel):
@@ -220,3 +287,9 @@ class Problem(BaseModel):
     detail: str
     allowed_steps: list[str] | None = None
     errors: list[dict[str, Any]] | None = None
+    duplicates: list[DuplicateCase] | None = Field(
+        default=None, description="Opening a case: the cases in your scope that may be of the same person"
+    )
+    elsewhere: list[MatchElsewhere] | None = Field(
+        default=None, description="Opening a case: offices where a possible match exists, and whom to ask"
+    )

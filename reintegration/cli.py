@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     db = commands.add_parser("db", help="the database's schema (Alembic migrations)")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     db_commands.add_parser(
-        "upgrade", help="bring the database to the newest schema (the API and worker do it on start)"
+        "upgrade",
+        help="bring the database to the newest schema (the API and worker do it on start), and index the "
+        "persons of cases opened before the search's indexes (the API does it on start too)",
     )
     db_commands.add_parser("current", help="print the schema revision the database is at, and the newest")
 
@@ -114,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
 def _db(what: str) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from reintegration.db import OutdatedSchema, make_engine
+    from reintegration import person_index
+    from reintegration.db import OutdatedSchema, keyring_from_settings, make_engine
     from reintegration.migrate import current, head, upgrade_schema
     from reintegration.stack import restrict_files
 
@@ -130,6 +133,11 @@ def _db(what: str) -> int:
                 if before != after
                 else f"database schema: {after} (newest)"
             )
+            keyring = keyring_from_settings(settings)
+            try:
+                print(f"persons indexed for search: {person_index.index_missing(engine, keyring)}")
+            finally:
+                keyring.dispose()
         else:
             print(f"database schema: {current(engine) or 'none'}; newest {head()}")
         return 0

@@ -130,6 +130,8 @@ class PersonRecord(SQLModel, table=True):
     case_id: str = Field(primary_key=True, max_length=64)
     payload: str
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    # One more at each correction (``api/person.py``): the person's ETag, apart from the case's.
+    version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
 
 
 class AgencyRecord(SQLModel, table=True):
@@ -190,6 +192,18 @@ class StageVisitRecord(SQLModel, table=True):
     entered_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     left_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     days: float | None = None
+
+
+class PersonIndexRecord(SQLModel, table=True):
+    """The person vault's blind indexes (``reintegration/person_index.py``): per case, one keyed hash
+    of each normalised form of the person's name, birth date and identity number; never the values."""
+
+    __tablename__ = "person_index"
+    __table_args__ = (Index("ix_person_index_value", "value"),)
+
+    case_id: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(primary_key=True, max_length=32)
+    value: str = Field(max_length=64)
 
 
 class NoteRecord(SQLModel, table=True):

@@ -42,9 +42,9 @@ AFTER_BASELINE = {
         "webhook_requested_at",
         "webhook_confirmed_at",
     )
-}
+} | {("persons", "version")}
 # Tables that later revisions add, likewise.
-AFTER_BASELINE_TABLES = frozenset({"web_sessions", "read_model_changes", "case_notes"})
+AFTER_BASELINE_TABLES = frozenset({"web_sessions", "read_model_changes", "case_notes", "person_index"})
 ADVISORY_LOCK = 7_310_442_118  # pg_advisory_lock key of the project's migrations
 
 

@@ -255,6 +255,11 @@ class Settings(BaseSettings):
     # How long a stored answer to an Idempotency-Key is kept; after that the key is new again.
     idempotency_ttl_hours: float = Field(default=24.0, gt=0)
 
+    # Whom a caseworker asks about a possible duplicate found in another country's office (by
+    # country code: an office's shared mailbox or phone, never a person's data), e.g.
+    # {"PT": "supervision-pt@example.org"}. A country without one: "the supervisors in <country>".
+    office_contacts: dict[str, str] = Field(default_factory=dict)
+
     # Delivery of tasks to agencies' webhooks.
     delivery_timeout_seconds: float = 10.0
     delivery_retry_initial_seconds: float = 1.0

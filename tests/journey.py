@@ -17,8 +17,16 @@ def day(offset: int) -> str:
 
 
 def case_body(
-    *, country: str = "ES", origin: str = "RO", birthdate: str = "1998-03-14", consent: bool = True, **person: Any
+    *,
+    country: str = "ES",
+    origin: str = "RO",
+    birthdate: str = "1998-03-14",
+    consent: bool = True,
+    confirm_new: bool = True,
+    **person: Any,
 ) -> dict[str, Any]:
+    """An opening of a case for the same person each time unless told otherwise, so opened over the
+    possible duplicates (``confirm_new``) unless ``confirm_new=False`` (tests/test_person_search.py)."""
     body: dict[str, Any] = {
         "person": {
             "first_name": "Maria",
@@ -40,6 +48,8 @@ def case_body(
     }
     if consent:
         body["consent"] = {"assistance": True, "data_sharing": True, "given_on": day(0)}
+    if confirm_new:
+        body["confirm_new"] = True
     return body
 
 

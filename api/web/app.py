@@ -9,7 +9,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from api.errors import TooManyRequests
-from api.web import agencies, caseworker, partner, render, sessions, signin, step_pages, supervisor
+from api.web import agencies, caseworker, partner, render, search, sessions, signin, step_pages, supervisor
 from api.web import oidc as oidc_sign_in
 from api.web.context import sign_in_redirect
 
@@ -17,6 +17,7 @@ from api.web.context import sign_in_redirect
 def install(app: FastAPI) -> None:
     app.include_router(signin.router)
     app.include_router(caseworker.router)
+    app.include_router(search.router)
     app.include_router(step_pages.router)
     app.include_router(oidc_sign_in.router)
     app.include_router(partner.router)

@@ -19,7 +19,7 @@ from api.web.form_words import FIELD_LABELS
 from api.web.forms import Choice, Options
 from api.web.labels import LABELS, N_
 from reintegration import agencies
-from reintegration.db import AgencyRecord
+from reintegration.db import AgencyRecord, PersonRecord
 from workflows import rules
 from workflows.model import CaseStatus, ConsentBody, JourneyConfig, JourneyState, Service, Stage, Step
 
@@ -85,6 +85,7 @@ class CaseView:
     agencies: list[AgencyRecord]
     notes: list[NotePublic] = field(default_factory=list)
     older_notes: str | None = None  # the cursor of the notes after those shown
+    person_version: int | None = None  # the vault row's, when the person is shown: its correction form's
 
     def offering(self, service: str) -> list[Choice]:
         """The agencies offering the service in the country where it is needed."""
@@ -137,7 +138,14 @@ def case_view(web: Web, case_id: str, *, person: bool = False) -> CaseView:
         .order_by(col(AgencyRecord.name))
     ).all()
     notes = list_case_notes(case_id, web.user, web.session, web.auditor, limit=NOTES_SHOWN, cursor=None)
-    return CaseView(case=case, agencies=list(found), notes=notes.items, older_notes=notes.next_cursor)
+    stored = web.session.get(PersonRecord, case_id) if case.person is not None else None
+    return CaseView(
+        case=case,
+        agencies=list(found),
+        notes=notes.items,
+        older_notes=notes.next_cursor,
+        person_version=stored.version if stored is not None else None,
+    )
 
 
 def task_options(view: CaseView, _: forms.Translate, task: TaskPublic | None = None) -> dict[str, Options]:

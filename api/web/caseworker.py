@@ -34,8 +34,9 @@ from api.errors import ApiProblem, Forbidden, NotFound, Unprocessable
 from api.journeys import utcnow
 from api.notes import NoteCreate, NotePublic, add_case_note, list_case_notes
 from api.pagination import Keyset, page
+from api.person import PersonCorrection, correct_person
 from api.pipeline import Pipeline
-from api.schemas import CaseCreate, CaseSummary, Page
+from api.schemas import CaseCreate, CaseOpenRequest, CaseSummary, Page, PersonView
 from api.steps import _task_command
 from api.supervision import ReassignCase, reassign_case
 from api.web import forms
@@ -85,6 +86,7 @@ DONE: dict[str, str] = {
     "cancel": N_("The task was cancelled."),
     "case-reassigned": N_("The case was given to the other caseworker."),
     "note": N_("The note was added."),
+    "person-corrected": N_("The person's details were corrected."),
 }
 
 
@@ -208,8 +210,10 @@ async def open_case(web: WebDep, posted: PostedForm) -> Response:
             body = None
     if body is None:
         return _new_case_page(web, forms.build(CaseCreate, web._, raw=posted, errors=errors), key, status=422)
+    confirm_new = posted.get("confirm_new") == "1"  # sent from the page that listed possible duplicates
+    request = CaseOpenRequest(**dict(body), confirm_new=confirm_new)
     try:
-        result = await open_case_command(body, Response(), web.pipeline(key))
+        result = await open_case_command(request, Response(), web.pipeline(key))
         refusal = refusal_in(result)
         if refusal is None:
             replayed = replayed_body(result)
@@ -221,14 +225,35 @@ async def open_case(web: WebDep, posted: PostedForm) -> Response:
     if refusal.status >= 500:
         notice = Notice("warning", web._("The system is busy. Try again in a moment: nothing was lost."), retry=True)
         return _new_case_page(web, form, key, status=refusal.status, notice=notice)
+    if refusal.duplicates:
+        notice = Notice("warning", web._("This person may have a case already. Nothing was opened."))
+        return _new_case_page(web, form, new_key(), status=409, notice=notice, found=refusal.found)
     notice = Notice("danger", web._("The case was not opened."), detail=web.detail(refusal.detail))
     return _new_case_page(web, form, new_key(), status=refusal.status, notice=notice)
 
 
 def _new_case_page(
-    web: Web, form: forms.Form, key: str, *, status: int = 200, notice: Notice | None = None
+    web: Web,
+    form: forms.Form,
+    key: str,
+    *,
+    status: int = 200,
+    notice: Notice | None = None,
+    found: dict[str, list[dict[str, Any]]] | None = None,
 ) -> HTMLResponse:
-    return web.render("case_new.html", {"form": form, "key": key, "notice": notice}, status=status)
+    """The intake; after a ``409`` for possible duplicates, those in the caseworker's scope (to open)
+    and the offices elsewhere (whom to ask), and the form again to open a new case anyway."""
+    return web.render(
+        "case_new.html",
+        {
+            "form": form,
+            "key": key,
+            "notice": notice,
+            "duplicates": (found or {}).get("duplicates"),
+            "elsewhere": (found or {}).get("elsewhere", []),
+        },
+        status=status,
+    )
 
 
 # --- The case page ---------------------------------------------------------------------------------
@@ -295,6 +320,16 @@ def render_case(
     if web.user.role == Role.supervisor and case.status != "closed":
         reassign_owner = use(f"{path}/reassign", ReassignCase, {}, "owner-")
     note = use(f"{path}/notes", NoteCreate, {}, "note-") if case.status != "closed" else None
+    person_form = None
+    if case.person is not None and view.person_version is not None:
+        person_form = (
+            failed
+            if failed is not None and failed.action == f"{path}/person"
+            else PostForm(
+                f"{path}/person",
+                forms.build(PersonView, _, prefix="person-", initial=case.person.model_dump(mode="json")),
+            )
+        )
     steps = [s for s in case.allowed_steps if s not in OWN_BUTTON and may(web, s)]
     return web.render(
         "case.html",
@@ -312,6 +347,8 @@ def render_case(
             "notice": notice,
             "person": case.person,
             "note": note,
+            "person_form": person_form,
+            "person_version": view.person_version,
             "notes": view.notes,
             "older_notes": f"{path}/notes?{urlencode({'cursor': view.older_notes})}" if view.older_notes else "",
         },
@@ -486,3 +523,58 @@ def notes_page(case_id: CaseId, web: WebDep, cursor: Annotated[str, Query(max_le
             "notice": notice,
         },
     )
+
+
+# --- Corrections of the person's details -----------------------------------------------------------
+
+
+@router.post("/workspace/cases/{case_id}/person")
+def correct_person_form(case_id: CaseId, web: WebDep, posted: PostedForm) -> Response:
+    """The person's details corrected through ``PATCH /v1/cases/{id}/person`` (``correct_person``),
+    with the version the form was filled in from as its If-Match: what someone else corrected since
+    is never written over (the page says so, with the details as they are now)."""
+    if web.user.role not in CASEWORK:
+        return refused_page(web, 403)
+    body, errors = forms.check(PersonView, web._, posted)
+    version = posted.get("version")
+    refusal = None
+    if body is not None:
+        sent = body.model_dump(mode="json", include=set(PersonCorrection.model_fields))
+        try:
+            correction = PersonCorrection.model_validate(sent)
+            correct_person(
+                case_id, correction, Response(), web.user, web.session, web.auditor, if_match=f'"person-{version}"'
+            )
+            return see(case_path(case_id), include="person", done="person-corrected")
+        except ApiProblem as problem:
+            refusal = Refusal.of(problem)
+    try:
+        view = case_view(web, case_id, person=True)
+    except (NotFound, Forbidden) as problem:
+        return refused_page(web, problem.status)
+    except ApiProblem as problem:  # the person's data was erased meanwhile
+        return refused_page(web, problem.status)
+    form = forms.build(PersonView, web._, prefix="person-", raw=posted, errors=errors)
+    notice = None
+    if refusal is not None:
+        notice, _ = explain(web, refusal, new_key())
+        if refusal.status == 412:
+            notice = Notice(
+                "warning",
+                web._(
+                    "Someone corrected the person's details since you opened the form. Nothing was saved: "
+                    "the form shows the details as they are now."
+                ),
+            )
+            form = forms.build(PersonView, web._, prefix="person-", initial=_shown(view))
+    return render_case(
+        web,
+        view,
+        failed=PostForm(f"{case_path(case_id)}/person", form, new_key(), open=True),
+        notice=notice,
+        status=refusal.status if refusal else 422,
+    )
+
+
+def _shown(view: CaseView) -> dict[str, Any]:
+    return view.case.person.model_dump(mode="json") if view.case.person is not None else {}

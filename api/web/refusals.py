@@ -26,17 +26,31 @@ class Refusal:
     status: int
     detail: str
     allowed_steps: list[str] = field(default_factory=list)
+    # An opening's possible duplicates (``api.cases.PossibleDuplicates``): ``duplicates``, ``elsewhere``.
+    found: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, problem: ApiProblem) -> Refusal:
-        return cls(problem.status, problem.detail, list(problem.extra.get("allowed_steps") or []))
+        return cls(
+            problem.status, problem.detail, list(problem.extra.get("allowed_steps") or []), _found(problem.extra)
+        )
+
+    @property
+    def duplicates(self) -> bool:
+        return "duplicates" in self.found
+
+
+def _found(extra: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    return {k: list(extra[k]) for k in ("duplicates", "elsewhere") if isinstance(extra.get(k), list)}
 
 
 def refusal_in(result: object) -> Refusal | None:
     """The refusal a repeated form's key gave the first time; None for a success."""
     if isinstance(result, JSONResponse) and result.status_code >= 400:
         body = _json(result)
-        return Refusal(result.status_code, str(body.get("detail", "")), list(body.get("allowed_steps") or []))
+        return Refusal(
+            result.status_code, str(body.get("detail", "")), list(body.get("allowed_steps") or []), _found(body)
+        )
     return None
 
 
