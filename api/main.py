@@ -24,6 +24,7 @@ from api import (
     health,
     idempotency,
     limits,
+    links,
     notes,
     person,
     privacy,
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit_api.router)
     app.include_router(exports.router)
     app.include_router(notes.router)
+    app.include_router(links.router)
     app.include_router(person.router)
     app.include_router(privacy.router)
     app.include_router(privacy.codec_router)

@@ -36,6 +36,7 @@ from api.errors import (
 )
 from api.languages import N_
 from api.limits import RateLimits, client_key
+from api.links import forget_links
 from reintegration import audit, notes, person_index
 from reintegration.codec import ENCODING, EncryptionCodec, payload_key_id
 from reintegration.crypto import (
@@ -112,6 +113,7 @@ def erase_personal_data(
     session.execute(delete(PersonRecord).where(col(PersonRecord.case_id) == case_id))
     notes.erase_notes(session, case_id)
     person_index.forget_person(session, case_id)  # a hash of the name would outlive the erasure
+    forget_links(session, case_id)  # who was related to whom goes with the person's data
     session.execute(delete(IdempotencyRecord).where(col(IdempotencyRecord.case_id) == case_id))
     session.execute(
         update(TaskRecord)

@@ -206,6 +206,24 @@ class PersonIndexRecord(SQLModel, table=True):
     value: str = Field(max_length=64)
 
 
+class CaseLinkRecord(SQLModel, table=True):
+    """Two cases related (family members, co-victims of one trafficking situation): the pair kept in
+    one order (``case_a`` < ``case_b``), once. Ids and a relation only, never why."""
+
+    __tablename__ = "case_links"
+    __table_args__ = (
+        Index("ix_case_links_pair", "case_a", "case_b", unique=True),
+        Index("ix_case_links_b", "case_b"),
+    )
+
+    link_id: str = Field(primary_key=True, max_length=64)
+    case_a: str = Field(max_length=64)
+    case_b: str = Field(max_length=64)
+    relation: str = Field(max_length=32)
+    created_by: str = Field(max_length=200)
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
 class NoteRecord(SQLModel, table=True):
     """A note on a case, or on one of its tasks (``reintegration/notes.py``): written by the API, its
     text sealed with the case's data key, deleted with the case's personal data."""

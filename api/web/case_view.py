@@ -11,6 +11,7 @@ from fastapi import Response
 from sqlmodel import col, select
 
 from api.cases import read_case_now
+from api.links import LinkedCase, list_links
 from api.notes import NotePublic, list_case_notes
 from api.schemas import CasePublic, TaskPublic
 from api.web import forms, i18n
@@ -86,6 +87,7 @@ class CaseView:
     notes: list[NotePublic] = field(default_factory=list)
     older_notes: str | None = None  # the cursor of the notes after those shown
     person_version: int | None = None  # the vault row's, when the person is shown: its correction form's
+    links: list[LinkedCase] = field(default_factory=list)  # the linked cases in the person's scope
 
     def offering(self, service: str) -> list[Choice]:
         """The agencies offering the service in the country where it is needed."""
@@ -145,6 +147,7 @@ def case_view(web: Web, case_id: str, *, person: bool = False) -> CaseView:
         notes=notes.items,
         older_notes=notes.next_cursor,
         person_version=stored.version if stored is not None else None,
+        links=list_links(case_id, web.user, web.session, limit=100, cursor=None).items,
     )
 
 

@@ -32,6 +32,7 @@ from api.cases import open_case as open_case_command
 from api.deps import IDENTIFIER
 from api.errors import ApiProblem, Forbidden, NotFound, Unprocessable
 from api.journeys import utcnow
+from api.links import LinkByReference, LinkId, link_case, unlink_case
 from api.notes import NoteCreate, NotePublic, add_case_note, list_case_notes
 from api.pagination import Keyset, page
 from api.person import PersonCorrection, correct_person
@@ -87,6 +88,8 @@ DONE: dict[str, str] = {
     "case-reassigned": N_("The case was given to the other caseworker."),
     "note": N_("The note was added."),
     "person-corrected": N_("The person's details were corrected."),
+    "linked": N_("The cases are linked."),
+    "unlinked": N_("The link was removed."),
 }
 
 
@@ -347,6 +350,8 @@ def render_case(
             "notice": notice,
             "person": case.person,
             "note": note,
+            "links": view.links,
+            "link": use(f"{path}/links", LinkByReference, {}, "link-"),
             "person_form": person_form,
             "person_version": view.person_version,
             "notes": view.notes,
@@ -578,3 +583,35 @@ def correct_person_form(case_id: CaseId, web: WebDep, posted: PostedForm) -> Res
 
 def _shown(view: CaseView) -> dict[str, Any]:
     return view.case.person.model_dump(mode="json") if view.case.person is not None else {}
+
+
+# --- Linked cases ----------------------------------------------------------------------------------
+
+
+@router.post("/workspace/cases/{case_id}/links")
+async def link_form(case_id: CaseId, web: WebDep, posted: PostedForm) -> Response:
+    """A link to another case by its reference, sent as ``POST /v1/cases/{id}/links`` sends it."""
+    if web.user.role not in CASEWORK:
+        return refused_page(web, 403)
+    return await _case_form(
+        web,
+        posted,
+        case_id,
+        LinkByReference,
+        "links",
+        "link-",
+        lambda p, body: link_case(case_id, body.request(), Response(), p),
+        done="linked",
+    )
+
+
+@router.post("/workspace/cases/{case_id}/links/{link_id}/remove")
+def unlink_form(case_id: CaseId, link_id: LinkId, web: WebDep, posted: PostedForm) -> Response:
+    """``DELETE /v1/cases/{id}/links/{link_id}`` from the case page (a form cannot send DELETE)."""
+    if web.user.role not in CASEWORK:
+        return refused_page(web, 403)
+    try:
+        unlink_case(case_id, link_id, web.user, web.session, web.auditor)
+    except (NotFound, Forbidden) as problem:
+        return refused_page(web, problem.status)
+    return see(case_path(case_id), done="unlinked")

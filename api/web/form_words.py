@@ -78,6 +78,9 @@ FIELD_LABELS: dict[str, str] = {
     "caseworker": N_("Caseworker"),
     # case notes
     "text": N_("Note"),
+    # linked cases
+    "reference": N_("Case reference"),
+    "relation": N_("How the cases are related"),
 }
 
 # The legend of each repeated fieldset, numbered.

@@ -19,6 +19,9 @@ LABELS: dict[str, str] = {
     "residence": N_("Residence"),
     "reintegration": N_("Reintegration"),
     "closed": N_("Closed"),
+    # relations of linked cases
+    "family-members": N_("Family members"),
+    "same-situation": N_("Co-victims of one trafficking situation"),
     # case statuses
     "active": N_("Active"),
     "stalled": N_("Stalled"),
