@@ -382,7 +382,11 @@ class Duplicates:
 
 
 class PossibleDuplicates(Conflict):
+    """Not kept for the Idempotency-Key: it names cases (held to the caller's scope only as it is
+    made), and a repeat is asked again of the cases as they are then."""
+
     title = N_("Possible duplicate")
+    stored = False
 
     def __init__(self, found: Duplicates) -> None:
         super().__init__(

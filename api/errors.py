@@ -44,6 +44,9 @@ PROBLEM_JSON = "application/problem+json"
 class ApiProblem(Exception):
     status = 500
     title = N_("Internal error")
+    # Kept as the answer to the request's Idempotency-Key (a refusal of a command is final); False:
+    # the key is released, and a repeat is answered anew (``api.cases.PossibleDuplicates``).
+    stored = True
 
     def __init__(
         self,

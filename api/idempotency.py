@@ -97,7 +97,7 @@ async def once(
     try:
         result = await run(claim)
     except ApiProblem as problem:
-        if problem.status >= 500:
+        if problem.status >= 500 or not problem.stored:
             await _release_or_later(engine, user.sub, key)
         else:
             body = {

@@ -68,17 +68,18 @@ class NotePublic(BaseModel):
     """A note as its reader sees it."""
 
     note_id: str
-    case_id: str
+    case_id: str | None = Field(description="The case's id (none for a partner, who knows the case by its reference)")
     task_id: str | None = Field(default=None, description="The task the note is on; none for the case's own notes")
     author: NoteAuthor
     created_at: datetime
     text: str | None = Field(description="None once the case's personal data was erased")
 
 
-def note_public(note: notes.Note) -> NotePublic:
+def note_public(note: notes.Note, *, partner: bool = False) -> NotePublic:
+    """The note as its reader sees it: a partner, as on its task, without the case's id."""
     return NotePublic(
         note_id=note.note_id,
-        case_id=note.case_id,
+        case_id=None if partner else note.case_id,
         task_id=note.task_id,
         author=NoteAuthor(sub=note.author_sub, role=Role(note.author_role), agency=note.author_agency),
         created_at=note.created_at,
@@ -91,7 +92,9 @@ def _open_case(case: CaseRecord) -> None:
         raise Conflict(N_("the case is closed: notes can no longer be added to it"), allowed_steps=[])
 
 
-def _write(p: Pipeline, case_id: str, task_id: str | None, note_id: str, text: str) -> NotePublic:
+def _write(
+    p: Pipeline, case_id: str, task_id: str | None, note_id: str, text: str, task_agency: str | None = None
+) -> NotePublic:
     """Write the note and its ``note.add`` row in one transaction (scope and case checked by the
     caller, in this thread), or give the one written under this id already (a claim taken over after
     a crash between the note and its answer)."""
@@ -110,11 +113,12 @@ def _write(p: Pipeline, case_id: str, task_id: str | None, note_id: str, text: s
             author_agency=user.agency if user.role == Role.partner else None,
             text=text,
             at=datetime.now(UTC),
+            task_agency=task_agency,
         )
         session.flush()
         p.auditor.stage(_added({"case_id": case_id, "task_id": task_id, "note_id": note_id}))
         session.commit()
-    return note_public(notes.opened(keyring, existing))
+    return note_public(notes.opened(keyring, existing), partner=user.role == Role.partner)
 
 
 def _add_to_case(p: Pipeline, case_id: str, note_id: str, text: str) -> NotePublic:
@@ -127,7 +131,7 @@ def _add_to_task(p: Pipeline, task_id: str, note_id: str, text: str) -> NotePubl
     case = p.session.get(CaseRecord, task.case_id)
     if case is not None:
         _open_case(case)
-    return _write(p, task.case_id, task_id, note_id, text)
+    return _write(p, task.case_id, task_id, note_id, text, task_agency=task.agency_id)
 
 
 def _added(answer: dict[str, Any]) -> list[Entry]:
@@ -254,4 +258,6 @@ def list_task_notes(
         query = query.where(notes.partner_may_read(str(user.agency)))
     rows, following = page(session, query, NOTES_ORDER, limit=limit, cursor=cursor)
     auditor.record("note.read", case_id=task.case_id, task_id=task_id, detail={"notes": len(rows)})
-    return Page(items=[note_public(n) for n in notes.opened_all(keyring_of(session), rows)], next_cursor=following)
+    partner = user.role == Role.partner
+    opened = notes.opened_all(keyring_of(session), rows)
+    return Page(items=[note_public(n, partner=partner) for n in opened], next_cursor=following)

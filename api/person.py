@@ -10,6 +10,7 @@ transaction. The vault row's version is the ETag (``"person-<n>"``), apart from 
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 from typing import Annotated, Any
 
@@ -74,13 +75,14 @@ def person_etag(version: int) -> str:
     return f'"person-{version}"'
 
 
+_PERSON_ETAG = re.compile(r'(?:W/)?"person-([0-9]{1,9})"', re.ASCII)
+
+
 def _version_in(if_match: str) -> int:
-    text = if_match.strip()
-    if text.startswith("W/"):
-        text = text[2:]
-    if not (text.startswith('"person-') and text.endswith('"') and text[8:-1].isdigit() and len(text) < 30):
+    found = _PERSON_ETAG.fullmatch(if_match.strip())
+    if found is None:
         raise PreconditionFailed(N_("If-Match does not hold an ETag of this person's data"))
-    return int(text[8:-1])
+    return int(found.group(1))
 
 
 def _stored(session: Session, case_id: str) -> tuple[PersonRecord, dict[str, Any]]:
@@ -152,7 +154,8 @@ def correct_person(
     if checked.birthdate is not None and checked.birthdate > date.today():
         raise Unprocessable(N_("the birth date is in the future"))
     changed = sorted(k for k in body.model_fields_set if person.get(k) != corrected.get(k))
-    if not changed:
+    if not changed:  # nothing to write; the answer still shows the person's data: a reading of it
+        auditor.record("person.read", case_id=case_id, detail={"found": True})
         response.headers["ETag"] = person_etag(record.version)
         return checked
     keyring = keyring_of(session)

@@ -55,7 +55,7 @@ class PersonView(Person):
 
     model_config = ConfigDict(extra="ignore")
 
-    identification_place: str | None = None
+    identification_place: str | None = Field(default=None, max_length=200)
 
 
 class Identification(Strict):

@@ -240,6 +240,8 @@ class NoteRecord(SQLModel, table=True):
     author_sub: str = Field(max_length=200)
     author_role: str = Field(max_length=16)
     author_agency: str | None = Field(default=None, max_length=100)
+    # On a task: the agency that held it when the note was written (whom a staff note was for).
+    task_agency: str | None = Field(default=None, max_length=100)
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     body: str  # sealed: the note's text
 

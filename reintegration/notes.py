@@ -5,9 +5,10 @@ deletes the rows as well.
 
 Who reads which notes (``api/notes.py`` checks the caller's scope first):
 - caseworkers and supervisors of the case's country: every note of the case, its tasks' included;
-- a partner agency: the notes on a task its agency holds now, its own agency's and the case
-  staff's, never another agency's (a task given to another agency keeps its earlier agency's notes
-  from the new one) and never the case's own notes.
+- a partner agency: the notes on a task its agency holds now that are its own agency's, or the case
+  staff's written while its agency held the task; never another agency's, never the staff's notes
+  written for the agency that held the task before (a task given to another agency keeps them from
+  the new one), never the case's own notes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, delete, or_
+from sqlalchemy import ColumnElement, and_, delete, or_
 from sqlmodel import Session, col, select
 
 from reintegration.crypto import ERASED, Keyring
@@ -52,6 +53,7 @@ def add_note(
     author_agency: str | None,
     text: str,
     at: datetime,
+    task_agency: str | None = None,
 ) -> NoteRecord:
     """Add the note, its text sealed, to the session (the caller commits, with its audit row)."""
     record = NoteRecord(
@@ -61,6 +63,7 @@ def add_note(
         author_sub=author_sub,
         author_role=author_role,
         author_agency=author_agency,
+        task_agency=task_agency,
         created_at=at,
         body=keyring.seal(case_id, text, purpose=PURPOSE),
     )
@@ -87,8 +90,12 @@ def opened_all(keyring: Keyring, records: Sequence[NoteRecord]) -> list[Note]:
 
 
 def partner_may_read(agency: str) -> ColumnElement[bool]:
-    """The notes on a task that its agency reads: its own agency's, and the case staff's."""
-    return or_(col(NoteRecord.author_agency).is_(None), col(NoteRecord.author_agency) == agency)
+    """The notes on a task that its agency reads: its own agency's, and the case staff's written
+    while the agency held the task."""
+    return or_(
+        col(NoteRecord.author_agency) == agency,
+        and_(col(NoteRecord.author_agency).is_(None), col(NoteRecord.task_agency) == agency),
+    )
 
 
 def erase_notes(session: Session, case_id: str) -> int:

@@ -4,12 +4,16 @@ number, and a second case for the same person is caught, without a plain-text na
 Each index value is a keyed hash (``Keyring.keyed_hash``, HMAC-SHA256 with the system's hash key,
 never the case's key, so equal values of two cases match) of a normalised form:
 
-- a name: Unicode decomposed (NFKD) and its accents dropped, case folded, every character that is
-  not a letter or digit a space, the words sorted: "María-José  IONESCU" and "Ionescu, Maria Jose"
-  are one name; "Mariа" with a Cyrillic "а", a typo ("Ionesco"), a name shortened ("Mari") or a
-  word added are not (false negatives);
+- a name: Unicode decomposed (NFKD) and its accents dropped, case folded, the letters without a
+  decomposition folded too (ø o, ł l, đ d, æ ae, œ oe, ı i, þ th, ð d), every character that is not
+  a letter or digit of any script a space, the words sorted: "María-José  IONESCU" and "Ionescu,
+  Maria Jose" are one name, and so are "Łukasz Søren" and "lukasz soren"; a name in Cyrillic or
+  Arabic script is kept in its script (not transliterated: "Иван" is not "Ivan"); a typo
+  ("Ionesco"), a name shortened ("Mari"), a word added, or a letter of another script that looks
+  alike ("Mariа" with a Cyrillic "а") are other names (false negatives);
 - a birth date: the ISO date;
-- an identity number: letters and digits only, upper case ("x-123 456" is "X123456").
+- an identity number: its letters and digits (of any script) only, upper case ("x-123 456" is
+  "X123456", "ав 12" is "АВ12").
 
 Kinds kept per person (``IndexKind``): the whole name; the name with the birth date; the family name
 with the birth date (a first name spelt otherwise still matches, at the cost of matching siblings
@@ -32,7 +36,7 @@ from typing import Any
 
 from sqlalchemy import delete
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col, select
 
 from reintegration.crypto import Keyring
@@ -41,8 +45,11 @@ from reintegration.persons import load_person
 
 PURPOSE = "person-index"
 EMPTY = "-"  # the row of a person with nothing to index by (no name, no number): never matched
-_NOT_WORD = re.compile(r"[^0-9a-z]+")
-_NOT_ALNUM = re.compile(r"[^0-9A-Z]+")
+_NOT_WORD = re.compile(r"[\W_]+")  # not a letter or digit, of any script
+# Letters NFKD does not decompose, as they are commonly written without their mark.
+_FOLD = str.maketrans(
+    {"ø": "o", "ł": "l", "đ": "d", "ħ": "h", "æ": "ae", "œ": "oe", "ı": "i", "ŀ": "l", "þ": "th", "ð": "d"}
+)
 
 
 class IndexKind(enum.StrEnum):
@@ -58,7 +65,7 @@ def name_words(*parts: str | None) -> list[str]:
     in order (the caller sorts them where order must not matter)."""
     text = " ".join(p for p in parts if p)
     decomposed = unicodedata.normalize("NFKD", text)
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().translate(_FOLD)
     return [w for w in _NOT_WORD.split(plain) if w]
 
 
@@ -68,7 +75,7 @@ def normal_name(*parts: str | None) -> str:
 
 
 def normal_identity(number: str | None) -> str:
-    return _NOT_ALNUM.sub("", unicodedata.normalize("NFKC", number or "").upper())
+    return _NOT_WORD.sub("", unicodedata.normalize("NFKC", number or "")).upper()
 
 
 @dataclass(frozen=True)
@@ -184,10 +191,13 @@ def index_missing(engine: Engine, keyring: Keyring, *, batch: int = 200) -> int:
     while True:
         with Session(engine) as session:
             indexed = select(col(PersonIndexRecord.case_id))
+            # Locked (PostgreSQL) until indexed: an erasure deletes the vault row after this commits, and
+            # its own delete of the index rows then sees them. (SQLite has one writer at a time.)
             missing = session.exec(
-                select(PersonRecord).where(col(PersonRecord.case_id).not_in(indexed)).limit(batch)
+                select(PersonRecord).where(col(PersonRecord.case_id).not_in(indexed)).limit(batch).with_for_update()
             ).all()
             if not missing:
+                _sweep(session)
                 return done
             for record in missing:
                 person = load_person(session, keyring, case_id=record.case_id)
@@ -198,7 +208,15 @@ def index_missing(engine: Engine, keyring: Keyring, *, batch: int = 200) -> int:
                 index_person(session, keyring, record.case_id, person or {})
             try:
                 session.commit()
-            except IntegrityError:  # another process indexed some of them at the same moment
+            except (IntegrityError, OperationalError):  # another process indexed or erased some meanwhile
                 session.rollback()
                 continue
             done += len(missing)
+
+
+def _sweep(session: Session) -> None:
+    """Delete the index rows of a case with no vault row (erased while it was being indexed)."""
+    session.execute(
+        delete(PersonIndexRecord).where(col(PersonIndexRecord.case_id).not_in(select(col(PersonRecord.case_id))))
+    )
+    session.commit()

@@ -126,6 +126,7 @@ async def test_a_partner_writes_and_reads_only_the_notes_on_the_task_its_agency_
     assert staff_note["task_id"] == task["task_id"]
     clinic_note = await add(stack, on_task, "No bed free until Monday.", clinic)
     assert clinic_note["author"] == {"sub": "partner-clinic-es", "role": "partner", "agency": "clinic-es"}
+    assert clinic_note["case_id"] is None  # a partner knows the case by its reference only
     # Another agency's partner: no such task; an admin: never.
     await add(stack, on_task, "not ours", shelter, expect=404)
     assert (await stack.http.get(on_task, headers=shelter)).status_code == 404
@@ -133,6 +134,7 @@ async def test_a_partner_writes_and_reads_only_the_notes_on_the_task_its_agency_
 
     seen = await listed(stack, on_task, clinic)
     assert [n["text"] for n in seen["items"]] == ["No bed free until Monday.", "Please call before visiting."]
+    assert {n["case_id"] for n in seen["items"]} == {None}
     # The case's staff read the task's notes on the task and among the case's.
     assert len((await listed(stack, on_task, j.cw))["items"]) == 2
     case_notes = await listed(stack, f"/v1/cases/{j.case_id}/notes", j.cw)
@@ -142,14 +144,17 @@ async def test_a_partner_writes_and_reads_only_the_notes_on_the_task_its_agency_
         "No bed free until Monday.",
     }
 
-    # Declined and given to the shelter: the shelter reads the staff's note, not the clinic's.
+    # Declined and given to the shelter: the shelter reads neither the clinic's note nor the staff's
+    # note written for the clinic; the staff's notes written for the shelter, it does.
     await j.task_action(task["task_id"], "clinic-es", "decline", {"reason": "full"})
     r = await stack.http.post(
         f"/v1/cases/{j.case_id}/tasks/{task['task_id']}/reassign", json={"agency_id": "shelter-es"}, headers=j.cw
     )
     assert r.status_code == 200, r.text
+    assert (await listed(stack, on_task, shelter))["items"] == []
+    await add(stack, on_task, "She prefers a women-only shelter.", j.cw)
     seen = await listed(stack, on_task, shelter)
-    assert [n["text"] for n in seen["items"]] == ["Please call before visiting."]
+    assert [n["text"] for n in seen["items"]] == ["She prefers a women-only shelter."]
     assert (await stack.http.get(on_task, headers=clinic)).status_code == 404  # no longer the clinic's task
     await add(stack, on_task, "Bed ready.", shelter)
 
@@ -157,6 +162,7 @@ async def test_a_partner_writes_and_reads_only_the_notes_on_the_task_its_agency_
     assert [(r["actor"]["sub"], r["detail"]) for r in rows] == [
         ("partner-clinic-es", {"notes": 2}),
         ("cw-es-1", {"notes": 2}),
+        ("partner-shelter-es", {"notes": 0}),
         ("partner-shelter-es", {"notes": 1}),
     ]
 

@@ -3,6 +3,7 @@ the trail names the fields that changed, never their values; the blind indexes f
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from sqlmodel import Session, col, select
@@ -29,6 +30,12 @@ async def patch(stack: Stack, j: Journey, body: object, etag: str | None, *, exp
     if expect >= 400:
         assert r.headers["content-type"].startswith("application/problem+json")
     return dict(r.json())
+
+
+def person_reads(stack: Stack, case_id: str) -> list[AuditRecord]:
+    with Session(stack.engine) as session:
+        query = select(AuditRecord).where(col(AuditRecord.case_id) == case_id, col(AuditRecord.action) == "person.read")
+        return list(session.exec(query).all())
 
 
 def corrections(stack: Stack, case_id: str) -> list[AuditRecord]:
@@ -65,10 +72,35 @@ async def test_a_misspelt_name_is_corrected_and_the_trail_names_only_the_fields(
     await patch(stack, j, {"first_name": "Late"}, etag, expect=412)
     await patch(stack, j, {"first_name": "Late"}, None, expect=428)
     await patch(stack, j, {"first_name": "Late"}, 'W/"3"', expect=412)
+    odd = {**j.cw, "If-Match": '"person-²"'.encode("latin-1")}  # a digit, but not ASCII
+    r = await stack.http.patch(f"/v1/cases/{j.case_id}/person", json={"first_name": "Late"}, headers=odd)
+    assert r.status_code == 412
     assert (await read(stack, j))[0]["first_name"] == right
-    # Nothing sent twice changes nothing: same ETag answered, no trail row.
+    # Nothing sent twice changes nothing: same ETag answered, no correction row; the answer shows the
+    # person's data, so it is a reading of them, audited.
+    reads = len(person_reads(stack, j.case_id))
     same = await patch(stack, j, {"first_name": right}, etag2)
     assert same["first_name"] == right and len(corrections(stack, j.case_id)) == 1
+    assert len(person_reads(stack, j.case_id)) == reads + 1
+
+
+async def test_two_corrections_from_the_same_etag_one_wins(stack):
+    j = Journey(stack)
+    await j.open(**someone())
+    _, etag = await read(stack, j)
+    answers = await asyncio.gather(
+        *(
+            stack.http.patch(
+                f"/v1/cases/{j.case_id}/person", json={"first_name": f"Who{n}"}, headers={**j.cw, "If-Match": etag}
+            )
+            for n in range(4)
+        )
+    )
+    assert sorted(r.status_code for r in answers) == [200, 412, 412, 412]
+    winner = next(r.json()["first_name"] for r in answers if r.status_code == 200)
+    now, etag2 = await read(stack, j)
+    assert now["first_name"] == winner and etag2 == '"person-2"'
+    assert len(corrections(stack, j.case_id)) == 1
 
 
 async def test_bad_corrections_are_refused_and_change_nothing(stack):
@@ -151,6 +183,11 @@ async def test_the_case_page_corrects_the_persons_details_and_never_overwrites_a
         r = await me.http.post(action, data={**data, "first_name": "Stale"})
         assert r.status_code == 412 and "Someone corrected the person" in r.text
         assert (await read(stack, j))[0]["first_name"] == right
+        # A place longer than a correction takes, a version that is no number: said, nothing saved.
+        r = await me.http.post(action, data={**data, "version": "2", "identification_place": "x" * 201})
+        assert r.status_code == 422
+        r = await me.http.post(action, data={**data, "version": "²"})
+        assert r.status_code == 412
         # An empty first name: beside its field, nothing saved.
         r = await me.http.post(action, data={**data, "version": "2", "first_name": ""})
         assert r.status_code == 422 and 'id="person-first-name-error"' in r.text

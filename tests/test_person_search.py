@@ -73,6 +73,15 @@ async def test_a_second_case_of_the_same_person_is_caught_at_opening(stack):
     problem = await open_case(stack, j.cw, expect=409, confirm_new=False, **other_name)
     assert len(problem["duplicates"]) == 1
 
+    # The refusal is not kept for its Idempotency-Key (it names cases, held to the caller's scope as
+    # it is made): the same request with the same key is checked again, a second row.
+    keyed = {**j.cw, "Idempotency-Key": f"dup-{uuid.uuid4().hex}"}
+    checks = len(audit_rows(stack, "case.duplicate-check", sub))
+    for _ in range(2):
+        r = await stack.http.post("/v1/cases", json=case_body(confirm_new=False, **again), headers=keyed)
+        assert r.status_code == 409 and r.json()["duplicates"]
+    assert len(audit_rows(stack, "case.duplicate-check", sub)) == checks + 2
+
     # Confirmed as a new case: opened, and the trail says over how many possible duplicates.
     second = await open_case(stack, j.cw, confirm_new=True, **again)
     with Session(stack.engine) as session:

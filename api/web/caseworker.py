@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlmodel import Session, col
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -551,6 +551,8 @@ def correct_person_form(case_id: CaseId, web: WebDep, posted: PostedForm) -> Res
                 case_id, correction, Response(), web.user, web.session, web.auditor, if_match=f'"person-{version}"'
             )
             return see(case_path(case_id), include="person", done="person-corrected")
+        except ValidationError:  # what the person's view takes but a correction does not (a cleared name)
+            refusal = Refusal(422, web._("Check the fields: a first name and a gender are needed."))
         except ApiProblem as problem:
             refusal = Refusal.of(problem)
     try:

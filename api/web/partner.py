@@ -155,9 +155,14 @@ async def task_note(task_id: str, web: WebDep, form: PostedForm) -> Response:
     except ApiProblem as problem:
         if problem.status in (403, 404):
             return _not_found(web)
-        if problem.status == 503:
-            return await _again(web, task_id, "note", sent, notice=_busy(web), status=503)
-        notice = web._("Nothing was added: the case is closed, so its notes can no longer change.")
+        if problem.status in (429, 503):
+            return await _again(web, task_id, "note", sent, notice=_busy(web), status=problem.status)
+        if problem.status == 409:
+            notice = web._("Nothing was added: the case is closed, so its notes can no longer change.")
+        else:
+            notice = web._("Nothing was added: the note was refused (%(reason)s).") % {
+                "reason": web.detail(problem.detail)
+            }
         return await _again(web, task_id, "note", sent, notice=notice, status=problem.status)
     return RedirectResponse(f"/workspace/inbox/{task_id}?done=note#task-notes-title", status_code=303)
 

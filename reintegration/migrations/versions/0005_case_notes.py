@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("author_sub", sa.String(length=200), nullable=False),
         sa.Column("author_role", sa.String(length=16), nullable=False),
         sa.Column("author_agency", sa.String(length=100), nullable=True),
+        sa.Column("task_agency", sa.String(length=100), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("body", sa.String(), nullable=False),
         sa.PrimaryKeyConstraint("note_id"),
