@@ -9,6 +9,7 @@ Hierarchy:
       PreconditionFailed 412   a stale ``If-Match``
       PreconditionRequired 428 no ``If-Match`` where a change needs one (the person's data)
       PayloadTooLarge 413      a body over ``max_body_bytes`` (sent by ``api.limits``)
+      UnsupportedMediaType 415 a document whose content is not of a type taken
       Unprocessable   422      a body that fails validation
       TooManyRequests 429      over the caller's rate limit (with ``Retry-After``)
       Unavailable     503      a dependency is down (with ``Retry-After``)
@@ -106,6 +107,10 @@ class PayloadTooLarge(ApiProblem):
             params={"max_bytes": max_bytes},
             headers={"Connection": "close"},
         )
+
+
+class UnsupportedMediaType(ApiProblem):
+    status, title = 415, N_("Unsupported media type")
 
 
 class Unprocessable(ApiProblem):
@@ -257,6 +262,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Not allowed in the case's current state",
         412: "The case moved on since the ETag given in If-Match",
         413: "The body is over the size limit",
+        415: "A document of a type not taken (PDF, JPEG and PNG are), told by its content",
         422: "The body or parameters fail validation",
         429: "Over the caller's rate limit; see Retry-After",
         503: "A dependency (database, Temporal) is unavailable; see Retry-After",

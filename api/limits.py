@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -58,19 +59,29 @@ def _refusal(exc: PayloadTooLarge | TooManyRequests) -> JSONResponse:
     return problem(exc.status, exc.title, exc.detail, exc.headers)
 
 
-class BodyLimit:
-    """Refuse request bodies over ``max_bytes`` with ``413``, without buffering them first."""
+# A document's upload: its own limit (``REINTEGRATION_DOCUMENT_MAX_BYTES``), checked again, exactly,
+# by the upload itself; the workspace's form carries its fields and boundaries besides.
+UPLOAD_PATHS = re.compile(r"^/(v1/(cases|tasks)/[^/]+/documents|workspace/(cases|inbox)/[^/]+/documents)$")
+FORM_OVERHEAD = 64 * 1024
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes`` with ``413``, without buffering them first; the paths
+    ``larger`` names have a limit of their own."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, larger: tuple[re.Pattern[str], int] | None = None) -> None:
+        self.app, self.default_max, self.larger = app, max_bytes, larger
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.default_max
+        if self.larger is not None and self.larger[0].match(scope.get("path", "")) and scope.get("method") == "POST":
+            max_bytes = self.larger[1]
         declared = _header(scope, b"content-length")
-        if declared and declared.isascii() and declared.isdigit() and int(declared) > self.max_bytes:
-            await _refusal(PayloadTooLarge(self.max_bytes))(scope, receive, send)
+        if declared and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
+            await _refusal(PayloadTooLarge(max_bytes))(scope, receive, send)
             return
         received, over, started = 0, False, False
 
@@ -79,7 +90,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     over = True
                     raise _BodyTooLarge()
             return message
@@ -97,7 +108,7 @@ class BodyLimit:
             if not over:
                 raise
         if over and not started:
-            await _refusal(PayloadTooLarge(self.max_bytes))(scope, receive, send)
+            await _refusal(PayloadTooLarge(max_bytes))(scope, receive, send)
 
 
 class RateLimits:

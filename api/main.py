@@ -19,6 +19,7 @@ from api import audit as audit_api
 from api import (
     cases,
     deps,
+    documents,
     errors,
     exports,
     health,
@@ -38,6 +39,7 @@ from api.supervision import KeptSummaries
 from api.web import app as workspace
 from api.web import sessions as web_sessions
 from reintegration import agencies, heap, person_index
+from reintegration.blobs import blob_store
 from reintegration.db import keyring_from_settings, make_engine
 from reintegration.logs import configure_logging
 from reintegration.migrate import upgrade_schema
@@ -59,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = make_engine(settings)
         upgrade_schema(app.state.engine)
         app.state.keyring = keyring_from_settings(settings)
+        app.state.blobs = blob_store(settings)
         app.state.summaries = KeptSummaries()
         if settings.environment == "development":
             with Session(app.state.engine) as session:
@@ -106,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit_api.router)
     app.include_router(exports.router)
     app.include_router(notes.router)
+    app.include_router(documents.router)
     app.include_router(links.router)
     app.include_router(person.router)
     app.include_router(privacy.router)
@@ -114,7 +118,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         workspace.install(app)
     # Added innermost first. A request meets them in reverse: its id and access line, CORS (so that
     # refusals carry it too), the rate limit of callers without a token, then the body limit.
-    app.add_middleware(limits.BodyLimit, max_bytes=settings.max_body_bytes)
+    # Documents' uploads (and the workspace's form that carries one) are limited to their own size.
+    app.add_middleware(
+        limits.BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        larger=(limits.UPLOAD_PATHS, settings.document_max_bytes + limits.FORM_OVERHEAD),
+    )
     app.add_middleware(limits.AnonymousRateLimit, limits=app.state.rate_limits, page_refusal=workspace.too_many)
     app.add_middleware(privacy.CodecCors, origins=settings.temporal_ui_origins, limits=app.state.rate_limits)
     app.add_middleware(RequestContext, application=app)

@@ -23,6 +23,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.audit import request_ids, with_client_request_id
 from api.cases import CaseId
 from api.deps import ClientDep, SessionDep, current_user, keyring_of, release_connection, require
+from api.documents import delete_blobs, forget_documents
 from api.errors import (
     Conflict,
     Forbidden,
@@ -114,6 +115,7 @@ def erase_personal_data(
     notes.erase_notes(session, case_id)
     person_index.forget_person(session, case_id)  # a hash of the name would outlive the erasure
     forget_links(session, case_id)  # who was related to whom goes with the person's data
+    blob_keys = forget_documents(session, case_id)  # the blobs themselves once this commits
     session.execute(delete(IdempotencyRecord).where(col(IdempotencyRecord.case_id) == case_id))
     session.execute(
         update(TaskRecord)
@@ -140,6 +142,7 @@ def erase_personal_data(
     )
     session.commit()
     keyring.forget(case_id)
+    delete_blobs(request.app.state.blobs, blob_keys)
     _flush_freed_pages(session)
     key = session.execute(select(DataKeyRecord).where(col(DataKeyRecord.case_id) == case_id)).scalar_one_or_none()
     erased_at = aware(key.destroyed_at) if key is not None and key.destroyed_at else datetime.now(UTC)

@@ -224,6 +224,30 @@ class CaseLinkRecord(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
+class DocumentRecord(SQLModel, table=True):
+    """A document of a case, or of one of its tasks (``reintegration/documents.py``): its bytes
+    encrypted in the blob store under ``blob_key``; here only what it is, never a file name."""
+
+    __tablename__ = "documents"
+    __table_args__ = (
+        Index("ix_documents_case_order", "case_id", "uploaded_at", "document_id"),
+        Index("ix_documents_task_order", "task_id", "uploaded_at", "document_id"),
+    )
+
+    document_id: str = Field(primary_key=True, max_length=64)
+    case_id: str = Field(max_length=64)
+    task_id: str | None = Field(default=None, max_length=64)
+    task_agency: str | None = Field(default=None, max_length=100)  # who held the task at the upload
+    kind: str = Field(max_length=32)
+    media_type: str = Field(max_length=64)
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    blob_key: str = Field(max_length=128)
+    uploaded_by: str = Field(max_length=200)
+    uploader_role: str = Field(max_length=16)
+    uploader_agency: str | None = Field(default=None, max_length=100)
+    uploaded_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
 class NoteRecord(SQLModel, table=True):
     """A note on a case, or on one of its tasks (``reintegration/notes.py``): written by the API, its
     text sealed with the case's data key, deleted with the case's personal data."""

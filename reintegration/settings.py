@@ -255,6 +255,17 @@ class Settings(BaseSettings):
     # How long a stored answer to an Idempotency-Key is kept; after that the key is new again.
     idempotency_ttl_hours: float = Field(default=24.0, gt=0)
 
+    # Documents (reintegration/documents.py): the largest accepted, and where their encrypted bytes
+    # go: "local" (data/blobs/, the embedded default) or "s3" (an S3-compatible store: its endpoint,
+    # region, bucket and access key id; the secret key from a file, never as a value).
+    document_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    blob_store: Literal["local", "s3"] = "local"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "reintegration-documents"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key_file: Path | None = None
+
     # Whom a caseworker asks about a possible duplicate found in another country's office (by
     # country code: an office's shared mailbox or phone, never a person's data), e.g.
     # {"PT": "supervision-pt@example.org"}. A country without one: "the supervisors in <country>".

@@ -88,6 +88,11 @@ class Stack:
     worker: Worker | None = None
     worker_task: asyncio.Task | None = None
     _tokens: dict = field(default_factory=dict)
+    app: Any = None  # the API's application, served in this process
+
+    def app_state(self) -> Any:
+        """The API's state (its blob store, say), as its requests see it."""
+        return self.app.state
 
     def token(
         self, role: str, sub: str, *, agency: str | None = None, countries: list[str] | tuple[str, ...] | None = ("*",)
@@ -159,7 +164,8 @@ async def running_stack(
         env.client.service_client, namespace=settings.temporal_namespace, data_converter=data_converter(keyring)
     )
     try:
-        async with served(create_app(settings), lifespan="on") as base_url:
+        app = create_app(settings)
+        async with served(app, lifespan="on") as base_url:
             http = httpx.AsyncClient(base_url=base_url, timeout=120)
             stack = Stack(
                 backend=backend,
@@ -170,6 +176,7 @@ async def running_stack(
                 base_url=base_url,
                 keyring=keyring,
                 worker_http=delivery_client(settings),
+                app=app,
             )
             await stack.start_worker()
             try:
