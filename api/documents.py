@@ -195,7 +195,10 @@ async def _upload(
     *,
     case_id: str | None = None,
     task_id: str | None = None,
+    body: AsyncIterator[bytes] | None = None,
 ) -> DocumentPublic:
+    """The upload of ``body`` (the request's own body unless given: the workspace's form gives the
+    file's part of it)."""
     declared = request.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > settings.document_max_bytes:
         raise PayloadTooLarge(settings.document_max_bytes)
@@ -224,7 +227,7 @@ async def _upload(
             case_key,
             document_id=document_id,
             blob_key=blob_key,
-            body=request.stream(),
+            body=body if body is not None else request.stream(),
             max_bytes=settings.document_max_bytes,
         )
     except documents.TooLarge:
@@ -360,7 +363,7 @@ def reachable_document(session: Session, user: Claims, document_id: str) -> Docu
     return record
 
 
-def _download(
+def prepare_download(
     session: Session, user: Claims, auditor: Auditor, store: BlobStore, document_id: str
 ) -> tuple[DocumentRecord, DataKey]:
     record = reachable_document(session, user, document_id)
@@ -372,6 +375,32 @@ def _download(
         "document.download", case_id=record.case_id, task_id=record.task_id, detail={"document_id": document_id}
     )
     return record, key
+
+
+def serve_document(record: DocumentRecord, key: DataKey, store: BlobStore) -> StreamingResponse:
+    """The document, decrypted as it streams, as an attachment never cached."""
+    extension = next(ext for _, media, ext in documents.TYPES if media == record.media_type)
+
+    async def content() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in iterate_in_threadpool(
+                documents.open_stream(key, record.document_id, store.get(record.blob_key))
+            ):
+                yield chunk
+        except documents.Damaged:
+            log.error("document damaged", document_id=record.document_id)
+            raise
+
+    return StreamingResponse(
+        content(),
+        media_type=record.media_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{record.kind}-{record.document_id[:8]}.{extension}"',
+            "Content-Length": str(record.size),
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 @router.get(
@@ -395,29 +424,8 @@ async def download_document(
     auditor: AuditorDep,
 ) -> StreamingResponse:
     store = blobs_of(request)
-    record, key = await anyio.to_thread.run_sync(_download, session, user, auditor, store, document_id)
-    extension = next(ext for _, media, ext in documents.TYPES if media == record.media_type)
-
-    async def content() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in iterate_in_threadpool(
-                documents.open_stream(key, record.document_id, store.get(record.blob_key))
-            ):
-                yield chunk
-        except documents.Damaged:
-            log.error("document damaged", document_id=record.document_id)
-            raise
-
-    return StreamingResponse(
-        content(),
-        media_type=record.media_type,
-        headers={
-            "Content-Disposition": f'attachment; filename="{record.kind}-{record.document_id[:8]}.{extension}"',
-            "Content-Length": str(record.size),
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    record, key = await anyio.to_thread.run_sync(prepare_download, session, user, auditor, store, document_id)
+    return serve_document(record, key, store)
 
 
 def forget_documents(session: Session, case_id: str) -> list[str]:

@@ -32,8 +32,8 @@ HEADER = len(MAGIC) + PREFIX_BYTES
 class DocumentKind(enum.StrEnum):
     consent_form = "consent-form"
     identity_document = "identity-document"
-    medical = "medical"
-    legal = "legal"
+    medical = "medical-report"
+    legal = "legal-document"
     other = "other"
 
 

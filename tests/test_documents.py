@@ -95,7 +95,7 @@ async def test_types_are_told_by_content_and_others_refused(stack):
     j = Journey(stack)
     await j.open()
     path = f"/v1/cases/{j.case_id}/documents"
-    png = await upload(stack, path, PNG, {**j.cw, "Content-Type": "application/pdf"}, kind="medical")
+    png = await upload(stack, path, PNG, {**j.cw, "Content-Type": "application/pdf"}, kind="medical-report")
     assert png["media_type"] == "image/png"
     jpeg = await upload(stack, path, b"\xff\xd8\xff\xe0" + os.urandom(100), j.cw, kind="identity-document")
     assert jpeg["media_type"] == "image/jpeg"
@@ -115,8 +115,8 @@ async def test_a_partner_reaches_only_the_documents_of_the_task_it_holds(stack):
     task = await j.assign("shelter", "clinic-es")
     on_task = f"/v1/tasks/{task['task_id']}/documents"
     clinic, shelter = j.partner("clinic-es"), j.partner("shelter-es")
-    staff_doc = await upload(stack, on_task, pdf("for the clinic"), j.cw, kind="medical")
-    clinic_doc = await upload(stack, on_task, pdf("report"), clinic, kind="medical")
+    staff_doc = await upload(stack, on_task, pdf("for the clinic"), j.cw, kind="medical-report")
+    clinic_doc = await upload(stack, on_task, pdf("report"), clinic, kind="medical-report")
     assert clinic_doc["case_id"] is None and clinic_doc["uploaded_by"]["agency"] == "clinic-es"
     listed = (await stack.http.get(on_task, headers=clinic)).json()["items"]
     assert {d["document_id"] for d in listed} == {staff_doc["document_id"], clinic_doc["document_id"]}
@@ -180,9 +180,8 @@ async def test_a_database_outage_during_an_upload_stores_nothing_half_written(st
     with stack.engine.begin() as conn:
         conn.execute(text("ALTER TABLE documents RENAME TO documents_away"))
     try:
-        r = await stack.http.post(
-            f"/v1/cases/{j.case_id}/documents", params={"kind": "legal"}, content=pdf("lost?", 200_000), headers=j.cw
-        )
+        path = f"/v1/cases/{j.case_id}/documents"
+        r = await stack.http.post(path, params={"kind": "legal-document"}, content=pdf("lost?", 200_000), headers=j.cw)
         assert r.status_code == 503, r.text
     finally:
         with stack.engine.begin() as conn:

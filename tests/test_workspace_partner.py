@@ -99,8 +99,9 @@ async def test_a_partner_accepts_and_completes_a_task_from_its_inbox(stack):
         inbox = await person.page("/workspace/inbox")
         assert f'href="{page}"' in inbox.split('id="finished-title"')[1]  # now with the finished ones
         html = await person.page(page)
-        assert "Nothing more" in html  # no action left: only the notes' form
-        assert re.findall(r'<form method="post" action="(/workspace/inbox[^"#]*)', html) == [f"{page}/notes"]
+        assert "Nothing more" in html  # no action left: only the forms of the notes and documents
+        forms = re.findall(r'<form method="post" action="(/workspace/inbox[^"#]*)', html)
+        assert sorted(forms) == [f"{page}/documents", f"{page}/notes"]
     finally:
         await person.aclose()
 

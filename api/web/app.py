@@ -10,12 +10,14 @@ from starlette.types import Scope
 
 from api.errors import TooManyRequests
 from api.web import agencies, caseworker, partner, render, search, sessions, signin, step_pages, supervisor
+from api.web import documents as web_documents
 from api.web import oidc as oidc_sign_in
 from api.web.context import sign_in_redirect
 
 
 def install(app: FastAPI) -> None:
     app.include_router(signin.router)
+    app.include_router(web_documents.router)  # before the task pages' actions, which would take "documents"
     app.include_router(caseworker.router)
     app.include_router(search.router)
     app.include_router(step_pages.router)

@@ -11,6 +11,7 @@ from fastapi import Response
 from sqlmodel import col, select
 
 from api.cases import read_case_now
+from api.documents import DocumentPublic, list_case_documents
 from api.links import LinkedCase, list_links
 from api.notes import NotePublic, list_case_notes
 from api.schemas import CasePublic, TaskPublic
@@ -88,6 +89,7 @@ class CaseView:
     older_notes: str | None = None  # the cursor of the notes after those shown
     person_version: int | None = None  # the vault row's, when the person is shown: its correction form's
     links: list[LinkedCase] = field(default_factory=list)  # the linked cases in the person's scope
+    documents: list[DocumentPublic] = field(default_factory=list)  # the newest, what each is
 
     def offering(self, service: str) -> list[Choice]:
         """The agencies offering the service in the country where it is needed."""
@@ -148,6 +150,7 @@ def case_view(web: Web, case_id: str, *, person: bool = False) -> CaseView:
         older_notes=notes.next_cursor,
         person_version=stored.version if stored is not None else None,
         links=list_links(case_id, web.user, web.session, limit=100, cursor=None).items,
+        documents=list_case_documents(case_id, web.user, web.session, limit=100, cursor=None).items,
     )
 
 

@@ -57,7 +57,9 @@ from api.web.context import PostedForm, Web, WebDep
 from api.web.forms import Options, PostForm, Raw, new_key
 from api.web.labels import N_
 from api.web.refusals import Notice, Refusal, explain, form_key, refusal_in, refused_page, see
+from api.web.upload_words import UPLOAD_REFUSED
 from reintegration.db import CaseRecord
+from reintegration.documents import DocumentKind
 from workflows import rules
 from workflows.model import (
     TASK_BODIES,
@@ -89,6 +91,7 @@ DONE: dict[str, str] = {
     "note": N_("The note was added."),
     "person-corrected": N_("The person's details were corrected."),
     "linked": N_("The cases are linked."),
+    "document": N_("The document was added."),
     "unlinked": N_("The link was removed."),
 }
 
@@ -268,6 +271,7 @@ def case_page(
     web: WebDep,
     include: Annotated[str, Query(max_length=16)] = "",
     done: Annotated[str, Query(max_length=40)] = "",
+    refused: Annotated[str, Query(max_length=3)] = "",
 ) -> HTMLResponse:
     """The case; the person's details only with ``?include=person`` (audited as the API's), and only
     when this workspace's own link asked: a link on another site cannot make the browser read them
@@ -281,6 +285,8 @@ def case_page(
     if done in DONE or done in {s.value for s in Step}:
         text = web._(DONE[done]) if done in DONE else web._("Recorded: %(step)s.") % {"step": label_of(web, done)}
         notice = Notice("ok", text)
+    elif refused.isdigit() and int(refused) in UPLOAD_REFUSED:  # an upload's refusal (api/web/documents.py)
+        notice = Notice("danger", web._(UPLOAD_REFUSED[int(refused)]))
     return render_case(web, view, notice=notice)
 
 
@@ -351,6 +357,9 @@ def render_case(
             "person": case.person,
             "note": note,
             "links": view.links,
+            "documents": view.documents,
+            "document_kinds": [k.value for k in DocumentKind],
+            "document_key": new_key(),
             "link": use(f"{path}/links", LinkByReference, {}, "link-"),
             "person_form": person_form,
             "person_version": view.person_version,

@@ -19,6 +19,11 @@ LABELS: dict[str, str] = {
     "residence": N_("Residence"),
     "reintegration": N_("Reintegration"),
     "closed": N_("Closed"),
+    # kinds of documents
+    "consent-form": N_("Consent form"),
+    "identity-document": N_("Identity or travel document"),
+    "medical-report": N_("Medical report"),
+    "legal-document": N_("Legal document"),
     # relations of linked cases
     "family-members": N_("Family members"),
     "same-situation": N_("Co-victims of one trafficking situation"),

@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ValidationError
 from sqlmodel import Session, col
 
+from api.documents import list_task_documents
 from api.errors import ApiProblem, NotFound, Unavailable, Unprocessable
 from api.notes import NoteCreate, add_task_note, list_task_notes
 from api.pagination import page
@@ -29,7 +30,9 @@ from api.web import words
 from api.web.context import PostedForm, Web, WebDep
 from api.web.forms import new_key
 from api.web.refusals import form_key
+from api.web.upload_words import UPLOAD_REFUSED
 from reintegration.db import TaskRecord, aware
+from reintegration.documents import DocumentKind
 from reintegration.notes import MAX_NOTE_CHARACTERS
 from reintegration.overdue import is_overdue
 from reintegration.partner_view import PartnerTask
@@ -123,12 +126,23 @@ def inbox(web: WebDep, older: Annotated[str | None, Query(max_length=500)] = Non
 
 
 @router.get("/workspace/inbox/{task_id}")
-def task_page(task_id: str, web: WebDep, done: Annotated[str | None, Query(max_length=20)] = None) -> HTMLResponse:
+def task_page(
+    task_id: str,
+    web: WebDep,
+    done: Annotated[str | None, Query(max_length=20)] = None,
+    refused: Annotated[str, Query(max_length=3)] = "",
+) -> HTMLResponse:
     """The task exactly as the API shows it to this agency, with the actions its state allows."""
     if (refusal := words.only_for(web, Role.partner)) is not None:
         return refusal
     try:
-        return _task_page(web, task_id, done=done if done in ACTIONS or done == "note" else None)
+        upload_refused = UPLOAD_REFUSED.get(int(refused)) if refused.isdigit() else None
+        return _task_page(
+            web,
+            task_id,
+            done=done if done in ACTIONS or done in ("note", "document") else None,
+            upload_refused=web._(upload_refused) if upload_refused else None,
+        )
     except NotFound:
         return _not_found(web)
 
@@ -209,6 +223,7 @@ def _task_page(
     errors: dict[str, str] | None = None,
     notice: str | None = None,
     status: int = 200,
+    upload_refused: str | None = None,
 ) -> HTMLResponse:
     if len(task_id) > 64:
         raise NotFound("no such task")
@@ -224,7 +239,10 @@ def _task_page(
             "task": seen,
             "person": _person_rows(seen.person),
             "allowed": allowed,
-            "keys": {name: new_key() for name in [*allowed, "note"]},
+            "keys": {name: new_key() for name in [*allowed, "note", "document"]},
+            "documents": list_task_documents(task_id, web.user, web.session, limit=100, cursor=None).items,
+            "document_kinds": [k.value for k in DocumentKind],
+            "upload_refused": upload_refused,
             "notes": notes.items,
             "more_notes": notes.next_cursor is not None,
             "done": done,
