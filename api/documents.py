@@ -27,6 +27,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import and_, or_
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from starlette.concurrency import iterate_in_threadpool
 
@@ -243,10 +244,21 @@ async def _upload(
         record = await anyio.to_thread.run_sync(
             _record, session, auditor, user, case, task, document_id, blob_key, kind, stored
         )
+    except IntegrityError:  # the same upload (one Idempotency-Key) sent twice at once: the other won
+        await anyio.to_thread.run_sync(store.delete, blob_key)
+        won = await anyio.to_thread.run_sync(_after_race, session, document_id)
+        if won is None or won.case_id != case.case_id or won.task_id != (task.task_id if task else None):
+            raise Unprocessable(N_("this Idempotency-Key was used with another request")) from None
+        return document_public(won, partner=partner)
     except BaseException:
         await anyio.to_thread.run_sync(store.delete, blob_key)  # no record, no blob: nothing half-written
         raise
     return document_public(record, partner=partner)
+
+
+def _after_race(session: Session, document_id: str) -> DocumentRecord | None:
+    session.rollback()
+    return session.get(DocumentRecord, document_id)
 
 
 @router.post(

@@ -5,6 +5,7 @@ through its task, unrecoverable after the erasure; no half-written document unde
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -162,6 +163,11 @@ async def test_an_idempotency_key_names_the_document(stack):
     other = Journey(stack)
     await other.open()
     await upload(stack, f"/v1/cases/{other.case_id}/documents", pdf("once"), headers, expect=422)
+    # Sent twice at once with one key: one document, one blob; both answers the same.
+    at_once = {**j.cw, "Idempotency-Key": f"doc-{uuid.uuid4().hex}"}
+    before = blob_keys(stack)
+    answers = await asyncio.gather(*(upload(stack, path, pdf("twice", 400_000), at_once) for _ in range(2)))
+    assert answers[0] == answers[1] and records(stack, j.case_id) == 2 and len(blob_keys(stack) - before) == 1
 
 
 async def test_no_document_is_added_to_a_closed_case(stack):

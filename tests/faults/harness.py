@@ -39,13 +39,17 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.main import create_app
+from reintegration.blobs import LocalBlobStore
 from reintegration.db import (
     CaseRecord,
     DeliveryRecord,
+    DocumentRecord,
+    NoteRecord,
     TimelineRecord,
     keyring_from_settings,
     make_engine,
 )
+from reintegration.documents import open_stream
 from reintegration.migrate import upgrade_schema
 from reintegration.settings import Settings
 from reintegration.temporal import connect
@@ -202,13 +206,18 @@ class FaultClient:
         self.fs, self.stats, self.rng, self.concurrent_share = fs, stats, rng, concurrent_share
         self.http = fs.stack.http
 
-    async def _until_answered(self, path: str, body: dict, headers: dict[str, str]) -> httpx.Response:
+    async def _until_answered(
+        self, path: str, body: dict, headers: dict[str, str], raw: bytes | None = None, params: dict | None = None
+    ) -> httpx.Response:
         deadline = time.monotonic() + REQUEST_DEADLINE
         while True:
             pause = 0.2
             sent_at = time.monotonic()
             try:
-                r = await self.http.post(path, json=body, headers=headers)
+                if raw is not None:  # a document: the body is the document itself
+                    r = await self.http.post(path, content=raw, params=params, headers=headers)
+                else:
+                    r = await self.http.post(path, json=body, params=params, headers=headers)
             except httpx.TransportError:
                 self.stats.connection_errors += 1
                 r = None
@@ -233,17 +242,27 @@ class FaultClient:
             await asyncio.sleep(pause * (0.5 + self.rng.random()))
 
     async def post(
-        self, path: str, body: dict, headers: dict[str, str], *, sub: str, what: str, case_id: str | None = None
+        self,
+        path: str,
+        body: dict,
+        headers: dict[str, str],
+        *,
+        sub: str,
+        what: str,
+        case_id: str | None = None,
+        raw: bytes | None = None,
+        params: dict | None = None,
     ) -> httpx.Response:
         key = f"{what.replace('/', '-')}-{uuid.uuid4().hex[:16]}"
         keyed = {**headers, "Idempotency-Key": key}
         if self.rng.random() < self.concurrent_share:
             first, second = await asyncio.gather(
-                self._until_answered(path, body, keyed), self._until_answered(path, body, keyed)
+                self._until_answered(path, body, keyed, raw, params),
+                self._until_answered(path, body, keyed, raw, params),
             )
         else:
-            first = await self._until_answered(path, body, keyed)
-            second = await self._until_answered(path, body, keyed)
+            first = await self._until_answered(path, body, keyed, raw, params)
+            second = await self._until_answered(path, body, keyed, raw, params)
         if first.status_code != second.status_code:
             self.stats.disagreements.append(f"{path}: {first.status_code} then {second.status_code}")
         elif first.is_success and first.json() != second.json():
@@ -274,7 +293,9 @@ class FaultClient:
 # --- Journeys ------------------------------------------------------------------------------------
 
 
-COMMANDS = {"residence": 14, "return": 15}  # per journey shape, the opening included
+# Per journey shape: the opening, a note and a document on the case, then the steps and task actions.
+COMMANDS = {"residence": 16, "return": 17}
+DOCUMENT = b"%PDF-1.7\n% the fault run's consent form\n" + bytes(range(256)) * 400 + b"\n%%EOF\n"
 
 
 class JourneyFailed(AssertionError):
@@ -314,6 +335,15 @@ class FaultJourney:
         self.case = self._check(r, "open", 201)
         self.run.case_id = self.case["case_id"]
         self.api.stats.opened.append(self.run.case_id)
+        # The case file: a note and a document, each sent twice with one key under the fault.
+        notes = f"/v1/cases/{self.run.case_id}/notes"
+        r = await self.api.post(notes, {"text": "Met at the shelter."}, self.cw, sub=self.cw_sub, what="note")
+        self._check(r, "note", 201)
+        documents = f"/v1/cases/{self.run.case_id}/documents"
+        r = await self.api.post(
+            documents, {}, self.cw, sub=self.cw_sub, what="document", raw=DOCUMENT, params={"kind": "consent-form"}
+        )
+        self._check(r, "document", 201)
 
     async def step(self, step: str, body: dict[str, Any], *, as_: str = "cw") -> None:
         headers, sub = {
@@ -650,6 +680,29 @@ async def check(fs: FaultStack, f: Findings) -> None:
         await asyncio.sleep(0.2)
     if unfinished:
         f.partner_problems.append(f"{unfinished} deliveries still pending or failed")
+
+    # The case file: one note and one document per case, however often each was sent; every document's
+    # blob whole (it decrypts to what was sent) and no blob without its document (nothing half-written).
+    with Session(engine) as session:
+        notes = Counter(session.exec(select(NoteRecord.case_id)).all())
+        documents = session.exec(select(DocumentRecord)).all()
+    for case_id in stats.opened:
+        if notes[case_id] != 1:
+            (f.losses if notes[case_id] == 0 else f.duplicates).append(f"case {case_id}: {notes[case_id]} notes")
+    by_case = Counter(d.case_id for d in documents)
+    for case_id in stats.opened:
+        if by_case[case_id] != 1:
+            (f.losses if by_case[case_id] == 0 else f.duplicates).append(
+                f"case {case_id}: {by_case[case_id]} documents"
+            )
+    store = LocalBlobStore(fs.stack.settings.data_dir / "blobs")
+    orphans = set(store.keys()) - {d.blob_key for d in documents}
+    if orphans:
+        f.duplicates.append(f"{len(orphans)} blobs stored without a document")
+    for d in documents:
+        back = b"".join(open_stream(fs.stack.keyring.case_key(d.case_id), d.document_id, store.get(d.blob_key)))
+        if back != DOCUMENT:
+            f.losses.append(f"case {d.case_id}: its document does not read back as sent")
 
     # The read model equals the workflows' state.
     from reintegration.reconcile import check_case
