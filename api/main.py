@@ -29,6 +29,7 @@ from api import (
     notes,
     person,
     privacy,
+    reopening,
     steps,
     supervision,
     tasks,
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(documents.router)
     app.include_router(links.router)
     app.include_router(person.router)
+    app.include_router(reopening.router)
     app.include_router(privacy.router)
     app.include_router(privacy.codec_router)
     if settings.workspace:  # the web pages (REINTEGRATION_WORKSPACE=false: the API alone)

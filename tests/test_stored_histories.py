@@ -86,6 +86,8 @@ def test_the_recorded_journeys_are_all_there():
         "withdrawal",
         "continued-as-new",
         "revision-after-a-later-visit",
+        "reopened-in-reintegration",
+        "reopened-in-protection",
     } | {
         f"stopped-in-{s}" for s in ("identification", "protection", "pathway", "return", "residence", "reintegration")
     } <= journeys

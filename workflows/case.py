@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -19,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
         CaseStatus,
         CommandResult,
         JourneyState,
+        Reopening,
         Stage,
         Step,
         StepCommand,
@@ -27,10 +29,13 @@ with workflow.unsafe.imports_passed_through():
 
 
 class CaseRun(BaseModel):
-    """The case workflow's input: the opening facts on the first run, the state after that."""
+    """The case workflow's input: the opening facts on the first run, the state after that; with
+    ``reopening``, the closed run's state and a supervisor's reopening of it (a run with no
+    reopening, as every run before it existed, behaves as it always did)."""
 
     opening: CaseOpening | None = None
     state: JourneyState | None = None
+    reopening: Reopening | None = None
 
 
 class CaseOutcome(BaseModel):
@@ -52,7 +57,7 @@ class CaseWorkflow(JourneyWorkflowBase):
     @workflow.init
     def __init__(self, run: CaseRun) -> None:
         super().__init__()
-        self._opened = run.state is not None
+        self._opened = run.state is not None and run.reopening is None
         if run.state is not None:
             self.state = run.state
         else:
@@ -63,7 +68,9 @@ class CaseWorkflow(JourneyWorkflowBase):
     @workflow.run
     async def run(self, run: CaseRun) -> CaseOutcome:
         check_own_case(self.state.case_id)
-        if not self._opened:
+        if run.reopening is not None and not self._opened:
+            await self._reopen(run.reopening)
+        elif not self._opened:
             await self._open(run.opening)  # type: ignore[arg-type]  # not opened: __init__ asserted an opening
         while self.state.status != CaseStatus.closed:
             if self.state.stage in self.OWNED_STAGES:
@@ -92,6 +99,18 @@ class CaseWorkflow(JourneyWorkflowBase):
                 )
                 body = rules.check_step(self.state, cmd)
                 events += rules.apply_step(self.state, cmd, body, workflow.now(), self._new_id)
+            await self.project(events + rules.evaluate_stall(self.state, workflow.now(), self._new_id))
+            self._opened = True
+
+    async def _reopen(self, reopening: Reopening) -> None:
+        """The supervisor's reopening, applied and projected before anything else (the API checked it;
+        the workflow trusts no sender: a reopening its rules refuse fails the run, changing nothing)."""
+        async with self._lock:
+            try:
+                rules.check_reopen(self.state, reopening)
+            except rules.JourneyRuleError as exc:
+                raise ApplicationError(exc.detail, type="ReopeningRefused", non_retryable=True) from None
+            events = rules.apply_reopen(self.state, reopening, workflow.now(), self._new_id)
             await self.project(events + rules.evaluate_stall(self.state, workflow.now(), self._new_id))
             self._opened = True
 

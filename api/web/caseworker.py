@@ -37,6 +37,7 @@ from api.notes import NoteCreate, NotePublic, add_case_note, list_case_notes
 from api.pagination import Keyset, page
 from api.person import PersonCorrection, correct_person
 from api.pipeline import Pipeline
+from api.reopening import ReopenCase, reopen_case
 from api.schemas import CaseCreate, CaseOpenRequest, CaseSummary, Page, PersonView
 from api.steps import _task_command
 from api.supervision import ReassignCase, reassign_case
@@ -54,8 +55,8 @@ from api.web.case_view import (
     timeline,
 )
 from api.web.context import PostedForm, Web, WebDep
-from api.web.forms import Options, PostForm, Raw, new_key
-from api.web.labels import N_
+from api.web.forms import Choice, Options, PostForm, Raw, new_key
+from api.web.labels import LABELS, N_
 from api.web.refusals import Notice, Refusal, explain, form_key, refusal_in, refused_page, see
 from api.web.upload_words import UPLOAD_REFUSED
 from reintegration.db import CaseRecord
@@ -92,6 +93,7 @@ DONE: dict[str, str] = {
     "person-corrected": N_("The person's details were corrected."),
     "linked": N_("The cases are linked."),
     "document": N_("The document was added."),
+    "reopened": N_("The case is reopened."),
     "unlinked": N_("The link was removed."),
 }
 
@@ -329,6 +331,10 @@ def render_case(
     if web.user.role == Role.supervisor and case.status != "closed":
         reassign_owner = use(f"{path}/reassign", ReassignCase, {}, "owner-")
     note = use(f"{path}/notes", NoteCreate, {}, "note-") if case.status != "closed" else None
+    reopen = None
+    if web.user.role == Role.supervisor and case.status == "closed":
+        stages = Options(choices=[Choice(s.value, _(LABELS[s.value])) for s in rules.REOPEN_STAGES])
+        reopen = use(f"{path}/reopen", ReopenCase, {"stage": stages}, "reopen-")
     person_form = None
     if case.person is not None and view.person_version is not None:
         person_form = (
@@ -356,6 +362,7 @@ def render_case(
             "notice": notice,
             "person": case.person,
             "note": note,
+            "reopen": reopen,
             "links": view.links,
             "documents": view.documents,
             "document_kinds": [k.value for k in DocumentKind],
@@ -626,3 +633,23 @@ def unlink_form(case_id: CaseId, link_id: LinkId, web: WebDep, posted: PostedFor
     except (NotFound, Forbidden) as problem:
         return refused_page(web, problem.status)
     return see(case_path(case_id), done="unlinked")
+
+
+# --- Reopening -------------------------------------------------------------------------------------
+
+
+@router.post("/workspace/cases/{case_id}/reopen")
+async def reopen_form(case_id: CaseId, web: WebDep, posted: PostedForm) -> Response:
+    """A supervisor reopens the closed case, as ``POST /v1/cases/{id}/reopen`` does."""
+    if web.user.role != Role.supervisor:
+        return refused_page(web, 403)
+    return await _case_form(
+        web,
+        posted,
+        case_id,
+        ReopenCase,
+        "reopen",
+        "reopen-",
+        lambda p, body: reopen_case(case_id, body, Response(), p),
+        done="reopened",
+    )

@@ -78,6 +78,8 @@ FIELD_LABELS: dict[str, str] = {
     "caseworker": N_("Caseworker"),
     # case notes
     "text": N_("Note"),
+    # reopening
+    "stage": N_("Stage to start again in"),
     # linked cases
     "reference": N_("Case reference"),
     "relation": N_("How the cases are related"),

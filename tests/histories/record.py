@@ -152,7 +152,31 @@ async def revision_after_a_later_visit(j: Journey, env: WorkflowEnvironment) -> 
         {"service": "financial", "agency_id": "clinic-es"}]})
 
 
+async def _reopen(j: Journey, stage: str) -> None:
+    r = await j.http.post(
+        f"/v1/cases/{j.case_id}/reopen", json={"stage": stage, "reason": "identified again"}, headers=j.supervisor
+    )
+    assert r.status_code == 200, r.text
+
+
+async def reopened_in_reintegration(j: Journey) -> None:
+    """Closed, then reopened by a supervisor for a new need: a new plan (a new run of the case)."""
+    await residence_to_closure(j)
+    await _reopen(j, "reintegration")
+    await j.step("reintegration-plan", {"agreed_on": day(500), "services": [
+        {"service": "job-orientation", "agency_id": "clinic-es"}]})
+
+
+async def reopened_in_protection(j: Journey) -> None:
+    """Closed, then reopened in protection (re-trafficking): the risk assessed again."""
+    await return_to_closure(j)
+    await _reopen(j, "protection")
+    await j.step("risk-assessment", {"level": "high", "threats": [], "assessed_on": day(600)}, headers=j.cw_origin)
+
+
 JOURNEYS: dict[str, Callable[[Journey], Awaitable[None]]] = {
+    "reopened-in-reintegration": reopened_in_reintegration,
+    "reopened-in-protection": reopened_in_protection,
     "residence-to-closure": residence_to_closure,
     "return-to-closure": return_to_closure,
     "pathway-switch": pathway_switch,

@@ -124,6 +124,16 @@ class ReassignOwner(Strict):
     issued_at: datetime | None = None
 
 
+class Reopening(Strict):
+    """A supervisor's reopening of a closed case (re-trafficking, a new need): the stage the journey
+    starts again in (protection or reintegration) and why. A new run of the case workflow starts
+    from the closed run's state with it (``rules.reopening``)."""
+
+    stage: Stage
+    reason: ShortText
+    actor: Actor
+
+
 class CommandResult(Strict):
     """What an update returns: the case's new version and the task it created or changed."""
 

@@ -202,6 +202,7 @@ class JourneyState(Strict):
     closure_rejections: int = 0
     closure_reason: ClosureReason | None = None
     closed_at: datetime | None = None
+    reopenings: int = 0  # how often the case was reopened after its closure (rules.reopening)
 
     tasks: dict[str, TaskState] = Field(default_factory=dict)
     # The last commands applied, by Temporal update id, with what they returned: Temporal drops a

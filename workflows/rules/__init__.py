@@ -34,6 +34,7 @@ from workflows.rules.registry import (
     open_items,
 )
 from workflows.rules.reintegration import assess_sustainability
+from workflows.rules.reopening import REOPEN_STAGES, apply_reopen, check_reopen
 from workflows.rules.stall import evaluate_stall, next_deadline, stall_reasons
 from workflows.rules.steps import allowed_steps, apply_step, check_step, parse_body, why_not
 from workflows.rules.task_actions import agency_needs, apply_task, check_task, service_country
@@ -49,6 +50,9 @@ from workflows.rules.view import case_agencies, hands_over, project, project_cha
 from workflows.rules.voluntary_return import ORIGIN_SERVICES
 
 __all__ = [
+    "REOPEN_STAGES",
+    "apply_reopen",
+    "check_reopen",
     "IMMEDIATE_SERVICES",
     "ORIGIN_SERVICES",
     "STAGE_SERVICES",

@@ -1,6 +1,6 @@
 """Blind indexes of the person vault (issue 14): search by name, birth date or identity number, and
 duplicates at opening, by keyed hashes only. Cases opened before it are indexed by
-``reintegration reindex-persons`` (the hashes need the keyring, which a migration does not hold).
+``reintegration db upgrade`` and at the API's start (the hashes need the keyring, which a migration does not hold).
 
 Revision ID: 0006
 Revises: 0005
