@@ -49,9 +49,9 @@ from api.languages import N_
 from api.pagination import Cursor, Keyset, Limit, page
 from api.schemas import Page
 from reintegration import documents
-from reintegration.blobs import BlobStore
+from reintegration.blobs import STORE_ERRORS, BlobStore
 from reintegration.crypto import DataKey
-from reintegration.db import CaseRecord, DocumentRecord, TaskRecord, aware
+from reintegration.db import CaseRecord, DocumentRecord, PersonRecord, TaskRecord, aware
 from reintegration.settings import Settings
 from reintegration.tokens import Claims
 from workflows.model import Role
@@ -152,6 +152,14 @@ def _prepare(
     return case, task, None, key
 
 
+def _still_open(session: Session, case_id: str) -> None:
+    """The case as it is now (locked where the database can): an upload that outlived the case's
+    closure or erasure while it streamed is not recorded."""
+    case = session.exec(select(CaseRecord).where(col(CaseRecord.case_id) == case_id).with_for_update()).first()
+    if case is None or case.status == "closed" or session.get(PersonRecord, case_id) is None:
+        raise Conflict(N_("the case is closed: documents can no longer be added to it"), allowed_steps=[])
+
+
 def _record(
     session: Session,
     auditor: Auditor,
@@ -163,6 +171,7 @@ def _record(
     kind: documents.DocumentKind,
     stored: documents.Stored,
 ) -> DocumentRecord:
+    _still_open(session, case.case_id)
     record = DocumentRecord(
         document_id=document_id,
         case_id=case.case_id,
@@ -201,8 +210,8 @@ async def _upload(
     """The upload of ``body`` (the request's own body unless given: the workspace's form gives the
     file's part of it)."""
     declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > settings.document_max_bytes:
-        raise PayloadTooLarge(settings.document_max_bytes)
+    if body is None and declared.isascii() and declared.isdigit() and int(declared) > settings.document_max_bytes:
+        raise PayloadTooLarge(settings.document_max_bytes)  # (a form's length counts its other fields too)
     document_id = _document_id(user, key)
     case, task, existing, case_key = await anyio.to_thread.run_sync(
         _prepare, session, user, case_id, task_id, document_id
@@ -237,7 +246,7 @@ async def _upload(
         raise UnsupportedMediaType(N_("a document is taken as PDF, JPEG or PNG, told by its content")) from None
     except documents.Refused:
         raise Unprocessable(N_("the document could not be read")) from None
-    except OSError as exc:
+    except STORE_ERRORS as exc:
         log.error("document store unavailable", error=type(exc).__name__)
         raise Unavailable(N_("the document store is unavailable; nothing was stored")) from None
     try:
@@ -379,7 +388,12 @@ def prepare_download(
     session: Session, user: Claims, auditor: Auditor, store: BlobStore, document_id: str
 ) -> tuple[DocumentRecord, DataKey]:
     record = reachable_document(session, user, document_id)
-    if not store.exists(record.blob_key):
+    try:
+        kept = store.exists(record.blob_key)
+    except STORE_ERRORS as exc:
+        log.error("document store unavailable", error=type(exc).__name__)
+        raise Unavailable(N_("the document store is unavailable; try again in a moment")) from None
+    if not kept:
         raise NotFound(N_("the document's content is no longer kept"))
     key = keyring_of(session).case_key(record.case_id)
     # Audited before a byte leaves; no row, no document (503).

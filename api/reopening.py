@@ -22,7 +22,8 @@ from temporalio.client import (
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.service import RPCError
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.audit import Entry
 from api.cases import CaseId, _respond
@@ -121,14 +122,21 @@ async def reopen_case(
             CaseRun(state=state, reopening=reopening),
             id=ids.workflow_id(case_id),
             task_queue=p.settings.temporal_task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            # A run already running (another reopening at the same moment) is not this one's.
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         )
         try:
             await p.client.execute_update_with_start_workflow(  # type: ignore[unused-coroutine]  # as open_case
                 CaseWorkflow.opened, start_workflow_operation=start, rpc_timeout=commands.UPDATE_TIMEOUT
             )
-        except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        except WorkflowAlreadyStartedError:
+            raise Conflict(N_("the case is being reopened already"), allowed_steps=[]) from None
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.ALREADY_EXISTS:
+                raise Conflict(N_("the case is being reopened already"), allowed_steps=[]) from None
+            raise Unavailable(N_("Temporal is unavailable; retry with the same Idempotency-Key")) from None
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
             raise Unavailable(N_("Temporal is unavailable; retry with the same Idempotency-Key")) from None
         return await p.db(_respond, response, p.session, case_id, p.settings)
 

@@ -26,6 +26,18 @@ READ_CHUNK = 256 * 1024
 S3_PART = 8 * 1024 * 1024  # S3's parts are at least 5 MiB (the last excepted)
 
 
+def _store_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # pragma: no cover - boto3 is a dependency
+        return (OSError,)
+    return (OSError, BotoCoreError, ClientError)
+
+
+# What a store raises when it cannot be reached or refuses (the API answers 503: nothing stored).
+STORE_ERRORS = _store_errors()
+
+
 class BlobMissing(Exception):
     """No blob under that key (deleted with its case, or never stored whole)."""
 
@@ -140,7 +152,10 @@ class S3BlobStore:
                 Bucket=self.bucket, Key=name, UploadId=upload, MultipartUpload={"Parts": parts}
             )
         except BaseException:
-            self.client.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload)
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload)
+            except STORE_ERRORS:
+                pass  # the original error matters; a lifecycle rule aborts what is left (README)
             raise
         return size
 
@@ -170,8 +185,10 @@ class S3BlobStore:
 
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._name(key))
-        except ClientError:
-            return False
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
         return True
 
 

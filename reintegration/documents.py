@@ -164,9 +164,16 @@ async def store_upload(
     stored: list[int] = []
     failed: list[BaseException] = []
 
+    abandoned = threading.Event()  # the request is gone (cancelled): the writer gives up, storing nothing
+
     def chunks() -> Iterator[bytes]:
         while True:
-            item = passing.get()
+            try:
+                item = passing.get(timeout=0.5)
+            except queue.Empty:
+                if abandoned.is_set():
+                    raise Refused() from None
+                continue
             if item is _END:
                 return
             if isinstance(item, BaseException):
@@ -184,12 +191,12 @@ async def store_upload(
     writer.start()
 
     async def give(item: object) -> None:
-        while writer.is_alive():
+        while writer.is_alive():  # never blocking the event loop: the queue is tried, not waited on
             try:
-                passing.put(item, timeout=0.05)
+                passing.put_nowait(item)
                 return
             except queue.Full:
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.005)
 
     try:
         await give(bytes(first))
@@ -201,8 +208,10 @@ async def store_upload(
                 await give(chunk)
         await give(_END)
     except BaseException as exc:
-        await give(exc if isinstance(exc, Exception) else Refused())
-        await asyncio.to_thread(writer.join)
+        abandoned.set()
+        if isinstance(exc, Exception):
+            await give(exc)
+            await asyncio.to_thread(writer.join)
         raise
     await asyncio.to_thread(writer.join)
     if failed:

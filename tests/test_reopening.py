@@ -4,6 +4,7 @@ erasure, nor after the person withdrew consent."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from temporalio.worker import Replayer
@@ -129,3 +130,17 @@ async def test_a_supervisor_reopens_a_case_from_its_page(stack):
     finally:
         await supervisor.aclose()
         await caseworker_.aclose()
+
+
+async def test_two_reopenings_at_once_reopen_once(stack):
+    j = await closed_case(stack)
+    others = stack.auth("supervisor", "sup-2")
+    answers = await asyncio.gather(
+        stack.http.post(
+            f"/v1/cases/{j.case_id}/reopen", json={"stage": "reintegration", "reason": "a"}, headers=j.supervisor
+        ),
+        stack.http.post(f"/v1/cases/{j.case_id}/reopen", json={"stage": "protection", "reason": "b"}, headers=others),
+    )
+    assert sorted(r.status_code for r in answers) == [200, 409], [r.text for r in answers]
+    case = await j.get()
+    assert case["status"] == "active" and [e["name"] for e in case["timeline"]].count("reopened") == 1

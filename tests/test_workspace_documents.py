@@ -105,3 +105,27 @@ async def test_a_partner_adds_a_document_to_its_task_and_another_agency_cannot_f
     finally:
         await shelter.aclose()
         await clinic.aclose()
+
+
+async def test_a_form_cut_short_or_malformed_stores_nothing(stack):
+    j = Journey(stack)
+    await j.open()
+    me = await caseworker(stack)
+    page = f"/workspace/cases/{j.case_id}"
+    action = f"{page}/documents"
+    try:
+        token = csrf_token(await me.page(page))
+        head = (
+            f'--XyZ\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n{token}\r\n'
+            '--XyZ\r\nContent-Disposition: form-data; name="kind"\r\n\r\nother\r\n'
+            '--XyZ\r\nContent-Disposition: form-data; name="document"; filename="a.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        before = blob_keys(stack)
+        multipart = {"content-type": "multipart/form-data; boundary=XyZ"}
+        for body in (head + PNG + b"\x00" * 70_000, head + PNG + b"\r\n--XyZ\r\nnot a header\r\n\r\n"):
+            r = await me.http.post(action, content=body, headers=multipart)  # no closing boundary / malformed
+            assert (r.status_code, r.headers.get("location")) == (303, f"{page}?refused=422"), r.text[:500]
+        assert blob_keys(stack) == before and records(stack, j.case_id) == 0
+    finally:
+        await me.aclose()

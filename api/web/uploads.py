@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from reintegration.documents import Refused
+
 MAX_FIELD = 4096  # a small field's bytes at most (a token, a kind)
 MAX_FIELDS = 8
 
 
-class BadForm(Exception):
-    """Not a form this page sent: no boundary, fields out of order, a field too long."""
+class BadForm(Refused):
+    """Not a form this page sent: no boundary, fields out of order, a field too long, cut short."""
 
 
 @dataclass
@@ -105,7 +107,10 @@ async def read_form_upload(request: Request, *, file_field: str) -> tuple[dict[s
         except StopAsyncIteration:
             ended = True
             return
-        parser.write(chunk)
+        try:
+            parser.write(chunk)
+        except ValueError:  # python-multipart's MultipartParseError: not a well-formed form
+            raise BadForm("malformed") from None
         if state.error is not None:
             raise BadForm(state.error)
 
@@ -118,8 +123,10 @@ async def read_form_upload(request: Request, *, file_field: str) -> tuple[dict[s
         while True:
             while state.chunks:
                 yield state.chunks.popleft()
-            if state.file_done or ended:
+            if state.file_done:
                 return
+            if ended:  # the body ended before the file's closing boundary: a document cut short
+                raise BadForm("cut short")
             await feed()
 
     return dict(state.fields), file()

@@ -39,6 +39,8 @@ def test_a_closed_case_reopens_in_the_chosen_stage(stage: Stage) -> None:
         assert state.risk_assessed_on == before.risk_assessed_on
         assert Step.reintegration_plan.value in rules.allowed_steps(state)
     assert rules.open_items(state)  # something is due again
+    # ...and nothing is overdue yet: the deadlines count from the reopening, not the identification.
+    assert rules.evaluate_stall(state, case.now, case.new_id) == [] and state.stall == []
 
 
 def test_reopening_is_refused_where_it_must_be() -> None:

@@ -203,6 +203,9 @@ class JourneyState(Strict):
     closure_reason: ClosureReason | None = None
     closed_at: datetime | None = None
     reopenings: int = 0  # how often the case was reopened after its closure (rules.reopening)
+    # Reopened in protection: the day the protection steps' deadlines count from again (else the
+    # identification's).
+    protection_from: date | None = None
 
     tasks: dict[str, TaskState] = Field(default_factory=dict)
     # The last commands applied, by Temporal update id, with what they returned: Temporal drops a

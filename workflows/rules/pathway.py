@@ -91,5 +91,5 @@ def open_items(state: JourneyState) -> list[OpenItem]:
     """The decision is due by the end of the reflection period."""
     if state.stage != Stage.pathway:
         return []
-    identified = state.identified_on
+    identified = state.protection_from or state.identified_on  # or the reopening's day
     return [step_item(Step.pathway, identified + timedelta(days=state.config.reflection_days), since=identified)]

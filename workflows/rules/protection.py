@@ -206,7 +206,8 @@ def open_items(state: JourneyState) -> list[OpenItem]:
     within the guarantee's days, a minor's guardian within the reflection period."""
     if state.stage not in PROTECTION_STAGES:
         return []
-    cfg, identified = state.config, state.identified_on
+    # Counted from the identification, or from the reopening that asked them again (``rules.reopening``).
+    cfg, identified = state.config, state.protection_from or state.identified_on
     items = []
     if state.risk_level is None:
         items.append(

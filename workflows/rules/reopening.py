@@ -58,6 +58,7 @@ def apply_reopen(state: JourneyState, cmd: Reopening, now: datetime, new_id: New
         state.receiving_caseworker = None
         state.residence_applied_on = state.appeal_filed_on = state.permit_valid_until = None
         state.residence_decisions = []
+        state.protection_from = now.date()  # their deadlines count from today, not the identification
         _new_reintegration(state, None)
     else:  # a new need: a new plan, its services and visits
         _new_reintegration(state, now)
