@@ -183,3 +183,48 @@ async def test_notes_are_written_on_the_case_page_and_the_task_page_at_phone_wid
         assert width <= PHONE["width"], f"the task page scrolls sideways at phone width ({width} px)"
     r = await stack.http.get(f"/v1/cases/{j.case_id}/notes", headers=j.cw)
     assert [n["text"] for n in r.json()["items"]] == ["Lit prêt ce soir.", "Called her: settled at the shelter."]
+
+
+async def test_the_case_file_pages_pass_axe_at_phone_width(stack, browser, tmp_path):
+    """Issue 14's pages in a browser: a document chosen and uploaded through the file input, the notes
+    page, Find a case with its results, the intake's possible duplicates, and a supervisor reopening a
+    closed case; axe on each, nothing wider than a phone."""
+    j = Journey(stack)
+    await j.open()
+    scan = tmp_path / "scan.png"
+    scan.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    async with visit(browser, stack.base_url, "case-file-phone", viewport=PHONE) as person:
+        await person.sign_in("caseworker", "cw-es-1", countries="ES")
+        await person.goto(f"/workspace/cases/{j.case_id}")
+        await person.page.locator("#documents summary").click()
+        form = person.page.locator(f"form[action='/workspace/cases/{j.case_id}/documents']")
+        await form.locator("[name='kind']").select_option("medical-report")
+        await form.locator("[name='document']").set_input_files(str(scan))
+        await form.locator("button[type=submit]").click()
+        await person.check("document added")
+        assert await person.page.locator("#documents a[download]").count() == 1
+        await person.goto(f"/workspace/cases/{j.case_id}/notes")
+        await person.goto("/workspace/search")
+        await person.page.locator("#search-reference").fill(j.case["reference"])
+        await person.page.locator("form[action='/workspace/search'] button[type=submit]").click()
+        await person.check("search results")
+        assert await person.page.locator(f"a[href='/workspace/cases/{j.case_id}']").count() == 1
+        width = await person.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"the search page scrolls sideways at phone width ({width} px)"
+    r = await stack.http.get(f"/v1/cases/{j.case_id}/documents", headers=j.cw)
+    assert [d["media_type"] for d in r.json()["items"]] == ["image/png"]
+
+    closed = Journey(stack)
+    await closed.open()
+    await closed.to_reintegration_by_residence()
+    await closed.through_reintegration_to_closure()
+    async with visit(browser, stack.base_url, "reopen-phone", viewport=PHONE, language="es") as person:
+        await person.sign_in("supervisor", "sup-browser-2", countries="ES")
+        await person.goto(f"/workspace/cases/{closed.case_id}")
+        section = person.page.locator("section[aria-labelledby='reopen-title']")
+        await section.locator("summary").click()
+        await section.locator("[name='stage']").select_option("reintegration")
+        await section.locator("[name='reason']").fill("Una nueva necesidad.")
+        await section.locator("button[type=submit]").click()
+        await person.check("reopened")
+    assert (await closed.get())["status"] == "active"
