@@ -30,7 +30,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -232,6 +232,9 @@ def install(app: FastAPI, *, charge_unverified: Callable[[Request], None]) -> No
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
     @app.exception_handler(PoolTimeout)  # every connection of the pool busy: as unavailable, for now
+    # A session used again after the database failed under it in the same request (its transaction
+    # could not even be rolled back while the database was away): the same outage, said as such.
+    @app.exception_handler(PendingRollbackError)
     async def _database_down(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable", error=type(exc).__name__)
         return _said(request, 503, N_("Service unavailable"), N_("the database is unavailable"), {"Retry-After": "5"})
