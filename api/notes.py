@@ -9,6 +9,7 @@ before the notes leave: no row, no notes (503).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -158,23 +159,13 @@ async def add_case_note(
     case_id: CaseId, body: NoteCreate, p: Annotated[Pipeline, commands_for(*CASEWORK)]
 ) -> NotePublic | JSONResponse:
     bind_ids(case_id=case_id)
-
-    def replay(stored: dict[str, Any]) -> dict[str, Any]:
-        case_in_scope(p.session, case_id, p.user)  # 404 once the case left the caller's countries
-        return stored
-
-    async def run(note_id: str) -> NotePublic:
-        return await p.db(_add_to_case, p, case_id, note_id, body.text)
-
-    return await p.once(
-        path=f"/v1/cases/{case_id}/notes",
-        request=body.model_dump(mode="json"),
-        run=run,
-        audit=_added,
-        status_code=201,
-        case_id=case_id,
-        replay=replay,
-        audited_in_run=True,
+    return await _once(
+        p,
+        f"/v1/cases/{case_id}/notes",
+        body,
+        case_id,
+        in_scope=lambda: case_in_scope(p.session, case_id, p.user),  # 404 once the case left the caller's countries
+        add=lambda note_id: _add_to_case(p, case_id, note_id, body.text),
     )
 
 
@@ -192,21 +183,41 @@ async def add_task_note(
     task_id: TaskId, body: NoteCreate, p: Annotated[Pipeline, commands_for(*TASK_NOTE_WRITERS)]
 ) -> NotePublic | JSONResponse:
     task = await p.task(task_id)  # 404 outside the caller's scope, before anything is claimed
+    return await _once(
+        p,
+        f"/v1/tasks/{task_id}/notes",
+        body,
+        task.case_id,
+        in_scope=lambda: task_in_scope(p.session, task_id, p.user),  # 404 once no longer the caller's
+        add=lambda note_id: _add_to_task(p, task_id, note_id, body.text),
+    )
+
+
+async def _once(
+    p: Pipeline,
+    path: str,
+    body: NoteCreate,
+    case_id: str,
+    *,
+    in_scope: Callable[[], object],
+    add: Callable[[str], NotePublic],
+) -> NotePublic | JSONResponse:
+    """A note added once per Idempotency-Key (its row written with it); a repeat held to the scope."""
 
     def replay(stored: dict[str, Any]) -> dict[str, Any]:
-        task_in_scope(p.session, task_id, p.user)  # 404 once the task left the caller's agency or countries
+        in_scope()
         return stored
 
     async def run(note_id: str) -> NotePublic:
-        return await p.db(_add_to_task, p, task_id, note_id, body.text)
+        return await p.db(add, note_id)
 
     return await p.once(
-        path=f"/v1/tasks/{task_id}/notes",
+        path=path,
         request=body.model_dump(mode="json"),
         run=run,
         audit=_added,
         status_code=201,
-        case_id=task.case_id,
+        case_id=case_id,
         replay=replay,
         audited_in_run=True,
     )

@@ -9,7 +9,6 @@ transaction. The vault row's version is the ETag (``"person-<n>"``), apart from 
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import date
 from typing import Annotated, Any
@@ -28,9 +27,8 @@ from api.journeys import case_in_scope
 from api.languages import N_
 from api.schemas import GENDERS, Person, PersonView
 from reintegration import person_index
-from reintegration.crypto import ERASED
 from reintegration.db import PersonRecord
-from reintegration.persons import PURPOSE
+from reintegration.persons import opened_person, sealed_person
 from reintegration.tokens import Claims
 from workflows.model import CountryCode, Day, ShortText, Strict
 
@@ -88,12 +86,10 @@ def _version_in(if_match: str) -> int:
 def _stored(session: Session, case_id: str) -> tuple[PersonRecord, dict[str, Any]]:
     """The vault row and the person it holds; ``409`` once it was erased (or never kept)."""
     record = session.get(PersonRecord, case_id)
-    if record is None:
+    person = opened_person(keyring_of(session), record) if record is not None else None
+    if record is None or person is None:
         raise Conflict(N_("the person's data of this case was erased"), allowed_steps=[])
-    plain = keyring_of(session).open(case_id, record.payload, purpose=PURPOSE)
-    if plain == ERASED:
-        raise Conflict(N_("the person's data of this case was erased"), allowed_steps=[])
-    return record, dict(json.loads(plain))
+    return record, person
 
 
 @router.get(
@@ -163,7 +159,7 @@ def correct_person(
     done = session.exec(
         update(PersonRecord)
         .where(col(PersonRecord.case_id) == case_id, col(PersonRecord.version) == expected)
-        .values(payload=keyring.seal(case_id, json.dumps(stored, default=str), purpose=PURPOSE), version=expected + 1)
+        .values(payload=sealed_person(keyring, case_id, stored), version=expected + 1)
     )
     if done.rowcount != 1:  # corrected by someone else between the read and this write
         session.rollback()

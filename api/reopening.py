@@ -15,7 +15,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Response
 from fastapi.responses import JSONResponse
 from pydantic import ConfigDict, Field
-from sqlmodel import Session
 from temporalio.client import (
     WithStartWorkflowOperation,
     WorkflowQueryFailedError,
@@ -55,7 +54,8 @@ class ReopenCase(Strict):
     reason: ShortText
 
 
-def _reopenable(session: Session, p: Pipeline, case_id: str) -> None:
+def _reopenable(p: Pipeline, case_id: str) -> None:
+    session = p.session
     record = case_in_scope(session, case_id, p.user)
     if record.status != "closed":
         raise Conflict(N_("only a closed case is reopened"), allowed_steps=record.allowed_steps)
@@ -110,7 +110,7 @@ async def reopen_case(
     await p.case(case_id)  # 404 outside the caller's scope, before anything is claimed
 
     async def run(_: str) -> CasePublic:
-        await p.db(_reopenable, p.session, p, case_id)
+        await p.db(_reopenable, p, case_id)
         state = await _closed_state(p, case_id)
         reopening = Reopening(stage=body.stage, reason=body.reason, actor=p.actor)
         try:

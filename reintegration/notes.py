@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, and_, delete, or_
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col
 
 from reintegration.crypto import ERASED, Keyring
 from reintegration.db import NoteRecord, aware
@@ -98,8 +98,6 @@ def partner_may_read(agency: str) -> ColumnElement[bool]:
     )
 
 
-def erase_notes(session: Session, case_id: str) -> int:
+def erase_notes(session: Session, case_id: str) -> None:
     """Delete every note of the case (the erasure; its key is destroyed in the same transaction)."""
-    found = len(session.exec(select(col(NoteRecord.note_id)).where(col(NoteRecord.case_id) == case_id)).all())
     session.execute(delete(NoteRecord).where(col(NoteRecord.case_id) == case_id))
-    return found

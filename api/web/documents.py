@@ -19,7 +19,7 @@ from api.errors import ApiProblem, Forbidden, NotFound
 from api.web import sessions
 from api.web.case_view import case_path
 from api.web.context import WebDep, same_origin
-from api.web.refusals import refused_page, see
+from api.web.refusals import form_key, refused_page, see
 from api.web.upload_words import UPLOAD_REFUSED
 from api.web.uploads import BadForm, read_form_upload
 from reintegration.documents import DocumentKind
@@ -35,8 +35,7 @@ async def _form(request: Request, web: WebDep) -> tuple[DocumentKind | None, str
     same_origin(request)
     fields, file = await read_form_upload(request, file_field=FILE_FIELD)
     sessions.check_csrf(web.record, fields.get("csrf_token"))
-    key = fields.get("idempotency_key")
-    key = key if key and re.fullmatch(IDENTIFIER, key) else None
+    key = form_key(fields)  # the form's own key (a fresh one if it came without a usable one)
     try:
         kind = DocumentKind(fields.get("kind", ""))
     except ValueError:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -16,7 +17,7 @@ from api.deps import IDENTIFIER
 from api.errors import ApiProblem
 from api.web.case_view import may
 from api.web.context import Web
-from api.web.forms import Raw, new_key
+from api.web.forms import new_key
 
 
 @dataclass
@@ -79,7 +80,7 @@ def see(path: str, **params: str) -> RedirectResponse:
     return RedirectResponse(path + (f"?{urlencode(params)}" if params else ""), status_code=303)
 
 
-def form_key(posted: Raw) -> str:
+def form_key(posted: Mapping[str, Any]) -> str:
     """The form's own idempotency key (a fresh one if it came without a usable one)."""
     key = posted.get("idempotency_key")
     return key if isinstance(key, str) and re.fullmatch(IDENTIFIER, key) else new_key()
