@@ -10,10 +10,13 @@ import httpx
 import structlog
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.delivery import DeliveryActivities
+from activities.mail import MailActivities
 from activities.notifications import LogChannel, NotificationActivities, WebhookChannel
 from activities.read_model import ReadModelActivities
 from reintegration import heap
@@ -26,10 +29,14 @@ from reintegration.temporal import connect
 from reintegration.webhooks import delivery_client
 from workflows.case import CaseWorkflow
 from workflows.delivery import (
+    DIGEST_WORKFLOW_ID,
+    MailNotificationWorkflow,
+    NotificationDigestWorkflow,
     SupervisorNotificationWorkflow,
     TaskDeliveryWorkflow,
     WebhookVerificationWorkflow,
 )
+from workflows.model import DigestRun
 from workflows.stages import ALL_WORKFLOWS
 
 log = structlog.get_logger("worker")
@@ -59,6 +66,7 @@ def build_worker(
             "retry_initial_seconds": settings.delivery_retry_initial_seconds,
             "retry_max_seconds": settings.delivery_retry_max_seconds,
         },
+        mail=settings.smtp_host is not None,
     )
     delivery = DeliveryActivities(
         engine=engine, keyring=keyring, http=http, client=client, partner_fields=settings.partner_fields
@@ -71,6 +79,7 @@ def build_worker(
         else LogChannel()
     )
     notifications = NotificationActivities(engine=engine, channel=channel)
+    mail = MailActivities(engine=engine, settings=settings)
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
@@ -83,6 +92,8 @@ def build_worker(
             TaskDeliveryWorkflow,
             SupervisorNotificationWorkflow,
             WebhookVerificationWorkflow,
+            MailNotificationWorkflow,
+            NotificationDigestWorkflow,
         ],
         activities=[
             read_model.project_case,
@@ -92,8 +103,27 @@ def build_worker(
             delivery.notify_previous_webhook,
             delivery.send_webhook_verification,
             notifications.notify,
+            mail.send_mail,
+            mail.send_digests,
         ],
     )
+
+
+async def start_digests(client: Client, settings: Settings) -> None:
+    """Start the daily digests' workflow unless it runs (one for the whole system, whichever worker
+    starts it first); a worker with no mail server starts none."""
+    if settings.smtp_host is None:
+        return
+    try:
+        await client.start_workflow(
+            NotificationDigestWorkflow.run,
+            DigestRun(hour=settings.digest_hour, retry_max_seconds=settings.delivery_retry_max_seconds),
+            id=DIGEST_WORKFLOW_ID,
+            task_queue=settings.temporal_task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:
+        pass
 
 
 async def main() -> None:
@@ -112,6 +142,7 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    await start_digests(client, settings)
     heap.settle()
     log.info("worker started", task_queue=settings.temporal_task_queue, namespace=settings.temporal_namespace)
     async with worker:

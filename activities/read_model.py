@@ -18,7 +18,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
-from reintegration import agencies
+from reintegration import agencies, inbox
 from reintegration.crypto import Keyring
 from reintegration.projection import write_projection
 from workflows import ids
@@ -43,9 +43,11 @@ class ReadModelActivities:
         client: Client | None = None,
         task_queue: str = "",
         delivery: dict[str, float] | None = None,
+        mail: bool = False,
     ) -> None:
         self._engine, self._keyring, self._client, self._task_queue = engine, keyring, client, task_queue
         self._delivery = delivery or {}
+        self._mail = mail  # a mail server is configured: people who chose e-mail are sent one
 
     @activity.defn(name=ActivityName.CHECK_AGENCIES)
     async def check_agencies(self, request: AgencyNeeds) -> str:
@@ -76,7 +78,9 @@ class ReadModelActivities:
             raise ApplicationError(
                 "a workflow may project only the case its id names", type="WrongCase", non_retryable=True
             )
-        write = asyncio.ensure_future(asyncio.to_thread(write_projection, self._engine, projection, self._keyring))
+        write = asyncio.ensure_future(
+            asyncio.to_thread(write_projection, self._engine, projection, self._keyring, mail=self._mail)
+        )
         # Cancelled (the worker stops, the workflow was terminated), the write still finishes in its
         # thread: its outcome is retrieved here, so a failure is never logged with the driver's text.
         write.add_done_callback(lambda done: done.cancelled() or done.exception())
@@ -97,11 +101,13 @@ class ReadModelActivities:
         if self._client is None:
             return
         request = message.model_copy(update=self._delivery)
-        notify = request.event == "supervision.notify"
-        kind = "notify" if notify else "delivery"
+        workflow, kind = {
+            "supervision.notify": ("SupervisorNotification", "notify"),
+            inbox.MAIL_EVENT: ("MailNotification", "mail"),
+        }.get(request.event, ("TaskDelivery", "delivery"))
         try:
             await self._client.start_workflow(
-                "SupervisorNotification" if notify else "TaskDelivery",
+                workflow,
                 request,
                 # Named after the case, so its payloads are encrypted with the case's key.
                 id=ids.message_workflow_id(request.case_id, kind, request.delivery_id),

@@ -22,6 +22,7 @@ from temporalio.client import Client
 from api.errors import Forbidden, Unauthorized, Unavailable
 from api.languages import N_
 from api.limits import RateLimits, client_key, subject_key
+from reintegration import directory
 from reintegration.crypto import Keyring
 from reintegration.settings import Settings
 from reintegration.tokens import Claims, InvalidToken, Verifier, VerifierUnavailable
@@ -96,6 +97,29 @@ class VerifiedTokens:
             self._claims.move_to_end(token)
             while len(self._claims) > self.max_tokens:
                 self._claims.popitem(last=False)
+
+
+class SignedIn:
+    """The callers this process has recorded in the users' directory (``reintegration.directory``):
+    the first request of each (or after their token's role, countries or agency changed) records
+    the sign-in; the others write nothing. Thread-safe; per process; bounded."""
+
+    def __init__(self, max_users: int = 100_000) -> None:
+        self._seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_users = max_users
+
+    def first(self, claims: Claims) -> bool:
+        with self._lock:
+            return directory.seen_key(claims) not in self._seen
+
+    def record(self, engine: Engine, claims: Claims) -> None:
+        with Session(engine) as session:
+            directory.record_sign_in(session, claims)
+        with self._lock:
+            self._seen[directory.seen_key(claims)] = None
+            while len(self._seen) > self.max_users:
+                self._seen.popitem(last=False)
 
 
 def token_expiry(token: str) -> float | None:
@@ -176,6 +200,9 @@ async def current_user(
     request.state.rate_charged = True  # charged here, one way or the other (see AnonymousRateLimit)
     limits.charge(subject_key(claims.sub))
     request.state.claims = claims  # for the access log
+    signed_in: SignedIn = request.app.state.signed_in
+    if signed_in.first(claims):
+        await anyio.to_thread.run_sync(signed_in.record, request.app.state.engine, claims)
     structlog.contextvars.bind_contextvars(sub=claims.sub, role=claims.role.value)
     return claims
 

@@ -33,6 +33,8 @@ from api import (
     steps,
     supervision,
     tasks,
+    users,
+    worklist,
 )
 from api.access_log import RequestContext, bind_route
 from api.schemas import Problem
@@ -95,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(bind_route)],
     )
     app.state.verified_tokens = deps.VerifiedTokens(ttl_seconds=settings.verified_token_seconds)
+    app.state.signed_in = deps.SignedIn()
     app.state.rate_limits = limits.RateLimits.share_of(
         per_minute=settings.rate_limit_per_minute,
         burst=settings.rate_limit_burst,
@@ -110,6 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit_api.router)
     app.include_router(exports.router)
     app.include_router(notes.router)
+    app.include_router(users.router)
+    app.include_router(worklist.router)
     app.include_router(documents.router)
     app.include_router(links.router)
     app.include_router(person.router)

@@ -18,6 +18,7 @@ from api.languages import N_
 from api.pipeline import IfMatch, Pipeline, commands_for
 from api.schemas import CasePublic, TaskPublic
 from api.tasks import task_public
+from api.users import known_owner
 from reintegration import agencies
 from reintegration.db import CaseRecord, TaskRecord
 from reintegration.settings import Settings
@@ -74,6 +75,8 @@ async def _record(
         if step.value in case.allowed_steps:  # otherwise the workflow answers 409 before agencies matter
             items = payload.get("measures", []) + payload.get("services", [])
             await p.db(_resolve_agencies, p.session, p.settings, case, items)
+            if step == Step.travel_plan:  # the case goes to this caseworker of the country of origin
+                await p.db(known_owner, p.session, payload["receiving_caseworker"], case.origin_country)
         # The workflow checks the version again: two writers with the same ETag cannot both succeed.
         await p.send(case_id, "step", StepCommand(step=step, body=payload, actor=p.actor, expected_version=expected))
         return await p.db(_respond, response, p.session, case_id, p.settings)

@@ -31,6 +31,7 @@ from api.journeys import utcnow
 from api.pagination import Cursor, Keyset, Limit, page
 from api.pipeline import Pipeline, commands_for
 from api.schemas import CasePublic, Owner, Page, StallReasonView
+from api.users import known_owner
 from reintegration.db import CaseRecord, ReadModelChanges, StageVisitRecord, TaskRecord, aware
 from reintegration.tokens import Claims
 from workflows.model import OPEN_TASK_STATUS_VALUES, ReassignOwner, Role, Stage, Strict
@@ -322,9 +323,10 @@ async def reassign_case(
 async def reassign(p: Pipeline, case_id: str, body: ReassignCase, response: Response) -> CasePublic | JSONResponse:
     """Give the case to another caseworker (a supervisor's command; the caller's role is checked by
     the route or the page); the case as it is after it."""
-    await p.case(case_id)
+    case = await p.case(case_id)
 
     async def run(_: str) -> CasePublic:
+        await p.db(known_owner, p.session, body.caseworker, case.owner_country)
         command = ReassignOwner(caseworker=body.caseworker, reason=body.reason, actor=p.actor)
         await p.send(case_id, "reassign_owner", command)
         return await p.db(_respond, response, p.session, case_id, p.settings)

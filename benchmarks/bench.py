@@ -62,10 +62,11 @@ from temporalio.common import WorkflowIDConflictPolicy
 from api.supervision import compute_summary
 from benchmarks.bare_temporal import TASK_QUEUE as BARE_TASK_QUEUE
 from benchmarks.bare_temporal import BareCommand, BareJourney, BareJourneyInput
+from reintegration import directory
 from reintegration.db import make_engine
 from reintegration.settings import Settings
 from reintegration.temporal import connect, dev_server_command
-from reintegration.tokens import mint
+from reintegration.tokens import Claims, mint
 from tests.conftest import Stack
 from tests.journey import Journey
 from workflows.ids import case_workflows_query
@@ -249,6 +250,7 @@ class Caller:
     ) -> None:
         self.settings, self.http = settings, http
         self._tokens = tokens if tokens is not None else {}
+        self._engine: Any = None
 
     def auth(
         self, role: str, sub: str, *, agency: str | None = None, countries: list[str] | tuple[str, ...] | None = ("*",)
@@ -257,6 +259,11 @@ class Caller:
         key = (role, sub, agency, tuple(scope) if scope is not None else None)
         if key not in self._tokens:
             self._tokens[key] = mint(self.settings, role=Role(role), sub=sub, agency=agency, countries=scope)
+            # A token minted is a user signed in: the directory knows them (a travel plan names them).
+            if self._engine is None:
+                self._engine = make_engine(self.settings)
+            with Session(self._engine) as session:
+                directory.record_sign_in(session, Claims(sub=sub, role=Role(role), agency=agency, countries=scope))
         return {"Authorization": f"Bearer {self._tokens[key]}"}
 
 

@@ -286,6 +286,56 @@ class NotificationRecord(SQLModel, table=True):
     sent_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
+class UserRecord(SQLModel, table=True):
+    """The directory of the system's users (``reintegration/directory.py``): who may be given a case or
+    told of something. Role, countries and agency come from each sign-in (the identity provider is
+    their source); an admin may add a user before their first sign-in, set their e-mail address and
+    deactivate them. Staff only: no case's data, never a victim's."""
+
+    __tablename__ = "users"
+
+    user_id: str = Field(primary_key=True, max_length=200)
+    role: str = Field(max_length=16, index=True)
+    countries: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    agency: str | None = Field(default=None, max_length=100, index=True)
+    email: str | None = Field(default=None, max_length=320)
+    language: str = Field(default="en", max_length=8)
+    notify: str = Field(default="email", max_length=16)  # email (at once), digest (daily), none
+    active: bool = True
+    created_by: str = Field(max_length=16)  # sign-in, admin
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    signed_in_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class UserNotificationRecord(SQLModel, table=True):
+    """One notification to one user (``reintegration/inbox.py``): the in-app inbox, and the state of
+    its e-mail. Written by the projection in the case's own transaction, once per event and user.
+    Facts only (a case reference, a service, a stage): never personal data or a note."""
+
+    __tablename__ = "user_notifications"
+    __table_args__ = (
+        Index("ix_user_notifications_user_order", "user_id", "created_at", "notification_id"),
+        Index("ix_user_notifications_email", "email_status", "user_id"),
+    )
+
+    notification_id: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(max_length=200)
+    event_id: str = Field(max_length=64)
+    case_id: str = Field(max_length=64, index=True)
+    case_reference: str = Field(max_length=32)
+    kind: str = Field(max_length=32)  # task.assigned, case.handed-over, supervision.stalled...
+    task_id: str | None = Field(default=None, max_length=64)
+    facts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    read_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # pending (an e-mail to send at once), sent, digest (in the next daily digest), none (no e-mail)
+    email_status: str = Field(default="none", max_length=16)
+    email_attempts: int = 0
+    emailed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    digest_id: str | None = Field(default=None, max_length=64)
+
+
 class IdempotencyRecord(SQLModel, table=True):
     """A request made with an ``Idempotency-Key``: its fingerprint and, once done, its response."""
 
@@ -428,6 +478,8 @@ __all__ = [
     "Session",
     "TaskRecord",
     "TimelineRecord",
+    "UserNotificationRecord",
+    "UserRecord",
     "WebSessionRecord",
     "keyring_from_settings",
     "metadata",

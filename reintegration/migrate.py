@@ -45,7 +45,16 @@ AFTER_BASELINE = {
 } | {("persons", "version")}
 # Tables that later revisions add, likewise.
 AFTER_BASELINE_TABLES = frozenset(
-    {"web_sessions", "read_model_changes", "case_notes", "person_index", "case_links", "documents"}
+    {
+        "web_sessions",
+        "read_model_changes",
+        "case_notes",
+        "person_index",
+        "case_links",
+        "documents",
+        "users",
+        "user_notifications",
+    }
 )
 ADVISORY_LOCK = 7_310_442_118  # pg_advisory_lock key of the project's migrations
 

@@ -14,6 +14,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import col
 
+from reintegration import inbox
 from reintegration.crypto import FREE_TEXT_KEYS, Keyring
 from reintegration.db import (
     AgencyRecord,
@@ -106,13 +107,15 @@ def assignment_delivery_id(task_id: str, assignment: int) -> str:
 
 
 def write_projection(
-    engine: Engine, projection: Projection, keyring: Keyring, *, all_tasks: bool = False
+    engine: Engine, projection: Projection, keyring: Keyring, *, all_tasks: bool = False, mail: bool = False
 ) -> list[DeliveryRequest]:
     """Write the projection in one transaction, with an outbox row per message to a webhook agency.
 
     Free text (notes, reasons, references) is sealed with the case's key on the way in. With
     ``all_tasks`` every task of the case is written, not only those this change touched: what
     ``reintegration reconcile --repair`` uses to rewrite a case's rows from its workflow's state.
+    With ``mail`` (a mail server is configured) the people told of the events who chose e-mail at
+    once get one (``reintegration/inbox.py``); without it, the inbox and the digests only.
     """
     state = projection.state
 
@@ -121,6 +124,12 @@ def write_projection(
 
     messages: list[DeliveryRequest] = []
     with engine.begin() as conn:
+        # Whose the case was before this change: the sending caseworker of a hand-over is told too.
+        previous_owner = (
+            conn.scalar(select(col(CaseRecord.owner_caseworker)).where(col(CaseRecord.case_id) == state.case_id))
+            if any(ev.kind == "case" and ev.name == "handed-over" for ev in projection.events)
+            else None
+        )
         _upsert(conn, CaseRecord, CaseRecord.case_id, state.case_id, state.version, seal(case_values(projection)))
         # Only the tasks this change touched (``rules.touched_tasks``; the workflow sends no others).
         tasks = state.tasks if all_tasks else rules.touched_tasks(state, projection.events)
@@ -148,7 +157,9 @@ def write_projection(
             if rows:
                 conn.execute(insert(TimelineRecord), rows)
         _record_stage_visits(conn, projection)
-        notifications = _record_notifications(conn, projection)
+        notifications = _record_notifications(conn, projection) + inbox.record(
+            conn, projection, previous_owner, mail=mail
+        )
         for message in delivery_messages(projection):
             webhook = conn.scalar(
                 select(col(AgencyRecord.webhook_url)).where(col(AgencyRecord.agency_id) == message.agency_id)

@@ -271,12 +271,28 @@ class Settings(BaseSettings):
     # {"PT": "supervision-pt@example.org"}. A country without one: "the supervisors in <country>".
     office_contacts: dict[str, str] = Field(default_factory=dict)
 
+    # E-mail to people (reintegration/mail.py): the SMTP server that sends the notifications; none
+    # without a host (the in-app inbox only). "starttls" upgrades a plain connection, "tls" connects
+    # over TLS from the start (port 465), "none" sends in clear (a local relay only: production
+    # refuses it with credentials). The password from a file, never as a value.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password_file: Path | None = None
+    smtp_timeout_seconds: float = Field(default=20.0, gt=0)
+    mail_from: str = "Reintegration Orchestrator <notifications@localhost>"
+    # The hour (UTC, 0-23) at which the daily digests go to those who chose one.
+    digest_hour: int = Field(default=7, ge=0, le=23)
+
     # Delivery of tasks to agencies' webhooks.
     delivery_timeout_seconds: float = 10.0
     delivery_retry_initial_seconds: float = 1.0
     delivery_retry_max_seconds: float = 300.0
 
-    @field_validator("oidc_client_id", "oidc_client_secret_file", mode="before")
+    @field_validator(
+        "oidc_client_id", "oidc_client_secret_file", "smtp_host", "smtp_username", "smtp_password_file", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # docker-compose passes an unset variable as "" (and Path("") would be the current folder).
@@ -329,6 +345,10 @@ class Settings(BaseSettings):
                 problems.append("REINTEGRATION_OIDC_ISSUER must be an https:// address for the workspace's sign-in")
             if not self.public_url.startswith("https://"):
                 problems.append("REINTEGRATION_PUBLIC_URL must be the workspace's https:// address")
+        if self.smtp_host and self.smtp_security == "none" and self.smtp_username:
+            problems.append(
+                "REINTEGRATION_SMTP_SECURITY=none would send the SMTP credentials in clear; use starttls or tls"
+            )
         if self.jwt_signing_key_file is not None:
             problems.append(
                 "REINTEGRATION_JWT_SIGNING_KEY_FILE is the development signing key; production accepts OIDC tokens only"

@@ -17,19 +17,21 @@ import httpx
 import psycopg
 import pytest
 import uvicorn
+from sqlmodel import Session
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from api.main import create_app
+from reintegration import directory
 from reintegration.codec import data_converter
 from reintegration.crypto import Keyring
 from reintegration.db import keyring_from_settings, make_engine
 from reintegration.migrate import upgrade_schema
 from reintegration.settings import Settings
 from reintegration.temporal import temporal_cli
-from reintegration.tokens import mint
+from reintegration.tokens import Claims, mint
 from reintegration.webhooks import delivery_client
 from worker import build_worker
 from workflows.model import Role
@@ -102,6 +104,9 @@ class Stack:
         key = (role, sub, agency, tuple(countries) if countries is not None else None)
         if key not in self._tokens:
             self._tokens[key] = mint(self.settings, role=Role(role), sub=sub, agency=agency, countries=countries)
+            # A token minted is a user signed in: the directory knows them (as ``reintegration token``).
+            with Session(self.engine) as session:
+                directory.record_sign_in(session, Claims(sub=sub, role=Role(role), agency=agency, countries=countries))
         return self._tokens[key]
 
     def auth(self, role: str, sub: str, **kw: Any) -> dict[str, str]:

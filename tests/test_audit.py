@@ -89,6 +89,7 @@ async def test_actions_and_reads_of_personal_data_are_recorded_in_order(stack: S
     await j.get()  # no personal data: not a row
     read = await stack.http.get(f"/v1/cases/{j.case_id}", headers=j.cw, params={"include": "person"})
     assert read.json()["person"]["first_name"] == "Maria"
+    stack.token("caseworker", "cw-es-2", countries=["ES"])  # known to the directory
     r = await stack.http.post(f"/v1/cases/{j.case_id}/reassign", json={"caseworker": "cw-es-2"}, headers=j.supervisor)
     assert r.status_code == 200, r.text
     await j.step("departure", {"departed_on": day(2)}, expect=409)  # refused: not a row

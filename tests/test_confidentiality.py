@@ -206,6 +206,7 @@ async def marked_journey(stack: Stack, m: dict[str, str]) -> Journey:
         "residence-application",
         {"filed_on": day(5), "permit_type": "victim-of-trafficking", "authority_reference": m["authref"]},
     )
+    stack.token("caseworker", "cw-es-2", countries=["ES"])  # known to the directory
     r = await stack.http.post(
         f"/v1/cases/{j.case_id}/reassign", headers=j.supervisor, json={"caseworker": "cw-es-2", "reason": m["handover"]}
     )

@@ -13,6 +13,7 @@ from tests.journey import Journey, day
 async def test_a_supervisor_reassigns_a_case_and_caseworkers_may_not(stack):
     j = Journey(stack)
     await j.open()
+    stack.token("caseworker", "cw-es-2", countries=["ES"])  # signed in once: known to the directory
     r = await stack.http.post(f"/v1/cases/{j.case_id}/reassign", json={"caseworker": "cw-es-2"}, headers=j.cw)
     assert r.status_code == 403
     r = await stack.http.post(

@@ -376,6 +376,7 @@ async def test_a_supervisor_reassigns_the_case_and_only_a_supervisor_sees_closur
     case_page = f"/workspace/cases/{journey.case_id}"
     supervisor = await Person(stack).sign_in("supervisor", "sup-web-1", countries="ES,PT")
     person = await caseworker(stack)
+    stack.token("caseworker", "cw-es-2", countries=["ES"])  # known to the directory
     try:
         page = await supervisor.page(case_page)
         assert f'action="{case_page}/reassign"' in page

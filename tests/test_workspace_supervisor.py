@@ -170,6 +170,7 @@ async def test_a_supervisor_reassigns_a_case_from_the_dashboard(stack):
         assert f'name="case_id" maxlength="64" autocomplete="off" value="{j.case_id}"' in html
         action = f"{DASHBOARD}/reassign"
         fields = form_of(html, action)
+        stack.token("caseworker", "cw-pt-2", countries=["PT"])  # known to the directory
         r = await person.http.post(
             action, data={**fields, "case_id": j.case_id, "caseworker": "cw-pt-2", "reason": "cw-pt-web is on leave"}
         )

@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
         ActivityName,
         DeliveryOutcome,
         DeliveryRequest,
+        DigestRun,
         WebhookVerificationRequest,
     )
 
@@ -117,3 +118,52 @@ class WebhookVerificationWorkflow:
             return verified
         except ActivityError:
             return "failed"
+
+
+@workflow.defn(name="MailNotification", sandboxed=False)
+class MailNotificationWorkflow:
+    """One notification's e-mail to one person, retried until the mail server takes it (or refuses it
+    for good); id ``case-<case id>-mail-<notification id>``, so it is sent once however often asked."""
+
+    @workflow.run
+    async def run(self, request: DeliveryRequest) -> str:
+        check_own_case(request.case_id)
+        sent: str = await workflow.execute_activity(
+            ActivityName.SEND_MAIL,
+            request,
+            result_type=str,
+            start_to_close_timeout=timedelta(seconds=request.timeout_seconds * 6),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=request.retry_initial_seconds),
+                backoff_coefficient=2.0,
+                maximum_interval=timedelta(seconds=request.retry_max_seconds),
+            ),
+        )
+        return sent
+
+
+DIGEST_WORKFLOW_ID = "notification-digest"
+
+
+@workflow.defn(name="NotificationDigest", sandboxed=False)
+class NotificationDigestWorkflow:
+    """The daily digests: one workflow (``DIGEST_WORKFLOW_ID``, started by the worker), which sleeps
+    until the next digest hour, sends each digest of the notifications made before it (retried until
+    the mail server takes them), and continues as new for the next day."""
+
+    @workflow.run
+    async def run(self, run: DigestRun) -> None:
+        now = workflow.now()
+        at = now.replace(hour=run.hour, minute=0, second=0, microsecond=0)
+        if at <= now:
+            at += timedelta(days=1)
+        await workflow.sleep(at - now)
+        await workflow.execute_activity(
+            ActivityName.SEND_DIGESTS,
+            at.isoformat(),
+            result_type=int,
+            start_to_close_timeout=timedelta(hours=1),
+            heartbeat_timeout=timedelta(minutes=2),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=run.retry_max_seconds)),
+        )
+        workflow.continue_as_new(run)

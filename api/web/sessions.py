@@ -19,6 +19,7 @@ from sqlalchemy import delete, or_
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
+from reintegration import directory
 from reintegration.db import WebSessionRecord, aware
 from reintegration.settings import Settings
 from reintegration.tokens import Claims
@@ -72,6 +73,7 @@ def start(session: Session, response: Response, claims: Claims, settings: Settin
         )
     )
     session.commit()
+    directory.record_sign_in(session, claims)  # the users' directory is fed from sign-in
     # No max-age: the cookie ends with the browser (a shared phone or office computer), and the
     # session on the server at its idle or absolute limit, whichever comes first.
     response.set_cookie(

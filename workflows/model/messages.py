@@ -188,6 +188,13 @@ class DeliveryRequest(Strict):
     reason: str = ""
 
 
+class DigestRun(Strict):
+    """The daily digests' workflow: the hour (UTC) they go at, and how patiently to retry."""
+
+    hour: int = Field(default=7, ge=0, le=23)
+    retry_max_seconds: float = 300.0
+
+
 class WebhookVerificationRequest(Strict):
     """Send the challenge to an agency's new webhook address (and tell its confirmed one)."""
 

@@ -241,6 +241,8 @@ class ActivityName:
     NOTIFY_SUPERVISORS = "notify_supervisors"
     NOTIFY_PREVIOUS_WEBHOOK = "notify_previous_webhook"
     SEND_WEBHOOK_VERIFICATION = "send_webhook_verification"
+    SEND_MAIL = "send_mail"
+    SEND_DIGESTS = "send_digests"
 
 
 # The type of the error an agency's final refusal raises: not retried, the task goes back.

@@ -1,0 +1,182 @@
+"""E-mails to people: one notification at once (``MailNotification``), and the daily digests
+(``NotificationDigest``), sent through the SMTP server of the settings (``reintegration/mail.py``).
+
+Each sends only what is still to send (a row's ``email_status``), and records it sent right after the
+server took it: a retry, a repeated start or a replayed workflow sends nothing twice. The only
+window left is a crash between the server's "250 OK" and that record; the message's ``Message-ID``
+is then the same, so a mail client shows one. An address the server refuses for good (5xx) is
+recorded ``failed``, not retried for ever; anything else (server down, busy, a 4xx) is retried by
+the workflow until it goes, so none is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import smtplib
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from reintegration import mail
+from reintegration.db import UserNotificationRecord, UserRecord
+from reintegration.settings import Settings
+from workflows.model import ActivityName, DeliveryRequest
+
+log = structlog.get_logger("mail")
+
+
+def _item(settings: Settings, row: UserNotificationRecord, role: str) -> mail.Item:
+    return mail.Item(
+        kind=row.kind,
+        case_reference=row.case_reference,
+        link=mail.link(settings, role, row.case_id, row.task_id),
+        facts=dict(row.facts),
+    )
+
+
+class MailActivities:
+    def __init__(self, *, engine: Engine, settings: Settings) -> None:
+        self._engine, self._settings = engine, settings
+
+    @activity.defn(name=ActivityName.SEND_MAIL)
+    async def send_mail(self, request: DeliveryRequest) -> str:
+        """Send one notification's e-mail unless it went already; what became of it."""
+        found = await asyncio.to_thread(self._to_send, request.delivery_id)
+        if isinstance(found, str):
+            return found
+        message = found
+        attempt = activity.info().attempt
+        try:
+            await asyncio.to_thread(mail.send, self._settings, message)
+        except mail.MailRefused as refused:
+            log.warning("e-mail refused", notification_id=request.delivery_id, error=str(refused))
+            await asyncio.to_thread(self._mark, [request.delivery_id], "failed", attempt)
+            return "failed"
+        except (OSError, smtplib.SMTPException) as exc:
+            await asyncio.to_thread(self._attempted, request.delivery_id, attempt)
+            raise ApplicationError(f"the mail server did not take the e-mail: {type(exc).__name__}") from None
+        await asyncio.to_thread(self._mark, [request.delivery_id], "sent", attempt)
+        return "sent"
+
+    def _to_send(self, notification_id: str) -> Any:
+        """The e-mail to send, or why there is none ("sent", "none"...)."""
+        with Session(self._engine) as session:
+            row = session.get(UserNotificationRecord, notification_id)
+            if row is None:
+                return "none"
+            if row.email_status != "pending":
+                return row.email_status
+            user = session.get(UserRecord, row.user_id)
+            if self._settings.smtp_host is None or user is None or not user.active or not user.email:
+                session.execute(
+                    update(UserNotificationRecord)
+                    .where(col(UserNotificationRecord.notification_id) == notification_id)
+                    .values(email_status="none")
+                )
+                session.commit()
+                return "none"
+            return mail.compose_one(
+                self._settings,
+                to=user.email,
+                language=user.language,
+                message_id=notification_id,
+                item=_item(self._settings, row, user.role),
+            )
+
+    def _attempted(self, notification_id: str, attempt: int) -> None:
+        with Session(self._engine) as session:
+            session.execute(
+                update(UserNotificationRecord)
+                .where(col(UserNotificationRecord.notification_id) == notification_id)
+                .values(email_attempts=attempt)
+            )
+            session.commit()
+
+    def _mark(self, notification_ids: list[str], status: str, attempt: int, digest_id: str | None = None) -> None:
+        with Session(self._engine) as session:
+            session.execute(
+                update(UserNotificationRecord)
+                .where(col(UserNotificationRecord.notification_id).in_(notification_ids))
+                .values(email_status=status, emailed_at=datetime.now(UTC), email_attempts=attempt, digest_id=digest_id)
+            )
+            session.commit()
+
+    @activity.defn(name=ActivityName.SEND_DIGESTS)
+    async def send_digests(self, cutoff: str) -> int:
+        """Each user's digest of the notifications made before ``cutoff`` (an ISO time); how many
+        e-mails went. A digest is claimed (its rows given its id) before it is sent, so a retry
+        sends the same digest, never a second one with the same rows."""
+        if self._settings.smtp_host is None:
+            return 0
+        at = datetime.fromisoformat(cutoff)
+        digests = await asyncio.to_thread(self._claim_digests, at)
+        sent = 0
+        for digest_id, (message, ids) in digests.items():
+            activity.heartbeat(digest_id)
+            try:
+                await asyncio.to_thread(mail.send, self._settings, message)
+            except mail.MailRefused as refused:
+                log.warning("digest refused", digest_id=digest_id, error=str(refused))
+                await asyncio.to_thread(self._mark, ids, "failed", activity.info().attempt, digest_id)
+                continue
+            except (OSError, smtplib.SMTPException) as exc:
+                raise ApplicationError(f"the mail server did not take a digest: {type(exc).__name__}") from None
+            await asyncio.to_thread(self._mark, ids, "sent", activity.info().attempt, digest_id)
+            sent += 1
+        return sent
+
+    def _claim_digests(self, cutoff: datetime) -> dict[str, tuple[Any, list[str]]]:
+        """The digests to send: the rows waiting for one before ``cutoff``, by user, each group given
+        its digest's id (a group claimed by an earlier attempt keeps its id and its rows)."""
+        with Session(self._engine) as session:
+            rows = session.scalars(
+                select(UserNotificationRecord)
+                .where(
+                    col(UserNotificationRecord.email_status) == "digest",
+                    col(UserNotificationRecord.created_at) < cutoff,
+                )
+                .order_by(col(UserNotificationRecord.created_at), col(UserNotificationRecord.notification_id))
+            ).all()
+            by_user: dict[str, list[UserNotificationRecord]] = defaultdict(list)
+            for row in rows:
+                by_user[row.user_id].append(row)
+            digests: dict[str, tuple[Any, list[str]]] = {}
+            for user_id, items in by_user.items():
+                user = session.get(UserRecord, user_id)
+                ids = [r.notification_id for r in items]
+                claimed = {r.digest_id for r in items if r.digest_id}
+                digest_id = (
+                    min(claimed)
+                    if claimed
+                    else hashlib.sha256(f"{user_id}\x00{cutoff.isoformat()}".encode()).hexdigest()[:40]
+                )
+                if user is None or not user.active or not user.email:
+                    session.execute(
+                        update(UserNotificationRecord)
+                        .where(col(UserNotificationRecord.notification_id).in_(ids))
+                        .values(email_status="none")
+                    )
+                    continue
+                session.execute(
+                    update(UserNotificationRecord)
+                    .where(col(UserNotificationRecord.notification_id).in_(ids))
+                    .values(digest_id=digest_id)
+                )
+                message = mail.compose_digest(
+                    self._settings,
+                    to=user.email,
+                    language=user.language,
+                    message_id=digest_id,
+                    items=[_item(self._settings, r, user.role) for r in items],
+                )
+                digests[digest_id] = (message, ids)
+            session.commit()
+            return digests

@@ -1,0 +1,166 @@
+"""Notifications to people: who is told of what happened on a case, in the in-app inbox and by e-mail.
+
+The case's projection (``reintegration/projection.py``) calls ``record`` in its own transaction with
+the new timeline events: each event that concerns someone becomes one row per recipient in
+``user_notifications`` (the inbox), its id derived from the event and the user, so a projection
+written twice adds nothing. A recipient who wants e-mail at once gets a ``MailNotification``
+workflow per row (started after the commit, id from the row's, so never twice); one who wants a
+daily digest gets the row in the next digest; ``none`` keeps the inbox only.
+
+What each event tells whom (never the actor of the event themself):
+
+=========================  ==========================================================
+event                      recipients
+=========================  ==========================================================
+task assigned/reassigned   the partner users of the agency it is now assigned to
+task declined              the case's owning caseworker
+task undeliverable         the case's owning caseworker
+task completed             the case's owning caseworker
+case reassigned            the new owning caseworker (``case.assigned``) and the
+                           previous one (``case.reassigned``)
+travel plan                the receiving caseworker in the country of origin (``case.incoming``)
+case handed over           the receiving caseworker and the sending one
+closure approved/rejected  the case's owning caseworker
+case stalled / escalated   the supervisors of the case's country (region)
+=========================  ==========================================================
+
+A row holds facts only: the case's reference, the service, the stage, the agency, the turn. Never
+the person's data, a note, a reason typed by someone, or an e-mail address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection
+from sqlmodel import col
+
+from reintegration import directory
+from reintegration.db import UserNotificationRecord
+from workflows.model import DeliveryRequest, JourneyState, Projection, TimelineEvent
+
+MAIL_EVENT = "mail.notify"
+
+# Every kind of notification, in the order the pages list them.
+KINDS = (
+    "task.assigned",
+    "task.declined",
+    "task.undeliverable",
+    "task.completed",
+    "case.assigned",
+    "case.reassigned",
+    "case.incoming",
+    "case.handed-over",
+    "closure.approved",
+    "closure.rejected",
+    "supervision.stalled",
+    "supervision.escalated",
+)
+
+
+@dataclass(frozen=True)
+class Notice:
+    kind: str
+    users: list[Any]  # rows of directory._WHO
+
+
+def notification_id(event_id: str, user_id: str) -> str:
+    """One per event and user; no user id in it (ids travel into workflow ids and logs)."""
+    return hashlib.sha256(f"{event_id}\x00{user_id}".encode()).hexdigest()[:40]
+
+
+def _notices(conn: Connection, state: JourneyState, ev: TimelineEvent, previous_owner: str | None) -> list[Notice]:
+    """Who this event concerns, and as what."""
+    owner = [state.owner_caseworker] if state.owner_caseworker else []
+
+    def people(*user_ids: str | None) -> list[Any]:
+        found = directory.active_users(conn, [u for u in user_ids if u])
+        return [found[u] for u in user_ids if u in found]
+
+    match ev.kind, ev.name:
+        case "task", "assigned" | "reassigned":
+            return [Notice("task.assigned", directory.partners_of(conn, str(ev.facts.get("agency_id"))))]
+        case "task", "declined":
+            return [Notice("task.declined", people(*owner))]
+        case "task", "delivery-failed":
+            return [Notice("task.undeliverable", people(*owner))]
+        case "task", "completed":
+            return [Notice("task.completed", people(*owner))]
+        case "case", "reassigned":
+            return [
+                Notice("case.assigned", people(ev.facts.get("to_caseworker"))),
+                Notice("case.reassigned", people(ev.facts.get("from_caseworker"))),
+            ]
+        case "step", "travel-plan":
+            return [Notice("case.incoming", people(state.receiving_caseworker))]
+        case "case", "handed-over":
+            sending = previous_owner if previous_owner != state.owner_caseworker else None
+            return [Notice("case.handed-over", people(*owner, sending))]
+        case "step", "approve-closure":
+            return [Notice("closure.approved", people(*owner))]
+        case "step", "reject-closure":
+            return [Notice("closure.rejected", people(*owner))]
+        case "supervision", "stalled" | "escalated":
+            return [Notice(f"supervision.{ev.name}", directory.supervisors_of(conn, state.owner_country))]
+    return []
+
+
+def _facts(state: JourneyState, ev: TimelineEvent) -> dict[str, Any]:
+    """The event's facts a notification may carry: codes and dates, nothing anyone typed."""
+    facts: dict[str, Any] = {"stage": state.stage.value, "country": state.owner_country}
+    for key in ("service", "agency_id", "turn", "level", "due_at", "from_country", "to_country"):
+        if ev.facts.get(key) is not None:
+            facts[key] = ev.facts[key]
+    if ev.kind == "supervision" and ev.facts.get("name"):
+        facts["item"] = ev.facts["name"]  # the overdue step's or task's name
+    return facts
+
+
+def record(
+    conn: Connection, projection: Projection, previous_owner: str | None, *, mail: bool = False
+) -> list[DeliveryRequest]:
+    """The inbox rows this projection's events make, each once; the e-mails to send at once (none
+    without ``mail``: no mail server is configured, or this is a repair of the read model)."""
+    state, mails = projection.state, []
+    for ev in projection.events:
+        for notice in _notices(conn, state, ev, previous_owner):
+            seen: set[str] = set()
+            for user in notice.users:
+                if user.user_id == ev.actor_sub or user.user_id in seen:
+                    continue
+                seen.add(user.user_id)
+                nid = notification_id(ev.event_id, user.user_id)
+                # Written by an earlier attempt (the mail's start may be what that attempt missed).
+                status = conn.scalar(
+                    select(col(UserNotificationRecord.email_status)).where(
+                        col(UserNotificationRecord.notification_id) == nid
+                    )
+                )
+                if status is None:
+                    wants = user.notify if user.email and mail else directory.Notify.none.value
+                    status = {"email": "pending", "digest": "digest"}.get(wants, "none")
+                    conn.execute(
+                        insert(UserNotificationRecord).values(
+                            notification_id=nid,
+                            user_id=user.user_id,
+                            event_id=ev.event_id,
+                            case_id=state.case_id,
+                            case_reference=state.reference,
+                            kind=notice.kind,
+                            task_id=ev.task_id,
+                            facts=_facts(state, ev),
+                            created_at=ev.at,
+                            email_status=status,
+                            email_attempts=0,
+                        )
+                    )
+                if status == "pending":
+                    mails.append(
+                        DeliveryRequest(
+                            delivery_id=nid, event=MAIL_EVENT, case_id=state.case_id, task_id="", agency_id=""
+                        )
+                    )
+    return mails

@@ -1,0 +1,72 @@
+"""The users' directory and their notifications (issue 15).
+
+Revision ID: 0010
+Revises: 0009
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "users",
+        sa.Column("user_id", sa.String(length=200), nullable=False),
+        sa.Column("role", sa.String(length=16), nullable=False),
+        sa.Column("countries", sa.JSON(), nullable=False),
+        sa.Column("agency", sa.String(length=100), nullable=True),
+        sa.Column("email", sa.String(length=320), nullable=True),
+        sa.Column("language", sa.String(length=8), nullable=False),
+        sa.Column("notify", sa.String(length=16), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("created_by", sa.String(length=16), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("signed_in_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("user_id"),
+    )
+    op.create_index("ix_users_role", "users", ["role"], unique=False)
+    op.create_index("ix_users_agency", "users", ["agency"], unique=False)
+    op.create_table(
+        "user_notifications",
+        sa.Column("notification_id", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.String(length=200), nullable=False),
+        sa.Column("event_id", sa.String(length=64), nullable=False),
+        sa.Column("case_id", sa.String(length=64), nullable=False),
+        sa.Column("case_reference", sa.String(length=32), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("task_id", sa.String(length=64), nullable=True),
+        sa.Column("facts", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("read_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("email_status", sa.String(length=16), nullable=False),
+        sa.Column("email_attempts", sa.Integer(), nullable=False),
+        sa.Column("emailed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("digest_id", sa.String(length=64), nullable=True),
+        sa.PrimaryKeyConstraint("notification_id"),
+    )
+    op.create_index(
+        "ix_user_notifications_user_order",
+        "user_notifications",
+        ["user_id", "created_at", "notification_id"],
+        unique=False,
+    )
+    op.create_index("ix_user_notifications_email", "user_notifications", ["email_status", "user_id"], unique=False)
+    op.create_index("ix_user_notifications_case_id", "user_notifications", ["case_id"], unique=False)
+
+
+def downgrade() -> None:
+    op.drop_index("ix_user_notifications_case_id", table_name="user_notifications")
+    op.drop_index("ix_user_notifications_email", table_name="user_notifications")
+    op.drop_index("ix_user_notifications_user_order", table_name="user_notifications")
+    op.drop_table("user_notifications")
+    op.drop_index("ix_users_agency", table_name="users")
+    op.drop_index("ix_users_role", table_name="users")
+    op.drop_table("users")
