@@ -163,7 +163,7 @@ class Journey:
         )
         await self.step("residence-decision", {"decision": "granted", "decided_on": day(40), "valid_until": day(400)})
 
-    async def through_reintegration_to_closure(self) -> None:
+    async def through_reintegration_to_closure(self, *, approve: bool = True) -> None:
         await self.get()
         agency = "reintegration-partner-ro" if self.case["owner"]["country"] == "RO" else "clinic-es"
         await self.step(
@@ -185,4 +185,5 @@ class Journey:
             )
         await self.step("closure", {"reason": "completed"})
         assert self.case["allowed_steps"] == ["approve-closure", "reject-closure", "withdraw-consent"]
-        await self.step("approve-closure", {}, headers=self.supervisor)
+        if approve:
+            await self.step("approve-closure", {}, headers=self.supervisor)
