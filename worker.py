@@ -19,6 +19,7 @@ from activities.delivery import DeliveryActivities
 from activities.mail import MailActivities
 from activities.notifications import LogChannel, NotificationActivities, WebhookChannel
 from activities.read_model import ReadModelActivities
+from activities.reassignment import ReassignmentActivities
 from reintegration import heap
 from reintegration.crypto import Keyring
 from reintegration.db import keyring_from_settings, make_engine
@@ -37,6 +38,7 @@ from workflows.delivery import (
     WebhookVerificationWorkflow,
 )
 from workflows.model import DigestRun
+from workflows.reassignment import BulkReassignmentWorkflow
 from workflows.stages import ALL_WORKFLOWS
 
 log = structlog.get_logger("worker")
@@ -80,6 +82,7 @@ def build_worker(
     )
     notifications = NotificationActivities(engine=engine, channel=channel)
     mail = MailActivities(engine=engine, settings=settings)
+    reassignments = ReassignmentActivities(client=client, engine=engine)
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
@@ -94,6 +97,7 @@ def build_worker(
             WebhookVerificationWorkflow,
             MailNotificationWorkflow,
             NotificationDigestWorkflow,
+            BulkReassignmentWorkflow,
         ],
         activities=[
             read_model.project_case,
@@ -105,6 +109,8 @@ def build_worker(
             notifications.notify,
             mail.send_mail,
             mail.send_digests,
+            reassignments.reassign_case,
+            reassignments.finish_reassignment,
         ],
     )
 

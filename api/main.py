@@ -29,6 +29,7 @@ from api import (
     notes,
     person,
     privacy,
+    reassignments,
     reopening,
     steps,
     supervision,
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(notes.router)
     app.include_router(users.router)
     app.include_router(worklist.router)
+    app.include_router(reassignments.router)
     app.include_router(documents.router)
     app.include_router(links.router)
     app.include_router(person.router)

@@ -60,6 +60,15 @@ class Summary(BaseModel):
     by_country: dict[str, int]
     by_agency: dict[str, int] = Field(description="Cases with a task at the agency")
     median_days_per_stage: dict[str, float] = Field(description="Completed stays in each stage")
+    caseloads: list[Caseload] = Field(
+        default_factory=list, description="Each caseworker's open cases and how many of them are stalled (overdue)"
+    )
+
+
+class Caseload(BaseModel):
+    caseworker: str
+    open: int
+    overdue: int = Field(description="Open cases that are stalled: a step or task overdue, or nothing for 30 days")
 
 
 class ReassignCase(Strict):
@@ -237,7 +246,23 @@ def compute_summary(session: Session, countries: list[str] | None) -> Summary:
         by_country=dict(by["country"]),
         by_agency={a: n for a, n in session.exec(agencies).all()},
         median_days_per_stage=medians,
+        caseloads=caseloads(session, countries),
     )
+
+
+def caseloads(session: Session, countries: list[str] | None) -> list[Caseload]:
+    """Each caseworker's open cases in these countries and how many are stalled, the largest first."""
+    owner = col(CaseRecord.owner_caseworker)
+    stalled = func.sum(sqlalchemy.case((col(CaseRecord.stalled).is_(True), 1), else_=0))
+    query = (
+        sqlalchemy.select(owner, func.count(), stalled)
+        .where(col(CaseRecord.status) != "closed", owner.is_not(None))
+        .group_by(owner)
+    )
+    if countries is not None:
+        query = query.where(col(CaseRecord.owner_country).in_(countries))
+    rows = [Caseload(caseworker=w, open=int(n), overdue=int(o or 0)) for w, n, o in session.execute(query).all()]
+    return sorted(rows, key=lambda c: (-c.open, c.caseworker))
 
 
 def region(user: Claims, country: str | None = None) -> list[str] | None:

@@ -336,6 +336,25 @@ class UserNotificationRecord(SQLModel, table=True):
     digest_id: str | None = Field(default=None, max_length=64)
 
 
+class ReassignmentRecord(SQLModel, table=True):
+    """A supervisor's bulk reassignment of one caseworker's cases (``workflows/reassignment.py``):
+    what was asked, by whom, and, once its workflow ends, what became of each case."""
+
+    __tablename__ = "reassignments"
+
+    reassignment_id: str = Field(primary_key=True, max_length=64)
+    created_by: str = Field(max_length=200)
+    from_caseworker: str = Field(max_length=200, index=True)
+    to_caseworker: str = Field(max_length=200)
+    countries: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    total: int
+    done: int = 0
+    skipped: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="running", max_length=16)  # running, finished
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
 class IdempotencyRecord(SQLModel, table=True):
     """A request made with an ``Idempotency-Key``: its fingerprint and, once done, its response."""
 
@@ -475,6 +494,7 @@ __all__ = [
     "StageVisitRecord",
     "PersonRecord",
     "ReadModelChanges",
+    "ReassignmentRecord",
     "Session",
     "TaskRecord",
     "TimelineRecord",

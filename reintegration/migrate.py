@@ -54,6 +54,7 @@ AFTER_BASELINE_TABLES = frozenset(
         "documents",
         "users",
         "user_notifications",
+        "reassignments",
     }
 )
 ADVISORY_LOCK = 7_310_442_118  # pg_advisory_lock key of the project's migrations

@@ -188,6 +188,37 @@ class DeliveryRequest(Strict):
     reason: str = ""
 
 
+class ReassignmentProgress(Strict):
+    """Where a bulk reassignment is: the cases moved, and those left as they were, with why."""
+
+    total: int
+    done: list[str] = Field(default_factory=list)
+    skipped: dict[str, str] = Field(default_factory=dict)
+    finished: bool = False
+
+
+class BulkReassignment(Strict):
+    """A supervisor moves some or all of one caseworker's cases to another (``BulkReassignment``);
+    ``progress`` carried over when the workflow continues as new."""
+
+    reassignment_id: str
+    case_ids: list[str] = Field(max_length=5000)
+    to_caseworker: Identifier
+    reason: Notes = ""
+    actor: Actor
+    progress: ReassignmentProgress | None = None
+
+
+class ReassignOne(Strict):
+    """One case of a bulk reassignment, given to the activity that sends the case its command."""
+
+    reassignment_id: str
+    case_id: str
+    to_caseworker: Identifier
+    reason: Notes = ""
+    actor: Actor
+
+
 class DigestRun(Strict):
     """The daily digests' workflow: the hour (UTC) they go at, and how patiently to retry."""
 

@@ -243,6 +243,8 @@ class ActivityName:
     SEND_WEBHOOK_VERIFICATION = "send_webhook_verification"
     SEND_MAIL = "send_mail"
     SEND_DIGESTS = "send_digests"
+    REASSIGN_CASE = "reassign_case"
+    FINISH_REASSIGNMENT = "finish_reassignment"
 
 
 # The type of the error an agency's final refusal raises: not retried, the task goes back.

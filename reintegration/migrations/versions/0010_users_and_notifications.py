@@ -1,4 +1,4 @@
-"""The users' directory and their notifications (issue 15).
+"""The users' directory, their notifications and bulk reassignments (issue 15).
 
 Revision ID: 0010
 Revises: 0009
@@ -60,9 +60,27 @@ def upgrade() -> None:
     )
     op.create_index("ix_user_notifications_email", "user_notifications", ["email_status", "user_id"], unique=False)
     op.create_index("ix_user_notifications_case_id", "user_notifications", ["case_id"], unique=False)
+    op.create_table(
+        "reassignments",
+        sa.Column("reassignment_id", sa.String(length=64), nullable=False),
+        sa.Column("created_by", sa.String(length=200), nullable=False),
+        sa.Column("from_caseworker", sa.String(length=200), nullable=False),
+        sa.Column("to_caseworker", sa.String(length=200), nullable=False),
+        sa.Column("countries", sa.JSON(), nullable=False),
+        sa.Column("total", sa.Integer(), nullable=False),
+        sa.Column("done", sa.Integer(), nullable=False),
+        sa.Column("skipped", sa.JSON(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("reassignment_id"),
+    )
+    op.create_index("ix_reassignments_from_caseworker", "reassignments", ["from_caseworker"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_reassignments_from_caseworker", table_name="reassignments")
+    op.drop_table("reassignments")
     op.drop_index("ix_user_notifications_case_id", table_name="user_notifications")
     op.drop_index("ix_user_notifications_email", table_name="user_notifications")
     op.drop_index("ix_user_notifications_user_order", table_name="user_notifications")
