@@ -6,6 +6,7 @@ a stalled case with a filter, opens it, and approves a closure."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
@@ -13,6 +14,7 @@ from playwright.async_api import Locator
 
 from tests.browser import PHONE, chromium, visit
 from tests.journey import Journey, day
+from tests.test_workspace_partner import assign, new_agency
 from tests.test_workspace_supervisor import closure_requested, stalled_since_identification
 
 
@@ -228,3 +230,33 @@ async def test_the_case_file_pages_pass_axe_at_phone_width(stack, browser, tmp_p
         await section.locator("button[type=submit]").click()
         await person.check("reopened")
     assert (await closed.get())["status"] == "active"
+
+
+async def test_my_work_and_the_notifications_pass_axe_at_phone_width(stack, browser):
+    """My work with an overdue item, the notifications with an unread one, the settings form refused
+    and the notifications marked read (in French, at phone width); axe on each, nothing scrolls sideways."""
+    j = Journey(stack, caseworker="cw-es-browser-work")
+    await j.open()
+    agency = await new_agency(stack, "shelter")
+    await assign(stack, j, "shelter", agency, due_date=day(-2))
+    declined = await assign(stack, j, "shelter", agency)
+    await j.task_action(declined, agency, "decline", {"reason": "complet"})
+    for _ in range(200):  # the worker writes the notification after the command returns
+        if (await stack.http.get("/v1/me/notifications", headers=j.cw)).json()["items"]:
+            break
+        await asyncio.sleep(0.1)
+    async with visit(browser, stack.base_url, "my-work-fr-phone", viewport=PHONE, language="fr") as person:
+        await person.sign_in("caseworker", "cw-es-browser-work", countries="ES")
+        for path in ("/workspace/worklist", "/workspace/notifications"):
+            await person.goto(path)
+            width = await person.page.evaluate("document.documentElement.scrollWidth")
+            assert width <= PHONE["width"], f"{path} scrolls sideways at phone width ({width} px)"
+        assert await person.page.locator(".badge.unread").count() == 1
+        form = person.page.locator("form[action^='/workspace/notifications/settings']")
+        await form.locator("[value='digest']").evaluate("e => { e.value = 'weekly'; e.checked = true; }")
+        await form.locator("button[type=submit]").click()
+        await person.check("settings refused")
+        assert await person.page.locator("fieldset[aria-invalid='true']").count() == 1
+        await person.page.locator("form[action='/workspace/notifications/read'] button[type=submit]").click()
+        await person.check("all read")
+        assert await person.page.locator(".badge.unread").count() == 0

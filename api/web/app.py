@@ -9,7 +9,19 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from api.errors import TooManyRequests
-from api.web import agencies, caseworker, partner, render, search, sessions, signin, step_pages, supervisor
+from api.web import (
+    agencies,
+    caseworker,
+    notifications,
+    partner,
+    render,
+    search,
+    sessions,
+    signin,
+    step_pages,
+    supervisor,
+    worklist,
+)
 from api.web import documents as web_documents
 from api.web import oidc as oidc_sign_in
 from api.web.context import sign_in_redirect
@@ -25,6 +37,8 @@ def install(app: FastAPI) -> None:
     app.include_router(partner.router)
     app.include_router(supervisor.router)
     app.include_router(agencies.router)
+    app.include_router(worklist.router)
+    app.include_router(notifications.router)
     app.mount("/static", StaticFiles(directory=render.STATIC), name="static")
 
     async def _sign_in(request: Request, _: Exception) -> Response:

@@ -20,6 +20,7 @@ from api.errors import Forbidden, TooManyRequests, Unavailable
 from api.languages import N_
 from api.limits import RateLimits, client_key, subject_key
 from api.pipeline import Pipeline
+from api.users import unread_count
 from api.web import render, sessions
 from reintegration.db import WebSessionRecord
 from reintegration.settings import Settings
@@ -41,6 +42,9 @@ class Web:
     settings: Settings
     record: WebSessionRecord
     user: Claims
+    # The person's unread notifications, counted for the navigation's link when a page is asked for
+    # (GET: one COUNT, off the loop); None where it was not counted (a form's answer shown again).
+    unread: int | None = None
 
     @property
     def language(self) -> str:
@@ -75,7 +79,13 @@ class Web:
         return render.page(
             self.request,
             template,
-            {"user": self.user, "csrf_token": self.record.csrf_token, "home": HOME[self.user.role], **(context or {})},
+            {
+                "user": self.user,
+                "csrf_token": self.record.csrf_token,
+                "home": HOME[self.user.role],
+                "unread": self.unread,
+                **(context or {}),
+            },
             status=status,
         )
 
@@ -103,7 +113,8 @@ def web_context(request: Request, session: SessionDep, settings: SettingsDep) ->
         raise sessions.TooManyPages(int(exc.headers.get("Retry-After", "1"))) from None
     request.state.rate_charged = True
     request.state.claims = user  # the access log names who asked, as for a bearer token
-    return Web(request=request, session=session, settings=settings, record=record, user=user)
+    unread = unread_count(session, user.sub) if request.method == "GET" else None
+    return Web(request=request, session=session, settings=settings, record=record, user=user, unread=unread)
 
 
 WebDep = Annotated[Web, Depends(web_context)]

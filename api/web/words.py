@@ -79,10 +79,10 @@ def refused(web: Web, status: int, heading: str, message: str, back: str | None 
     )
 
 
-def only_for(web: Web, role: Role) -> HTMLResponse | None:
-    """``None`` for a person of this role; otherwise the 403 page (as the API's ``Forbidden``)."""
+def only_for(web: Web, *roles: Role) -> HTMLResponse | None:
+    """``None`` for a person of one of these roles; otherwise the 403 page (as the API's ``Forbidden``)."""
     try:
-        web.require(role)
+        web.require(*roles)
     except Forbidden:
         return refused(
             web,
