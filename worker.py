@@ -69,6 +69,7 @@ def build_worker(
             "retry_max_seconds": settings.delivery_retry_max_seconds,
         },
         mail=settings.smtp_host is not None,
+        mail_timeout_seconds=settings.smtp_timeout_seconds,
     )
     delivery = DeliveryActivities(
         engine=engine, keyring=keyring, http=http, client=client, partner_fields=settings.partner_fields
@@ -82,7 +83,7 @@ def build_worker(
     )
     notifications = NotificationActivities(engine=engine, channel=channel)
     mail = MailActivities(engine=engine, settings=settings)
-    reassignments = ReassignmentActivities(client=client, engine=engine)
+    reassignments = ReassignmentActivities(client=client, engine=engine, keyring=keyring)
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
@@ -123,7 +124,11 @@ async def start_digests(client: Client, settings: Settings) -> None:
     try:
         await client.start_workflow(
             NotificationDigestWorkflow.run,
-            DigestRun(hour=settings.digest_hour, retry_max_seconds=settings.delivery_retry_max_seconds),
+            DigestRun(
+                hour=settings.digest_hour,
+                retry_max_seconds=settings.delivery_retry_max_seconds,
+                smtp_timeout_seconds=settings.smtp_timeout_seconds,
+            ),
             id=DIGEST_WORKFLOW_ID,
             task_queue=settings.temporal_task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,

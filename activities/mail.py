@@ -32,6 +32,8 @@ from workflows.model import ActivityName, DeliveryRequest
 
 log = structlog.get_logger("mail")
 
+MAX_DIGEST_ATTEMPTS = 5  # days a digest the mail server will not take is tried again
+
 
 def _item(settings: Settings, row: UserNotificationRecord, role: str) -> mail.Item:
     return mail.Item(
@@ -105,7 +107,12 @@ class MailActivities:
             session.execute(
                 update(UserNotificationRecord)
                 .where(col(UserNotificationRecord.notification_id).in_(notification_ids))
-                .values(email_status=status, emailed_at=datetime.now(UTC), email_attempts=attempt, digest_id=digest_id)
+                .values(
+                    email_status=status,
+                    emailed_at=datetime.now(UTC) if status == "sent" else None,
+                    email_attempts=attempt,
+                    digest_id=digest_id,
+                )
             )
             session.commit()
 
@@ -119,21 +126,26 @@ class MailActivities:
         at = datetime.fromisoformat(cutoff)
         digests = await asyncio.to_thread(self._claim_digests, at)
         sent = 0
-        for digest_id, (message, ids) in digests.items():
+        for digest_id, (message, ids, attempts) in digests.items():
             activity.heartbeat(digest_id)
             try:
                 await asyncio.to_thread(mail.send, self._settings, message)
             except mail.MailRefused as refused:
                 log.warning("digest refused", digest_id=digest_id, error=str(refused))
-                await asyncio.to_thread(self._mark, ids, "failed", activity.info().attempt, digest_id)
+                await asyncio.to_thread(self._mark, ids, "failed", attempts + 1, digest_id)
                 continue
             except (OSError, smtplib.SMTPException) as exc:
-                raise ApplicationError(f"the mail server did not take a digest: {type(exc).__name__}") from None
-            await asyncio.to_thread(self._mark, ids, "sent", activity.info().attempt, digest_id)
+                # One reader's trouble (a full mailbox, say) never holds back the others' digests:
+                # hers waits for the next day's, until it has failed MAX_DIGEST_ATTEMPTS times.
+                status = "failed" if attempts + 1 >= MAX_DIGEST_ATTEMPTS else "digest"
+                log.warning("digest not taken", digest_id=digest_id, error=type(exc).__name__, status=status)
+                await asyncio.to_thread(self._mark, ids, status, attempts + 1, digest_id)
+                continue
+            await asyncio.to_thread(self._mark, ids, "sent", attempts + 1, digest_id)
             sent += 1
         return sent
 
-    def _claim_digests(self, cutoff: datetime) -> dict[str, tuple[Any, list[str]]]:
+    def _claim_digests(self, cutoff: datetime) -> dict[str, tuple[Any, list[str], int]]:
         """The digests to send: the rows waiting for one before ``cutoff``, by user, each group given
         its digest's id (a group claimed by an earlier attempt keeps its id and its rows)."""
         with Session(self._engine) as session:
@@ -148,7 +160,7 @@ class MailActivities:
             by_user: dict[str, list[UserNotificationRecord]] = defaultdict(list)
             for row in rows:
                 by_user[row.user_id].append(row)
-            digests: dict[str, tuple[Any, list[str]]] = {}
+            digests: dict[str, tuple[Any, list[str], int]] = {}
             for user_id, items in by_user.items():
                 user = session.get(UserRecord, user_id)
                 ids = [r.notification_id for r in items]
@@ -177,6 +189,6 @@ class MailActivities:
                     message_id=digest_id,
                     items=[_item(self._settings, r, user.role) for r in items],
                 )
-                digests[digest_id] = (message, ids)
+                digests[digest_id] = (message, ids, max(r.email_attempts for r in items))
             session.commit()
             return digests

@@ -44,10 +44,12 @@ class ReadModelActivities:
         task_queue: str = "",
         delivery: dict[str, float] | None = None,
         mail: bool = False,
+        mail_timeout_seconds: float = 20.0,
     ) -> None:
         self._engine, self._keyring, self._client, self._task_queue = engine, keyring, client, task_queue
         self._delivery = delivery or {}
         self._mail = mail  # a mail server is configured: people who chose e-mail are sent one
+        self._mail_timeout = mail_timeout_seconds
 
     @activity.defn(name=ActivityName.CHECK_AGENCIES)
     async def check_agencies(self, request: AgencyNeeds) -> str:
@@ -101,6 +103,8 @@ class ReadModelActivities:
         if self._client is None:
             return
         request = message.model_copy(update=self._delivery)
+        if request.event == inbox.MAIL_EVENT:
+            request = request.model_copy(update={"timeout_seconds": self._mail_timeout})
         workflow, kind = {
             "supervision.notify": ("SupervisorNotification", "notify"),
             inbox.MAIL_EVENT: ("MailNotification", "mail"),

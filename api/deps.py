@@ -104,20 +104,26 @@ class SignedIn:
     the first request of each (or after their token's role, countries or agency changed) records
     the sign-in; the others write nothing. Thread-safe; per process; bounded."""
 
-    def __init__(self, max_users: int = 100_000) -> None:
-        self._seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
+    def __init__(
+        self, max_users: int = 100_000, ttl_seconds: float = 600.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        # Recorded again after ``ttl_seconds``: claims that changed on another process and back here
+        # are brought up to date within that time.
+        self._seen: OrderedDict[tuple[Any, ...], float] = OrderedDict()
         self._lock = threading.Lock()
-        self.max_users = max_users
+        self.max_users, self.ttl, self._clock = max_users, ttl_seconds, clock
 
     def first(self, claims: Claims) -> bool:
         with self._lock:
-            return directory.seen_key(claims) not in self._seen
+            until = self._seen.get(directory.seen_key(claims))
+            return until is None or until <= self._clock()
 
     def record(self, engine: Engine, claims: Claims) -> None:
         with Session(engine) as session:
             directory.record_sign_in(session, claims)
         with self._lock:
-            self._seen[directory.seen_key(claims)] = None
+            self._seen[directory.seen_key(claims)] = self._clock() + self.ttl
+            self._seen.move_to_end(directory.seen_key(claims))
             while len(self._seen) > self.max_users:
                 self._seen.popitem(last=False)
 

@@ -56,6 +56,7 @@ from reintegration.db import (
     PersonRecord,
     TaskRecord,
     TimelineRecord,
+    UserNotificationRecord,
     aware,
 )
 from reintegration.tokens import Claims, DevelopmentVerifier, InvalidToken
@@ -162,21 +163,33 @@ def _stop_workflows(session: Session, client: Client, case_id: str) -> None:
     """Whatever of the case still runs (a message on its way to an agency or supervisors) would need
     the key: terminate it first. The read model's pending rows and the server's list of the case's
     running workflows are both consulted (the list is eventually consistent; the rows are not)."""
-    pending = [
-        ids.message_workflow_id(case_id, "delivery", d)
-        for d in session.execute(
-            select(col(DeliveryRecord.delivery_id)).where(
-                col(DeliveryRecord.case_id) == case_id, col(DeliveryRecord.status) == "pending"
-            )
-        ).scalars()
-    ] + [
-        ids.message_workflow_id(case_id, "notify", n)
-        for n in session.execute(
-            select(col(NotificationRecord.notification_id)).where(
-                col(NotificationRecord.case_id) == case_id, col(NotificationRecord.status) == "pending"
-            )
-        ).scalars()
-    ]
+    pending = (
+        [
+            ids.message_workflow_id(case_id, "delivery", d)
+            for d in session.execute(
+                select(col(DeliveryRecord.delivery_id)).where(
+                    col(DeliveryRecord.case_id) == case_id, col(DeliveryRecord.status) == "pending"
+                )
+            ).scalars()
+        ]
+        + [
+            ids.message_workflow_id(case_id, "notify", n)
+            for n in session.execute(
+                select(col(NotificationRecord.notification_id)).where(
+                    col(NotificationRecord.case_id) == case_id, col(NotificationRecord.status) == "pending"
+                )
+            ).scalars()
+        ]
+        + [
+            ids.message_workflow_id(case_id, "mail", n)
+            for n in session.execute(
+                select(col(UserNotificationRecord.notification_id)).where(
+                    col(UserNotificationRecord.case_id) == case_id,
+                    col(UserNotificationRecord.email_status) == "pending",
+                )
+            ).scalars()
+        ]
+    )
     release_connection(session)  # none held while Temporal answers
     anyio.from_thread.run(_terminate, client, case_id, pending)
     if pending:
@@ -189,6 +202,13 @@ def _stop_workflows(session: Session, client: Client, case_id: str) -> None:
             update(NotificationRecord)
             .where(col(NotificationRecord.case_id) == case_id, col(NotificationRecord.status) == "pending")
             .values(status="skipped")
+        )
+        session.execute(
+            update(UserNotificationRecord)
+            .where(
+                col(UserNotificationRecord.case_id) == case_id, col(UserNotificationRecord.email_status) == "pending"
+            )
+            .values(email_status="none")
         )
 
 

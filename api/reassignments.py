@@ -14,10 +14,11 @@ from pydantic import Field, model_validator
 from sqlmodel import Session, col, select
 from temporalio.client import WorkflowQueryFailedError
 from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from api.audit import Entry
-from api.deps import IDENTIFIER, SessionDep, read_in_thread, require, temporal_client
+from api.deps import IDENTIFIER, SessionDep, keyring_of, read_in_thread, require, temporal_client
 from api.errors import NotFound, Unavailable, Unprocessable, responses
 from api.languages import N_
 from api.pipeline import Pipeline, commands_for
@@ -25,7 +26,7 @@ from api.users import known_owner
 from reintegration.db import CaseRecord, ReassignmentRecord, aware
 from reintegration.tokens import Claims
 from workflows.model import BulkReassignment, ReassignmentProgress, Role, Strict
-from workflows.reassignment import BulkReassignmentWorkflow, reassignment_workflow_id
+from workflows.reassignment import BulkReassignmentWorkflow, reason_purpose, reassignment_workflow_id
 
 router = APIRouter(prefix="/v1/supervision/reassignments", tags=["supervision"])
 
@@ -135,39 +136,55 @@ async def start_reassignment(
     response: Response,
     p: Annotated[Pipeline, commands_for(Role.supervisor)],
 ) -> ReassignmentPublic | JSONResponse:
-    cases = await p.db(_cases, p.session, p.user, body)
+    counted: list[int] = []
 
     async def run(reassignment_id: str) -> ReassignmentPublic:
-        row = ReassignmentRecord(
-            reassignment_id=reassignment_id,
-            created_by=p.user.sub,
-            from_caseworker=body.from_caseworker,
-            to_caseworker=body.to_caseworker,
-            countries=sorted({c.owner_country for c in cases}),
-            total=len(cases),
-            created_at=datetime.now(UTC),
-        )
+        # A retry of a request whose answer was lost finds its row (and its workflow) already there.
+        row = await p.db(p.session.get, ReassignmentRecord, reassignment_id)
+        if row is None:
+            cases = await p.db(_cases, p.session, p.user, body)
+            row = ReassignmentRecord(
+                reassignment_id=reassignment_id,
+                created_by=p.user.sub,
+                from_caseworker=body.from_caseworker,
+                to_caseworker=body.to_caseworker,
+                reason=keyring_of(p.session).seal_system(body.reason, purpose=reason_purpose(reassignment_id))
+                if body.reason
+                else "",
+                countries=sorted({c.owner_country for c in cases}),
+                total=len(cases),
+                created_at=datetime.now(UTC),
+            )
+            case_ids = [c.case_id for c in cases]
 
-        def save() -> None:
-            if p.session.get(ReassignmentRecord, reassignment_id) is None:
+            def save() -> None:
                 p.session.add(row)
                 p.session.commit()
+                p.session.refresh(row)
 
-        await p.db(save)
+            await p.db(save)
+        else:
+            try:  # saved, but perhaps not started: the cases again (none left if it did start)
+                case_ids = [c.case_id for c in await p.db(_cases, p.session, p.user, body)]
+            except Unprocessable:
+                case_ids = []
+        counted.append(row.total)
         try:
             await p.client.start_workflow(
                 BulkReassignmentWorkflow.run,
                 BulkReassignment(
                     reassignment_id=reassignment_id,
-                    case_ids=[c.case_id for c in cases],
+                    case_ids=case_ids,
+                    from_caseworker=body.from_caseworker,
                     to_caseworker=body.to_caseworker,
-                    reason=body.reason,
                     actor=p.actor,
                 ),
                 id=reassignment_workflow_id(reassignment_id),
                 task_queue=p.settings.temporal_task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             )
+        except WorkflowAlreadyStartedError:
+            pass  # this very reassignment, started by the attempt whose answer was lost
         except RPCError:
             raise Unavailable(N_("Temporal is not reachable")) from None
         response.headers["Location"] = f"/v1/supervision/reassignments/{reassignment_id}"
@@ -184,7 +201,7 @@ async def start_reassignment(
                     "reassignment_id": answer.get("reassignment_id"),
                     "from_caseworker": body.from_caseworker,
                     "to_caseworker": body.to_caseworker,
-                    "cases": len(cases),
+                    "cases": answer.get("total", counted[0] if counted else None),
                 },
             )
         ],

@@ -30,7 +30,10 @@ from workflows.model import Role, Strict
 router = APIRouter(tags=["users"])
 
 UserId = Annotated[str, Path(max_length=200, pattern=IDENTIFIER)]
-Email = Annotated[str, Field(max_length=320, pattern=r"^[^@\s<>,;\"]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")]
+# ASCII only: a mail server without SMTPUTF8 could not take another address.
+Email = Annotated[
+    str, Field(max_length=320, pattern=r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
+]
 Language = Literal["en", "es", "fr"]
 NotificationId = Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]
 Country = Annotated[str, Field(pattern=r"^([A-Z]{2}|\*)$")]
@@ -187,7 +190,7 @@ def known_owner(session: Session, user_id: str, country: str) -> None:
     try:
         directory.check_owner(session, user_id, country)
     except directory.UnknownUser as refused:
-        raise Unprocessable(str(refused)) from None
+        raise Unprocessable(refused.template, params=refused.params) from None
 
 
 # --- the directory (admins) --------------------------------------------------------------------

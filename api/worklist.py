@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, time
 from typing import Annotated, Any, Literal
 
-import sqlalchemy
 from fastapi import APIRouter, Query
 from pydantic import Field
 from sqlmodel import Session, col, select
@@ -179,13 +178,14 @@ def supervisor_items(closures: Sequence[CaseRecord], stalled: Sequence[CaseRecor
 
 def ordered(items: list[WorkItem]) -> list[WorkItem]:
     """Overdue first, then by due time (the most overdue, the soonest due first); no due time last."""
-    far = datetime.max.replace(tzinfo=UTC)
-    return sorted(items, key=lambda i: (not i.overdue, i.due_at or far, i.why, i.case_reference, i.task_id or ""))
+    return sorted(items, key=_position)
 
 
 def _position(item: WorkItem) -> str:
+    """An item's place in the order, as text that sorts as the items do; unique (a case's two steps
+    due at the same time differ by name), so a page boundary between them skips neither."""
     due = (item.due_at or datetime.max.replace(tzinfo=UTC)).isoformat(timespec="microseconds")
-    return f"{int(not item.overdue)}|{due}|{item.why}|{item.case_reference}|{item.task_id or ''}"
+    return f"{int(not item.overdue)}|{due}|{item.why}|{item.case_reference}|{item.name}|{item.task_id or ''}"
 
 
 def paged(items: list[WorkItem], limit: int, cursor: str | None) -> tuple[list[WorkItem], str | None]:
@@ -196,7 +196,7 @@ def paged(items: list[WorkItem], limit: int, cursor: str | None) -> tuple[list[W
             after = base64.urlsafe_b64decode(cursor.encode()).decode()
         except (binascii.Error, UnicodeDecodeError, ValueError):
             raise Unprocessable(N_("the cursor is not one this API gave")) from None
-        if after.count("|") < 4:
+        if after.count("|") < 5:
             raise Unprocessable(N_("the cursor is not one this API gave"))
         items = [i for i in items if _position(i) > after]
     chosen = items[:limit]
@@ -241,8 +241,7 @@ def worklist_of(session: Session, user: Claims, now: datetime) -> list[WorkItem]
         closures = session.exec(
             in_region(
                 select(CaseRecord).where(
-                    col(CaseRecord.status) != "closed",
-                    sqlalchemy.cast(col(CaseRecord.allowed_steps), sqlalchemy.String).like('%"approve-closure"%'),
+                    col(CaseRecord.awaiting_approval).is_(True), col(CaseRecord.status) != "closed"
                 )
             ).limit(MAX_CASES)
         ).all()

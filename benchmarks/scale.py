@@ -157,7 +157,9 @@ async def restart_worker(processes: Processes, api_url: str, caller: Caller, cas
     today = datetime.now(UTC).date().isoformat()
     async with httpx.AsyncClient(base_url=api_url, timeout=120) as http:
         headers = caller.auth("supervisor", "sup-scale")
-        body = {"caseworker": f"cw-restart-{uuid.uuid4().hex[:8]}", "reason": today}
+        taker = f"cw-restart-{uuid.uuid4().hex[:8]}"
+        caller.auth("caseworker", taker)  # signed in: known to the users' directory
+        body = {"caseworker": taker, "reason": today}
         r = await http.post(f"/v1/cases/{case_id}/reassign", json=body, headers=headers)
         if r.status_code != 200:
             raise RuntimeError(f"the command after the restart answered {r.status_code}: {r.text[:300]}")

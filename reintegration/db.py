@@ -13,12 +13,14 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Index,
     Integer,
     MetaData,
     event,
+    false,
 )
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine
@@ -59,6 +61,10 @@ class CaseRecord(SQLModel, table=True):
     most_overdue_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), index=True))
     stall_reasons: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     stage_entered_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # A closure waits for a supervisor's approval (the supervisors' worklists find them by it).
+    awaiting_approval: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=false(), index=True)
+    )
     active_workflow_id: str = Field(max_length=200)
     allowed_steps: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     open_items: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
@@ -317,6 +323,7 @@ class UserNotificationRecord(SQLModel, table=True):
     __table_args__ = (
         Index("ix_user_notifications_user_order", "user_id", "created_at", "notification_id"),
         Index("ix_user_notifications_email", "email_status", "user_id"),
+        Index("ix_user_notifications_unread", "user_id", "read_at"),
     )
 
     notification_id: str = Field(primary_key=True, max_length=64)
@@ -346,6 +353,7 @@ class ReassignmentRecord(SQLModel, table=True):
     created_by: str = Field(max_length=200)
     from_caseworker: str = Field(max_length=200, index=True)
     to_caseworker: str = Field(max_length=200)
+    reason: str = ""  # sealed with the system key (free text)
     countries: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     total: int
     done: int = 0

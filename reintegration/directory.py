@@ -45,7 +45,12 @@ OWNER_ROLES = frozenset({Role.caseworker.value, Role.supervisor.value})
 
 
 class UnknownUser(Exception):
-    """The user is not in the directory, is deactivated, or may not take what is asked."""
+    """The user is not in the directory, is deactivated, or may not take what is asked: ``template``
+    (marked for the catalogues) with its ``params``, so the API says it in the caller's language."""
+
+    def __init__(self, template: str, **params: str) -> None:
+        super().__init__(template.format(**params))
+        self.template, self.params = template, params
 
 
 def _countries(claims: Claims) -> list[str]:
@@ -98,15 +103,13 @@ def check_owner(session: Session, user_id: str, country: str) -> None:
     active caseworker (or supervisor) of that country."""
     user = find(session, user_id)
     if user is None:
-        raise UnknownUser(
-            N_("unknown caseworker: {user}; they must sign in once, or an admin add them").format(user=user_id)
-        )
+        raise UnknownUser(N_("unknown caseworker: {user}; they must sign in once, or an admin add them"), user=user_id)
     if not user.active:
-        raise UnknownUser(N_("{user} is deactivated").format(user=user_id))
+        raise UnknownUser(N_("{user} is deactivated"), user=user_id)
     if user.role not in OWNER_ROLES:
-        raise UnknownUser(N_("{user} is not a caseworker").format(user=user_id))
+        raise UnknownUser(N_("{user} is not a caseworker"), user=user_id)
     if not sees_country(user, country):
-        raise UnknownUser(N_("{user} is not a caseworker of {country}").format(user=user_id, country=country))
+        raise UnknownUser(N_("{user} is not a caseworker of {country}"), user=user_id, country=country)
 
 
 # What the notifications need of a user: read as plain rows, from a session or a connection.

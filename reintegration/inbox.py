@@ -98,7 +98,12 @@ def _notices(conn: Connection, state: JourneyState, ev: TimelineEvent, previous_
             return [Notice("case.incoming", people(state.receiving_caseworker))]
         case "case", "handed-over":
             sending = previous_owner if previous_owner != state.owner_caseworker else None
-            return [Notice("case.handed-over", people(*owner, sending))]
+            told = people(*owner, sending)
+            if not any(u.user_id == state.owner_caseworker for u in told):
+                # The receiving caseworker left (deactivated since the travel plan): her supervisors
+                # are told the case arrived with no one active to take it.
+                told += directory.supervisors_of(conn, state.owner_country)
+            return [Notice("case.handed-over", told)]
         case "step", "approve-closure":
             return [Notice("closure.approved", people(*owner))]
         case "step", "reject-closure":
@@ -124,7 +129,7 @@ def record(
 ) -> list[DeliveryRequest]:
     """The inbox rows this projection's events make, each once; the e-mails to send at once (none
     without ``mail``: no mail server is configured, or this is a repair of the read model)."""
-    state, mails = projection.state, []
+    state, mails = projection.state, list[str]()
     for ev in projection.events:
         for notice in _notices(conn, state, ev, previous_owner):
             seen: set[str] = set()
@@ -158,9 +163,18 @@ def record(
                         )
                     )
                 if status == "pending":
-                    mails.append(
-                        DeliveryRequest(
-                            delivery_id=nid, event=MAIL_EVENT, case_id=state.case_id, task_id="", agency_id=""
-                        )
-                    )
-    return mails
+                    mails.append(nid)
+    # An earlier attempt's rows still waiting for their e-mail (its start may be what that attempt
+    # missed), whoever they were for: the recipients worked out now may differ (a hand-over's sending
+    # caseworker is read from the row this projection has already moved on).
+    if projection.events and mail:
+        mails += conn.scalars(
+            select(col(UserNotificationRecord.notification_id)).where(
+                col(UserNotificationRecord.event_id).in_([ev.event_id for ev in projection.events]),
+                col(UserNotificationRecord.email_status) == "pending",
+            )
+        ).all()
+    return [
+        DeliveryRequest(delivery_id=nid, event=MAIL_EVENT, case_id=state.case_id, task_id="", agency_id="")
+        for nid in sorted(set(mails))
+    ]

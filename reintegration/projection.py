@@ -28,7 +28,7 @@ from reintegration.db import (
     aware,
 )
 from workflows import rules
-from workflows.model import DeliveryRequest, JourneyState, Projection, TaskState
+from workflows.model import DeliveryRequest, JourneyState, Projection, Step, TaskState
 
 CASE_FACTS = {
     "identified_on",
@@ -324,6 +324,7 @@ def case_values(projection: Projection) -> dict[str, Any]:
         "most_overdue_at": min((r.due_at for r in state.stall), default=None),
         "stall_reasons": [r.model_dump(mode="json") for r in state.stall],
         "stage_entered_at": state.stage_entered_at,
+        "awaiting_approval": Step.approve_closure in projection.allowed_steps,
         "facts": state.model_dump(mode="json", include=CASE_FACTS),
     }
 

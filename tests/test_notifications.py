@@ -9,6 +9,7 @@ import email
 import email.policy
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage as Message
 from typing import Any
 
@@ -33,6 +34,12 @@ class Mailbox:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         message["X-Envelope-To"] = ",".join(envelope.rcpt_tos)
         self.messages.append(message)
+        return "250 OK"
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:  # noqa: N802
+        if address.startswith("full-"):
+            return "452 4.2.2 Mailbox full"  # a lasting trouble of one reader's, answered as temporary
+        envelope.rcpt_tos.append(address)
         return "250 OK"
 
     def to(self, address: str) -> list[Message]:
@@ -303,3 +310,38 @@ async def test_a_case_goes_only_to_a_known_active_caseworker_of_its_country(mail
     await j.step("travel-plan", {**plan, "receiving_caseworker": "cw-es-own"}, expect=422)  # not of RO
     assert (await j.get())["version"] == version
     await j.step("travel-plan", {**plan, "receiving_caseworker": "cw-ro-1"})
+
+
+async def test_one_readers_trouble_never_holds_back_the_others_digests(mailing, smtp):
+    tag = "t6"
+    j = Journey(mailing, caseworker=f"cw-es-{tag}")
+    await j.open()
+    for user in (f"full-{tag}", f"fine-{tag}"):
+        await add_user(mailing, user, role="supervisor", countries=["ES"], email=f"{user}@example.org", notify="digest")
+    with Session(mailing.engine) as session:
+        for n, user in enumerate((f"full-{tag}", f"fine-{tag}")):
+            session.add(
+                UserNotificationRecord(
+                    notification_id=f"{n + 16:040x}",
+                    user_id=user,
+                    event_id=f"ev-{tag}-{n}",
+                    case_id=j.case_id,
+                    case_reference=j.case["reference"],
+                    kind="supervision.stalled",
+                    facts={"item": "risk-assessment"},
+                    created_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=n),  # the full one first
+                    email_status="digest",
+                )
+            )
+        session.commit()
+    activities = MailActivities(engine=mailing.engine, settings=mailing.settings)
+    env = ActivityEnvironment()
+    assert await env.run(activities.send_digests, "2998-01-01T07:00:00+00:00") == 1
+    assert len(smtp.mailbox.to(f"fine-{tag}@example.org")) == 1
+    [full] = rows(mailing, user_id=f"full-{tag}")
+    assert (full.email_status, full.email_attempts) == ("digest", 1)  # tried again the next day
+    for _ in range(4):
+        await env.run(activities.send_digests, "2998-01-01T07:00:00+00:00")
+    [full] = rows(mailing, user_id=f"full-{tag}")
+    assert (full.email_status, full.email_attempts) == ("failed", 5)
+    assert len(smtp.mailbox.to(f"fine-{tag}@example.org")) == 1

@@ -132,7 +132,9 @@ class MailNotificationWorkflow:
             ActivityName.SEND_MAIL,
             request,
             result_type=str,
-            start_to_close_timeout=timedelta(seconds=request.timeout_seconds * 6),
+            # ``timeout_seconds`` is the mail server's per operation (connect, EHLO, STARTTLS, login,
+            # MAIL, RCPT, DATA...): an attempt ends in its own thread before the next one starts.
+            start_to_close_timeout=timedelta(seconds=request.timeout_seconds * 10),
             retry_policy=RetryPolicy(
                 initial_interval=timedelta(seconds=request.retry_initial_seconds),
                 backoff_coefficient=2.0,
@@ -163,7 +165,8 @@ class NotificationDigestWorkflow:
             at.isoformat(),
             result_type=int,
             start_to_close_timeout=timedelta(hours=1),
-            heartbeat_timeout=timedelta(minutes=2),
+            # A heartbeat before each digest; one digest's send takes at most ten server operations.
+            heartbeat_timeout=timedelta(seconds=max(120.0, run.smtp_timeout_seconds * 10)),
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=run.retry_max_seconds)),
         )
         workflow.continue_as_new(run)

@@ -20,6 +20,11 @@ with workflow.unsafe.imports_passed_through():
 SKIPPED = "skipped:"
 
 
+def reason_purpose(reassignment_id: str) -> str:
+    """What a reassignment's reason, sealed with the system key in its row, is bound to."""
+    return f"reassignment-reason:{reassignment_id}"
+
+
 def reassignment_workflow_id(reassignment_id: str) -> str:
     """No case's: sealed with the system key."""
     return f"reassignment-{reassignment_id}"
@@ -48,8 +53,8 @@ class BulkReassignmentWorkflow:
                 ReassignOne(
                     reassignment_id=request.reassignment_id,
                     case_id=case_id,
+                    from_caseworker=request.from_caseworker,
                     to_caseworker=request.to_caseworker,
-                    reason=request.reason,
                     actor=request.actor,
                 ),
                 result_type=str,

@@ -203,19 +203,20 @@ class BulkReassignment(Strict):
 
     reassignment_id: str
     case_ids: list[str] = Field(max_length=5000)
+    from_caseworker: Identifier
     to_caseworker: Identifier
-    reason: Notes = ""
     actor: Actor
     progress: ReassignmentProgress | None = None
 
 
 class ReassignOne(Strict):
-    """One case of a bulk reassignment, given to the activity that sends the case its command."""
+    """One case of a bulk reassignment, given to the activity that sends the case its command (the
+    reason, free text, stays in the reassignment's row, sealed: never in a workflow's input)."""
 
     reassignment_id: str
     case_id: str
+    from_caseworker: Identifier
     to_caseworker: Identifier
-    reason: Notes = ""
     actor: Actor
 
 
@@ -224,6 +225,7 @@ class DigestRun(Strict):
 
     hour: int = Field(default=7, ge=0, le=23)
     retry_max_seconds: float = 300.0
+    smtp_timeout_seconds: float = 20.0
 
 
 class WebhookVerificationRequest(Strict):

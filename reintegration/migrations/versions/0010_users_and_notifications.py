@@ -60,12 +60,23 @@ def upgrade() -> None:
     )
     op.create_index("ix_user_notifications_email", "user_notifications", ["email_status", "user_id"], unique=False)
     op.create_index("ix_user_notifications_case_id", "user_notifications", ["case_id"], unique=False)
+    op.create_index("ix_user_notifications_unread", "user_notifications", ["user_id", "read_at"], unique=False)
+    with op.batch_alter_table("cases") as cases:
+        cases.add_column(sa.Column("awaiting_approval", sa.Boolean(), nullable=False, server_default=sa.false()))
+        cases.create_index("ix_cases_awaiting_approval", ["awaiting_approval"], unique=False)
+    # The closures already waiting (the projection keeps the column from now on).
+    op.execute(
+        sa.text(
+            "UPDATE cases SET awaiting_approval = true WHERE CAST(allowed_steps AS VARCHAR) LIKE '%approve-closure%'"
+        )
+    )
     op.create_table(
         "reassignments",
         sa.Column("reassignment_id", sa.String(length=64), nullable=False),
         sa.Column("created_by", sa.String(length=200), nullable=False),
         sa.Column("from_caseworker", sa.String(length=200), nullable=False),
         sa.Column("to_caseworker", sa.String(length=200), nullable=False),
+        sa.Column("reason", sa.String(), nullable=False),
         sa.Column("countries", sa.JSON(), nullable=False),
         sa.Column("total", sa.Integer(), nullable=False),
         sa.Column("done", sa.Integer(), nullable=False),
@@ -81,6 +92,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_reassignments_from_caseworker", table_name="reassignments")
     op.drop_table("reassignments")
+    with op.batch_alter_table("cases") as cases:
+        cases.drop_index("ix_cases_awaiting_approval")
+        cases.drop_column("awaiting_approval")
+    op.drop_index("ix_user_notifications_unread", table_name="user_notifications")
     op.drop_index("ix_user_notifications_case_id", table_name="user_notifications")
     op.drop_index("ix_user_notifications_email", table_name="user_notifications")
     op.drop_index("ix_user_notifications_user_order", table_name="user_notifications")
