@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import structlog
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -20,7 +22,7 @@ from activities.mail import MailActivities
 from activities.notifications import LogChannel, NotificationActivities, WebhookChannel
 from activities.read_model import ReadModelActivities
 from activities.reassignment import ReassignmentActivities
-from reintegration import heap
+from reintegration import heap, inbox
 from reintegration.crypto import Keyring
 from reintegration.db import keyring_from_settings, make_engine
 from reintegration.logs import configure_logging
@@ -28,6 +30,7 @@ from reintegration.migrate import upgrade_schema
 from reintegration.settings import Settings, get_settings
 from reintegration.temporal import connect
 from reintegration.webhooks import delivery_client
+from workflows import ids
 from workflows.case import CaseWorkflow
 from workflows.delivery import (
     DIGEST_WORKFLOW_ID,
@@ -137,6 +140,34 @@ async def start_digests(client: Client, settings: Settings) -> None:
         pass
 
 
+async def resume_mails(client: Client, engine: Engine, settings: Settings) -> int:
+    """Start again the e-mails left pending (a crash between a notification's commit and its mail's
+    start); one already running or sent is not started twice (its workflow id). How many."""
+    if settings.smtp_host is None:
+        return 0
+    with Session(engine) as session:
+        mails = inbox.pending_mails(session, datetime.now(UTC) - timedelta(minutes=1))
+    for request in mails:
+        request = request.model_copy(
+            update={
+                "timeout_seconds": settings.smtp_timeout_seconds,
+                "retry_initial_seconds": settings.delivery_retry_initial_seconds,
+                "retry_max_seconds": settings.delivery_retry_max_seconds,
+            }
+        )
+        try:
+            await client.start_workflow(
+                MailNotificationWorkflow.run,
+                request,
+                id=ids.message_workflow_id(request.case_id, "mail", request.delivery_id),
+                task_queue=settings.temporal_task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            pass
+    return len(mails)
+
+
 async def main() -> None:
     os.umask(0o077)  # what the worker creates (a SQLite database, say) is its owner's only
     settings = get_settings()
@@ -154,6 +185,9 @@ async def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await start_digests(client, settings)
+    resumed = await resume_mails(client, engine, settings)
+    if resumed:
+        log.info("pending e-mails resumed", count=resumed)
     heap.settle()
     log.info("worker started", task_queue=settings.temporal_task_queue, namespace=settings.temporal_namespace)
     async with worker:

@@ -31,8 +31,8 @@ from api.deps import (
     release_connection,
     require,
 )
-from api.errors import Conflict, PreconditionFailed, Unavailable, Unprocessable, responses
-from api.journeys import actor_of, case_in_scope, utcnow
+from api.errors import Conflict, Forbidden, PreconditionFailed, Unavailable, Unprocessable, responses
+from api.journeys import Access, actor_of, case_in_scope, case_readable, utcnow
 from api.languages import N_
 from api.pagination import Cursor, Keyset, Limit, page
 from api.pipeline import Pipeline, commands_for
@@ -495,10 +495,15 @@ def read_case_now(
     person: bool = False,
 ) -> CasePublic:
     """``GET /v1/cases/{id}`` in the calling thread (the workspace's pages call it too): the scope,
-    the ETag and, with ``person``, the ``person.read`` audit row before the data leaves."""
-    case = case_in_scope(session, case_id, user)
+    the ETag and, with ``person``, the ``person.read`` audit row before the data leaves. The office
+    about to take the case, and the one that had it, read it too (``case_access``); the person's
+    details only if the person consented to sharing their data (403 otherwise)."""
+    case, access = case_readable(session, case_id, user)
+    if person and access != Access.owner and not ((case.facts or {}).get("consent") or {}).get("data_sharing"):
+        raise Forbidden(N_("the person's details stay with the office managing the case: no consent to share them"))
     response.headers["ETag"] = etag(case)
     public = case_public(session, case, settings, person=person)
+    public.access = access.value
     if person:  # audited before the data leaves; no row, no data
         auditor.record("person.read", case_id=case_id, detail={"found": public.person is not None})
     return public

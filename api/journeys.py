@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 
 import structlog
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from api.access_log import bind_ids
 from api.errors import (
@@ -13,7 +14,7 @@ from api.errors import (
     NotFound,
 )
 from api.languages import N_
-from reintegration.db import CaseRecord, TaskRecord
+from reintegration.db import CaseRecord, TaskRecord, TransferRecord
 from reintegration.tokens import Claims
 from workflows.model import Actor, Role
 
@@ -33,6 +34,60 @@ def case_in_scope(session: Session, case_id: str, user: Claims) -> CaseRecord:
     if case is None or not user.sees_country(case.owner_country):
         raise NotFound(N_("no such case"))
     return case
+
+
+class Access(StrEnum):
+    """What a caseworker or supervisor may do with a case (``case_access``)."""
+
+    owner = "owner"  # the office that manages it: everything their role allows
+    receiving = "receiving"  # the office about to take it: read, and draft the reintegration plan
+    sending = "sending"  # the office that had it: read its case and timeline
+
+
+def case_access(session: Session, case: CaseRecord, user: Claims) -> Access | None:
+    """The caller's access to the case, if any.
+
+    - ``owner``: the case is managed in one of the caller's countries.
+    - ``receiving``: the caller is the receiving caseworker the travel plan names, until the arrival
+      hands the case over; or of the office a pending transfer asks to take it.
+    - ``sending``: the case was identified in one of the caller's countries and is managed elsewhere
+      now (handed over on arrival), or was transferred from one of them.
+    """
+    if user.role not in (Role.caseworker, Role.supervisor):
+        return None
+    if user.sees_country(case.owner_country):
+        return Access.owner
+    facts = case.facts or {}
+    if (
+        user.role == Role.caseworker
+        and facts.get("receiving_caseworker") == user.sub
+        and not facts.get("arrived_on")
+        and case.status != "closed"
+    ):
+        return Access.receiving
+    transfers = session.exec(
+        select(TransferRecord.from_country, TransferRecord.to_country, TransferRecord.status).where(
+            col(TransferRecord.case_id) == case.case_id, col(TransferRecord.status).in_(("pending", "accepted"))
+        )
+    ).all()
+    if any(status == "pending" and user.sees_country(to) for _, to, status in transfers):
+        return Access.receiving
+    if user.sees_country(case.destination_country) or any(
+        status == "accepted" and user.sees_country(from_) for from_, _, status in transfers
+    ):
+        return Access.sending
+    return None
+
+
+def case_readable(session: Session, case_id: str, user: Claims) -> tuple[CaseRecord, Access]:
+    """The case and the caller's access if they may read it (``case_access``); 404 otherwise."""
+    if user.role not in (Role.caseworker, Role.supervisor):
+        raise Forbidden(N_("a {role} has no access to cases"), params={"role": user.role.value})
+    case = session.get(CaseRecord, case_id)
+    access = case_access(session, case, user) if case is not None else None
+    if case is None or access is None:
+        raise NotFound(N_("no such case"))
+    return case, access
 
 
 def task_in_scope(session: Session, task_id: str, user: Claims) -> TaskRecord:

@@ -34,6 +34,7 @@ from api import (
     steps,
     supervision,
     tasks,
+    transfers,
     users,
     worklist,
 )
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users.router)
     app.include_router(worklist.router)
     app.include_router(reassignments.router)
+    app.include_router(transfers.router)
     app.include_router(documents.router)
     app.include_router(links.router)
     app.include_router(person.router)

@@ -54,8 +54,10 @@ from reintegration.db import (
     IdempotencyRecord,
     NotificationRecord,
     PersonRecord,
+    PlanDraftRecord,
     TaskRecord,
     TimelineRecord,
+    TransferRecord,
     UserNotificationRecord,
     aware,
 )
@@ -118,6 +120,8 @@ def erase_personal_data(
     forget_links(session, case_id)  # who was related to whom goes with the person's data
     blob_keys = forget_documents(session, case_id)  # the blobs themselves once this commits
     session.execute(delete(IdempotencyRecord).where(col(IdempotencyRecord.case_id) == case_id))
+    session.execute(delete(PlanDraftRecord).where(col(PlanDraftRecord.case_id) == case_id))
+    session.execute(update(TransferRecord).where(col(TransferRecord.case_id) == case_id).values(reason="", refusal=""))
     session.execute(
         update(TaskRecord)
         .where(col(TaskRecord.case_id) == case_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -259,6 +259,13 @@ class CasePublic(BaseModel):
     facts: dict[str, Any]
     timeline: list[TimelineEntry] | None = None
     person: PersonView | None = Field(default=None, description="Only with ?include=person; each read is audited")
+    access: Literal["owner", "receiving", "sending"] = Field(
+        default="owner",
+        description=(
+            "The caller's access: `owner` (the office managing the case), `receiving` (the office about to take "
+            "it: read and draft the reintegration plan), `sending` (the office that had it: read only)"
+        ),
+    )
 
 
 class CaseSummary(BaseModel):

@@ -57,7 +57,14 @@ class Summary(BaseModel):
     by_stage: dict[str, int]
     by_status: dict[str, int]
     by_pathway: dict[str, int]
-    by_country: dict[str, int]
+    by_country: dict[str, int] = Field(description="Cases by the country that owns (manages) them now")
+    by_identifying_country: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "Cases by the country that identified them: a case handed over or transferred counts here for the "
+            "country that identified it, and in `by_country` for the one that owns it now"
+        ),
+    )
     by_agency: dict[str, int] = Field(description="Cases with a task at the agency")
     median_days_per_stage: dict[str, float] = Field(description="Completed stays in each stage")
     caseloads: list[Caseload] = Field(
@@ -244,10 +251,20 @@ def compute_summary(session: Session, countries: list[str] | None) -> Summary:
         by_status=dict(by["status"]),
         by_pathway=dict(by["pathway"]),
         by_country=dict(by["country"]),
+        by_identifying_country=identifying_countries(session, countries),
         by_agency={a: n for a, n in session.exec(agencies).all()},
         median_days_per_stage=medians,
         caseloads=caseloads(session, countries),
     )
+
+
+def identifying_countries(session: Session, countries: list[str] | None) -> dict[str, int]:
+    """The cases identified in these countries (``None``: every one), wherever they are managed now."""
+    identified = col(CaseRecord.destination_country)
+    query = sqlalchemy.select(identified, func.count()).group_by(identified)
+    if countries is not None:
+        query = query.where(identified.in_(countries))
+    return {c: int(n) for c, n in session.execute(query).all()}
 
 
 def caseloads(session: Session, countries: list[str] | None) -> list[Caseload]:

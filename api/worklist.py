@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
-from datetime import UTC, datetime, time
+from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -26,7 +26,7 @@ from api.deps import CurrentUser, SessionDep, read_in_thread
 from api.errors import Forbidden, Unprocessable, responses
 from api.languages import N_
 from api.pagination import Cursor, Limit
-from reintegration.db import CaseRecord, TaskRecord, aware
+from reintegration.db import CaseRecord, TaskRecord, TransferRecord, UserNotificationRecord, aware
 from reintegration.tokens import Claims
 from workflows.model import Role, Strict
 
@@ -41,6 +41,8 @@ Why = Literal[
     "task-to-complete",
     "closure-to-approve",
     "case-stalled",
+    "transfer-to-accept",
+    "plan-to-draft",
 ]
 WHY = {
     "step-due": N_("a step of yours is due"),
@@ -51,6 +53,8 @@ WHY = {
     "task-to-complete": N_("complete the task"),
     "closure-to-approve": N_("a closure waits for approval"),
     "case-stalled": N_("the case is stalled"),
+    "transfer-to-accept": N_("another office offers your office the case: accept or refuse it"),
+    "plan-to-draft": N_("the person is to arrive: draft the reintegration plan"),
 }
 OPEN_TASK = ("assigned", "accepted")
 MAX_CASES = 5000  # a worklist reads at most this many of the caller's cases (a caseload, a region's stalled)
@@ -176,6 +180,82 @@ def supervisor_items(closures: Sequence[CaseRecord], stalled: Sequence[CaseRecor
     return items
 
 
+def transfer_items(transfers: Sequence[TransferRecord]) -> list[WorkItem]:
+    """Transfers offered to the caller's office, waiting for its answer (no deadline of ours)."""
+    return [
+        WorkItem(
+            why="transfer-to-accept",
+            name=f"{t.from_country}>{t.to_country}",
+            case_reference=t.case_reference,
+            case_id=t.case_id,
+            task_id=None,
+            due_at=None,
+            overdue=False,
+            link=_case_link(t.case_id),
+        )
+        for t in transfers
+    ]
+
+
+def incoming_items(cases: Sequence[CaseRecord]) -> list[WorkItem]:
+    """The cases on their way to the caller (the receiving caseworker their travel plan names):
+    the plan to draft before the travel date."""
+    items = []
+    for case in cases:
+        travel = (case.facts or {}).get("travel_date")
+        due = _end_of(date.fromisoformat(travel)) if travel else None
+        items.append(
+            WorkItem(
+                why="plan-to-draft",
+                name="reintegration-plan",
+                case_reference=case.reference,
+                case_id=case.case_id,
+                task_id=None,
+                due_at=due,
+                overdue=False,  # a draft is never late: the plan's own deadline runs from arrival
+                link=_case_link(case.case_id),
+            )
+        )
+    return items
+
+
+def _offered(session: Session, user: Claims) -> list[TransferRecord]:
+    """Pending transfers to the caller's countries (for a caseworker, those naming her or no one)."""
+    query = select(TransferRecord).where(col(TransferRecord.status) == "pending")
+    region = user.country_scope
+    if region is not None:
+        query = query.where(col(TransferRecord.to_country).in_(region))
+    if user.role == Role.caseworker:
+        query = query.where(
+            (col(TransferRecord.to_caseworker) == user.sub) | col(TransferRecord.to_caseworker).is_(None)
+        )
+    return list(session.exec(query.limit(MAX_CASES)).all())
+
+
+def _incoming(session: Session, user: Claims) -> list[CaseRecord]:
+    """The cases whose travel plan names the caller as the receiving caseworker, not yet arrived
+    (found through her ``case.incoming`` notifications: the directory's record of it)."""
+    named = session.exec(
+        select(UserNotificationRecord.case_id).where(
+            col(UserNotificationRecord.user_id) == user.sub, col(UserNotificationRecord.kind) == "case.incoming"
+        )
+    ).all()
+    if not named:
+        return []
+    cases = session.exec(
+        select(CaseRecord).where(
+            col(CaseRecord.case_id).in_(sorted(set(named))),
+            col(CaseRecord.stage) == "return",
+            col(CaseRecord.status) != "closed",
+        )
+    ).all()
+    return [
+        c
+        for c in cases
+        if (c.facts or {}).get("receiving_caseworker") == user.sub and not (c.facts or {}).get("arrived_on")
+    ]
+
+
 def ordered(items: list[WorkItem]) -> list[WorkItem]:
     """Overdue first, then by due time (the most overdue, the soonest due first); no due time last."""
     return sorted(items, key=_position)
@@ -229,7 +309,11 @@ def worklist_of(session: Session, user: Claims, now: datetime) -> list[WorkItem]
             if back
             else []
         )
-        return ordered(caseworker_items(cases, came_back, now))
+        return ordered(
+            caseworker_items(cases, came_back, now)
+            + transfer_items(_offered(session, user))
+            + incoming_items(_incoming(session, user))
+        )
     if user.role == Role.supervisor:
         region = user.country_scope
         if region == []:
@@ -250,7 +334,7 @@ def worklist_of(session: Session, user: Claims, now: datetime) -> list[WorkItem]
             .order_by(col(CaseRecord.most_overdue_at))
             .limit(MAX_CASES)
         ).all()
-        return ordered(supervisor_items(closures, stalled, now))
+        return ordered(supervisor_items(closures, stalled, now) + transfer_items(_offered(session, user)))
     raise Forbidden(N_("a {role} has no worklist"), params={"role": user.role.value})
 
 

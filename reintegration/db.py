@@ -21,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     event,
     false,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine
@@ -363,6 +364,56 @@ class ReassignmentRecord(SQLModel, table=True):
     finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
+class TransferRecord(SQLModel, table=True):
+    """A case offered to another country's office, which accepts it (the case's workflow then moves
+    it there) or refuses it, with a reason (``api/transfers.py``). One pending per case at most."""
+
+    __tablename__ = "case_transfers"
+    __table_args__ = (
+        Index("ix_case_transfers_case", "case_id", "status"),
+        Index("ix_case_transfers_to", "to_country", "status"),
+        Index("ix_case_transfers_from", "from_country", "status"),
+        # The one pending transfer of a case: a second asked at the same time fails here.
+        Index(
+            "ux_case_transfers_pending",
+            "case_id",
+            unique=True,
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    transfer_id: str = Field(primary_key=True, max_length=64)
+    case_id: str = Field(max_length=64)
+    case_reference: str = Field(max_length=32)
+    from_country: str = Field(max_length=2)
+    from_caseworker: str | None = Field(default=None, max_length=200)
+    to_country: str = Field(max_length=2)
+    to_caseworker: str | None = Field(default=None, max_length=200)
+    reason: str = ""  # sealed with the case's key (free text)
+    status: str = Field(default="pending", max_length=16)  # pending, accepted, refused
+    requested_by: str = Field(max_length=200)
+    requested_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    decided_by: str | None = Field(default=None, max_length=200)
+    decided_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    refusal: str = ""  # sealed with the case's key (free text)
+
+
+class PlanDraftRecord(SQLModel, table=True):
+    """The reintegration plan drafted before arrival, by the receiving caseworker (or the owning
+    office): the services foreseen, and notes sealed with the case's key. Only a draft: the plan is
+    the ``reintegration-plan`` step, recorded by the owning office."""
+
+    __tablename__ = "plan_drafts"
+
+    case_id: str = Field(primary_key=True, max_length=64)
+    services: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    notes: str = ""  # sealed
+    version: int = 1
+    updated_by: str = Field(max_length=200)
+    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
 class IdempotencyRecord(SQLModel, table=True):
     """A request made with an ``Idempotency-Key``: its fingerprint and, once done, its response."""
 
@@ -506,6 +557,8 @@ __all__ = [
     "Session",
     "TaskRecord",
     "TimelineRecord",
+    "TransferRecord",
+    "PlanDraftRecord",
     "UserNotificationRecord",
     "UserRecord",
     "WebSessionRecord",

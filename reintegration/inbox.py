@@ -20,6 +20,9 @@ case reassigned            the new owning caseworker (``case.assigned``) and the
                            previous one (``case.reassigned``)
 travel plan                the receiving caseworker in the country of origin (``case.incoming``)
 case handed over           the receiving caseworker and the sending one
+case transferred           the receiving office's new caseworker and the sending one
+transfer requested         the caseworker named in it, else the receiving country's supervisors
+transfer refused           the caseworker who asked for it
 closure approved/rejected  the case's owning caseworker
 case stalled / escalated   the supervisors of the case's country (region)
 =========================  ==========================================================
@@ -32,11 +35,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
-from sqlmodel import col
+from sqlmodel import Session, col
 
 from reintegration import directory
 from reintegration.db import UserNotificationRecord
@@ -54,6 +58,9 @@ KINDS = (
     "case.reassigned",
     "case.incoming",
     "case.handed-over",
+    "case.transferred",
+    "case.transfer-requested",
+    "case.transfer-refused",
     "closure.approved",
     "closure.rejected",
     "supervision.stalled",
@@ -94,6 +101,8 @@ def _notices(conn: Connection, state: JourneyState, ev: TimelineEvent, previous_
                 Notice("case.assigned", people(ev.facts.get("to_caseworker"))),
                 Notice("case.reassigned", people(ev.facts.get("from_caseworker"))),
             ]
+        case "case", "transferred":
+            return [Notice("case.transferred", people(*owner, ev.facts.get("from_caseworker")))]
         case "step", "travel-plan":
             return [Notice("case.incoming", people(state.receiving_caseworker))]
         case "case", "handed-over":
@@ -177,4 +186,66 @@ def record(
     return [
         DeliveryRequest(delivery_id=nid, event=MAIL_EVENT, case_id=state.case_id, task_id="", agency_id="")
         for nid in sorted(set(mails))
+    ]
+
+
+def notify(
+    conn: Connection | Session,
+    *,
+    event_id: str,
+    case_id: str,
+    case_reference: str,
+    kind: str,
+    users: list[Any],
+    facts: dict[str, Any],
+    at: datetime,
+    mail: bool,
+) -> list[DeliveryRequest]:
+    """Notifications the API writes itself (a transfer asked or refused: no journey event), in the
+    caller's transaction, each once; the e-mails to start after it commits."""
+    mails = []
+    for user in users:
+        nid = notification_id(event_id, user.user_id)
+        if conn.execute(
+            select(col(UserNotificationRecord.notification_id)).where(
+                col(UserNotificationRecord.notification_id) == nid
+            )
+        ).first():
+            continue
+        wants = user.notify if user.email and mail else directory.Notify.none.value
+        status = {"email": "pending", "digest": "digest"}.get(wants, "none")
+        conn.execute(
+            insert(UserNotificationRecord).values(
+                notification_id=nid,
+                user_id=user.user_id,
+                event_id=event_id,
+                case_id=case_id,
+                case_reference=case_reference,
+                kind=kind,
+                task_id=None,
+                facts=facts,
+                created_at=at,
+                email_status=status,
+                email_attempts=0,
+            )
+        )
+        if status == "pending":
+            mails.append(DeliveryRequest(delivery_id=nid, event=MAIL_EVENT, case_id=case_id, task_id="", agency_id=""))
+    return mails
+
+
+def pending_mails(conn: Connection | Session, older_than: datetime, limit: int = 10_000) -> list[DeliveryRequest]:
+    """The e-mails waiting to be sent since before ``older_than``: those whose start a crash missed
+    (the worker starts them again when it starts; a start of one already running is a no-op)."""
+    rows = conn.execute(
+        select(col(UserNotificationRecord.notification_id), col(UserNotificationRecord.case_id))
+        .where(
+            col(UserNotificationRecord.email_status) == "pending",
+            col(UserNotificationRecord.created_at) < older_than,
+        )
+        .limit(limit)
+    ).all()
+    return [
+        DeliveryRequest(delivery_id=nid, event=MAIL_EVENT, case_id=case_id, task_id="", agency_id="")
+        for nid, case_id in rows
     ]

@@ -55,6 +55,8 @@ AFTER_BASELINE_TABLES = frozenset(
         "users",
         "user_notifications",
         "reassignments",
+        "case_transfers",
+        "plan_drafts",
     }
 )
 ADVISORY_LOCK = 7_310_442_118  # pg_advisory_lock key of the project's migrations

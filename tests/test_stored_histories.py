@@ -88,6 +88,7 @@ def test_the_recorded_journeys_are_all_there():
         "revision-after-a-later-visit",
         "reopened-in-reintegration",
         "reopened-in-protection",
+        "transferred",
     } | {
         f"stopped-in-{s}" for s in ("identification", "protection", "pathway", "return", "residence", "reintegration")
     } <= journeys

@@ -174,7 +174,23 @@ async def reopened_in_protection(j: Journey) -> None:
     await j.step("risk-assessment", {"level": "high", "threats": [], "assessed_on": day(600)}, headers=j.cw_origin)
 
 
+async def transferred(j: Journey) -> None:
+    """Offered to Portugal's office in protection, accepted there: the case goes on in PT."""
+    pt = j.stack.auth("caseworker", "cw-pt-1", countries=["PT"])
+    await j.open()
+    r = await j.http.post(
+        f"/v1/cases/{j.case_id}/transfers",
+        json={"to_country": "PT", "to_caseworker": "cw-pt-1", "reason": "moved"},
+        headers=j.cw,
+    )
+    assert r.status_code == 201, r.text
+    r = await j.http.post(f"/v1/transfers/{r.json()['transfer_id']}/accept", json={}, headers=pt)
+    assert r.status_code == 200, r.text
+    await j.step("risk-assessment", {"level": "low", "threats": [], "assessed_on": day(1)}, headers=pt)
+
+
 JOURNEYS: dict[str, Callable[[Journey], Awaitable[None]]] = {
+    "transferred": transferred,
     "reopened-in-reintegration": reopened_in_reintegration,
     "reopened-in-protection": reopened_in_protection,
     "residence-to-closure": residence_to_closure,

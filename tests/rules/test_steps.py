@@ -215,6 +215,28 @@ def test_a_supervisor_gives_the_case_to_another_caseworker():
     assert event.facts == {"from_caseworker": CASEWORKER.sub, "to_caseworker": "cw-es-2"}
 
 
+def test_a_transfer_accepted_by_the_receiving_office_moves_the_case_and_keeps_its_history():
+    case = consented()
+    cmd = ReassignOwner(caseworker="cw-pt-1", country="PT", actor=CASEWORKER.model_copy(update={"sub": "cw-pt-1"}))
+    rules.check_reassign_owner(case.state, cmd)  # a caseworker (of the receiving office) may
+    (event,) = rules.apply_reassign_owner(case.state, cmd, case.on(5).now, case.new_id)
+    assert (case.state.owner_country, case.state.owner_caseworker) == ("PT", "cw-pt-1")
+    assert (event.kind, event.name) == ("case", "transferred")
+    assert event.facts == {
+        "from_country": "ES",
+        "to_country": "PT",
+        "from_caseworker": CASEWORKER.sub,
+        "to_caseworker": "cw-pt-1",
+    }
+    with pytest.raises(rules.InvalidCommand, match="already managed in PT"):
+        rules.check_reassign_owner(case.state, cmd)
+    partner = Actor(sub="p-1", role=Role.partner, agency="clinic-es")
+    with pytest.raises(rules.Forbidden):
+        rules.check_reassign_owner(consented().state, cmd.model_copy(update={"actor": partner}))
+    with pytest.raises(rules.StepNotAllowed):
+        rules.check_reassign_owner(closed().state, cmd)
+
+
 # --- The projection -------------------------------------------------------------------------------------
 
 

@@ -113,11 +113,14 @@ class TaskCommand(Strict):
 
 
 class ReassignOwner(Strict):
-    """A supervisor's decision: the case goes to another caseworker."""
+    """A supervisor's decision: the case goes to another caseworker; with ``country``, a transfer the
+    receiving office accepted: the case goes to that country's office and its caseworker (a command
+    without it, as every one before transfers existed, is the reassignment it always was)."""
 
     caseworker: Identifier
     actor: Actor
     reason: Notes = ""
+    country: CountryCode | None = None
     # Bound to the update that carries it (checked by the workflow's validator): a sealed command
     # copied out of a history and sent again under another update id, or long after, is refused.
     update_id: UpdateId | None = None

@@ -60,6 +60,45 @@ def upgrade() -> None:
     )
     op.create_index("ix_user_notifications_email", "user_notifications", ["email_status", "user_id"], unique=False)
     op.create_index("ix_user_notifications_case_id", "user_notifications", ["case_id"], unique=False)
+    op.create_table(
+        "case_transfers",
+        sa.Column("transfer_id", sa.String(length=64), nullable=False),
+        sa.Column("case_id", sa.String(length=64), nullable=False),
+        sa.Column("case_reference", sa.String(length=32), nullable=False),
+        sa.Column("from_country", sa.String(length=2), nullable=False),
+        sa.Column("from_caseworker", sa.String(length=200), nullable=True),
+        sa.Column("to_country", sa.String(length=2), nullable=False),
+        sa.Column("to_caseworker", sa.String(length=200), nullable=True),
+        sa.Column("reason", sa.String(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("requested_by", sa.String(length=200), nullable=False),
+        sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("decided_by", sa.String(length=200), nullable=True),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("refusal", sa.String(), nullable=False),
+        sa.PrimaryKeyConstraint("transfer_id"),
+    )
+    op.create_index("ix_case_transfers_case", "case_transfers", ["case_id", "status"], unique=False)
+    op.create_index("ix_case_transfers_to", "case_transfers", ["to_country", "status"], unique=False)
+    op.create_index("ix_case_transfers_from", "case_transfers", ["from_country", "status"], unique=False)
+    op.create_index(
+        "ux_case_transfers_pending",
+        "case_transfers",
+        ["case_id"],
+        unique=True,
+        sqlite_where=sa.text("status = 'pending'"),
+        postgresql_where=sa.text("status = 'pending'"),
+    )
+    op.create_table(
+        "plan_drafts",
+        sa.Column("case_id", sa.String(length=64), nullable=False),
+        sa.Column("services", sa.JSON(), nullable=False),
+        sa.Column("notes", sa.String(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("updated_by", sa.String(length=200), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("case_id"),
+    )
     op.create_index("ix_user_notifications_unread", "user_notifications", ["user_id", "read_at"], unique=False)
     with op.batch_alter_table("cases") as cases:
         cases.add_column(sa.Column("awaiting_approval", sa.Boolean(), nullable=False, server_default=sa.false()))
@@ -90,6 +129,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("plan_drafts")
+    op.drop_index("ux_case_transfers_pending", table_name="case_transfers")
+    op.drop_index("ix_case_transfers_from", table_name="case_transfers")
+    op.drop_index("ix_case_transfers_to", table_name="case_transfers")
+    op.drop_index("ix_case_transfers_case", table_name="case_transfers")
+    op.drop_table("case_transfers")
     op.drop_index("ix_reassignments_from_caseworker", table_name="reassignments")
     op.drop_table("reassignments")
     with op.batch_alter_table("cases") as cases:
