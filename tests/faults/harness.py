@@ -12,7 +12,9 @@ fails:
 * every task assigned to a webhook agency reached it, once: the simulator saw its delivery id and
   took it once (a repeat, after a timeout, is dropped by the key and counted apart);
 * the read model equals the workflows' state (``reintegration.reconcile.check_case``);
-* no ``500``; every ``503`` carries ``Retry-After``; both answers to a request sent twice agree.
+* no ``500``; every ``503`` carries ``Retry-After``; both answers to a request sent twice agree;
+* every notification that asked for an e-mail was sent, and the SMTP server (a real one, run here:
+  ``aiosmtpd``) took each exactly once; every partner's completed task told the case's caseworker once.
 
 The client is what a real client does under faults: on ``503`` or a broken connection it sends the
 same request again with the same ``Idempotency-Key`` until it gets an answer (with a deadline).
@@ -21,6 +23,7 @@ same request again with the same ``Idempotency-Key`` until it gets an answer (wi
 from __future__ import annotations
 
 import asyncio
+import email
 import random
 import statistics
 import time
@@ -34,7 +37,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -46,6 +49,9 @@ from reintegration.db import (
     DocumentRecord,
     NoteRecord,
     TimelineRecord,
+    UserNotificationRecord,
+    UserRecord,
+    aware,
     keyring_from_settings,
     make_engine,
 )
@@ -53,7 +59,7 @@ from reintegration.documents import open_stream
 from reintegration.migrate import upgrade_schema
 from reintegration.settings import Settings
 from reintegration.temporal import connect
-from tests.conftest import NAMESPACE, Stack, served
+from tests.conftest import NAMESPACE, Stack, free_port, served
 from tests.delivery_helpers import SIMULATORS, simulator
 from tests.faults.processes import Workers
 from tests.journey import case_body, day
@@ -66,6 +72,53 @@ IN_PROGRESS = "still in progress"  # the 409 of a key whose first request has no
 
 SUMMARIES: list[str] = []  # one line per fault, printed at the end of the session
 
+# --- The mail server: a real SMTP server per fault stack, stoppable ------------------------------
+
+
+@dataclass
+class Received:
+    message_id: str
+    to: str
+    at: float  # time.time() when the server took it
+
+
+class MailServer:
+    """An SMTP server (aiosmtpd) on a fixed port, that records what it takes and can be stopped and
+    started again (the mail-outage fault)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.received: list[Received] = []
+        self.stopped = 0
+        self._controller: Any = None
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+        message = email.message_from_bytes(envelope.content)
+        self.received.append(Received(str(message["Message-ID"]), str(message["To"]), time.time()))
+        return "250 OK"
+
+    def start(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+            self.stopped += 1
+
+
+def give_addresses(engine: Any, user_ids: list[str]) -> None:
+    """These users (known to the directory: signed in) get an e-mail address, e-mail at once."""
+    with Session(engine) as session:
+        for user in session.exec(select(UserRecord).where(col(UserRecord.user_id).in_(user_ids))).all():
+            user.email, user.notify = f"{user.user_id}@faults.test", "email"
+            session.add(user)
+        session.commit()
+
+
 # --- The plan: journeys per fault, and the seed of its random moments ----------------------------
 
 PLAN: dict[str, tuple[int, int]] = {
@@ -75,6 +128,7 @@ PLAN: dict[str, tuple[int, int]] = {
     "two-workers": (12, 2),  # b: two workers, one killed
     "temporal-restart": (12, 3),  # c: the Temporal dev server stopped and started on the same store
     "database-outage": (16, 4),  # d: PostgreSQL stopped (-m immediate) and started again
+    "mail-outage": (12, 7),  # g: the SMTP server stopped for a while, then started again
 }
 
 
@@ -97,6 +151,7 @@ class FaultStack:
     stack: Stack
     workers: Workers
     partners: dict[str, Partner]  # by country
+    mail: MailServer
 
     @property
     def settings(self) -> Settings:
@@ -114,6 +169,8 @@ async def fault_stack(
     """A fresh system: database, API over HTTP on a free port (in this process), worker processes,
     and a partner simulator per country. Nothing of it is shared with another fault."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    mail = MailServer()
+    mail.start()
     settings = Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -126,6 +183,11 @@ async def fault_stack(
         # Hundreds of requests a minute per caller, on purpose: the rate limit is not the fault here.
         rate_limit_per_minute=1_000_000,
         rate_limit_burst=100_000,
+        smtp_host="127.0.0.1",
+        smtp_port=mail.port,
+        smtp_security="none",
+        smtp_timeout_seconds=2.0,
+        mail_from="Reintegration <notify@faults.test>",
     )
     engine = make_engine(settings)
     upgrade_schema(engine)
@@ -160,10 +222,11 @@ async def fault_stack(
                     simulator(stack, services=services, country=country, act_after=None)
                 )
                 partners[country] = Partner(agency, country, stats)
-            yield FaultStack(stack=stack, workers=procs, partners=partners)
+            yield FaultStack(stack=stack, workers=procs, partners=partners, mail=mail)
             procs.stop_all()  # before the simulators stop: no delivery in flight against them
     finally:
         procs.stop_all()
+        mail.stop()
         if stack is not None:
             await stack.http.aclose()
             await stack.worker_http.aclose()
@@ -322,6 +385,7 @@ class FaultJourney:
         self.cw = stack.auth("caseworker", self.cw_sub, countries=["ES"])
         self.cw_ro = stack.auth("caseworker", self.cw_ro_sub, countries=["RO"])
         self.sup = stack.auth("supervisor", self.sup_sub)
+        give_addresses(stack.engine, [self.cw_sub, self.cw_ro_sub])  # told of their cases by e-mail
         self.case: dict[str, Any] = {}
 
     def _check(self, r: httpx.Response, what: str, expect: int) -> dict[str, Any]:
@@ -704,11 +768,53 @@ async def check(fs: FaultStack, f: Findings) -> None:
         if back != DOCUMENT:
             f.losses.append(f"case {d.case_id}: its document does not read back as sent")
 
+    await check_mail(fs, f)
+
     # The read model equals the workflows' state.
     from reintegration.reconcile import check_case
 
     for case_id in stats.opened:
         f.drifts += [f"case {case_id}: {d}" for d in await check_case(client, engine, fs.stack.keyring, case_id)]
+
+
+async def check_mail(fs: FaultStack, f: Findings) -> None:
+    """Every e-mail asked for went, exactly once; every partner's completion told its caseworker once."""
+    engine, mail = fs.stack.engine, fs.mail
+    deadline = time.monotonic() + 60
+    while True:  # the last e-mails go just after the last commands
+        with Session(engine) as session:
+            rows = session.exec(select(UserNotificationRecord)).all()
+        waiting = [r for r in rows if r.email_status == "pending"]
+        if not waiting or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    if waiting:
+        f.losses.append(f"{len(waiting)} e-mails never sent")
+    failed = [r for r in rows if r.email_status == "failed"]
+    if failed:
+        f.losses.append(f"{len(failed)} e-mails failed")
+    taken = Counter(m.message_id for m in mail.received)
+    sent = {f"<{r.notification_id}@faults.test>": r for r in rows if r.email_status == "sent"}
+    if twice := [k for k, n in taken.items() if n > 1]:
+        f.duplicates.append(f"{len(twice)} e-mails taken by the mail server more than once")
+    if missing := set(sent) - set(taken):
+        f.losses.append(f"{len(missing)} e-mails recorded sent that the mail server never took")
+    if unknown := set(taken) - set(sent):
+        f.duplicates.append(f"{len(unknown)} e-mails the mail server took that are not recorded sent")
+    # A partner's completion of a task tells the case's caseworker: one row per completion event.
+    with Session(engine) as session:
+        completions = session.exec(
+            select(TimelineRecord.event_id).where(TimelineRecord.kind == "task", TimelineRecord.name == "completed")
+        ).all()
+    told = Counter(r.event_id for r in rows if r.kind == "task.completed")
+    if untold := [e for e in completions if told[e] != 1]:
+        f.losses.append(f"{len(untold)} task completions not told to their caseworker exactly once")
+    at = {m.message_id: m.at for m in mail.received}
+    delays = [at[k] - aware(r.created_at).timestamp() for k, r in sent.items() if k in at]
+    f.fault_log.append(
+        f"e-mails {len(sent)} sent once each (median {statistics.median(delays or [0]):.2f} s, "
+        f"max {max(delays or [0]):.1f} s from event to mail server)"
+    )
 
 
 def assert_clean(findings: Findings) -> None:

@@ -52,6 +52,16 @@ class Workers:
                 "REINTEGRATION_DELIVERY_RETRY_MAX_SECONDS": str(s.delivery_retry_max_seconds),
             }
         )
+        if s.smtp_host:
+            env.update(
+                {
+                    "REINTEGRATION_SMTP_HOST": s.smtp_host,
+                    "REINTEGRATION_SMTP_PORT": str(s.smtp_port),
+                    "REINTEGRATION_SMTP_SECURITY": s.smtp_security,
+                    "REINTEGRATION_SMTP_TIMEOUT_SECONDS": str(s.smtp_timeout_seconds),
+                    "REINTEGRATION_MAIL_FROM": s.mail_from,
+                }
+            )
         return env
 
     def start(self) -> subprocess.Popen:
