@@ -260,3 +260,45 @@ async def test_my_work_and_the_notifications_pass_axe_at_phone_width(stack, brow
         await person.page.locator("form[action='/workspace/notifications/read'] button[type=submit]").click()
         await person.check("all read")
         assert await person.page.locator(".badge.unread").count() == 0
+
+
+async def test_transfers_the_receiving_office_and_caseloads_pass_axe_at_phone_width(stack, browser):
+    """A case offered to PT: its office reads it and drafts the plan, then accepts the offer on the
+    Transfers page; a supervisor's caseloads and a move of cases refused beside its field (in Spanish,
+    at phone width); axe on each page, nothing scrolls sideways."""
+    j, stays = Journey(stack, caseworker="cw-es-browser-transfer"), Journey(stack, caseworker="cw-es-browser-transfer")
+    await j.open()
+    await stays.open()
+    stack.token("caseworker", "cw-pt-browser-1", countries=["PT"])
+    r = await stack.http.post(
+        f"/v1/cases/{j.case_id}/transfers", json={"to_country": "PT", "reason": "Vive en Oporto"}, headers=j.cw
+    )
+    assert r.status_code == 201, r.text
+    transfer_id = r.json()["transfer_id"]
+    async with visit(browser, stack.base_url, "transfers-es-phone", viewport=PHONE, language="es") as person:
+        await person.sign_in("caseworker", "cw-pt-browser-1", countries="PT")
+        await person.goto(f"/workspace/cases/{j.case_id}")
+        form = person.page.locator(f"form[action='/workspace/cases/{j.case_id}/plan-draft']")
+        await form.locator("[value='job-orientation']").check()
+        await form.locator("textarea").fill("Formación primero.")
+        await form.locator("button[type=submit]").click()
+        await person.check("draft saved")
+        await person.page.get_by_role("navigation").get_by_role("link", name="Transferencias").click()
+        await person.check("transfers")
+        width = await person.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"the Transfers page scrolls sideways at phone width ({width} px)"
+        await person.page.locator(f"form[action='/workspace/transfers/{transfer_id}/accept'] button").click()
+        await person.check("accepted")
+    taken = await j.get(headers=stack.auth("caseworker", "cw-pt-browser-1", countries=["PT"]))
+    assert taken["owner"] == {"country": "PT", "caseworker": "cw-pt-browser-1"}
+    async with visit(browser, stack.base_url, "caseloads-es-phone", viewport=PHONE, language="es") as person:
+        await person.sign_in("supervisor", "sup-browser-3", countries="ES")
+        await person.goto("/workspace/dashboard#caseloads")
+        form = person.page.locator("form[action^='/workspace/dashboard/reassignments']")
+        await form.locator("[name='from_caseworker']").fill("cw-es-browser-transfer")
+        await form.locator("[name='to_caseworker']").fill("nadie-browser")
+        await form.locator("button[type=submit]").click()
+        await person.check("move refused")
+        assert await person.page.locator("#move-to_caseworker[aria-invalid='true']").count() == 1
+        width = await person.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"the dashboard scrolls sideways at phone width ({width} px)"

@@ -20,6 +20,7 @@ from api.web import (
     signin,
     step_pages,
     supervisor,
+    transfers,
     worklist,
 )
 from api.web import documents as web_documents
@@ -31,6 +32,7 @@ def install(app: FastAPI) -> None:
     app.include_router(signin.router)
     app.include_router(web_documents.router)  # before the task pages' actions, which would take "documents"
     app.include_router(caseworker.router)
+    app.include_router(transfers.router)
     app.include_router(search.router)
     app.include_router(step_pages.router)
     app.include_router(oidc_sign_in.router)

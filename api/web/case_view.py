@@ -1,5 +1,11 @@
 """What a case page shows: the case as the API gives it to the person, the agencies that may take
-its tasks, the choices of its task and step forms, and its facts and timeline in words."""
+its tasks, the choices of its task and step forms, and its facts and timeline in words.
+
+The office managing the case (``access`` "owner") sees everything its role allows; the office about
+to take it ("receiving") and the one that had it ("sending") read the case and its timeline only
+(``api.journeys.case_access``): their page asks for none of the owner's lists (notes, links,
+documents), which the API keeps to the owner. The reintegration plan drafted before arrival and a
+pending transfer are read through ``api.transfers``' own functions."""
 
 from __future__ import annotations
 
@@ -8,22 +14,35 @@ from datetime import date, datetime
 from typing import Any
 
 from fastapi import Response
-from sqlmodel import col, select
+from pydantic import Field
+from sqlmodel import Session, col, select
 
 from api.cases import read_case_now
 from api.documents import DocumentPublic, list_case_documents
+from api.errors import NotFound
+from api.journeys import Access
 from api.links import LinkedCase, list_links
 from api.notes import NotePublic, list_case_notes
 from api.schemas import CasePublic, TaskPublic
+from api.transfers import (
+    PlanDraft,
+    PlanDraftPublic,
+    PlannedService,
+    TransferPublic,
+    TransferRequest,
+    get_plan_draft,
+    get_transfer,
+)
 from api.web import forms, i18n
 from api.web.context import Web
 from api.web.form_words import FIELD_LABELS
 from api.web.forms import Choice, Options
 from api.web.labels import LABELS, N_
 from reintegration import agencies
-from reintegration.db import AgencyRecord, PersonRecord
+from reintegration.db import AgencyRecord, PersonRecord, TransferRecord
+from reintegration.tokens import Claims
 from workflows import rules
-from workflows.model import CaseStatus, ConsentBody, JourneyConfig, JourneyState, Service, Stage, Step
+from workflows.model import CaseStatus, ConsentBody, JourneyConfig, JourneyState, Service, Stage, Step, Strict
 
 # The steps' services, where a step's form chooses among them.
 STEP_SERVICES = {
@@ -90,6 +109,13 @@ class CaseView:
     person_version: int | None = None  # the vault row's, when the person is shown: its correction form's
     links: list[LinkedCase] = field(default_factory=list)  # the linked cases in the person's scope
     documents: list[DocumentPublic] = field(default_factory=list)  # the newest, what each is
+    draft: PlanDraftPublic | None = None  # the reintegration plan drafted before arrival (owner, receiving)
+    transfer: TransferPublic | None = None  # the case's pending transfer, if the person's office is in it
+
+    @property
+    def owner(self) -> bool:
+        """Whether the person's office manages the case (else it only reads it)."""
+        return self.case.access == Access.owner
 
     def offering(self, service: str) -> list[Choice]:
         """The agencies offering the service in the country where it is needed."""
@@ -132,9 +158,13 @@ class CaseView:
 
 def case_view(web: Web, case_id: str, *, person: bool = False) -> CaseView:
     """The case through the API's own route (``GET /v1/cases/{id}``: scope, and with ``person`` the
-    ``person.read`` audit row before the data leaves), the agencies of its two countries, and its
-    newest notes."""
+    ``person.read`` audit row before the data leaves), its drafted plan and pending transfer; for
+    the office managing it, the agencies of its two countries, its newest notes, links and documents."""
     case = read_case_now(web.session, case_id, web.user, web.settings, web.auditor, Response(), person=person)
+    draft = plan_draft(web, case_id) if case.access != Access.sending else None
+    transfer = pending_transfer(web.session, case_id, web.user)
+    if case.access != Access.owner:
+        return CaseView(case=case, agencies=[], draft=draft, transfer=transfer)
     countries = {case.owner.country, case.origin_country}
     found = web.session.exec(
         select(AgencyRecord)
@@ -151,7 +181,84 @@ def case_view(web: Web, case_id: str, *, person: bool = False) -> CaseView:
         person_version=stored.version if stored is not None else None,
         links=list_links(case_id, web.user, web.session, limit=100, cursor=None).items,
         documents=list_case_documents(case_id, web.user, web.session, limit=100, cursor=None).items,
+        draft=draft,
+        transfer=transfer,
     )
+
+
+def plan_draft(web: Web, case_id: str) -> PlanDraftPublic | None:
+    """The reintegration plan drafted before arrival (``GET /v1/cases/{id}/plan-draft``), if any."""
+    try:
+        return get_plan_draft(case_id, web.user, web.session)
+    except NotFound:
+        return None
+
+
+def pending_transfer(session: Session, case_id: str, user: Claims) -> TransferPublic | None:
+    """The case's pending transfer (one at most), as ``GET /v1/transfers/{id}`` gives it to the
+    person: only to the offices it is from or to."""
+    found = session.exec(
+        select(TransferRecord.transfer_id).where(
+            col(TransferRecord.case_id) == case_id, col(TransferRecord.status) == "pending"
+        )
+    ).first()
+    if found is None:
+        return None
+    try:
+        return get_transfer(found, user, session)
+    except NotFound:
+        return None
+
+
+class PlanDraftForm(Strict):
+    """The draft as its form takes it: the services foreseen, as boxes to tick (``draft_form``),
+    and notes. Sent as ``PlanDraft`` (``as_draft``)."""
+
+    services: list[Service] = Field(default_factory=list, max_length=20)
+    notes: str = Field(default="", max_length=4000)
+
+    def as_draft(self, before: PlanDraftPublic | None) -> PlanDraft:
+        """The draft to save: each service still foreseen keeps the agency the draft before named."""
+        agencies = {s.service: s.agency_id for s in before.services} if before is not None else {}
+        return PlanDraft(
+            services=[PlannedService(service=s, agency_id=agencies.get(s)) for s in dict.fromkeys(self.services)],
+            notes=self.notes,
+        )
+
+
+DRAFT_HINT = N_("Tick the services to agree with the person once they arrive.")
+
+
+def draft_form(
+    view: CaseView, _: forms.Translate, *, raw: forms.Raw | None = None, errors: forms.Errors | None = None
+) -> forms.Form:
+    """The draft's form: the reintegration stage's services (``STEP_SERVICES``) as boxes, with any
+    other the draft holds already, ticked as saved (or as sent)."""
+    saved = view.draft
+    initial = {"services": [s.service.value for s in saved.services], "notes": saved.notes} if saved else {}
+    form = forms.build(PlanDraftForm, _, prefix="draft-", raw=raw, initial=initial, errors=errors)
+    services = form.find("services")
+    if isinstance(services, forms.Field):
+        offered = STEP_SERVICES[Step.reintegration_plan]
+        kept = {s.service for s in saved.services} if saved else set()
+        services.choices = [Choice(s.value, _(LABELS.get(s.value, s.value))) for s in Service if s in offered | kept]
+        services.hint = _(DRAFT_HINT)
+    return form
+
+
+REASON_HINT = N_("Why the case should be managed there: the other office reads it before it answers.")
+
+
+def transfer_form(
+    case_id: str, _: forms.Translate, *, raw: forms.Raw | None = None, errors: forms.Errors | None = None
+) -> forms.PostForm:
+    """The form that offers the case to another country's office (``TransferRequest``, as
+    ``POST /v1/cases/{id}/transfers`` takes it); ``raw``: as it was sent, shown open."""
+    form = forms.build(TransferRequest, _, prefix="transfer-", raw=raw, errors=errors)
+    reason = form.find("reason")
+    if isinstance(reason, forms.Field):
+        reason.hint = _(REASON_HINT)
+    return forms.PostForm(f"{case_path(case_id)}/transfers", form, open=raw is not None)
 
 
 def task_options(view: CaseView, _: forms.Translate, task: TaskPublic | None = None) -> dict[str, Options]:

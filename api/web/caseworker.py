@@ -31,7 +31,7 @@ from api.cases import CASES_ORDER, CASEWORK, CaseId, TaskId, _check_opening_scop
 from api.cases import open_case as open_case_command
 from api.deps import IDENTIFIER
 from api.errors import ApiProblem, Forbidden, NotFound, Unprocessable
-from api.journeys import utcnow
+from api.journeys import Access, utcnow
 from api.links import LinkByReference, LinkId, link_case, unlink_case
 from api.notes import NoteCreate, NotePublic, add_case_note, list_case_notes
 from api.pagination import Keyset, page
@@ -48,11 +48,13 @@ from api.web.case_view import (
     case_path,
     case_view,
     consent_facts,
+    draft_form,
     label_of,
     may,
     stage_bar,
     task_options,
     timeline,
+    transfer_form,
 )
 from api.web.context import PostedForm, Web, WebDep
 from api.web.forms import Choice, Options, PostForm, Raw, new_key
@@ -95,7 +97,13 @@ DONE: dict[str, str] = {
     "document": N_("The document was added."),
     "reopened": N_("The case is reopened."),
     "unlinked": N_("The link was removed."),
+    "plan-drafted": N_("The draft of the reintegration plan was saved."),
+    "transfer-offered": N_("The case was offered to the other office: it stays yours until they accept it."),
+    "transfer-accepted": N_("You accepted the transfer: the case is now managed by your office."),
 }
+PERSON_KEPT = N_(
+    "The person's details stay with the office managing the case: the person did not consent to sharing them."
+)
 
 
 # --- My cases --------------------------------------------------------------------------------------
@@ -279,11 +287,19 @@ def case_page(
     when this workspace's own link asked: a link on another site cannot make the browser read them
     (nor write a ``person.read`` in the person's name)."""
     own_link = web.request.headers.get("sec-fetch-site") in (None, "same-origin", "none")
+    asked = include == "person" and own_link
+    notice = None
     try:
-        view = case_view(web, case_id, person=include == "person" and own_link)
+        try:
+            view = case_view(web, case_id, person=asked)
+        except Forbidden:
+            if not asked:
+                raise
+            # Another office's page, and the person did not consent to share their details: the case without them.
+            view = case_view(web, case_id)
+            notice = Notice("warning", web._(PERSON_KEPT))
     except (NotFound, Forbidden) as problem:
         return refused_page(web, problem.status)
-    notice = None
     if done in DONE or done in {s.value for s in Step}:
         text = web._(DONE[done]) if done in DONE else web._("Recorded: %(step)s.") % {"step": label_of(web, done)}
         notice = Notice("ok", text)
@@ -300,7 +316,9 @@ def render_case(
     notice: Notice | None = None,
     status: int = 200,
 ) -> HTMLResponse:
-    """The case page, with ``failed`` (a form sent and refused) in place of its fresh form."""
+    """The case page, with ``failed`` (a form sent and refused) in place of its fresh form. The
+    office managing the case gets its forms; the office about to take it or that had it reads the
+    case (the one about to take it drafts the reintegration plan)."""
     case, _ = view.case, web._
     path = case_path(case.case_id)
 
@@ -309,6 +327,8 @@ def render_case(
             return failed
         return PostForm(action, forms.build(model, _, prefix=prefix, options=options))
 
+    if not view.owner:
+        return _render_read_only(web, view, failed=failed, notice=notice, status=status)
     services = view.allowed_services
     assign = None
     if case.status != "closed" and services:
@@ -345,11 +365,17 @@ def render_case(
                 forms.build(PersonView, _, prefix="person-", initial=case.person.model_dump(mode="json")),
             )
         )
+    offer = None
+    if view.transfer is None and case.status != "closed":
+        offer = (
+            failed if failed is not None and failed.action == f"{path}/transfers" else transfer_form(case.case_id, _)
+        )
     steps = [s for s in case.allowed_steps if s not in OWN_BUTTON and may(web, s)]
     return web.render(
         "case.html",
         {
             "case": case,
+            "owner": True,
             "stages": stage_bar(case),
             "steps": steps,
             "withdraw": Step.withdraw_consent.value in case.allowed_steps and may(web, Step.withdraw_consent.value),
@@ -361,6 +387,7 @@ def render_case(
             "consent": consent_facts(web, case),
             "notice": notice,
             "person": case.person,
+            "show_person": True,
             "note": note,
             "reopen": reopen,
             "links": view.links,
@@ -372,6 +399,62 @@ def render_case(
             "person_version": view.person_version,
             "notes": view.notes,
             "older_notes": f"{path}/notes?{urlencode({'cursor': view.older_notes})}" if view.older_notes else "",
+            "draft": view.draft,
+            "transfer": view.transfer,
+            "offer": offer,
+        },
+        status=status,
+    )
+
+
+def _render_read_only(
+    web: Web, view: CaseView, *, failed: PostForm | None, notice: Notice | None, status: int
+) -> HTMLResponse:
+    """The case page of an office that reads the case only: its facts, open steps and tasks as
+    text, the timeline; for the office about to take it, the reintegration plan to draft."""
+    case, _ = view.case, web._
+    offered = view.transfer is not None and web.user.sees_country(view.transfer.to_country)
+    if case.access == Access.sending:
+        banner = _("This case is now managed by the office of %(country)s: you can read it.") % {
+            "country": case.owner.country
+        }
+    elif offered:
+        banner = _(
+            "The office of %(country)s offers your office this case: you can read it until you accept or refuse "
+            "the offer, on the Transfers page."
+        ) % {"country": case.owner.country}
+    else:
+        banner = _(
+            "You are the receiving office: you can read this case and draft the reintegration plan until the "
+            "person arrives."
+        )
+    drafting = None
+    if case.access == Access.receiving:
+        action = f"{case_path(case.case_id)}/plan-draft"
+        drafting = failed if failed is not None and failed.action == action else PostForm(action, draft_form(view, _))
+    consented = bool((case.consent or {}).get("data_sharing"))
+    return web.render(
+        "case.html",
+        {
+            "case": case,
+            "owner": False,
+            "banner": banner,
+            "offered": offered,
+            "stages": stage_bar(case),
+            "steps": [],
+            "withdraw": False,
+            "tasks": [{"task": task, "reassign": None, "cancel": None} for task in case.open_tasks],
+            "timeline": timeline(web, case),
+            "facts": case_facts(web, case),
+            "consent": consent_facts(web, case),
+            "notice": notice,
+            "person": case.person,
+            "show_person": consented,
+            "person_form": None,
+            "person_version": None,
+            "draft": view.draft,
+            "drafting": drafting,
+            "transfer": view.transfer,
         },
         status=status,
     )

@@ -78,6 +78,9 @@ FIELD_LABELS: dict[str, str] = {
     "caseworker": N_("Caseworker"),
     # case notes
     "text": N_("Note"),
+    # transfers to another country's office
+    "to_country": N_("Country of the office to take the case"),
+    "to_caseworker": N_("Caseworker there"),
     # reopening
     "stage": N_("Stage to start again in"),
     # linked cases
@@ -110,11 +113,13 @@ FIELD_HINTS: dict[str, str] = {
     "consent": N_("If the person has already given informed consent; otherwise record it later, as a step."),
     "caseworker": N_("The user id of the caseworker."),
     "text": N_("What happened, in your words. Kept confidential with the case; every reading is recorded."),
+    "to_country": N_("Two-letter code, e.g. PT."),
 }
 # Hints for a field that may be left empty only.
 OPTIONAL_HINTS: dict[str, str] = {
     "agency_id": N_("Leave empty for the service's usual agency."),
     "due_date": N_("Leave empty for the usual time."),
+    "to_caseworker": N_("The user id of a caseworker there, if one is agreed; leave empty to let that office choose."),
 }
 
 # Pydantic's error types, in words.

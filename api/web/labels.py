@@ -72,6 +72,9 @@ LABELS: dict[str, str] = {
     "completed": N_("Completed"),
     "declined": N_("Declined"),
     "delivery_failed": N_("Not delivered"),
+    # transfers to another country's office
+    "pending": N_("Waiting for an answer"),
+    "refused": N_("Refused"),
     "cancelled": N_("Cancelled"),
     "done": N_("Done"),
     "unable": N_("Unable"),

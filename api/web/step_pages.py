@@ -59,6 +59,8 @@ def step_page(case_id: CaseId, step: Annotated[str, Path(max_length=40)], web: W
         view = case_view(web, case_id)
     except (NotFound, Forbidden) as problem:
         return refused_page(web, problem.status)
+    if not view.owner:  # another office reads the case; its steps are the managing office's (as the API: 404)
+        return refused_page(web, 404)
     form = forms.build(rule.body, web._, options=step_options(view, rule.step, web._))
     notice = None
     if step not in view.case.allowed_steps:

@@ -1,6 +1,7 @@
 """A supervisor's dashboard: the region's open cases by stage and pathway, the stalled cases (most
 overdue first, why, and whose turn), overdue tasks by agency as a server-drawn chart, the median
-days per stage, the closures waiting for a decision, and reassigning a case.
+days per stage, the closures waiting for a decision, reassigning a case, each caseworker's caseload,
+and moving all of one caseworker's cases to another (a bulk reassignment, followed as it runs).
 
 The same service layer as ``/v1``: the stalled list is ``api.supervision.stalled_cases_now`` (called as
 a function, with the page's filters), the counts and medians are the summary's own functions
@@ -8,7 +9,9 @@ a function, with the page's filters), the counts and medians are the summary's o
 ``api.tasks.tasks_query(overdue=True)``; approving or rejecting a closure is ``api.steps._record``
 (the path of ``POST /v1/cases/{id}/steps/approve-closure|reject-closure``) and reassigning is
 ``api.supervision.reassign`` (``POST /v1/cases/{id}/reassign``), each with the form's own
-idempotency key.
+idempotency key. The caseloads are the summary's (``caseloads``); a bulk reassignment is started by
+``api.reassignments.start_reassignment`` and read back by ``get_reassignment``
+(``POST /v1/supervision/reassignments``, ``GET .../{id}``).
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from pydantic import ValidationError
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from api.audit import replayed_body
 from api.deps import IDENTIFIER
-from api.errors import ApiProblem, Unavailable, Unprocessable
+from api.errors import ApiProblem, NotFound, Unavailable, Unprocessable
+from api.reassignments import ReassignmentPublic, ReassignmentRequest, get_reassignment, start_reassignment
 from api.schemas import Page
 from api.steps import _record
 from api.supervision import (
@@ -37,6 +42,7 @@ from api.supervision import (
     StalledCase,
     _scoped,
     case_groups,
+    caseloads,
     median_days_per_stage,
     reassign,
     region,
@@ -57,9 +63,11 @@ router = APIRouter(include_in_schema=False)
 STALLED_SHOWN = 50
 CLOSURES_SHOWN = 100
 DECISIONS = {"approve": Step.approve_closure, "reject": Step.reject_closure}
+CASELOADS_SHOWN = 100
 DONE = ("approve", "reject", "reassign")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _IDENTIFIER = re.compile(IDENTIFIER)
+_REASSIGNMENT_ID = re.compile(r"^[0-9a-f-]{36}$")
 
 # The chart's drawing, in the SVG's own units (it scales to the width it is given).
 CHART_WIDTH, ROW, BAR, VALUE_SPACE = 320, 44, 16, 44
@@ -103,21 +111,59 @@ class Form:
     notice: str | None = None
 
 
+@dataclass
+class Progress:
+    """A bulk reassignment as ``GET /v1/supervision/reassignments/{id}`` gives it (``found``), or
+    the words for why it cannot be shown."""
+
+    found: ReassignmentPublic | None = None
+    missing: str | None = None
+
+
 @router.get("/workspace/dashboard")
-def dashboard(
+async def dashboard(
     web: WebDep,
     country: Annotated[str | None, Query(max_length=20)] = None,
     agency: Annotated[str | None, Query(max_length=200)] = None,
     caseworker: Annotated[str | None, Query(max_length=200)] = None,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     reassign: Annotated[str | None, Query(max_length=64)] = None,  # the case the reassign form is for
+    move: Annotated[str | None, Query(max_length=200)] = None,  # the caseworker whose cases the bulk form moves
+    reassignment: Annotated[str | None, Query(max_length=64)] = None,  # the bulk reassignment to follow
     done: Annotated[str | None, Query(max_length=20)] = None,
 ) -> HTMLResponse:
     if (refusal := words.only_for(web, Role.supervisor)) is not None:
         return refusal
     filters = _filters(web, country, agency, caseworker)
     reassigning = Form(sent={"case_id": reassign} if reassign and _IDENTIFIER.match(reassign) else {})
-    return _dashboard(web, filters, cursor=cursor, reassigning=reassigning, done=done if done in DONE else None)
+    moving = Form(sent={"from_caseworker": move} if move and _IDENTIFIER.match(move) else {})
+    progress = await _progress(web, reassignment) if reassignment else None
+
+    def page() -> HTMLResponse:
+        return _dashboard(
+            web,
+            filters,
+            cursor=cursor,
+            reassigning=reassigning,
+            moving=moving,
+            progress=progress,
+            done=done if done in DONE else None,
+        )
+
+    return await anyio.to_thread.run_sync(page)
+
+
+async def _progress(web: Web, reassignment_id: str) -> Progress:
+    """How far the bulk reassignment went, read as ``GET /v1/supervision/reassignments/{id}`` reads it."""
+    gone = Progress(missing=web._("There is no such move of cases in your region."))
+    if not _REASSIGNMENT_ID.match(reassignment_id):
+        return gone
+    try:
+        return Progress(found=await get_reassignment(reassignment_id, web.request, web.user, web.session))
+    except NotFound:
+        return gone
+    except Unavailable:
+        return Progress(missing=_busy(web))
 
 
 @router.post("/workspace/dashboard/closures/{case_id}/{decision}")
@@ -194,6 +240,57 @@ async def reassign_case(web: WebDep, form: PostedForm) -> Response:
     return RedirectResponse("/workspace/dashboard?done=reassign#reassign", status_code=303)
 
 
+@router.post("/workspace/dashboard/reassignments")
+async def move_cases(web: WebDep, form: PostedForm) -> Response:
+    """Move one caseworker's open cases in the region to another, as ``POST
+    /v1/supervision/reassignments`` does (``start_reassignment``), once per form; then the dashboard
+    follows how far it went."""
+    if (refusal := words.only_for(web, Role.supervisor)) is not None:
+        return refusal
+    sent = words.values(form, "from_caseworker", "to_caseworker", "reason")
+    moving = Form(sent=sent)
+    try:
+        body = ReassignmentRequest.model_validate(sent)
+    except ValidationError as exc:
+        required = {
+            "from_caseworker": web._("Give the user id of the caseworker whose cases move."),
+            "to_caseworker": web._("Give the user id of the caseworker who takes them."),
+        }
+        moving.errors = words.field_errors(web, exc, required)
+        if "form" in moving.errors:  # the model's own check of the two together: the same person twice
+            del moving.errors["form"]
+            moving.errors.setdefault(
+                "to_caseworker", web._("Choose a caseworker other than the one who has the cases.")
+            )
+        return await _again(web, moving=moving, status=422)
+    try:
+        p = web.pipeline(form_key(form))
+    except Unavailable:
+        moving.notice = _busy(web)
+        return await _again(web, moving=moving, status=503)
+    try:
+        result = await start_reassignment(body, Response(), p)
+        if (stored := words.stored_refusal(result)) is not None:
+            raise stored  # the form was sent before, and refused: the same refusal again
+    except ApiProblem as problem:
+        if problem.status == 422:  # said beside the caseworker it names, if it names one of them
+            named = problem.params.get("user")
+            field = {body.from_caseworker: "from_caseworker", body.to_caseworker: "to_caseworker"}.get(named or "")
+            detail = web.detail(problem.detail)
+            if field is not None:
+                moving.errors[field] = detail
+            else:
+                moving.notice = web._("Nothing was moved: %(why)s") % {"why": detail}
+        elif problem.status == 503:
+            moving.notice = _busy(web)
+        else:
+            moving.notice = web._("Nothing was changed: the form was refused. Check it and send it again.")
+        return await _again(web, moving=moving, status=problem.status)
+    replayed = replayed_body(result)
+    started = replayed.get("reassignment_id") if replayed is not None else getattr(result, "reassignment_id", "")
+    return RedirectResponse(f"/workspace/dashboard?reassignment={started}#reassignments", status_code=303)
+
+
 # --- The page ----------------------------------------------------------------------------------
 
 
@@ -221,13 +318,14 @@ async def _again(
     *,
     deciding: dict[str, tuple[str, Form]] | None = None,
     reassigning: Form | None = None,
+    moving: Form | None = None,
     status: int,
 ) -> HTMLResponse:
     """The dashboard again, as it is now, with the form that was sent and what was wrong (off the loop)."""
 
     def again() -> HTMLResponse:
         web.session.expire_all()
-        return _dashboard(web, Filters(), deciding=deciding, reassigning=reassigning, status=status)
+        return _dashboard(web, Filters(), deciding=deciding, reassigning=reassigning, moving=moving, status=status)
 
     return await anyio.to_thread.run_sync(again)
 
@@ -239,6 +337,8 @@ def _dashboard(
     cursor: str | None = None,
     deciding: dict[str, tuple[str, Form]] | None = None,
     reassigning: Form | None = None,
+    moving: Form | None = None,
+    progress: Progress | None = None,
     done: str | None = None,
     status: int = 200,
 ) -> HTMLResponse:
@@ -264,6 +364,7 @@ def _dashboard(
     overdue = overdue_by_agency(session, user)
     medians = median_days_per_stage(session, countries)
     closures = closures_waiting(session, user)
+    loads = caseloads(session, countries)
     return web.render(
         "dashboard.html",
         {
@@ -284,6 +385,10 @@ def _dashboard(
             "deciding": deciding or {},
             "keys": _Keys(),
             "reassigning": reassigning or Form(),
+            "caseloads": loads[:CASELOADS_SHOWN],
+            "caseloads_more": max(0, len(loads) - CASELOADS_SHOWN),
+            "moving": moving or Form(),
+            "progress": progress,
             "done": done,
         },
         status=status,
