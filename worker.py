@@ -14,6 +14,7 @@ from sqlmodel import Session
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
@@ -165,7 +166,26 @@ async def resume_mails(client: Client, engine: Engine, settings: Settings) -> in
             )
         except WorkflowAlreadyStartedError:
             pass
+        except RPCError as exc:  # Temporal away: the next sweep tries again
+            log.warning("pending e-mail not resumed", notification_id=request.delivery_id, error=exc.status.name)
     return len(mails)
+
+
+RESUME_EVERY_SECONDS = 300.0
+
+
+async def keep_resuming_mails(client: Client, engine: Engine, settings: Settings) -> None:
+    """Every few minutes, the e-mails left pending (a crash between a notification's commit and its
+    mail's start, in the worker or the API); never stops the worker."""
+    while True:
+        await asyncio.sleep(RESUME_EVERY_SECONDS)
+        try:
+            resumed = await resume_mails(client, engine, settings)
+        except Exception as exc:  # noqa: BLE001 - a sweep that fails is tried again at the next
+            log.warning("pending e-mails not resumed", error=type(exc).__name__)
+            continue
+        if resumed:
+            log.info("pending e-mails resumed", count=resumed)
 
 
 async def main() -> None:
@@ -185,13 +205,17 @@ async def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await start_digests(client, settings)
-    resumed = await resume_mails(client, engine, settings)
-    if resumed:
-        log.info("pending e-mails resumed", count=resumed)
     heap.settle()
     log.info("worker started", task_queue=settings.temporal_task_queue, namespace=settings.temporal_namespace)
     async with worker:
+        # After polling starts: the resumed e-mails' workflows are this worker's to run.
+        sweeper = asyncio.create_task(keep_resuming_mails(client, engine, settings))
+        try:
+            await resume_mails(client, engine, settings)
+        except Exception as exc:  # noqa: BLE001 - the sweeper tries again
+            log.warning("pending e-mails not resumed", error=type(exc).__name__)
         await stop.wait()
+        sweeper.cancel()
     await http.aclose()
     await operator_http.aclose()
     log.info("worker stopped")

@@ -28,10 +28,11 @@ class ReassignmentActivities:
     async def reassign_case(self, one: ReassignOne) -> str:
         """Send the case its ``reassign_owner`` command ("done"), or say why it was left ("skipped:...").
         The update id is the reassignment's and the case's: a retry is the same command, applied once."""
-        refused, reason = await asyncio.to_thread(self._refused, one)
+        refused, reason, country = await asyncio.to_thread(self._refused, one)
         if refused:
             return SKIPPED + refused
-        command = ReassignOwner(caseworker=one.to_caseworker, reason=reason, actor=one.actor)
+        # In the country checked: a case transferred meanwhile is refused by the journey, not moved.
+        command = ReassignOwner(caseworker=one.to_caseworker, reason=reason, actor=one.actor, from_country=country)
         try:
             await commands.send_command(
                 self._client,
@@ -51,23 +52,24 @@ class ReassignmentActivities:
             raise ApplicationError(f"the case could not be reached: {exc.message}") from None
         return "done"
 
-    def _refused(self, one: ReassignOne) -> tuple[str, str]:
+    def _refused(self, one: ReassignOne) -> tuple[str, str, str]:
         """Why the case cannot go to the caseworker now ("" if it can): she must still be a known,
         active caseworker of the case's country. (A case already hers is sent the command all the
         same: a retry of this one gets its first answer, any other the journey's refusal.)"""
         with Session(self._engine) as session:
             case = session.get(CaseRecord, one.case_id)
             if case is None:
-                return "no such case", ""
+                return "no such case", "", ""
             if case.owner_caseworker not in (one.from_caseworker, one.to_caseworker):
-                return f"no longer {one.from_caseworker}'s: another reassignment came first", ""
+                return f"no longer {one.from_caseworker}'s: another reassignment came first", "", ""
             try:
                 directory.check_owner(session, one.to_caseworker, case.owner_country)
             except directory.UnknownUser as exc:
-                return str(exc), ""
+                return str(exc), "", ""
             row = session.get(ReassignmentRecord, one.reassignment_id)
             sealed = row.reason if row is not None else ""
-        return "", self._keyring.open_system(sealed, purpose=reason_purpose(one.reassignment_id)) if sealed else ""
+        reason = self._keyring.open_system(sealed, purpose=reason_purpose(one.reassignment_id)) if sealed else ""
+        return "", reason, case.owner_country
 
     @activity.defn(name=ActivityName.FINISH_REASSIGNMENT)
     async def finish_reassignment(self, reassignment_id: str, progress: ReassignmentProgress) -> None:

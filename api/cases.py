@@ -484,6 +484,12 @@ async def read_case(
     )
 
 
+def shares_person(facts: dict[str, Any]) -> bool:
+    """Whether the person consented to their data being shared (and has not withdrawn consent): what
+    lets an office other than the one managing the case read the person's details."""
+    return bool((facts.get("consent") or {}).get("data_sharing")) and not facts.get("consent_withdrawn_on")
+
+
 def read_case_now(
     session: Session,
     case_id: str,
@@ -499,11 +505,16 @@ def read_case_now(
     about to take the case, and the one that had it, read it too (``case_access``); the person's
     details only if the person consented to sharing their data (403 otherwise)."""
     case, access = case_readable(session, case_id, user)
-    if person and access != Access.owner and not ((case.facts or {}).get("consent") or {}).get("data_sharing"):
+    if person and access != Access.owner and not shares_person(case.facts or {}):
         raise Forbidden(N_("the person's details stay with the office managing the case: no consent to share them"))
     response.headers["ETag"] = etag(case)
     public = case_public(session, case, settings, person=person)
     public.access = access.value
+    if access != Access.owner:
+        # Another office reads the case's tasks as facts: what the managing office and its partners
+        # wrote on them (notes, outcomes, reasons for declining) stays with them.
+        for task in public.open_tasks:
+            task.notes = task.outcome_notes = task.decline_reason = ""
     if person:  # audited before the data leaves; no row, no data
         auditor.record("person.read", case_id=case_id, detail={"found": public.person is not None})
     return public

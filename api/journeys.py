@@ -40,7 +40,8 @@ class Access(StrEnum):
     """What a caseworker or supervisor may do with a case (``case_access``)."""
 
     owner = "owner"  # the office that manages it: everything their role allows
-    receiving = "receiving"  # the office about to take it: read, and draft the reintegration plan
+    receiving = "receiving"  # the caseworker about to take it on arrival: read, draft the reintegration plan
+    offered = "offered"  # the office a pending transfer asks to take it: read, then accept or refuse
     sending = "sending"  # the office that had it: read its case and timeline
 
 
@@ -49,7 +50,8 @@ def case_access(session: Session, case: CaseRecord, user: Claims) -> Access | No
 
     - ``owner``: the case is managed in one of the caller's countries.
     - ``receiving``: the caller is the receiving caseworker the travel plan names, until the arrival
-      hands the case over; or of the office a pending transfer asks to take it.
+      hands the case over (while the case is on its way: in the return stage, with a travel plan).
+    - ``offered``: the caller is of the office a pending transfer asks to take the open case.
     - ``sending``: the case was identified in one of the caller's countries and is managed elsewhere
       now (handed over on arrival), or was transferred from one of them.
     """
@@ -61,17 +63,22 @@ def case_access(session: Session, case: CaseRecord, user: Claims) -> Access | No
     if (
         user.role == Role.caseworker
         and facts.get("receiving_caseworker") == user.sub
+        and facts.get("travel_plan_on")
         and not facts.get("arrived_on")
+        and case.stage == "return"
         and case.status != "closed"
     ):
         return Access.receiving
     transfers = session.exec(
         select(TransferRecord.from_country, TransferRecord.to_country, TransferRecord.status).where(
-            col(TransferRecord.case_id) == case.case_id, col(TransferRecord.status).in_(("pending", "accepted"))
+            col(TransferRecord.case_id) == case.case_id,
+            col(TransferRecord.status).in_(("pending", "accepting", "accepted")),
         )
     ).all()
-    if any(status == "pending" and user.sees_country(to) for _, to, status in transfers):
-        return Access.receiving
+    if case.status != "closed" and any(
+        status in ("pending", "accepting") and user.sees_country(to) for _, to, status in transfers
+    ):
+        return Access.offered
     if user.sees_country(case.destination_country) or any(
         status == "accepted" and user.sees_country(from_) for from_, _, status in transfers
     ):

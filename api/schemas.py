@@ -259,11 +259,12 @@ class CasePublic(BaseModel):
     facts: dict[str, Any]
     timeline: list[TimelineEntry] | None = None
     person: PersonView | None = Field(default=None, description="Only with ?include=person; each read is audited")
-    access: Literal["owner", "receiving", "sending"] = Field(
+    access: Literal["owner", "receiving", "offered", "sending"] = Field(
         default="owner",
         description=(
-            "The caller's access: `owner` (the office managing the case), `receiving` (the office about to take "
-            "it: read and draft the reintegration plan), `sending` (the office that had it: read only)"
+            "The caller's access: `owner` (the office managing the case), `receiving` (the caseworker about to "
+            "take it on arrival: read and draft the reintegration plan), `offered` (the office a pending transfer "
+            "asks to take it: read, then accept or refuse), `sending` (the office that had it: read only)"
         ),
     )
 

@@ -369,7 +369,9 @@ async def reassign(p: Pipeline, case_id: str, body: ReassignCase, response: Resp
 
     async def run(_: str) -> CasePublic:
         await p.db(known_owner, p.session, body.caseworker, case.owner_country)
-        command = ReassignOwner(caseworker=body.caseworker, reason=body.reason, actor=p.actor)
+        command = ReassignOwner(
+            caseworker=body.caseworker, reason=body.reason, actor=p.actor, from_country=case.owner_country
+        )
         await p.send(case_id, "reassign_owner", command)
         return await p.db(_respond, response, p.session, case_id, p.settings)
 

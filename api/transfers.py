@@ -18,6 +18,7 @@ with the person's consent to share them.
 (No ``from __future__ import annotations`` here: ``commands_for`` reads the routes' real annotations.)
 """
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -25,6 +26,7 @@ import structlog
 from fastapi import APIRouter, Body, Path, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from temporalio.client import Client
@@ -89,7 +91,7 @@ class TransferPublic(Strict):
     from_caseworker: str | None
     to_country: str
     to_caseworker: str | None
-    status: Literal["pending", "accepted", "refused"]
+    status: Literal["pending", "accepting", "accepted", "refused", "withdrawn"]
     reason: str
     refusal: str
     requested_by: str
@@ -116,8 +118,11 @@ class PlanDraftPublic(PlanDraft):
     updated_at: datetime
 
 
-def transfer_public(session: Session, row: TransferRecord) -> TransferPublic:
+def transfer_public(session: Session, row: TransferRecord, viewer: Claims | None = None) -> TransferPublic:
+    """The transfer as ``viewer`` may see it: an office that was offered the case and did not take
+    it keeps the fact of the offer, not its reasons (free text about the person)."""
     keyring = keyring_of(session)
+    hidden = viewer is not None and not viewer.sees_country(row.from_country) and row.status in ("refused", "withdrawn")
 
     def opened(value: str, purpose: str) -> str:
         try:
@@ -134,8 +139,8 @@ def transfer_public(session: Session, row: TransferRecord) -> TransferPublic:
         to_country=row.to_country,
         to_caseworker=row.to_caseworker,
         status=row.status,  # type: ignore[arg-type]
-        reason=opened(row.reason, REASON_PURPOSE),
-        refusal=opened(row.refusal, REFUSAL_PURPOSE),
+        reason="" if hidden else opened(row.reason, REASON_PURPOSE),
+        refusal="" if hidden else opened(row.refusal, REFUSAL_PURPOSE),
         requested_by=row.requested_by,
         requested_at=aware(row.requested_at),
         decided_by=row.decided_by,
@@ -172,6 +177,41 @@ async def start_mails(client: Client, settings: Settings, mails: list[Any]) -> N
             pass
         except RPCError:
             log.warning("mail not started: the worker resumes it", notification_id=request.delivery_id)
+
+
+def _claim(session: Session, transfer_id: str, sub: str) -> str:
+    """Claim the pending transfer for this acceptance ("accepting"), so no refusal or other acceptance
+    can answer it meanwhile; "accepted" if this caller's own acceptance went through already."""
+    found = session.get(TransferRecord, transfer_id)
+    assert found is not None
+    if found.status == "accepted" and found.decided_by == sub:
+        return "accepted"
+    if found.status == "accepting" and found.decided_by == sub:
+        return "accepting"  # this caller's attempt that did not finish: it goes on
+    claimed = session.execute(
+        update(TransferRecord)
+        .where(col(TransferRecord.transfer_id) == transfer_id, col(TransferRecord.status) == "pending")
+        .values(status="accepting", decided_by=sub)
+    ).rowcount  # type: ignore[attr-defined]
+    session.commit()
+    if not claimed:
+        raise Conflict(N_("the transfer is {status} already"), allowed_steps=[], params={"status": found.status})
+    return "accepting"
+
+
+def _unclaim(session: Session, transfer_id: str, sub: str) -> None:
+    """The acceptance failed (the journey refused it, Temporal away): the offer is pending again."""
+    session.rollback()
+    session.execute(
+        update(TransferRecord)
+        .where(
+            col(TransferRecord.transfer_id) == transfer_id,
+            col(TransferRecord.status) == "accepting",
+            col(TransferRecord.decided_by) == sub,
+        )
+        .values(status="pending", decided_by=None)
+    )
+    session.commit()
 
 
 # --- Offering a case ---------------------------------------------------------------------------
@@ -238,6 +278,11 @@ async def request_transfer(
                 requested_at=now,
             )
             p.session.add(row)
+            try:
+                p.session.flush()  # the one pending transfer of a case: a second at the same moment fails here
+            except IntegrityError:
+                p.session.rollback()
+                raise Conflict(N_("a transfer of this case is pending already"), allowed_steps=[]) from None
             users = (
                 list(directory.active_users(p.session, [body.to_caseworker]).values())
                 if body.to_caseworker
@@ -254,11 +299,7 @@ async def request_transfer(
                 at=now,
                 mail=p.settings.smtp_host is not None,
             )
-            try:
-                p.session.commit()
-            except IntegrityError:  # another transfer was asked at the same moment
-                p.session.rollback()
-                raise Conflict(N_("a transfer of this case is pending already"), allowed_steps=[]) from None
+            p.session.commit()
             p.session.refresh(row)
             return transfer_public(p.session, row), mails
 
@@ -307,7 +348,7 @@ def list_transfers(
     if status is not None:
         query = query.where(col(TransferRecord.status) == status)
     rows, following = page(session, query, TRANSFERS_ORDER, limit=limit, cursor=cursor)
-    return Page(items=[transfer_public(session, r) for r in rows], next_cursor=following)
+    return Page(items=[transfer_public(session, r, user) for r in rows], next_cursor=following)
 
 
 @router.get(
@@ -319,7 +360,7 @@ def list_transfers(
 def get_transfer(
     transfer_id: TransferId, user: Annotated[Claims, require(*STAFF)], session: SessionDep
 ) -> TransferPublic:
-    return transfer_public(session, _visible(session.get(TransferRecord, transfer_id), user))
+    return transfer_public(session, _visible(session.get(TransferRecord, transfer_id), user), user)
 
 
 # --- The receiving office's answer -------------------------------------------------------------
@@ -346,24 +387,32 @@ async def accept_transfer(
         raise Unprocessable(N_("name the caseworker who takes the case"))
 
     async def run(_: str) -> CasePublic:
-        current = await p.db(p.session.get, TransferRecord, transfer_id)
-        assert current is not None
-        if current.status != "pending":
-            raise Conflict(N_("the transfer is {status} already"), allowed_steps=[], params={"status": current.status})
-        await p.db(known_owner, p.session, taker, row.to_country)
+        await p.db(known_owner, p.session, taker, row.to_country)  # before anything changes
+        if await p.db(_claim, p.session, transfer_id, p.user.sub) == "accepted":
+            return await p.db(_respond, response, p.session, row.case_id, p.settings)  # a retry of mine
         case = await p.db(p.session.get, CaseRecord, row.case_id)
-        # Moved already: an acceptance whose recording a crash interrupted; only the record is left to do.
-        if case is None or case.owner_country != row.to_country:
-            command = ReassignOwner(caseworker=taker, country=row.to_country, actor=p.actor, reason="")
-            await p.send(row.case_id, "reassign_owner", command)
+        try:
+            # Moved already: an acceptance whose record a crash interrupted; only the record is left to do.
+            if case is None or case.owner_country != row.to_country:
+                command = ReassignOwner(
+                    caseworker=taker, country=row.to_country, from_country=row.from_country, actor=p.actor
+                )
+                await p.send(row.case_id, "reassign_owner", command)
+        except BaseException:
+            await asyncio.shield(p.db(_unclaim, p.session, transfer_id, p.user.sub))
+            raise
 
         def decided() -> CasePublic:
-            found = p.session.get(TransferRecord, transfer_id)
-            assert found is not None
-            if found.status == "pending":
-                found.status, found.decided_by, found.decided_at = "accepted", p.user.sub, datetime.now(UTC)
-                found.to_caseworker = taker
-                p.session.commit()
+            # The projection of the journey's ``transferred`` event records it too; whichever is first.
+            p.session.execute(
+                update(TransferRecord)
+                .where(
+                    col(TransferRecord.transfer_id) == transfer_id,
+                    col(TransferRecord.status).in_(("pending", "accepting")),
+                )
+                .values(status="accepted", decided_by=p.user.sub, decided_at=datetime.now(UTC), to_caseworker=taker)
+            )
+            p.session.commit()
             return _respond(response, p.session, row.case_id, p.settings)
 
         return await p.db(decided)
@@ -400,13 +449,26 @@ async def refuse_transfer(
         def refuse() -> tuple[TransferPublic, list[Any]]:
             found = p.session.get(TransferRecord, transfer_id)
             assert found is not None
+            if found.status == "refused" and found.decided_by == p.user.sub:
+                return transfer_public(p.session, found), []  # a retry of mine, its answer lost
             if found.status != "pending":
                 raise Conflict(
                     N_("the transfer is {status} already"), allowed_steps=[], params={"status": found.status}
                 )
             now = datetime.now(UTC)
-            found.status, found.decided_by, found.decided_at = "refused", p.user.sub, now
-            found.refusal = keyring_of(p.session).seal(found.case_id, body.reason, purpose=REFUSAL_PURPOSE)
+            refused = p.session.execute(
+                update(TransferRecord)
+                .where(col(TransferRecord.transfer_id) == transfer_id, col(TransferRecord.status) == "pending")
+                .values(
+                    status="refused",
+                    decided_by=p.user.sub,
+                    decided_at=now,
+                    refusal=keyring_of(p.session).seal(found.case_id, body.reason, purpose=REFUSAL_PURPOSE),
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            if not refused:  # an acceptance claimed it meanwhile
+                p.session.rollback()
+                raise Conflict(N_("the transfer is {status} already"), allowed_steps=[], params={"status": "accepting"})
             users = list(directory.active_users(p.session, [found.requested_by]).values())
             mails = inbox.notify(
                 p.session,
@@ -421,7 +483,7 @@ async def refuse_transfer(
             )
             p.session.commit()
             p.session.refresh(found)
-            return transfer_public(p.session, found), mails
+            return transfer_public(p.session, found), mails  # the answer to the refusal: what was refused
 
         answer, mails = await p.db(refuse)
         await start_mails(p.client, p.settings, mails)
@@ -436,14 +498,47 @@ async def refuse_transfer(
     )
 
 
+@router.post(
+    "/v1/transfers/{transfer_id}/withdraw",
+    response_model=TransferPublic,
+    summary="Withdraw an offer the receiving office has not answered",
+    responses=responses(401, 403, 404, 409, 422, 503),
+)
+async def withdraw_transfer(transfer_id: TransferId, p: Annotated[Pipeline, commands_for(*STAFF)]) -> TransferPublic:
+    row = await p.db(lambda: _visible(p.session.get(TransferRecord, transfer_id), p.user))
+    if not p.user.sees_country(row.from_country):
+        raise Forbidden(N_("the offering office withdraws a transfer"))
+
+    def withdraw() -> TransferPublic:
+        withdrawn = p.session.execute(
+            update(TransferRecord)
+            .where(col(TransferRecord.transfer_id) == transfer_id, col(TransferRecord.status) == "pending")
+            .values(status="withdrawn", decided_by=p.user.sub, decided_at=datetime.now(UTC))
+        ).rowcount  # type: ignore[attr-defined]
+        found = p.session.get(TransferRecord, transfer_id)
+        assert found is not None
+        if not withdrawn and not (found.status == "withdrawn" and found.decided_by == p.user.sub):
+            p.session.rollback()
+            raise Conflict(N_("the transfer is {status} already"), allowed_steps=[], params={"status": found.status})
+        p.auditor.stage([Entry("case.transfer-withdraw", case_id=found.case_id, detail={"transfer_id": transfer_id})])
+        p.session.commit()
+        p.session.refresh(found)
+        return transfer_public(p.session, found, p.user)
+
+    return await p.db(withdraw)
+
+
 # --- The plan drafted before arrival -----------------------------------------------------------
 
 
-def _drafting(session: Session, case_id: str, user: Claims) -> CaseRecord:
-    """The case if the caller may draft its plan: the owning office, or the receiving caseworker."""
+def _drafting(session: Session, case_id: str, user: Claims, *, write: bool) -> CaseRecord:
+    """The case if the caller may draft its plan (the owning office, or the receiving caseworker the
+    travel plan names) or, not to ``write``, read the draft (an office offered the case too)."""
     case, access = case_readable(session, case_id, user)
     if access == Access.sending:
         raise Forbidden(N_("the office that handed the case over reads it only"))
+    if write and access == Access.offered:
+        raise Forbidden(N_("the office offered the case drafts its plan once it takes it"))
     return case
 
 
@@ -464,11 +559,14 @@ def draft_public(session: Session, row: PlanDraftRecord) -> PlanDraftPublic:
     summary="The reintegration plan drafted before arrival",
     responses=responses(401, 403, 404, 503),
 )
-def get_plan_draft(case_id: CaseId, user: Annotated[Claims, require(*STAFF)], session: SessionDep) -> PlanDraftPublic:
-    _drafting(session, case_id, user)
+def get_plan_draft(
+    case_id: CaseId, user: Annotated[Claims, require(*STAFF)], session: SessionDep, auditor: AuditorDep
+) -> PlanDraftPublic:
+    _drafting(session, case_id, user, write=False)
     row = session.get(PlanDraftRecord, case_id)
     if row is None:
         raise NotFound(N_("no plan is drafted yet"))
+    auditor.record("plan.read", case_id=case_id, detail={"version": row.version})  # its notes are free text
     return draft_public(session, row)
 
 
@@ -501,7 +599,7 @@ def put_plan_draft(
     session: SessionDep,
     auditor: AuditorDep,
 ) -> PlanDraftPublic:
-    case = _drafting(session, case_id, user)
+    case = _drafting(session, case_id, user, write=True)
     if case.status == "closed" or case.stage not in ("identification", "protection", "pathway", "return", "residence"):
         raise Conflict(N_("the reintegration plan is drafted before it is agreed"), allowed_steps=case.allowed_steps)
     row = session.get(PlanDraftRecord, case_id)
@@ -514,7 +612,12 @@ def put_plan_draft(
     else:
         row.services, row.notes, row.updated_by, row.updated_at = services, notes, user.sub, now
         row.version += 1
-    session.commit()
-    auditor.record("plan.draft", case_id=case_id, detail={"services": len(services), "version": row.version})
+    # The draft and its audit row together, or neither.
+    auditor.stage([Entry("plan.draft", case_id=case_id, detail={"services": len(services), "version": row.version})])
+    try:
+        session.commit()
+    except IntegrityError:  # drafted by someone else at the same moment
+        session.rollback()
+        raise Conflict(N_("the draft changed meanwhile: read it again"), allowed_steps=[]) from None
     session.refresh(row)
     return draft_public(session, row)

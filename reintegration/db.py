@@ -391,7 +391,10 @@ class TransferRecord(SQLModel, table=True):
     to_country: str = Field(max_length=2)
     to_caseworker: str | None = Field(default=None, max_length=200)
     reason: str = ""  # sealed with the case's key (free text)
-    status: str = Field(default="pending", max_length=16)  # pending, accepted, refused
+    # pending; accepting (an acceptance on its way to the case's workflow); accepted (recorded with the
+    # journey's own ``transferred`` event); refused; withdrawn (by the offering office, or by the case:
+    # handed over on arrival, or closed)
+    status: str = Field(default="pending", max_length=16)
     requested_by: str = Field(max_length=200)
     requested_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     decided_by: str | None = Field(default=None, max_length=200)

@@ -25,6 +25,7 @@ from reintegration.db import (
     StageVisitRecord,
     TaskRecord,
     TimelineRecord,
+    TransferRecord,
     aware,
 )
 from workflows import rules
@@ -157,6 +158,7 @@ def write_projection(
             if rows:
                 conn.execute(insert(TimelineRecord), rows)
         _record_stage_visits(conn, projection)
+        _settle_transfers(conn, projection)
         notifications = _record_notifications(conn, projection) + inbox.record(
             conn, projection, previous_owner, mail=mail
         )
@@ -231,6 +233,38 @@ def _record_stage_visits(conn: Connection, projection: Projection) -> None:
                     entered_at=ev.at,
                     country=projection.state.owner_country,
                 )
+            )
+
+
+OPEN_TRANSFER = ("pending", "accepting")
+
+
+def _settle_transfers(conn: Connection, projection: Projection) -> None:
+    """The case's offers to other offices, as its journey settles them, in the journey's own
+    transaction: the transfer it carried out is accepted (whatever happened to the API request that
+    asked for it); a hand-over on arrival or the case's closure withdraws any other still open."""
+    case_id = projection.state.case_id
+    for ev in projection.events:
+        if (ev.kind, ev.name) == ("case", "transferred"):
+            conn.execute(
+                update(TransferRecord)
+                .where(
+                    col(TransferRecord.case_id) == case_id,
+                    col(TransferRecord.status).in_(OPEN_TRANSFER),
+                    col(TransferRecord.to_country) == ev.facts.get("to_country"),
+                )
+                .values(
+                    status="accepted",
+                    decided_by=ev.actor_sub,
+                    decided_at=ev.at,
+                    to_caseworker=ev.facts.get("to_caseworker"),
+                )
+            )
+        elif (ev.kind, ev.name) in (("case", "handed-over"), ("stage", "closed")):
+            conn.execute(
+                update(TransferRecord)
+                .where(col(TransferRecord.case_id) == case_id, col(TransferRecord.status).in_(OPEN_TRANSFER))
+                .values(status="withdrawn", decided_at=ev.at)
             )
 
 

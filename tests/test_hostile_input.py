@@ -224,7 +224,17 @@ async def test_a_forged_token_spends_its_senders_budget_not_the_subjects(throttl
     assert [(await throttled.http.get("/v1/cases", headers=victim)).status_code for _ in range(3)] == [200] * 3
 
 
-async def test_requests_without_a_token_are_limited_by_address_but_health_never(throttled):
+@pytest.fixture
+async def slow_refill(temporal_env, tmp_path_factory) -> AsyncIterator[Stack]:
+    """3 requests at once, then one a minute: a slow moment of a loaded machine refills nothing."""
+    async with running_stack(
+        "sqlite", temporal_env, tmp_path_factory.mktemp("slow-refill"), rate_limit_per_minute=1, rate_limit_burst=3
+    ) as s:
+        yield s
+
+
+async def test_requests_without_a_token_are_limited_by_address_but_health_never(slow_refill):
+    throttled = slow_refill
     answers = [await throttled.http.get("/v1/cases") for _ in range(3)]
     assert [a.status_code for a in answers] == [401, 401, 401]
     for path in ("/v1/cases", "/openapi.json", "/v1/no-such-thing"):

@@ -80,6 +80,7 @@ async def test_the_sending_office_reads_the_persons_details_only_with_consent(st
 async def test_a_case_is_transferred_to_another_countrys_office_which_accepts_or_refuses(stack):
     j = Journey(stack, caseworker="cw-es-x3")
     await j.open()
+    task = await j.assign("shelter", "shelter-es")
     pt = stack.auth("caseworker", "cw-pt-x3", countries=["PT"])
     fr_sup = stack.auth("supervisor", "sup-fr-x3", countries=["FR"])
     stack.token("caseworker", "cw-fr-x3", countries=["FR"])
@@ -107,7 +108,11 @@ async def test_a_case_is_transferred_to_another_countrys_office_which_accepts_or
 
     # The receiving office reads the case and has it in its worklist, and acts on nothing else.
     r = await read(stack, j.case_id, pt)
-    assert r.status_code == 200 and r.json()["access"] == "receiving"
+    assert r.status_code == 200 and r.json()["access"] == "offered"
+    assert all(t["notes"] == "" for t in r.json()["open_tasks"])
+    draft = {"services": [{"service": "medical"}]}
+    r = await stack.http.put(f"/v1/cases/{j.case_id}/plan-draft", json=draft, headers=pt)
+    assert r.status_code == 403  # offered, not taken: no draft yet
     await j.step("risk-assessment", {"level": "low", "threats": [], "assessed_on": day(1)}, headers=pt, expect=404)
     work = (await stack.http.get("/v1/me/worklist", headers=pt, params={"why": "transfer-to-accept"})).json()
     assert offer["transfer_id"] and j.case_id in {i["case_id"] for i in work["items"]}
@@ -120,9 +125,21 @@ async def test_a_case_is_transferred_to_another_countrys_office_which_accepts_or
     r = await stack.http.post(accept, json={}, headers=pt)
     assert r.status_code == 200, r.text
     assert r.json()["owner"] == {"country": "PT", "caseworker": "cw-pt-x3"} and r.json()["access"] == "owner"
-    assert (await stack.http.post(accept, json={}, headers=pt)).status_code == 409  # answered already
+    again = await stack.http.post(accept, json={}, headers=pt)  # her own acceptance again: the same answer
+    assert again.status_code == 200 and again.json()["owner"] == r.json()["owner"]
+    pt_other = stack.auth("caseworker", "cw-pt-x3b", countries=["PT"])
+    assert (await stack.http.post(accept, json={}, headers=pt_other)).status_code == 409  # answered already
     r = await read(stack, j.case_id, j.cw)
     assert r.json()["access"] == "sending" and [e for e in r.json()["timeline"] if e["name"] == "transferred"]
+    # The case's tasks moved with it: the new office's to act on, no longer the old one's.
+    assert (await stack.http.get(f"/v1/tasks/{task['task_id']}", headers=pt)).status_code == 200
+    assert (await stack.http.get(f"/v1/tasks/{task['task_id']}", headers=j.cw)).status_code == 404
+    r = await stack.http.get(f"/v1/transfers/{offer['transfer_id']}", headers=j.cw)
+    assert (r.json()["status"], r.json()["decided_by"], r.json()["to_caseworker"]) == (
+        "accepted",
+        "cw-pt-x3",
+        "cw-pt-x3",
+    )
     await j.step("risk-assessment", {"level": "low", "threats": [], "assessed_on": day(1)}, expect=404)
     await j.step("risk-assessment", {"level": "low", "threats": [], "assessed_on": day(1)}, headers=pt)
 
@@ -140,6 +157,20 @@ async def test_a_case_is_transferred_to_another_countrys_office_which_accepts_or
     assert r.status_code == 409
     assert (await read(stack, j.case_id, pt)).json()["owner"]["country"] == "PT"
     assert (await read(stack, j.case_id, fr_sup)).status_code == 404  # refused: no access
+    r = await stack.http.get(f"/v1/transfers/{onward['transfer_id']}", headers=fr_sup)
+    assert (r.json()["status"], r.json()["reason"], r.json()["refusal"]) == ("refused", "", "")  # not its to keep
+
+    # Offered again, then withdrawn by the offering office before any answer.
+    r = await stack.http.post(path, json={"to_country": "FR", "reason": "family in Lyon"}, headers=pt)
+    again = r.json()
+    withdraw = f"/v1/transfers/{again['transfer_id']}/withdraw"
+    assert (await stack.http.post(withdraw, headers=fr_sup)).status_code == 403  # the receiving side cannot
+    r = await stack.http.post(withdraw, headers=pt)
+    assert r.status_code == 200 and r.json()["status"] == "withdrawn"
+    assert (
+        await stack.http.post(f"/v1/transfers/{again['transfer_id']}/refuse", json={"reason": "x"}, headers=fr_sup)
+    ).status_code == 409
+    assert (await read(stack, j.case_id, fr_sup)).status_code == 404
     with Session(stack.engine) as session:
         told = session.exec(
             select(UserNotificationRecord.user_id, UserNotificationRecord.kind).where(

@@ -189,7 +189,7 @@ def case_view(web: Web, case_id: str, *, person: bool = False) -> CaseView:
 def plan_draft(web: Web, case_id: str) -> PlanDraftPublic | None:
     """The reintegration plan drafted before arrival (``GET /v1/cases/{id}/plan-draft``), if any."""
     try:
-        return get_plan_draft(case_id, web.user, web.session)
+        return get_plan_draft(case_id, web.user, web.session, web.auditor)
     except NotFound:
         return None
 

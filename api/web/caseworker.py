@@ -27,7 +27,16 @@ from sqlmodel import Session, col
 from sqlmodel.sql.expression import SelectOfScalar
 
 from api.audit import replayed_body
-from api.cases import CASES_ORDER, CASEWORK, CaseId, TaskId, _check_opening_scope, case_summary, cases_query
+from api.cases import (
+    CASES_ORDER,
+    CASEWORK,
+    CaseId,
+    TaskId,
+    _check_opening_scope,
+    case_summary,
+    cases_query,
+    shares_person,
+)
 from api.cases import open_case as open_case_command
 from api.deps import IDENTIFIER
 from api.errors import ApiProblem, Forbidden, NotFound, Unprocessable
@@ -432,7 +441,7 @@ def _render_read_only(
     if case.access == Access.receiving:
         action = f"{case_path(case.case_id)}/plan-draft"
         drafting = failed if failed is not None and failed.action == action else PostForm(action, draft_form(view, _))
-    consented = bool((case.consent or {}).get("data_sharing"))
+    consented = shares_person(case.facts)
     return web.render(
         "case.html",
         {

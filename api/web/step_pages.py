@@ -84,6 +84,8 @@ async def record_step(
         rule = step_rule(web, step)
         if _first(posted, "more"):  # "more rows": the form again, longer; nothing is sent (nor needs Temporal)
             view = await anyio.to_thread.run_sync(case_view, web, case_id)
+            if not view.owner:  # another office reads the case only: no step form (as the API: 404)
+                return refused_page(web, 404)
             options = step_options(view, rule.step, web._)
             form = forms.build(rule.body, web._, raw=posted, options=options, more=MORE_ROWS)
             return render_step(web, view, rule, PostForm(step_path(case_id, step), form, key), _version(version, view))

@@ -795,6 +795,12 @@ async def check_mail(fs: FaultStack, f: Findings) -> None:
         f.losses.append(f"{len(failed)} e-mails failed")
     taken = Counter(m.message_id for m in mail.received)
     sent = {f"<{r.notification_id}@faults.test>": r for r in rows if r.email_status == "sent"}
+    if not sent:  # every journey's partners complete tasks for caseworkers with an address
+        f.losses.append("no e-mail was sent at all")
+    if wrong := [
+        m for m in mail.received if m.message_id in sent and m.to != f"{sent[m.message_id].user_id}@faults.test"
+    ]:
+        f.duplicates.append(f"{len(wrong)} e-mails went to someone else than their notification's reader")
     if twice := [k for k, n in taken.items() if n > 1]:
         f.duplicates.append(f"{len(twice)} e-mails taken by the mail server more than once")
     if missing := set(sent) - set(taken):

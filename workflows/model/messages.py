@@ -121,6 +121,9 @@ class ReassignOwner(Strict):
     actor: Actor
     reason: Notes = ""
     country: CountryCode | None = None
+    # The country the sender saw the case in: refused if it moved meanwhile (a transfer accepted, a
+    # hand-over), so a command meant for one office never takes the case from another.
+    from_country: CountryCode | None = None
     # Bound to the update that carries it (checked by the workflow's validator): a sealed command
     # copied out of a history and sent again under another update id, or long after, is refused.
     update_id: UpdateId | None = None

@@ -19,6 +19,8 @@ def check_reassign_owner(state: JourneyState, cmd: ReassignOwner) -> None:
         raise Forbidden(N_("the receiving office accepts a transfer"))
     if state.status == CaseStatus.closed:
         raise StepNotAllowed(N_("the case is closed"), [])
+    if cmd.from_country is not None and cmd.from_country != state.owner_country:
+        raise InvalidCommand(N_("the case is no longer managed in {country}").format(country=cmd.from_country))
     if cmd.country is not None and cmd.country == state.owner_country:
         raise InvalidCommand(N_("the case is already managed in {country}").format(country=cmd.country))
     if cmd.country is None and cmd.caseworker == state.owner_caseworker:

@@ -20,8 +20,9 @@ def project(state: JourneyState, events: list[TimelineEvent]) -> Projection:
 
 
 def hands_over(events: list[TimelineEvent]) -> bool:
-    """Whether a change hands the case over to another country (the scope of all its tasks moves)."""
-    return any(e.name == "handed-over" for e in events)
+    """Whether a change hands the case over to another country, on arrival or by a transfer (the
+    scope of all its tasks moves with it)."""
+    return any(e.kind == "case" and e.name in ("handed-over", "transferred") for e in events)
 
 
 def touched_tasks(state: JourneyState, events: list[TimelineEvent]) -> dict[str, TaskState]:
