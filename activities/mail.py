@@ -15,12 +15,14 @@ import asyncio
 import hashlib
 import smtplib
 from collections import defaultdict
+from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -31,8 +33,20 @@ from reintegration.settings import Settings
 from workflows.model import ActivityName, DeliveryRequest
 
 log = structlog.get_logger("mail")
+T = TypeVar("T")
 
 MAX_DIGEST_ATTEMPTS = 5  # days a digest the mail server will not take is tried again
+HEARTBEAT_EVERY_SECONDS = 1.0
+RECORD_RETRY_SECONDS = 1.0
+
+
+async def heartbeating(work: Awaitable[T]) -> T:
+    """Await the work (a send in its thread), heartbeating meanwhile: a worker that dies is noticed
+    by its heartbeat's timeout, not by the attempt's."""
+    task = asyncio.ensure_future(work)
+    while not (await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_SECONDS))[0]:
+        activity.heartbeat()
+    return task.result()
 
 
 def _item(settings: Settings, row: UserNotificationRecord, role: str) -> mail.Item:
@@ -57,16 +71,29 @@ class MailActivities:
         message = found
         attempt = activity.info().attempt
         try:
-            await asyncio.to_thread(mail.send, self._settings, message)
+            await heartbeating(asyncio.to_thread(mail.send, self._settings, message))
         except mail.MailRefused as refused:
             log.warning("e-mail refused", notification_id=request.delivery_id, error=str(refused))
-            await asyncio.to_thread(self._mark, [request.delivery_id], "failed", attempt)
+            await self._recorded(self._mark, [request.delivery_id], "failed", attempt)
             return "failed"
         except (OSError, smtplib.SMTPException) as exc:
             await asyncio.to_thread(self._attempted, request.delivery_id, attempt)
             raise ApplicationError(f"the mail server did not take the e-mail: {type(exc).__name__}") from None
-        await asyncio.to_thread(self._mark, [request.delivery_id], "sent", attempt)
+        # Sent: from here on, failing would send it again. The record is retried (heartbeating) until
+        # the database takes it, however long it is down.
+        await self._recorded(self._mark, [request.delivery_id], "sent", attempt)
         return "sent"
+
+    async def _recorded(self, record: Any, *args: Any) -> None:
+        """Write what became of an e-mail the mail server answered, until the database takes it."""
+        while True:
+            try:
+                await asyncio.to_thread(record, *args)
+                return
+            except SQLAlchemyError as exc:
+                log.warning("e-mail outcome not recorded yet", error=type(exc).__name__)
+                activity.heartbeat()
+                await asyncio.sleep(RECORD_RETRY_SECONDS)
 
     def _to_send(self, notification_id: str) -> Any:
         """The e-mail to send, or why there is none ("sent", "none"...)."""
@@ -129,19 +156,19 @@ class MailActivities:
         for digest_id, (message, ids, attempts) in digests.items():
             activity.heartbeat(digest_id)
             try:
-                await asyncio.to_thread(mail.send, self._settings, message)
+                await heartbeating(asyncio.to_thread(mail.send, self._settings, message))
             except mail.MailRefused as refused:
                 log.warning("digest refused", digest_id=digest_id, error=str(refused))
-                await asyncio.to_thread(self._mark, ids, "failed", attempts + 1, digest_id)
+                await self._recorded(self._mark, ids, "failed", attempts + 1, digest_id)
                 continue
             except (OSError, smtplib.SMTPException) as exc:
                 # One reader's trouble (a full mailbox, say) never holds back the others' digests:
                 # hers waits for the next day's, until it has failed MAX_DIGEST_ATTEMPTS times.
                 status = "failed" if attempts + 1 >= MAX_DIGEST_ATTEMPTS else "digest"
                 log.warning("digest not taken", digest_id=digest_id, error=type(exc).__name__, status=status)
-                await asyncio.to_thread(self._mark, ids, status, attempts + 1, digest_id)
+                await self._recorded(self._mark, ids, status, attempts + 1, digest_id)
                 continue
-            await asyncio.to_thread(self._mark, ids, "sent", attempts + 1, digest_id)
+            await self._recorded(self._mark, ids, "sent", attempts + 1, digest_id)
             sent += 1
         return sent
 

@@ -133,8 +133,11 @@ class MailNotificationWorkflow:
             request,
             result_type=str,
             # ``timeout_seconds`` is the mail server's per operation (connect, EHLO, STARTTLS, login,
-            # MAIL, RCPT, DATA...): an attempt ends in its own thread before the next one starts.
-            start_to_close_timeout=timedelta(seconds=request.timeout_seconds * 10),
+            # MAIL, RCPT, DATA...): a send ends in its thread within ten of them. The attempt heartbeats
+            # while it sends and while it records (retried until the database takes it): a worker that
+            # dies is noticed by the heartbeat; a database down only makes the attempt longer.
+            start_to_close_timeout=timedelta(hours=1),
+            heartbeat_timeout=timedelta(seconds=max(10.0, request.timeout_seconds * 2)),
             retry_policy=RetryPolicy(
                 initial_interval=timedelta(seconds=request.retry_initial_seconds),
                 backoff_coefficient=2.0,

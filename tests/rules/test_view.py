@@ -35,6 +35,8 @@ def test_a_hand_over_sends_every_task_as_their_scope_moves_with_the_case():
     case = consented()
     shelter = case.assign("shelter", SHELTER)
     clinic = case.assign("medical", CLINIC)
-    handed_over = [e.model_copy(update={"name": "handed-over"}) for e in case.step("risk-assessment")[:1]]
+    handed_over = [
+        e.model_copy(update={"kind": "case", "name": "handed-over"}) for e in case.step("risk-assessment")[:1]
+    ]
     assert set(rules.project_changes(case.state, handed_over).state.tasks) == {shelter, clinic}
     assert rules.hands_over(handed_over) and not rules.hands_over([])
