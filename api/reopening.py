@@ -10,6 +10,7 @@ erasure of the case's personal data, nor after the person withdrew consent.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response
@@ -33,7 +34,7 @@ from api.languages import N_
 from api.pipeline import Pipeline, commands_for
 from api.schemas import CasePublic
 from reintegration import commands
-from reintegration.db import PersonRecord
+from reintegration.db import PersonRecord, aware
 from workflows import ids, rules
 from workflows.case import CaseRun, CaseWorkflow
 from workflows.model import CaseStatus, JourneyState, Reopening, Role, ShortText, Stage, Strict
@@ -54,14 +55,17 @@ class ReopenCase(Strict):
     reason: ShortText
 
 
-def _reopenable(p: Pipeline, case_id: str) -> None:
+def _reopenable(p: Pipeline, case_id: str) -> datetime:
+    """When the case closed, if it may be reopened; 409 otherwise."""
     session = p.session
     record = case_in_scope(session, case_id, p.user)
-    if record.status != "closed":
+    if record.status != "closed" or record.closed_at is None:
         raise Conflict(N_("only a closed case is reopened"), allowed_steps=record.allowed_steps)
     if session.get(PersonRecord, case_id) is None:
         raise Conflict(N_("the case's personal data was erased: it cannot be reopened"), allowed_steps=[])
+    closed_at = aware(record.closed_at)
     release_connection(session)
+    return closed_at
 
 
 def _refused(exc: rules.JourneyRuleError) -> ApiProblem:
@@ -73,15 +77,18 @@ def _refused(exc: rules.JourneyRuleError) -> ApiProblem:
     return Conflict(exc.detail, allowed_steps=[])
 
 
-async def _closed_state(p: Pipeline, case_id: str) -> JourneyState:
+async def _closed_state(p: Pipeline, case_id: str, closed_at: datetime) -> JourneyState:
     """The closed journey's state, as the case workflow holds it: just after the closure the last
-    stage's workflow may still be handing it back (the read model shows the closure first)."""
+    stage's workflow may still be handing it back (the read model shows the closure first). A run
+    started after the closure is another supervisor's reopening, at the same moment: 409."""
     handle = p.client.get_workflow_handle(ids.workflow_id(case_id))
     for _ in range(HANDED_BACK_WITHIN * 10):
         try:
             state: JourneyState = await handle.query(
                 "journey", result_type=JourneyState, rpc_timeout=commands.UPDATE_TIMEOUT
             )
+            if state.status != CaseStatus.closed and (await handle.describe()).start_time > closed_at:
+                raise Conflict(N_("the case is being reopened already"), allowed_steps=[])
         except (RPCError, WorkflowQueryFailedError):
             break
         if state.status == CaseStatus.closed:
@@ -110,8 +117,8 @@ async def reopen_case(
     await p.case(case_id)  # 404 outside the caller's scope, before anything is claimed
 
     async def run(_: str) -> CasePublic:
-        await p.db(_reopenable, p, case_id)
-        state = await _closed_state(p, case_id)
+        closed_at = await p.db(_reopenable, p, case_id)
+        state = await _closed_state(p, case_id, closed_at)
         reopening = Reopening(stage=body.stage, reason=body.reason, actor=p.actor)
         try:
             rules.check_reopen(state, reopening)
