@@ -100,7 +100,9 @@ def sealed(document_id: str, data: bytes, piece: int = 1000) -> bytes:
 def test_the_stream_encryption_round_trips_at_every_edge(size: int) -> None:
     data = os.urandom(size)
     blob = sealed("d1", data)
-    assert data[:64] not in blob or size == 0
+    # The plaintext is not in the blob (checked from 16 bytes: a byte or two of random data can
+    # appear in any ciphertext by chance; 16 cannot).
+    assert size < 16 or data[:64] not in blob
     back = b"".join(documents.open_stream(KEY, "d1", (blob[i : i + 777] for i in range(0, len(blob), 777))))
     assert back == data
 
