@@ -70,8 +70,17 @@ class MailActivities:
             return found
         message = found
         attempt = activity.info().attempt
+        recorded: list[bool] = []
+
+        def taken() -> None:  # in the sending thread, the moment the server said 250
+            try:
+                self._mark([request.delivery_id], "sent", attempt)
+                recorded.append(True)
+            except SQLAlchemyError:
+                pass  # recorded below, retried until the database takes it
+
         try:
-            await heartbeating(asyncio.to_thread(mail.send, self._settings, message))
+            await heartbeating(asyncio.to_thread(mail.send, self._settings, message, taken))
         except mail.MailRefused as refused:
             log.warning("e-mail refused", notification_id=request.delivery_id, error=str(refused))
             await self._recorded(self._mark, [request.delivery_id], "failed", attempt)
@@ -79,9 +88,10 @@ class MailActivities:
         except (OSError, smtplib.SMTPException) as exc:
             await asyncio.to_thread(self._attempted, request.delivery_id, attempt)
             raise ApplicationError(f"the mail server did not take the e-mail: {type(exc).__name__}") from None
-        # Sent: from here on, failing would send it again. The record is retried (heartbeating) until
-        # the database takes it, however long it is down.
-        await self._recorded(self._mark, [request.delivery_id], "sent", attempt)
+        # Sent: from here on, failing would send it again. Recorded the moment the server took it; if
+        # the database was down then, the record is retried (heartbeating) until it takes it.
+        if not recorded:
+            await self._recorded(self._mark, [request.delivery_id], "sent", attempt)
         return "sent"
 
     async def _recorded(self, record: Any, *args: Any) -> None:
@@ -155,8 +165,19 @@ class MailActivities:
         sent = 0
         for digest_id, (message, ids, attempts) in digests.items():
             activity.heartbeat(digest_id)
+            recorded: list[bool] = []
+
+            def taken(
+                ids: list[str] = ids, digest_id: str = digest_id, n: int = attempts + 1, recorded: list[bool] = recorded
+            ) -> None:
+                try:  # the moment the server said 250, in the sending thread (as ``send_mail``)
+                    self._mark(ids, "sent", n, digest_id)
+                    recorded.append(True)
+                except SQLAlchemyError:
+                    pass
+
             try:
-                await heartbeating(asyncio.to_thread(mail.send, self._settings, message))
+                await heartbeating(asyncio.to_thread(mail.send, self._settings, message, taken))
             except mail.MailRefused as refused:
                 log.warning("digest refused", digest_id=digest_id, error=str(refused))
                 await self._recorded(self._mark, ids, "failed", attempts + 1, digest_id)
@@ -168,7 +189,8 @@ class MailActivities:
                 log.warning("digest not taken", digest_id=digest_id, error=type(exc).__name__, status=status)
                 await self._recorded(self._mark, ids, status, attempts + 1, digest_id)
                 continue
-            await self._recorded(self._mark, ids, "sent", attempts + 1, digest_id)
+            if not recorded:
+                await self._recorded(self._mark, ids, "sent", attempts + 1, digest_id)
             sent += 1
         return sent
 

@@ -15,7 +15,7 @@ import functools
 import io
 import smtplib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
@@ -149,8 +149,11 @@ def _message(settings: Settings, to: str, message_id: str, subject: str, lines: 
     return message
 
 
-def send(settings: Settings, message: EmailMessage) -> None:
-    """Hand the message to the SMTP server (blocking: run it in a thread).
+def send(settings: Settings, message: EmailMessage, taken: Callable[[], None] = lambda: None) -> None:
+    """Hand the message to the SMTP server (blocking: run it in a thread); ``taken`` is called the
+    moment the server has answered 250 to it, before anything else (not even QUIT): the sender
+    records it there, so that the time in which a crash would leave it sent but not recorded (and
+    so sent again) is the record's own.
 
     Raises ``MailRefused`` when the server refuses it for good (5xx), ``OSError`` or
     ``smtplib.SMTPException`` when it should be tried again (down, busy, a 4xx)."""
@@ -170,6 +173,7 @@ def send(settings: Settings, message: EmailMessage) -> None:
             smtp.login(settings.smtp_username, password)
         try:
             smtp.send_message(message)
+            taken()
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             if codes and all(500 <= code < 600 for code in codes):
