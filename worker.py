@@ -14,7 +14,6 @@ from sqlmodel import Session
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
@@ -31,7 +30,6 @@ from reintegration.migrate import upgrade_schema
 from reintegration.settings import Settings, get_settings
 from reintegration.temporal import connect
 from reintegration.webhooks import delivery_client
-from workflows import ids
 from workflows.case import CaseWorkflow
 from workflows.delivery import (
     DIGEST_WORKFLOW_ID,
@@ -148,26 +146,7 @@ async def resume_mails(client: Client, engine: Engine, settings: Settings) -> in
         return 0
     with Session(engine) as session:
         mails = inbox.pending_mails(session, datetime.now(UTC) - timedelta(minutes=1))
-    for request in mails:
-        request = request.model_copy(
-            update={
-                "timeout_seconds": settings.smtp_timeout_seconds,
-                "retry_initial_seconds": settings.delivery_retry_initial_seconds,
-                "retry_max_seconds": settings.delivery_retry_max_seconds,
-            }
-        )
-        try:
-            await client.start_workflow(
-                MailNotificationWorkflow.run,
-                request,
-                id=ids.message_workflow_id(request.case_id, "mail", request.delivery_id),
-                task_queue=settings.temporal_task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            )
-        except WorkflowAlreadyStartedError:
-            pass
-        except RPCError as exc:  # Temporal away: the next sweep tries again
-            log.warning("pending e-mail not resumed", notification_id=request.delivery_id, error=exc.status.name)
+    await inbox.start_mails(client, settings, mails)
     return len(mails)
 
 

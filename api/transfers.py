@@ -29,10 +29,6 @@ from pydantic import Field
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
-from temporalio.client import Client
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
 
 from api.audit import AuditorDep, Entry
 from api.cases import CaseId, _respond
@@ -46,9 +42,7 @@ from api.schemas import CasePublic, Page
 from api.users import known_owner
 from reintegration import directory, inbox
 from reintegration.db import CaseRecord, PlanDraftRecord, TransferRecord, aware
-from reintegration.settings import Settings
 from reintegration.tokens import Claims
-from workflows import ids
 from workflows.model import CountryCode, ReassignOwner, Role, Service, Strict
 
 log = structlog.get_logger("api")
@@ -152,31 +146,6 @@ def _visible(row: TransferRecord | None, user: Claims) -> TransferRecord:
     if row is None or not (user.sees_country(row.from_country) or user.sees_country(row.to_country)):
         raise NotFound(N_("no such transfer"))
     return row
-
-
-async def start_mails(client: Client, settings: Settings, mails: list[Any]) -> None:
-    """Start the e-mails of notifications the API itself wrote (a missed start is resumed by the
-    worker: ``inbox.pending_mails``)."""
-    for request in mails:
-        request = request.model_copy(
-            update={
-                "timeout_seconds": settings.smtp_timeout_seconds,
-                "retry_initial_seconds": settings.delivery_retry_initial_seconds,
-                "retry_max_seconds": settings.delivery_retry_max_seconds,
-            }
-        )
-        try:
-            await client.start_workflow(
-                "MailNotification",
-                request,
-                id=ids.message_workflow_id(request.case_id, "mail", request.delivery_id),
-                task_queue=settings.temporal_task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            )
-        except WorkflowAlreadyStartedError:
-            pass
-        except RPCError:
-            log.warning("mail not started: the worker resumes it", notification_id=request.delivery_id)
 
 
 def _claim(session: Session, transfer_id: str, sub: str) -> str:
@@ -304,7 +273,7 @@ async def request_transfer(
             return transfer_public(p.session, row), mails
 
         answer, mails = await p.db(create)
-        await start_mails(p.client, p.settings, mails)
+        await inbox.start_mails(p.client, p.settings, mails)
         return answer
 
     return await p.once(
@@ -486,7 +455,7 @@ async def refuse_transfer(
             return transfer_public(p.session, found), mails  # the answer to the refusal: what was refused
 
         answer, mails = await p.db(refuse)
-        await start_mails(p.client, p.settings, mails)
+        await inbox.start_mails(p.client, p.settings, mails)
         return answer
 
     return await p.once(

@@ -38,13 +38,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, col
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
 
 from reintegration import directory
 from reintegration.db import UserNotificationRecord
+from reintegration.settings import Settings
+from workflows import ids
 from workflows.model import DeliveryRequest, JourneyState, Projection, TimelineEvent
+
+log = structlog.get_logger("inbox")
 
 MAIL_EVENT = "mail.notify"
 
@@ -133,6 +142,28 @@ def _facts(state: JourneyState, ev: TimelineEvent) -> dict[str, Any]:
     return facts
 
 
+def mail_request(nid: str, case_id: str) -> DeliveryRequest:
+    """The start of one notification's e-mail: its id and its case's (the codec's key), nothing else."""
+    return DeliveryRequest(delivery_id=nid, event=MAIL_EVENT, case_id=case_id, task_id="", agency_id="")
+
+
+def _written(conn: Connection | Session, nid: str, user: Any, *, mail: bool, **values: Any) -> str:
+    """The notification's row, written once: its e-mail's status (that of the row an earlier attempt
+    wrote, if there is one: its mail's start may be what that attempt missed)."""
+    status: str | None = conn.execute(
+        select(col(UserNotificationRecord.email_status)).where(col(UserNotificationRecord.notification_id) == nid)
+    ).scalar()
+    if status is None:
+        wants = user.notify if user.email and mail else directory.Notify.none.value
+        status = {"email": "pending", "digest": "digest"}.get(wants, "none")
+        conn.execute(
+            insert(UserNotificationRecord).values(
+                notification_id=nid, user_id=user.user_id, email_status=status, email_attempts=0, **values
+            )
+        )
+    return status
+
+
 def record(
     conn: Connection, projection: Projection, previous_owner: str | None, *, mail: bool = False
 ) -> list[DeliveryRequest]:
@@ -147,30 +178,19 @@ def record(
                     continue
                 seen.add(user.user_id)
                 nid = notification_id(ev.event_id, user.user_id)
-                # Written by an earlier attempt (the mail's start may be what that attempt missed).
-                status = conn.scalar(
-                    select(col(UserNotificationRecord.email_status)).where(
-                        col(UserNotificationRecord.notification_id) == nid
-                    )
+                status = _written(
+                    conn,
+                    nid,
+                    user,
+                    mail=mail,
+                    event_id=ev.event_id,
+                    case_id=state.case_id,
+                    case_reference=state.reference,
+                    kind=notice.kind,
+                    task_id=ev.task_id,
+                    facts=_facts(state, ev),
+                    created_at=ev.at,
                 )
-                if status is None:
-                    wants = user.notify if user.email and mail else directory.Notify.none.value
-                    status = {"email": "pending", "digest": "digest"}.get(wants, "none")
-                    conn.execute(
-                        insert(UserNotificationRecord).values(
-                            notification_id=nid,
-                            user_id=user.user_id,
-                            event_id=ev.event_id,
-                            case_id=state.case_id,
-                            case_reference=state.reference,
-                            kind=notice.kind,
-                            task_id=ev.task_id,
-                            facts=_facts(state, ev),
-                            created_at=ev.at,
-                            email_status=status,
-                            email_attempts=0,
-                        )
-                    )
                 if status == "pending":
                     mails.append(nid)
     # An earlier attempt's rows still waiting for their e-mail (its start may be what that attempt
@@ -183,10 +203,7 @@ def record(
                 col(UserNotificationRecord.email_status) == "pending",
             )
         ).all()
-    return [
-        DeliveryRequest(delivery_id=nid, event=MAIL_EVENT, case_id=state.case_id, task_id="", agency_id="")
-        for nid in sorted(set(mails))
-    ]
+    return [mail_request(nid, state.case_id) for nid in sorted(set(mails))]
 
 
 def notify(
@@ -206,31 +223,10 @@ def notify(
     mails = []
     for user in users:
         nid = notification_id(event_id, user.user_id)
-        if conn.execute(
-            select(col(UserNotificationRecord.notification_id)).where(
-                col(UserNotificationRecord.notification_id) == nid
-            )
-        ).first():
-            continue
-        wants = user.notify if user.email and mail else directory.Notify.none.value
-        status = {"email": "pending", "digest": "digest"}.get(wants, "none")
-        conn.execute(
-            insert(UserNotificationRecord).values(
-                notification_id=nid,
-                user_id=user.user_id,
-                event_id=event_id,
-                case_id=case_id,
-                case_reference=case_reference,
-                kind=kind,
-                task_id=None,
-                facts=facts,
-                created_at=at,
-                email_status=status,
-                email_attempts=0,
-            )
-        )
+        values = {"event_id": event_id, "case_id": case_id, "case_reference": case_reference, "kind": kind}
+        status = _written(conn, nid, user, mail=mail, task_id=None, facts=facts, created_at=at, **values)
         if status == "pending":
-            mails.append(DeliveryRequest(delivery_id=nid, event=MAIL_EVENT, case_id=case_id, task_id="", agency_id=""))
+            mails.append(mail_request(nid, case_id))
     return mails
 
 
@@ -245,7 +241,32 @@ def pending_mails(conn: Connection | Session, older_than: datetime, limit: int =
         )
         .limit(limit)
     ).all()
-    return [
-        DeliveryRequest(delivery_id=nid, event=MAIL_EVENT, case_id=case_id, task_id="", agency_id="")
-        for nid, case_id in rows
-    ]
+    return [mail_request(nid, case_id) for nid, case_id in rows]
+
+
+async def start_mails(client: Client, settings: Settings, mails: list[DeliveryRequest]) -> None:
+    """Start each e-mail's ``MailNotification`` workflow (its id from the notification's: one already
+    started is not started again); one Temporal does not take now is left pending, for the worker's
+    sweep (``pending_mails``)."""
+    for request in mails:
+        request = request.model_copy(
+            update={
+                "timeout_seconds": settings.smtp_timeout_seconds,
+                "retry_initial_seconds": settings.delivery_retry_initial_seconds,
+                "retry_max_seconds": settings.delivery_retry_max_seconds,
+            }
+        )
+        try:
+            await client.start_workflow(
+                "MailNotification",
+                request,
+                id=ids.message_workflow_id(request.case_id, "mail", request.delivery_id),
+                task_queue=settings.temporal_task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            pass
+        except RPCError as exc:
+            log.warning(
+                "e-mail not started: the sweep resumes it", notification_id=request.delivery_id, error=exc.status.name
+            )

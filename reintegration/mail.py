@@ -6,30 +6,22 @@ link into the workspace; never the person's data, a note or anything anyone type
 ``Message-ID`` made from its notification (or digest) id, the same at every attempt.
 
 The texts are marked with ``N_`` and translated from the workspace's catalogues
-(``api/web/locale``, read here by path: this layer does not import the web's).
+(``reintegration/catalogues.py``).
 """
 
 from __future__ import annotations
 
-import functools
-import io
 import smtplib
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
-from pathlib import Path
 from typing import Any
 
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
-from babel.support import NullTranslations, Translations
-
+from reintegration import catalogues
 from reintegration.settings import Settings
 from workflows.rules.errors import N_
-
-LOCALE_DIR = Path(__file__).resolve().parents[1] / "api" / "web" / "locale"
 
 HEADLINES = {
     "task.assigned": N_("A task was assigned to your agency"),
@@ -64,21 +56,8 @@ class MailRefused(Exception):
     """The mail server refused the message for good (a 5xx answer): no retry will help."""
 
 
-@functools.cache
-def _translations(language: str) -> NullTranslations:
-    path = LOCALE_DIR / language / "LC_MESSAGES" / "messages.po"
-    if language == "en" or not path.exists():
-        return NullTranslations()
-    with path.open("rb") as po:
-        catalog = read_po(po, locale=language)
-    compiled = io.BytesIO()
-    write_mo(compiled, catalog)
-    compiled.seek(0)
-    return Translations(fp=compiled)
-
-
 def _(language: str, message: str) -> str:
-    return _translations(language).gettext(message)
+    return catalogues.translations(language).gettext(message)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,6 @@ match of the browser's ``Accept-Language``. Dates and numbers are formatted with
 
 from __future__ import annotations
 
-import functools
-import io
 import re
 from collections.abc import Iterable
 from datetime import date, datetime
@@ -18,12 +16,13 @@ from pathlib import Path
 from babel import Locale, dates, numbers
 from babel.messages.catalog import Catalog
 from babel.messages.extract import extract_from_dir
-from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po, write_po
-from babel.support import NullTranslations, Translations
 
-LOCALE_DIR = Path(__file__).resolve().parent / "locale"
-DEFAULT = "en"
+from reintegration import catalogues
+
+LOCALE_DIR = catalogues.LOCALE_DIR
+DEFAULT = catalogues.DEFAULT
+translations = catalogues.translations  # compiled once per process, shared with the e-mails
 LANGUAGES = ("en", "es", "fr")  # the source language first
 LANGUAGE_NAMES = {"en": "English", "es": "Español", "fr": "Français"}
 COOKIE = "lang"
@@ -42,21 +41,7 @@ JINJA_OPTIONS = {"extensions": "jinja2.ext.i18n", "trimmed": "true"}
 
 
 def _po_path(language: str) -> Path:
-    return LOCALE_DIR / language / "LC_MESSAGES" / "messages.po"
-
-
-@functools.cache
-def translations(language: str) -> NullTranslations:
-    """The language's translations (none for English, the source), compiled once per process."""
-    path = _po_path(language)
-    if language == DEFAULT or not path.exists():
-        return NullTranslations()
-    with path.open("rb") as po:
-        catalog = read_po(po, locale=language)
-    compiled = io.BytesIO()
-    write_mo(compiled, catalog)
-    compiled.seek(0)
-    return Translations(fp=compiled)
+    return catalogues.po_path(language)
 
 
 def gettext(language: str, message: str) -> str:
