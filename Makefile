@@ -3,13 +3,16 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+LOCK   := requirements-dev.lock
 
-.PHONY: install run test lint browser token clean messages bench bench-scale
+.PHONY: install run test lint browser token clean messages bench bench-scale lock
 
-$(STAMP): pyproject.toml
+# Every package at the version and with the hashes of requirements-dev.lock (pip refuses any other),
+# then the project itself without resolving anything again: the same install on every machine.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --editable '.[test]'
+	$(PY) -m pip install --quiet --require-hashes --requirement $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --editable .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -51,6 +54,17 @@ bench: install
 ## worker's restart; writes bench-scale.json. Options: make bench-scale SCALE_ARGS="--cases 10000".
 bench-scale: install
 	$(PY) -m benchmarks.scale $(SCALE_ARGS)
+
+## The lock files, from pyproject.toml: requirements.lock (what the image installs) and
+## requirements-dev.lock (that, the development server and the tests' tools: what `make install`
+## installs), every package pinned with its hashes. Run after changing a dependency; commit both.
+## Versions already locked stay unless pyproject.toml needs others (UPGRADE=1 takes the newest).
+lock:
+	test -x $(VENV)/bin/uv || { test -x $(PY) || $(PYTHON) -m venv $(VENV); $(PY) -m pip install --quiet 'uv>=0.13'; }
+	$(VENV)/bin/uv pip compile --quiet pyproject.toml --universal --python-version 3.11 --generate-hashes \
+	  $(if $(UPGRADE),--upgrade,) --output-file requirements.lock
+	$(VENV)/bin/uv pip compile --quiet pyproject.toml --extra run --extra test --universal --python-version 3.11 \
+	  --generate-hashes $(if $(UPGRADE),--upgrade,) --constraint requirements.lock --output-file $(LOCK)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -22,7 +22,7 @@ from activities.mail import MailActivities
 from activities.notifications import LogChannel, NotificationActivities, WebhookChannel
 from activities.read_model import ReadModelActivities
 from activities.reassignment import ReassignmentActivities
-from reintegration import heap, inbox
+from reintegration import anchor, heap, inbox, metrics, tracing
 from reintegration.crypto import Keyring
 from reintegration.db import keyring_from_settings, make_engine
 from reintegration.logs import configure_logging
@@ -171,30 +171,62 @@ async def main() -> None:
     os.umask(0o077)  # what the worker creates (a SQLite database, say) is its owner's only
     settings = get_settings()
     configure_logging()
+    # Traces (REINTEGRATION_TRACING): the client's interceptor gives the worker its workflow and
+    # activity spans, and the activities' own client calls their place in the same trace.
+    tracer_provider = tracing.configure_tracing(settings, service_name=tracing.WORKER_SERVICE)
     engine = make_engine(settings)
     upgrade_schema(engine)
     keyring = keyring_from_settings(settings)
-    client = await connect(settings, keyring=keyring)
+    tracing.instrument_engine(engine, tracer_provider)
+    tracing.instrument_engine(keyring.engine, tracer_provider)
+    # With REINTEGRATION_WORKER_METRICS_PORT, the SDK's runtime serves its metrics on a loopback
+    # port of its own, which the worker's /metrics reads and serves with the project's.
+    sdk_metrics = f"127.0.0.1:{metrics.free_port()}" if settings.worker_metrics_port is not None else None
+    runtime = metrics.sdk_runtime(sdk_metrics) if sdk_metrics else None
+    client = await connect(
+        settings, keyring=keyring, runtime=runtime, interceptors=tracing.client_interceptors(tracer_provider)
+    )
     http = delivery_client(settings)  # the address guard outside development
     # The supervisors' webhook is the operator's own setting, on whatever network it chose.
     operator_http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+    tracing.instrument_http(http, tracer_provider)
+    tracing.instrument_http(operator_http, tracer_provider)
     worker = build_worker(client, settings, engine, http, keyring, operator_http)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await start_digests(client, settings)
+    metrics_server = (
+        await metrics.start_worker_metrics(settings, engine, sdk_address=sdk_metrics)
+        if settings.worker_metrics_port is not None
+        else None
+    )
     heap.settle()
     log.info("worker started", task_queue=settings.temporal_task_queue, namespace=settings.temporal_namespace)
     async with worker:
         # After polling starts: the resumed e-mails' workflows are this worker's to run.
         sweeper = asyncio.create_task(keep_resuming_mails(client, engine, settings))
+        # The audit trail's head, noted outside the database (reintegration/anchor.py); 0: never.
+        anchoring = (
+            asyncio.create_task(
+                anchor.keep_anchoring(
+                    anchor.anchorer_from_settings(settings, engine, operator_http), settings.audit_anchor_seconds
+                )
+            )
+            if settings.audit_anchor_seconds
+            else None
+        )
         try:
             await resume_mails(client, engine, settings)
         except Exception as exc:  # noqa: BLE001 - the sweeper tries again
             log.warning("pending e-mails not resumed", error=type(exc).__name__)
         await stop.wait()
         sweeper.cancel()
+        if anchoring is not None:
+            anchoring.cancel()
+    if metrics_server is not None:
+        await metrics_server.close()
     await http.aclose()
     await operator_http.aclose()
     log.info("worker stopped")

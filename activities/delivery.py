@@ -33,6 +33,7 @@ from reintegration import audit, commands
 from reintegration.agencies import webhook_challenge_purpose, webhook_secret_purpose
 from reintegration.crypto import Keyring
 from reintegration.db import AgencyRecord, DeliveryRecord, TaskRecord
+from reintegration.metrics import DELIVERIES_DELIVERED, DELIVERIES_FAILED, DELIVERY_RETRIES
 from reintegration.partner_view import partner_task
 from reintegration.projection import assignment_delivery_id
 from reintegration.webhooks import UnsafeAddress, host_of, sign
@@ -110,6 +111,7 @@ class DeliveryActivities:
             raise ApplicationError(str(exc), type=DELIVERY_REJECTED, non_retryable=True) from None
         except httpx.HTTPError as exc:
             await self._mark(request.delivery_id, "pending", attempts=attempt, error=type(exc).__name__)
+            DELIVERY_RETRIES.labels(request.agency_id).inc()
             log.info(
                 "delivery not answered", delivery_id=request.delivery_id, attempt=attempt, error=type(exc).__name__
             )
@@ -117,6 +119,7 @@ class DeliveryActivities:
         status = response.status_code
         if 200 <= status < 300:
             await self._mark(request.delivery_id, "delivered", attempts=attempt, delivered=True)
+            DELIVERIES_DELIVERED.labels(request.agency_id).inc()
             log.info("delivered", delivery_id=request.delivery_id, task_id=request.task_id, attempt=attempt)
             return DeliveryOutcome(delivery_id=request.delivery_id, status="delivered")
         await self._mark(request.delivery_id, "pending", attempts=attempt, error=f"HTTP {status}")
@@ -124,6 +127,7 @@ class DeliveryActivities:
             raise ApplicationError(
                 f"the agency refused the task (HTTP {status})", type=DELIVERY_REJECTED, non_retryable=True
             )
+        DELIVERY_RETRIES.labels(request.agency_id).inc()
         log.info("delivery refused for now", delivery_id=request.delivery_id, attempt=attempt, status=status)
         raise ApplicationError(f"the agency answered HTTP {status}")
 
@@ -203,6 +207,7 @@ class DeliveryActivities:
         """Put a task its agency refused back in the caseworker's hands."""
         await self._mark(request.delivery_id, "failed", error=request.reason[:200])
         if request.event != "task.assigned":
+            DELIVERIES_FAILED.labels(request.agency_id).inc()
             return  # a refused cancellation changes nothing on the case
         command = TaskCommand(
             action=TaskAction.delivery_failed,
@@ -227,6 +232,7 @@ class DeliveryActivities:
         except (commands.CommandRefused, commands.CaseClosed, commands.NoSuchCase) as exc:
             # The task moved on meanwhile (reassigned, cancelled, case closed): nothing to put back.
             log.info("delivery failure not applied", delivery_id=request.delivery_id, reason=type(exc).__name__)
+        DELIVERIES_FAILED.labels(request.agency_id).inc()  # once the activity is done: not again by its retries
 
     def _changing(self, session: Session, request: WebhookVerificationRequest) -> AgencyRecord | None:
         """The agency whose webhook change this request is about, while that change is still on."""

@@ -29,6 +29,7 @@ from temporalio.exceptions import ApplicationError
 
 from reintegration import mail
 from reintegration.db import UserNotificationRecord, UserRecord
+from reintegration.metrics import EMAIL_RETRIES, EMAILS_FAILED, EMAILS_SENT
 from reintegration.settings import Settings
 from workflows.model import ActivityName, DeliveryRequest
 
@@ -84,14 +85,17 @@ class MailActivities:
         except mail.MailRefused as refused:
             log.warning("e-mail refused", notification_id=request.delivery_id, error=str(refused))
             await self._recorded(self._mark, [request.delivery_id], "failed", attempt)
+            EMAILS_FAILED.labels("notification").inc()
             return "failed"
         except (OSError, smtplib.SMTPException) as exc:
             await asyncio.to_thread(self._attempted, request.delivery_id, attempt)
+            EMAIL_RETRIES.labels("notification").inc()
             raise ApplicationError(f"the mail server did not take the e-mail: {type(exc).__name__}") from None
         # Sent: from here on, failing would send it again. Recorded the moment the server took it; if
         # the database was down then, the record is retried (heartbeating) until it takes it.
         if not recorded:
             await self._recorded(self._mark, [request.delivery_id], "sent", attempt)
+        EMAILS_SENT.labels("notification").inc()
         return "sent"
 
     async def _recorded(self, record: Any, *args: Any) -> None:
@@ -181,6 +185,7 @@ class MailActivities:
             except mail.MailRefused as refused:
                 log.warning("digest refused", digest_id=digest_id, error=str(refused))
                 await self._recorded(self._mark, ids, "failed", attempts + 1, digest_id)
+                EMAILS_FAILED.labels("digest").inc()
                 continue
             except (OSError, smtplib.SMTPException) as exc:
                 # One reader's trouble (a full mailbox, say) never holds back the others' digests:
@@ -188,9 +193,11 @@ class MailActivities:
                 status = "failed" if attempts + 1 >= MAX_DIGEST_ATTEMPTS else "digest"
                 log.warning("digest not taken", digest_id=digest_id, error=type(exc).__name__, status=status)
                 await self._recorded(self._mark, ids, status, attempts + 1, digest_id)
+                (EMAILS_FAILED if status == "failed" else EMAIL_RETRIES).labels("digest").inc()
                 continue
             if not recorded:
                 await self._recorded(self._mark, ids, "sent", attempts + 1, digest_id)
+            EMAILS_SENT.labels("digest").inc()
             sent += 1
         return sent
 

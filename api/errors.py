@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import languages
 from api.languages import N_
+from reintegration.vault import VaultUnavailable
 
 log = structlog.get_logger("api")
 
@@ -238,6 +239,15 @@ def install(app: FastAPI, *, charge_unverified: Callable[[Request], None]) -> No
     async def _database_down(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable", error=type(exc).__name__)
         return _said(request, 503, N_("Service unavailable"), N_("the database is unavailable"), {"Retry-After": "5"})
+
+    # The key-encryption key in Vault's transit engine, unreachable or sealed: a data key not in
+    # memory cannot be unwrapped until it answers again. Nothing is wrong with the case.
+    @app.exception_handler(VaultUnavailable)
+    async def _vault_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("key-encryption key unavailable", error=type(exc).__name__)
+        return _said(
+            request, 503, N_("Service unavailable"), N_("the key service is unavailable"), {"Retry-After": "5"}
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

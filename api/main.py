@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
+from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 
@@ -39,11 +40,12 @@ from api import (
     worklist,
 )
 from api.access_log import RequestContext, bind_route
+from api.metrics import install as install_metrics
 from api.schemas import Problem
 from api.supervision import KeptSummaries
 from api.web import app as workspace
 from api.web import sessions as web_sessions
-from reintegration import agencies, heap, person_index
+from reintegration import agencies, heap, person_index, tracing
 from reintegration.blobs import blob_store
 from reintegration.db import keyring_from_settings, make_engine
 from reintegration.logs import configure_logging
@@ -55,8 +57,10 @@ from reintegration.tokens import make_verifier
 log = structlog.get_logger("api")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # Traces (REINTEGRATION_TRACING): this process's provider, or the caller's (a test's exporter).
+    tracer_provider = tracer_provider or tracing.configure_tracing(settings, service_name=tracing.API_SERVICE)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = make_engine(settings)
         upgrade_schema(app.state.engine)
         app.state.keyring = keyring_from_settings(settings)
+        tracing.instrument_engine(app.state.engine, tracer_provider)
+        tracing.instrument_engine(app.state.keyring.engine, tracer_provider)
         app.state.blobs = blob_store(settings)
         app.state.summaries = KeptSummaries()
         if settings.environment == "development":
@@ -98,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         dependencies=[Depends(bind_route)],
     )
+    app.state.tracer_provider = tracer_provider
     app.state.verified_tokens = deps.VerifiedTokens(ttl_seconds=settings.verified_token_seconds)
     app.state.signed_in = deps.SignedIn()
     app.state.rate_limits = limits.RateLimits.share_of(
@@ -138,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(limits.AnonymousRateLimit, limits=app.state.rate_limits, page_refusal=workspace.too_many)
     app.add_middleware(privacy.CodecCors, origins=settings.temporal_ui_origins, limits=app.state.rate_limits)
     app.add_middleware(RequestContext, application=app)
+    install_metrics(app, settings)  # outermost: requests, latency and errors by route template; /metrics
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -147,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
+    tracing.instrument_app(app, tracer_provider)  # outside every middleware: the request's server span
     return app
 
 
@@ -182,7 +191,13 @@ async def _index_persons(app: FastAPI) -> None:
 
 
 async def _connect(app: FastAPI, settings: Settings) -> None:
-    app.state.temporal = await connect(settings, keyring=app.state.keyring, attempts=100000, delay=1.0)
+    app.state.temporal = await connect(
+        settings,
+        keyring=app.state.keyring,
+        attempts=100000,
+        delay=1.0,
+        interceptors=tracing.client_interceptors(app.state.tracer_provider),
+    )
     log.info("connected to temporal", temporal_address=settings.temporal_address, namespace=settings.temporal_namespace)
 
 

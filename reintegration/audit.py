@@ -8,7 +8,8 @@ edited chain. A one-row head (``AuditHead``) holds the last ``seq`` and ``hash``
 inserted, reordered or deleted row, the last one included, breaks the chain, and ``verify`` names
 where. What the database alone cannot show is a chain cut back to an earlier row with the head moved
 back with it (or wiped whole along with everything else): ``verify`` checks it against a head noted
-outside the database (``expect_head``), and calls an empty trail broken while there are cases.
+outside the database (``expect_head``, or the newest head the worker anchored: ``anchor``, from
+``reintegration/anchor.py``), and calls an empty trail broken while there are cases.
 
 Appends are serialised on the head so that concurrent appenders (threads, API processes) never fork
 the chain: ``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite the append is a write
@@ -222,13 +223,20 @@ def parse_head(text: str) -> tuple[int, str]:
 
 
 def verify(
-    engine: Engine, keyring: Keyring, *, expect_head: tuple[int, str] | None = None, batch: int = 1000
+    engine: Engine,
+    keyring: Keyring,
+    *,
+    expect_head: tuple[int, str] | None = None,
+    anchor: tuple[int, str] | None = None,
+    batch: int = 1000,
 ) -> Verification:
     """Walk the whole chain in one snapshot and report the first row where it breaks.
 
     ``expect_head`` is a head noted earlier (``seq``, ``hash``): the chain must still hold that row
-    with that MAC, or it was cut back or rewritten from there or before. An empty trail (or none at
-    all) while the ``cases`` table holds cases is broken too: the trail was wiped.
+    with that MAC, or it was cut back or rewritten from there or before. ``anchor`` is the same
+    check against the head the worker anchored outside the database, and an empty trail while an
+    anchor exists was wiped. An empty trail (or none at all) while the ``cases`` table holds cases is
+    broken too: the trail was wiped.
     """
     with engine.connect() as connection:
         if connection.dialect.name == "sqlite":
@@ -247,7 +255,9 @@ def verify(
             return Verification(rows=rows, head_seq=head_seq, head_hash=head_hash, broken_at=seq, reason=reason)
 
         table = AuditRecord.__table__  # type: ignore[attr-defined]  # set by SQLModel's metaclass, not declared
-        expected, prev_hash, last, anchored = 1, GENESIS, None, None
+        expected, prev_hash, last = 1, GENESIS, None
+        wanted = {head[0] for head in (expect_head, anchor) if head is not None}
+        held: dict[int, str] = {}  # the MAC of each row a noted head names, as the chain holds it
         while AuditRecord.__tablename__ in tables:
             query = select(table).order_by(table.c.seq).limit(batch)
             if last is not None:
@@ -272,8 +282,8 @@ def verify(
                     return broken(row.seq, f"row {row.seq} does not follow row {row.seq - 1}", count)
                 if row_mac(row, keyring) != row.hash:
                     return broken(row.seq, f"row {row.seq} was changed (its MAC does not match)", count)
-                if expect_head is not None and row.seq == expect_head[0]:
-                    anchored = row.hash
+                if row.seq in wanted:
+                    held[row.seq] = row.hash
                 prev_hash, expected, last = row.hash, expected + 1, row.seq
         count = expected - 1
         if count < head_seq:
@@ -285,8 +295,28 @@ def verify(
             cases = connection.execute(select(func.count()).select_from(cases_table)).scalar_one()
             if cases:
                 return broken(1, f"the trail is empty but there are {cases} cases (it was wiped)", count)
+        if anchor is not None:
+            seq, mac = anchor
+            if count == 0:
+                return broken(
+                    1, f"the trail is empty but head {seq} was anchored outside the database (it was wiped)", 0
+                )
+            if seq not in held:
+                return broken(
+                    seq,
+                    f"row {seq} of the anchored head is gone: the chain ends at row {count} (it was cut back)",
+                    count,
+                )
+            if not hmac.compare_digest(held[seq].encode(), mac.encode()):
+                return broken(
+                    seq,
+                    f"row {seq} is not the one of the anchored head (its MAC differs): the chain was rewritten "
+                    "from there or before",
+                    count,
+                )
         if expect_head is not None:
             seq, mac = expect_head
+            anchored = held.get(seq)
             if anchored is None:
                 return broken(
                     seq,

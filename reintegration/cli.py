@@ -1,5 +1,5 @@
 """The ``reintegration`` command: mint a development token, run the whole embedded stack, verify the audit
-trail, reconcile the read model with the workflows."""
+trail, reconcile the read model with the workflows, back up and restore."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from reintegration.settings import Settings, get_settings
@@ -61,6 +62,21 @@ def main(argv: list[str] | None = None) -> int:
         "the chain still holds that row with that MAC (not cut back, not rewritten)",
     )
 
+    keys = commands.add_parser("keys", help="the key-encryption key and the data keys it wraps")
+    rotate = keys.add_subparsers(dest="keys_command", required=True).add_parser(
+        "rotate",
+        help="re-wrap every data key (cases', system, keyed-hash, audit) under the current key-encryption key",
+        description="Re-wrap, a batch per transaction, every data key still wrapped by a previous key-encryption "
+        "key (REINTEGRATION_KEK_PREVIOUS_FILES, or an earlier version of the Vault transit key) under the current "
+        "one, while the system serves; run again after an interruption to go on. Exit 0 when every data key is "
+        "under the current KEK, 1 when some remain (stopped by --max-batches, written meanwhile by a process "
+        "still on the old KEK, or not unwrapping), 2 when the rotation cannot run as configured (nothing "
+        "changed), 3 when the database or Vault is unavailable.",
+    )
+    rotate.add_argument("--dry-run", action="store_true", help="count what remains and check the KEKs; change nothing")
+    rotate.add_argument("--batch", type=int, default=500, help="data keys per transaction (default 500)")
+    rotate.add_argument("--max-batches", type=int, help="stop after this many batches (run again to go on)")
+
     sim = commands.add_parser("partner-sim", help="run a simulator of partner agencies' systems")
     sim.add_argument("--agency", action="append", required=True, help="an agency id to play (repeatable)")
     sim.add_argument("--host", default="127.0.0.1")
@@ -93,11 +109,34 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--case", action="append", dest="cases", metavar="ID", help="check this case (repeatable)")
     rec.add_argument("--all", action="store_true", dest="include_closed", help="closed cases too")
 
+    backup = commands.add_parser(
+        "backup",
+        help="back up Temporal's store (embedded), the database and the documents while everything runs",
+        description="Exit 0 when the backup is written, 1 when refused or failed (nothing left behind), 3 when "
+        "the database is unreachable. The key-encryption key and the other secrets are never in it: keep them apart.",
+    )
+    backup.add_argument("destination", type=Path, metavar="DEST", help="a new or empty folder")
+    backup.add_argument(
+        "--include-keys",
+        action="store_true",
+        help="embedded default only: copy the development key files into the backup too (it then opens every case)",
+    )
+    restore = commands.add_parser(
+        "restore",
+        help="restore a backup into an empty data folder (and an empty database), checked against its manifest",
+        description="Exit 0 when restored, 1 when refused (nothing changed) or failed.",
+    )
+    restore.add_argument("source", type=Path, metavar="SRC", help="a folder written by `reintegration backup`")
+
     args = parser.parse_args(argv)
+    if args.command in ("backup", "restore"):
+        return _backup_or_restore(args)
     if args.command == "reconcile":
         return _reconcile(args)
     if args.command == "token":
         return _token(args)
+    if args.command == "keys":
+        return _keys_rotate(args)
     if args.command == "audit":
         return _audit_verify(args.expect_head)
     if args.command == "partner-sim":
@@ -111,6 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     from reintegration.stack import run_stack
 
     return run_stack()
+
+
+def _backup_or_restore(args: argparse.Namespace) -> int:
+    from reintegration import backup
+    from reintegration.stack import restrict_files
+
+    restrict_files()  # a backup holds every case (encrypted): its owner's only, as the data folder
+    if args.command == "backup":
+        return backup.backup_command(get_settings(), args.destination, include_keys=args.include_keys)
+    return backup.restore_command(get_settings(), args.source)
 
 
 def _db(what: str) -> int:
@@ -180,6 +229,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "host": settings.api_host,
         "port": settings.api_port,
         "access_log": False,
+        # uvicorn's own logging set-up prints plain text past the redaction: its loggers reach the
+        # root logger instead, which writes the same JSON as everything else (reintegration.logs).
+        "log_config": None,
         # Several processes share the port; each runs the app with its lifespan (the schema upgrade
         # takes a lock, the development seed tolerates a twin) and its share of the rate limits.
         **({"workers": settings.api_processes} if settings.api_processes > 1 else {}),
@@ -191,10 +243,15 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 def serve_api() -> int:
     import uvicorn
 
+    from reintegration.logs import configure_logging
+    from reintegration.metrics import shared_across_processes
     from reintegration.stack import restrict_files
 
     restrict_files()
-    uvicorn.run("api.main:app", **uvicorn_options(get_settings()))
+    configure_logging()
+    settings = get_settings()
+    with shared_across_processes(settings.api_processes):  # /metrics answers for every process
+        uvicorn.run("api.main:app", **uvicorn_options(settings))
     return 0
 
 
@@ -307,7 +364,7 @@ def _reconcile(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(expect_head: str | None = None) -> int:
-    from reintegration import audit
+    from reintegration import anchor, audit
     from reintegration.db import keyring_from_settings, make_engine
 
     try:
@@ -316,9 +373,14 @@ def _audit_verify(expect_head: str | None = None) -> int:
         print(f"reintegration audit verify: --expect-head: {exc}", file=sys.stderr)
         return 2
     settings = get_settings()
+    try:  # the newest head the worker anchored outside the database, if any
+        anchored = anchor.newest(settings.audit_anchor_path)
+    except anchor.AnchorFileUnreadable as exc:
+        print(f"reintegration audit verify: {exc}", file=sys.stderr)
+        return 3
     engine, keyring = make_engine(settings), keyring_from_settings(settings)  # the KEK unwraps the MAC key
     try:
-        result = audit.verify(engine, keyring, expect_head=expected)
+        result = audit.verify(engine, keyring, expect_head=expected, anchor=anchored.head if anchored else None)
     finally:
         engine.dispose()
         keyring.dispose()
@@ -328,11 +390,81 @@ def _audit_verify(expect_head: str | None = None) -> int:
     if not result.head_seq:
         print("audit trail intact: 0 rows (and no cases)")
         return 0
-    anchored = f", holds the expected head {expected[0]}" if expected else ""
-    print(
-        f"audit trail intact: {result.rows} rows{anchored}, head {result.head_seq}:{result.head_hash} "
-        "(note it outside the database; check it later with --expect-head)"
+    held = f", holds the expected head {expected[0]}" if expected else ""
+    note = (
+        f"holds head {anchored.seq} anchored at {anchored.at.isoformat()} in {settings.audit_anchor_path}"
+        if anchored
+        else "note it outside the database; check it later with --expect-head"
     )
+    print(f"audit trail intact: {result.rows} rows{held}, head {result.head_seq}:{result.head_hash} ({note})")
+    return 0
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
+    """Progress after each batch and a summary; key and KEK ids only, never a key."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from reintegration import keys
+    from reintegration.db import keyring_from_settings, make_engine
+    from reintegration.vault import VaultUnavailable
+
+    if args.batch < 1 or (args.max_batches is not None and args.max_batches < 1):
+        print("reintegration keys rotate: --batch and --max-batches take a positive number", file=sys.stderr)
+        return 2
+    settings = get_settings()
+    try:
+        keyring = keyring_from_settings(settings)
+    except (OSError, ValueError) as exc:  # a key file missing or not a key; a Vault key not usable
+        print(f"reintegration keys rotate: {exc}", file=sys.stderr)
+        return 2
+    except VaultUnavailable as exc:
+        print(f"reintegration keys rotate: {exc}", file=sys.stderr)
+        return 3
+    engine = make_engine(settings)
+
+    def progress(report: keys.Rotation, total: int) -> None:
+        print(f"re-wrapped {report.rewrapped} of {total} (skipped {report.skipped})", flush=True)
+
+    try:
+        print(f"current key-encryption key: {keyring.kek.kek_id}")
+        groups = keys.check(engine, keyring)
+        for group in groups:
+            print(f"to re-wrap: {group.keys} data key(s) under {group.kek_id} (unwrapped by {group.unwrapped_by})")
+        if args.dry_run:
+            print(f"dry run: {sum(g.keys for g in groups)} data key(s) to re-wrap; nothing changed")
+            return 0
+        report = keys.rotate(engine, keyring, batch=args.batch, max_batches=args.max_batches, progress=progress)
+    except keys.RotationRefused as exc:
+        print(f"reintegration keys rotate: refused, nothing changed: {exc}", file=sys.stderr)
+        return 2
+    except VaultUnavailable as exc:
+        print(f"reintegration keys rotate: {exc} (run again to go on)", file=sys.stderr)
+        return 3
+    except SQLAlchemyError as exc:
+        print(
+            f"reintegration keys rotate: the database is unavailable ({type(exc).__name__}; run again)", file=sys.stderr
+        )
+        return 3
+    finally:
+        engine.dispose()
+        keyring.dispose()
+    print(
+        f"keys rotate: re-wrapped {report.rewrapped}, skipped {report.skipped} (destroyed or re-wrapped "
+        f"meanwhile), unreadable {len(report.unreadable)}, remaining {report.remaining}, in {report.seconds:.1f} s "
+        f"({report.keys_per_second:.0f} keys/s)"
+    )
+    for key_id in report.unreadable[:20]:
+        print(f"unreadable: data key {key_id} does not unwrap with the KEK it names")
+    if report.stopped and report.remaining:
+        print(f"stopped after {report.batches} batch(es): run again to go on")
+    elif report.remaining:
+        print(
+            f"{report.remaining} data key(s) are still under a previous KEK: written meanwhile by a process not yet "
+            "given the new one as current? Restart it and run again"
+        )
+    if report.remaining or report.unreadable:
+        return 1
+    print("every data key is under the current key-encryption key: remove the previous ones from the settings")
     return 0
 
 

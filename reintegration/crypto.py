@@ -5,8 +5,10 @@
   payloads (``reintegration/codec.py``). Destroying it (erasure) makes all of that unreadable
   wherever a copy lies, while the anonymous facts stay.
 * Data keys are stored only wrapped (encrypted) by the **key-encryption key** (KEK), which comes
-  from settings and sits behind :class:`KeyEncryptionKey`: a local key file on the embedded default;
-  a KMS or Vault transit key can replace it by implementing ``wrap``/``unwrap``.
+  from settings and sits behind :class:`KeyEncryptionKey`: a local key file on the embedded default,
+  or a key of Vault's transit engine (``reintegration/vault.py``). Each stored key names the KEK
+  that wrapped it (``kek_id``), so that during a rotation (``reintegration/keys.py``) a keyring
+  given the new KEK and the previous ones reads every key, whichever has wrapped it so far.
 * A **system key** encrypts workflow payloads and secrets that belong to no case; a **hash key**
   makes keyed hashes (request fingerprints) that nobody without it can test guesses against.
 
@@ -24,6 +26,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +38,8 @@ from sqlalchemy import Column, DateTime, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, select
+
+from reintegration.vault import VaultTransitKeyEncryptionKey
 
 DEVELOPMENT_MARKER = "# DEVELOPMENT ONLY"
 # Free text and references anywhere in the read model's facts and tasks: sealed with the case's key.
@@ -67,14 +72,25 @@ class Unreadable(Exception):
     Never reported as "erased": it is an operational fault to look into."""
 
 
+class UnknownKeyEncryptionKey(Unreadable):
+    """A stored key names a key-encryption key that this process was not given (neither the current
+    one nor a previous one): a rotation's old KEK removed too early, or the wrong key file."""
+
+
 class KeyEncryptionKey(Protocol):
-    """Wraps and unwraps data keys. A KMS or Vault transit key implements the same two calls."""
+    """Wraps and unwraps data keys. A KMS or Vault transit key implements the same calls.
+
+    ``kek_id`` names what wraps a new key and is stored beside it; ``unwraps`` says whether a key
+    stored under another id is one this KEK can still open (a Vault key's earlier versions are).
+    A wrapped key that does not unwrap raises ``InvalidTag`` or ``ValueError``."""
 
     kek_id: str
 
     def wrap(self, key: bytes, *, context: bytes) -> bytes: ...
 
     def unwrap(self, wrapped: bytes, *, context: bytes) -> bytes: ...
+
+    def unwraps(self, kek_id: str) -> bool: ...
 
 
 class LocalKeyEncryptionKey:
@@ -130,6 +146,9 @@ class LocalKeyEncryptionKey:
     def unwrap(self, wrapped: bytes, *, context: bytes) -> bytes:
         return self._aead.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], context)
 
+    def unwraps(self, kek_id: str) -> bool:
+        return kek_id == self.kek_id
+
 
 def is_development_kek_file(path: Path) -> bool:
     try:
@@ -181,12 +200,22 @@ class Keyring:
     on every payload; a key destroyed in another process stops working here when its entry expires.
     Values opened with a case's key can be kept beside it (``keep_opened``), never longer than the key
     itself is at hand: what this process could open again at once, and nothing more.
+
+    New keys are wrapped by ``kek``; a stored key is unwrapped by whichever of ``kek`` and
+    ``previous`` its ``kek_id`` names, so a process keeps serving while a rotation re-wraps the keys.
     """
 
     def __init__(
-        self, engine: Engine, kek: KeyEncryptionKey, *, cache_seconds: float = 60.0, opened_cases: int = 512
+        self,
+        engine: Engine,
+        kek: KeyEncryptionKey,
+        *,
+        previous: Sequence[KeyEncryptionKey] = (),
+        cache_seconds: float = 60.0,
+        opened_cases: int = 512,
     ) -> None:
         self._engine, self._kek, self._ttl = engine, kek, cache_seconds
+        self._previous = tuple(previous)
         self._by_id: dict[str, tuple[float, DataKey]] = {}
         self._by_case: dict[str, str] = {}
         # case id -> name -> (version, the key's id and expiry when it was kept, value); least recently
@@ -200,8 +229,17 @@ class Keyring:
         return self._kek
 
     @property
+    def previous(self) -> tuple[KeyEncryptionKey, ...]:
+        """The key-encryption keys being rotated away from: they unwrap, never wrap."""
+        return self._previous
+
+    @property
     def engine(self) -> Engine:
         return self._engine
+
+    def kek_for(self, kek_id: str) -> KeyEncryptionKey | None:
+        """The configured KEK that unwraps keys stored under ``kek_id``: the current one first."""
+        return next((kek for kek in (self._kek, *self._previous) if kek.unwraps(kek_id)), None)
 
     def dispose(self) -> None:
         self._engine.dispose()
@@ -232,10 +270,15 @@ class Keyring:
     def _unwrap(self, record: DataKeyRecord) -> DataKey:
         if record.wrapped is None:
             raise KeyUnavailable("the key was destroyed")
-        if record.kek_id != self._kek.kek_id:
-            raise Unreadable(f"data key {record.key_id} is wrapped by another key-encryption key ({record.kek_id})")
+        kek = self.kek_for(record.kek_id)
+        if kek is None:
+            # Ids only: a key's id is random, a KEK's id a digest that reveals nothing of the key.
+            raise UnknownKeyEncryptionKey(
+                f"data key {record.key_id} is wrapped by key-encryption key {record.kek_id}, which this "
+                "process is not given (neither the current one nor a previous one)"
+            )
         try:
-            key = self._kek.unwrap(base64.b64decode(record.wrapped), context=record.key_id.encode())
+            key = kek.unwrap(base64.b64decode(record.wrapped), context=record.key_id.encode())
         except (InvalidTag, ValueError):
             raise Unreadable(f"data key {record.key_id} does not unwrap") from None
         return DataKey(record.key_id, key)
@@ -445,5 +488,13 @@ def _walk(value: Any, keys: frozenset[str], fn: Any, *, under: str | None = None
 
 
 def kek_from_settings(settings: Any) -> KeyEncryptionKey:
-    """The KEK the settings name: a key file (created on the embedded default only)."""
+    """The KEK the settings name: a key file (created on the embedded default only), or a key of
+    Vault's transit engine."""
+    if settings.kek_provider == "vault":
+        return VaultTransitKeyEncryptionKey.from_settings(settings)
     return LocalKeyEncryptionKey.from_file(settings.kek_path, create=settings.environment == "development")
+
+
+def previous_keks_from_settings(settings: Any) -> list[KeyEncryptionKey]:
+    """The KEKs a rotation moves away from (``kek_previous_files``): read, never created."""
+    return [LocalKeyEncryptionKey.from_file(path) for path in settings.kek_previous_files]

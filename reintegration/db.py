@@ -26,7 +26,11 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine
 
-from reintegration.crypto import Keyring, kek_from_settings  # and the data_keys table
+from reintegration.crypto import (  # and the data_keys table
+    Keyring,
+    kek_from_settings,
+    previous_keks_from_settings,
+)
 from reintegration.settings import Settings
 
 
@@ -536,8 +540,14 @@ class OutdatedSchema(RuntimeError):
 
 def keyring_from_settings(settings: Any) -> Keyring:
     """The keyring, with a connection pool of its own: a request that holds a connection and needs a
-    key must never wait for another request's connection to come back."""
-    return Keyring(make_engine(settings), kek_from_settings(settings), cache_seconds=settings.key_cache_seconds)
+    key must never wait for another request's connection to come back. During a rotation it is given
+    the KEKs being replaced too (``kek_previous_files``), so it reads keys not yet re-wrapped."""
+    return Keyring(
+        make_engine(settings),
+        kek_from_settings(settings),
+        previous=previous_keks_from_settings(settings),
+        cache_seconds=settings.key_cache_seconds,
+    )
 
 
 def metadata() -> MetaData:

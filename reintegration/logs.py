@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import logging
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import ClassVar, TextIO
 
 import structlog
@@ -107,18 +109,86 @@ def tap() -> Iterator[io.StringIO]:
         logging.getLogger().removeHandler(handler)
 
 
+def _exception_by_type(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """An exception as its types and frames only: its message can quote a value (a validation error
+    quotes the input), and its frames' locals hold whatever the code had at hand, the person too."""
+    exc_info = event.pop("exc_info", None)
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    elif isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    if isinstance(exc_info, tuple) and exc_info[0] is not None:
+        chain: list[dict[str, object]] = []
+        error: BaseException | None = exc_info[1]
+        while error is not None and len(chain) < 5:
+            frames = traceback.extract_tb(error.__traceback__)[-10:]
+            chain.append(
+                {
+                    "type": f"{type(error).__module__}.{type(error).__qualname__}",
+                    "frames": [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in frames],
+                }
+            )
+            error = error.__cause__ or error.__context__
+        event["exception"] = chain
+    event.pop("stack_info", None)
+    return event
+
+
+class _CurrentStderr:
+    """Standard error as it is when a line is written (pytest swaps it per test)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+# Every line the process writes, structlog's own and the standard library's (uvicorn, Temporal's
+# SDK, SQLAlchemy, httpx), goes through these: one JSON object a line, personal keys redacted,
+# exceptions by type.
+_SHARED: list[structlog.typing.Processor] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    _exception_by_type,  # first: the redaction would copy the exception's tuple into a list
+    _drop_personal_fields,
+]
+
+
+class _StdlibJson(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root logger's one handler: the standard library's records as structlog's JSON lines."""
+
+
 def configure_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level)
+    """Structured JSON on standard error for structlog and the standard library alike (uvicorn runs
+    with ``log_config=None`` so its loggers reach the root logger; see ``reintegration.cli``)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _StdlibJson)]:
+        root.removeHandler(handler)
+    handler = _StdlibJson(_CurrentStderr())
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder(), *_SHARED],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root.addHandler(handler)
+    root.setLevel(level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request, with full URLs
+    # uvicorn's access log prints paths and query strings (a search's words): never on. The API
+    # logs one line per request itself (api/access_log.py), with the route's template.
+    logging.getLogger("uvicorn.access").disabled = True
+    for name in ("uvicorn", "uvicorn.error"):
+        # Through the root's handler, whoever configured them before (uvicorn's own log_config).
+        named = logging.getLogger(name)
+        named.handlers.clear()
+        named.propagate = True
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _drop_personal_fields,
-            structlog.processors.dict_tracebacks,
-            structlog.processors.JSONRenderer(),
-        ],
+        processors=[*_SHARED, structlog.processors.JSONRenderer()],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         # structlog annotates `file` as TextIO but only prints to it (write and flush).
         logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]

@@ -12,10 +12,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from temporalio.envconfig import ClientConfigProfile
 
 from reintegration.crypto import is_development_kek_file
+from reintegration.vault import is_vault_name as vault_name
 from workflows.model import JourneyConfig
 
 DEVELOPMENT_AGENCIES: list[dict[str, Any]] = [
@@ -129,6 +132,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "REINTEGRATION_DATABASE_URL")
     )
+    # The database's password in a file (a Compose or Kubernetes secret), so that DATABASE_URL can
+    # name the user and host alone: no credential in the environment or the deployment's files.
+    database_password_file: Path | None = None
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "reintegration"
@@ -153,6 +159,11 @@ class Settings(BaseSettings):
     # Production refuses a frontend reached without either, unless this says the network itself
     # admits no one else (e.g. a private network of the deployment's own): say so knowingly.
     temporal_allow_unauthenticated: bool = False
+    # Or Temporal's own client configuration file (TOML, as the temporal CLI and every SDK read it:
+    # temporalio.envconfig): a profile's address, namespace, TLS files and API key replace the
+    # settings above. The way to Temporal Cloud that its documentation gives.
+    temporal_config_file: Path | None = None
+    temporal_profile: str = "default"
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -160,12 +171,41 @@ class Settings(BaseSettings):
     # default, so the address a rate limit charges is the connection's own.
     trusted_proxies: list[str] = Field(default_factory=list)
 
+    # Metrics in Prometheus' format (reintegration/metrics.py): the API's /metrics, and the worker's
+    # on its own port when one is set (None: no server). A file holding a bearer token (32+
+    # characters): /metrics then answers only `Authorization: Bearer <token>`. Without one,
+    # development serves it to anyone and production not at all (404): nothing is exposed by default.
+    metrics_token_file: Path | None = None
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
     jwt_signing_key_file: Path | None = None
 
     # The key-encryption key that wraps every case's data key: a key file (64 hex digits). On the
     # embedded default one marked "DEVELOPMENT ONLY" is made under data/; production refuses it.
     kek_file: Path | None = None
     key_cache_seconds: float = 60.0  # how long a process keeps an unwrapped data key at hand
+    # Where the key-encryption key lives: "file" (kek_file) or "vault", a derived key of HashiCorp
+    # Vault's transit engine (reintegration/vault.py; its token from a file, a value in development
+    # only). While `reintegration keys rotate` re-wraps every data key under a new KEK, the key files
+    # it replaces are listed here: they unwrap, never wrap (README: "Rotating the key-encryption key").
+    kek_provider: Literal["file", "vault"] = "file"
+    kek_previous_files: list[Path] = Field(default_factory=list)
+    vault_address: str | None = None
+    vault_token_file: Path | None = None
+    vault_token: SecretStr | None = None  # development only (a dev server's root token)
+    vault_transit_mount: str = "transit"
+    vault_transit_key: str | None = None
+    vault_ca_file: Path | None = None
+    vault_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The audit trail's head, anchored outside the database (reintegration/anchor.py): every
+    # audit_anchor_seconds (0: never) the worker appends it, when it moved, to the anchor file
+    # (default data/audit-anchors) and POSTs it to the webhook, signed with the secret in the file;
+    # `reintegration audit verify` checks the chain against the file's newest anchor.
+    audit_anchor_file: Path | None = None
+    audit_anchor_seconds: float = Field(default=300.0, ge=0)
+    audit_anchor_webhook_url: str | None = None
+    audit_anchor_webhook_secret_file: Path | None = None
     # How long a process trusts a bearer token it has verified before checking its signature again
     # (never past the token's own expiry; 0: every request checks).
     verified_token_seconds: float = Field(default=60.0, ge=0, le=300)
@@ -290,13 +330,35 @@ class Settings(BaseSettings):
     delivery_retry_initial_seconds: float = 1.0
     delivery_retry_max_seconds: float = 300.0
 
+    # OpenTelemetry traces (reintegration/tracing.py): the API's requests through Temporal to the
+    # database and the partners' webhooks, exported over OTLP/HTTP to where the standard
+    # OTEL_EXPORTER_OTLP_* variables say. Off by default; never with personal data in a span.
+    tracing: bool = False
+
+    @field_validator("tracing", mode="before")
+    @classmethod
+    def _empty_tracing_is_off(cls, value: Any) -> Any:
+        return False if value == "" else value  # as docker-compose passes an unset variable
+
     @field_validator(
-        "oidc_client_id", "oidc_client_secret_file", "smtp_host", "smtp_username", "smtp_password_file", mode="before"
+        "oidc_client_id",
+        "oidc_client_secret_file",
+        "smtp_host",
+        "smtp_username",
+        "smtp_password_file",
+        "database_password_file",
+        "temporal_config_file",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # docker-compose passes an unset variable as "" (and Path("") would be the current folder).
         return None if value == "" else value
+
+    @field_validator("metrics_token_file", "worker_metrics_port", mode="before")
+    @classmethod
+    def _empty_metrics_setting_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value  # as docker-compose passes an unset variable
 
     @model_validator(mode="after")
     def _check_oidc(self) -> Settings:
@@ -353,7 +415,7 @@ class Settings(BaseSettings):
             problems.append(
                 "REINTEGRATION_JWT_SIGNING_KEY_FILE is the development signing key; production accepts OIDC tokens only"
             )
-        if not (self.temporal_tls_cert_file or self.temporal_api_key_file or self.temporal_allow_unauthenticated):
+        if not (self.temporal_authenticated or self.temporal_allow_unauthenticated):
             problems.append(
                 "Temporal's frontend must be reached with mTLS (REINTEGRATION_TEMPORAL_TLS_CERT_FILE and "
                 "_KEY_FILE) or an API key (REINTEGRATION_TEMPORAL_API_KEY_FILE): whoever reaches it "
@@ -383,6 +445,9 @@ class Settings(BaseSettings):
             url = self.database_url
             if url.startswith("postgresql://") or url.startswith("postgres://"):
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            if self.database_password_file is not None:
+                password = self.database_password_file.read_text().strip()
+                url = make_url(url).set(password=password).render_as_string(hide_password=False)
             return url
         return f"sqlite:///{(self.data_dir / 'reintegration.db').as_posix()}"
 
@@ -392,9 +457,39 @@ class Settings(BaseSettings):
             raise ValueError("REINTEGRATION_TEMPORAL_TLS_CERT_FILE and REINTEGRATION_TEMPORAL_TLS_KEY_FILE go together")
         return self
 
+    @model_validator(mode="after")
+    def _take_the_temporal_profile(self) -> Settings:
+        """A profile of Temporal's client configuration file names the frontend and the namespace."""
+        if self.temporal_config_file is not None:
+            profile = self.temporal_client_profile()
+            if profile is not None:
+                self.temporal_address = profile.address or self.temporal_address
+                self.temporal_namespace = profile.namespace or self.temporal_namespace
+        return self
+
+    def temporal_client_profile(self) -> ClientConfigProfile | None:
+        """The profile of ``temporal_config_file`` (None without one); a clear error for a file or
+        profile that is not there, never the file's content (it may hold an API key)."""
+        if self.temporal_config_file is None:
+            return None
+        if not self.temporal_config_file.is_file():
+            raise ValueError(f"REINTEGRATION_TEMPORAL_CONFIG_FILE: no such file: {self.temporal_config_file}")
+        try:
+            return ClientConfigProfile.load(
+                profile=self.temporal_profile, config_source=self.temporal_config_file, disable_env=True
+            )
+        except Exception as exc:  # the SDK's parser raises several kinds
+            raise ValueError(
+                f"REINTEGRATION_TEMPORAL_CONFIG_FILE: profile {self.temporal_profile!r} not read from "
+                f"{self.temporal_config_file} ({type(exc).__name__})"
+            ) from None
+
     @property
     def temporal_authenticated(self) -> bool:
         """The client proves who it is to Temporal's frontend: a client certificate or an API key."""
+        profile = self.temporal_client_profile()
+        if profile is not None:
+            return bool(profile.api_key) or (profile.tls is not None and profile.tls.client_cert is not None)
         return self.temporal_tls_cert_file is not None or self.temporal_api_key_file is not None
 
     @property
@@ -420,14 +515,73 @@ class Settings(BaseSettings):
     def kek_path(self) -> Path:
         return self.kek_file or self.data_dir / "kek"
 
+    @field_validator(
+        "vault_address",
+        "vault_token_file",
+        "vault_transit_key",
+        "vault_ca_file",
+        "audit_anchor_file",
+        "audit_anchor_webhook_url",
+        "audit_anchor_webhook_secret_file",
+        mode="before",
+    )
+    @classmethod
+    def _empty_key_setting_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value  # as docker-compose passes an unset variable
+
+    @model_validator(mode="after")
+    def _check_kek_provider(self) -> Settings:
+        if self.kek_provider == "vault":
+            if not (self.vault_address and self.vault_address.startswith(("https://", "http://"))):
+                raise ValueError(
+                    "REINTEGRATION_KEK_PROVIDER=vault needs REINTEGRATION_VAULT_ADDRESS (an http(s):// URL)"
+                )
+            if not self.vault_transit_key:
+                raise ValueError("REINTEGRATION_KEK_PROVIDER=vault needs REINTEGRATION_VAULT_TRANSIT_KEY")
+            if (self.vault_token_file is None) == (self.vault_token is None):
+                raise ValueError(
+                    "REINTEGRATION_KEK_PROVIDER=vault needs the token in REINTEGRATION_VAULT_TOKEN_FILE (or, in "
+                    "development, REINTEGRATION_VAULT_TOKEN; not both)"
+                )
+            if not (vault_name(self.vault_transit_mount) and vault_name(self.vault_transit_key)):
+                raise ValueError(
+                    "REINTEGRATION_VAULT_TRANSIT_MOUNT and _KEY are names of letters, digits, '_', '.', '-' "
+                    "(24 at most)"
+                )
+        if self.audit_anchor_webhook_url is not None:
+            if not self.audit_anchor_webhook_url.startswith(("https://", "http://")):
+                raise ValueError("REINTEGRATION_AUDIT_ANCHOR_WEBHOOK_URL must be an http(s):// address")
+            if self.audit_anchor_webhook_secret_file is None:
+                raise ValueError(
+                    "REINTEGRATION_AUDIT_ANCHOR_WEBHOOK_URL needs REINTEGRATION_AUDIT_ANCHOR_WEBHOOK_SECRET_FILE"
+                )
+        return self
+
     @model_validator(mode="after")
     def _refuse_development_kek_in_production(self) -> Settings:
         if self.environment == "production":
-            if self.kek_file is None:
-                raise ValueError("production needs REINTEGRATION_KEK_FILE (the key-encryption key)")
-            if is_development_kek_file(self.kek_file):
-                raise ValueError("the key-encryption key file is a development key; production refuses it")
+            if self.kek_provider == "file":
+                if self.kek_file is None:
+                    raise ValueError("production needs REINTEGRATION_KEK_FILE (the key-encryption key)")
+                if is_development_kek_file(self.kek_file):
+                    raise ValueError("the key-encryption key file is a development key; production refuses it")
+            else:
+                if self.vault_token is not None:
+                    raise ValueError(
+                        "REINTEGRATION_VAULT_TOKEN is a value; production reads the token from "
+                        "REINTEGRATION_VAULT_TOKEN_FILE"
+                    )
+                if not (self.vault_address or "").startswith("https://"):
+                    raise ValueError("REINTEGRATION_VAULT_ADDRESS must be an https:// address in production")
+            if any(is_development_kek_file(path) for path in self.kek_previous_files):
+                raise ValueError("a previous key-encryption key file is a development key; production refuses it")
+            if self.audit_anchor_webhook_url and not self.audit_anchor_webhook_url.startswith("https://"):
+                raise ValueError("REINTEGRATION_AUDIT_ANCHOR_WEBHOOK_URL must be an https:// address in production")
         return self
+
+    @property
+    def audit_anchor_path(self) -> Path:
+        return self.audit_anchor_file or self.data_dir / "audit-anchors"
 
     @property
     def signing_key_path(self) -> Path:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, TLSConfig
 
 from reintegration.codec import data_converter
@@ -64,8 +66,13 @@ def dev_server_command(settings: Settings, *, port: int | None = None, ui_port: 
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
-    """How to reach the frontend: TLS (mTLS with a client certificate) and an API key, as set."""
+    """How to reach the frontend: TLS (mTLS with a client certificate) and an API key, as set, or as
+    the profile of Temporal's client configuration file says (``temporal_config_file``)."""
     options: dict[str, Any] = {}
+    profile = settings.temporal_client_profile()
+    if profile is not None:  # Temporal's own client configuration file: its TLS, API key and metadata
+        given = profile.to_client_connect_config()
+        return {key: value for key, value in given.items() if key in ("tls", "api_key", "rpc_metadata")}
     tls_wanted = settings.temporal_tls or settings.temporal_tls_ca_file or settings.temporal_tls_cert_file
     if tls_wanted:
 
@@ -84,11 +91,22 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-async def connect(settings: Settings, *, keyring: Keyring | None, attempts: int = 120, delay: float = 0.5) -> Client:
+async def connect(
+    settings: Settings,
+    *,
+    keyring: Keyring | None,
+    attempts: int = 120,
+    delay: float = 0.5,
+    runtime: Runtime | None = None,
+    interceptors: Sequence[Interceptor] = (),
+) -> Client:
     """Connect once the frontend answers and our namespace exists; retries while it starts.
 
     With a keyring every payload is encrypted (``reintegration/codec.py``); ``None`` only for
-    tools that must see histories as the server stores them.
+    tools that must see histories as the server stores them. ``runtime``: the SDK's runtime (the
+    worker's, with its Prometheus metrics: ``reintegration.metrics.sdk_runtime``); None: the default.
+    ``interceptors``: the client's (tracing: ``reintegration.tracing.client_interceptors``); a
+    worker built on the client inherits those that are worker interceptors too.
     """
     last: Exception | None = None
     if settings.environment == "production" and not settings.temporal_authenticated:
@@ -103,6 +121,8 @@ async def connect(settings: Settings, *, keyring: Keyring | None, attempts: int 
                 settings.temporal_address,
                 namespace=settings.temporal_namespace,
                 data_converter=data_converter(keyring),
+                runtime=runtime,
+                interceptors=interceptors,
                 **options,
             )
             if await client.service_client.check_health():

@@ -1,8 +1,7 @@
-"""Validate docker-compose.yml with the Compose v2 binary shipped in the venv.
-
-No Docker engine is needed: `docker-compose config` only parses, interpolates
-and normalises the file.
-"""
+"""docker-compose.yml, the model of a production cluster, validated with the Compose v2 binary shipped
+in the venv (`docker-compose config` parses, interpolates and normalises the file; no Docker engine
+is needed), and the deployment's scripts run for real where this machine can: the secrets' maker,
+and PostgreSQL's first-start script against the machine's PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,11 +10,13 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = "docker-compose.yml"
-TEST_PASSWORD = "compose-test-password"
 
 
 def _compose_bin() -> Path:
@@ -37,20 +38,17 @@ def _compose_bin() -> Path:
     return shim
 
 
-def _env(*, with_password: bool) -> dict[str, str]:
-    env = {
-        key: value for key, value in os.environ.items() if key != "POSTGRES_PASSWORD" and not key.startswith("COMPOSE_")
-    }
-    if with_password:
-        env["POSTGRES_PASSWORD"] = TEST_PASSWORD
-    return env
+def _env(**extra: str) -> dict[str, str]:
+    """The machine's environment without anything the compose file reads, plus ``extra``."""
+    read = ("REINTEGRATION_", "COMPOSE_", "POSTGRES_", "TEMPORAL_", "API_", "WORKER_", "OTEL_", "DATABASE_URL")
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(read)}, **extra}
 
 
-def _compose(*args: str, with_password: bool = True) -> subprocess.CompletedProcess[str]:
+def _compose(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(_compose_bin()), "-f", COMPOSE_FILE, *args],
         cwd=REPO_ROOT,
-        env=_env(with_password=with_password),
+        env=_env(**env),
         capture_output=True,
         text=True,
         timeout=120,
@@ -58,68 +56,240 @@ def _compose(*args: str, with_password: bool = True) -> subprocess.CompletedProc
     )
 
 
-def _config() -> dict:
-    result = _compose("config", "--format", "json")
+def _config(**env: str) -> dict:
+    result = _compose("config", "--format", "json", **env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def _secrets_dir(tmp_path: Path) -> Path:
+    """The secrets deploy/make-secrets.sh writes, plus the OIDC client's (the provider's to give)."""
+    folder = tmp_path / "secrets"
+    result = subprocess.run(
+        ["sh", str(REPO_ROOT / "deploy" / "make-secrets.sh"), str(folder)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    (folder / "oidc_client_secret").write_text("a-client-secret-from-the-provider-0123456789\n")
+    return folder
 
 
 def test_compose_config_is_valid() -> None:
     result = _compose("config", "-q")
     assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""  # nothing to warn about either
 
 
-def test_compose_services_dependencies_ports_and_database() -> None:
+def test_the_cluster_has_its_stores_schema_jobs_server_namespace_ui_and_the_apps() -> None:
     services = _config()["services"]
+    assert set(services) == {
+        "postgres",
+        "temporal-schema",
+        "temporal",
+        "temporal-namespace",
+        "temporal-ui",
+        "migrate",
+        "worker",
+        "api",
+    }
 
-    assert {"postgres", "temporal", "worker", "api"} <= set(services)
+    postgres = services["postgres"]
+    assert postgres["image"].startswith("postgres:16")
+    assert any(v["target"] == "/var/lib/postgresql/data" and v["type"] == "volume" for v in postgres["volumes"])
+    assert postgres["healthcheck"]["test"]
 
+    schema = services["temporal-schema"]
+    assert schema["image"].startswith("temporalio/admin-tools:")
+    assert schema["depends_on"]["postgres"]["condition"] == "service_healthy"
+    script = (REPO_ROOT / "deploy" / "temporal-schema.sh").read_text()
+    for needed in ("setup-schema -v 0.0", "update-schema", "${DBNAME}:temporal", "${VISIBILITY_DBNAME}:visibility"):
+        assert needed in script
+    assert schema["environment"]["DBNAME"] == "temporal"
+    assert schema["environment"]["VISIBILITY_DBNAME"] == "temporal_visibility"
+
+    temporal = services["temporal"]
+    assert temporal["image"].startswith("temporalio/server:")
+    assert temporal["image"].split(":")[1] == schema["image"].split(":")[1]  # the schema of this server version
+    assert int(temporal["environment"]["NUM_HISTORY_SHARDS"]) == 512
+    assert temporal["environment"]["DB"] == "postgres12"
+    assert temporal["depends_on"]["temporal-schema"]["condition"] == "service_completed_successfully"
+    assert "ports" not in temporal, "the frontend is reached on the project's network only"
+
+    namespace = services["temporal-namespace"]
+    assert namespace["depends_on"]["temporal"]["condition"] == "service_healthy"
+    assert namespace["environment"]["NAMESPACE"] == "reintegration"
+    assert namespace["environment"]["RETENTION"] == "365d"
+    assert "--retention" in (REPO_ROOT / "deploy" / "temporal-namespace.sh").read_text()
+
+    ui = services["temporal-ui"]
+    assert ui["image"].startswith("temporalio/ui:")
+    assert ui["environment"]["TEMPORAL_CODEC_ENDPOINT"].endswith("/codec")
+    assert ui["environment"]["TEMPORAL_CODEC_PASS_ACCESS_TOKEN"] == "true"
+
+    assert services["migrate"]["command"] == ["reintegration", "db", "upgrade"]
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     for name in ("worker", "api"):
         service = services[name]
-        depends_on = service.get("depends_on", {})
-        for dependency in ("temporal", "postgres"):
-            assert dependency in depends_on, f"{name} must depend on {dependency}"
-            assert depends_on[dependency]["condition"] == "service_healthy"
-
-        database_url = service["environment"]["DATABASE_URL"]
-        assert database_url.startswith("postgresql+psycopg://"), database_url
-        assert "@postgres:5432/" in database_url, database_url
-        assert TEST_PASSWORD in database_url
+        assert service["build"]["context"] == str(REPO_ROOT) and service["build"]["dockerfile"] == "Dockerfile"
+        assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert service["depends_on"]["temporal-namespace"]["condition"] == "service_completed_successfully"
         assert service["environment"]["REINTEGRATION_TEMPORAL_ADDRESS"] == "temporal:7233"
-
-    published = 0
-    for name, service in services.items():
-        for port in service.get("ports", []):
-            published += 1
-            assert port.get("host_ip") == "127.0.0.1", f"{name} publishes {port} beyond loopback"
-    assert published >= 3  # 7233, 8233 (temporal) and 8000 (api)
-
+        assert (
+            service["environment"]["DATABASE_URL"] == "postgresql+psycopg://reintegration@postgres:5432/reintegration"
+        )
+    assert services["worker"]["command"] == ["python", "-m", "worker"]
+    assert services["api"]["command"] == ["reintegration", "api"]
     for name in ("postgres", "temporal", "api"):
         assert services[name].get("healthcheck", {}).get("test"), f"{name} lacks a healthcheck"
 
 
-def test_compose_config_requires_postgres_password() -> None:
-    result = _compose("config", "-q", with_password=False)
-    assert result.returncode != 0, "compose config must fail without POSTGRES_PASSWORD"
-    assert "POSTGRES_PASSWORD" in result.stderr
+def test_api_and_workers_scale_and_only_loopback_ports_are_published() -> None:
+    services = _config(API_REPLICAS="3", WORKER_REPLICAS="5")["services"]
+    assert not [name for name, s in services.items() if "container_name" in s], "a fixed name cannot scale"
+    assert services["worker"]["deploy"]["replicas"] == 5
+    assert services["api"]["deploy"]["replicas"] == 3
+    # Each API process takes its share of the rate limits: it must know how many replicas there are.
+    assert services["api"]["environment"]["REINTEGRATION_API_REPLICAS"] == "3"
+    assert services["api"]["ports"][0]["published"] == "8000-8009"  # one loopback port per replica
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert port.get("host_ip") == "127.0.0.1", f"{name} publishes {port} beyond loopback"
 
 
-def test_compose_defaults_to_production_and_development_is_opt_in() -> None:
-    """Security review, finding 6: a deployment that sets nothing runs with production's checks."""
-    services = _config()["services"]
-    for name in ("worker", "api"):
-        assert services[name]["environment"]["REINTEGRATION_ENVIRONMENT"] == "production", name
-    assert services["api"]["command"] == ["reintegration", "api"]  # uvicorn_options: no proxy headers by default
-    assert services["api"]["environment"]["REINTEGRATION_TRUSTED_PROXIES"] == "[]"
-    env = _env(with_password=True)
-    result = subprocess.run(
-        [str(_compose_bin()), "-f", COMPOSE_FILE, "config", "--format", "json"],
-        cwd=REPO_ROOT,
-        env={**env, "REINTEGRATION_ENVIRONMENT": "development"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+def test_no_credential_is_in_the_file_every_secret_is_a_file() -> None:
+    config = _config()
+    assert set(config["secrets"]) == {
+        "postgres_password",
+        "app_db_password",
+        "temporal_db_password",
+        "kek",
+        "oidc_client_secret",
+        "metrics_token",
+    }
+    assert all(set(secret) == {"name", "file"} for secret in config["secrets"].values())
+    for name, service in config["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            if any(word in key for word in ("PASSWORD", "SECRET", "TOKEN", "KEY", "PWD")):
+                assert value in ("", None, "true", "false") or value.startswith("/run/secrets/"), f"{name}: {key}"
+        assert ":" not in service.get("environment", {}).get("DATABASE_URL", "").split("@")[0].split("//")[-1]
+    text = (REPO_ROOT / COMPOSE_FILE).read_text()
+    assert "password:" not in text.lower().replace("_password:", "")
+
+
+def test_the_file_starts_production_without_editing(tmp_path, monkeypatch) -> None:
+    """deploy/production.env filled in as an operator would, the secrets made by
+    deploy/make-secrets.sh: the settings the API and the worker get from the file pass every
+    production check, with the secrets read from their files."""
+    from reintegration.crypto import LocalKeyEncryptionKey
+    from reintegration.settings import Settings
+
+    secrets = _secrets_dir(tmp_path)
+    values = {}
+    for line in (REPO_ROOT / "deploy" / "production.env").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key] = value
+    services = _config(**values, REINTEGRATION_SECRETS_DIR=str(secrets))["services"]
+    for name in ("api", "worker", "migrate"):
+        environment = services[name]["environment"]
+        assert environment["REINTEGRATION_ENVIRONMENT"] == "production", name
+        mounted = {
+            key: str(secrets / value.removeprefix("/run/secrets/"))
+            if isinstance(value, str) and value.startswith("/run/secrets/")
+            else value
+            for key, value in environment.items()
+        }
+        for key in [k for k in os.environ if k.startswith("REINTEGRATION_")]:
+            monkeypatch.delenv(key)
+        for key, value in mounted.items():  # as the container's environment, parsed as it parses it
+            monkeypatch.setenv(key, value or "")
+        settings = Settings()
+        assert settings.environment == "production"
+        assert settings.sqlalchemy_url.startswith("postgresql+psycopg://reintegration:")
+        assert (secrets / "app_db_password").read_text().strip() in settings.sqlalchemy_url
+        assert not LocalKeyEncryptionKey.from_file(settings.kek_path).development
+        assert settings.metrics_token_file is not None
+    assert services["api"]["environment"]["REINTEGRATION_API_REPLICAS"] == values["API_REPLICAS"]
+
+
+def test_make_secrets_writes_owner_only_files_and_never_replaces_one(tmp_path) -> None:
+    from reintegration.crypto import LocalKeyEncryptionKey
+
+    secrets = _secrets_dir(tmp_path)
+    names = {p.name for p in secrets.iterdir()}
+    assert names == {
+        "postgres_password",
+        "app_db_password",
+        "temporal_db_password",
+        "kek",
+        "oidc_client_secret",
+        "metrics_token",
+    }
+    assert all(p.stat().st_mode & 0o077 == 0 for p in secrets.iterdir())
+    assert len({(secrets / n).read_text() for n in names}) == len(names)  # each its own random value
+    kek = (secrets / "kek").read_text()
+    LocalKeyEncryptionKey.from_file(secrets / "kek")  # 64 hex digits, not a development key
+    again = subprocess.run(
+        ["sh", str(REPO_ROOT / "deploy" / "make-secrets.sh"), str(secrets)], capture_output=True, text=True, check=True
     )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["services"]["api"]["environment"]["REINTEGRATION_ENVIRONMENT"] == "development"
+    assert "kept" in again.stdout and (secrets / "kek").read_text() == kek  # a new KEK would lose every case
+
+
+@pytest.mark.postgres
+def test_postgres_first_start_script_makes_the_roles_and_the_database(tmp_path) -> None:
+    """deploy/postgres-init.sh as the postgres image runs it on its first start, against the
+    machine's PostgreSQL (names of the test's own, removed afterwards)."""
+    suffix = uuid.uuid4().hex[:8]
+    app_user, app_db, temporal_user = f"app_{suffix}", f"appdb_{suffix}", f"temporal_{suffix}"
+    (tmp_path / "app").write_text('it\'s a "quoted" pass;word\n')
+    (tmp_path / "temporal").write_text("another-one\n")
+    env = {
+        **_env(),
+        "PGHOST": "127.0.0.1",
+        "PGPORT": "5432",
+        "POSTGRES_USER": "postgres",
+        "APP_DB_USER": app_user,
+        "APP_DB_NAME": app_db,
+        "TEMPORAL_DB_USER": temporal_user,
+        "APP_DB_PASSWORD_FILE": str(tmp_path / "app"),
+        "TEMPORAL_DB_PASSWORD_FILE": str(tmp_path / "temporal"),
+    }
+
+    def psql(sql: str, *, user: str = "postgres", db: str = "postgres") -> str:
+        return subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-U", user, "-d", db, "-tAc", sql],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=_env(),
+        ).stdout.strip()
+
+    try:
+        result = subprocess.run(
+            ["sh", str(REPO_ROOT / "deploy" / "postgres-init.sh")], env=env, capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        assert psql(f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{app_db}'") == app_user
+        assert psql(f"SELECT rolcreatedb FROM pg_roles WHERE rolname = '{temporal_user}'") == "t"
+        assert psql(f"SELECT rolcreatedb FROM pg_roles WHERE rolname = '{app_user}'") == "f"
+        assert psql(f"SELECT rolpassword IS NOT NULL FROM pg_authid WHERE rolname = '{app_user}'") == "t"
+        psql("CREATE TABLE t (x int); DROP TABLE t", user=app_user, db=app_db)  # the role owns its database
+    finally:
+        psql(f'DROP DATABASE IF EXISTS "{app_db}"')
+        psql(f'DROP ROLE IF EXISTS "{app_user}"')
+        psql(f'DROP ROLE IF EXISTS "{temporal_user}"')
+
+
+def test_the_image_is_multi_stage_pinned_unprivileged_and_has_no_temporal_cli() -> None:
+    text = (REPO_ROOT / "Dockerfile").read_text()
+    stages = [line for line in text.splitlines() if line.startswith("FROM ")]
+    assert len(stages) >= 2, "build and runtime stages"
+    base = next(line for line in text.splitlines() if line.startswith("ARG PYTHON_IMAGE="))
+    tag = base.split("=", 1)[1].split(":", 1)[1]
+    assert tag[0].isdigit() and tag.count(".") >= 2, f"the base is pinned to a patch release: {tag}"
+    assert "--require-hashes" in text and "requirements.lock" in text
+    final = text[text.rindex("\nFROM ") :]
+    users = [line.split()[1] for line in final.splitlines() if line.startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert "temporal" not in (REPO_ROOT / "requirements.lock").read_text().replace("temporalio", "")
+    ignored = (REPO_ROOT / ".dockerignore").read_text().split()
+    assert {".venv", "data", "secrets", ".env"} <= set(ignored)

