@@ -17,13 +17,15 @@ RUN python -m venv /opt/venv
 # The dependencies first, from the lock alone: this layer is rebuilt only when the lock changes.
 COPY requirements.lock ./
 RUN /opt/venv/bin/pip install --require-hashes --no-deps --requirement requirements.lock
-# Then the project itself, without resolving anything again.
+# Then the project itself, built by the locked build backend, without resolving anything again.
+COPY requirements-build.lock ./
+RUN /opt/venv/bin/pip install --require-hashes --requirement requirements-build.lock
 COPY pyproject.toml worker.py ./
 COPY reintegration ./reintegration
 COPY workflows ./workflows
 COPY activities ./activities
 COPY api ./api
-RUN /opt/venv/bin/pip install --no-deps . \
+RUN /opt/venv/bin/pip install --no-deps --no-build-isolation . \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -9,10 +9,13 @@ LOCK   := requirements-dev.lock
 
 # Every package at the version and with the hashes of requirements-dev.lock (pip refuses any other),
 # then the project itself without resolving anything again: the same install on every machine.
-$(STAMP): pyproject.toml $(LOCK)
+# The project is built with the build backend of requirements-build.lock too (no build isolation,
+# which would fetch whatever setuptools is newest).
+$(STAMP): pyproject.toml $(LOCK) requirements-build.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --require-hashes --requirement $(LOCK)
-	$(PY) -m pip install --quiet --no-deps --editable .
+	$(PY) -m pip install --quiet --require-hashes --requirement requirements-build.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -55,9 +58,10 @@ bench: install
 bench-scale: install
 	$(PY) -m benchmarks.scale $(SCALE_ARGS)
 
-## The lock files, from pyproject.toml: requirements.lock (what the image installs) and
+## The lock files, from pyproject.toml: requirements.lock (what the image installs),
 ## requirements-dev.lock (that, the development server and the tests' tools: what `make install`
-## installs), every package pinned with its hashes. Run after changing a dependency; commit both.
+## installs) and requirements-build.lock (the build backend), every package pinned with its hashes.
+## Run after changing a dependency; commit all three.
 ## Versions already locked stay unless pyproject.toml needs others (UPGRADE=1 takes the newest).
 lock:
 	test -x $(VENV)/bin/uv || { test -x $(PY) || $(PYTHON) -m venv $(VENV); $(PY) -m pip install --quiet 'uv>=0.13'; }
@@ -65,6 +69,9 @@ lock:
 	  $(if $(UPGRADE),--upgrade,) --output-file requirements.lock
 	$(VENV)/bin/uv pip compile --quiet pyproject.toml --extra run --extra test --universal --python-version 3.11 \
 	  --generate-hashes $(if $(UPGRADE),--upgrade,) --constraint requirements.lock --output-file $(LOCK)
+	$(PY) -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'], sep='\n')" \
+	  | $(VENV)/bin/uv pip compile --quiet - --universal --python-version 3.11 --generate-hashes \
+	  $(if $(UPGRADE),--upgrade,) --output-file requirements-build.lock
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -201,4 +201,7 @@ async def _connect(app: FastAPI, settings: Settings) -> None:
     log.info("connected to temporal", temporal_address=settings.temporal_address, namespace=settings.temporal_namespace)
 
 
+# Configured at import too: uvicorn's worker processes (REINTEGRATION_API_PROCESSES) import this
+# module and log before the lifespan runs, and `log_config=None` leaves them no handler of uvicorn's.
+configure_logging()
 app = create_app()

@@ -8,7 +8,11 @@ appends ``AT SEQ:MAC`` as one line to the anchor file (opened for appending only
 POSTs it to the anchor webhook if one is configured (signed as every webhook of ours is).
 ``reintegration audit verify`` then checks the chain against the highest head in the file, with no
 head kept by hand: the chain must still hold that row with that MAC (else it was cut back or
-rewritten), and an empty trail while an anchor exists was wiped.
+rewritten), and an empty trail while an anchor exists was wiped. Where the file is named
+explicitly (``REINTEGRATION_AUDIT_ANCHOR_FILE``), a file gone while the trail has rows fails the check
+rather than passing it unchecked (``--no-anchor`` verifies knowingly without it); the writer says so
+when the file it wrote to disappears. A restore moves aside a file that anchors heads beyond the
+restored trail and starts a new one at the restored head (``reintegration/backup.py``).
 
 Several workers each append their own lines; that is fine, the check takes the highest ``seq``. An
 anchor is a row number, an HMAC and a time: no personal data. Make the file append-only where it
@@ -44,6 +48,10 @@ TAIL_BYTES = 64 * 1024  # where the writer looks for the newest anchor at start 
 
 class AnchorFileUnreadable(Exception):
     """The anchor file exists but cannot be read, or holds a line that is not an anchor."""
+
+
+class AnchorFileMissing(AnchorFileUnreadable):
+    """There is no anchor file where the settings name one."""
 
 
 class AnchorNotDelivered(Exception):
@@ -94,11 +102,14 @@ def _anchors(text: str, *, torn_start: bool = False) -> list[Anchor]:
     return anchors
 
 
-def newest(path: Path) -> Anchor | None:
-    """The highest head anchored in the file; None without a file or an anchor in it."""
+def newest(path: Path, *, missing_ok: bool = True) -> Anchor | None:
+    """The highest head anchored in the file; None without an anchor in it, or without a file
+    (``AnchorFileMissing`` instead when not ``missing_ok``)."""
     try:
         text = path.read_text(encoding="ascii")
     except FileNotFoundError:
+        if not missing_ok:
+            raise AnchorFileMissing(f"no audit anchor file at {path}") from None
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise AnchorFileUnreadable(f"the anchor file {path} cannot be read ({type(exc).__name__})") from None
@@ -137,6 +148,16 @@ def current_head(engine: Engine) -> tuple[int, str] | None:
             select(col(AuditHead.seq), col(AuditHead.hash)).where(col(AuditHead.id) == HEAD_ID)
         ).first()
     return (int(head.seq), str(head.hash)) if head is not None and head.seq else None
+
+
+def has_rows(engine: Engine) -> bool:
+    """Whether the trail has a row, or a head past the first (cheap: no walk of the chain)."""
+    if current_head(engine) is not None:
+        return True
+    with engine.connect() as connection:
+        if AuditRecord.__tablename__ not in inspect(connection).get_table_names():
+            return False
+        return connection.execute(select(col(AuditRecord.seq)).limit(1)).first() is not None
 
 
 def holds(engine: Engine, anchor: Anchor) -> bool:
@@ -198,6 +219,16 @@ class Anchorer:
         if not self._started and self._path is not None:
             self._written = self._highest = await asyncio.to_thread(_newest_in_tail, self._path)
         self._started = True
+        if (
+            self._path is not None
+            and self._written is not None
+            and not await asyncio.to_thread(os.path.lexists, self._path)
+        ):
+            # Deleted, or moved aside, since this writer wrote to it (or found it at start): said
+            # once, then a new file starts at the current head (the highest one stays the one the
+            # chain must hold). `audit verify` fails without the file meanwhile, where it is named.
+            log.error("the anchor file disappeared", path=str(self._path), anchored_seq=self._written.seq)
+            self._written = None
         head = await asyncio.to_thread(current_head, self._engine)
         if self._highest is not None and not await asyncio.to_thread(holds, self._engine, self._highest):
             # Said at every tick, not only when someone runs `audit verify`; numbers only. The lower
@@ -226,7 +257,9 @@ class Anchorer:
 def anchorer_from_settings(settings: Any, engine: Engine, http: httpx.AsyncClient) -> Anchorer:
     """The worker's anchorer: the settings' file (by default ``data/audit-anchors``) and webhook."""
     secret = None
-    if settings.audit_anchor_webhook_secret_file is not None:
+    # The secret file may be there without a webhook (docker-compose.yml mounts it always): read
+    # only for a webhook.
+    if settings.audit_anchor_webhook_url is not None and settings.audit_anchor_webhook_secret_file is not None:
         secret = settings.audit_anchor_webhook_secret_file.read_text().strip()
         if not secret:
             raise ValueError("the audit anchor webhook's secret file is empty")

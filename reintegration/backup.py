@@ -22,7 +22,10 @@ operator keeps the KEK (and the other secrets) somewhere else, backed up on thei
 A restore checks the whole backup against its manifest before it writes anything (a damaged backup
 is refused), goes only into an empty data folder and an empty database, and checks that the
 key-encryption keys it is given (the current one, and a rotation's previous ones) open every key
-of the backup; whatever it refuses, it changes nothing.
+of the backup; whatever it refuses, it changes nothing. The staged files are moved in only where
+nothing appeared meanwhile (checked again just before, and moved without ever replacing a file), so
+a restore completes or leaves the data folder as it was. An audit anchor file whose heads are beyond
+the restored trail (it outlives a restore) is moved aside, and a new one starts at the restored head.
 
 Errors (a message that names files and tools, never a value from the data):
 
@@ -35,6 +38,7 @@ Errors (a message that names files and tools, never a value from the data):
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -44,7 +48,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,7 +60,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col
 
-from reintegration.audit import HEAD_ID
+from reintegration import anchor as anchors
+from reintegration.audit import HEAD_ID, parse_head
 from reintegration.blobs import BlobMissing, LocalBlobStore
 from reintegration.crypto import (
     DataKeyRecord,
@@ -626,14 +631,23 @@ def _database_is_empty(settings: Settings) -> bool:
         engine.dispose()
 
 
-def restore_backup(settings: Settings, source: Path) -> Restored:
+def restore_backup(settings: Settings, source: Path, *, on_part: Callable[[str], None] | None = None) -> Restored:
     """Restore a backup into the data folder and the database the settings name, both empty.
 
     Everything is checked first: the backup against its manifest, the kind of database, that the
-    data folder is empty (but for the key files, which may be put there ahead of the restore), that
-    the database is empty, and that the key-encryption key is the backup's. The data folder's files
-    are staged beside it and moved in once whole, after the database is restored in one
-    transaction; a failure removes the staged files, and leaves the database as it was.
+    data folder is empty (but for the key files, which may be put there ahead of the restore, and
+    the audit anchor file), that the database is empty, and that the key-encryption key is the
+    backup's. The data folder's files are staged beside it and moved in once whole, after the
+    database is restored in one transaction; a failure removes the staged files, and leaves the
+    database as it was. What appeared meanwhile where a file goes stops the restore before it is
+    moved in: nothing is ever replaced (the error says what state the database was left in).
+
+    An audit anchor file (``audit_anchor_path``) whose newest head is beyond the restored trail's
+    would have ``audit verify`` call the restored trail cut back: it is moved aside (to
+    ``NAME.before-restore-TIME``) before anything else changes, refusing the restore if it cannot
+    be, and a new file starts at the restored head.
+
+    ``on_part`` is told as the files are staged ("staged") and the database restored ("database").
     """
     manifest = verify_backup(source)
     data_dir = settings.data_dir
@@ -665,7 +679,9 @@ def restore_backup(settings: Settings, source: Path) -> Restored:
             "this backup holds the documents of a local blob store and the settings name S3: restore with "
             "REINTEGRATION_BLOB_STORE=local (nothing was restored)"
         )
-    key_files = {settings.kek_path, settings.signing_key_path}
+    # The anchor file outlives a restore (the development default's lies in the data folder).
+    anchor_file = settings.audit_anchor_path
+    key_files = {settings.kek_path, settings.signing_key_path, anchor_file}
     if data_dir.exists() and not _is_empty_dir(data_dir, allowed=key_files):
         raise Refused(f"{data_dir} is not empty: a backup is restored into an empty data folder (nothing was restored)")
     kek_to_place, notes = _kek_check(settings, manifest, source)
@@ -677,12 +693,20 @@ def restore_backup(settings: Settings, source: Path) -> Restored:
                 f"the database at {_shown_address(settings)} is not empty: a backup is restored into an empty "
                 "database (nothing was restored)"
             )
+    try:
+        restored_head = parse_head(manifest.audit_head) if manifest.audit_head else None
+    except ValueError:
+        raise Refused("the manifest's audit head is not SEQ:MAC (nothing was restored)") from None
+    stale = _stale_anchor(anchor_file, restored_head)
 
     # Staged beside the data folder (the same file system), so moving it in is a rename.
     data_dir.parent.mkdir(parents=True, exist_ok=True)
+    # The first change: the stale anchor file moved aside (refused, nothing changed, if it cannot be).
+    aside = _move_anchor_aside(anchor_file, stale) if stale is not None else None
+    restored_database = False
     staging = data_dir.parent / f".{data_dir.name}.restoring-{secrets.token_hex(4)}"
-    staging.mkdir(mode=0o700)
     try:
+        staging.mkdir(mode=0o700)
         for entry in manifest.files:
             if entry.role in ("database-dump", "key"):
                 continue
@@ -698,7 +722,12 @@ def restore_backup(settings: Settings, source: Path) -> Restored:
             placed_keys.append((kek_to_place, settings.kek_path))
         if manifest.keys_included and (source / SIGNING_KEY_FILE).is_file() and not settings.signing_key_path.exists():
             placed_keys.append((source / SIGNING_KEY_FILE, settings.signing_key_path))
+        if on_part is not None:
+            on_part("staged")
+        targets = [data_dir / entry.name for entry in staging.iterdir()] + [key for _, key in placed_keys]
         if dump is not None:
+            # Checked again before the database is written: a stack started too early stops it here.
+            _refuse_occupied(targets, data_dir, database=None)
             address, environment = _libpq(settings)
             _run_tool(
                 [
@@ -715,12 +744,44 @@ def restore_backup(settings: Settings, source: Path) -> Restored:
                 environment,
                 "pg_restore",
             )
-        _move_in(staging, data_dir)
-        for key_source, key_target in placed_keys:
-            key_target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _copy_file(key_source, key_target)
+            restored_database = True
+            if on_part is not None:
+                on_part("database")
+        database = _shown_address(settings) if restored_database else None
+        _refuse_occupied(targets, data_dir, database=database)  # again, just before moving in
+        _move_in(staging, data_dir, placed_keys, database=database)
+    except BaseException:
+        if aside is not None:
+            _put_anchor_back(aside, anchor_file)
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if stale is not None and aside is not None:
+        notes.append(
+            f"{stale}, so it was moved aside to {aside} (keep it with the backups: it anchors the trail as it "
+            "was before the restore)"
+        )
+    if restored_head is not None and not os.path.lexists(anchor_file) and not anchor_file.parent.is_dir():
+        # Not created here where its folder is not: the workers' may not be mounted where this runs.
+        notes.append(
+            f"there is no audit anchor file at {anchor_file}, nor its folder, where this runs: where the workers "
+            "keep it (mounted there), move it aside before they start, or `audit verify` calls the restored trail "
+            "cut back"
+        )
+    elif restored_head is not None and not os.path.lexists(anchor_file):
+        try:
+            anchors.append(
+                anchor_file, anchors.Anchor(seq=restored_head[0], mac=restored_head[1], at=datetime.now(UTC))
+            )
+            notes.append(
+                f"a new audit anchor file {anchor_file} starts at the restored head {restored_head[0]}: "
+                "`audit verify` checks the restored trail against it"
+            )
+        except OSError as exc:
+            notes.append(
+                f"the audit anchor file {anchor_file} could not be started at the restored head "
+                f"({type(exc).__name__}): the workers start it as they anchor the head"
+            )
     if dump is not None:
         database = f"the PostgreSQL database {_shown_address(settings)}"
     else:
@@ -740,14 +801,136 @@ def restore_backup(settings: Settings, source: Path) -> Restored:
     return Restored(manifest=manifest, data_dir=data_dir, database=database, notes=notes)
 
 
-def _move_in(staging: Path, data_dir: Path) -> None:
-    """The staged files into the data folder: one rename when it does not exist yet."""
-    if not data_dir.exists():
-        os.rename(staging, data_dir)
-        return
-    for entry in staging.iterdir():
-        os.rename(entry, data_dir / entry.name)
-    _fsync_dir(data_dir)
+def _stale_anchor(path: Path, restored_head: tuple[int, str] | None) -> str | None:
+    """Why the anchor file must be moved aside before the restore (None: it need not): its newest
+    head is beyond the restored trail's (or the same row with another MAC), so ``audit verify``
+    would call the restored trail cut back; or it cannot be read."""
+    try:
+        newest = anchors.newest(path)
+    except anchors.AnchorFileUnreadable as exc:
+        return f"{exc}"
+    if newest is None:
+        return None
+    restored = restored_head[0] if restored_head else 0
+    if newest.seq > restored:
+        return (
+            f"the audit anchor file {path} anchors head {newest.seq}, beyond the restored trail's head {restored}: "
+            "`audit verify` would call the restored trail cut back"
+        )
+    if restored_head is not None and newest.seq == restored and newest.mac != restored_head[1]:
+        return (
+            f"the audit anchor file {path} anchors another row {restored} than the restored trail's (its MAC "
+            "differs): `audit verify` would call the restored trail rewritten"
+        )
+    return None
+
+
+def _move_anchor_aside(path: Path, why: str) -> Path:
+    """The anchor file moved to ``NAME.before-restore-TIME`` (never over another); ``Refused``,
+    nothing changed, if it cannot be (its folder not writable by this user, ``chattr +a``)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for attempt in range(100):
+        aside = path.with_name(f"{path.name}.before-restore-{stamp}{f'-{attempt}' if attempt else ''}")
+        try:
+            _move_no_replace(path, aside)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise Refused(
+                f"{why}; it cannot be moved aside ({type(exc).__name__}): move it yourself, as its owner (after "
+                f"`chattr -a` if it is append-only), to {aside}, keep it, and restore again (nothing was restored)"
+            ) from None
+        _fsync_dir(path.parent)
+        return aside
+    raise Refused(f"{why}; no free name to move it aside to, beside it (nothing was restored)")
+
+
+def _put_anchor_back(aside: Path, path: Path) -> None:
+    """A restore that did not happen: the anchor file where it was (unless one appeared there)."""
+    with suppress(OSError):
+        _move_no_replace(aside, path)
+
+
+def _database_state(database: str | None) -> str:
+    """What a restore that stops before moving in left in the database."""
+    if database is None:
+        return "nothing was restored"
+    return (
+        f"the PostgreSQL database {database} WAS restored (pg_restore committed): drop it and create it empty "
+        "again before the next restore"
+    )
+
+
+def _refuse_occupied(targets: list[Path], data_dir: Path, *, database: str | None) -> None:
+    """Refuse, before anything is moved in, if a file appeared where one goes since the checks."""
+    present = [target for target in targets if os.path.lexists(target)]
+    if present:
+        raise Failed(
+            f"{', '.join(str(p) for p in present)} appeared while the backup was restored (a stack started too "
+            f"early?): nothing was moved into {data_dir}, which is as it was; {_database_state(database)}"
+        )
+
+
+def _move_no_replace(source: Path, target: Path) -> None:
+    """Move ``source`` to ``target``, never replacing one: ``FileExistsError`` if it is there.
+
+    A file is hard-linked to its new name (which fails if the name is taken) and then unlinked; a
+    folder (or a file where links are not possible) is renamed after a check, and a rename onto a
+    folder that is not empty fails rather than replacing it."""
+    if not source.is_dir() or source.is_symlink():
+        try:
+            os.link(source, target, follow_symlinks=False)
+        except FileExistsError:
+            raise
+        except OSError:
+            pass  # no hard links on this file system: checked, then renamed
+        else:
+            os.unlink(source)
+            return
+    if os.path.lexists(target):
+        raise FileExistsError(errno.EEXIST, "exists", str(target))
+    try:
+        os.rename(source, target)
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise FileExistsError(errno.EEXIST, "exists", str(target)) from None
+        raise
+
+
+def _move_in(staging: Path, data_dir: Path, keys: list[tuple[Path, Path]], *, database: str | None) -> None:
+    """The staged files into the data folder (one rename when it does not exist yet), then the key
+    files put in place; nothing is ever replaced. If a target is taken meanwhile, or a move fails,
+    what was moved goes back and what was written is removed: the data folder is as it was."""
+    moves = [(staging, data_dir)] if not data_dir.exists() else [(e, data_dir / e.name) for e in staging.iterdir()]
+    moved: list[tuple[Path, Path]] = []
+    written: list[Path] = []
+    try:
+        for source, target in moves:
+            _move_no_replace(source, target)
+            moved.append((source, target))
+        for key_source, key_target in keys:
+            key_target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                _copy_file(key_source, key_target)  # O_EXCL: never over a key file that appeared
+            except FileExistsError:
+                raise
+            except BaseException:
+                key_target.unlink(missing_ok=True)  # this call created it
+                raise
+            written.append(key_target)
+        _fsync_dir(data_dir)
+    except BaseException as exc:
+        for path in written:
+            path.unlink(missing_ok=True)
+        for source, target in reversed(moved):
+            with suppress(OSError):  # best effort: the staging folder is what it goes back to
+                _move_no_replace(target, source)
+        if isinstance(exc, FileExistsError):
+            raise Failed(
+                f"{exc.filename} appeared while the backup was moved into {data_dir} (a stack started too early?): "
+                f"nothing was replaced, and {data_dir} is as it was; {_database_state(database)}"
+            ) from None
+        raise
 
 
 # --- The commands --------------------------------------------------------------------------------

@@ -61,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         help="a head printed by an earlier verify and noted outside the database: fail unless "
         "the chain still holds that row with that MAC (not cut back, not rewritten)",
     )
+    verify.add_argument(
+        "--no-anchor",
+        action="store_true",
+        help="verify without the anchor file (REINTEGRATION_AUDIT_ANCHOR_FILE), knowingly: a trail cut back "
+        "or wiped then passes; without it, a file named in the settings and missing fails the check (exit 3)",
+    )
 
     keys = commands.add_parser("keys", help="the key-encryption key and the data keys it wraps")
     rotate = keys.add_subparsers(dest="keys_command", required=True).add_parser(
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "keys":
         return _keys_rotate(args)
     if args.command == "audit":
-        return _audit_verify(args.expect_head)
+        return _audit_verify(args.expect_head, no_anchor=args.no_anchor)
     if args.command == "partner-sim":
         return _partner_sim(args)
     if args.command == "api":
@@ -363,7 +369,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     return 3 if report.failed else 0
 
 
-def _audit_verify(expect_head: str | None = None) -> int:
+def _audit_verify(expect_head: str | None = None, *, no_anchor: bool = False) -> int:
     from reintegration import anchor, audit
     from reintegration.db import keyring_from_settings, make_engine
 
@@ -373,13 +379,57 @@ def _audit_verify(expect_head: str | None = None) -> int:
         print(f"reintegration audit verify: --expect-head: {exc}", file=sys.stderr)
         return 2
     settings = get_settings()
-    try:  # the newest head the worker anchored outside the database, if any
-        anchored = anchor.newest(settings.audit_anchor_path)
-    except anchor.AnchorFileUnreadable as exc:
-        print(f"reintegration audit verify: {exc}", file=sys.stderr)
-        return 3
+    path = settings.audit_anchor_path
+    # Named in the settings (not the development default under the data folder) and written to:
+    # the file must be there, or the cut-back check would pass unchecked (deleted, or not mounted
+    # where this runs, as on the compose file's API container).
+    required = settings.audit_anchor_file is not None and settings.audit_anchor_seconds > 0
+    anchored, missing, empty = None, False, False
+    if no_anchor:
+        print(
+            f"reintegration audit verify: --no-anchor: the anchor file ({path}) is not read, so the check "
+            "that the trail was not cut back or wiped is skipped",
+            file=sys.stderr,
+        )
+    else:
+        try:  # the newest head the worker anchored outside the database
+            anchored = anchor.newest(path, missing_ok=False)
+        except anchor.AnchorFileMissing:
+            missing = True
+        except anchor.AnchorFileUnreadable as exc:
+            print(f"reintegration audit verify: {exc}", file=sys.stderr)
+            return 3
+        empty = not missing and anchored is None
     engine, keyring = make_engine(settings), keyring_from_settings(settings)  # the KEK unwraps the MAC key
     try:
+        if required and empty and anchor.has_rows(engine):
+            print(
+                f"reintegration audit verify: the audit anchor file {path} holds no anchor: emptied, or no "
+                "worker has anchored the head yet (each does as it starts); --no-anchor verifies knowingly "
+                "without it",
+                file=sys.stderr,
+            )
+            return 3
+        if missing and anchor.has_rows(engine):
+            if required:
+                print(
+                    f"reintegration audit verify: no audit anchor file at {path}: deleted, or not mounted where "
+                    "this runs (run it where the workers' anchors are, e.g. `docker compose exec worker "
+                    "reintegration audit verify`); --no-anchor verifies knowingly without it, and a trail cut "
+                    "back then passes",
+                    file=sys.stderr,
+                )
+                return 3
+            why = (
+                "anchoring is off (REINTEGRATION_AUDIT_ANCHOR_SECONDS=0)"
+                if settings.audit_anchor_seconds <= 0
+                else "the worker writes it within REINTEGRATION_AUDIT_ANCHOR_SECONDS"
+            )
+            print(
+                f"reintegration audit verify: note: no audit anchor file at {path} yet ({why}): the chain is "
+                "not checked against an anchored head",
+                file=sys.stderr,
+            )
         result = audit.verify(engine, keyring, expect_head=expected, anchor=anchored.head if anchored else None)
     finally:
         engine.dispose()
@@ -391,11 +441,12 @@ def _audit_verify(expect_head: str | None = None) -> int:
         print("audit trail intact: 0 rows (and no cases)")
         return 0
     held = f", holds the expected head {expected[0]}" if expected else ""
-    note = (
-        f"holds head {anchored.seq} anchored at {anchored.at.isoformat()} in {settings.audit_anchor_path}"
-        if anchored
-        else "note it outside the database; check it later with --expect-head"
-    )
+    if anchored:
+        note = f"holds head {anchored.seq} anchored at {anchored.at.isoformat()} in {path}"
+    elif no_anchor:
+        note = "not checked against the anchor file: --no-anchor"
+    else:
+        note = "note it outside the database; check it later with --expect-head"
     print(f"audit trail intact: {result.rows} rows{held}, head {result.head_seq}:{result.head_hash} ({note})")
     return 0
 

@@ -134,6 +134,20 @@ def _exception_by_type(_logger: WrappedLogger, _method: str, event: EventDict) -
     return event
 
 
+def _first_line_only(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    """A standard library record's message up to its first line break: what follows is a dump that
+    can quote values (asyncio's "Task exception was never retrieved" adds the task's repr, the
+    exception's message with it). The first line says what happened; ids travel as fields."""
+    message = event.get("event")
+    if isinstance(message, str) and "\n" in message:
+        event["event"] = message.split("\n", 1)[0]
+    # What another handler's formatter left on the record (the whole message again, its time): not
+    # extras of the caller's, and the whole message is what the line above keeps out.
+    for derived in ("message", "asctime", "exc_text"):
+        event.pop(derived, None)
+    return event
+
+
 class _CurrentStderr:
     """Standard error as it is when a line is written (pytest swaps it per test)."""
 
@@ -169,7 +183,12 @@ def configure_logging(level: int = logging.INFO) -> None:
     handler = _StdlibJson(_CurrentStderr())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder(), *_SHARED],
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(),
+                _first_line_only,
+                *_SHARED,
+            ],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.JSONRenderer(),

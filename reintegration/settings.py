@@ -117,6 +117,13 @@ PLACEHOLDER_SECRETS = frozenset(
 MIN_SECRET_LENGTH = 32
 
 
+def _holds_a_secret(path: Path) -> bool:
+    try:
+        return bool(path.read_text().strip())
+    except OSError:
+        return False
+
+
 def is_placeholder_secret(value: str) -> bool:
     """A secret nobody should run production with: a well-known placeholder, or too short to resist guessing."""
     return value.strip().lower() in PLACEHOLDER_SECRETS or len(value) < MIN_SECRET_LENGTH
@@ -125,7 +132,9 @@ def is_placeholder_secret(value: str) -> bool:
 class Settings(BaseSettings):
     """Everything configurable, read once per process."""
 
-    model_config = SettingsConfigDict(env_prefix="REINTEGRATION_", extra="ignore")
+    # An empty variable is an unset one: docker-compose passes `${VAR:-}` as "", and Path("") would be
+    # the current folder (a TLS file "." that cannot be read, a token file that "exists").
+    model_config = SettingsConfigDict(env_prefix="REINTEGRATION_", extra="ignore", env_ignore_empty=True)
 
     environment: Literal["development", "production"] = "development"
     data_dir: Path = Path("data")
@@ -398,6 +407,11 @@ class Settings(BaseSettings):
             problems.append("REINTEGRATION_OIDC_JWKS_URL must be an https:// address")
         if self.workspace:
             # People sign in to the workspace with the provider: no development sign-in page here.
+            if self.oidc_client_secret_file is not None and not _holds_a_secret(self.oidc_client_secret_file):
+                problems.append(
+                    "REINTEGRATION_OIDC_CLIENT_SECRET_FILE is empty or cannot be read: paste the workspace "
+                    "client's secret from the provider"
+                )
             if not (self.oidc_client_id and self.oidc_client_secret_file):
                 problems.append(
                     "the workspace needs its OIDC client: set REINTEGRATION_OIDC_CLIENT_ID and "
@@ -489,6 +503,8 @@ class Settings(BaseSettings):
         """The client proves who it is to Temporal's frontend: a client certificate or an API key."""
         profile = self.temporal_client_profile()
         if profile is not None:
+            if profile.tls is not None and profile.tls.disabled:
+                return False  # a key or a certificate sent in clear proves nothing to anyone
             return bool(profile.api_key) or (profile.tls is not None and profile.tls.client_cert is not None)
         return self.temporal_tls_cert_file is not None or self.temporal_api_key_file is not None
 

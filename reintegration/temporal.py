@@ -72,6 +72,11 @@ def client_options(settings: Settings) -> dict[str, Any]:
     profile = settings.temporal_client_profile()
     if profile is not None:  # Temporal's own client configuration file: its TLS, API key and metadata
         given = profile.to_client_connect_config()
+        if given.get("api_key") and given.get("tls") is False:
+            raise ValueError(
+                f"REINTEGRATION_TEMPORAL_CONFIG_FILE: profile {settings.temporal_profile!r} sends its API key "
+                "without TLS; an API key never travels in clear"
+            )
         return {key: value for key, value in given.items() if key in ("tls", "api_key", "rpc_metadata")}
     tls_wanted = settings.temporal_tls or settings.temporal_tls_ca_file or settings.temporal_tls_cert_file
     if tls_wanted:

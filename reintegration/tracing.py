@@ -10,7 +10,8 @@ in-memory exporter sees its own stack's spans only.
 
 What leaves the process carries no personal data: ``ScrubbingSpanProcessor`` rebuilds every ended
 span, whatever the sampler decided, from an allowlist of attributes (any attribute not named there
-is dropped, whichever instrumentation or version added it). The API's paths become their route
+is dropped, whichever instrumentation or version added it), and no case id: not Temporal's
+workflow ids (``case-<case id>...``), only its run ids. The API's paths become their route
 templates (``/v1/cases/{case_id}``), query strings never leave, an outgoing request keeps its
 scheme, host and port only (a webhook's path or query can hold a token), headers and bodies are
 never recorded, SQL statements keep their placeholders (never the parameters' values), and an
@@ -255,8 +256,12 @@ def _attached(context: Context) -> Iterator[None]:
 
 # Every attribute that may leave, from the HTTP (old and stable conventions), database and Temporal
 # instrumentations. Anything else is dropped: the client's address and user agent, url.query,
-# headers, db.user, temporalUpdateID (a user's subject and their Idempotency-Key), an exception's
-# message and stack trace. http.target, url.path, url.full and http.url are rewritten (_urls).
+# headers, db.user, temporalWorkflowID (every workflow of a case is named ``case-<case id>...``, a
+# delivery's with its task id: workflows/ids.py), temporalUpdateID (a user's subject and their
+# Idempotency-Key), an exception's message and stack trace. temporalRunID is a random UUID and
+# temporalActivityID the activity's sequence number in its workflow. Span names carry no id either:
+# the route's template, the SQL operation, or Temporal's workflow, update and activity types.
+# http.target, url.path, url.full and http.url are rewritten (_urls).
 KEPT_ATTRIBUTES = frozenset(
     {
         "http.method",
@@ -284,7 +289,6 @@ KEPT_ATTRIBUTES = frozenset(
         "db.query.text",
         "db.operation",
         "db.operation.name",
-        "temporalWorkflowID",
         "temporalRunID",
         "temporalActivityID",
         "temporalActivityType",

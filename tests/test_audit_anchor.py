@@ -77,10 +77,12 @@ def trail(tmp_path: Path) -> Iterator[Trail]:
 def verify_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
     """`reintegration audit verify ARGS` in this process, its settings read anew from the environment."""
 
-    def run(t: Trail, *args: str) -> SimpleNamespace:
+    def run(t: Trail, *args: str, env: dict[str, str] | None = None) -> SimpleNamespace:
         with monkeypatch.context() as patch:
             patch.setenv("DATABASE_URL", t.settings.sqlalchemy_url)
             patch.setenv("REINTEGRATION_DATA_DIR", str(t.settings.data_dir))
+            for name, value in (env or {}).items():
+                patch.setenv(name, value)
             get_settings.cache_clear()
             try:
                 code = cli.main(["audit", "verify", *args])
@@ -234,3 +236,50 @@ def test_anchor_settings(tmp_path, production):  # noqa: F811 - the fixture impo
         Settings(**production, **hook, audit_anchor_webhook_url="http://anchors.example.org/")
     assert Settings(data_dir=tmp_path).audit_anchor_path == tmp_path / "audit-anchors"
     assert Settings(audit_anchor_file="").audit_anchor_file is None  # as docker-compose passes it unset
+
+
+async def test_an_anchor_file_named_in_the_settings_and_gone_fails_the_check(trail: Trail, verify_cli):
+    named = {"REINTEGRATION_AUDIT_ANCHOR_FILE": str(trail.path)}  # as the compose file names it
+    await trail.anchorer().tick()
+    assert verify_cli(trail, env=named).returncode == 0
+    trail.cut_back_to(8)
+    trail.path.unlink()  # deleted with the cut, or not mounted where verify runs (the compose file's API)
+    gone = verify_cli(trail, env=named)
+    assert gone.returncode == 3 and gone.stdout == ""
+    assert f"no audit anchor file at {trail.path}: deleted, or not mounted where this runs" in gone.stderr
+    # Knowingly without it: the chain is walked, and the output says what was not checked.
+    knowingly = verify_cli(trail, "--no-anchor", env=named)
+    assert knowingly.returncode == 0, knowingly.stderr
+    assert "the check that the trail was not cut back or wiped is skipped" in knowingly.stderr
+    assert "(not checked against the anchor file: --no-anchor)" in knowingly.stdout
+    # Emptied rather than deleted: no anchor in it says no more.
+    trail.path.write_text("")
+    emptied = verify_cli(trail, env=named)
+    assert emptied.returncode == 3 and "holds no anchor: emptied" in emptied.stderr
+    trail.path.unlink()
+    # Anchoring off, or the development default (the worker not yet run): as before, with a note.
+    off = verify_cli(trail, env={**named, "REINTEGRATION_AUDIT_ANCHOR_SECONDS": "0"})
+    assert off.returncode == 0 and "anchoring is off" in off.stderr
+    default = verify_cli(trail)
+    assert default.returncode == 0 and default.stdout.startswith("audit trail intact: 8 rows")
+    assert f"note: no audit anchor file at {trail.path} yet" in default.stderr
+    # A trail without rows has nothing to anchor yet: nothing is missing.
+    trail.cut_back_to(0)
+    assert verify_cli(trail, env=named).stdout.startswith("audit trail intact: 0 rows")
+
+
+async def test_the_writer_says_once_that_its_file_disappeared(trail: Trail):
+    writer = trail.anchorer()
+    await writer.tick()
+    trail.path.unlink()
+    trail.add(1)
+    with capture_logs() as logs:
+        written = await writer.tick()  # said, and a new file starts at the head
+        assert written is not None and written.seq == 11
+        await writer.tick()
+        trail.add(1)
+        await writer.tick()
+    assert [log for log in logs if log["log_level"] == "error"] == [
+        {"event": "the anchor file disappeared", "path": str(trail.path), "anchored_seq": 10, "log_level": "error"}
+    ]
+    assert [line.split()[1][:3] for line in trail.lines()] == ["11:", "12:"]

@@ -10,22 +10,37 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from sqlalchemy import inspect
 from sqlmodel import Session
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from reintegration import audit
-from reintegration.backup import Refused, backup_command, read_manifest, restore_backup, take_backup
+from reintegration import anchor, audit, cli
+from reintegration.backup import (
+    Failed,
+    Refused,
+    _move_in,
+    _move_no_replace,
+    backup_command,
+    read_manifest,
+    restore_backup,
+    restore_command,
+    take_backup,
+)
 from reintegration.db import CaseRecord, keyring_from_settings, make_engine
-from reintegration.settings import Settings
+from reintegration.migrate import upgrade_schema
+from reintegration.settings import Settings, get_settings
 from reintegration.temporal import temporal_cli
 from tests.conftest import NAMESPACE, Stack, _drop_postgres_database, _postgres_database, running_stack
 from tests.journey import Journey, day
@@ -327,3 +342,206 @@ async def test_on_postgresql_the_database_goes_through_pg_dump_and_pg_restore(te
                 restore_backup(target.model_copy(update={"data_dir": tmp_path / "again"}), backup)
         finally:
             _drop_postgres_database(name)
+
+
+# --- Restores and what they find in place: fast, on a small backup of the database alone ---------
+
+ACTOR = SimpleNamespace(sub="cw-1", role="caseworker", agency=None)
+
+
+def small_backup(root: Path, *, rows: int = 5, later: int = 3, **settings: object) -> SimpleNamespace:
+    """A backup of a database whose trail has ``rows`` rows (its head in the manifest), and the head
+    the trail went on to (``later`` rows more) after it, which a worker would have anchored."""
+    source = Settings(data_dir=root / "data", **settings)  # type: ignore[arg-type]
+    engine, keyring = make_engine(source), keyring_from_settings(source)
+    try:
+        upgrade_schema(engine)
+        for i in range(rows + later):
+            if i == rows:
+                manifest = take_backup(source, root / "backup", include_keys="database_url" in settings)
+            audit.record(engine, actor=ACTOR, action="step.consent", request_id=f"r-{i}", keyring=keyring)
+        head = anchor.current_head(engine)
+    finally:
+        keyring.dispose()
+        engine.dispose()
+    assert head is not None and manifest.audit_head is not None and head[0] == rows + later
+    return SimpleNamespace(backup=root / "backup", manifest=manifest, kek=source.kek_path, later=f"{head[0]}:{head[1]}")
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    return small_backup(tmp_path_factory.mktemp("small"))
+
+
+def verify_restored(settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys, anchor_file: Path) -> tuple[int, str]:
+    """`reintegration audit verify` in this process, on the restored folder, with the anchor file named."""
+    with monkeypatch.context() as patch:
+        patch.setenv("REINTEGRATION_DATA_DIR", str(settings.data_dir))
+        patch.setenv("REINTEGRATION_KEK_FILE", str(settings.kek_path))
+        patch.setenv("REINTEGRATION_AUDIT_ANCHOR_FILE", str(anchor_file))
+        get_settings.cache_clear()
+        try:
+            code = cli.main(["audit", "verify"])
+        finally:
+            get_settings.cache_clear()
+    said = capsys.readouterr()
+    return code, said.out + said.err
+
+
+def anchored(head: str) -> str:
+    return f"2025-01-01T00:00:00+00:00 {head}\n"
+
+
+def no_staging_left(folder: Path) -> bool:
+    return not [p for p in folder.iterdir() if ".restoring-" in p.name]
+
+
+def test_a_restore_moves_aside_an_anchor_file_beyond_the_restored_head(small, tmp_path, monkeypatch, capsys):
+    """The anchors outlive a restore, and the restored trail is behind them: moved aside (kept), and
+    a new file starts at the restored head, against which the restored trail verifies."""
+    anchors = tmp_path / "anchors"
+    anchors.mkdir()
+    path = anchors / "audit-anchors"
+    path.write_text(anchored(small.manifest.audit_head) + anchored(small.later))
+    before = path.read_text()
+    target = Settings(data_dir=tmp_path / "restored", kek_file=small.kek, audit_anchor_file=path)
+    assert restore_command(target, small.backup) == 0
+    out = capsys.readouterr().out
+    [aside] = [p for p in anchors.iterdir() if p != path]
+    assert re.fullmatch(r"audit-anchors\.before-restore-\d{8}T\d{6}Z", aside.name) and aside.read_text() == before
+    assert "anchors head 8, beyond the restored trail's head 5" in out and f"moved aside to {aside}" in out
+    assert [line.split()[1] for line in path.read_text().splitlines()] == [small.manifest.audit_head]
+    code, said = verify_restored(target, monkeypatch, capsys, path)
+    assert code == 0 and "holds head 5 anchored at" in said, said
+    # What the old file would have said of the restored trail: the alarm the move spares.
+    code, said = verify_restored(target, monkeypatch, capsys, aside)
+    assert code == 1 and "row 8 of the anchored head is gone" in said
+    # A file that anchors no head beyond the restored one stays as it is.
+    path.unlink()
+    aside.write_text(anchored(small.manifest.audit_head))
+    restore_backup(target.model_copy(update={"data_dir": tmp_path / "again", "audit_anchor_file": aside}), small.backup)
+    assert sorted(p.name for p in anchors.iterdir()) == [aside.name]
+    assert aside.read_text() == anchored(small.manifest.audit_head)
+
+
+@contextmanager
+def unmovable(path: Path) -> Iterator[None]:
+    """The anchor file made impossible to move for this process: append-only where it runs as root
+    (as `chattr +a` is meant to keep it), its folder read-only otherwise."""
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+a", str(path)], capture_output=True, check=False).returncode != 0:
+            pytest.skip("chattr +a is not available here")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-a", str(path)], check=True)
+    else:
+        path.parent.chmod(0o500)
+        try:
+            yield
+        finally:
+            path.parent.chmod(0o700)
+
+
+def test_a_restore_is_refused_when_the_anchor_file_cannot_be_moved_aside(small, tmp_path):
+    anchors = tmp_path / "anchors"
+    anchors.mkdir(mode=0o700)
+    path = anchors / "audit-anchors"
+    path.write_text(anchored(small.later))
+    target = Settings(data_dir=tmp_path / "restored", kek_file=small.kek, audit_anchor_file=path)
+    with unmovable(path), pytest.raises(Refused) as refused:
+        restore_backup(target, small.backup)
+    said = str(refused.value)
+    assert "anchors head 8, beyond the restored trail's head 5" in said and "cannot be moved aside" in said
+    assert f"move it yourself, as its owner (after `chattr -a` if it is append-only), to {path}.before-restore-" in said
+    assert said.endswith("(nothing was restored)")
+    assert [p.name for p in anchors.iterdir()] == ["audit-anchors"] and path.read_text() == anchored(small.later)
+    assert not (tmp_path / "restored").exists() and no_staging_left(tmp_path)
+
+
+def test_a_restore_never_replaces_a_file_that_appeared_meanwhile(small, tmp_path):
+    """A stack started too early writes its database into the folder while the restore runs: the
+    restore stops before moving anything in, and the folder (the anchor file too) is as it was."""
+    restored = tmp_path / "restored"
+    restored.mkdir(mode=0o700)
+    shutil.copyfile(small.kek, restored / "kek")
+    (restored / "audit-anchors").write_text(anchored(small.later))  # the development default's, beyond
+    before = snapshot(restored)
+
+    def too_early(part: str) -> None:
+        if part == "staged":
+            (restored / "reintegration.db").write_bytes(b"a stack started too early")
+
+    target = Settings(data_dir=restored)
+    with pytest.raises(Failed) as failed:
+        restore_backup(target, small.backup, on_part=too_early)
+    assert str(failed.value) == (
+        f"{restored / 'reintegration.db'} appeared while the backup was restored (a stack started too early?): "
+        f"nothing was moved into {restored}, which is as it was; nothing was restored"
+    )
+    assert snapshot(restored) == {**before, "reintegration.db": b"a stack started too early"}
+    assert no_staging_left(tmp_path)
+    # Once the folder is empty again, the same restore goes through, and the anchors start anew.
+    (restored / "reintegration.db").unlink()
+    restore_backup(target, small.backup)
+    assert (restored / "audit-anchors").read_text().split()[1] == small.manifest.audit_head
+    [aside] = restored.glob("audit-anchors.before-restore-*")
+    assert aside.read_text() == anchored(small.later)
+
+
+def test_moving_in_never_replaces_and_undoes_what_it_moved(tmp_path):
+    staging, data = tmp_path / ".data.restoring-x", tmp_path / "data"
+    (staging / "blobs").mkdir(parents=True)
+    (staging / "blobs" / "k1").write_bytes(b"staged blob")
+    (staging / "reintegration.db").write_bytes(b"staged database")
+    data.mkdir()
+    (data / "kek").write_bytes(b"a key made by a stack started too early")
+    staged, present = snapshot(staging), snapshot(data)
+    key = tmp_path / "backup-kek"
+    key.write_bytes(b"the backup's key")
+    # The database and the blobs are moved first; the key file that appeared stops it: all goes back.
+    with pytest.raises(Failed) as failed:
+        _move_in(staging, data, [(key, data / "kek")], database="postgresql://postgres@db/reintegration")
+    said = str(failed.value)
+    assert said.startswith(f"{data / 'kek'} appeared while the backup was moved into {data}")
+    assert "nothing was replaced" in said and "reintegration WAS restored (pg_restore committed)" in said
+    assert snapshot(data) == present and snapshot(staging) == staged
+    # Never onto a file, nor onto a folder that is not empty.
+    with pytest.raises(FileExistsError):
+        _move_no_replace(staging / "reintegration.db", data / "kek")
+    (data / "blobs").mkdir()
+    (data / "blobs" / "k2").write_bytes(b"someone else's")
+    with pytest.raises(FileExistsError):
+        _move_no_replace(staging / "blobs", data / "blobs")
+    assert snapshot(data) == {**present, "blobs/k2": b"someone else's"} and snapshot(staging) == staged
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_file_that_appeared_after_pg_restore_is_not_replaced(tmp_path):
+    if shutil.which("pg_dump") is None or shutil.which("pg_restore") is None:
+        pytest.skip("PostgreSQL's client tools are not on PATH")
+    source, source_url = _postgres_database()
+    target_name, target_url = _postgres_database()
+    try:
+        small = small_backup(tmp_path / "source", database_url=source_url)
+        restored = tmp_path / "restored"
+
+        def too_early(part: str) -> None:
+            if part == "database":  # a development start makes a key where the backup's goes
+                restored.mkdir(mode=0o700)
+                (restored / "kek").write_bytes(b"a new key")
+
+        target = Settings(data_dir=restored, database_url=target_url)
+        with pytest.raises(Failed) as failed:
+            restore_backup(target, small.backup, on_part=too_early)
+        assert f"{restored / 'kek'} appeared while the backup was restored" in str(failed.value)
+        assert "WAS restored (pg_restore committed): drop it and create it empty again" in str(failed.value)
+        assert snapshot(restored) == {"kek": b"a new key"} and no_staging_left(tmp_path)
+        engine = make_engine(target)
+        try:  # as the message says: the database was restored
+            assert "audit_trail" in inspect(engine).get_table_names()
+        finally:
+            engine.dispose()
+    finally:
+        _drop_postgres_database(source)
+        _drop_postgres_database(target_name)

@@ -13,6 +13,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +63,21 @@ def _config(**env: str) -> dict:
     return json.loads(result.stdout)
 
 
+SECRETS = {
+    "postgres_password",
+    "app_db_password",
+    "temporal_db_password",
+    "kek",
+    "kek_previous",
+    "oidc_client_secret",
+    "temporal_ui_client_secret",
+    "metrics_token",
+    "smtp_password",
+    "audit_anchor_webhook_secret",
+}
+FILLED_IN = {"oidc_client_secret", "temporal_ui_client_secret", "smtp_password", "kek_previous"}  # the operator's
+
+
 def _secrets_dir(tmp_path: Path) -> Path:
     """The secrets deploy/make-secrets.sh writes, plus the OIDC client's (the provider's to give)."""
     folder = tmp_path / "secrets"
@@ -69,7 +85,9 @@ def _secrets_dir(tmp_path: Path) -> Path:
         ["sh", str(REPO_ROOT / "deploy" / "make-secrets.sh"), str(folder)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+    (folder / "oidc_client_secret").chmod(0o644)
     (folder / "oidc_client_secret").write_text("a-client-secret-from-the-provider-0123456789\n")
+    (folder / "oidc_client_secret").chmod(0o444)
     return folder
 
 
@@ -90,6 +108,7 @@ def test_the_cluster_has_its_stores_schema_jobs_server_namespace_ui_and_the_apps
         "migrate",
         "worker",
         "api",
+        "proxy",
     }
 
     postgres = services["postgres"]
@@ -112,6 +131,9 @@ def test_the_cluster_has_its_stores_schema_jobs_server_namespace_ui_and_the_apps
     assert int(temporal["environment"]["NUM_HISTORY_SHARDS"]) == 512
     assert temporal["environment"]["DB"] == "postgres12"
     assert temporal["depends_on"]["temporal-schema"]["condition"] == "service_completed_successfully"
+    assert temporal["entrypoint"][-1].endswith("exec /etc/temporal/entrypoint.sh")  # the image's own start
+    assert temporal["environment"]["DYNAMIC_CONFIG_FILE_PATH"].endswith("production.yaml")
+    assert any(v["source"].endswith("deploy/temporal-dynamicconfig.yaml") for v in temporal["volumes"])
     assert "ports" not in temporal, "the frontend is reached on the project's network only"
 
     namespace = services["temporal-namespace"]
@@ -132,6 +154,7 @@ def test_the_cluster_has_its_stores_schema_jobs_server_namespace_ui_and_the_apps
         assert service["build"]["context"] == str(REPO_ROOT) and service["build"]["dockerfile"] == "Dockerfile"
         assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         assert service["depends_on"]["temporal-namespace"]["condition"] == "service_completed_successfully"
+        assert service["depends_on"]["temporal-namespace"]["required"] is False  # Temporal Cloud: up --no-deps
         assert service["environment"]["REINTEGRATION_TEMPORAL_ADDRESS"] == "temporal:7233"
         assert (
             service["environment"]["DATABASE_URL"] == "postgresql+psycopg://reintegration@postgres:5432/reintegration"
@@ -149,22 +172,23 @@ def test_api_and_workers_scale_and_only_loopback_ports_are_published() -> None:
     assert services["api"]["deploy"]["replicas"] == 3
     # Each API process takes its share of the rate limits: it must know how many replicas there are.
     assert services["api"]["environment"]["REINTEGRATION_API_REPLICAS"] == "3"
-    assert services["api"]["ports"][0]["published"] == "8000-8009"  # one loopback port per replica
+    # The replicas are reached through the proxy on the project's network, which alone forwards:
+    # the API believes X-Forwarded-For from that network only.
+    assert "ports" not in services["api"]
+    assert json.loads(services["api"]["environment"]["REINTEGRATION_TRUSTED_PROXIES"]) == ["172.30.99.0/24"]
+    assert _config()["networks"]["default"]["ipam"]["config"] == [{"subnet": "172.30.99.0/24"}]
+    assert {p["target"] for p in services["proxy"]["ports"]} == {80, 443}
+    caddyfile = (REPO_ROOT / "deploy" / "Caddyfile").read_text()
+    assert "dynamic a api 8000" in caddyfile and "admin off" in caddyfile
     for name, service in services.items():
         for port in service.get("ports", []):
-            assert port.get("host_ip") == "127.0.0.1", f"{name} publishes {port} beyond loopback"
+            if name != "proxy":  # the one public entry point
+                assert port.get("host_ip") == "127.0.0.1", f"{name} publishes {port} beyond loopback"
 
 
 def test_no_credential_is_in_the_file_every_secret_is_a_file() -> None:
     config = _config()
-    assert set(config["secrets"]) == {
-        "postgres_password",
-        "app_db_password",
-        "temporal_db_password",
-        "kek",
-        "oidc_client_secret",
-        "metrics_token",
-    }
+    assert set(config["secrets"]) == SECRETS
     assert all(set(secret) == {"name", "file"} for secret in config["secrets"].values())
     for name, service in config["services"].items():
         for key, value in (service.get("environment") or {}).items():
@@ -175,19 +199,42 @@ def test_no_credential_is_in_the_file_every_secret_is_a_file() -> None:
     assert "password:" not in text.lower().replace("_password:", "")
 
 
-def test_the_file_starts_production_without_editing(tmp_path, monkeypatch) -> None:
-    """deploy/production.env filled in as an operator would, the secrets made by
-    deploy/make-secrets.sh: the settings the API and the worker get from the file pass every
-    production check, with the secrets read from their files."""
-    from reintegration.crypto import LocalKeyEncryptionKey
-    from reintegration.settings import Settings
-
-    secrets = _secrets_dir(tmp_path)
+def _production_env() -> dict[str, str]:
     values = {}
     for line in (REPO_ROOT / "deploy" / "production.env").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             key, _, value = line.partition("=")
             values[key] = value
+    return values
+
+
+@pytest.mark.parametrize(
+    "optional",
+    [
+        {},
+        # What an operator may add to .env: each reaches the containers with what it needs.
+        {
+            "REINTEGRATION_AUDIT_ANCHOR_WEBHOOK_URL": "https://anchors.example.org/reintegration",
+            "REINTEGRATION_SMTP_HOST": "smtp.example.org",
+            "REINTEGRATION_SMTP_USERNAME": "notifications",
+            "REINTEGRATION_TRACING": "true",
+        },
+    ],
+    ids=["as-shipped", "with-options"],
+)
+def test_the_file_starts_production_without_editing(tmp_path, monkeypatch, optional) -> None:
+    """deploy/production.env filled in as an operator would, the secrets made by
+    deploy/make-secrets.sh: the settings the API and the worker get from the file pass every
+    production check, with the secrets read from their files, and what the processes build from
+    them at start (the Temporal connection's options, the anchorer, the metrics token) builds."""
+    from reintegration.anchor import anchorer_from_settings
+    from reintegration.crypto import LocalKeyEncryptionKey
+    from reintegration.metrics import read_token
+    from reintegration.settings import Settings
+    from reintegration.temporal import client_options
+
+    secrets = _secrets_dir(tmp_path)
+    values = {**_production_env(), **optional}
     services = _config(**values, REINTEGRATION_SECRETS_DIR=str(secrets))["services"]
     for name in ("api", "worker", "migrate"):
         environment = services[name]["environment"]
@@ -198,7 +245,7 @@ def test_the_file_starts_production_without_editing(tmp_path, monkeypatch) -> No
             else value
             for key, value in environment.items()
         }
-        for key in [k for k in os.environ if k.startswith("REINTEGRATION_")]:
+        for key in [k for k in os.environ if k.startswith(("REINTEGRATION_", "OTEL_"))]:
             monkeypatch.delenv(key)
         for key, value in mounted.items():  # as the container's environment, parsed as it parses it
             monkeypatch.setenv(key, value or "")
@@ -207,7 +254,13 @@ def test_the_file_starts_production_without_editing(tmp_path, monkeypatch) -> No
         assert settings.sqlalchemy_url.startswith("postgresql+psycopg://reintegration:")
         assert (secrets / "app_db_password").read_text().strip() in settings.sqlalchemy_url
         assert not LocalKeyEncryptionKey.from_file(settings.kek_path).development
-        assert settings.metrics_token_file is not None
+        # The cluster's own frontend, on the project's network only: said knowingly, nothing read.
+        assert client_options(settings) == {}
+        assert not settings.temporal_authenticated and settings.temporal_allow_unauthenticated
+        assert read_token(settings.metrics_token_file) == (secrets / "metrics_token").read_text().strip()
+        anchorer_from_settings(settings, None, httpx.AsyncClient())  # type: ignore[arg-type]
+        assert settings.audit_anchor_webhook_url == optional.get("REINTEGRATION_AUDIT_ANCHOR_WEBHOOK_URL")
+        assert settings.tracing is (optional.get("REINTEGRATION_TRACING") == "true")
     assert services["api"]["environment"]["REINTEGRATION_API_REPLICAS"] == values["API_REPLICAS"]
 
 
@@ -215,17 +268,16 @@ def test_make_secrets_writes_owner_only_files_and_never_replaces_one(tmp_path) -
     from reintegration.crypto import LocalKeyEncryptionKey
 
     secrets = _secrets_dir(tmp_path)
-    names = {p.name for p in secrets.iterdir()}
-    assert names == {
-        "postgres_password",
-        "app_db_password",
-        "temporal_db_password",
-        "kek",
-        "oidc_client_secret",
-        "metrics_token",
-    }
-    assert all(p.stat().st_mode & 0o077 == 0 for p in secrets.iterdir())
-    assert len({(secrets / n).read_text() for n in names}) == len(names)  # each its own random value
+    names = {p.name for p in secrets.iterdir() if p.is_file()}
+    assert names == SECRETS
+    # Nobody else on the host reaches the folder; the containers' users read the files mounted
+    # from it (Compose keeps a file secret's owner and mode).
+    assert secrets.stat().st_mode & 0o777 == 0o700
+    assert all((secrets / n).stat().st_mode & 0o777 == 0o444 for n in names)
+    assert (secrets / "files").is_dir()
+    made = {n for n in names if n not in FILLED_IN}
+    assert len({(secrets / n).read_text() for n in made}) == len(made)  # each its own random value
+    assert all(len((secrets / n).read_text()) >= 48 for n in made)
     kek = (secrets / "kek").read_text()
     LocalKeyEncryptionKey.from_file(secrets / "kek")  # 64 hex digits, not a development key
     again = subprocess.run(
@@ -293,3 +345,21 @@ def test_the_image_is_multi_stage_pinned_unprivileged_and_has_no_temporal_cli() 
     assert "temporal" not in (REPO_ROOT / "requirements.lock").read_text().replace("temporalio", "")
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
     assert {".venv", "data", "secrets", ".env"} <= set(ignored)
+
+
+def test_production_refuses_the_workspace_clients_secret_file_left_empty(tmp_path, monkeypatch) -> None:
+    """make-secrets.sh leaves the OIDC client's secret for the operator to paste: starting with it
+    empty is refused at start with what to do, not found at the first sign-in."""
+    from reintegration.settings import Settings
+
+    secrets = tmp_path / "secrets"
+    subprocess.run(["sh", str(REPO_ROOT / "deploy" / "make-secrets.sh"), str(secrets)], capture_output=True, check=True)
+    environment = _config(**_production_env(), REINTEGRATION_SECRETS_DIR=str(secrets))["services"]["api"]["environment"]
+    for key in [k for k in os.environ if k.startswith("REINTEGRATION_")]:
+        monkeypatch.delenv(key)
+    for key, value in environment.items():
+        if isinstance(value, str) and value.startswith("/run/secrets/"):
+            value = str(secrets / value.removeprefix("/run/secrets/"))
+        monkeypatch.setenv(key, value or "")
+    with pytest.raises(ValueError, match="REINTEGRATION_OIDC_CLIENT_SECRET_FILE is empty"):
+        Settings()

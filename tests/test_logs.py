@@ -89,3 +89,17 @@ def test_the_api_served_by_uvicorn_writes_only_json_and_no_query_string(tmp_path
     assert any("Shutting down" in line["event"] or "Finished server process" in line["event"] for line in servers)
     requests = [line for line in lines if line.get("event") == "request"]
     assert requests, text  # the API's own line per request, with the route's template
+
+
+def test_a_records_dump_after_its_first_line_is_not_written() -> None:
+    """asyncio's "Task exception was never retrieved" appends the task's repr, the exception's
+    message with it: only the first line of a standard library record is kept."""
+    configure_logging()
+    err = io.StringIO()
+    with redirect_stderr(err):
+        logging.getLogger("asyncio").error(
+            "Task exception was never retrieved\nfuture: <Task finished exception=ValueError(%r)>", MARKER
+        )
+    (line,) = _json_lines(err.getvalue())
+    assert line["event"] == "Task exception was never retrieved" and line["logger"] == "asyncio"
+    assert MARKER not in err.getvalue()

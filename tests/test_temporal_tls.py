@@ -212,3 +212,18 @@ def test_a_missing_configuration_file_or_profile_is_a_clear_error(tmp_path) -> N
     from reintegration.temporal import client_options
 
     assert client_options(api_key) == {"api_key": "do-not-print-me", "tls": True}  # never in clear
+
+
+def test_a_profile_that_turns_tls_off_never_sends_its_api_key_and_is_not_authenticated(tmp_path) -> None:
+    from reintegration.temporal import client_options
+
+    config = tmp_path / "temporal.toml"
+    config.write_text(
+        '[profile.default]\naddress = "127.0.0.1:7233"\napi_key = "do-not-send-in-clear"\n\n'
+        "[profile.default.tls]\ndisabled = true\n"
+    )
+    settings = Settings(temporal_config_file=config)
+    assert not settings.temporal_authenticated
+    with pytest.raises(ValueError, match="never travels in clear") as refused:
+        client_options(settings)
+    assert "do-not-send-in-clear" not in str(refused.value)

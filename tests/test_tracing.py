@@ -29,6 +29,7 @@ from reintegration.webhooks import delivery_client
 from tests.conftest import NAMESPACE, Stack, served
 from tests.delivery_helpers import simulator, until
 from tests.journey import Journey
+from workflows import ids
 
 # What the test types: none of it may appear anywhere in a span.
 FIRST, SECOND, BIRTHDATE = "Zenobia", "Quillfeather", "1987-06-05"
@@ -171,6 +172,17 @@ async def test_one_request_is_one_trace_from_the_api_to_the_partner_without_pers
             # The delivery's spans end a moment after the partner has the task.
             await until(complete, what="every span of the request's trace exported")
 
+            # Every workflow the test made: the case's, the task's delivery, the webhook's verification.
+            delivery_id = ids.message_workflow_id(j.case_id, "delivery", task_id)
+
+            async def workflows_made() -> set[str] | None:
+                query = f"TaskQueue = '{stack.settings.temporal_task_queue}'"
+                made = {e.id async for e in stack.client.list_workflows(query)}
+                return made if {ids.workflow_id(j.case_id), delivery_id} <= made else None
+
+            workflow_ids = await until(workflows_made, what="the test's workflows listed")
+            assert any(w.startswith(f"agency-{agency}-webhook-") for w in workflow_ids), workflow_ids
+
     spans = exporter.get_finished_spans()
     in_trace = request_trace()
     by_id = {s.context.span_id: s for s in in_trace}
@@ -217,16 +229,21 @@ async def test_one_request_is_one_trace_from_the_api_to_the_partner_without_pers
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+", str(url)), url  # scheme, host and port: no path, no query
 
     # No span of the whole test (openings, verifications, the partner's confirmation included)
-    # carries the person's names or birthdate, the typed note, or the query string.
+    # carries the person's names or birthdate, the typed note, or the query string; nor the case's
+    # id, the task's, or any workflow's id (a case's are ``case-<case id>...``, a delivery's ends
+    # with its task's id), in its name, attributes, events, links or status.
     assert len(spans) > len(in_trace)
+    made_ids = [j.case_id, task_id, *workflow_ids]
     for span in spans:
         text = everything_in(span).lower()
-        for typed in (FIRST, SECOND, BIRTHDATE, NOTE, "blue kiosk"):
+        for typed in (FIRST, SECOND, BIRTHDATE, NOTE, "blue kiosk", *made_ids):
             assert typed.lower() not in text, f"{typed!r} in span {span.name!r}:\n{everything_in(span)}"
         assert "?" not in span.name
         for key in ("http.url", "url.full", "http.target", "url.path"):
             assert "?" not in str((span.attributes or {}).get(key, "")), (span.name, key)
         for key in ("url.query", "client.address", "net.peer.ip", "user_agent.original", "http.user_agent"):
+            assert key not in (span.attributes or {}), (span.name, key)
+        for key in ("temporalWorkflowID", "temporalUpdateID"):
             assert key not in (span.attributes or {}), (span.name, key)
 
 
@@ -270,7 +287,21 @@ def test_scrubbing_keeps_types_and_templates_never_messages_queries_or_addresses
             sql.set_attribute("db.statement", "SELECT * FROM persons WHERE blind_index = ?")
             sql.set_attribute("db.user", "reintegration")
             sql.set_status(trace.Status(StatusCode.ERROR, f"(sqlite3.IntegrityError) [parameters: ('{FIRST}',)]"))
-    client, query, server = exporter.get_finished_spans()
+    # A Temporal span: its workflow's id names the case (and a delivery's, the task), its update's id
+    # the user; in its attributes, an event's and a link's, and its status.
+    case_id, task_id, run_id = (str(uuid.uuid4()) for _ in range(3))
+    workflow_id = ids.message_workflow_id(case_id, "delivery", task_id)
+    temporal_ids = {"temporalWorkflowID": workflow_id, "temporalRunID": run_id, "temporalUpdateID": "u:caseworker-1"}
+    linked = trace.Link(span.get_span_context(), {**temporal_ids, "temporalActivityID": "1"})
+    with tracer.start_as_current_span(
+        "RunActivity:deliver_to_agency",
+        kind=SpanKind.SERVER,
+        attributes={**temporal_ids, "temporalActivityID": "1", "temporalActivityType": "deliver_to_agency"},
+        links=[linked],
+    ) as activity:
+        activity.add_event("retry", {"temporalWorkflowID": workflow_id})
+        activity.set_status(trace.Status(StatusCode.ERROR, f"ApplicationError: no task {task_id} in {workflow_id}"))
+    client, query, server, temporal = exporter.get_finished_spans()
     assert dict(server.attributes or {}) == {
         "http.route": "/v1/cases/{case_id}",
         "http.target": "/v1/cases/{case_id}",
@@ -285,8 +316,19 @@ def test_scrubbing_keeps_types_and_templates_never_messages_queries_or_addresses
     assert dict(client.attributes or {}) == {"url.full": "https://partner.example:8443", "http.method": "POST"}
     assert dict(query.attributes or {}) == {"db.statement": "SELECT * FROM persons WHERE blind_index = ?"}
     assert query.status.description is None
-    for span in (client, query, server):
-        assert FIRST not in everything_in(span)
+    assert dict(temporal.attributes or {}) == {
+        "temporalRunID": run_id,
+        "temporalActivityID": "1",
+        "temporalActivityType": "deliver_to_agency",
+    }
+    assert [dict(link.attributes or {}) for link in temporal.links] == [
+        {"temporalRunID": run_id, "temporalActivityID": "1"}
+    ]
+    assert [(e.name, dict(e.attributes or {})) for e in temporal.events] == [("retry", {})]
+    assert temporal.status.description == "ApplicationError"
+    for span in (client, query, server, temporal):
+        for leaked in (FIRST, case_id, task_id, workflow_id, "caseworker-1"):
+            assert leaked not in everything_in(span), (leaked, span.name)
     provider.shutdown()
 
 

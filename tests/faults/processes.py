@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psycopg
@@ -36,6 +37,7 @@ class Workers:
         self.running: list[subprocess.Popen] = []
         self.started = 0
         self.killed = 0
+        self.kill_times: list[float] = []  # time.time() of each SIGKILL
 
     def _env(self) -> dict[str, str]:
         s = self.settings
@@ -74,6 +76,7 @@ class Workers:
 
     def kill(self, proc: subprocess.Popen) -> None:
         """SIGKILL: no shutdown, no goodbye to the server; in-flight tasks are left to time out."""
+        self.kill_times.append(time.time())
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         self.running.remove(proc)
