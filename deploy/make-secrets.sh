@@ -19,6 +19,7 @@ chmod 0755 "$dir/files"
 
 write() {
   if [ -e "$dir/$1" ]; then
+    chmod 0444 "$dir/$1"  # readable by the containers' users, whoever wrote it (and however)
     echo "kept    $dir/$1"
   else
     printf '%s' "$2" > "$dir/$1"

@@ -214,6 +214,11 @@ class Anchorer:
         self._posted: tuple[int, str] | None = None
         self._started = False
 
+    @property
+    def anchored(self) -> bool:
+        """Whether a head is anchored (in the file at start, or by this writer since)."""
+        return self._highest is not None
+
     async def tick(self) -> Anchor | None:
         """Anchor the head if it moved; the anchor written, or None if there was nothing new."""
         if not self._started and self._path is not None:
@@ -272,9 +277,15 @@ def anchorer_from_settings(settings: Any, engine: Engine, http: httpx.AsyncClien
     )
 
 
+# Until the trail has a first anchor (a new deployment, a new file after a restore), a worker looks
+# this often, so that a head exists outside the database soon after the first audited action and
+# `audit verify` does not find the file missing meanwhile.
+UNANCHORED_SECONDS = 10.0
+
+
 async def keep_anchoring(anchorer: Anchorer, every_seconds: float) -> None:
-    """Anchor now, then every ``every_seconds``; a failure is logged and tried again next time,
-    never stopping the worker."""
+    """Anchor now, then every ``every_seconds`` (every ``UNANCHORED_SECONDS`` while nothing is
+    anchored yet); a failure is logged and tried again next time, never stopping the worker."""
     while True:
         try:
             written = await anchorer.tick()
@@ -283,4 +294,4 @@ async def keep_anchoring(anchorer: Anchorer, every_seconds: float) -> None:
         else:
             if written is not None:
                 log.info("audit head anchored", seq=written.seq)
-        await asyncio.sleep(every_seconds)
+        await asyncio.sleep(every_seconds if anchorer.anchored else min(every_seconds, UNANCHORED_SECONDS))

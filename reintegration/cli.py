@@ -405,7 +405,8 @@ def _audit_verify(expect_head: str | None = None, *, no_anchor: bool = False) ->
         if required and empty and anchor.has_rows(engine):
             print(
                 f"reintegration audit verify: the audit anchor file {path} holds no anchor: emptied, or no "
-                "worker has anchored the head yet (each does as it starts); --no-anchor verifies knowingly "
+                "worker has anchored the head yet (a worker does within seconds of the first audited action); "
+                "--no-anchor verifies knowingly "
                 "without it",
                 file=sys.stderr,
             )
@@ -413,8 +414,9 @@ def _audit_verify(expect_head: str | None = None, *, no_anchor: bool = False) ->
         if missing and anchor.has_rows(engine):
             if required:
                 print(
-                    f"reintegration audit verify: no audit anchor file at {path}: deleted, or not mounted where "
-                    "this runs (run it where the workers' anchors are, e.g. `docker compose exec worker "
+                    f"reintegration audit verify: no audit anchor file at {path}: deleted, not mounted where "
+                    "this runs, or not written yet (a worker does within seconds of the first audited action; "
+                    "run it where the workers' anchors are, e.g. `docker compose exec worker "
                     "reintegration audit verify`); --no-anchor verifies knowingly without it, and a trail cut "
                     "back then passes",
                     file=sys.stderr,

@@ -132,9 +132,7 @@ def is_placeholder_secret(value: str) -> bool:
 class Settings(BaseSettings):
     """Everything configurable, read once per process."""
 
-    # An empty variable is an unset one: docker-compose passes `${VAR:-}` as "", and Path("") would be
-    # the current folder (a TLS file "." that cannot be read, a token file that "exists").
-    model_config = SettingsConfigDict(env_prefix="REINTEGRATION_", extra="ignore", env_ignore_empty=True)
+    model_config = SettingsConfigDict(env_prefix="REINTEGRATION_", extra="ignore")
 
     environment: Literal["development", "production"] = "development"
     data_dir: Path = Path("data")
@@ -357,11 +355,23 @@ class Settings(BaseSettings):
         "smtp_password_file",
         "database_password_file",
         "temporal_config_file",
+        "temporal_tls_ca_file",
+        "temporal_tls_cert_file",
+        "temporal_tls_key_file",
+        "temporal_tls_server_name",
+        "temporal_api_key_file",
+        "oidc_issuer",
+        "oidc_audience",
+        "oidc_jwks_url",
+        "jwt_signing_key_file",
+        "s3_secret_access_key_file",
         mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
-        # docker-compose passes an unset variable as "" (and Path("") would be the current folder).
+        # docker-compose passes an unset variable as "" (and Path("") would be the current folder: a
+        # TLS file "." that cannot be read, production counting itself authenticated). Only these
+        # optional values: an empty REINTEGRATION_ENVIRONMENT, say, stays an error, never a default.
         return None if value == "" else value
 
     @field_validator("metrics_token_file", "worker_metrics_port", mode="before")

@@ -246,7 +246,9 @@ async def test_an_anchor_file_named_in_the_settings_and_gone_fails_the_check(tra
     trail.path.unlink()  # deleted with the cut, or not mounted where verify runs (the compose file's API)
     gone = verify_cli(trail, env=named)
     assert gone.returncode == 3 and gone.stdout == ""
-    assert f"no audit anchor file at {trail.path}: deleted, or not mounted where this runs" in gone.stderr
+    assert (
+        f"no audit anchor file at {trail.path}: deleted, not mounted where this runs, or not written yet" in gone.stderr
+    )
     # Knowingly without it: the chain is walked, and the output says what was not checked.
     knowingly = verify_cli(trail, "--no-anchor", env=named)
     assert knowingly.returncode == 0, knowingly.stderr
@@ -283,3 +285,26 @@ async def test_the_writer_says_once_that_its_file_disappeared(trail: Trail):
         {"event": "the anchor file disappeared", "path": str(trail.path), "anchored_seq": 10, "log_level": "error"}
     ]
     assert [line.split()[1][:3] for line in trail.lines()] == ["11:", "12:"]
+
+
+async def test_a_new_trail_is_anchored_soon_after_its_first_row_then_at_the_interval(tmp_path, monkeypatch):
+    """A new deployment: nothing to anchor at start; the first audited action is anchored within
+    UNANCHORED_SECONDS, not after the whole interval, so `audit verify` soon finds the file."""
+    monkeypatch.setattr(anchor, "UNANCHORED_SECONDS", 0.05)
+    fresh = Trail(tmp_path, rows=0)
+    running = asyncio.create_task(anchor.keep_anchoring(fresh.anchorer(), 300.0))
+    try:
+        await asyncio.sleep(0.15)
+        assert not fresh.path.exists() or fresh.lines() == []  # nothing to anchor yet
+        fresh.add(2)
+        for _ in range(100):
+            if fresh.lines():
+                break
+            await asyncio.sleep(0.02)
+        assert [line.split()[1].split(":")[0] for line in fresh.lines()] == ["2"]
+        fresh.add(1)  # anchored now: the next tick waits for the interval (300 s)
+        await asyncio.sleep(0.3)
+        assert len(fresh.lines()) == 1
+    finally:
+        running.cancel()
+        fresh.engine.dispose()

@@ -154,7 +154,6 @@ def test_the_cluster_has_its_stores_schema_jobs_server_namespace_ui_and_the_apps
         assert service["build"]["context"] == str(REPO_ROOT) and service["build"]["dockerfile"] == "Dockerfile"
         assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         assert service["depends_on"]["temporal-namespace"]["condition"] == "service_completed_successfully"
-        assert service["depends_on"]["temporal-namespace"]["required"] is False  # Temporal Cloud: up --no-deps
         assert service["environment"]["REINTEGRATION_TEMPORAL_ADDRESS"] == "temporal:7233"
         assert (
             service["environment"]["DATABASE_URL"] == "postgresql+psycopg://reintegration@postgres:5432/reintegration"
@@ -262,6 +261,25 @@ def test_the_file_starts_production_without_editing(tmp_path, monkeypatch, optio
         assert settings.audit_anchor_webhook_url == optional.get("REINTEGRATION_AUDIT_ANCHOR_WEBHOOK_URL")
         assert settings.tracing is (optional.get("REINTEGRATION_TRACING") == "true")
     assert services["api"]["environment"]["REINTEGRATION_API_REPLICAS"] == values["API_REPLICAS"]
+    # The proxy serves (and gets its certificate for) the host the workspace's address names.
+    assert services["proxy"]["environment"]["PUBLIC_HOST"] == values["REINTEGRATION_PUBLIC_URL"].split("//")[1]
+
+
+def test_an_empty_variable_is_unset_only_for_optional_values(monkeypatch) -> None:
+    """docker-compose passes `${VAR:-}` as "": an optional file or address is then unset (never the
+    current folder "."), but an empty environment stays an error, never development by default."""
+    from reintegration.settings import Settings
+
+    for key in [k for k in os.environ if k.startswith("REINTEGRATION_")]:
+        monkeypatch.delenv(key)
+    for name in ("API_KEY_FILE", "TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CA_FILE", "TLS_SERVER_NAME", "CONFIG_FILE"):
+        monkeypatch.setenv(f"REINTEGRATION_TEMPORAL_{name}", "")
+    settings = Settings()
+    assert settings.temporal_api_key_file is None and settings.temporal_tls_cert_file is None
+    assert not settings.temporal_authenticated
+    monkeypatch.setenv("REINTEGRATION_ENVIRONMENT", "")
+    with pytest.raises(ValueError):
+        Settings()
 
 
 def test_make_secrets_writes_owner_only_files_and_never_replaces_one(tmp_path) -> None:

@@ -782,16 +782,20 @@ async def check(fs: FaultStack, f: Findings) -> None:
 
 
 def second_copies(received: list[Received], kill_times: list[float]) -> tuple[dict[str, float], list[str]]:
-    """The Message-IDs the mail server took more than once: those a worker killed within
-    ``KILLED_WHILE_RECORDING`` seconds after the first copy explains (with how long after), and the
-    others."""
-    taken = Counter(m.message_id for m in received)
+    """The Message-IDs the mail server took more than once: those explained by a worker killed
+    between the two copies, within ``KILLED_WHILE_RECORDING`` seconds after the first (with how long
+    after), and the others: a third copy, or a second one with no kill in between, is a defect."""
+    copies: dict[str, list[float]] = {}
+    for m in received:
+        copies.setdefault(m.message_id, []).append(m.at)
     explained: dict[str, float] = {}
     unexplained: list[str] = []
-    for message_id in [k for k, n in taken.items() if n > 1]:
-        first = min(m.at for m in received if m.message_id == message_id)
-        lags = [k - first for k in kill_times if 0 <= k - first <= KILLED_WHILE_RECORDING]
-        if lags:
+    for message_id, times in copies.items():
+        if len(times) < 2:
+            continue
+        first, second = sorted(times)[:2]
+        lags = [k - first for k in kill_times if first <= k <= second and k - first <= KILLED_WHILE_RECORDING]
+        if len(times) == 2 and lags:
             explained[message_id] = min(lags)
         else:
             unexplained.append(message_id)

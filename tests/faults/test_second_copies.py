@@ -22,9 +22,20 @@ def test_a_second_copy_is_explained_only_by_a_kill_just_after_the_first() -> Non
         _took("<kill-before@faults.test>", 410.0),
         _took("<kill-too-late@faults.test>", 500.0),
         _took("<kill-too-late@faults.test>", 520.0),
+        _took("<kill-after-both@faults.test>", 600.0),  # two live workers sent it, then a kill
+        _took("<kill-after-both@faults.test>", 600.5),
+        _took("<thrice@faults.test>", 700.0),
+        _took("<thrice@faults.test>", 710.0),
+        _took("<thrice@faults.test>", 720.0),
     ]
-    kills = [200.3, 399.0, 500.0 + KILLED_WHILE_RECORDING + 1]
+    kills = [200.3, 399.0, 500.0 + KILLED_WHILE_RECORDING + 1, 601.0, 700.2]
     explained, unexplained = second_copies(received, kills)
     assert explained == {"<killed@faults.test>": 200.3 - 200.0}
-    assert sorted(unexplained) == ["<kill-before@faults.test>", "<kill-too-late@faults.test>", "<no-kill@faults.test>"]
+    assert sorted(unexplained) == [
+        "<kill-after-both@faults.test>",
+        "<kill-before@faults.test>",
+        "<kill-too-late@faults.test>",
+        "<no-kill@faults.test>",
+        "<thrice@faults.test>",
+    ]
     assert second_copies(received[:1], kills) == ({}, [])
