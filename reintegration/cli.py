@@ -76,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         "key (REINTEGRATION_KEK_PREVIOUS_FILES, or an earlier version of the Vault transit key) under the current "
         "one, while the system serves; run again after an interruption to go on. Exit 0 when every data key is "
         "under the current KEK, 1 when some remain (stopped by --max-batches, written meanwhile by a process "
-        "still on the old KEK, or not unwrapping), 2 when the rotation cannot run as configured (nothing "
-        "changed), 3 when the database or Vault is unavailable.",
+        "still on the old KEK, or not unwrapping; or, a dry run too, some are under a newer version of the Vault "
+        "transit key than this run's, which are left as they are: run it again, it takes the newest), 2 when "
+        "the rotation cannot run as configured (nothing changed), 3 when the database or Vault is unavailable.",
     )
     rotate.add_argument("--dry-run", action="store_true", help="count what remains and check the KEKs; change nothing")
     rotate.add_argument("--batch", type=int, default=500, help="data keys per transaction (default 500)")
@@ -453,6 +454,13 @@ def _audit_verify(expect_head: str | None = None, *, no_anchor: bool = False) ->
     return 0
 
 
+_NEWER = (
+    "{keys} data key(s) are under a newer version of the Vault transit key than this run's ({kek_id}), "
+    "left as they are: the key was rotated in Vault after this command started. Run it again: it takes "
+    "the newest version (and raise min_decryption_version only after a run that ends with every key under it)"
+)
+
+
 def _keys_rotate(args: argparse.Namespace) -> int:
     """Progress after each batch and a summary; key and KEK ids only, never a key."""
     from sqlalchemy.exc import SQLAlchemyError
@@ -483,8 +491,15 @@ def _keys_rotate(args: argparse.Namespace) -> int:
         groups = keys.check(engine, keyring)
         for group in groups:
             print(f"to re-wrap: {group.keys} data key(s) under {group.kek_id} (unwrapped by {group.unwrapped_by})")
+        later = keys.newer(engine, keyring)
+        for group in later:
+            print(f"newer, skipped: {group.keys} data key(s) under {group.kek_id}, a newer version than this run's")
         if args.dry_run:
-            print(f"dry run: {sum(g.keys for g in groups)} data key(s) to re-wrap; nothing changed")
+            newer = f", {sum(g.keys for g in later)} newer (skipped)" if later else ""
+            print(f"dry run: {sum(g.keys for g in groups)} data key(s) to re-wrap{newer}; nothing changed")
+            if later:
+                print(_NEWER.format(keys=sum(g.keys for g in later), kek_id=keyring.kek.kek_id))
+                return 1
             return 0
         report = keys.rotate(engine, keyring, batch=args.batch, max_batches=args.max_batches, progress=progress)
     except keys.RotationRefused as exc:
@@ -503,8 +518,8 @@ def _keys_rotate(args: argparse.Namespace) -> int:
         keyring.dispose()
     print(
         f"keys rotate: re-wrapped {report.rewrapped}, skipped {report.skipped} (destroyed or re-wrapped "
-        f"meanwhile), unreadable {len(report.unreadable)}, remaining {report.remaining}, in {report.seconds:.1f} s "
-        f"({report.keys_per_second:.0f} keys/s)"
+        f"meanwhile), newer {report.newer} (skipped), unreadable {len(report.unreadable)}, remaining "
+        f"{report.remaining}, in {report.seconds:.1f} s ({report.keys_per_second:.0f} keys/s)"
     )
     for key_id in report.unreadable[:20]:
         print(f"unreadable: data key {key_id} does not unwrap with the KEK it names")
@@ -515,7 +530,9 @@ def _keys_rotate(args: argparse.Namespace) -> int:
             f"{report.remaining} data key(s) are still under a previous KEK: written meanwhile by a process not yet "
             "given the new one as current? Restart it and run again"
         )
-    if report.remaining or report.unreadable:
+    if report.newer:
+        print(_NEWER.format(keys=report.newer, kek_id=keyring.kek.kek_id))
+    if report.remaining or report.unreadable or report.newer:
         return 1
     print("every data key is under the current key-encryption key: remove the previous ones from the settings")
     return 0

@@ -17,6 +17,12 @@ of that table; re-wrapping changes no key, so nothing they encrypt or MAC change
 
 Nothing is changed unless the rotation can finish: every KEK the stored keys name must be configured
 and must unwrap one of its keys, and the current KEK must wrap and unwrap, before the first write.
+
+With Vault's transit engine the KEK ids carry the key's version (``vault:transit/NAME:v4``). Keys
+under a later version of the same transit key than the run's (processes restarted after another
+``rotate`` in Vault while this run was started before it) are not re-wrapped back down to the run's
+version: they are left as they are and counted as ``newer``, and the command says to run it again,
+which then takes the newest version.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ class Rotation:
     unreadable: list[str] = field(default_factory=list)  # key ids that did not unwrap: look into them
     batches: int = 0
     remaining: int = 0  # under another KEK after the run
+    newer: int = 0  # under a later version of the Vault transit key than the run's, left as they are
     seconds: float = 0.0
     stopped: bool = False  # stopped by ``max_batches`` before the end
 
@@ -75,8 +82,13 @@ def _still_to_do(current: KeyEncryptionKey) -> ColumnElement[bool]:
     return and_(col(DataKeyRecord.wrapped).is_not(None), col(DataKeyRecord.kek_id) != current.kek_id)
 
 
-def pending(engine: Engine, keyring: Keyring) -> list[Pending]:
-    """The data keys still to re-wrap, by the KEK that wraps them now (destroyed keys are not)."""
+def _newer(current: KeyEncryptionKey, kek_id: str) -> bool:
+    """Wrapped by a later version of the current (Vault transit) KEK: not for this run to re-wrap."""
+    return isinstance(current, VaultTransitKeyEncryptionKey) and current.newer(kek_id)
+
+
+def _groups(engine: Engine, keyring: Keyring) -> list[Pending]:
+    """The data keys not destroyed and not under the current KEK, by the KEK that wraps them now."""
     query = (
         select(col(DataKeyRecord.kek_id), func.count())
         .where(_still_to_do(keyring.kek))
@@ -89,6 +101,19 @@ def pending(engine: Engine, keyring: Keyring) -> list[Pending]:
         Pending(kek_id=kek_id, keys=int(keys), unwrapped_by=(kek.kek_id if (kek := keyring.kek_for(kek_id)) else None))
         for kek_id, keys in groups
     ]
+
+
+def pending(engine: Engine, keyring: Keyring) -> list[Pending]:
+    """The data keys still to re-wrap, by the KEK that wraps them now (destroyed keys are not, nor
+    keys under a later version of the Vault transit key than the current one: see ``newer``)."""
+    return [group for group in _groups(engine, keyring) if not _newer(keyring.kek, group.kek_id)]
+
+
+def newer(engine: Engine, keyring: Keyring) -> list[Pending]:
+    """The data keys under a later version of the current (Vault transit) KEK than this process's, by
+    version: wrapped by processes started after a later ``rotate`` in Vault. A rotation leaves them
+    as they are; run it again (it then takes the newest version) to bring every key to one version."""
+    return [group for group in _groups(engine, keyring) if _newer(keyring.kek, group.kek_id)]
 
 
 def check(engine: Engine, keyring: Keyring) -> list[Pending]:
@@ -215,6 +240,12 @@ def rotate(
     total = sum(group.keys for group in check(engine, keyring))
     report = Rotation()
     current = keyring.kek
+    # Keys under a later version of the transit key, as found now; any that appear during the run
+    # are dropped from their batch below.
+    later = [group.kek_id for group in newer(engine, keyring)]
+    to_do = _still_to_do(current)
+    if later:
+        to_do = and_(to_do, col(DataKeyRecord.kek_id).not_in(later))
     # Compare and set: written only if the row still holds what was read.
     write = (
         update(TABLE)
@@ -235,13 +266,14 @@ def rotate(
         with engine.connect() as connection:
             rows = connection.execute(
                 select(col(DataKeyRecord.key_id), col(DataKeyRecord.kek_id), col(DataKeyRecord.wrapped))
-                .where(_still_to_do(current), col(DataKeyRecord.key_id) > after)
+                .where(to_do, col(DataKeyRecord.key_id) > after)
                 .order_by(col(DataKeyRecord.key_id))
                 .limit(batch)
             ).all()
         if not rows:
             break
         after = rows[-1].key_id
+        rows = [row for row in rows if not _newer(current, row.kek_id)]
         changes = []
         rewrapped = _rewrapped(keyring, rows)
         for row in rows:
@@ -263,6 +295,8 @@ def rotate(
         report.batches += 1
         if progress is not None:
             progress(report, total)
-    report.remaining = sum(group.keys for group in pending(engine, keyring))
+    groups = _groups(engine, keyring)
+    report.remaining = sum(group.keys for group in groups if not _newer(current, group.kek_id))
+    report.newer = sum(group.keys for group in groups if _newer(current, group.kek_id))
     report.seconds = time.monotonic() - started
     return report

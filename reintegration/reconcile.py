@@ -9,8 +9,9 @@ with ``repair`` rewrites a drifted case's rows from the workflow's state through
 
 A drift names the case, the table, the row's key and the field, never a value that could carry
 personal data or free text. What is not checked: the timeline (the workflow's state doesn't keep its
-events) and the outboxes (deliveries, notifications). Open stage stays (``stage_visits``) are
-checked but not repaired: the state doesn't say when past stays began.
+events) and the outboxes (deliveries, notifications). Of the stage stays (``stage_visits``) the open
+one is checked and repaired from the state's stage and when it was entered (``stage_entered_at``);
+past stays' times are not in the state, so a stay the read model lacks in the past stays lacking.
 
 A case being changed while it is checked is seen a moment apart by the query and the read: a row a
 version behind (or ahead) is looked at again, after short pauses, before it counts as drift.
@@ -25,8 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -35,12 +36,14 @@ from reintegration.crypto import Keyring
 from reintegration.db import (
     CaseRecord,
     PersonRecord,
+    StageVisitRecord,
     TaskRecord,
+    aware,
 )
 from reintegration.drift import Drift, Rows, compare, erased, read_rows, settled, shown_drift
 from reintegration.projection import count_write, write_projection
 from workflows import ids, rules
-from workflows.model import CaseStatus, JourneyState
+from workflows.model import CaseStatus, JourneyState, Stage
 
 CASE_WORKFLOW_TYPE = "CaseJourney"
 QUERY_TIMEOUT = timedelta(seconds=10)
@@ -228,7 +231,8 @@ def _rewrite(engine: Engine, keyring: Keyring, state: JourneyState, found: Rows)
 
     Before it, two things the upsert by version would leave alone: a row that claims a version the
     workflow never reached (lowered, if it still holds the version seen) and a task row the state
-    doesn't know (deleted, likewise). Timeline, stage stays and outboxes are not touched.
+    doesn't know (deleted, likewise). The open stage stay is set from the state
+    (``_repair_stage_stays``); timeline and outboxes are not touched.
     """
     with engine.begin() as conn:
         if found.case is not None and found.case["version"] > state.version:
@@ -251,8 +255,70 @@ def _rewrite(engine: Engine, keyring: Keyring, state: JourneyState, found: Rows)
                     .where(col(TaskRecord.task_id) == task_id, col(TaskRecord.version) == row["version"])
                     .values(version=task.version)
                 )
+        _repair_stage_stays(conn, state)
         count_write(conn)
     write_projection(engine, rules.project(state, []), keyring, all_tasks=True)
+
+
+# A stay's entry and the state's ``stage_entered_at`` are the same instant (the stage event's time);
+# this much apart still names the same entry (a database that stores less precision).
+SAME_ENTRY = timedelta(seconds=1)
+
+
+def _repair_stage_stays(conn: Connection, state: JourneyState) -> None:
+    """The case's open stay as the state has it: in ``state.stage`` since ``stage_entered_at`` (none
+    once closed). Stays entered after that never happened for the workflow (the read model got ahead
+    of it, e.g. a database restored a moment after Temporal's store): deleted. The stay of the
+    state's stage entered then is reopened, or made if missing (its id says it was reconciled); any
+    other open stay is closed when the state entered its stage."""
+    at = state.stage_entered_at
+    if at is None:
+        return
+    at = aware(at)
+    stays = conn.execute(
+        select(
+            col(StageVisitRecord.visit_id),
+            col(StageVisitRecord.stage),
+            col(StageVisitRecord.entered_at),
+            col(StageVisitRecord.left_at),
+        ).where(col(StageVisitRecord.case_id) == state.case_id)
+    ).all()
+    ahead = [s.visit_id for s in stays if aware(s.entered_at) > at + SAME_ENTRY]
+    if ahead:
+        conn.execute(delete(StageVisitRecord).where(col(StageVisitRecord.visit_id).in_(ahead)))
+    kept = [s for s in stays if s.visit_id not in ahead]
+    want = None if state.stage == Stage.closed else state.stage.value
+    current = next(
+        (s for s in kept if s.stage == want and abs(aware(s.entered_at) - at) <= SAME_ENTRY),
+        None,
+    )
+    for stay in kept:
+        if stay.left_at is None and (current is None or stay.visit_id != current.visit_id):
+            left = max(at, aware(stay.entered_at))
+            conn.execute(
+                update(StageVisitRecord)
+                .where(col(StageVisitRecord.visit_id) == stay.visit_id)
+                .values(left_at=left, days=(left - aware(stay.entered_at)).total_seconds() / 86400)
+            )
+    if want is None:
+        return
+    if current is not None:
+        if current.left_at is not None:
+            conn.execute(
+                update(StageVisitRecord)
+                .where(col(StageVisitRecord.visit_id) == current.visit_id)
+                .values(left_at=None, days=None)
+            )
+    else:
+        conn.execute(
+            insert(StageVisitRecord).values(
+                visit_id=f"reconciled-{state.case_id}-{int(at.timestamp() * 1_000_000)}",
+                case_id=state.case_id,
+                stage=want,
+                entered_at=at,
+                country=state.owner_country,
+            )
+        )
 
 
 async def repair_case(client: Client, engine: Engine, keyring: Keyring, case_id: str) -> list[Drift]:

@@ -143,6 +143,12 @@ class VaultTransitKeyEncryptionKey:
         """Keys wrapped by any version of this transit key (Vault refuses those it no longer decrypts)."""
         return kek_id.startswith(self._family) and kek_id[len(self._family) :].isdigit()
 
+    def newer(self, kek_id: str) -> bool:
+        """Keys wrapped by a later version of this transit key than this process's: by a process
+        started after a later ``rotate`` in Vault. A rotation leaves them as they are (re-wrapping
+        them with this version would take them back to an older one)."""
+        return self.unwraps(kek_id) and int(kek_id[len(self._family) :]) > self.version
+
     def rewrap(self, wrapped: bytes, *, context: bytes) -> bytes:
         """The key wrapped again by this process's version of the transit key, without its plaintext
         leaving Vault."""

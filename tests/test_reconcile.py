@@ -11,7 +11,7 @@ import os
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from sqlmodel import Session
 from reintegration import cli
 from reintegration import reconcile as rec
 from reintegration.crypto import FREE_TEXT_KEYS
-from reintegration.db import CaseRecord, StageVisitRecord, TaskRecord, TimelineRecord
+from reintegration.db import CaseRecord, StageVisitRecord, TaskRecord, TimelineRecord, aware
 from reintegration.drift import Drift
 from reintegration.projection import write_projection
 from reintegration.reconcile import RateLimiter, check_case, reconcile
@@ -256,25 +256,59 @@ async def test_a_case_without_its_workflow_and_an_unknown_case(stack):
         )
 
 
-async def test_a_lost_stage_stay_is_reported_and_left_for_a_person(stack):
-    """``stage_visits`` is checked (the stay open now) but not repaired: past stays' times are not in the state."""
-    j, _ = await case_with_task(stack)
+def _stays(stack, case_id: str) -> list[dict]:
     with stack.engine.connect() as conn:
-        stay = dict(
-            conn.execute(
-                select(StageVisitRecord.__table__).where(
-                    StageVisitRecord.case_id == j.case_id, StageVisitRecord.left_at.is_(None)
-                )
-            )
-            .mappings()
-            .one()
-        )
+        return [
+            dict(row)
+            for row in conn.execute(
+                select(StageVisitRecord.__table__)
+                .where(StageVisitRecord.case_id == case_id)
+                .order_by(StageVisitRecord.entered_at)
+            ).mappings()
+        ]
+
+
+async def test_a_lost_open_stage_stay_is_made_again_from_the_state(stack):
+    """The open stay (the stage the case is in, since when) is in the state: ``--repair`` makes it again."""
+    j, _ = await case_with_task(stack)
+    (stay,) = [s for s in _stays(stack, j.case_id) if s["left_at"] is None]
     execute(stack, delete(StageVisitRecord).where(StageVisitRecord.visit_id == stay["visit_id"]))
     lost = Drift(j.case_id, "stage_visits", j.case_id, "open_stage", None, "protection")
     assert await check(stack, j.case_id) == [lost]
     report = await reconcile(stack.client, stack.engine, stack.keyring, repair=True, rate=50, case_ids=[j.case_id])
-    assert (report.drifted, report.repaired, report.remaining, report.clean) == (1, 0, [lost], False)
-    execute(stack, insert(StageVisitRecord).values(**stay))
+    assert (report.drifted, report.repaired, report.remaining, report.clean) == (1, 1, [], True)
+    (made,) = [s for s in _stays(stack, j.case_id) if s["left_at"] is None]
+    assert made["stage"] == "protection" and made["visit_id"].startswith("reconciled-")
+    assert abs(aware(made["entered_at"]) - aware(stay["entered_at"])) < timedelta(seconds=1)
+    assert made["country"] == stay["country"]
+    assert await check(stack, j.case_id) == []
+
+
+async def test_a_stage_stay_the_read_model_got_ahead_with_is_undone(stack):
+    """A database restored a moment after Temporal's store can hold a stage the workflow never
+    entered: the stay is deleted, and the stay of the stage the workflow is in is open again."""
+    j, _ = await case_with_task(stack)
+    (stay,) = [s for s in _stays(stack, j.case_id) if s["left_at"] is None]
+    later = aware(stay["entered_at"]) + timedelta(days=3)
+    execute(
+        stack,
+        update(StageVisitRecord).where(StageVisitRecord.visit_id == stay["visit_id"]).values(left_at=later, days=3.0),
+        insert(StageVisitRecord).values(
+            visit_id="ahead-of-the-workflow",
+            case_id=j.case_id,
+            stage="voluntary_return",
+            entered_at=later,
+            country=stay["country"],
+        ),
+    )
+    ahead = Drift(j.case_id, "stage_visits", j.case_id, "open_stage", "voluntary_return", "protection")
+    assert await check(stack, j.case_id) == [ahead]
+    report = await reconcile(stack.client, stack.engine, stack.keyring, repair=True, rate=50, case_ids=[j.case_id])
+    assert (report.repaired, report.remaining) == (1, [])
+    stays = _stays(stack, j.case_id)
+    assert "ahead-of-the-workflow" not in {s["visit_id"] for s in stays}
+    (reopened,) = [s for s in stays if s["left_at"] is None]
+    assert reopened["visit_id"] == stay["visit_id"] and reopened["days"] is None
     assert await check(stack, j.case_id) == []
 
 

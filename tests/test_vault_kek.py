@@ -34,11 +34,11 @@ from pydantic import ValidationError
 from sqlalchemy import update
 from sqlmodel import Session
 
-from reintegration import audit, keys
+from reintegration import audit, cli, keys
 from reintegration.crypto import DataKeyRecord, Keyring, LocalKeyEncryptionKey, Unreadable
 from reintegration.db import keyring_from_settings, make_engine
 from reintegration.migrate import upgrade_schema
-from reintegration.settings import Settings
+from reintegration.settings import Settings, get_settings
 from reintegration.vault import VaultRefused, VaultTransitKeyEncryptionKey, VaultUnavailable
 from tests.conftest import free_port
 from tests.test_key_rotation import key_file, rows
@@ -344,6 +344,83 @@ def test_a_new_version_of_the_transit_key_and_keys_rotate_rewrap_every_key_insid
     assert audit.verify(engine, fresh).ok
     engine.dispose()
     for k in (keyring, restarted, fresh):
+        k.dispose()
+
+
+def test_keys_under_a_newer_version_than_the_runs_are_not_rewrapped_back_and_are_reported(
+    transit, tmp_path, monkeypatch, capsys
+):
+    settings = Settings(
+        data_dir=tmp_path,
+        kek_provider="vault",
+        vault_address=transit.url,
+        vault_token_file=token_file(tmp_path),
+        vault_transit_key="reintegration",
+    )
+    engine = make_engine(settings)
+    upgrade_schema(engine)
+    first = keyring_from_settings(settings)
+    for i in range(4):
+        first.case_key(f"case-{i}", create=True)
+    under_v1 = set(rows(engine))
+    # Rotated in Vault; the rotation's process starts (v2); rotated again and the services restarted (v3).
+    transit.engine.rotate("reintegration")
+    pinned = keyring_from_settings(settings)
+    transit.engine.rotate("reintegration")
+    restarted = keyring_from_settings(settings)
+    assert (pinned.kek.kek_id, restarted.kek.kek_id) == (
+        "vault:transit/reintegration:v2",
+        "vault:transit/reintegration:v3",
+    )
+    for i in range(3):
+        restarted.case_key(f"new-{i}", create=True)
+    under_v3 = {key_id: row for key_id, row in rows(engine).items() if key_id not in under_v1}
+    assert len(under_v3) == 3 and {kek_id for kek_id, _ in under_v3.values()} == {"vault:transit/reintegration:v3"}
+    assert [(g.kek_id, g.keys) for g in keys.pending(engine, pinned)] == [("vault:transit/reintegration:v1", 4)]
+    assert [(g.kek_id, g.keys) for g in keys.newer(engine, pinned)] == [("vault:transit/reintegration:v3", 3)]
+
+    # The command, with the keyring started at v2: the dry run says so and exits 1, changing nothing.
+    monkeypatch.setattr("reintegration.db.keyring_from_settings", lambda _settings: pinned)
+    for name, value in {
+        "DATABASE_URL": settings.sqlalchemy_url,
+        "REINTEGRATION_DATA_DIR": str(tmp_path),
+        "REINTEGRATION_KEK_PROVIDER": "vault",
+        "REINTEGRATION_VAULT_ADDRESS": transit.url,
+        "REINTEGRATION_VAULT_TOKEN_FILE": str(token_file(tmp_path)),
+        "REINTEGRATION_VAULT_TRANSIT_KEY": "reintegration",
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    before = rows(engine)
+    try:
+        dry = cli.main(["keys", "rotate", "--dry-run"])
+        out = capsys.readouterr().out
+        assert dry == 1 and rows(engine) == before
+        assert "newer, skipped: 3 data key(s) under vault:transit/reintegration:v3" in out
+        assert "4 data key(s) to re-wrap, 3 newer (skipped)" in out and "Run it again" in out
+
+        code = cli.main(["keys", "rotate", "--batch", "2"])
+        out = capsys.readouterr().out
+    finally:
+        get_settings.cache_clear()
+    assert code == 1 and "re-wrapped 4," in out and "newer 3 (skipped)" in out and "remaining 0," in out
+    assert "3 data key(s) are under a newer version of the Vault transit key than this run's" in out
+    # The v1 keys went up to v2, the v3 keys were left as they were: nothing taken back to v2.
+    after = rows(engine)
+    assert {after[key_id][0] for key_id in under_v1} == {"vault:transit/reintegration:v2"}
+    assert {key_id: after[key_id] for key_id in under_v3} == under_v3
+    rewrapped = [item for call in transit.engine.calls("rewrap") for item in call["batch_input"]]
+    assert len(rewrapped) == 4 and all(item["ciphertext"].startswith("vault:v1:") for item in rewrapped)
+    report = keys.rotate(engine, pinned)  # the same, called directly: nothing left for it, 3 newer
+    assert (report.rewrapped, report.remaining, report.newer, report.batches) == (0, 0, 3, 0)
+
+    # Run again with the newest version: every key under v3, nothing newer.
+    newest = keyring_from_settings(settings)
+    report = keys.rotate(engine, newest)
+    assert (report.rewrapped, report.remaining, report.newer) == (4, 0, 0)
+    assert {kek_id for kek_id, _ in rows(engine).values()} == {"vault:transit/reintegration:v3"}
+    engine.dispose()
+    for k in (first, restarted, newest):
         k.dispose()
 
 
