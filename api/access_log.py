@@ -18,7 +18,7 @@ import uuid
 import structlog
 from fastapi import FastAPI, Request
 from starlette.datastructures import MutableHeaders
-from starlette.routing import compile_path
+from starlette.routing import Mount, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import problem
@@ -30,6 +30,34 @@ PRIVATE_PREFIXES = ("/v1/", "/codec/")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,99}")  # a path's id, before the route validated it
 
 log = structlog.get_logger("api.access")
+
+
+def routed_template(scope: Scope) -> str | None:
+    """The path template of the route the router matched (FastAPI leaves it in the scope), if any."""
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) and path else None
+
+
+class DocumentedTemplates:
+    """The documented route whose template a path matches (and, with ``mounts``, the mount's, as
+    ``/workspace/static/{path}``): for a request answered before routing (413, 429) or by a mount,
+    which the router left no route for. Rare, so found the slow way: a list built on first use (the
+    app's routes are all there by then), fixed paths before those with parameters (``/v1/tasks/x``
+    matches both kinds otherwise)."""
+
+    def __init__(self, application: FastAPI, *, mounts: bool = False) -> None:
+        self.application, self.mounts = application, mounts
+        self._templates: list[tuple[re.Pattern[str], str]] | None = None
+
+    def match(self, path: str) -> str | None:
+        if self._templates is None:
+            app = self.application
+            paths = {p for p in [*app.openapi()["paths"], app.openapi_url, app.docs_url, app.redoc_url] if p}
+            templates = [(compile_path(p)[0], p) for p in sorted(paths, key=lambda p: p.count("{"))]
+            if self.mounts:
+                templates += [(r.path_regex, f"{r.path}/{{path}}") for r in app.router.routes if isinstance(r, Mount)]
+            self._templates = templates
+        return next((template for regex, template in self._templates if regex.match(path)), None)
 
 
 def bind_ids(*, case_id: str | None = None, task_id: str | None = None) -> None:
@@ -56,7 +84,7 @@ class RequestContext:
 
     def __init__(self, app: ASGIApp, *, application: FastAPI) -> None:
         self.app, self.application = app, application
-        self._templates: list[tuple[re.Pattern[str], str]] | None = None
+        self._documented = DocumentedTemplates(application)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -116,15 +144,5 @@ class RequestContext:
 
     def _template(self, scope: Scope) -> str:
         """The route's path template, never the path as sent (nor its query string)."""
-        path = getattr(scope.get("route"), "path", None)
-        if isinstance(path, str) and path:
-            return path
         # Refused before routing (413, 429) or not a FastAPI route: the documented path it matches.
-        if self._templates is None:
-            app = self.application
-            paths = [*app.openapi()["paths"], app.openapi_url, app.docs_url, app.redoc_url]
-            # Fixed paths before those with parameters: /v1/tasks/x matches both kinds otherwise.
-            self._templates = [
-                (compile_path(p)[0], p) for p in sorted({p for p in paths if p}, key=lambda p: p.count("{"))
-            ]
-        return next((t for regex, t in self._templates if regex.match(scope["path"])), "(no route)")
+        return routed_template(scope) or self._documented.match(scope["path"]) or "(no route)"

@@ -12,16 +12,15 @@ OpenAPI document.
 from __future__ import annotations
 
 import os
-import re
 import time
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
-from starlette.routing import Mount, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.access_log import DocumentedTemplates, routed_template
 from api.errors import Unauthorized
 from reintegration.metrics import CONTENT_TYPE, MULTIPROCESS_DIR, MetricsAccess
 from reintegration.settings import Settings
@@ -81,7 +80,7 @@ class RequestMetrics:
 
     def __init__(self, app: ASGIApp, *, metrics: ApiMetrics, application: FastAPI) -> None:
         self.app, self.metrics, self.application = app, metrics, application
-        self._templates: list[tuple[re.Pattern[str], str]] | None = None
+        self._documented = DocumentedTemplates(application, mounts=True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,20 +108,13 @@ class RequestMetrics:
 
     def _route(self, scope: Scope, status: int) -> str:
         """The template of the route the request matched (the router put it in the scope)."""
-        path = getattr(scope.get("route"), "path", None)
-        if isinstance(path, str) and path:
-            return path
+        routed = routed_template(scope)
+        if routed is not None:
+            return routed
         if status == 404:
             return UNMATCHED  # the router tried every route
-        # Answered before routing (413, 429) or by a mount (the workspace's static files): the
-        # documented route, or the mount, whose template the path matches. Rare, so found the slow way.
-        if self._templates is None:
-            app = self.application
-            paths = {p for p in [*app.openapi()["paths"], app.openapi_url, app.docs_url, app.redoc_url] if p}
-            # Fixed paths before those with parameters: /v1/tasks/x matches both kinds otherwise.
-            self._templates = [(compile_path(p)[0], p) for p in sorted(paths, key=lambda p: p.count("{"))]
-            self._templates += [(r.path_regex, f"{r.path}/{{path}}") for r in app.router.routes if isinstance(r, Mount)]
-        return next((t for regex, t in self._templates if regex.match(scope["path"])), UNMATCHED)
+        # Answered before routing (413, 429) or by a mount (the workspace's static files).
+        return self._documented.match(scope["path"]) or UNMATCHED
 
 
 def install(app: FastAPI, settings: Settings) -> None:

@@ -37,8 +37,8 @@ from sqlalchemy import inspect, select
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
-from reintegration.audit import HEAD_ID, parse_head
-from reintegration.db import AuditHead, AuditRecord
+from reintegration.audit import parse_head, read_head
+from reintegration.db import AuditRecord
 from reintegration.webhooks import sign
 
 log = structlog.get_logger("audit.anchor")
@@ -142,12 +142,7 @@ def append(path: Path, anchor: Anchor) -> None:
 def current_head(engine: Engine) -> tuple[int, str] | None:
     """The trail's head (``seq``, MAC); None before the first row."""
     with engine.connect() as connection:
-        if AuditHead.__tablename__ not in inspect(connection).get_table_names():
-            return None
-        head = connection.execute(
-            select(col(AuditHead.seq), col(AuditHead.hash)).where(col(AuditHead.id) == HEAD_ID)
-        ).first()
-    return (int(head.seq), str(head.hash)) if head is not None and head.seq else None
+        return read_head(connection, set(inspect(connection).get_table_names()))
 
 
 def has_rows(engine: Engine) -> bool:

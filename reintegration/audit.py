@@ -214,6 +214,17 @@ def row_mac(row: Any, keyring: Keyring) -> str:
     return keyring.audit_mac(canonical(row).encode())
 
 
+def read_head(connection: Connection, tables: set[str]) -> tuple[int, str] | None:
+    """The trail's head (``seq``, MAC) as this connection's transaction sees it; None before the
+    first row (or without the table: ``tables`` are the database's)."""
+    if AuditHead.__tablename__ not in tables:
+        return None
+    head = connection.execute(
+        select(col(AuditHead.seq), col(AuditHead.hash)).where(col(AuditHead.id) == HEAD_ID)
+    ).first()
+    return (int(head.seq), str(head.hash)) if head is not None and head.seq else None
+
+
 def parse_head(text: str) -> tuple[int, str]:
     """``SEQ:MAC`` as ``verify`` prints the head (``ValueError`` if it is not that)."""
     seq, sep, mac = text.strip().partition(":")

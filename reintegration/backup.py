@@ -61,7 +61,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col
 
 from reintegration import anchor as anchors
-from reintegration.audit import HEAD_ID, parse_head
+from reintegration.audit import parse_head, read_head
 from reintegration.blobs import BlobMissing, LocalBlobStore
 from reintegration.crypto import (
     DataKeyRecord,
@@ -70,7 +70,7 @@ from reintegration.crypto import (
     kek_from_settings,
     previous_keks_from_settings,
 )
-from reintegration.db import AuditHead, DocumentRecord, make_engine
+from reintegration.db import DocumentRecord, make_engine
 from reintegration.settings import Settings
 from reintegration.vault import VaultUnavailable
 
@@ -266,13 +266,8 @@ def _facts(connection: Connection) -> _Facts:
     revision = None
     if "alembic_version" in tables:
         revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    head = None
-    if AuditHead.__tablename__ in tables:
-        row = connection.execute(
-            select(col(AuditHead.seq), col(AuditHead.hash)).where(col(AuditHead.id) == HEAD_ID)
-        ).first()
-        if row is not None and row.seq:
-            head = f"{int(row.seq)}:{row.hash}"
+    found = read_head(connection, tables)
+    head = f"{found[0]}:{found[1]}" if found is not None else None
     kek_ids: list[str] = []
     if DataKeyRecord.__tablename__ in tables:
         kek_ids = sorted(
