@@ -37,6 +37,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     REINTEGRATION_API_HOST=0.0.0.0
 # An unprivileged user owning /data and /anchors only (named volumes mounted there inherit that
 # ownership); the code and its packages belong to root and cannot be changed by the processes.
+# Pango and a font for the printable report (WeasyPrint); nothing else from apt.
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+       libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app \
     && mkdir -p /data /anchors \
     && chown app:app /data /anchors

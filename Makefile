@@ -5,13 +5,14 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 LOCK   := requirements-dev.lock
 
-.PHONY: install run test lint browser token clean messages bench bench-scale lock
+.PHONY: install run test lint browser pango token clean messages bench bench-scale lock
 
 # Every package at the version and with the hashes of requirements-dev.lock (pip refuses any other),
 # then the project itself without resolving anything again: the same install on every machine.
 # The project is built with the build backend of requirements-build.lock too (no build isolation,
 # which would fetch whatever setuptools is newest).
 $(STAMP): pyproject.toml $(LOCK) requirements-build.lock
+	@$(MAKE) --no-print-directory pango
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --require-hashes --requirement $(LOCK)
 	$(PY) -m pip install --quiet --require-hashes --requirement requirements-build.lock
@@ -29,6 +30,13 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+## The printable report (WeasyPrint) needs Pango and a font; installed with apt when missing.
+pango:
+	@{ ldconfig -p | grep -q 'libpangoft2-1.0.so.0' && ls /usr/share/fonts/truetype/dejavu >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; echo "Pango is missing: installing it with sudo apt-get"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core; }
 
 ## The browser tests drive Debian's Chromium; installed with apt when missing (Playwright never downloads one).
 browser:

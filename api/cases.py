@@ -54,6 +54,7 @@ from api.schemas import (
 )
 from api.tasks import OpenedTask, opened_task
 from reintegration import commands, person_index
+from reintegration.case_facts import age_band, keep_facts
 from reintegration.crypto import FREE_TEXT_KEYS, Keyring
 from reintegration.db import CaseRecord, PersonRecord, TaskRecord, TimelineRecord, aware
 from reintegration.persons import load_person, store_person
@@ -361,6 +362,9 @@ def _keep_person(session: Session, case_id: str, body: CaseCreate) -> None:
         record["identification_place"] = body.identification.place
         store_person(session, keyring_of(session), case_id=case_id, person=record)
         person_index.index_person(session, keyring_of(session), case_id, record)
+        # The statistics' anonymous copy, outside the vault: it survives an erasure.
+        band = age_band(body.person.birthdate, body.identification.identified_on)
+        keep_facts(session, case_id, sex=body.person.gender, band=band, victim=body.victim)
         session.commit()
 
 

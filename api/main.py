@@ -18,6 +18,7 @@ from sqlmodel import Session
 from api import agencies as agencies_api
 from api import audit as audit_api
 from api import (
+    case_facts,
     cases,
     deps,
     documents,
@@ -46,6 +47,7 @@ from api.supervision import KeptSummaries
 from api.web import app as workspace
 from api.web import sessions as web_sessions
 from reintegration import agencies, heap, person_index, tracing
+from reintegration import case_facts as case_facts_store
 from reintegration.blobs import blob_store
 from reintegration.db import keyring_from_settings, make_engine
 from reintegration.logs import configure_logging
@@ -129,6 +131,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     app.include_router(documents.router)
     app.include_router(links.router)
     app.include_router(person.router)
+    app.include_router(case_facts.router)
     app.include_router(reopening.router)
     app.include_router(privacy.router)
     app.include_router(privacy.codec_router)
@@ -179,8 +182,9 @@ async def _purge_stored_answers(app: FastAPI, settings: Settings) -> None:
 
 
 async def _index_persons(app: FastAPI) -> None:
-    """Give the blind indexes to the persons of cases opened before them (``person_index``), once,
-    in the background: a search or duplicate check finds them once this is done."""
+    """Give the blind indexes to the persons of cases opened before them (``person_index``), and the
+    anonymous facts to their cases (``reintegration.case_facts``), once, in the background: a search
+    or duplicate check finds them, and the reports count them, once this is done."""
     try:
         indexed = await asyncio.to_thread(person_index.index_missing, app.state.engine, app.state.keyring)
     except SQLAlchemyError as exc:
@@ -188,6 +192,13 @@ async def _index_persons(app: FastAPI) -> None:
         return
     if indexed:
         log.info("persons indexed", persons=indexed)
+    try:
+        kept = await asyncio.to_thread(case_facts_store.keep_missing, app.state.engine, app.state.keyring)
+    except SQLAlchemyError as exc:
+        log.warning("case facts not kept", error=type(exc).__name__)
+        return
+    if kept:
+        log.info("case facts kept for the reports", cases=kept)
 
 
 async def _connect(app: FastAPI, settings: Settings) -> None:

@@ -25,8 +25,9 @@ from api.deps import SessionDep, keyring_of, require
 from api.errors import Conflict, PreconditionFailed, PreconditionRequired, Unprocessable, responses
 from api.journeys import case_in_scope
 from api.languages import N_
-from api.schemas import GENDERS, Person, PersonView
+from api.schemas import Person, PersonView
 from reintegration import person_index
+from reintegration.case_facts import GENDERS, age_band, update_person_facts
 from reintegration.db import PersonRecord
 from reintegration.persons import opened_person, sealed_person
 from reintegration.tokens import Claims
@@ -134,7 +135,7 @@ def correct_person(
     if_match: PersonIfMatch = None,
 ) -> PersonView:
     bind_ids(case_id=case_id)
-    case_in_scope(session, case_id, user)
+    case = case_in_scope(session, case_id, user)
     if if_match is None:
         raise PreconditionRequired(N_("send If-Match with the person's ETag, which a read of the person's data gives"))
     expected = _version_in(if_match)
@@ -165,6 +166,9 @@ def correct_person(
         session.rollback()
         raise PreconditionFailed(N_("the person's data changed since that ETag; read it again"))
     person_index.index_person(session, keyring, case_id, stored)
+    if {"gender", "birthdate"} & set(changed):  # the statistics' copy follows (reintegration/case_facts.py)
+        identified_on = date.fromisoformat(str(case.facts["identified_on"]))
+        update_person_facts(session, case_id, sex=checked.gender, band=age_band(checked.birthdate, identified_on))
     auditor.stage([Entry("person.correct", case_id=case_id, status=200, detail={"fields": changed})])
     session.commit()
     response.headers["ETag"] = person_etag(expected + 1)

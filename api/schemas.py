@@ -7,6 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from reintegration.case_facts import GENDERS, VictimFacts
 from reintegration.partner_view import PartnerTask  # noqa: F401 - part of the API's vocabulary
 from workflows.model import (
     ConsentBody,
@@ -20,16 +21,6 @@ from workflows.model import (
 )
 
 T = TypeVar("T")
-
-
-GENDERS = (
-    "Feminine",
-    "Masculine",
-    "TransgenderFeminine",
-    "TransgenderMasculine",
-    "NonConforming",
-    "NonSpecifiedUnknown",
-)
 
 
 class Person(Strict):
@@ -74,6 +65,13 @@ class CaseCreate(Strict):
     identification: Identification
     origin_country: CountryCode
     consent: ConsentBody | None = Field(default=None, description="Initial informed consent, if already given")
+    victim: VictimFacts | None = Field(
+        default=None,
+        description=(
+            "What was learnt of the recruitment and control (HTCDS vic_ picklists) and the referral date; "
+            "kept outside the person vault for the statistics, and changed later with PUT /v1/cases/{case_id}/facts"
+        ),
+    )
 
     model_config = ConfigDict(
         extra="forbid",
@@ -97,6 +95,12 @@ class CaseCreate(Strict):
                     },
                     "origin_country": "RO",
                     "consent": {"assistance": True, "data_sharing": True, "given_on": "2026-11-20"},
+                    "victim": {
+                        "recruitment_methods": ["ThroughFriendsOrSocialEvents"],
+                        "control_methods": ["DebtBondage", "WithholdsDocuments"],
+                        "forced_labour_industry": "A_AgricultureForestryAndFishing",
+                        "referred_on": "2026-11-19",
+                    },
                 }
             ]
         },

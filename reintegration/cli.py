@@ -172,7 +172,7 @@ def _backup_or_restore(args: argparse.Namespace) -> int:
 def _db(what: str) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from reintegration import person_index
+    from reintegration import case_facts, person_index
     from reintegration.db import OutdatedSchema, keyring_from_settings, make_engine
     from reintegration.migrate import current, head, upgrade_schema
     from reintegration.stack import restrict_files
@@ -192,6 +192,7 @@ def _db(what: str) -> int:
             keyring = keyring_from_settings(settings)
             try:
                 print(f"persons indexed for search: {person_index.index_missing(engine, keyring)}")
+                print(f"cases given their facts for the reports: {case_facts.keep_missing(engine, keyring)}")
             finally:
                 keyring.dispose()
         else:

@@ -205,6 +205,25 @@ class StageVisitRecord(SQLModel, table=True):
     days: float | None = None
 
 
+class CaseFactsRecord(SQLModel, table=True):
+    """A case's anonymous facts for the reports (``reintegration/case_facts.py``): written by the API,
+    outside the person vault, so that they survive an erasure. Picklist values only."""
+
+    __tablename__ = "case_facts"
+
+    case_id: str = Field(primary_key=True, max_length=64)
+    sex: str = Field(max_length=32, description="HTCDS prs_Gender value")
+    age_band: str = Field(max_length=8, description="Age at identification: 0-11 ... 50+, or unknown")
+    recruitment_methods: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    recruitment_websites: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    control_methods: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    sex_exploitation_types: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    forced_labour_industry: str | None = Field(default=None, max_length=64)
+    relationship_to_trafficker: str | None = Field(default=None, max_length=32)
+    referred_on: date | None = None
+    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
 class PersonIndexRecord(SQLModel, table=True):
     """The person vault's blind indexes (``reintegration/person_index.py``): per case, one keyed hash
     of each normalised form of the person's name, birth date and identity number; never the values."""

@@ -57,6 +57,7 @@ AFTER_BASELINE_TABLES = frozenset(
         "reassignments",
         "case_transfers",
         "plan_drafts",
+        "case_facts",
     }
 )
 ADVISORY_LOCK = 7_310_442_118  # pg_advisory_lock key of the project's migrations

@@ -138,7 +138,15 @@ def test_the_command_upgrades_and_tells_the_revision(tmp_path):
     assert run("current").stdout.strip() == f"database schema: none; newest {head()}"
     first = run("upgrade")
     assert first.returncode == 0, first.stderr
-    assert first.stdout.splitlines() == [f"database schema: none -> {head()}", "persons indexed for search: 0"]
+    assert first.stdout.splitlines() == [
+        f"database schema: none -> {head()}",
+        "persons indexed for search: 0",
+        "cases given their facts for the reports: 0",
+    ]
     again = run("upgrade")
     assert again.returncode == 0
-    assert again.stdout.splitlines() == [f"database schema: {head()} (newest)", "persons indexed for search: 0"]
+    assert again.stdout.splitlines() == [
+        f"database schema: {head()} (newest)",
+        "persons indexed for search: 0",
+        "cases given their facts for the reports: 0",
+    ]
