@@ -16,7 +16,7 @@ from pydantic import ConfigDict, Field
 from api.access_log import bind_ids
 from api.audit import AuditorDep, Entry
 from api.cases import CASEWORK, CaseId
-from api.deps import SessionDep, require
+from api.deps import SessionDep, keyring_of, require
 from api.errors import Conflict, responses
 from api.journeys import case_in_scope
 from api.languages import N_
@@ -99,7 +99,7 @@ def record_facts(
     if case.status == "closed":
         raise Conflict(N_("the case is closed: its facts are read-only"), allowed_steps=[])
     before = victim_of(session.get(CaseFactsRecord, case_id)).model_dump(mode="json")
-    record = update_victim_facts(session, case_id, body)
+    record = update_victim_facts(session, keyring_of(session), case, body)
     after = victim_of(record).model_dump(mode="json")
     changed = sorted(name for name in after if before.get(name) != after[name])
     auditor.stage([Entry("case.facts", case_id=case_id, status=200, detail={"fields": changed})])

@@ -33,6 +33,7 @@ from api import (
     privacy,
     reassignments,
     reopening,
+    reports,
     steps,
     supervision,
     tasks,
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     app.include_router(person.router)
     app.include_router(case_facts.router)
     app.include_router(reopening.router)
+    app.include_router(reports.router)
     app.include_router(privacy.router)
     app.include_router(privacy.codec_router)
     if settings.workspace:  # the web pages (REINTEGRATION_WORKSPACE=false: the API alone)

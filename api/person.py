@@ -27,7 +27,7 @@ from api.journeys import case_in_scope
 from api.languages import N_
 from api.schemas import Person, PersonView
 from reintegration import person_index
-from reintegration.case_facts import GENDERS, age_band, update_person_facts
+from reintegration.case_facts import GENDERS, age_band, identified_on, update_person_facts
 from reintegration.db import PersonRecord
 from reintegration.persons import opened_person, sealed_person
 from reintegration.tokens import Claims
@@ -167,8 +167,9 @@ def correct_person(
         raise PreconditionFailed(N_("the person's data changed since that ETag; read it again"))
     person_index.index_person(session, keyring, case_id, stored)
     if {"gender", "birthdate"} & set(changed):  # the statistics' copy follows (reintegration/case_facts.py)
-        identified_on = date.fromisoformat(str(case.facts["identified_on"]))
-        update_person_facts(session, case_id, sex=checked.gender, band=age_band(checked.birthdate, identified_on))
+        day = identified_on(case)  # None if the read model lacks it: the age band then stays as it is
+        band = age_band(checked.birthdate, day) if day else None
+        update_person_facts(session, case_id, sex=checked.gender, band=band)
     auditor.stage([Entry("person.correct", case_id=case_id, status=200, detail={"fields": changed})])
     session.commit()
     response.headers["ETag"] = person_etag(expected + 1)

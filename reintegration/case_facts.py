@@ -26,8 +26,10 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import ConfigDict, Field
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from reintegration.crypto import Keyring
@@ -71,9 +73,10 @@ _BANDS = (
 )
 
 
-def age_band(birthdate: date | None, identified_on: date) -> AgeBand:
-    """The band of the person's age on the day they were identified; ``unknown`` without a birth date."""
-    if birthdate is None or birthdate > identified_on:
+def age_band(birthdate: date | None, identified_on: date | None) -> AgeBand:
+    """The band of the person's age on the day they were identified; ``unknown`` without a birth date
+    (or an identification date), or with one after the other."""
+    if birthdate is None or identified_on is None or birthdate > identified_on:
         return AgeBand.unknown
     age = age_on(birthdate, identified_on)
     band = AgeBand.unknown
@@ -240,19 +243,70 @@ def _victim_values(victim: VictimFacts) -> dict[str, Any]:
     }
 
 
-def keep_facts(
-    session: Session, case_id: str, *, sex: str, band: AgeBand, victim: VictimFacts | None = None
-) -> CaseFactsRecord:
-    """The case's anonymous facts, made or replaced (not committed: the caller's transaction)."""
-    values: dict[str, Any] = {
-        "sex": sex if sex in GENDERS else UNKNOWN_SEX,
+def sex_of(gender: Any) -> str:
+    """The person's gender as a ``prs_Gender`` value; ``NonSpecifiedUnknown`` for none, or one off the list."""
+    return gender if isinstance(gender, str) and gender in GENDERS else UNKNOWN_SEX
+
+
+def _day(value: Any) -> date | None:
+    """An ISO date kept as text (the read model's facts, the vault's birth date); None if missing or not one."""
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def identified_on(case: CaseRecord) -> date | None:
+    """The case's identification date, from the read model's facts (None if they lack it)."""
+    return _day((case.facts or {}).get("identified_on"))
+
+
+def person_facts(session: Session, keyring: Keyring, case: CaseRecord) -> tuple[str, AgeBand]:
+    """Sex and age band from the person's data in the vault: unknown both once it was erased."""
+    person = load_person(session, keyring, case_id=case.case_id) or {}
+    return sex_of(person.get("gender")), age_band(_day(person.get("birthdate")), identified_on(case))
+
+
+def _row(case_id: str, sex: str, band: AgeBand, victim: VictimFacts | None = None) -> dict[str, Any]:
+    return {
+        "case_id": case_id,
+        "sex": sex_of(sex),
         "age_band": band.value,
         **_victim_values(victim or VictimFacts()),
         "updated_at": datetime.now(UTC),
     }
+
+
+def _insert_absent(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert these rows, but not over a case's row that is there already, nor into a duplicate key:
+    whoever wrote it meanwhile (the opening, a correction of the person, a ``PUT``, another process's
+    backfill) knew as much or better. PostgreSQL waits for a concurrent insert of the same case to
+    commit, then does nothing."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert(CaseFactsRecord).values(rows).on_conflict_do_nothing(index_elements=["case_id"]))
+
+
+def _record(session: Session, case_id: str, sex: str, band: AgeBand) -> CaseFactsRecord:
+    """The case's row to change, made first (with this sex and age band) if it has none yet."""
     record = session.get(CaseFactsRecord, case_id)
     if record is None:
-        record = CaseFactsRecord(case_id=case_id, **values)
+        _insert_absent(session, [_row(case_id, sex, band)])
+        record = session.get(CaseFactsRecord, case_id)
+    assert record is not None  # made just now, or by someone else whose insert this one waited for
+    return record
+
+
+def keep_facts(
+    session: Session, case_id: str, *, sex: str, band: AgeBand, victim: VictimFacts | None = None
+) -> CaseFactsRecord:
+    """A new case's anonymous facts, made or replaced (not committed: the caller's transaction, the
+    opening's, which wrote the person's data it copies)."""
+    values = _row(case_id, sex, band, victim)
+    record = session.get(CaseFactsRecord, case_id)
+    if record is None:
+        record = CaseFactsRecord(**values)
     else:
         for name, value in values.items():
             setattr(record, name, value)
@@ -260,23 +314,23 @@ def keep_facts(
     return record
 
 
-def update_person_facts(session: Session, case_id: str, *, sex: str, band: AgeBand) -> None:
-    """A correction of the person's gender or birth date, carried into the facts (not committed)."""
-    record = session.get(CaseFactsRecord, case_id)
-    if record is None:
-        keep_facts(session, case_id, sex=sex, band=band)
-        return
-    record.sex = sex if sex in GENDERS else UNKNOWN_SEX
-    record.age_band = band.value
-    record.updated_at = datetime.now(UTC)
+def update_person_facts(session: Session, case_id: str, *, sex: str, band: AgeBand | None) -> None:
+    """A correction of the person's gender or birth date, carried into the facts (not committed);
+    ``band`` None: the age band cannot be told again (no identification date), it stays as it is."""
+    record = _record(session, case_id, sex, band or AgeBand.unknown)
+    record.sex, record.updated_at = sex_of(sex), datetime.now(UTC)
+    if band is not None:
+        record.age_band = band.value
     session.add(record)
 
 
-def update_victim_facts(session: Session, case_id: str, victim: VictimFacts) -> CaseFactsRecord:
-    """The exploitation's facts as the caseworker now records them (not committed)."""
-    record = session.get(CaseFactsRecord, case_id)
-    if record is None:  # a case from before the facts were kept: sex and age from ``facts backfill``
-        return keep_facts(session, case_id, sex=UNKNOWN_SEX, band=AgeBand.unknown, victim=victim)
+def update_victim_facts(session: Session, keyring: Keyring, case: CaseRecord, victim: VictimFacts) -> CaseFactsRecord:
+    """The exploitation's facts as the caseworker now records them (not committed). A case without
+    facts yet (opened before they were kept, not yet backfilled) gets its sex and age band from the
+    vault here, as the backfill would have given them, which then leaves the case alone."""
+    record = session.get(CaseFactsRecord, case.case_id)
+    if record is None:
+        record = _record(session, case.case_id, *person_facts(session, keyring, case))
     for name, value in _victim_values(victim).items():
         setattr(record, name, value)
     record.updated_at = datetime.now(UTC)
@@ -301,30 +355,33 @@ def victim_of(record: CaseFactsRecord | None) -> VictimFacts:
     )
 
 
+# How many times in a row the backfill tries a batch again after the database refused its commit (a
+# lock, a stale snapshot) before it gives up, so that a database that refuses every write (read-only)
+# does not keep it busy for ever.
+ATTEMPTS = 5
+
+
 def keep_missing(engine: Engine, keyring: Keyring, *, batch: int = 200) -> int:
     """Give the anonymous facts to the cases opened before they were kept (``reintegration db upgrade``
     and each API start run it): sex and age band from the person's data, or unknown once it was
-    erased; how many cases got them."""
-    done = 0
+    erased; how many cases got them. A case that got its facts meanwhile from elsewhere (a correction
+    of the person, a ``PUT``) keeps them: the backfill only inserts, never overwrites."""
+    done, failed = 0, 0
     while True:
         with Session(engine) as session:
             kept = select(col(CaseFactsRecord.case_id))
             missing = session.exec(select(CaseRecord).where(col(CaseRecord.case_id).not_in(kept)).limit(batch)).all()
             if not missing:
                 return done
-            for case in missing:
-                person = load_person(session, keyring, case_id=case.case_id) or {}
-                birthdate = person.get("birthdate")
-                identified_on = (case.facts or {}).get("identified_on")
-                band = (
-                    age_band(date.fromisoformat(birthdate), date.fromisoformat(identified_on))
-                    if birthdate and identified_on
-                    else AgeBand.unknown
-                )
-                keep_facts(session, case.case_id, sex=str(person.get("gender") or UNKNOWN_SEX), band=band)
+            rows = [_row(case.case_id, *person_facts(session, keyring, case)) for case in missing]
             try:
+                _insert_absent(session, rows)
                 session.commit()
-            except (IntegrityError, OperationalError):  # another process kept some meanwhile
+            except OperationalError:  # locked, or a snapshot older than another process's write
                 session.rollback()
+                failed += 1
+                if failed >= ATTEMPTS:
+                    raise
                 continue
+            failed = 0
             done += len(missing)

@@ -287,6 +287,10 @@ class Settings(BaseSettings):
         default_factory=lambda: {k: list(v) for k, v in DEVELOPMENT_PARTNER_FIELDS.items()}
     )
 
+    # The reports' small cells (reintegration/reports.py): a count under this is shown as "<5"; a
+    # request may raise it, never lower it. 2 at least (1 would hide nothing).
+    report_min_cell: int = Field(default=5, ge=2, le=1000)
+
     # Where the supervisors of a region are told about stalled cases (a webhook; the log without one).
     supervision_webhook_url: str | None = None
     supervision_webhook_secret: str | None = None

@@ -220,6 +220,9 @@ BOTH_DATABASES = frozenset(
         # Keyset batches ordered by (opened_at, case_id); each batch is audited in the transaction
         # that reads it, before it is streamed.
         "test_exports",
+        # The case facts' backfill and their writers (a correction, a PUT) meet by INSERT ... ON
+        # CONFLICT DO NOTHING, and a write committed meanwhile must never be overwritten.
+        "test_case_facts",
         # The summary is GROUP BY (a boolean among the keys), COUNT(DISTINCT) and a median by
         # OFFSET/LIMIT; the stalled list pages by a keyset on a timestamp.
         "test_supervision",

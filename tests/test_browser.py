@@ -14,6 +14,7 @@ from playwright.async_api import Locator
 
 from tests.browser import PHONE, chromium, visit
 from tests.journey import Journey, day
+from tests.test_survey import planned
 from tests.test_workspace_partner import assign, new_agency
 from tests.test_workspace_supervisor import closure_requested, stalled_since_identification
 
@@ -299,3 +300,36 @@ async def test_transfers_the_receiving_office_and_caseloads_pass_axe_at_phone_wi
         assert await person.page.locator("#move-to_caseworker[aria-invalid='true']").count() == 1
         width = await person.page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], f"the dashboard scrolls sideways at phone width ({width} px)"
+
+
+async def test_the_sustainability_survey_is_answered_on_a_phone_in_spanish(stack, browser):
+    """Issue 17: the monitoring step's 15 questions at 360 px, each answered by tapping its box (the
+    radio button's label covers it), one left "not applicable"; axe passes on the form and on the case
+    page's scores over time, and neither scrolls sideways."""
+    j = await planned(stack)
+    async with visit(browser, stack.base_url, "survey-es-phone", viewport=PHONE, language="es") as person:
+        await person.sign_in("caseworker", "cw-ro-1", countries="RO")
+        await person.goto(f"/workspace/cases/{j.case_id}/steps/monitoring")
+        width = await person.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"the survey scrolls sideways at phone width ({width} px)"
+        form = person.page.locator("form[action$='/steps/monitoring']")
+        await form.locator("[name='visited_on']").fill(day(110))
+        radios = form.locator("fieldset.radios")
+        assert await radios.count() == 15
+        for i in range(14):  # the last question stays "not applicable"
+            answer = radios.nth(i).locator(".radio-row .radio").nth(3)  # the box of answer 4
+            await answer.click(position={"x": 4, "y": 4})  # its corner, away from the button itself
+            assert await answer.locator("input").is_checked()
+        assert await radios.nth(14).locator("input[value='']").is_checked()
+        await person.check("survey filled in")
+        await form.locator("button[type=submit]").click()
+        await person.page.wait_for_url(re.compile(r"/workspace/cases/[0-9a-f-]{36}\?done=monitoring"))
+        await person.check("scores over time")
+        scores = person.page.locator("#scores")
+        assert "Puntuaciones a lo largo del tiempo" in await scores.inner_text()
+        assert await scores.locator("svg polyline").count() == 4
+        width = await person.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"the case page scrolls sideways at phone width ({width} px)"
+    (visit_,) = (await j.get())["facts"]["monitoring_visits"]
+    assert visit_["survey"]["physical_safety"] is None and visit_["survey"]["food_security"] == 4
+    assert visit_["scores"] == {"economic": 0.75, "social": 0.75, "psychosocial": 0.75}

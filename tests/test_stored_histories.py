@@ -89,6 +89,7 @@ def test_the_recorded_journeys_are_all_there():
         "reopened-in-reintegration",
         "reopened-in-protection",
         "transferred",
+        "monitored-with-survey",
     } | {
         f"stopped-in-{s}" for s in ("identification", "protection", "pathway", "return", "residence", "reintegration")
     } <= journeys

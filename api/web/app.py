@@ -11,10 +11,12 @@ from starlette.types import Scope
 from api.errors import TooManyRequests
 from api.web import (
     agencies,
+    case_facts,
     caseworker,
     notifications,
     partner,
     render,
+    reports,
     search,
     sessions,
     signin,
@@ -32,12 +34,14 @@ def install(app: FastAPI) -> None:
     app.include_router(signin.router)
     app.include_router(web_documents.router)  # before the task pages' actions, which would take "documents"
     app.include_router(caseworker.router)
+    app.include_router(case_facts.router)
     app.include_router(transfers.router)
     app.include_router(search.router)
     app.include_router(step_pages.router)
     app.include_router(oidc_sign_in.router)
     app.include_router(partner.router)
     app.include_router(supervisor.router)
+    app.include_router(reports.router)
     app.include_router(agencies.router)
     app.include_router(worklist.router)
     app.include_router(notifications.router)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from babel import Locale, dates
 from fastapi import Response
 from pydantic import Field
 from sqlmodel import Session, col, select
@@ -37,12 +38,22 @@ from api.web import forms, i18n
 from api.web.context import Web
 from api.web.form_words import FIELD_LABELS
 from api.web.forms import Choice, Options
-from api.web.labels import LABELS, N_
+from api.web.labels import LABELS, N_, SUSTAINABILITY_DIMENSIONS
 from reintegration import agencies
 from reintegration.db import AgencyRecord, PersonRecord, TransferRecord
 from reintegration.tokens import Claims
 from workflows import rules
-from workflows.model import CaseStatus, ConsentBody, JourneyConfig, JourneyState, Service, Stage, Step, Strict
+from workflows.model import (
+    CaseStatus,
+    ConsentBody,
+    JourneyConfig,
+    JourneyState,
+    Service,
+    Stage,
+    Step,
+    Strict,
+    SustainabilityDimension,
+)
 
 # The steps' services, where a step's form chooses among them.
 STEP_SERVICES = {
@@ -82,6 +93,8 @@ FACT_WORDS: dict[str, str] = {
     "name": N_("Item"),
     "turn": N_("Whose turn"),
     "due_at": N_("Due"),
+    "weighted_score": N_("Overall score"),
+    "below_threshold": N_("Below the threshold"),
 }
 HIDDEN_FACTS = {"notification", "item", "assignment", "delivery_id"}
 # A supervision entry's level (1: stalled, 2: escalated) is said by its name already.
@@ -307,6 +320,8 @@ def words(web: Web, key: str, value: Any) -> str:
     """A fact's value in words: dates in the person's language, values with their labels."""
     if isinstance(value, bool):
         return web._("Yes") if value else web._("No")
+    if key == "below_threshold" and isinstance(value, list):  # dimensions, some named as services are
+        return ", ".join(web._(SUSTAINABILITY_DIMENSIONS.get(str(v), str(v))) for v in value)
     if isinstance(value, list):
         return ", ".join(words(web, key, v) for v in value)
     if isinstance(value, int | float):
@@ -360,3 +375,98 @@ def consent_facts(web: Web, case: CasePublic) -> list[tuple[str, str]]:
 
 def case_path(case_id: str) -> str:
     return f"/workspace/cases/{case_id}"
+
+
+# --- Scores over time: the monitoring visits' sustainability scores, as a table and a line chart ----
+
+# The chart's drawing, in the SVG's own units (it scales to the width it is given): the plot's box
+# within it, room for the scores on the left, the visits' days below and half the last day's width right.
+CHART_WIDTH, CHART_HEIGHT = 320, 180
+PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM = 34, 288, 8, 150
+SCORE_TICKS = (0.0, 0.25, 0.5, 0.75, 1.0)
+DAYS_LABELLED = 4  # more visits than this: only the first and the last day are written below the chart
+# The lines drawn, the overall score first (``chart-<key>`` is each line's CSS class).
+SERIES: tuple[tuple[str, str], ...] = (
+    ("overall", N_("Overall")),
+    *((d.value, SUSTAINABILITY_DIMENSIONS[d.value]) for d in SustainabilityDimension),
+)
+
+
+@dataclass
+class VisitScores:
+    """One monitoring visit as its row in "Scores over time" shows it."""
+
+    visited_on: date
+    scores: dict[str, float]  # by dimension
+    overall: float
+    below: list[str]  # the dimensions below their thresholds, in words
+    survey: bool  # scored from the survey's answers (else the scores were typed in)
+
+
+@dataclass
+class ScoresOverTime:
+    visits: list[VisitScores]
+    chart: dict[str, Any]
+    dimensions: list[tuple[str, str]]  # (dimension, its words), in order
+
+
+def scores_over_time(web: Web, case: CasePublic) -> ScoresOverTime | None:
+    """The case's monitoring visits in order, each with its scores, and the chart of them; None
+    before the first visit."""
+    visits = []
+    for visit in case.facts.get("monitoring_visits") or []:
+        try:
+            visited_on = date.fromisoformat(str(visit["visited_on"]))
+            scores = {str(k): float(v) for k, v in dict(visit["scores"]).items()}
+            overall = float(visit["weighted_score"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        below = [web._(SUSTAINABILITY_DIMENSIONS.get(d, d)) for d in visit.get("below_threshold") or []]
+        visits.append(VisitScores(visited_on, scores, overall, below, bool(visit.get("survey"))))
+    if not visits:
+        return None
+    dimensions = [(d.value, web._(SUSTAINABILITY_DIMENSIONS[d.value])) for d in SustainabilityDimension]
+    return ScoresOverTime(visits=visits, chart=scores_chart(web, visits), dimensions=dimensions)
+
+
+def scores_chart(web: Web, visits: list[VisitScores]) -> dict[str, Any]:
+    """A line per series across the visits (evenly spaced, in order), scores 0..1 upwards."""
+
+    def x(i: int) -> float:
+        if len(visits) == 1:
+            return (PLOT_LEFT + PLOT_RIGHT) / 2
+        return round(PLOT_LEFT + i * (PLOT_RIGHT - PLOT_LEFT) / (len(visits) - 1), 1)
+
+    def y(score: float) -> float:
+        return round(PLOT_BOTTOM - max(0.0, min(1.0, score)) * (PLOT_BOTTOM - PLOT_TOP), 1)
+
+    lines = []
+    for key, words in SERIES:
+        values = [(i, v.overall if key == "overall" else v.scores.get(key)) for i, v in enumerate(visits)]
+        points = [(x(i), y(value)) for i, value in values if value is not None]
+        if points:
+            lines.append(
+                {
+                    "key": key,
+                    "words": web._(words),
+                    "points": " ".join(f"{px},{py}" for px, py in points),
+                    "dots": points,
+                }
+            )
+    labelled = {0, len(visits) - 1} if len(visits) > DAYS_LABELLED else set(range(len(visits)))
+    days = [
+        {"x": x(i), "text": dates.format_date(v.visited_on, format="short", locale=Locale.parse(web.language))}
+        for i, v in enumerate(visits)
+        if i in labelled
+    ]
+    ticks = [{"y": y(t), "text": i18n.format_number(t, web.language, 2)} for t in SCORE_TICKS]
+    return {
+        "width": CHART_WIDTH,
+        "height": CHART_HEIGHT,
+        "left": PLOT_LEFT,
+        "right": PLOT_RIGHT,
+        "days_y": PLOT_BOTTOM + 20,
+        "lines": lines,
+        "days": days,
+        "ticks": ticks,
+    }

@@ -51,6 +51,7 @@ from api.schemas import CaseCreate, CaseOpenRequest, CaseSummary, Page, PersonVi
 from api.steps import _task_command
 from api.supervision import ReassignCase, reassign_case
 from api.web import forms
+from api.web.case_facts import facts_section, label_victim_fields, victim_filled
 from api.web.case_view import (
     CaseView,
     case_facts,
@@ -60,6 +61,7 @@ from api.web.case_view import (
     draft_form,
     label_of,
     may,
+    scores_over_time,
     stage_bar,
     task_options,
     timeline,
@@ -109,6 +111,7 @@ DONE: dict[str, str] = {
     "plan-drafted": N_("The draft of the reintegration plan was saved."),
     "transfer-offered": N_("The case was offered to the other office: it stays yours until they accept it."),
     "transfer-accepted": N_("You accepted the transfer: the case is now managed by your office."),
+    "facts": N_("The case facts were saved."),
 }
 PERSON_KEPT = N_(
     "The person's details stay with the office managing the case: the person did not consent to sharing them."
@@ -267,11 +270,14 @@ def _new_case_page(
     found: dict[str, list[dict[str, Any]]] | None = None,
 ) -> HTMLResponse:
     """The intake; after a ``409`` for possible duplicates, those in the caseworker's scope (to open)
-    and the offices elsewhere (whom to ask), and the form again to open a new case anyway."""
+    and the offices elsewhere (whom to ask), and the form again to open a new case anyway. The
+    recruitment and control (``CaseCreate.victim``) are an optional section, open once filled in."""
+    label_victim_fields(form, web._)
     return web.render(
         "case_new.html",
         {
             "form": form,
+            "victim_open": victim_filled(form),
             "key": key,
             "notice": notice,
             "duplicates": (found or {}).get("duplicates"),
@@ -393,6 +399,8 @@ def render_case(
             "reassign_owner": reassign_owner,
             "timeline": timeline(web, case),
             "facts": case_facts(web, case),
+            "scores": scores_over_time(web, case),
+            "case_facts_part": facts_section(web, case),
             "consent": consent_facts(web, case),
             "notice": notice,
             "person": case.person,
@@ -455,6 +463,7 @@ def _render_read_only(
             "tasks": [{"task": task, "reassign": None, "cancel": None} for task in case.open_tasks],
             "timeline": timeline(web, case),
             "facts": case_facts(web, case),
+            "scores": scores_over_time(web, case),
             "consent": consent_facts(web, case),
             "notice": notice,
             "person": case.person,

@@ -22,8 +22,9 @@ How each kind of field is shown (``templates/forms.html`` draws them):
 
 A text left empty is not sent (the model's default applies, or its "required" error shows). A page
 may turn a field into a select of its own choices (``options``: e.g. the agencies that may take a
-service). Not supported, as no body of the API has them: unions of two models, dicts, tuples, lists
-of lists or of numbers, date-times.
+service), or into a row of radio buttons (``Options(widget="radios")``: an answer on a scale, with
+its "none" choice as a radio button of its own, sent empty). Not supported, as no body of the API
+has them: unions of two models, dicts, tuples, lists of lists or of numbers, date-times.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ _IDENTIFIER_START = "^[A-Za-z0-9]"
 class Choice:
     value: str
     text: str
+    detail: str = ""  # words beside the text, smaller (a radio button's anchor on a scale: "very poor")
 
 
 @dataclass
@@ -75,7 +77,7 @@ class Field:
     name: str
     id: str
     label: str
-    widget: str  # text, textarea, date, checkbox, select, number, lines, choices
+    widget: str  # text, textarea, date, checkbox, select, radios, number, lines, choices
     required: bool = False
     within: str = ""  # the legend of the fieldset holding it (for the list of errors)
     hint: str = ""
@@ -155,12 +157,13 @@ class Form:
 
 
 # An override of a field's choices: plain choices, or optgroups (label, choices); and the words of
-# its "none" option, if a value may be left out.
+# its "none" option, if a value may be left out; drawn as a select, or as radio buttons ("radios").
 @dataclass
 class Options:
     choices: list[Choice] = field(default_factory=list)
     groups: list[tuple[str, list[Choice]]] = field(default_factory=list)
     empty: str = ""
+    widget: str = "select"
 
 
 # --- The model's schema ----------------------------------------------------------------------------
@@ -337,8 +340,8 @@ class _Builder:
         return f
 
     def _select(self, f: Field, key: str, node: dict[str, Any], required: bool) -> None:
-        f.widget = "select"
         override = self.options.get(key)
+        f.widget = override.widget if override is not None else "select"
         may_be_none = not required and node.get("default") is None
         if override is not None:
             f.choices, f.groups = override.choices, override.groups
@@ -346,7 +349,7 @@ class _Builder:
         else:
             f.choices = [Choice(v, self._label(v)) for v in _choices_of(node)]
             f.empty_choice = self._("None") if may_be_none else ""
-        if not f.empty_choice and not f.value:
+        if not f.empty_choice and not f.value and f.widget == "select":
             f.empty_choice = self._("Choose")
 
     def _label(self, value: str) -> str:

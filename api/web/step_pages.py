@@ -1,7 +1,10 @@
 """Each step's page: the form built from that step's body model (``workflows.rules.STEPS``),
 sent as ``POST /v1/cases/{id}/steps/{step}`` is (``_record``, with the case's version the form was
 drawn from as ``If-Match``), and its refusals explained in words (409 with the steps that are
-possible, 412 with the case as it is now, 422 beside the fields, 503 to try again)."""
+possible, 412 with the case as it is now, 422 beside the fields, 503 to try again).
+
+The monitoring step asks the sustainability survey's questions in a form of its own
+(``api.web.survey_form``), sent as the same body."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from fastapi.responses import HTMLResponse
 from api.cases import CaseId
 from api.errors import ApiProblem, Forbidden, NotFound
 from api.steps import _record
-from api.web import forms
+from api.web import forms, survey_form
 from api.web.case_view import (
     CaseView,
     case_path,
@@ -30,6 +33,7 @@ from api.web.refusals import Notice, Refusal, explain, form_key, not_now, refusa
 from workflows import rules
 from workflows.model import (
     Step,
+    Strict,
 )
 from workflows.rules.base import StepRule
 
@@ -61,7 +65,7 @@ def step_page(case_id: CaseId, step: Annotated[str, Path(max_length=40)], web: W
         return refused_page(web, problem.status)
     if not view.owner:  # another office reads the case; its steps are the managing office's (as the API: 404)
         return refused_page(web, 404)
-    form = forms.build(rule.body, web._, options=step_options(view, rule.step, web._))
+    form = step_form(rule, web._, options=step_options(view, rule.step, web._))
     notice = None
     if step not in view.case.allowed_steps:
         notice = not_now(web, view.case.allowed_steps)
@@ -87,12 +91,12 @@ async def record_step(
             if not view.owner:  # another office reads the case only: no step form (as the API: 404)
                 return refused_page(web, 404)
             options = step_options(view, rule.step, web._)
-            form = forms.build(rule.body, web._, raw=posted, options=options, more=MORE_ROWS)
+            form = step_form(rule, web._, raw=posted, options=options, more=MORE_ROWS)
             return render_step(web, view, rule, PostForm(step_path(case_id, step), form, key), _version(version, view))
         p = web.pipeline(key)
     except ApiProblem as problem:
         return refused_page(web, problem.status)
-    body, errors = forms.check(rule.body, web._, posted)
+    body, errors = check_step_form(rule, web._, posted)
     refusal = None
     if body is not None:
         if_match = f'W/"{version}"' if VERSION.fullmatch(version) else None
@@ -106,7 +110,7 @@ async def record_step(
         view = await p.db(case_view, web, case_id)
     except (NotFound, Forbidden) as problem:
         return refused_page(web, problem.status)
-    form = forms.build(rule.body, web._, raw=posted, options=step_options(view, rule.step, web._), errors=errors)
+    form = step_form(rule, web._, raw=posted, options=step_options(view, rule.step, web._), errors=errors)
     action = step_path(case_id, step)
     if refusal is None:
         return render_step(web, view, rule, PostForm(action, form, key), _version(version, view), status=422)
@@ -127,6 +131,28 @@ async def record_step(
         status=refusal.status,
         changed=refusal.status == 412,
     )
+
+
+def step_form(
+    rule: StepRule,
+    _: forms.Translate,
+    *,
+    raw: Raw | None = None,
+    options: dict[str, forms.Options] | None = None,
+    errors: forms.Errors | None = None,
+    more: int = 0,
+) -> forms.Form:
+    """The step's form: its body's model's, or the survey's for the monitoring step."""
+    if rule.step == Step.monitoring:
+        return survey_form.build(_, raw=raw, errors=errors)
+    return forms.build(rule.body, _, raw=raw, options=options, errors=errors, more=more)
+
+
+def check_step_form(rule: StepRule, _: forms.Translate, posted: Raw) -> tuple[Strict | None, forms.Errors]:
+    """The posted form as the step's body, or None and what is wrong (``step_form``'s pair)."""
+    if rule.step == Step.monitoring:
+        return survey_form.check(_, posted)
+    return forms.check(rule.body, _, posted)
 
 
 def _first(posted: Raw, name: str) -> str:

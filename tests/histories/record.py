@@ -189,6 +189,27 @@ async def transferred(j: Journey) -> None:
     await j.step("risk-assessment", {"level": "low", "threats": [], "assessed_on": day(1)}, headers=pt)
 
 
+async def monitored_with_survey(j: Journey) -> None:
+    """Reintegration after a return: a visit scored from the sustainability survey (its social
+    dimension weak: the plan flagged for revision), then one with the three scores typed in. Left in
+    flight, the revision due."""
+    await j.open()
+    await j.to_reintegration_by_return()
+    await j.get()
+    await j.step("reintegration-plan", {"agreed_on": day(20), "services": [
+        {"service": "job-orientation", "agency_id": "reintegration-partner-ro"}]})
+    for task in list(j.case["open_tasks"]):
+        await j.task_action(task["task_id"], task["agency_id"], "accept")
+        await j.task_action(task["task_id"], task["agency_id"], "complete", {"outcome": "done"})
+    survey = {"economic_satisfaction": 3, "food_security": 4, "ability_to_borrow": 2, "debt_to_spending": None,
+              "employment": 4, "housing": 2, "education": None, "justice": 2, "documentation": 3,
+              "public_services": 2, "social_participation": 3, "support_network": 4, "discrimination": 4,
+              "wellbeing": 3, "physical_safety": 5}
+    await j.step("monitoring", {"visited_on": day(110), "survey": survey, "notes": "marker visit"})
+    assert j.case["facts"]["plan_revision_needed"] is True, j.case["facts"]["monitoring_visits"]
+    await j.step("monitoring", {"visited_on": day(200), "economic": 0.7, "social": 0.8, "psychosocial": 0.75})
+
+
 JOURNEYS: dict[str, Callable[[Journey], Awaitable[None]]] = {
     "transferred": transferred,
     "reopened-in-reintegration": reopened_in_reintegration,
@@ -205,6 +226,7 @@ JOURNEYS: dict[str, Callable[[Journey], Awaitable[None]]] = {
     "stopped-in-residence": stopped_in_residence,
     "stopped-in-reintegration": stopped_in_reintegration,
     "continued-as-new": continued_as_new,
+    "monitored-with-survey": monitored_with_survey,
 }
 
 # Journeys whose deadlines pass: on the time-skipping test server, where months pass in seconds and

@@ -25,6 +25,7 @@ from workflows.model import (
     Service,
     Step,
     StepCommand,
+    SurveyIndicator,
     TaskAction,
     TaskCommand,
     TaskState,
@@ -388,6 +389,20 @@ def visit(case: Case, number: int, score: float = 0.7, **scores: float) -> list[
     case.now = datetime.combine(visited_on, OPENED_AT.timetz())
     body = {"visited_on": visited_on.isoformat(), "economic": score, "social": score, "psychosocial": score}
     return case.step("monitoring", {**body, **scores})
+
+
+def survey(answer: int | None = 4, **answers: int | None) -> dict[str, int | None]:
+    """The sustainability survey's answers: ``answer`` to every question but those named."""
+    return {i.value: answers.get(i.value, answer) for i in SurveyIndicator}
+
+
+def surveyed(case: Case, number: int, answers: dict[str, int | None] | None = None) -> list[TimelineEvent]:
+    """Record the ``number``-th scheduled monitoring visit on its scheduled day, scored from the survey."""
+    months = case.state.config.monitoring_offsets_months[number - 1]
+    visited_on = rules.add_months(case.state.plan_agreed_on, months)
+    case.now = datetime.combine(visited_on, OPENED_AT.timetz())
+    body = {"visited_on": visited_on.isoformat(), "survey": survey() if answers is None else answers}
+    return case.step("monitoring", body)
 
 
 def monitored(visits: int = 3) -> Case:

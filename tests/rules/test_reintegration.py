@@ -20,14 +20,36 @@ from tests.rules.builders import (
     monitored,
     planned,
     returning,
+    survey,
+    surveyed,
     visit,
 )
 from workflows import rules
-from workflows.model import JourneyConfig, JourneyState, MonitoringVisit, Service, Stage, TaskStatus
+from workflows.model import (
+    SURVEY_INDICATORS,
+    JourneyConfig,
+    JourneyState,
+    MonitoringVisit,
+    Service,
+    Stage,
+    SurveyIndicator,
+    SustainabilityDimension,
+    TaskStatus,
+)
 from workflows.rules.dates import end_of, start_of
-from workflows.rules.reintegration import MonitoringBody, earliest_next_visit
+from workflows.rules.reintegration import (
+    MonitoringBody,
+    SurveyAnswers,
+    dimension_scores,
+    earliest_next_visit,
+    short_dimensions,
+)
 
 PLAN_ON = IDENTIFIED_ON + timedelta(days=PLAN_DAY)  # 2027-01-29: visits due 2027-04-29, 2027-07-29, 2028-01-29
+ONE_OF_TWO = (
+    "a monitoring visit is scored either by the survey's answers (survey) or by all three scores "
+    "(economic, social and psychosocial), one of the two"
+)
 
 
 def flagged(visits: int = 1) -> Case:
@@ -147,7 +169,7 @@ def test_plan_checks(services, detail):
         ),
         (monitored, visits_body(PLAN_ON - timedelta(days=1)), "a monitoring visit comes after the plan was agreed"),
         (planned, {**visits_body("2027-04-29"), "economic": 1.5}, "invalid body: economic"),
-        (planned, {"visited_on": "2027-04-29", "economic": 0.5}, "invalid body: social, psychosocial"),
+        (planned, {"visited_on": "2027-04-29", "economic": 0.5}, ONE_OF_TWO),
     ],
     ids=[
         "before-the-plan",
@@ -269,6 +291,25 @@ def test_a_visits_notes_stay_out_of_the_timeline():
     case.now = start_of(date(2027, 4, 29))
     (entry,) = case.step("monitoring", {**visits_body("2027-04-29"), "notes": "marker note"})
     assert "notes" not in entry.facts and entry.facts["visited_on"] == "2027-04-29"
+
+
+def test_a_visit_scored_by_typing_the_three_scores_is_recorded_as_before_the_survey():
+    """The body of old clients and of every stored history: the same visit, the same timeline entry;
+    the API's own dump of it (the survey's ``None`` among its fields) changes neither."""
+    for extra in ({}, {"survey": None, "notes": ""}):
+        case = planned()
+        case.now = start_of(date(2027, 4, 29))
+        (entry,) = case.step("monitoring", {**visits_body("2027-04-29", 0.6), **extra})
+        assert entry.facts == {
+            "visited_on": "2027-04-29",
+            "economic": 0.6,
+            "social": 0.6,
+            "psychosocial": 0.6,
+            "weighted_score": 0.6,
+            "below_threshold": [],
+        }
+        (recorded,) = case.state.monitoring_visits
+        assert recorded.survey == {} and recorded.scores == {"economic": 0.6, "social": 0.6, "psychosocial": 0.6}
 
 
 @pytest.mark.parametrize(
@@ -400,3 +441,250 @@ def test_a_state_from_before_the_patch_decodes_to_the_old_rule():
     decoded = JourneyState.model_validate(old)
     assert decoded.revision_due_from_flagging_visit is False and decoded.plan_revision_flagged_on is None
     assert rules.open_items(decoded)[0].due_at == day_end("2027-08-28")
+
+
+# --- The sustainability survey ---------------------------------------------------------------------
+
+
+def test_the_survey_asks_its_fifteen_indicators_five_per_dimension_in_order():
+    assert list(SurveyAnswers.model_fields) == [i.value for i in SurveyIndicator] == list(SURVEY_INDICATORS)
+    for dimension in SustainabilityDimension:
+        assert sum(d == dimension for d in SURVEY_INDICATORS.values()) == 5
+    assert list(SURVEY_INDICATORS)[:5] == [
+        SurveyIndicator.economic_satisfaction,
+        SurveyIndicator.food_security,
+        SurveyIndicator.ability_to_borrow,
+        SurveyIndicator.debt_to_spending,
+        SurveyIndicator.employment,
+    ]
+    assert SURVEY_INDICATORS[SurveyIndicator.public_services] == SustainabilityDimension.social
+    assert SURVEY_INDICATORS[SurveyIndicator.physical_safety] == SustainabilityDimension.psychosocial
+
+
+def answers(**given: int | None) -> dict[SurveyIndicator, int | None]:
+    return {i: given.get(i.value) for i in SurveyIndicator}
+
+
+FULL = {
+    # economic: 5 4 3 2 1 -> 1, .75, .5, .25, 0
+    "economic_satisfaction": 5,
+    "food_security": 4,
+    "ability_to_borrow": 3,
+    "debt_to_spending": 2,
+    "employment": 1,
+    # social: all 3 -> .5
+    **dict.fromkeys(["housing", "education", "justice", "documentation", "public_services"], 3),
+    # psychosocial: 5 5 5 1 1 -> (1 + 1 + 1 + 0 + 0) / 5
+    **dict.fromkeys(["social_participation", "support_network", "discrimination"], 5),
+    **dict.fromkeys(["wellbeing", "physical_safety"], 1),
+}
+
+
+@pytest.mark.parametrize(
+    ("given", "weights", "expected"),
+    [
+        (FULL, {}, {"economic": 0.5, "social": 0.5, "psychosocial": 0.6}),
+        # Weights within a dimension: employment (0) weighs 3, economic_satisfaction (1) nothing.
+        (
+            FULL,
+            {"employment": 3.0, "economic_satisfaction": 0.0},
+            {"economic": round((0.75 + 0.5 + 0.25) / 6, 4), "social": 0.5, "psychosocial": 0.6},
+        ),
+        # A weight names its indicator only: the other dimensions are as unweighted.
+        (FULL, {"wellbeing": 2.0}, {"economic": 0.5, "social": 0.5, "psychosocial": round(3 / 6, 4)}),
+        # Not applicable: out of the mean, not a zero. Three answers are enough.
+        (
+            {**FULL, "ability_to_borrow": None, "debt_to_spending": None, "housing": None, "education": None},
+            {},
+            {"economic": round((1 + 0.75 + 0) / 3, 4), "social": 0.5, "psychosocial": 0.6},
+        ),
+        # Rounded to four decimals: 2/3.
+        (
+            {
+                **FULL,
+                "economic_satisfaction": 5,
+                "food_security": 5,
+                "ability_to_borrow": 1,
+                "debt_to_spending": None,
+                "employment": None,
+            },
+            {},
+            {"economic": 0.6667, "social": 0.5, "psychosocial": 0.6},
+        ),
+        (dict.fromkeys(FULL, 5), {}, {"economic": 1.0, "social": 1.0, "psychosocial": 1.0}),
+        (dict.fromkeys(FULL, 1), {}, {"economic": 0.0, "social": 0.0, "psychosocial": 0.0}),
+    ],
+    ids=["unweighted", "weighted", "one-weight", "not-applicable", "rounded", "best", "worst"],
+)
+def test_each_dimension_is_the_weighted_mean_of_its_answers_on_zero_to_one(given, weights, expected):
+    assert dimension_scores(answers(**given), weights) == expected
+
+
+def test_the_survey_scores_the_visit_and_the_overall_score_weighs_the_dimensions():
+    case = planned()
+    (entry,) = surveyed(case, 1, FULL)
+    (recorded,) = case.state.monitoring_visits
+    weighted = round(0.4 * 0.5 + 0.3 * 0.5 + 0.3 * 0.6, 4)
+    assert recorded == MonitoringVisit(
+        visited_on=date(2027, 4, 29),
+        scores={"economic": 0.5, "social": 0.5, "psychosocial": 0.6},
+        weighted_score=weighted,
+        below_threshold=[],
+        survey=FULL,
+    )
+    assert list(recorded.survey) == [i.value for i in SurveyIndicator]  # every indicator, in order
+    # The timeline entry says the scores, as a visit typed in does; the answers stay with the visit.
+    assert entry.facts == {
+        "visited_on": "2027-04-29",
+        "economic": 0.5,
+        "social": 0.5,
+        "psychosocial": 0.6,
+        "weighted_score": weighted,
+        "below_threshold": [],
+    }
+    assert case.state.plan_revision_needed is False
+
+
+def test_a_survey_left_partly_unanswered_records_its_gaps_as_none():
+    case = planned()
+    given = {k: v for k, v in FULL.items() if k not in ("justice", "wellbeing")}  # left out: not applicable
+    surveyed(case, 1, {**given, "education": None})
+    (recorded,) = case.state.monitoring_visits
+    assert recorded.survey["justice"] is None and recorded.survey["education"] is None
+    assert recorded.survey["wellbeing"] is None and len(recorded.survey) == 15
+    assert recorded.scores == {"economic": 0.5, "social": 0.5, "psychosocial": 0.75}
+
+
+@pytest.mark.parametrize(
+    ("given", "below"),
+    [
+        (survey(4), []),
+        (survey(4, housing=2, education=2, justice=2, documentation=3, public_services=2), ["social"]),  # 0.3
+        (survey(3), []),  # 0.5: at the threshold is not below it
+        (survey(2, social_participation=None, support_network=None), ["economic", "social", "psychosocial"]),
+    ],
+    ids=["sustainable", "social-weak", "at-the-threshold", "all-weak"],
+)
+def test_a_dimension_below_its_threshold_by_the_survey_flags_the_plan(given, below):
+    case = planned()
+    (entry,) = surveyed(case, 1, given)
+    assert case.state.monitoring_visits[-1].below_threshold == below
+    assert entry.facts["below_threshold"] == below
+    assert case.state.plan_revision_needed is bool(below)
+    assert case.state.plan_revision_flagged_on == (date(2027, 4, 29) if below else None)
+    if below:
+        assert "reintegration-plan" in case.allowed
+
+
+def test_the_surveys_weights_and_the_dimensions_weights_and_thresholds_are_configuration():
+    config = JourneyConfig(
+        survey_indicator_weights={"employment": 4.0},
+        sustainability_weights={"economic": 1.0, "social": 0.0, "psychosocial": 0.0},
+        sustainability_thresholds={"economic": 0.6},
+    )
+    case = planned(config=config)
+    surveyed(case, 1, survey(5, employment=1))  # economic: (4 * 1 + 4 * 0) / 8
+    (recorded,) = case.state.monitoring_visits
+    assert recorded.scores == {"economic": 0.5, "social": 1.0, "psychosocial": 1.0}
+    assert (recorded.weighted_score, recorded.below_threshold) == (0.5, ["economic"])
+
+
+SHORT = "the survey needs at least 3 answers in each dimension; too few in: {}"
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (
+            {"survey": survey(4, ability_to_borrow=None, debt_to_spending=None, employment=None)},
+            SHORT.format("economic"),
+        ),
+        (
+            {"survey": {k: v for k, v in survey(4).items() if SURVEY_INDICATORS[SurveyIndicator(k)] != "social"}},
+            SHORT.format("social"),
+        ),
+        ({"survey": {"housing": 3}}, SHORT.format("economic, social, psychosocial")),
+        ({"survey": {}}, SHORT.format("economic, social, psychosocial")),
+        ({"survey": survey(), "economic": 0.5, "social": 0.5, "psychosocial": 0.5}, ONE_OF_TWO),
+        ({"survey": survey(), "economic": 0.5}, ONE_OF_TWO),
+        ({}, ONE_OF_TWO),
+        ({"survey": None}, ONE_OF_TWO),
+        ({"economic": 0.5, "social": 0.5}, ONE_OF_TWO),
+        ({"survey": {**survey(), "karaoke": 3}}, "invalid body: survey.karaoke"),
+        ({"survey": survey(4, housing=6)}, "invalid body: survey.housing"),
+        ({"survey": survey(4, housing=0)}, "invalid body: survey.housing"),
+        ({"survey": survey(4, wellbeing=2.5)}, "invalid body: survey.wellbeing"),
+        ({"survey": survey(4, wellbeing="often")}, "invalid body: survey.wellbeing"),
+        ({"survey": survey(4, wellbeing=True)}, "invalid body: survey.wellbeing"),  # not 1, the worst
+        ({"survey": [4] * 15}, "invalid body: survey"),
+    ],
+    ids=[
+        "economic-short",
+        "social-missing",
+        "all-short",
+        "empty",
+        "both",
+        "survey-and-one-score",
+        "neither",
+        "null-survey",
+        "two-scores",
+        "unknown-indicator",
+        "answer-above-five",
+        "answer-below-one",
+        "answer-not-whole",
+        "answer-in-words",
+        "answer-true",
+        "survey-a-list",
+    ],
+)
+def test_a_survey_that_cannot_be_scored_is_refused_and_changes_nothing(body, detail):
+    error = planned().refusal("monitoring", {"visited_on": "2027-04-29", **body})
+    assert type(error) is rules.InvalidCommand and error.detail == detail
+
+
+def test_the_shortfall_is_found_per_dimension():
+    assert short_dimensions(answers(**FULL)) == []
+    assert short_dimensions(answers(**{**FULL, "housing": None, "justice": None, "education": None})) == [
+        SustainabilityDimension.social
+    ]
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ({"karaoke": 1.0}, "not indicators of the sustainability survey: karaoke"),
+        ({"housing": -1.0}, "a survey indicator's weight is a number of 0 or more: housing"),
+        ({"housing": float("nan")}, "a survey indicator's weight is a number of 0 or more: housing"),
+        ({"housing": float("inf")}, "a survey indicator's weight is a number of 0 or more: housing"),
+        (
+            dict.fromkeys(["housing", "education", "justice"], 0.0),
+            "at most 2 indicators of the social dimension may weigh 0",
+        ),
+    ],
+    ids=["unknown", "negative", "nan", "infinite", "three-weightless"],
+)
+def test_the_survey_weights_are_checked_with_the_configuration(weights, message):
+    with pytest.raises(ValueError, match=message):
+        JourneyConfig(survey_indicator_weights=weights)
+
+
+def test_two_weightless_indicators_of_a_dimension_are_allowed():
+    config = JourneyConfig(survey_indicator_weights={"housing": 0.0, "education": 0.0, "employment": 2})
+    assert config.survey_indicator_weights == {"housing": 0.0, "education": 0.0, "employment": 2.0}
+
+
+def test_payloads_from_before_the_survey_decode():
+    """A visit, and a case's configuration, as histories recorded before the survey carry them."""
+    visit_payload = {
+        "visited_on": "2027-04-29",
+        "scores": {"economic": 0.7},
+        "weighted_score": 0.7,
+        "below_threshold": [],
+    }
+    assert MonitoringVisit.model_validate(visit_payload).survey == {}
+    config = JourneyConfig().model_dump(mode="json", exclude={"survey_indicator_weights"})
+    assert JourneyConfig.model_validate(config).survey_indicator_weights == {}
+    body = MonitoringBody.model_validate(
+        {"visited_on": "2027-04-29", **dict.fromkeys(["economic", "social", "psychosocial"], 0.7)}
+    )
+    assert body.survey is None and body.typed_scores == {"economic": 0.7, "social": 0.7, "psychosocial": 0.7}

@@ -48,6 +48,8 @@ from workflows.model.vocabulary import (
     HUMAN_ROLES,
     OPEN_TASK_STATUS_VALUES,
     OPEN_TASK_STATUSES,
+    SURVEY_INDICATORS,
+    SURVEY_MIN_ANSWERS,
     ActivityName,
     Actor,
     CaseStatus,
@@ -70,11 +72,15 @@ from workflows.model.vocabulary import (
     Stage,
     Step,
     Strict,
+    SurveyAnswer,
+    SurveyIndicator,
+    SustainabilityDimension,
     TaskAction,
     TaskOutcome,
     TaskStatus,
     TraffickingStatus,
     UpdateId,
+    indicators_of,
 )
 
 __all__ = [
@@ -128,6 +134,11 @@ __all__ = [
     "ShortText",
     "Stage",
     "StallReason",
+    "SURVEY_INDICATORS",
+    "SURVEY_MIN_ANSWERS",
+    "SurveyAnswer",
+    "SurveyIndicator",
+    "SustainabilityDimension",
     "Step",
     "StepCommand",
     "Strict",
@@ -141,4 +152,5 @@ __all__ = [
     "TraffickingStatus",
     "UpdateId",
     "WebhookVerificationRequest",
+    "indicators_of",
 ]

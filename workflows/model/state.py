@@ -80,10 +80,16 @@ class ResidenceDecision(Strict):
 
 
 class MonitoringVisit(Strict):
+    """A monitoring visit scored for sustainability: each dimension's score (0..1), their weighted
+    mean and the dimensions below their thresholds; with the sustainability survey, its answers by
+    indicator (every ``SurveyIndicator``, in order; None: not applicable or not answered). A visit
+    scored by typing the three scores in (the API before the survey, and old histories) has none."""
+
     visited_on: date
     scores: dict[str, float]
     weighted_score: float
     below_threshold: list[str]
+    survey: dict[str, int | None] = Field(default_factory=dict)
 
 
 class TimelineEvent(Strict):

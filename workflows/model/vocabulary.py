@@ -8,11 +8,12 @@ Every model has defaults for new fields so that old histories still decode.
 
 from __future__ import annotations
 
+import math
 from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 
 class Stage(StrEnum):
@@ -182,6 +183,80 @@ class OrgType(StrEnum):
     SchoolOrCollege = "SchoolOrCollege"
 
 
+class SustainabilityDimension(StrEnum):
+    """The three dimensions of sustainable reintegration that monitoring scores (IOM)."""
+
+    economic = "economic"
+    social = "social"
+    psychosocial = "psychosocial"
+
+
+class SurveyIndicator(StrEnum):
+    """The 15 indicators of IOM's Reintegration Sustainability Survey, five per dimension
+    (``SURVEY_INDICATORS``). Each is answered 1..5, 5 the best situation, or not at all."""
+
+    # Economic
+    economic_satisfaction = "economic_satisfaction"  # satisfaction with the current economic situation
+    food_security = "food_security"  # how often the household had to reduce food (never: the best)
+    ability_to_borrow = "ability_to_borrow"  # could borrow money if needed
+    debt_to_spending = "debt_to_spending"  # debt repayments small relative to spending
+    employment = "employment"  # working or in training, or a regular source of income
+    # Social
+    housing = "housing"  # access to and standard of housing
+    education = "education"  # the household's school-age children attend school
+    justice = "justice"  # access to justice and law enforcement
+    documentation = "documentation"  # holds identity documents
+    public_services = "public_services"  # access to health care and drinking water
+    # Psychosocial
+    social_participation = "social_participation"  # takes part in community activities
+    support_network = "support_network"  # has people to rely on
+    discrimination = "discrimination"  # does not experience discrimination
+    wellbeing = "wellbeing"  # rarely shows signs of distress
+    physical_safety = "physical_safety"  # feels physically safe where they live
+
+
+# Each indicator's dimension, in the survey's order (the form asks them so, reports list them so).
+SURVEY_INDICATORS: dict[SurveyIndicator, SustainabilityDimension] = {
+    **dict.fromkeys(
+        (
+            SurveyIndicator.economic_satisfaction,
+            SurveyIndicator.food_security,
+            SurveyIndicator.ability_to_borrow,
+            SurveyIndicator.debt_to_spending,
+            SurveyIndicator.employment,
+        ),
+        SustainabilityDimension.economic,
+    ),
+    **dict.fromkeys(
+        (
+            SurveyIndicator.housing,
+            SurveyIndicator.education,
+            SurveyIndicator.justice,
+            SurveyIndicator.documentation,
+            SurveyIndicator.public_services,
+        ),
+        SustainabilityDimension.social,
+    ),
+    **dict.fromkeys(
+        (
+            SurveyIndicator.social_participation,
+            SurveyIndicator.support_network,
+            SurveyIndicator.discrimination,
+            SurveyIndicator.wellbeing,
+            SurveyIndicator.physical_safety,
+        ),
+        SustainabilityDimension.psychosocial,
+    ),
+}
+# The answers a dimension needs (of its five) for its score to mean something.
+SURVEY_MIN_ANSWERS = 3
+
+
+def indicators_of(dimension: SustainabilityDimension) -> list[SurveyIndicator]:
+    """A dimension's indicators, in the survey's order."""
+    return [i for i, d in SURVEY_INDICATORS.items() if d == dimension]
+
+
 def _refuse_control_characters(value: Any) -> Any:
     """NUL and other control characters have no place in any field, and PostgreSQL refuses NUL."""
     if isinstance(value, str):
@@ -215,6 +290,17 @@ Identifier = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 Notes = Annotated[str, Field(max_length=2000)]
 Score = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def _not_yes_or_no(value: Any) -> Any:
+    """``true`` is no answer on the scale, though pydantic would take it for 1, the worst situation."""
+    if isinstance(value, bool):
+        raise ValueError("an answer is a whole number from 1 to 5, not true or false")
+    return value
+
+
+# An answer to one question of the sustainability survey: 1 the worst situation, 5 the best.
+SurveyAnswer = Annotated[int, BeforeValidator(_not_yes_or_no), Field(ge=1, le=5)]
 # A Temporal update id: `<sub>:<Idempotency-Key>`, `once:<uuid>`, `delivery-failed:<delivery id>`.
 UpdateId = Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[A-Za-z0-9._@:|-]+$")]
 
@@ -275,6 +361,30 @@ class JourneyConfig(Strict):
     sustainability_thresholds: dict[str, float] = Field(
         default_factory=lambda: {"economic": 0.5, "social": 0.5, "psychosocial": 0.5}
     )
+    # The weight of each indicator of the sustainability survey within its dimension (``SurveyIndicator``
+    # ids); an indicator not named weighs 1.0.
+    survey_indicator_weights: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("survey_indicator_weights")
+    @classmethod
+    def _survey_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        """Known indicators, weights of 0 or more, and at most two weightless indicators in a
+        dimension: any three answers of a dimension (the fewest it takes) then carry some weight."""
+        unknown = sorted(set(weights) - set(SURVEY_INDICATORS))
+        if unknown:
+            raise ValueError(f"not indicators of the sustainability survey: {', '.join(unknown)}")
+        invalid = sorted(k for k, w in weights.items() if not (math.isfinite(w) and w >= 0))
+        if invalid:
+            raise ValueError(f"a survey indicator's weight is a number of 0 or more: {', '.join(invalid)}")
+        for dimension in SustainabilityDimension:
+            indicators = indicators_of(dimension)
+            weightless = [i.value for i in indicators if weights.get(i.value, 1.0) == 0]
+            if len(weightless) > len(indicators) - SURVEY_MIN_ANSWERS:
+                raise ValueError(
+                    f"at most {len(indicators) - SURVEY_MIN_ANSWERS} indicators of the {dimension.value} dimension "
+                    f"may weigh 0, so that any {SURVEY_MIN_ANSWERS} answers carry weight: {', '.join(weightless)}"
+                )
+        return weights
 
 
 # --- Consent: recorded in identification, read by every stage (the state keeps it) ---------------

@@ -1,14 +1,24 @@
 """Reintegration: the plan of services agreed with the person, its tasks, and the monitoring visits
 on the configured schedule, each scored for sustainability; a visit below a threshold flags the plan
-for revision. Closure follows (``rules.closure``). Held by ``ReintegrationStage``."""
+for revision. Closure follows (``rules.closure``). Held by ``ReintegrationStage``.
+
+A visit is scored from the answers to IOM's Reintegration Sustainability Survey (``SurveyAnswers``:
+15 indicators, five per dimension, each 1..5 or not applicable): a dimension's score is the
+weighted mean of its answers put on 0..1, ``(answer - 1) / 4``, with the indicators' weights of
+``JourneyConfig.survey_indicator_weights``. The three scores typed in directly, as before the
+survey, are still taken: old clients send them, and every stored history carries them."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, timedelta
+from typing import Any
 
 from pydantic import Field
 
 from workflows.model import (
+    SURVEY_INDICATORS,
+    SURVEY_MIN_ANSWERS,
     Actor,
     Day,
     Identifier,
@@ -21,7 +31,11 @@ from workflows.model import (
     Stage,
     Step,
     Strict,
+    SurveyAnswer,
+    SurveyIndicator,
+    SustainabilityDimension,
     TimelineEvent,
+    indicators_of,
 )
 from workflows.rules.base import Change, StepRule, stage_only, step_item
 from workflows.rules.dates import add_months
@@ -57,12 +71,51 @@ class ReintegrationPlanBody(Strict):
     agreed_on: Day
 
 
+def _answer(dimension: str, words: str) -> Any:
+    return Field(default=None, description=f"{dimension}: {words}. 1 (the worst) to 5 (the best); null: not applicable")
+
+
+class SurveyAnswers(Strict):
+    """The answers to IOM's Reintegration Sustainability Survey, one per indicator (``SurveyIndicator``,
+    in its order): 1, the worst situation, to 5, the best; null or left out: not applicable, or the
+    person declined to answer. Each dimension needs at least three answers."""
+
+    economic_satisfaction: SurveyAnswer | None = _answer("Economic", "satisfaction with the current economic situation")
+    food_security: SurveyAnswer | None = _answer("Economic", "how often the household had to reduce food (5: never)")
+    ability_to_borrow: SurveyAnswer | None = _answer("Economic", "could borrow money if needed")
+    debt_to_spending: SurveyAnswer | None = _answer("Economic", "debt repayments small relative to spending")
+    employment: SurveyAnswer | None = _answer("Economic", "working or in training, or a regular source of income")
+    housing: SurveyAnswer | None = _answer("Social", "access to and standard of housing")
+    education: SurveyAnswer | None = _answer("Social", "the household's school-age children attend school")
+    justice: SurveyAnswer | None = _answer("Social", "access to justice and law enforcement")
+    documentation: SurveyAnswer | None = _answer("Social", "holds identity documents")
+    public_services: SurveyAnswer | None = _answer("Social", "access to health care and drinking water")
+    social_participation: SurveyAnswer | None = _answer("Psychosocial", "takes part in community activities")
+    support_network: SurveyAnswer | None = _answer("Psychosocial", "has people to rely on")
+    discrimination: SurveyAnswer | None = _answer("Psychosocial", "does not experience discrimination")
+    wellbeing: SurveyAnswer | None = _answer("Psychosocial", "rarely shows signs of distress")
+    physical_safety: SurveyAnswer | None = _answer("Psychosocial", "feels physically safe where they live")
+
+    def answers(self) -> dict[SurveyIndicator, int | None]:
+        """Every indicator's answer, in the survey's order (None: not applicable)."""
+        return {i: getattr(self, i.value) for i in SURVEY_INDICATORS}
+
+
 class MonitoringBody(Strict):
+    """A monitoring visit, scored for sustainability from the answers to the sustainability survey
+    (``survey``); or, as before the survey, from the three dimensions' scores typed in (``economic``,
+    ``social`` and ``psychosocial``, 0 to 1). One of the two: the survey, or all three scores."""
+
     visited_on: Day
-    economic: Score
-    social: Score
-    psychosocial: Score
+    economic: Score | None = Field(default=None, description="Without a survey: the economic score, 0 to 1")
+    social: Score | None = Field(default=None, description="Without a survey: the social score, 0 to 1")
+    psychosocial: Score | None = Field(default=None, description="Without a survey: the psychosocial score, 0 to 1")
+    survey: SurveyAnswers | None = None
     notes: Notes = ""
+
+    @property
+    def typed_scores(self) -> dict[str, float | None]:
+        return {"economic": self.economic, "social": self.social, "psychosocial": self.psychosocial}
 
 
 def _why_not_plan(state: JourneyState) -> str | None:
@@ -99,7 +152,54 @@ def earliest_next_visit(state: JourneyState) -> date | None:
     return scheduled - timedelta(days=state.config.monitoring_grace_days)
 
 
+def short_dimensions(answers: Mapping[SurveyIndicator, int | None]) -> list[SustainabilityDimension]:
+    """The dimensions with fewer answers than their score needs (``SURVEY_MIN_ANSWERS``)."""
+    return [
+        dimension
+        for dimension in SustainabilityDimension
+        if sum(answers.get(i) is not None for i in indicators_of(dimension)) < SURVEY_MIN_ANSWERS
+    ]
+
+
+def dimension_scores(answers: Mapping[SurveyIndicator, int | None], weights: Mapping[str, float]) -> dict[str, float]:
+    """Each dimension's score, 0..1: the weighted mean of its answers put on 0..1, ``(answer - 1) / 4``,
+    over the indicators answered (an indicator the weights do not name weighs 1.0), to four decimals.
+    Every dimension has its three answers (``short_dimensions``) and the configuration lets no three
+    weigh nothing together (``JourneyConfig``), so no total weight is 0."""
+    scores = {}
+    for dimension in SustainabilityDimension:
+        answered = [
+            (weights.get(i.value, 1.0), answer)
+            for i in indicators_of(dimension)
+            if (answer := answers.get(i)) is not None
+        ]
+        total = sum(w for w, _ in answered)
+        scores[dimension.value] = round(sum(w * (a - 1) / 4 for w, a in answered) / total, 4)
+    return scores
+
+
+def _check_monitoring_scores(body: MonitoringBody) -> None:
+    """The survey or all three scores typed in, one of the two; and each dimension of a survey answered enough."""
+    typed = [v for v in body.typed_scores.values() if v is not None]
+    by_survey = body.survey is not None and not typed
+    by_scores = body.survey is None and len(typed) == len(body.typed_scores)
+    if not (by_survey or by_scores):
+        raise InvalidCommand(
+            N_(
+                "a monitoring visit is scored either by the survey's answers (survey) or by all three scores "
+                "(economic, social and psychosocial), one of the two"
+            )
+        )
+    if body.survey is not None and (short := short_dimensions(body.survey.answers())):
+        raise InvalidCommand(
+            N_("the survey needs at least {minimum} answers in each dimension; too few in: {dimensions}").format(
+                minimum=SURVEY_MIN_ANSWERS, dimensions=", ".join(d.value for d in short)
+            )
+        )
+
+
 def _check_monitoring(state: JourneyState, body: MonitoringBody, actor: Actor) -> None:
+    _check_monitoring_scores(body)
     if state.plan_agreed_on and body.visited_on < state.plan_agreed_on:
         raise InvalidCommand(N_("a monitoring visit comes after the plan was agreed"))
     if (earliest := earliest_next_visit(state)) and body.visited_on < earliest:
@@ -109,13 +209,25 @@ def _check_monitoring(state: JourneyState, body: MonitoringBody, actor: Actor) -
 
 
 def assess_sustainability(state: JourneyState, body: MonitoringBody) -> MonitoringVisit:
-    scores = {"economic": body.economic, "social": body.social, "psychosocial": body.psychosocial}
-    weights = state.config.sustainability_weights
+    """The visit scored: each dimension's score (from the survey's answers, or as typed in), their
+    weighted mean by ``sustainability_weights``, and the dimensions below ``sustainability_thresholds``."""
+    cfg = state.config
+    answers: dict[SurveyIndicator, int | None] = {}
+    if body.survey is not None:
+        answers = body.survey.answers()
+        scores = dimension_scores(answers, cfg.survey_indicator_weights)
+    else:
+        scores = {k: v for k, v in body.typed_scores.items() if v is not None}
+    weights = cfg.sustainability_weights
     total = sum(weights.get(k, 0.0) for k in scores) or 1.0
     weighted = sum(scores[k] * weights.get(k, 0.0) for k in scores) / total
-    below = [k for k, v in scores.items() if v < state.config.sustainability_thresholds.get(k, 0.0)]
+    below = [k for k, v in scores.items() if v < cfg.sustainability_thresholds.get(k, 0.0)]
     return MonitoringVisit(
-        visited_on=body.visited_on, scores=scores, weighted_score=round(weighted, 4), below_threshold=below
+        visited_on=body.visited_on,
+        scores=scores,
+        weighted_score=round(weighted, 4),
+        below_threshold=below,
+        survey={i.value: a for i, a in answers.items()},
     )
 
 
@@ -138,7 +250,13 @@ def _apply_monitoring(state: JourneyState, body: MonitoringBody, change: Change)
     state.monitoring_visits.append(visit)
     if visit.below_threshold and not state.plan_revision_needed:
         state.plan_revision_needed, state.plan_revision_flagged_on = True, visit.visited_on
-    change.entry.facts.update(weighted_score=visit.weighted_score, below_threshold=visit.below_threshold)
+    # The step's entry says the dimensions' scores, typed in or computed from the survey (whose
+    # answers the visit keeps; the entry of a body with the scores, null "survey" and all, is as before).
+    facts = change.entry.facts
+    facts.pop("survey", None)
+    if visit.survey:
+        facts.update(visit.scores)
+    facts.update(weighted_score=visit.weighted_score, below_threshold=visit.below_threshold)
     return []
 
 
@@ -161,7 +279,26 @@ STEPS = (
         Step.monitoring,
         MonitoringBody,
         _apply_monitoring,
-        example={"visited_on": "2027-03-20", "economic": 0.6, "social": 0.7, "psychosocial": 0.8},
+        example={
+            "visited_on": "2027-03-20",
+            "survey": {
+                "economic_satisfaction": 3,
+                "food_security": 4,
+                "ability_to_borrow": 2,
+                "debt_to_spending": None,
+                "employment": 4,
+                "housing": 4,
+                "education": None,
+                "justice": 3,
+                "documentation": 5,
+                "public_services": 4,
+                "social_participation": 3,
+                "support_network": 4,
+                "discrimination": 4,
+                "wellbeing": 3,
+                "physical_safety": 5,
+            },
+        },
         why_not=_why_not_monitoring,
         check=_check_monitoring,
     ),

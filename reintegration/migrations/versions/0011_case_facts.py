@@ -1,6 +1,7 @@
 """Anonymous case facts for the reports (issue 17): sex, age band and the victim's HTCDS picklists,
 kept outside the person vault so that they survive erasure. Cases opened before this revision get
-their sex and age band from ``reintegration facts backfill`` (it reads the vault with the keyring).
+their sex and age band at ``reintegration db upgrade`` and at each API start
+(``reintegration.case_facts.keep_missing``: it reads the vault with the keyring).
 
 Revision ID: 0011
 Revises: 0010
