@@ -25,12 +25,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlencode
 
 import anyio
 import sqlalchemy
-import weasyprint
 from babel import Locale, numbers
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse, Response
@@ -61,6 +60,9 @@ from reintegration.reports import (
     indicators,
 )
 from workflows.model import Role, Stage
+
+if TYPE_CHECKING:  # imported where a report is printed: see ``document``
+    import weasyprint
 
 router = APIRouter(include_in_schema=False)
 
@@ -797,14 +799,17 @@ def printable(report: Indicators, w: Words) -> str:
     return render.environment(w.language).get_template("reports_print.html").render({"report": view(report, w)})
 
 
-# WeasyPrint's fetcher with no scheme allowed: the report is whole in its HTML, so any address it
-# names (a stylesheet, an image, a file) is refused, never read.
-_FETCH_NOTHING = weasyprint.URLFetcher(allowed_protocols=frozenset())
-
-
 def document(html: str) -> weasyprint.Document:
-    """The report laid out in pages (what ``pdf_of`` writes; the tests read its text)."""
-    return weasyprint.HTML(string=html, base_url=None, url_fetcher=_FETCH_NOTHING).render()
+    """The report laid out in pages (what ``pdf_of`` writes; the tests read its text).
+
+    WeasyPrint is imported here, at the first report printed, not when the API starts: it costs
+    about a second of every API process's start, and a machine without Pango still serves everything
+    but the PDF. Its fetcher allows no scheme: the report is whole in its HTML, so any address it
+    names (a stylesheet, an image, a file) is refused, never read."""
+    import weasyprint
+
+    fetch_nothing = weasyprint.URLFetcher(allowed_protocols=frozenset())
+    return weasyprint.HTML(string=html, base_url=None, url_fetcher=fetch_nothing).render()
 
 
 def pdf_of(html: str) -> bytes:
