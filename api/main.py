@@ -187,20 +187,18 @@ async def _index_persons(app: FastAPI) -> None:
     """Give the blind indexes to the persons of cases opened before them (``person_index``), and the
     anonymous facts to their cases (``reintegration.case_facts``), once, in the background: a search
     or duplicate check finds them, and the reports count them, once this is done."""
-    try:
-        indexed = await asyncio.to_thread(person_index.index_missing, app.state.engine, app.state.keyring)
-    except SQLAlchemyError as exc:
-        log.warning("persons not indexed", error=type(exc).__name__)
-        return
-    if indexed:
-        log.info("persons indexed", persons=indexed)
-    try:
-        kept = await asyncio.to_thread(case_facts_store.keep_missing, app.state.engine, app.state.keyring)
-    except SQLAlchemyError as exc:
-        log.warning("case facts not kept", error=type(exc).__name__)
-        return
-    if kept:
-        log.info("case facts kept for the reports", cases=kept)
+    backfills = (
+        (person_index.index_missing, "persons indexed", "persons not indexed", "persons"),
+        (case_facts_store.keep_missing, "case facts kept for the reports", "case facts not kept", "cases"),
+    )
+    for backfill, done, failed, counted in backfills:
+        try:
+            count = await asyncio.to_thread(backfill, app.state.engine, app.state.keyring)
+        except SQLAlchemyError as exc:
+            log.warning(failed, error=type(exc).__name__)
+            return
+        if count:
+            log.info(done, **{counted: count})
 
 
 async def _connect(app: FastAPI, settings: Settings) -> None:
