@@ -15,7 +15,9 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health", summary="The process is up")
-def health() -> dict[str, str]:
+async def health() -> dict[str, str]:
+    # ``async``: a plain ``def`` route runs in the thread pool, and so does the check of its answer
+    # (two thread hops per probe: measured, half of what /health cost beyond the bare floor).
     return {"status": "ok"}
 
 
