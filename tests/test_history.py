@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
@@ -57,6 +58,14 @@ async def test_a_full_journey_replays_and_its_size_is_known(stack):
         for wid, runs in histories.items()
     }
     print(f"\nhistory events of one full voluntary-return journey: {total} {sizes}")
+    # One deadline timer is kept across the commands while the next deadline does not come sooner
+    # (KEPT_TIMER_PATCH): before it, every command cancelled the timer and started another.
+    events = [e for runs in histories.values() for h in runs for e in h.events]
+    updates = sum(e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED for e in events)
+    started = sum(e.event_type == EventType.EVENT_TYPE_TIMER_STARTED for e in events)
+    cancelled = sum(e.event_type == EventType.EVENT_TYPE_TIMER_CANCELED for e in events)
+    print(f"updates {updates}, timers started {started}, cancelled {cancelled}")
+    assert updates >= 20 and started <= updates // 2 and cancelled <= updates // 3
     # The person's name never enters a history.
     assert all(
         "Maria" not in str(h.events) and "Ionescu" not in str(h.events) for runs in histories.values() for h in runs

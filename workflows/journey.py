@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from temporalio import workflow
@@ -47,6 +47,9 @@ AGENCY_CHECK_PATCH = "workflow-checks-agencies"
 # visit no longer moves the deadline (and clears the stall) of a revision nobody made. The rules
 # read the decision from the state (``JourneyState.revision_due_from_flagging_visit``).
 REVISION_DEADLINE_PATCH = "revision-due-from-flagging-visit"
+# One durable timer kept across commands while the next deadline does not come sooner (histories
+# from before restarted the timer at every command: a cancelled and a started timer each time).
+KEPT_TIMER_PATCH = "deadline-timer-kept-across-commands"
 
 
 class ErrorType:
@@ -289,9 +292,63 @@ class JourneyWorkflowBase:
     async def hold_stage(self) -> bool:
         """Keep the stage's deadlines while it is current; True if it should continue as new.
 
-        One durable timer at a time, for the next moment the stall can change by the clock alone;
-        every change to the case recomputes it, so a deadline that moves moves the timer.
+        One durable timer at a time, for the next moment the stall can change by the clock alone.
+        Every change to the case recomputes that moment: a timer set for a later one is replaced; one
+        set for a sooner moment is kept (most commands move the next deadline later: the case's
+        inactivity is counted from its last activity) and, when it fires, finds nothing due and is set
+        again for the moment then computed. Runs from before ``KEPT_TIMER_PATCH`` replaced the timer
+        at every change (``_hold_stage_restarting``).
         """
+        if not workflow.patched(KEPT_TIMER_PATCH):
+            return await self._hold_stage_restarting()
+        timer: asyncio.Task[None] | None = None
+        timer_at: datetime | None = None
+        try:
+            while True:
+                version = self.state.version
+                deadline = rules.next_deadline(self.state, workflow.now())
+                if timer is not None and (deadline is None or timer_at is None or deadline < timer_at):
+                    timer.cancel()
+                    timer = None
+                if timer is None and deadline is not None:
+                    timer, timer_at = self._timer(deadline), deadline
+
+                def woken(version: int = version, timer: asyncio.Task[None] | None = timer) -> bool:
+                    return (
+                        self.state.stage not in self.OWNED_STAGES
+                        or workflow.info().is_continue_as_new_suggested()
+                        or self.state.version != version
+                        or (timer is not None and timer.done())
+                    )
+
+                await workflow.wait_condition(woken)
+                if timer is not None and timer.done():
+                    timer = None
+                    await self._stall_by_clock(version)
+                    continue
+                if self.state.stage not in self.OWNED_STAGES or workflow.info().is_continue_as_new_suggested():
+                    break
+        finally:
+            if timer is not None:
+                timer.cancel()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.state.stage in self.OWNED_STAGES
+
+    @staticmethod
+    def _timer(deadline: datetime) -> asyncio.Task[None]:
+        """A durable timer until the deadline (a second at least), as a task the hold can cancel."""
+        return asyncio.create_task(workflow.sleep(max(deadline - workflow.now(), timedelta(seconds=1))))
+
+    async def _stall_by_clock(self, version: int) -> None:
+        """The timer fired: project the stall if the clock changed it (or a command meanwhile did)."""
+        async with self._lock:
+            if self.state.stage in self.OWNED_STAGES:
+                events = rules.evaluate_stall(self.state, workflow.now(), self._new_id, by_clock=True)
+                if events or self.state.version != version:
+                    await self.project(events)
+
+    async def _hold_stage_restarting(self) -> bool:
+        """``hold_stage`` as runs from before ``KEPT_TIMER_PATCH`` replay it: a new timer at every change."""
         while True:
             version = self.state.version
             deadline = rules.next_deadline(self.state, workflow.now())
@@ -307,11 +364,7 @@ class JourneyWorkflowBase:
             try:
                 await workflow.wait_condition(stage_or_case_moved, timeout=timeout)
             except TimeoutError:
-                async with self._lock:
-                    if self.state.stage in self.OWNED_STAGES:
-                        events = rules.evaluate_stall(self.state, workflow.now(), self._new_id, by_clock=True)
-                        if events or self.state.version != version:
-                            await self.project(events)
+                await self._stall_by_clock(version)
                 continue
             if self.state.stage not in self.OWNED_STAGES or workflow.info().is_continue_as_new_suggested():
                 break
