@@ -10,20 +10,30 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import uuid
 from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlmodel import Session, select
+from temporalio import activity, workflow
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowUpdateStage
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from reintegration.db import NotificationRecord
 from tests.conftest import running_stack, served
 from tests.journey import Journey, day
+from tests.rules.builders import opening
+from workflows import rules
+from workflows.journey import JourneyWorkflowBase
+from workflows.model import ActivityName, JourneyState, Stage
 from workflows.rules import add_months
 
 WEBHOOK_SECRET = "supervisors-webhook-secret-0123456789abcdef"
@@ -285,6 +295,86 @@ async def test_a_retried_notification_is_sent_once(skipping):
     assert all(n == 1 for n in supervisors.received.values())
     assert {n.notification_id for n in sent} == set(supervisors.received)
     assert max(n.attempts for n in sent) >= 2
+
+
+@workflow.defn(name="KeptTimerProbe")
+class KeptTimerProbe(JourneyWorkflowBase):
+    """The journey's hold of a stage (``hold_stage``) with a command that can be made to wait holding
+    the case's lock before it changes the case, as a step or task command waits for its agency check."""
+
+    OWNED_STAGES = (Stage.identification,)
+
+    @workflow.init
+    def __init__(self, state: JourneyState) -> None:
+        super().__init__()
+        self.state = state
+        self.released = False
+
+    @workflow.run
+    async def run(self, state: JourneyState) -> None:
+        await self.hold_stage()
+
+    @workflow.update
+    async def touch(self, held: bool) -> int:
+        async with self._lock:
+            if held:
+                await workflow.wait_condition(lambda: self.released)
+            self.state.version += 1
+            self.state.last_activity_at = workflow.now()
+            return (await self._record([])).version
+
+    @workflow.signal
+    def release(self) -> None:
+        self.released = True
+
+    @workflow.signal
+    def leave(self) -> None:
+        self.state.stage = Stage.protection
+
+
+async def test_a_kept_timer_firing_early_while_a_command_holds_the_case_projects_nothing_more():
+    """The kept timer fires before the deadline it was set for has come (a command moved it later);
+    meanwhile another command holds the case's lock. The command projects its change; the timer,
+    which found nothing due, projects nothing (the command's own projection is not repeated)."""
+    projected: list[int] = []
+
+    @activity.defn(name=ActivityName.PROJECT_CASE)
+    async def project_case(projection: dict[str, Any]) -> None:
+        projected.append(projection["state"]["version"])
+
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=str(Path(sys.executable).parent / "temporal-test-server"),
+    )
+    try:
+        case_id = str(uuid.uuid4())
+        state = rules.new_journey(opening().model_copy(update={"case_id": case_id}), await env.get_current_time())
+        async with Worker(
+            env.client,
+            task_queue="kept-timer",
+            workflows=[KeptTimerProbe],
+            activities=[project_case],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        ):
+            handle = await env.client.start_workflow(
+                KeptTimerProbe.run, state, id=f"case-{case_id}", task_queue="kept-timer"
+            )
+            await env.sleep(timedelta(days=10))
+            assert await handle.execute_update(KeptTimerProbe.touch, False) == 1  # inactivity due 10 days later
+            held = await handle.start_update(KeptTimerProbe.touch, True, wait_for_stage=WorkflowUpdateStage.ACCEPTED)
+            await env.sleep(timedelta(days=21))  # the timer kept for day 30 fires: nothing is due before day 40
+            await handle.signal(KeptTimerProbe.release)
+            assert await held.result() == 2
+            await handle.signal(KeptTimerProbe.leave)
+            await handle.result()
+            events = [e.event_type for e in (await handle.fetch_history()).events]
+        assert events.count(EventType.EVENT_TYPE_TIMER_FIRED) == 1
+        fired = events.index(EventType.EVENT_TYPE_TIMER_FIRED)  # the timer set at the start, kept
+        assert events[:fired].count(EventType.EVENT_TYPE_TIMER_STARTED) == 1
+        assert EventType.EVENT_TYPE_TIMER_CANCELED not in events[:fired]
+        assert projected == [1, 2], projected  # each command once; nothing from the timer
+    finally:
+        await env.shutdown()
 
 
 async def until(condition, what: str, timeout: float = 30.0) -> None:

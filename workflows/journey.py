@@ -324,7 +324,7 @@ class JourneyWorkflowBase:
                 await workflow.wait_condition(woken)
                 if timer is not None and timer.done():
                     timer = None
-                    await self._stall_by_clock(version)
+                    await self._stall_by_clock()
                     continue
                 if self.state.stage not in self.OWNED_STAGES or workflow.info().is_continue_as_new_suggested():
                     break
@@ -339,12 +339,16 @@ class JourneyWorkflowBase:
         """A durable timer until the deadline (a second at least), as a task the hold can cancel."""
         return asyncio.create_task(workflow.sleep(max(deadline - workflow.now(), timedelta(seconds=1))))
 
-    async def _stall_by_clock(self, version: int) -> None:
-        """The timer fired: project the stall if the clock changed it (or a command meanwhile did)."""
+    async def _stall_by_clock(self, version: int | None = None) -> None:
+        """The timer fired: project the stall if the clock changed it. Given the ``version`` the hold
+        saw (as runs from before ``KEPT_TIMER_PATCH`` replay it), a command applied meanwhile, which
+        projected itself, is projected again; without it (a kept timer that fired early while a
+        command held the lock), nothing is."""
         async with self._lock:
             if self.state.stage in self.OWNED_STAGES:
+                before = self.state.version if version is None else version
                 events = rules.evaluate_stall(self.state, workflow.now(), self._new_id, by_clock=True)
-                if events or self.state.version != version:
+                if events or self.state.version != before:
                     await self.project(events)
 
     async def _hold_stage_restarting(self) -> bool:
