@@ -126,9 +126,9 @@ def list_tasks(
     """A partner sees its agency's tasks; caseworkers and supervisors the tasks of their countries."""
     query = tasks_query(user, status=status, service=service, overdue=overdue)
     rows, next_cursor = page(session, query, TASKS_ORDER, limit=limit, cursor=cursor)
-    loaded = prefetch(session, list(rows)) if user.role == Role.partner else []  # kept while the page is made
+    if user.role == Role.partner:
+        prefetch(session, list(rows))
     items = [view(session, settings, t, user.role) for t in rows]
-    del loaded
     auditor.record_many([person_read(t, v, via="list") for t, v in zip(rows, items, strict=True) if carries_person(v)])
     return Page[TaskPublic | PartnerTask](items=items, next_cursor=next_cursor)
 

@@ -57,20 +57,20 @@ def person_for_partner(
     return {f: stored.get(f, facts.get(f)) for f in wanted}
 
 
-def prefetch(session: Session, tasks: list[TaskRecord]) -> list[object]:
+def prefetch(session: Session, tasks: list[TaskRecord]) -> None:
     """Load the cases, agencies and persons of a page of tasks in three queries, into the session
-    (whose ``get`` then finds them without one query each per task). Keep what it returns while the
-    page is made: the session holds its objects weakly, so rows nobody refers to are gone from it
-    at once, and each ``get`` would query again (as it did: 50 tasks, 150 more queries)."""
+    (whose ``get`` then finds them without one query each per task). The session holds its objects
+    weakly, so the rows are kept in ``session.info`` for the session's life: rows nobody refers to
+    would be gone from it at once, and each ``get`` would query again (as it did: 50 tasks, 150
+    more queries)."""
     case_ids = sorted({t.case_id for t in tasks})
     agency_ids = sorted({t.agency_id for t in tasks})
     if not case_ids:
-        return []
-    return [
-        *session.exec(select(CaseRecord).where(col(CaseRecord.case_id).in_(case_ids))).all(),
-        *session.exec(select(AgencyRecord).where(col(AgencyRecord.agency_id).in_(agency_ids))).all(),
-        *session.exec(select(PersonRecord).where(col(PersonRecord.case_id).in_(case_ids))).all(),
-    ]
+        return
+    kept: list[object] = session.info.setdefault("prefetched", [])
+    kept += session.exec(select(CaseRecord).where(col(CaseRecord.case_id).in_(case_ids))).all()
+    kept += session.exec(select(AgencyRecord).where(col(AgencyRecord.agency_id).in_(agency_ids))).all()
+    kept += session.exec(select(PersonRecord).where(col(PersonRecord.case_id).in_(case_ids))).all()
 
 
 # A task in these states is no longer the agency's to work on: its notes are not shown to it.
