@@ -15,6 +15,7 @@ import zlib
 from datetime import UTC, date, datetime
 from typing import Any
 
+import httpx
 import pytest
 from sqlmodel import Session, col, select
 from weasyprint.formatting_structure import boxes
@@ -481,16 +482,25 @@ async def test_a_report_too_long_to_print_says_so_and_offers_the_csv(stack, regi
 
 async def test_printing_does_not_hold_up_other_requests(stack, region):
     """WeasyPrint runs in a thread: while a PDF is drawn, the server (on this test's event loop)
-    keeps answering."""
+    keeps answering. One PDF takes 0.25-0.4 s here, near the least that tells the two apart on a
+    fast machine, so the same PDF is printed until the prints have lasted a second: a print on the
+    event loop would hold each ``/health`` for a whole print, and let about one through per print."""
     person = await supervisor(stack)
+    groups = "&".join(f"group_by={g}" for g in ("sex", "age_band", "exploitation_type", "service"))
+    prints: list[float] = []
+
+    async def printing() -> httpx.Response:
+        while True:
+            started = time.monotonic()
+            r = await person.http.get(f"{PAGE}/indicators.pdf?{PERIOD}&{groups}")
+            prints.append(time.monotonic() - started)
+            if not r.content.startswith(b"%PDF-") or sum(prints) > 1.0 or len(prints) == 20:
+                return r
+
     try:
-        groups = "&".join(f"group_by={g}" for g in ("sex", "age_band", "exploitation_type", "service"))
-        started = time.monotonic()
-        printing = person.http.get(f"{PAGE}/indicators.pdf?{PERIOD}&{groups}")
-        r, answered, longest = await answers_meanwhile(stack.http, printing)
-        took = time.monotonic() - started
+        r, answered, longest = await answers_meanwhile(stack.http, printing())
         assert r.content.startswith(b"%PDF-")
-        assert took > 0.3, f"too quick to tell ({took:.2f} s)"
-        assert answered >= 3 and longest < took / 2, (answered, longest, took)
+        assert min(prints) > 0.1, f"too quick to tell ({prints})"
+        assert answered >= 3 * len(prints) and longest < min(prints) / 2, (answered, longest, prints)
     finally:
         await person.aclose()
