@@ -85,7 +85,7 @@ async def once(
     # The fingerprint hashes the body, notes and all: stored keyed, so it can't be used to test guesses.
     # (The keyring may read or create keys in the database: off the event loop, as all database work.)
     request_hash = await asyncio.to_thread(keyring.keyed_hash, request_hash, purpose="idempotency")
-    if session is not None:
+    if session is not None and session.in_transaction():
         await asyncio.to_thread(release_connection, session)
     claim = await _claim_or_wait(engine, user.sub, key, request_hash, ttl)
     if isinstance(claim, tuple):

@@ -14,6 +14,7 @@ from sqlmodel import Session
 from api.audit import Entry
 from api.cases import CASEWORK, CaseId, TaskId, _respond, etag_header, parse_etag
 from api.errors import NotFound, PreconditionFailed, Unprocessable, responses
+from api.journeys import case_in_scope
 from api.languages import N_
 from api.pipeline import IfMatch, Pipeline, commands_for
 from api.schemas import CasePublic, TaskPublic
@@ -58,25 +59,33 @@ def _resolve_agencies(session: Session, settings: Settings, case: CaseRecord, it
             raise Unprocessable(str(refused)) from None
 
 
+def _check_step(p: Pipeline, step: Step, case_id: str, payload: dict[str, Any], if_match: str | None) -> int | None:
+    """What a step is checked for before it is sent: the case in the caller's scope (404), its
+    ETag (412), and, for a step the case allows now, its agencies and receiving caseworker (422).
+    The version ``If-Match`` names, if any."""
+    case = case_in_scope(p.session, case_id, p.user)
+    expected = None
+    if if_match is not None and if_match != "*":
+        expected = parse_etag(if_match)
+        if expected != case.version:
+            raise PreconditionFailed(N_("the case moved on since that ETag; read it again"))
+    if step.value in case.allowed_steps:  # otherwise the workflow answers 409 before agencies matter
+        _resolve_agencies(p.session, p.settings, case, payload.get("measures", []) + payload.get("services", []))
+        if step == Step.travel_plan:  # the case goes to this caseworker of the country of origin
+            known_owner(p.session, payload["receiving_caseworker"], case.origin_country)
+    return expected
+
+
 async def _record(
     p: Pipeline, step: Step, case_id: str, body: BaseModel, response: Response, if_match: str | None
 ) -> CasePublic | JSONResponse:
     """Record one step on the case's workflow and return the case as it is after it."""
-    await p.case(case_id)
+    if p.key is not None:  # 404 before the key is claimed (without a key, ``run`` checks at once)
+        await p.case(case_id)
     payload = body.model_dump(mode="json")
 
     async def run(_: str) -> CasePublic:
-        case = await p.case(case_id)
-        expected = None
-        if if_match is not None and if_match != "*":
-            expected = parse_etag(if_match)
-            if expected != case.version:
-                raise PreconditionFailed(N_("the case moved on since that ETag; read it again"))
-        if step.value in case.allowed_steps:  # otherwise the workflow answers 409 before agencies matter
-            items = payload.get("measures", []) + payload.get("services", [])
-            await p.db(_resolve_agencies, p.session, p.settings, case, items)
-            if step == Step.travel_plan:  # the case goes to this caseworker of the country of origin
-                await p.db(known_owner, p.session, payload["receiving_caseworker"], case.origin_country)
+        expected = await p.checked(_check_step, p, step, case_id, payload, if_match)
         # The workflow checks the version again: two writers with the same ETag cannot both succeed.
         await p.send(case_id, "step", StepCommand(step=step, body=payload, actor=p.actor, expected_version=expected))
         return await p.db(_respond, response, p.session, case_id, p.settings)
@@ -140,20 +149,28 @@ async def withdraw_consent(
     return await _record(p, Step.withdraw_consent, case_id, body, response, if_match)
 
 
+def _check_task_command(
+    p: Pipeline, case_id: str, action: TaskAction, task_id: str | None, payload: dict[str, Any]
+) -> None:
+    """The case in the caller's scope (404), the task on it (404), and the agency a new or
+    reassigned task goes to (422)."""
+    case = case_in_scope(p.session, case_id, p.user)
+    if task_id is not None:
+        task = p.session.get(TaskRecord, task_id)
+        if task is None or task.case_id != case_id:
+            raise NotFound(N_("no such task on this case"))
+        if action == TaskAction.reassign:
+            _resolve_agencies(p.session, p.settings, case, [{**payload, "service": task.service}])
+    else:
+        _resolve_agencies(p.session, p.settings, case, [payload])
+
+
 async def _task_command(
     p: Pipeline, case_id: str, action: TaskAction, task_id: str | None, body: BaseModel
 ) -> TaskPublic | JSONResponse:
     """Assign, reassign or cancel a task of the case; the task as it is after it."""
     payload = body.model_dump(mode="json")
-    case = await p.case(case_id)
-    if task_id is not None:
-        task = await p.db(p.session.get, TaskRecord, task_id)
-        if task is None or task.case_id != case_id:
-            raise NotFound(N_("no such task on this case"))
-        if action == TaskAction.reassign:
-            await p.db(_resolve_agencies, p.session, p.settings, case, [{**payload, "service": task.service}])
-    else:
-        await p.db(_resolve_agencies, p.session, p.settings, case, [payload])
+    await p.checked(_check_task_command, p, case_id, action, task_id, payload)
 
     async def run(_: str) -> TaskPublic:
         command = TaskCommand(action=action, task_id=task_id, body=payload, actor=p.actor)

@@ -169,11 +169,12 @@ async def act(
     p: Pipeline, task_id: str, action: TaskAction, body: BaseModel
 ) -> TaskPublic | PartnerTask | JSONResponse:
     """Send a partner's action on a task to the case's workflow; the task as it is after it."""
-    task = await p.task(task_id)
+    # The task in the caller's scope (404), and the session's connection given back, in one thread.
+    case_id = await p.checked(lambda: task_in_scope(p.session, task_id, p.user).case_id)
     payload = body.model_dump(mode="json")
 
     async def run(_: str) -> TaskPublic | PartnerTask:
-        await p.send(task.case_id, "task", TaskCommand(action=action, task_id=task_id, body=payload, actor=p.actor))
+        await p.send(case_id, "task", TaskCommand(action=action, task_id=task_id, body=payload, actor=p.actor))
         return await p.db(_seen_after, p.session, p.settings, task_id, p.user.role)
 
     def replay(_: dict[str, Any]) -> dict[str, Any]:
@@ -186,7 +187,7 @@ async def act(
 
     def audit(answer: dict[str, Any]) -> list[Entry]:
         """The action, and the person's fields the answer shows (names only), read before they leave."""
-        done = Entry(f"task.{action.value}", case_id=task.case_id, task_id=task_id)
+        done = Entry(f"task.{action.value}", case_id=case_id, task_id=task_id)
         if not answer.get("person"):
             return [done]
         fields = sorted(answer["person"])
@@ -194,7 +195,7 @@ async def act(
             done,
             Entry(
                 "task.read-person",
-                case_id=task.case_id,
+                case_id=case_id,
                 task_id=task_id,
                 detail={"via": action.value, "fields": fields},
             ),
@@ -205,7 +206,7 @@ async def act(
         request=payload,
         run=run,
         audit=audit,
-        case_id=task.case_id,
+        case_id=case_id,
         replay=replay,
         unstored=frozenset({"person"}),
     )

@@ -2,15 +2,18 @@
 
 A list that reads one row more for each item it shows slows down with every item a user's page
 holds (a partner's inbox of fifty tasks made 150 queries more than one of a single task, all on
-the request's thread). Measured on the API's own engine, through the real HTTP app.
+the request's thread). Measured on the API's own engine, through the real HTTP app. And how often a
+command waits for a worker thread: a fixed few times too.
 """
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import anyio.to_thread
 from sqlalchemy import event
 
 from tests.journey import Journey
@@ -72,3 +75,44 @@ async def test_the_staffs_lists_cost_the_same_statements_for_one_item_or_ten(sta
             assert len(r.json()["items"]) == limit
             counted[limit] = len(seen)
         assert counted[10] == counted[1], (path, counted)
+
+
+@contextmanager
+def thread_hops() -> Iterator[list[str]]:
+    """The times a request's handling waits for a worker thread (``anyio.to_thread.run_sync``, which
+    FastAPI's thread pool uses too) inside the block: each costs about as much CPU as reading a case
+    (``make bench``). Only requests' own: their tasks run under uvicorn's protocol, the background
+    tasks of the processes here do not."""
+    hops: list[str] = []
+    real = anyio.to_thread.run_sync
+
+    async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
+        frames = traceback.extract_stack()
+        if any("uvicorn/protocols" in f.filename for f in frames):
+            caller = next(f for f in reversed(frames[:-1]) if "/anyio/" not in f.filename)
+            hops.append(f"{caller.filename.rsplit('/', 1)[-1]}:{caller.name}")
+        return await real(func, *args, **kwargs)
+
+    anyio.to_thread.run_sync = counted  # type: ignore[assignment]
+    try:
+        yield hops
+    finally:
+        anyio.to_thread.run_sync = real  # type: ignore[assignment]
+
+
+async def test_a_command_waits_for_a_worker_thread_three_times(stack):
+    """A step, a task's assignment and a partner's action without an Idempotency-Key: their checks and
+    the session's release in one hop, the answer read back in one, the audit row in one."""
+    j = Journey(stack)
+    await j.open()
+    partner = j.partner(AGENCY)
+    await stack.http.get("/v1/tasks", headers=partner)  # the partner's first sign-in aside
+    with thread_hops() as hops:
+        await j.step("risk-assessment", {"level": "low", "threats": [], "assessed_on": "2026-01-02"})
+    assert hops == ["pipeline.py:checked", "pipeline.py:db", "pipeline.py:db"], hops
+    with thread_hops() as hops:
+        task = await j.assign("shelter", AGENCY)
+    assert len(hops) == 3, hops
+    with thread_hops() as hops:
+        await j.task_action(task["task_id"], AGENCY, "accept")
+    assert len(hops) == 3, hops
