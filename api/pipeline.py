@@ -110,17 +110,26 @@ class Pipeline:
         """The task if the caller may see it; 404 otherwise."""
         return await self.db(task_in_scope, self.session, task_id, self.user)
 
-    async def send(self, case_id: str, update: str, command: commands.BoundCommand) -> CommandResult:
+    async def send(
+        self, case_id: str, update: str, command: commands.BoundCommand, *, route: commands.Route | None = None
+    ) -> CommandResult:
         """Send the command to the workflow that owns the case now and wait for its effect.
 
         The command's update id comes from the caller and their Idempotency-Key, so a repeat that
         reaches the workflow is dropped there too. The session gives its connection back first:
-        none is held while Temporal answers."""
+        none is held while Temporal answers. ``route``, the case's as the checks just read it,
+        spares a read of it (``commands.send_command``)."""
         if self.session.in_transaction():  # else ``checked`` gave the connection back already
             await self.db(release_connection, self.session)
         try:
             self.applied = await commands.send_command(
-                self.client, self.engine, case_id, update, command, update_id=idempotency.update_id(self.user, self.key)
+                self.client,
+                self.engine,
+                case_id,
+                update,
+                command,
+                update_id=idempotency.update_id(self.user, self.key),
+                route=route,
             )
             return self.applied
         except commands.NoSuchCase:

@@ -21,6 +21,7 @@ from api.schemas import CasePublic, TaskPublic
 from api.tasks import task_public
 from api.users import known_owner
 from reintegration import agencies
+from reintegration.commands import Route
 from reintegration.db import CaseRecord, TaskRecord
 from reintegration.settings import Settings
 from workflows.model import (
@@ -59,10 +60,12 @@ def _resolve_agencies(session: Session, settings: Settings, case: CaseRecord, it
             raise Unprocessable(str(refused)) from None
 
 
-def _check_step(p: Pipeline, step: Step, case_id: str, payload: dict[str, Any], if_match: str | None) -> int | None:
+def _check_step(
+    p: Pipeline, step: Step, case_id: str, payload: dict[str, Any], if_match: str | None
+) -> tuple[int | None, Route]:
     """What a step is checked for before it is sent: the case in the caller's scope (404), its
     ETag (412), and, for a step the case allows now, its agencies and receiving caseworker (422).
-    The version ``If-Match`` names, if any."""
+    The version ``If-Match`` names, if any, and the case's route."""
     case = case_in_scope(p.session, case_id, p.user)
     expected = None
     if if_match is not None and if_match != "*":
@@ -73,7 +76,7 @@ def _check_step(p: Pipeline, step: Step, case_id: str, payload: dict[str, Any], 
         _resolve_agencies(p.session, p.settings, case, payload.get("measures", []) + payload.get("services", []))
         if step == Step.travel_plan:  # the case goes to this caseworker of the country of origin
             known_owner(p.session, payload["receiving_caseworker"], case.origin_country)
-    return expected
+    return expected, Route.of(case)
 
 
 async def _record(
@@ -85,9 +88,10 @@ async def _record(
     payload = body.model_dump(mode="json")
 
     async def run(_: str) -> CasePublic:
-        expected = await p.checked(_check_step, p, step, case_id, payload, if_match)
+        expected, route = await p.checked(_check_step, p, step, case_id, payload, if_match)
         # The workflow checks the version again: two writers with the same ETag cannot both succeed.
-        await p.send(case_id, "step", StepCommand(step=step, body=payload, actor=p.actor, expected_version=expected))
+        command = StepCommand(step=step, body=payload, actor=p.actor, expected_version=expected)
+        await p.send(case_id, "step", command, route=route)
         return await p.db(_respond, response, p.session, case_id, p.settings)
 
     return await p.once(
@@ -151,9 +155,9 @@ async def withdraw_consent(
 
 def _check_task_command(
     p: Pipeline, case_id: str, action: TaskAction, task_id: str | None, payload: dict[str, Any]
-) -> None:
+) -> Route:
     """The case in the caller's scope (404), the task on it (404), and the agency a new or
-    reassigned task goes to (422)."""
+    reassigned task goes to (422); the case's route."""
     case = case_in_scope(p.session, case_id, p.user)
     if task_id is not None:
         task = p.session.get(TaskRecord, task_id)
@@ -163,6 +167,7 @@ def _check_task_command(
             _resolve_agencies(p.session, p.settings, case, [{**payload, "service": task.service}])
     else:
         _resolve_agencies(p.session, p.settings, case, [payload])
+    return Route.of(case)
 
 
 async def _task_command(
@@ -170,11 +175,11 @@ async def _task_command(
 ) -> TaskPublic | JSONResponse:
     """Assign, reassign or cancel a task of the case; the task as it is after it."""
     payload = body.model_dump(mode="json")
-    await p.checked(_check_task_command, p, case_id, action, task_id, payload)
+    route = await p.checked(_check_task_command, p, case_id, action, task_id, payload)
 
     async def run(_: str) -> TaskPublic:
         command = TaskCommand(action=action, task_id=task_id, body=payload, actor=p.actor)
-        result = await p.send(case_id, "task", command)
+        result = await p.send(case_id, "task", command, route=route)
         return await p.db(_task_after, p.session, result.task_id)
 
     path = f"/v1/cases/{case_id}/tasks" + (f"/{task_id}/{action.value}" if task_id else "")

@@ -23,6 +23,7 @@ from api.languages import N_
 from api.pagination import Cursor, Keyset, Limit, page
 from api.pipeline import Pipeline, commands_for
 from api.schemas import Page, TaskPublic
+from reintegration.commands import Route, read_route
 from reintegration.crypto import Keyring
 from reintegration.db import TaskRecord, aware
 from reintegration.overdue import overdue_condition
@@ -165,16 +166,22 @@ def person_read(task: TaskRecord, seen: PartnerTask, via: str = "read") -> Entry
     )
 
 
+def _task_and_route(session: Session, task_id: str, user: Claims) -> tuple[str, Route | None]:
+    case_id = task_in_scope(session, task_id, user).case_id
+    return case_id, read_route(session, case_id)
+
+
 async def act(
     p: Pipeline, task_id: str, action: TaskAction, body: BaseModel
 ) -> TaskPublic | PartnerTask | JSONResponse:
     """Send a partner's action on a task to the case's workflow; the task as it is after it."""
-    # The task in the caller's scope (404), and the session's connection given back, in one thread.
-    case_id = await p.checked(lambda: task_in_scope(p.session, task_id, p.user).case_id)
+    # The task in the caller's scope (404) and its case's route, in one thread.
+    case_id, route = await p.checked(_task_and_route, p.session, task_id, p.user)
     payload = body.model_dump(mode="json")
 
     async def run(_: str) -> TaskPublic | PartnerTask:
-        await p.send(case_id, "task", TaskCommand(action=action, task_id=task_id, body=payload, actor=p.actor))
+        command = TaskCommand(action=action, task_id=task_id, body=payload, actor=p.actor)
+        await p.send(case_id, "task", command, route=route)
         return await p.db(_seen_after, p.session, p.settings, task_id, p.user.role)
 
     def replay(_: dict[str, Any]) -> dict[str, Any]:

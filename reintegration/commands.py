@@ -24,10 +24,11 @@ import itertools
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import structlog
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 from temporalio.client import (
     Client,
     WorkflowQueryFailedError,
@@ -61,6 +62,27 @@ ROUTING_PAUSES = (0.05, 0.1, 0.2, 0.5, 1.0)
 UPDATE_TIMEOUT = timedelta(seconds=30)
 
 
+class Route(NamedTuple):
+    """Where a command for a case goes: the case's status and the workflow the read model names as
+    active for it (``read_route``). A caller that has just read the case passes it to
+    ``send_command``, which then reads nothing before its first attempt."""
+
+    status: str
+    workflow_id: str
+
+    @classmethod
+    def of(cls, case: CaseRecord) -> Route:
+        return cls(case.status, case.active_workflow_id)
+
+
+def read_route(session: Session, case_id: str) -> Route | None:
+    """The case's route, its two columns only; None if there is no such case."""
+    row = session.exec(
+        select(CaseRecord.status, CaseRecord.active_workflow_id).where(col(CaseRecord.case_id) == case_id)
+    ).first()
+    return Route(*row) if row is not None else None
+
+
 class CommandError(Exception):
     """A command that did not take effect."""
 
@@ -86,12 +108,21 @@ class TemporalUnavailable(CommandError):
 
 
 async def send_command(
-    client: Client, engine: Engine, case_id: str, update: str, command: BoundCommand, *, update_id: str | None = None
+    client: Client,
+    engine: Engine,
+    case_id: str,
+    update: str,
+    command: BoundCommand,
+    *,
+    update_id: str | None = None,
+    route: Route | None = None,
 ) -> CommandResult:
     """Send a step or task command to the workflow that owns the case now, and wait for its effect.
 
     The command is bound to its update id and stamped with the time it was issued: the workflow
-    refuses a copy of it under another update id, or one issued long ago."""
+    refuses a copy of it under another update id, or one issued long ago. ``route``, the case's as
+    the caller has just read it, spares the first attempt its read (each attempt after it reads the
+    route again: the stage may have moved since)."""
     update_id = update_id or f"once:{uuid.uuid4()}"
     command = command.model_copy(update={"update_id": update_id, "issued_at": datetime.now(UTC)})
     deadline = time.monotonic() + ROUTING_DEADLINE
@@ -100,16 +131,17 @@ async def send_command(
             break
         if attempt:
             await asyncio.sleep(ROUTING_PAUSES[min(attempt - 1, len(ROUTING_PAUSES) - 1)])
-        case = await asyncio.to_thread(_read_case, engine, case_id)
-        if case is None:
+        if attempt or route is None:
+            route = await asyncio.to_thread(_read_route, engine, case_id)
+        if route is None:
             raise NoSuchCase("no such case")
-        if case.status == "closed":
+        if route.status == "closed":
             # The retry of the command that closed the case, its answer lost: that answer again.
             first = await _first_outcome(client, case_id, update_id) if update_id else None
             if first is None:
                 raise CaseClosed("the case is closed")
             return first
-        handle = client.get_workflow_handle(case.active_workflow_id)
+        handle = client.get_workflow_handle(route.workflow_id)
         try:
             result: CommandResult = await handle.execute_update(
                 update, command, id=update_id, result_type=CommandResult, rpc_timeout=UPDATE_TIMEOUT
@@ -137,9 +169,9 @@ async def send_command(
     raise TemporalUnavailable(N_("the case is changing stage; retry in a moment"), retry_after=2)
 
 
-def _read_case(engine: Engine, case_id: str) -> CaseRecord | None:
+def _read_route(engine: Engine, case_id: str) -> Route | None:
     with Session(engine) as session:
-        return session.get(CaseRecord, case_id)
+        return read_route(session, case_id)
 
 
 async def _first_outcome(client: Client, case_id: str, update_id: str) -> CommandResult | None:

@@ -8,6 +8,7 @@ command waits for a worker thread: a fixed few times too.
 
 from __future__ import annotations
 
+import asyncio
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,29 +81,35 @@ async def test_the_staffs_lists_cost_the_same_statements_for_one_item_or_ten(sta
 @contextmanager
 def thread_hops() -> Iterator[list[str]]:
     """The times a request's handling waits for a worker thread (``anyio.to_thread.run_sync``, which
-    FastAPI's thread pool uses too) inside the block: each costs about as much CPU as reading a case
-    (``make bench``). Only requests' own: their tasks run under uvicorn's protocol, the background
-    tasks of the processes here do not."""
+    FastAPI's thread pool uses too, and ``asyncio.to_thread``) inside the block: each costs about as
+    much CPU as reading a case (``make bench``). Only requests' own: their tasks run under uvicorn's
+    protocol, the background tasks of the processes here do not."""
     hops: list[str] = []
-    real = anyio.to_thread.run_sync
+    real_anyio, real_asyncio = anyio.to_thread.run_sync, asyncio.to_thread
 
-    async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
-        frames = traceback.extract_stack()
-        if any("uvicorn/protocols" in f.filename for f in frames):
-            caller = next(f for f in reversed(frames[:-1]) if "/anyio/" not in f.filename)
-            hops.append(f"{caller.filename.rsplit('/', 1)[-1]}:{caller.name}")
-        return await real(func, *args, **kwargs)
+    def counting(real: Any) -> Any:
+        async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
+            frames = traceback.extract_stack()
+            if any("uvicorn/protocols" in f.filename for f in frames):
+                caller = next(f for f in reversed(frames[:-1]) if "/anyio/" not in f.filename)
+                hops.append(f"{caller.filename.rsplit('/', 1)[-1]}:{caller.name}")
+            return await real(func, *args, **kwargs)
 
-    anyio.to_thread.run_sync = counted  # type: ignore[assignment]
+        return counted
+
+    anyio.to_thread.run_sync = counting(real_anyio)  # type: ignore[assignment]
+    asyncio.to_thread = counting(real_asyncio)
     try:
         yield hops
     finally:
-        anyio.to_thread.run_sync = real  # type: ignore[assignment]
+        anyio.to_thread.run_sync = real_anyio  # type: ignore[assignment]
+        asyncio.to_thread = real_asyncio
 
 
 async def test_a_command_waits_for_a_worker_thread_three_times(stack):
-    """A step, a task's assignment and a partner's action without an Idempotency-Key: their checks and
-    the session's release in one hop, the answer read back in one, the audit row in one."""
+    """A step, a task's assignment and a partner's action without an Idempotency-Key: their checks,
+    the case's route and the session's release in one hop, the answer read back in one, the audit
+    row in one (a step waited seven times before, a partner's action five)."""
     j = Journey(stack)
     await j.open()
     partner = j.partner(AGENCY)
