@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
@@ -124,25 +124,27 @@ _WHO = (
 )
 
 
+# Built once (the read model's writer asks them at every event that tells someone): a statement's
+# construction and cache key cost more than running it on SQLite (``make bench``).
+_PARTNERS_OF = select(*_WHO).where(
+    col(UserRecord.agency) == bindparam("agency_id"),
+    col(UserRecord.role) == Role.partner.value,
+    col(UserRecord.active).is_(True),
+)
+_SUPERVISORS = select(*_WHO).where(col(UserRecord.role) == Role.supervisor.value, col(UserRecord.active).is_(True))
+_ACTIVE_USERS = select(*_WHO).where(
+    col(UserRecord.user_id).in_(bindparam("user_ids", expanding=True)), col(UserRecord.active).is_(True)
+)
+
+
 def partners_of(conn: Connection | Session, agency_id: str) -> list[Any]:
     """The active users of a partner agency (rows of ``_WHO``)."""
-    return list(
-        conn.execute(
-            select(*_WHO).where(
-                col(UserRecord.agency) == agency_id,
-                col(UserRecord.role) == Role.partner.value,
-                col(UserRecord.active).is_(True),
-            )
-        )
-    )
+    return list(conn.execute(_PARTNERS_OF, {"agency_id": agency_id}))
 
 
 def supervisors_of(conn: Connection | Session, country: str) -> list[Any]:
     """The active supervisors whose region holds ``country``, those of every country included."""
-    rows = conn.execute(
-        select(*_WHO).where(col(UserRecord.role) == Role.supervisor.value, col(UserRecord.active).is_(True))
-    )
-    return [u for u in rows if sees_country(u, country)]
+    return [u for u in conn.execute(_SUPERVISORS) if sees_country(u, country)]
 
 
 def active_users(conn: Connection | Session, user_ids: Iterable[str]) -> dict[str, Any]:
@@ -150,5 +152,5 @@ def active_users(conn: Connection | Session, user_ids: Iterable[str]) -> dict[st
     wanted = sorted({u for u in user_ids if u})
     if not wanted:
         return {}
-    rows = conn.execute(select(*_WHO).where(col(UserRecord.user_id).in_(wanted), col(UserRecord.active).is_(True)))
+    rows = conn.execute(_ACTIVE_USERS, {"user_ids": wanted})
     return {u.user_id: u for u in rows}

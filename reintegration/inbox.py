@@ -39,7 +39,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, col
 from temporalio.client import Client
@@ -150,18 +150,22 @@ def mail_request(nid: str, case_id: str) -> DeliveryRequest:
 def _written(conn: Connection | Session, nid: str, user: Any, *, mail: bool, **values: Any) -> str:
     """The notification's row, written once: its e-mail's status (that of the row an earlier attempt
     wrote, if there is one: its mail's start may be what that attempt missed)."""
-    status: str | None = conn.execute(
-        select(col(UserNotificationRecord.email_status)).where(col(UserNotificationRecord.notification_id) == nid)
-    ).scalar()
+    status: str | None = conn.execute(_EMAIL_STATUS, {"nid": nid}).scalar()
     if status is None:
         wants = user.notify if user.email and mail else directory.Notify.none.value
         status = {"email": "pending", "digest": "digest"}.get(wants, "none")
         conn.execute(
-            insert(UserNotificationRecord).values(
-                notification_id=nid, user_id=user.user_id, email_status=status, email_attempts=0, **values
-            )
+            _INSERT_NOTIFICATION,
+            {"notification_id": nid, "user_id": user.user_id, "email_status": status, "email_attempts": 0, **values},
         )
     return status
+
+
+# Built once: the writer of the read model runs them for every person an event tells.
+_EMAIL_STATUS = select(col(UserNotificationRecord.email_status)).where(
+    col(UserNotificationRecord.notification_id) == bindparam("nid")
+)
+_INSERT_NOTIFICATION = insert(UserNotificationRecord)
 
 
 def record(

@@ -128,7 +128,7 @@ def write_projection(
     with engine.begin() as conn:
         # Whose the case was before this change: the sending caseworker of a hand-over is told too.
         previous_owner = (
-            conn.scalar(select(col(CaseRecord.owner_caseworker)).where(col(CaseRecord.case_id) == state.case_id))
+            conn.scalar(_OWNER, {"case_id": state.case_id})
             if any(ev.kind == "case" and ev.name == "handed-over" for ev in projection.events)
             else None
         )
@@ -139,7 +139,7 @@ def write_projection(
             _upsert(conn, TaskRecord, TaskRecord.task_id, task.task_id, task.version, seal(task_values(state, task)))
         if projection.events:
             ids = [e.event_id for e in projection.events]
-            known = set(conn.scalars(select(col(TimelineRecord.event_id)).where(col(TimelineRecord.event_id).in_(ids))))
+            known = set(conn.scalars(_KNOWN_EVENTS, {"ids": ids}))
             rows = [
                 {
                     "event_id": ev.event_id,
@@ -157,27 +157,18 @@ def write_projection(
                 if ev.event_id not in known
             ]
             if rows:
-                conn.execute(insert(TimelineRecord), rows)
+                conn.execute(_INSERT_EVENTS, rows)
         _record_stage_visits(conn, projection)
         _settle_transfers(conn, projection)
         notifications = _record_notifications(conn, projection) + inbox.record(
             conn, projection, previous_owner, mail=mail
         )
         for message in delivery_messages(projection):
-            webhook = conn.scalar(
-                select(col(AgencyRecord.webhook_url)).where(col(AgencyRecord.agency_id) == message.agency_id)
-            )
+            webhook = conn.scalar(_WEBHOOK, {"agency_id": message.agency_id})
             if not webhook:
                 continue  # this agency works from the API
             messages.append(message)
-            if (
-                conn.scalar(
-                    select(col(DeliveryRecord.delivery_id)).where(
-                        col(DeliveryRecord.delivery_id) == message.delivery_id
-                    )
-                )
-                is None
-            ):
+            if conn.scalar(_DELIVERY, {"delivery_id": message.delivery_id}) is None:
                 conn.execute(
                     insert(DeliveryRecord).values(
                         delivery_id=message.delivery_id,
@@ -198,9 +189,25 @@ def count_write(conn: Connection) -> None:
     writer's transaction: whatever was computed at the count before is computed again. Every such
     writer calls it, last (on PostgreSQL the row is then held only for the commit: writers queue on
     it, one commit each)."""
-    conn.execute(
-        update(ReadModelChanges).where(col(ReadModelChanges.id) == 1).values(changes=ReadModelChanges.changes + 1)
-    )
+    conn.execute(_COUNT_WRITE)
+
+
+# The statements every projection runs, built once: building one (its clauses, then its cache key)
+# cost more CPU than running it on SQLite (``make bench``: the writer's samples with the GIL held).
+_OWNER = select(col(CaseRecord.owner_caseworker)).where(col(CaseRecord.case_id) == bindparam("case_id"))
+_KNOWN_EVENTS = select(col(TimelineRecord.event_id)).where(
+    col(TimelineRecord.event_id).in_(bindparam("ids", expanding=True))
+)
+_INSERT_EVENTS = insert(TimelineRecord)
+_WEBHOOK = select(col(AgencyRecord.webhook_url)).where(col(AgencyRecord.agency_id) == bindparam("agency_id"))
+_DELIVERY = select(col(DeliveryRecord.delivery_id)).where(col(DeliveryRecord.delivery_id) == bindparam("delivery_id"))
+_COUNT_WRITE = (
+    update(ReadModelChanges).where(col(ReadModelChanges.id) == 1).values(changes=ReadModelChanges.changes + 1)
+)
+_VISIT = select(col(StageVisitRecord.visit_id)).where(col(StageVisitRecord.visit_id) == bindparam("visit_id"))
+_OPEN_VISIT = select(col(StageVisitRecord.visit_id), col(StageVisitRecord.entered_at)).where(
+    col(StageVisitRecord.case_id) == bindparam("case_id"), col(StageVisitRecord.left_at).is_(None)
+)
 
 
 def _record_stage_visits(conn: Connection, projection: Projection) -> None:
@@ -208,16 +215,11 @@ def _record_stage_visits(conn: Connection, projection: Projection) -> None:
     for ev in projection.events:
         if (
             not (ev.kind == "stage" or (ev.kind, ev.name) == ("case", "opened"))
-            or conn.scalar(select(col(StageVisitRecord.visit_id)).where(col(StageVisitRecord.visit_id) == ev.event_id))
-            is not None
+            or conn.scalar(_VISIT, {"visit_id": ev.event_id}) is not None
         ):
             continue
         stage = "identification" if ev.kind == "case" else ev.name
-        open_visit = conn.execute(
-            select(col(StageVisitRecord.visit_id), col(StageVisitRecord.entered_at)).where(
-                col(StageVisitRecord.case_id) == projection.state.case_id, col(StageVisitRecord.left_at).is_(None)
-            )
-        ).first()
+        open_visit = conn.execute(_OPEN_VISIT, {"case_id": projection.state.case_id}).first()
         if open_visit is not None:
             entered = aware(open_visit.entered_at)
             conn.execute(
