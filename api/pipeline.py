@@ -19,12 +19,13 @@ closure, and FastAPI reads the roles from its real annotations.)
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import anyio
 from fastapi import Depends, Header
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client
@@ -46,6 +47,7 @@ from workflows.model import Actor, CommandResult, Role
 
 P = ParamSpec("P")
 T = TypeVar("T")
+A = TypeVar("A", bound=BaseModel)
 
 IfMatch = Annotated[str | None, Header(description="The case's ETag; 412 if the case moved on")]
 
@@ -78,6 +80,10 @@ class Pipeline:
     key: str | None
     # What the workflow answered the command sent (``send``): once it is set, the command took effect.
     applied: CommandResult | None = None
+    # The audit rows of the answer ``once`` is making (``answer`` writes them in the thread that reads
+    # it), and whether they were written or tried: never twice.
+    _audit_answer: Callable[[BaseModel], None] | None = field(default=None, repr=False)
+    _audited: bool = field(default=False, repr=False)
 
     @property
     def actor(self) -> Actor:
@@ -98,6 +104,20 @@ class Pipeline:
         def run() -> T:
             answer = work(*args, **kwargs)
             release_connection(self.session)
+            return answer
+
+        return await anyio.to_thread.run_sync(run)
+
+    async def answer(self, work: Callable[P, A], /, *args: P.args, **kwargs: P.kwargs) -> A:
+        """The command's answer, read back in a worker thread that records its audit rows (``once``'s
+        ``audit``) right after, before the answer leaves: one thread hop where there were two."""
+        record = self._audit_answer
+
+        def run() -> A:
+            answer = work(*args, **kwargs)
+            if record is not None:
+                self._audited = True  # tried: if it fails, ``once`` does not write them again
+                record(answer)
             return answer
 
         return await anyio.to_thread.run_sync(run)
@@ -170,18 +190,23 @@ class Pipeline:
         (``Auditor.stage``); ``audit`` then names the rows of a replay only.
         """
 
+        def record(answer: BaseModel) -> None:
+            self.auditor.record_many([replace(e, status=status_code) for e in audit(answer.model_dump(mode="json"))])
+
         async def fresh(resource_id: str) -> Answer:
-            self.applied = None
+            self.applied, self._audited = None, False
+            self._audit_answer = None if audited_in_run else record
             try:
                 result = await run(resource_id)
             except BaseException:
-                if (applied := self.took_effect()) is not None:  # but its answer could not be read back
+                if not self._audited and (applied := self.took_effect()) is not None:  # its answer unread
                     entries = [replace(e, status=status_code) for e in audit({"task_id": applied.task_id})]
                     await asyncio.shield(self.db(self.auditor.record_many, entries))
                 raise
-            if not audited_in_run:
-                entries = [replace(e, status=status_code) for e in audit(result.model_dump(mode="json"))]
-                await self.db(self.auditor.record_many, entries)
+            finally:
+                self._audit_answer = None
+            if not audited_in_run and not self._audited:  # ``run`` did not read its answer with ``answer``
+                await self.db(record, result)
             return result
 
         result = await idempotency.once(

@@ -92,7 +92,7 @@ async def _record(
         # The workflow checks the version again: two writers with the same ETag cannot both succeed.
         command = StepCommand(step=step, body=payload, actor=p.actor, expected_version=expected)
         await p.send(case_id, "step", command, route=route)
-        return await p.db(_respond, response, p.session, case_id, p.settings)
+        return await p.answer(_respond, response, p.session, case_id, p.settings)
 
     return await p.once(
         path=f"/v1/cases/{case_id}/steps/{step.value}",
@@ -180,7 +180,7 @@ async def _task_command(
     async def run(_: str) -> TaskPublic:
         command = TaskCommand(action=action, task_id=task_id, body=payload, actor=p.actor)
         result = await p.send(case_id, "task", command, route=route)
-        return await p.db(_task_after, p.session, result.task_id)
+        return await p.answer(_task_after, p.session, result.task_id)
 
     path = f"/v1/cases/{case_id}/tasks" + (f"/{task_id}/{action.value}" if task_id else "")
     return await p.once(

@@ -182,7 +182,7 @@ async def act(
     async def run(_: str) -> TaskPublic | PartnerTask:
         command = TaskCommand(action=action, task_id=task_id, body=payload, actor=p.actor)
         await p.send(case_id, "task", command, route=route)
-        return await p.db(_seen_after, p.session, p.settings, task_id, p.user.role)
+        return await p.answer(_seen_after, p.session, p.settings, task_id, p.user.role)
 
     def replay(_: dict[str, Any]) -> dict[str, Any]:
         """A repeat shows the task as its partner may see it now (consent withdrawn, the task cancelled or
