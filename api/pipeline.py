@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import anyio
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
@@ -31,9 +31,8 @@ from sqlmodel import Session
 from temporalio.client import Client
 
 from api import idempotency
-from api.audit import Auditor, AuditorDep, Entry, replayed_body
-from api.deps import ClientDep, EngineDep, IdempotencyKey, SessionDep, SettingsDep, keyring_of, release_connection
-from api.deps import require as require_role
+from api.audit import Auditor, Entry, replayed_body, request_ids
+from api.deps import CurrentUser, IdempotencyKey, SessionDep, keyring_of, one_of, release_connection, temporal_client
 from api.errors import ApiProblem, Conflict, Forbidden, NotFound, PreconditionFailed, Unavailable, Unprocessable
 from api.idempotency import Answer
 from api.journeys import actor_of, case_in_scope, task_in_scope
@@ -230,24 +229,26 @@ class Pipeline:
 
 
 def commands_for(*roles: Role) -> Any:
-    """The dependency that gives a command route its ``Pipeline``, for these roles only (403 for others)."""
+    """The dependency that gives a command route its ``Pipeline``, for these roles only (403 for others).
+
+    It checks the role, reads the Temporal client, the engine and the settings from the
+    application's state and makes the auditor itself, rather than through a dependency each: FastAPI
+    solves every dependency of every request anew, and those five cost a command about 0.1 ms of CPU,
+    over a quarter of what its dependencies cost (measured in process)."""
 
     async def pipeline(
-        user: Annotated[Claims, require_role(*roles)],
-        session: SessionDep,
-        client: ClientDep,
-        engine: EngineDep,
-        settings: SettingsDep,
-        auditor: AuditorDep,
-        idempotency_key: IdempotencyKey = None,
+        request: Request, user: CurrentUser, session: SessionDep, idempotency_key: IdempotencyKey = None
     ) -> Pipeline:
+        one_of(user, roles)
+        state = request.app.state
+        request_id, client_request_id = request_ids(request)
         return Pipeline(
             user=user,
             session=session,
-            client=client,
-            engine=engine,
-            settings=settings,
-            auditor=auditor,
+            client=temporal_client(request),
+            engine=state.engine,
+            settings=state.settings,
+            auditor=Auditor(session=session, user=user, request_id=request_id, client_request_id=client_request_id),
             key=idempotency_key,
         )
 
