@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import defer
@@ -22,7 +22,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
 from api.access_log import bind_ids
-from api.audit import Auditor, AuditorDep, Entry
+from api.audit import Auditor, AuditorDep, Entry, auditor_for
 from api.deps import (
     IDENTIFIER,
     CurrentUser,
@@ -476,15 +476,16 @@ def search_cases(
 @router.get("/{case_id}", response_model=CasePublic, summary="Read a case", responses=responses(401, 403, 404, 503))
 async def read_case(
     case_id: CaseId,
+    request: Request,
     response: Response,
     user: CurrentUser,
     session: SessionDep,
-    settings: SettingsDep,
-    auditor: AuditorDep,
     include: Annotated[
         str | None, Query(pattern="^person$", description="`person` to include the person's data")
     ] = None,
 ) -> CasePublic:
+    # The settings and the auditor from the request, not as dependencies: the most read route.
+    settings, auditor = request.app.state.settings, auditor_for(request, session, user)
     return await read_in_thread(
         session, lambda: read_case_now(session, case_id, user, settings, auditor, response, person=include == "person")
     )

@@ -31,7 +31,7 @@ from sqlmodel import Session
 from temporalio.client import Client
 
 from api import idempotency
-from api.audit import Auditor, Entry, replayed_body, request_ids
+from api.audit import Auditor, Entry, auditor_for, replayed_body
 from api.deps import CurrentUser, IdempotencyKey, SessionDep, keyring_of, one_of, release_connection, temporal_client
 from api.errors import ApiProblem, Conflict, Forbidden, NotFound, PreconditionFailed, Unavailable, Unprocessable
 from api.idempotency import Answer
@@ -241,14 +241,13 @@ def commands_for(*roles: Role) -> Any:
     ) -> Pipeline:
         one_of(user, roles)
         state = request.app.state
-        request_id, client_request_id = request_ids(request)
         return Pipeline(
             user=user,
             session=session,
             client=temporal_client(request),
             engine=state.engine,
             settings=state.settings,
-            auditor=Auditor(session=session, user=user, request_id=request_id, client_request_id=client_request_id),
+            auditor=auditor_for(request, session, user),
             key=idempotency_key,
         )
 
