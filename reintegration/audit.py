@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import func, inspect, select, update
+from sqlalchemy import bindparam, func, insert, inspect, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
@@ -156,11 +156,21 @@ def _append(
         )
         row.hash = row_mac(row, keyring)
         prev_hash = row.hash
-        session.add(row)
         rows.append(row)
-    session.flush()
-    connection.execute(update(AuditHead).where(col(AuditHead.id) == HEAD_ID).values(seq=seq, hash=prev_hash))
+    # Written as rows, not through the session's unit of work (a third of an append's CPU): the
+    # objects returned are the rows as written, not in the session.
+    connection.execute(_INSERT_ROWS, [{key: getattr(row, key) for key in _COLUMNS} for row in rows])
+    connection.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev_hash})
     return rows
+
+
+# Built once: every request that changes something appends.
+_COLUMNS = tuple(column.key for column in AuditRecord.__table__.columns)  # type: ignore[attr-defined]
+_INSERT_ROWS = insert(AuditRecord)
+_LOCKED_HEAD = select(col(AuditHead.seq), col(AuditHead.hash)).where(col(AuditHead.id) == HEAD_ID).with_for_update()
+_MOVE_HEAD = (
+    update(AuditHead).where(col(AuditHead.id) == HEAD_ID).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+)
 
 
 def _begin_writing(connection: Connection) -> None:
@@ -175,12 +185,11 @@ def _begin_writing(connection: Connection) -> None:
 
 
 def _lock_head(connection: Connection) -> tuple[int, str]:
-    locked = select(col(AuditHead.seq), col(AuditHead.hash)).where(col(AuditHead.id) == HEAD_ID).with_for_update()
-    head = connection.execute(locked).first()
+    head = connection.execute(_LOCKED_HEAD).first()
     if head is None:  # the first append ever: make the head, unless a concurrent first append did
         dialect_insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
         connection.execute(dialect_insert(AuditHead).values(id=HEAD_ID, seq=0, hash=GENESIS).on_conflict_do_nothing())
-        head = connection.execute(locked).first()
+        head = connection.execute(_LOCKED_HEAD).first()
     assert head is not None
     return int(head.seq), str(head.hash)
 
