@@ -179,7 +179,9 @@ async def _task_command(
 
     async def run(_: str) -> TaskPublic:
         command = TaskCommand(action=action, task_id=task_id, body=payload, actor=p.actor)
-        result = await p.send(case_id, "task", command, route=route)
+        # With a key, ``run`` may start long after the checks (a first request with the key still in
+        # progress): the route is read again then, never taken from before the wait.
+        result = await p.send(case_id, "task", command, route=route if p.key is None else None)
         return await p.answer(_task_after, p.session, result.task_id)
 
     path = f"/v1/cases/{case_id}/tasks" + (f"/{task_id}/{action.value}" if task_id else "")

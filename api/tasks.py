@@ -181,7 +181,8 @@ async def act(
 
     async def run(_: str) -> TaskPublic | PartnerTask:
         command = TaskCommand(action=action, task_id=task_id, body=payload, actor=p.actor)
-        await p.send(case_id, "task", command, route=route)
+        # With a key, ``run`` may start long after the checks: the route is read again then.
+        await p.send(case_id, "task", command, route=route if p.key is None else None)
         return await p.answer(_seen_after, p.session, p.settings, task_id, p.user.role)
 
     def replay(_: dict[str, Any]) -> dict[str, Any]:

@@ -72,3 +72,17 @@ async def test_a_refusal_is_replayed_and_task_actions_are_idempotent(stack):
         assert len(session.exec(select(TaskRecord).where(TaskRecord.case_id == j.case_id)).all()) == 1
     case = await j.get()
     assert [e["name"] for e in case["timeline"]].count("accepted") == 1
+
+
+async def test_a_caller_of_another_role_is_refused_before_the_key_is_read(stack):
+    """403 for a partner's step, whatever its Idempotency-Key: the role is checked first, then the
+    key (422 for a malformed one), as every command route has them."""
+    j = Journey(stack)
+    await j.open()
+    path = f"/v1/cases/{j.case_id}/steps/risk-assessment"
+    body = {"level": "low", "threats": [], "assessed_on": day(1)}
+    for key in ("not a key", "k" * 201):
+        partner = {**j.partner("shelter-es"), "Idempotency-Key": key}
+        assert (await stack.http.post(path, json=body, headers=partner)).status_code == 403
+        caseworker = {**j.cw, "Idempotency-Key": key}
+        assert (await stack.http.post(path, json=body, headers=caseworker)).status_code == 422
