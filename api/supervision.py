@@ -27,7 +27,7 @@ from api.deps import (
     require,
 )
 from api.errors import responses
-from api.journeys import utcnow
+from api.journeys import case_in_scope, utcnow
 from api.pagination import Cursor, Keyset, Limit, page
 from api.pipeline import Pipeline, commands_for
 from api.schemas import CasePublic, Owner, Page, StallReasonView
@@ -365,15 +365,17 @@ async def reassign_case(
 async def reassign(p: Pipeline, case_id: str, body: ReassignCase, response: Response) -> CasePublic | JSONResponse:
     """Give the case to another caseworker (a supervisor's command; the caller's role is checked by
     the route or the page); the case as it is after it."""
-    case = await p.case(case_id)
+    # The country as a plain value: the case's object expires as the session's transaction ends (with
+    # a key, before ``run``), and reading it on the event loop would load it there.
+    owner_country = await p.db(lambda: case_in_scope(p.session, case_id, p.user).owner_country)
 
     async def run(_: str) -> CasePublic:
-        await p.db(known_owner, p.session, body.caseworker, case.owner_country)
+        await p.checked(known_owner, p.session, body.caseworker, owner_country)
         command = ReassignOwner(
-            caseworker=body.caseworker, reason=body.reason, actor=p.actor, from_country=case.owner_country
+            caseworker=body.caseworker, reason=body.reason, actor=p.actor, from_country=owner_country
         )
         await p.send(case_id, "reassign_owner", command)
-        return await p.db(_respond, response, p.session, case_id, p.settings)
+        return await p.answer(_respond, response, p.session, case_id, p.settings)
 
     return await p.once(
         path=f"/v1/cases/{case_id}/reassign",

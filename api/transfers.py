@@ -335,6 +335,13 @@ def get_transfer(
 # --- The receiving office's answer -------------------------------------------------------------
 
 
+def _transfer_fields(session: Session, transfer_id: str, user: Claims) -> tuple[str, str, str, str | None]:
+    """The case, the receiving and the sending country, and the caseworker named, of a transfer the
+    caller may see (404 otherwise)."""
+    row = _visible(session.get(TransferRecord, transfer_id), user)
+    return row.case_id, row.to_country, row.from_country, row.to_caseworker
+
+
 @router.post(
     "/v1/transfers/{transfer_id}/accept",
     response_model=CasePublic,
@@ -348,25 +355,25 @@ async def accept_transfer(
     response: Response,
     p: Annotated[Pipeline, commands_for(*STAFF)],
 ) -> CasePublic | JSONResponse:
-    row = await p.db(lambda: _visible(p.session.get(TransferRecord, transfer_id), p.user))
-    if not p.user.sees_country(row.to_country):
+    # Its fields as plain values: the session's objects expire as its transactions end below, and
+    # reading one on the event loop would load it there.
+    case_id, to_country, from_country, to_caseworker = await p.db(_transfer_fields, p.session, transfer_id, p.user)
+    if not p.user.sees_country(to_country):
         raise Forbidden(N_("the receiving office answers a transfer"))
-    taker = body.caseworker or row.to_caseworker or (p.user.sub if p.user.role == Role.caseworker else None)
+    taker = body.caseworker or to_caseworker or (p.user.sub if p.user.role == Role.caseworker else None)
     if taker is None:
         raise Unprocessable(N_("name the caseworker who takes the case"))
 
     async def run(_: str) -> CasePublic:
-        await p.db(known_owner, p.session, taker, row.to_country)  # before anything changes
+        await p.db(known_owner, p.session, taker, to_country)  # before anything changes
         if await p.db(_claim, p.session, transfer_id, p.user.sub) == "accepted":
-            return await p.db(_respond, response, p.session, row.case_id, p.settings)  # a retry of mine
-        case = await p.db(p.session.get, CaseRecord, row.case_id)
+            return await p.db(_respond, response, p.session, case_id, p.settings)  # a retry of mine
+        case = await p.db(p.session.get, CaseRecord, case_id)
         try:
             # Moved already: an acceptance whose record a crash interrupted; only the record is left to do.
-            if case is None or case.owner_country != row.to_country:
-                command = ReassignOwner(
-                    caseworker=taker, country=row.to_country, from_country=row.from_country, actor=p.actor
-                )
-                await p.send(row.case_id, "reassign_owner", command)
+            if case is None or case.owner_country != to_country:
+                command = ReassignOwner(caseworker=taker, country=to_country, from_country=from_country, actor=p.actor)
+                await p.send(case_id, "reassign_owner", command)
         except BaseException:
             await asyncio.shield(p.db(_unclaim, p.session, transfer_id, p.user.sub))
             raise
@@ -382,7 +389,7 @@ async def accept_transfer(
                 .values(status="accepted", decided_by=p.user.sub, decided_at=datetime.now(UTC), to_caseworker=taker)
             )
             p.session.commit()
-            return _respond(response, p.session, row.case_id, p.settings)
+            return _respond(response, p.session, case_id, p.settings)
 
         return await p.db(decided)
 
@@ -391,9 +398,9 @@ async def accept_transfer(
         request=body.model_dump(mode="json"),
         run=run,
         audit=lambda _: [
-            Entry("case.transfer-accept", case_id=row.case_id, detail={"transfer_id": transfer_id, "caseworker": taker})
+            Entry("case.transfer-accept", case_id=case_id, detail={"transfer_id": transfer_id, "caseworker": taker})
         ],
-        case_id=row.case_id,
+        case_id=case_id,
     )
 
 

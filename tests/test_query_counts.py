@@ -9,7 +9,9 @@ command waits for a worker thread: a fixed few times too.
 from __future__ import annotations
 
 import asyncio
+import threading
 import traceback
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -127,3 +129,57 @@ async def test_a_command_waits_for_a_worker_thread_twice(stack):
     actions = [row["action"] for row in audited["items"]]
     for action in ("step.risk-assessment", "task.assign", "task.accept"):
         assert actions.count(action) == 1, actions  # each audited, once
+
+
+@contextmanager
+def statements_on_the_loop(engine: Any) -> Iterator[list[str]]:
+    """The SQL statements run on this thread, the event loop's (the API is served on it here), inside
+    the block: a request's database work belongs in a worker thread, and an ORM object read on the
+    loop after its session's transaction ended loads itself there."""
+    loop_thread, seen = threading.get_ident(), list[str]()
+
+    def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if threading.get_ident() == loop_thread:
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+async def test_commands_with_an_idempotency_key_run_no_statement_on_the_event_loop(stack):
+    """With a key, the session's transaction ends before the command runs (the key is claimed first):
+    a step, a reassignment and a transfer's acceptance read what they need as plain values."""
+    j = Journey(stack, caseworker="cw-es-loop")
+    await j.open()
+    stack.token("caseworker", "cw-es-loop2", countries=["ES"])
+    pt = stack.auth("caseworker", "cw-pt-loop", countries=["PT"])
+    engine = stack.app_state().engine
+
+    def keyed(headers: dict[str, str]) -> dict[str, str]:
+        return {**headers, "Idempotency-Key": f"loop-{uuid.uuid4().hex}"}
+
+    with statements_on_the_loop(engine) as seen:
+        r = await stack.http.post(
+            f"/v1/cases/{j.case_id}/steps/risk-assessment",
+            json={"level": "low", "threats": [], "assessed_on": "2026-01-02"},
+            headers=keyed(j.cw),
+        )
+        assert r.status_code == 200, r.text
+        r = await stack.http.post(
+            f"/v1/cases/{j.case_id}/reassign", json={"caseworker": "cw-es-loop2"}, headers=keyed(j.supervisor)
+        )
+        assert r.status_code == 200, r.text
+    assert seen == [], seen
+    r = await stack.http.post(
+        f"/v1/cases/{j.case_id}/transfers",
+        json={"to_country": "PT", "to_caseworker": "cw-pt-loop", "reason": "moved"},
+        headers=j.supervisor,
+    )
+    assert r.status_code == 201, r.text
+    with statements_on_the_loop(engine) as seen:
+        r = await stack.http.post(f"/v1/transfers/{r.json()['transfer_id']}/accept", json={}, headers=keyed(pt))
+        assert r.status_code == 200, r.text
+    assert seen == [], seen
