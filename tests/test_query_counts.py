@@ -25,12 +25,17 @@ AGENCY = "shelter-es"
 
 
 @contextmanager
-def statements(engine: Any) -> Iterator[list[str]]:
-    """The SQL statements the engine runs inside the block."""
+def statements(engine: Any, *, on_this_thread: bool = False) -> Iterator[list[str]]:
+    """The SQL statements the engine runs inside the block; with ``on_this_thread``, only those run
+    on this thread, the event loop's (the API is served on it here): a request's database work
+    belongs in a worker thread, and an ORM object read on the loop after its session's transaction
+    ended loads itself there."""
     seen: list[str] = []
+    loop_thread = threading.get_ident()
 
     def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(statement)
+        if not on_this_thread or threading.get_ident() == loop_thread:
+            seen.append(statement)
 
     event.listen(engine, "before_cursor_execute", count)
     try:
@@ -131,24 +136,6 @@ async def test_a_command_waits_for_a_worker_thread_twice(stack):
         assert actions.count(action) == 1, actions  # each audited, once
 
 
-@contextmanager
-def statements_on_the_loop(engine: Any) -> Iterator[list[str]]:
-    """The SQL statements run on this thread, the event loop's (the API is served on it here), inside
-    the block: a request's database work belongs in a worker thread, and an ORM object read on the
-    loop after its session's transaction ended loads itself there."""
-    loop_thread, seen = threading.get_ident(), list[str]()
-
-    def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        if threading.get_ident() == loop_thread:
-            seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-
-
 async def test_commands_with_an_idempotency_key_run_no_statement_on_the_event_loop(stack):
     """With a key, the session's transaction ends before the command runs (the key is claimed first):
     a step, a reassignment and a transfer's acceptance read what they need as plain values."""
@@ -161,7 +148,7 @@ async def test_commands_with_an_idempotency_key_run_no_statement_on_the_event_lo
     def keyed(headers: dict[str, str]) -> dict[str, str]:
         return {**headers, "Idempotency-Key": f"loop-{uuid.uuid4().hex}"}
 
-    with statements_on_the_loop(engine) as seen:
+    with statements(engine, on_this_thread=True) as seen:
         r = await stack.http.post(
             f"/v1/cases/{j.case_id}/steps/risk-assessment",
             json={"level": "low", "threats": [], "assessed_on": "2026-01-02"},
@@ -179,7 +166,7 @@ async def test_commands_with_an_idempotency_key_run_no_statement_on_the_event_lo
         headers=j.supervisor,
     )
     assert r.status_code == 201, r.text
-    with statements_on_the_loop(engine) as seen:
+    with statements(engine, on_this_thread=True) as seen:
         r = await stack.http.post(f"/v1/transfers/{r.json()['transfer_id']}/accept", json={}, headers=keyed(pt))
         assert r.status_code == 200, r.text
     assert seen == [], seen
