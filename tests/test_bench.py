@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,21 +15,58 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 ENDPOINTS = {"floor", "health", "case", "cases", "tasks", "stalled", "summary"}
 PATHWAYS = {"voluntary_return", "residence"}
+RUNS = {
+    "bench": ["benchmarks.bench", "--journeys", "4", "--clients", "2", "--seconds", "1"],
+    "scale": ["benchmarks.scale", "--cases", "12,24", "--clients", "2", "--seconds", "1"],
+}
 
 
-def test_the_benchmark_runs_end_to_end_and_writes_every_section(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench", "--journeys", "4", "--clients", "2", "--seconds", "1"]
-        + ["--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "PASS" in proc.stdout or "MISS" in proc.stdout  # the table, with its ratios
-    results = json.loads(out.read_text())
+@dataclass
+class Run:
+    """A benchmark running in its own interpreter, on a stack of its own (free ports, its own folder)."""
+
+    process: subprocess.Popen[str]
+    out: Path
+
+    def finished(self, timeout: float) -> tuple[int, str, str]:
+        """Its exit code, and what it printed on stdout and on stderr."""
+        stdout, stderr = self.process.communicate(timeout=timeout)
+        return self.process.returncode, stdout, stderr
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
+    """Both benchmarks started at once: each spends much of its run waiting (for its stack to start,
+    through its fixed seconds per endpoint), so together they take little more than the longer one."""
+    folder = tmp_path_factory.mktemp("benchmarks")
+    started = {}
+    for name, arguments in RUNS.items():
+        out = folder / f"{name}.json"
+        process = subprocess.Popen(
+            [sys.executable, "-m", *arguments, "--out", str(out)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started[name] = Run(process, out)
+    try:
+        yield started
+    finally:
+        for run in started.values():
+            if run.process.poll() is None:
+                run.process.terminate()  # the benchmark stops its stack on SIGTERM
+                try:
+                    run.process.communicate(timeout=60)
+                except subprocess.TimeoutExpired:
+                    run.process.kill()
+
+
+def test_the_benchmark_runs_end_to_end_and_writes_every_section(runs: dict[str, Run]) -> None:
+    code, stdout, stderr = runs["bench"].finished(timeout=300)
+    assert code == 0, stdout[-3000:] + stderr[-3000:]
+    assert "PASS" in stdout or "MISS" in stdout  # the table, with its ratios
+    results = json.loads(runs["bench"].out.read_text())
 
     journeys = results["journeys"]
     assert journeys["journeys"] == 4 and {c["pathway"] for c in journeys["cases"]} == PATHWAYS
@@ -60,10 +99,10 @@ def test_the_benchmark_runs_end_to_end_and_writes_every_section(tmp_path: Path) 
         by_phase["journeys"]["worker"] > 0 and by_phase["journeys"]["api"] > 0 and by_phase["journeys"]["clients"] > 0
     )
     assert by_phase["bare_temporal"]["bare_worker"] > 0 and by_phase["bare_temporal"]["clients"] > 0
-    assert "CPU s per journey" in proc.stdout
+    assert "CPU s per journey" in stdout
 
     computed = results["summary_computed"]
-    assert computed["samples"] == 50 and computed["p50_ms"] > 0 and "summary computed after a write" in proc.stdout
+    assert computed["samples"] == 50 and computed["p50_ms"] > 0 and "summary computed after a write" in stdout
 
     assert len(results["ratios"]) == 8
     assert all(r["value"] > 0 for r in results["ratios"].values())
@@ -73,20 +112,12 @@ def test_the_benchmark_runs_end_to_end_and_writes_every_section(tmp_path: Path) 
         assert endpoint["failures"] == {} and endpoint["requests"] > 0 and endpoint["gain_vs_one_process"] > 0, name
 
 
-def test_the_scale_benchmark_runs_end_to_end_and_writes_every_step(tmp_path: Path) -> None:
+def test_the_scale_benchmark_runs_end_to_end_and_writes_every_step(runs: dict[str, Run]) -> None:
     """`make bench-scale` with two tiny steps: real case workflows loaded, the lists hammered, the
     worker restarted with them open. Numbers only checked to be there."""
-    out = tmp_path / "bench-scale.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.scale", "--cases", "12,24", "--clients", "2", "--seconds", "1"]
-        + ["--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = json.loads(out.read_text())
+    code, stdout, stderr = runs["scale"].finished(timeout=360)
+    assert code == 0, stdout[-3000:] + stderr[-3000:]
+    results = json.loads(runs["scale"].out.read_text())
     assert [s["open_cases"] for s in results["steps"]] == [12, 24]
     for step in results["steps"]:
         assert step["load"]["cases"] == 12 and step["load"]["cases_per_second"] > 0
