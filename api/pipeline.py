@@ -96,7 +96,8 @@ class Pipeline:
     async def checked(self, work: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """A command's checks before it is sent, in one worker thread that then gives the session's
         connection back (``release_connection``), so ``send`` needs no thread of its own for that.
-        Each thread hop costs about as much CPU as a case's read (``make bench``); a step took six.
+        Each thread hop costs about as much CPU as a case's read (``make bench``): a step waited for
+        a thread seven times, and waits twice (``tests/test_query_counts.py``).
 
         What ``work`` returns must be plain values: the session's objects expire as its transaction
         ends, and reading one on the event loop would load it there."""
