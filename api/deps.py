@@ -229,13 +229,8 @@ def require(*roles: Role) -> Any:
     """A dependency that lets only these roles through (403 for any other): ``Annotated[Claims, require(...)]``."""
 
     async def _check(user: CurrentUser) -> Claims:
-        return one_of(user, roles)
+        if user.role not in roles:
+            raise Forbidden(N_("a {role} may not do this"), params={"role": user.role.value})
+        return user
 
     return Depends(_check)
-
-
-def one_of(user: Claims, roles: tuple[Role, ...]) -> Claims:
-    """The caller if their role is one of ``roles``; 403 otherwise."""
-    if user.role not in roles:
-        raise Forbidden(N_("a {role} may not do this"), params={"role": user.role.value})
-    return user
