@@ -171,7 +171,9 @@ async def running_stack(
     try:
         app = create_app(settings)
         async with served(app, lifespan="on") as base_url:
-            http = httpx.AsyncClient(base_url=base_url, timeout=120)
+            # Idle connections dropped before uvicorn's keep-alive timeout (5 s, httpx's default expiry
+            # too): a request sent on one as the server closed it failed with ReadError.
+            http = httpx.AsyncClient(base_url=base_url, timeout=120, limits=httpx.Limits(keepalive_expiry=2.0))
             stack = Stack(
                 backend=backend,
                 settings=settings,
