@@ -36,6 +36,8 @@ from reintegration.webhooks import delivery_client
 from worker import build_worker
 from workflows.model import Role
 
+pytest_plugins = ["tests.watchdog"]
+
 NAMESPACE = "reintegration"
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -48,6 +50,9 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    from tests.watchdog import watch_loop  # the plugin, imported by pytest_plugins above
+
+    watch_loop(asyncio.get_running_loop())
     env = await WorkflowEnvironment.start_local(
         namespace=NAMESPACE,
         data_converter=pydantic_data_converter,
@@ -62,7 +67,9 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 async def served(app: Any, **config: Any) -> AsyncIterator[str]:
     """An ASGI app served over HTTP by uvicorn on a free port, until the block ends; yields its URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **{"log_level": "warning", **config}))
+    # A request still open when the block ends is cancelled after 10 s, not waited for without end.
+    defaults = {"log_level": "warning", "timeout_graceful_shutdown": 10}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **{**defaults, **config}))
     serving = asyncio.create_task(server.serve())
     while not server.started:
         if serving.done():

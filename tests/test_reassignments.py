@@ -12,7 +12,9 @@ from reintegration.db import AuditRecord
 from tests.journey import Journey
 
 
-async def finished(stack, headers, reassignment_id: str, seconds: float = 30.0) -> dict:
+async def finished(stack, headers, reassignment_id: str, seconds: float = 90.0) -> dict:
+    # Not 30 s: a case last run by a worker that left may wait for its sticky queue's timeout (10 s)
+    # before the new worker takes its command, one case after another.
     deadline = time.monotonic() + seconds
     while True:
         r = await stack.http.get(f"/v1/supervision/reassignments/{reassignment_id}", headers=headers)
