@@ -188,13 +188,14 @@ async def test_pagination_walks_every_case_once(stack):
         ids.add((await j.open(country="PT"))["case_id"])
     seen: list[str] = []
     cursor = None
-    while True:
+    for _ in range(500):  # bounded: a cursor that does not move on fails here, never spins
         params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
         page = (await stack.http.get("/v1/cases", headers=j.cw, params=params)).json()
         seen += [c["case_id"] for c in page["items"]]
         cursor = page["next_cursor"]
         if not cursor:
             break
+    assert not cursor, f"still paging after {len(seen)} cases"
     assert len(seen) == len(set(seen)) and ids <= set(seen)
 
 
