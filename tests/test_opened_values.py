@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import time
+import weakref
 
 import pytest
 from sqlmodel import Session, SQLModel, create_engine
@@ -64,6 +65,33 @@ def test_nothing_is_kept_longer_than_the_key_nor_for_a_case_whose_key_is_not_at_
     assert short.open("case-3", sealed, purpose="text:notes") == ERASED
     short.keep_opened("case-3", "view", 2, {"notes": ERASED})
     assert short.opened("case-3", "view", 2) is None
+
+
+def test_what_expired_with_its_key_leaves_memory_at_the_next_keep_of_any_case(keyring):
+    """Not only is it never served (above): the next value kept, for whichever case, lets it go. A
+    keep looks through the cases kept only once the earliest of their keys has expired."""
+
+    class Opened:
+        pass
+
+    short = Keyring(keyring.engine, keyring.kek, cache_seconds=1.0)
+    early, late = Opened(), Opened()
+    short.seal("case-a", "x")
+    short.keep_opened("case-a", "view", 1, early)
+    time.sleep(0.5)
+    short.seal("case-b", "x")
+    short.keep_opened("case-b", "view", 1, late)
+    refs = weakref.ref(early), weakref.ref(late)
+    del early, late
+    time.sleep(0.6)  # case-a's key has expired, case-b's has not
+    short.seal("case-c", "x")
+    short.keep_opened("case-c", "view", 1, Opened())
+    gc.collect()
+    assert refs[0]() is None and refs[1]() is not None
+    time.sleep(0.5)  # case-b's too, now
+    short.keep_opened("case-c", "view", 2, Opened())
+    gc.collect()
+    assert refs[1]() is None
 
 
 def test_at_most_so_many_cases_are_kept_the_least_recently_used_going_first(keyring):
