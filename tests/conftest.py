@@ -39,7 +39,7 @@ from workflows.model import Role
 pytest_plugins = ["tests.watchdog"]
 
 NAMESPACE = "reintegration"
-POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres?connect_timeout=10"
 
 
 def free_port() -> int:
