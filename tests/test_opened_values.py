@@ -69,27 +69,29 @@ def test_nothing_is_kept_longer_than_the_key_nor_for_a_case_whose_key_is_not_at_
 
 def test_what_expired_with_its_key_leaves_memory_at_the_next_keep_of_any_case(keyring):
     """Not only is it never served (above): the next value kept, for whichever case, lets it go. A
-    keep looks through the cases kept only once the earliest of their keys has expired."""
+    keep looks through the cases kept only once the earliest of their keys has expired. (Each keep
+    below is for a case whose key was just unwrapped; the keys live 2 s.)"""
 
     class Opened:
         pass
 
-    short = Keyring(keyring.engine, keyring.kek, cache_seconds=1.0)
+    short = Keyring(keyring.engine, keyring.kek, cache_seconds=2.0)
     early, late = Opened(), Opened()
     short.seal("case-a", "x")
     short.keep_opened("case-a", "view", 1, early)
-    time.sleep(0.5)
+    time.sleep(1.0)
     short.seal("case-b", "x")
     short.keep_opened("case-b", "view", 1, late)
     refs = weakref.ref(early), weakref.ref(late)
     del early, late
-    time.sleep(0.6)  # case-a's key has expired, case-b's has not
+    time.sleep(1.2)  # case-a's key has expired; case-b's has 0.8 s to go
     short.seal("case-c", "x")
     short.keep_opened("case-c", "view", 1, Opened())
     gc.collect()
     assert refs[0]() is None and refs[1]() is not None
-    time.sleep(0.5)  # case-b's too, now
-    short.keep_opened("case-c", "view", 2, Opened())
+    time.sleep(1.0)  # case-b's too, now
+    short.seal("case-d", "x")
+    short.keep_opened("case-d", "view", 1, Opened())
     gc.collect()
     assert refs[1]() is None
 

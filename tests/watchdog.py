@@ -9,10 +9,11 @@ gets ``LIMIT`` seconds. Past it, the watchdog writes to the terminal:
   reaches);
 - the stack of every thread and of every task of the tests' event loop;
 
-then interrupts the run as Ctrl-C would, so pytest ends it and reports. If that too is stuck after
-``GRACE`` seconds, the process exits with status 3.
+then raises KeyboardInterrupt in the tests' event loop (or sends SIGINT when no loop runs), so pytest
+stops the run. If that too is stuck after ``GRACE`` seconds, the process exits with status 3.
 
-``REINTEGRATION_TEST_LIMIT`` (seconds) changes the limit; 0 turns the watchdog off.
+``REINTEGRATION_TEST_LIMIT`` (seconds) changes the limit; 0 turns the watchdog off, as ``--pdb`` and
+``--trace`` do.
 """
 
 from __future__ import annotations
@@ -66,7 +67,12 @@ class Watchdog:
         killer = threading.Timer(GRACE, os._exit, args=(3,))
         killer.daemon = True
         killer.start()
-        os.kill(os.getpid(), signal.SIGINT)  # wakes the event loop's select, unlike interrupt_main()
+        if self.loop is not None and self.loop.is_running():
+            # Raised in the loop's thread, out of the loop: a SIGINT would mostly reach the handler
+            # uvicorn installs while the tests' API serves (it stops that server, not the run).
+            self.loop.call_soon_threadsafe(_interrupt)
+        else:
+            os.kill(os.getpid(), signal.SIGINT)
 
     def _dump_tasks(self) -> None:
         if self.loop is None or self.loop.is_closed():
@@ -89,14 +95,26 @@ class Watchdog:
                 self.out.write(f"  its stack could not be read ({exc!r})\n")
 
 
+def _interrupt() -> None:
+    raise KeyboardInterrupt("the watchdog stopped the run")
+
+
 def _awaits(coro: object) -> list[str]:
     """Where a task waits: its coroutine and each coroutine or generator it awaits, outermost first."""
-    lines = []
-    while coro is not None and len(lines) < 40:
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
+    lines, awaited = [], coro
+    while awaited is not None and len(lines) < 40:
+        frame = (
+            getattr(awaited, "cr_frame", None)
+            or getattr(awaited, "gi_frame", None)
+            or getattr(awaited, "ag_frame", None)
+        )
         if frame is not None:
             lines.append(f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or getattr(coro, "ag_await", None)
+        awaited = (
+            getattr(awaited, "cr_await", None)
+            or getattr(awaited, "gi_yieldfrom", None)
+            or getattr(awaited, "ag_await", None)
+        )
     return lines or [repr(coro)]
 
 
@@ -111,14 +129,17 @@ def watch_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     global _watchdog
+    # Off while a debugger may hold a test (--pdb, --trace) for as long as its user needs.
+    debugging = config.getoption("usepdb", False) or config.getoption("trace", False)
     # A copy of the terminal's stderr, as pytest's faulthandler plugin keeps: writes reach the
     # terminal while the test's own output is captured.
-    _watchdog = Watchdog(LIMIT, os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1))
+    _watchdog = Watchdog(0 if debugging else LIMIT, os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _watchdog is not None:
         _watchdog.disarm()
+        _watchdog.out.close()
 
 
 @pytest.hookimpl(hookwrapper=True)
