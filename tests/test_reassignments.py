@@ -13,8 +13,9 @@ from tests.journey import Journey
 
 
 async def finished(stack, headers, reassignment_id: str, seconds: float = 90.0) -> dict:
-    # Not 30 s: a case last run by a worker that left may wait for its sticky queue's timeout (10 s)
-    # before the new worker takes its command, one case after another.
+    # Not 30 s: CI's slower machine failed this test once with 30 s, its cause not printed (the run
+    # then hung). Here it finishes in 3-4 s; a worker that leaves without telling the server would
+    # make each of its cases wait 10 s for its sticky queue, one case after another.
     deadline = time.monotonic() + seconds
     while True:
         r = await stack.http.get(f"/v1/supervision/reassignments/{reassignment_id}", headers=headers)
