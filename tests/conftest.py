@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -197,7 +198,7 @@ async def running_stack(
                 yield stack
             finally:
                 if stack.worker is not None:
-                    await stack.stop_worker()
+                    await _stop_worker_or_say_why_not(stack)
                 await http.aclose()
                 await stack.worker_http.aclose()
     finally:
@@ -205,6 +206,24 @@ async def running_stack(
         keyring.dispose()
         if pg_name:
             _drop_postgres_database(pg_name)
+
+
+WORKER_STOP_SECONDS = 120.0
+
+
+async def _stop_worker_or_say_why_not(stack: Stack) -> None:
+    """Stop a stack's worker as it is torn down; if it has not stopped in ``WORKER_STOP_SECONDS``,
+    print where it waits and warn, and leave it: the run goes on with the next stack, where a hang
+    here once held CI's whole run until its limit. (The tests that stop a worker mid-journey wait
+    for it, as ``Stack.stop_worker`` does.)"""
+    stopping = asyncio.ensure_future(stack.stop_worker())
+    await asyncio.wait({stopping}, timeout=WORKER_STOP_SECONDS)  # not wait_for: it would wait for a cancel
+    if not stopping.done():
+        from tests.watchdog import report  # the plugin, imported by pytest_plugins above
+
+        what = f"the {stack.backend} stack's worker had not stopped after {WORKER_STOP_SECONDS:.0f} s; left behind"
+        report(what)
+        warnings.warn(what, pytest.PytestWarning, stacklevel=1)
 
 
 # The tests on the shared ``stack`` run on SQLite, and on the machine's PostgreSQL (the production

@@ -3,10 +3,15 @@ what failed before and where the hung test waits."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from tests import conftest, watchdog
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,3 +52,20 @@ def test_a_hung_test_ends_the_run_with_what_failed_and_where_it_waits(tmp_path: 
     assert "watchdog: test_hung.py::test_hangs has not finished in 3 s" in out, out
     assert "failed earlier: test_hung.py::test_fails_first (call)" in out and "failed before the hang" in out, out
     assert "in waits_here" in out, out  # the hung task's chain of awaits
+
+
+async def test_a_stacks_worker_that_does_not_stop_is_reported_and_left_behind(temporal_env, tmp_path, monkeypatch):
+    monkeypatch.setattr(conftest, "WORKER_STOP_SECONDS", 1.0)
+    reported: list[str] = []
+    monkeypatch.setattr(watchdog, "report", reported.append)  # not on the terminal: this one is meant
+    never = asyncio.Event()
+
+    async def stuck() -> None:
+        await never.wait()
+
+    with pytest.warns(pytest.PytestWarning, match="the sqlite stack's worker had not stopped after 1 s"):
+        async with conftest.running_stack("sqlite", temporal_env, tmp_path) as stack:
+            stop = stack.stop_worker
+            stack.stop_worker = stuck  # type: ignore[method-assign]
+    assert reported == ["the sqlite stack's worker had not stopped after 1 s; left behind"]
+    await stop()  # the real one, left behind by the teardown

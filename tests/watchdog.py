@@ -59,11 +59,7 @@ class Watchdog:
         write(f"\n\n!!! watchdog: {nodeid} has not finished in {self.limit:.0f} s; the run is stopped\n")
         for failure in self.failures:
             write(f"\n--- failed earlier: {failure}\n")
-        write("\n--- the threads\n")
-        self.out.flush()
-        faulthandler.dump_traceback(file=self.out, all_threads=True)
-        self._dump_tasks()
-        self.out.flush()
+        self.dump()
         killer = threading.Timer(GRACE, os._exit, args=(3,))
         killer.daemon = True
         killer.start()
@@ -73,6 +69,14 @@ class Watchdog:
             self.loop.call_soon_threadsafe(_interrupt)
         else:
             os.kill(os.getpid(), signal.SIGINT)
+
+    def dump(self) -> None:
+        """Every thread's stack and every task's chain of awaits, to the terminal."""
+        self.out.write("\n--- the threads\n")
+        self.out.flush()
+        faulthandler.dump_traceback(file=self.out, all_threads=True)
+        self._dump_tasks()
+        self.out.flush()
 
     def _dump_tasks(self) -> None:
         if self.loop is None or self.loop.is_closed():
@@ -125,6 +129,14 @@ def watch_loop(loop: asyncio.AbstractEventLoop) -> None:
     """The tests' event loop, whose tasks the watchdog shows when it fires."""
     if _watchdog is not None:
         _watchdog.loop = loop
+
+
+def report(what: str) -> None:
+    """Say on the terminal that something was stuck, with every thread's and task's stack, without
+    stopping the run (a fixture's teardown that gives up waiting, say)."""
+    if _watchdog is not None:
+        _watchdog.out.write(f"\n\n!!! {what}\n")
+        _watchdog.dump()
 
 
 def pytest_configure(config: pytest.Config) -> None:
