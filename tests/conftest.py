@@ -213,9 +213,9 @@ WORKER_STOP_SECONDS = 120.0
 
 async def _stop_worker_or_say_why_not(stack: Stack) -> None:
     """Stop a stack's worker as it is torn down; if it has not stopped in ``WORKER_STOP_SECONDS``,
-    print where it waits and warn, and leave it: the run goes on with the next stack, where a hang
-    here once held CI's whole run until its limit. (The tests that stop a worker mid-journey wait
-    for it, as ``Stack.stop_worker`` does.)"""
+    print where it waits and warn, and leave it: the run goes on with the next stack. (CI's run once
+    hung between one stack's last test and the next one's first, until its limit, without saying
+    where. The tests that stop a worker mid-journey wait for it, as ``Stack.stop_worker`` does.)"""
     stopping = asyncio.ensure_future(stack.stop_worker())
     await asyncio.wait({stopping}, timeout=WORKER_STOP_SECONDS)  # not wait_for: it would wait for a cancel
     if not stopping.done():
