@@ -33,10 +33,9 @@ GRACE = 120.0
 
 
 class Watchdog:
-    def __init__(self, limit: float, out: IO[str]) -> None:
-        self.limit, self.out = limit, out
+    def __init__(self, limit: float, out: IO[str], config: pytest.Config) -> None:
+        self.limit, self.out, self.config = limit, out, config
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.failures: list[str] = []
         self._timer: threading.Timer | None = None
 
     def arm(self, nodeid: str) -> None:
@@ -51,14 +50,14 @@ class Watchdog:
             self._timer.cancel()
             self._timer = None
 
-    def failed(self, report: pytest.TestReport) -> None:
-        self.failures.append(f"{report.nodeid} ({report.when})\n{report.longreprtext}")
-
     def _fire(self, nodeid: str) -> None:
         write = self.out.write
         write(f"\n\n!!! watchdog: {nodeid} has not finished in {self.limit:.0f} s; the run is stopped\n")
-        for failure in self.failures:
-            write(f"\n--- failed earlier: {failure}\n")
+        # What pytest's terminal reporter has counted as failed (a call) or in error (a fixture).
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        stats = reporter.stats if reporter is not None else {}
+        for failure in [*stats.get("failed", ()), *stats.get("error", ())]:
+            write(f"\n--- failed earlier: {failure.nodeid} ({failure.when})\n{failure.longreprtext}\n")
         self.dump()
         killer = threading.Timer(GRACE, os._exit, args=(3,))
         killer.daemon = True
@@ -145,7 +144,7 @@ def pytest_configure(config: pytest.Config) -> None:
     debugging = config.getoption("usepdb", False) or config.getoption("trace", False)
     # A copy of the terminal's stderr, as pytest's faulthandler plugin keeps: writes reach the
     # terminal while the test's own output is captured.
-    _watchdog = Watchdog(0 if debugging else LIMIT, os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1))
+    _watchdog = Watchdog(0 if debugging else LIMIT, os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1), config)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -162,8 +161,3 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
         yield
     finally:
         _watchdog.disarm()
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.failed and _watchdog is not None:
-        _watchdog.failed(report)
