@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -29,7 +29,6 @@ from pydantic import BaseModel, Field
 from sqlalchemy import and_, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
-from starlette.concurrency import iterate_in_threadpool
 
 from api.access_log import bind_ids
 from api.audit import Auditor, AuditorDep, Entry
@@ -254,13 +253,15 @@ async def _upload(
             _record, session, auditor, user, case, task, document_id, blob_key, kind, stored
         )
     except IntegrityError:  # the same upload (one Idempotency-Key) sent twice at once: the other won
-        await anyio.to_thread.run_sync(store.delete, blob_key)
+        await anyio.to_thread.run_sync(store.delete, blob_key, limiter=TRANSFERS)
         won = await anyio.to_thread.run_sync(_after_race, session, document_id)
         if won is None or won.case_id != case.case_id or won.task_id != (task.task_id if task else None):
             raise Unprocessable(N_("this Idempotency-Key was used with another request")) from None
         return document_public(won, partner=partner)
     except BaseException:
-        await anyio.to_thread.run_sync(store.delete, blob_key)  # no record, no blob: nothing half-written
+        await anyio.to_thread.run_sync(
+            store.delete, blob_key, limiter=TRANSFERS
+        )  # no record, no blob: nothing half-written
         raise
     return document_public(record, partner=partner)
 
@@ -403,15 +404,25 @@ def prepare_download(
     return record, key
 
 
+# The document store's transfers wait on its network: in threads of their own, never holding one of
+# the few that run the API's database work (``Settings.api_threads``).
+TRANSFERS = anyio.CapacityLimiter(8)
+_DONE = object()
+
+
+async def transferred(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """Each chunk of a document read from the store in a transfer thread (``TRANSFERS``)."""
+    while (chunk := await anyio.to_thread.run_sync(next, chunks, _DONE, limiter=TRANSFERS)) is not _DONE:
+        yield chunk  # type: ignore[misc]  # not _DONE: a chunk
+
+
 def serve_document(record: DocumentRecord, key: DataKey, store: BlobStore) -> StreamingResponse:
     """The document, decrypted as it streams, as an attachment never cached."""
     extension = next(ext for _, media, ext in documents.TYPES if media == record.media_type)
 
     async def content() -> AsyncIterator[bytes]:
         try:
-            async for chunk in iterate_in_threadpool(
-                documents.open_stream(key, record.document_id, store.get(record.blob_key))
-            ):
+            async for chunk in transferred(documents.open_stream(key, record.document_id, store.get(record.blob_key))):
                 yield chunk
         except documents.Damaged:
             log.error("document damaged", document_id=record.document_id)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 import structlog
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -68,6 +69,9 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         os.umask(0o077)  # what this process creates (a SQLite database, say) is its owner's only
+        # The threads that run database work and plain routes at once, on this event loop (see
+        # ``Settings.api_threads``); anyio's default would let 40 take turns on the interpreter.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         configure_logging()
         app.state.settings = settings
         app.state.engine = make_engine(settings)

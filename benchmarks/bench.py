@@ -200,6 +200,11 @@ async def wait_for_line(log: Path, text: str, processes: Processes, timeout: flo
     raise RuntimeError(f"{log.name} never said {text!r}")
 
 
+# Samples of the thread that holds the interpreter's lock only (what costs CPU in Python; a thread
+# that waits is not counted), taken without pausing the process, written as collapsed stacks.
+SAMPLED = ("--gil", "--nonblocking", "--format", "raw")
+
+
 @dataclass
 class Profiler:
     """With ``--profile DIR``: py-spy samples the API and the worker through each phase and writes
@@ -221,7 +226,7 @@ class Profiler:
             out = self.folder / f"{phase}-{name}.txt"
             self.sampling.append(
                 subprocess.Popen(
-                    [str(py_spy), "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "-o", str(out)],
+                    [str(py_spy), "record", "--pid", str(pid), "--rate", "200", *SAMPLED, "-o", str(out)],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )

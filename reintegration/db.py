@@ -520,7 +520,9 @@ def aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-SQLITE_POOL_SIZE = 40  # anyio's default number of worker threads, which run the API's database work
+# Connections for every thread that may hold one at once: the API's (``Settings.api_threads``), its
+# asyncio executor's, the worker's. Opened only as they are needed.
+SQLITE_POOL_SIZE = 40
 
 
 def make_engine(settings: Settings) -> Engine:

@@ -170,3 +170,37 @@ async def test_commands_with_an_idempotency_key_run_no_statement_on_the_event_lo
         r = await stack.http.post(f"/v1/transfers/{r.json()['transfer_id']}/accept", json={}, headers=keyed(pt))
         assert r.status_code == 200, r.text
     assert seen == [], seen
+
+
+async def test_the_apis_database_work_runs_in_no_more_threads_at_once_than_its_setting(stack):
+    """``REINTEGRATION_API_THREADS`` (2 by default): twenty reads at once, each statement made slow,
+    all answer, and never more than that many threads are in the database together (anyio's default
+    let forty take turns on the interpreter, which cost each read more CPU: ``make bench``)."""
+    j = Journey(stack)
+    await j.open()
+    limit = stack.settings.api_threads
+    assert limit == 2
+    assert anyio.to_thread.current_default_thread_limiter().total_tokens == limit  # the API's loop is this one
+    inside: set[int] = set()
+    most = 0
+    lock = threading.Lock()
+
+    def slow(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        nonlocal most
+        with lock:
+            inside.add(threading.get_ident())
+            most = max(most, len(inside))
+        threading.Event().wait(0.02)
+        with lock:
+            inside.discard(threading.get_ident())
+
+    engine = stack.app_state().engine
+    event.listen(engine, "before_cursor_execute", slow)
+    try:
+        answers = await asyncio.gather(
+            *(stack.http.get(f"/v1/cases/{j.case_id}" if i % 2 else "/v1/cases", headers=j.cw) for i in range(20))
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", slow)
+    assert [r.status_code for r in answers] == [200] * 20
+    assert most == limit, most  # as many as allowed were used, and no more
