@@ -511,7 +511,7 @@ def read_case_now(
     the ETag and, with ``person``, the ``person.read`` audit row before the data leaves. The office
     about to take the case, and the one that had it, read it too (``case_access``); the person's
     details only if the person consented to sharing their data (403 otherwise)."""
-    case, access = case_readable(session, case_id, user)
+    case, access = case_readable(session, case_id, user, read_only=True)
     if person and access != Access.owner and not shares_person(case.facts or {}):
         raise Forbidden(N_("the person's details stay with the office managing the case: no consent to share them"))
     response.headers["ETag"] = etag(case)

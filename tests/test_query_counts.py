@@ -204,3 +204,25 @@ async def test_the_apis_database_work_runs_in_no_more_threads_at_once_than_its_s
         event.remove(engine, "before_cursor_execute", slow)
     assert [r.status_code for r in answers] == [200] * 20
     assert most == limit, most  # as many as allowed were used, and no more
+
+
+async def test_a_case_read_takes_the_case_row_as_plain_values_equal_to_the_orms(stack):
+    """``case_row`` (a case's read): every column as the ORM loads it, in an object no session can
+    track (so nothing read is ever written back), and nothing for a case that does not exist."""
+    import pytest
+    from sqlalchemy.orm.exc import UnmappedInstanceError
+    from sqlmodel import Session
+
+    from api.journeys import case_row
+    from reintegration.db import CaseRecord
+
+    j = Journey(stack)
+    await j.open()
+    with Session(stack.engine) as session:
+        plain = case_row(session, j.case_id)
+        loaded = session.get(CaseRecord, j.case_id)
+        assert plain is not None and loaded is not None
+        assert plain.model_dump() == loaded.model_dump()
+        with pytest.raises(UnmappedInstanceError):
+            session.add(plain)
+        assert case_row(session, "no-such-case") is None
