@@ -226,3 +226,43 @@ async def test_a_case_read_takes_the_case_row_as_plain_values_equal_to_the_orms(
         with pytest.raises(UnmappedInstanceError):
             session.add(plain)
         assert case_row(session, "no-such-case") is None
+
+
+async def test_a_case_read_sends_the_case_as_fastapi_would_its_timeline_serialized_once(stack):
+    """``GET /v1/cases/{id}`` sends its own bytes (``case_json``): the same case, field for field, as
+    FastAPI's serialization of ``read_case_now``'s answer, with its ETag; the timeline's JSON is made
+    by the first read of a version and reused by the next (the same bytes)."""
+    import json
+
+    import anyio.to_thread
+    from fastapi import Response
+    from sqlmodel import Session
+
+    from api.audit import Auditor
+    from api.cases import read_case_now
+
+    j = Journey(stack)
+    await j.open()
+    await j.step("risk-assessment", {"level": "low", "threats": [], "assessed_on": "2026-01-02"})
+    first = await stack.http.get(f"/v1/cases/{j.case_id}", headers=j.cw)
+    again = await stack.http.get(f"/v1/cases/{j.case_id}", headers=j.cw)
+    assert first.status_code == again.status_code == 200
+    assert first.headers["content-type"] == "application/json"
+    assert first.content == again.content and first.headers["ETag"] == again.headers["ETag"]
+    body = first.json()
+    assert len(body["timeline"]) >= 2 and body["version"] >= 1
+
+    state = stack.app_state()
+    kept = state.keyring.opened(j.case_id, "case-view", body["version"])
+    assert kept is not None and set(kept.timeline_json) == {"timeline"}  # made once, kept with the view
+
+    def reference() -> dict:
+        user = state.verifier.verify(j.cw["Authorization"].split()[1])
+        with Session(state.engine, info={"keyring": state.keyring}) as session:
+            response = Response()
+            auditor = Auditor(session=session, user=user, request_id="reference")
+            public = read_case_now(session, j.case_id, user, state.settings, auditor, response)
+            assert response.headers["ETag"] == first.headers["ETag"]
+            return json.loads(public.model_dump_json(by_alias=True))
+
+    assert body == await anyio.to_thread.run_sync(reference)
