@@ -69,7 +69,8 @@ async def served(app: Any, **config: Any) -> AsyncIterator[str]:
     """An ASGI app served over HTTP by uvicorn on a free port, until the block ends; yields its URL."""
     port = free_port()
     # A request still open when the block ends is cancelled after 10 s, not waited for without end.
-    defaults = {"log_level": "warning", "timeout_graceful_shutdown": 10}
+    # h11 as the API's own processes (``uvicorn_options``), whatever else is installed.
+    defaults = {"log_level": "warning", "timeout_graceful_shutdown": 10, "http": "h11"}
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **{**defaults, **config}))
     serving = asyncio.create_task(server.serve())
     while not server.started:

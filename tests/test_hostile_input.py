@@ -120,6 +120,22 @@ async def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_se
     assert cases_of(limited, "cw-big-declared") == 1
 
 
+async def test_headers_past_16_kib_are_refused_and_the_connection_closed(stack):
+    """Anyone may send headers before a token is checked: h11 (``uvicorn_options``) stops taking them
+    at 16 KiB with a 400 and closes the connection, where httptools would keep them all in memory."""
+    url = urlsplit(stack.base_url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        head = ["GET /health HTTP/1.1", f"Host: {url.netloc}", *(f"X-Filler-{i}: {'x' * 1000}" for i in range(64))]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), timeout=30)  # to the end: the server closes
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert (await stack.http.get("/health")).status_code == 200  # the server itself goes on
+
+
 async def test_an_endless_chunked_body_is_counted_as_it_streams_and_refused(limited):
     j = Journey(limited, caseworker="cw-big-chunked")
     total = 64 * 1024 * 1024
