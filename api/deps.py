@@ -52,7 +52,9 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
 
     Made on the event loop (a session connects only when first used, in the handler's thread);
     closed there too when it holds no connection, else in a thread (closing rolls back)."""
-    session = Session(request.app.state.engine, info={"keyring": request.app.state.keyring})
+    state = request.app.state
+    threads = getattr(state, "database_threads", None)  # None: anyio's pool (an app started without its lifespan)
+    session = Session(state.engine, info={"keyring": state.keyring, "threads": threads})
     try:
         yield session
     finally:
@@ -155,7 +157,15 @@ async def read_in_thread(session: Session, work: Callable[[], T]) -> T:
         release_connection(session)
         return answer
 
-    return await anyio.to_thread.run_sync(run)
+    return await anyio.to_thread.run_sync(run, limiter=database_threads(session))
+
+
+def database_threads(session: Session) -> anyio.CapacityLimiter | None:
+    """The threads that run the request's database work (``read_in_thread``, ``Pipeline``): at most
+    ``Settings.api_threads`` at once in the process, apart from anyio's pool, which runs the plain
+    routes and whatever waits on the network (an identity provider, a store, Temporal)."""
+    threads: anyio.CapacityLimiter | None = session.info.get("threads")
+    return threads
 
 
 def release_connection(session: Session | None) -> None:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio.to_thread
+import anyio
 import structlog
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -69,9 +69,8 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         os.umask(0o077)  # what this process creates (a SQLite database, say) is its owner's only
-        # The threads that run database work and plain routes at once, on this event loop (see
-        # ``Settings.api_threads``); anyio's default would let 40 take turns on the interpreter.
-        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+        # The threads that run the requests' database work at once (``api.deps.database_threads``).
+        app.state.database_threads = anyio.CapacityLimiter(settings.api_threads)
         configure_logging()
         app.state.settings = settings
         app.state.engine = make_engine(settings)

@@ -32,7 +32,7 @@ from temporalio.client import Client
 
 from api import idempotency
 from api.audit import Auditor, Entry, auditor_for, replayed_body
-from api.deps import ClientDep, IdempotencyKey, SessionDep, keyring_of, release_connection
+from api.deps import ClientDep, IdempotencyKey, SessionDep, database_threads, keyring_of, release_connection
 from api.deps import require as require_role
 from api.errors import ApiProblem, Conflict, Forbidden, NotFound, PreconditionFailed, Unavailable, Unprocessable
 from api.idempotency import Answer
@@ -91,7 +91,9 @@ class Pipeline:
 
     async def db(self, work: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run database work in a worker thread, never on the event loop."""
-        return await anyio.to_thread.run_sync(functools.partial(work, *args, **kwargs))
+        return await anyio.to_thread.run_sync(
+            functools.partial(work, *args, **kwargs), limiter=database_threads(self.session)
+        )
 
     async def checked(self, work: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """A command's checks before it is sent, in one worker thread that then gives the session's
@@ -107,7 +109,7 @@ class Pipeline:
             release_connection(self.session)
             return answer
 
-        return await anyio.to_thread.run_sync(run)
+        return await anyio.to_thread.run_sync(run, limiter=database_threads(self.session))
 
     async def answer(self, work: Callable[P, A], /, *args: P.args, **kwargs: P.kwargs) -> A:
         """The command's answer, read back in a worker thread that records its audit rows (``once``'s
@@ -121,7 +123,7 @@ class Pipeline:
                 record(answer)
             return answer
 
-        return await anyio.to_thread.run_sync(run)
+        return await anyio.to_thread.run_sync(run, limiter=database_threads(self.session))
 
     async def case(self, case_id: str) -> CaseRecord:
         """The case if the caller may act on it; 404 otherwise (no leak of existence)."""

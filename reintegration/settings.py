@@ -266,11 +266,12 @@ class Settings(BaseSettings):
     # holds its share of every caller's budget, so that together they never grant more than it.
     api_processes: int = Field(default=1, ge=1, le=64)
     api_replicas: int = Field(default=1, ge=1, le=1024)
-    # Threads of each API process that run its database work and its plain routes at once (the rest
-    # wait their turn). One process runs Python in one thread at a time: past two, more threads only
-    # took turns on it, and cost every request more (`make bench`, on SQLite and PostgreSQL alike:
-    # a case read 1.67 -> 1.41 ms of CPU and its p99 69 -> 35 ms on PostgreSQL, going from anyio's
-    # 40 to 2). Printing a PDF and the documents' transfers have limits of their own.
+    # Threads of each API process that run the requests' database work at once (a case's read, the
+    # lists, the summary, the commands' checks and answers; the rest wait their turn). One process
+    # runs Python in one thread at a time: past two, more threads only took turns on it, and cost
+    # every request more (`make bench`, on SQLite and PostgreSQL alike: a case read 1.67 -> 1.41 ms
+    # of CPU and its p99 69 -> 35 ms on PostgreSQL, going from 40 to 2). What waits on the network
+    # (an identity provider, the documents' store, Temporal) runs in threads of its own.
     api_threads: int = Field(default=2, ge=1, le=256)
     # A token bucket per verified subject (per client address without a valid token), for all the
     # API's processes together (see api_processes).
