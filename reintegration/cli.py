@@ -237,8 +237,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "host": settings.api_host,
         "port": settings.api_port,
         "access_log": False,
-        # h11, whatever else is installed: it refuses a request whose headers pass 16 KiB (400), where
-        # httptools would keep taking them, into memory, from anyone (before any token is checked).
+        # h11, whatever else is installed: it keeps at most 16 KiB of a request it has not read whole
+        # (beyond one read of the socket), where httptools would keep taking headers, into memory,
+        # from anyone (before any token is checked).
         "http": "h11",
         # uvicorn's own logging set-up prints plain text past the redaction: its loggers reach the
         # root logger instead, which writes the same JSON as everything else (reintegration.logs).

@@ -120,20 +120,29 @@ async def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_se
     assert cases_of(limited, "cw-big-declared") == 1
 
 
-async def test_headers_past_16_kib_are_refused_and_the_connection_closed(stack):
-    """Anyone may send headers before a token is checked: h11 (``uvicorn_options``) stops taking them
-    at 16 KiB with a 400 and closes the connection, where httptools would keep them all in memory."""
+async def test_a_mebibyte_of_headers_is_refused_and_the_connection_closed(stack):
+    """Anyone may send headers before a token is checked. h11 (``uvicorn_options``) keeps at most 16
+    KiB of a request it has not yet read whole (besides what one read of the socket brings): a
+    mebibyte of headers is refused (a 400, or the connection reset under the lines still coming),
+    where httptools would keep it all in memory and answer; the server goes on."""
     url = urlsplit(stack.base_url)
     reader, writer = await asyncio.open_connection(url.hostname, url.port)
     try:
-        head = ["GET /health HTTP/1.1", f"Host: {url.netloc}", *(f"X-Filler-{i}: {'x' * 1000}" for i in range(64))]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), timeout=30)  # to the end: the server closes
+        writer.write(f"GET /health HTTP/1.1\r\nHost: {url.netloc}\r\n".encode())
+        with contextlib.suppress(ConnectionError):  # the server may close before the last line is sent
+            for i in range(1024):
+                writer.write(f"X-Filler-{i}: {'x' * 1000}\r\n".encode())
+                await writer.drain()
+            writer.write(b"\r\n")
+            await writer.drain()
+        try:
+            answer = await asyncio.wait_for(reader.read(), timeout=30)  # to the end: the server closes
+        except ConnectionError:  # closed with our lines unread: the kernel resets the connection
+            answer = b""
     finally:
         writer.close()
-    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
-    assert (await stack.http.get("/health")).status_code == 200  # the server itself goes on
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400 "), answer[:200]  # never answered
+    assert (await stack.http.get("/health")).status_code == 200
 
 
 async def test_an_endless_chunked_body_is_counted_as_it_streams_and_refused(limited):

@@ -165,5 +165,5 @@ def test_each_of_several_api_processes_holds_its_share_of_the_rate_limit_and_uvi
     spent = [half.take("sub:x") for _ in range(61)]
     assert spent[:60] == [0.0] * 60 and spent[60] > 0  # the 61st waits: half of the burst
     assert "workers" not in uvicorn_options(Settings())
-    assert uvicorn_options(Settings())["http"] == "h11"  # refuses headers past 16 KiB (test_hostile_input)
+    assert uvicorn_options(Settings())["http"] == "h11"  # bounds what it keeps of headers (test_hostile_input)
     assert uvicorn_options(Settings(api_processes=3))["workers"] == 3
