@@ -163,7 +163,14 @@ async def read_in_thread(session: Session, work: Callable[[], T]) -> T:
 def database_threads(session: Session) -> anyio.CapacityLimiter | None:
     """The threads that run the request's database work (``read_in_thread``, ``Pipeline``): at most
     ``Settings.api_threads`` at once in the process, apart from anyio's pool, which runs the plain
-    routes and whatever waits on the network (an identity provider, a store, Temporal)."""
+    routes and whatever waits on the network (an identity provider, a store, Temporal).
+
+    A session whose transaction holds a connection already (a command between two of its steps) goes
+    on in anyio's pool (``None``): waiting for one of these threads while holding a connection, a
+    burst of such requests could hold every connection of the pool while the threads' holders wait
+    for one."""
+    if session.in_transaction():
+        return None
     threads: anyio.CapacityLimiter | None = session.info.get("threads")
     return threads
 

@@ -9,8 +9,9 @@ response (``REFUSALS``, the one mapping). Database work is never done on the eve
 through ``Pipeline.db`` (a worker thread), and a command's checks before it is sent through
 ``Pipeline.checked`` (one thread for all of them and the session's release); read-only routes are
 plain ``def`` handlers, which FastAPI runs in its thread pool, or, where they are read most (a case,
-the case list, the stalled list, the summary), ``async`` handlers whose database work is one
-``read_in_thread``.
+the case list, the task list, the stalled list, the summary), ``async`` handlers whose database work
+is one ``read_in_thread``. That work and ``Pipeline``'s run in threads of their own, at most
+``Settings.api_threads`` at once (``api.deps.database_threads``).
 
 (No ``from __future__ import annotations`` here: ``commands_for`` builds its dependency in a
 closure, and FastAPI reads the roles from its real annotations.)

@@ -267,3 +267,21 @@ async def test_a_case_read_sends_the_case_as_fastapi_would_its_timeline_serializ
             return json.loads(public.model_dump_json(by_alias=True))
 
     assert body == await anyio.to_thread.run_sync(reference)
+
+
+async def test_a_session_that_holds_a_connection_goes_on_outside_the_database_threads(stack):
+    """``database_threads``: a request's session takes one of the database's threads while it holds
+    no connection; one whose transaction holds a connection already goes on in anyio's pool, so that
+    requests holding connections never wait for threads whose holders wait for a connection."""
+    from sqlalchemy import text
+    from sqlmodel import Session
+
+    from api.deps import database_threads
+
+    state = stack.app_state()
+    with Session(state.engine, info={"keyring": state.keyring, "threads": state.database_threads}) as session:
+        assert database_threads(session) is state.database_threads
+        session.execute(text("SELECT 1"))  # the transaction now holds a connection
+        assert database_threads(session) is None
+        session.commit()  # given back
+        assert database_threads(session) is state.database_threads
