@@ -258,10 +258,8 @@ async def _upload(
         if won is None or won.case_id != case.case_id or won.task_id != (task.task_id if task else None):
             raise Unprocessable(N_("this Idempotency-Key was used with another request")) from None
         return document_public(won, partner=partner)
-    except BaseException:
-        await anyio.to_thread.run_sync(
-            store.delete, blob_key, limiter=TRANSFERS
-        )  # no record, no blob: nothing half-written
+    except BaseException:  # no record, no blob: nothing half-written
+        await anyio.to_thread.run_sync(store.delete, blob_key, limiter=TRANSFERS)
         raise
     return document_public(record, partner=partner)
 

@@ -231,8 +231,8 @@ async def test_a_case_read_takes_the_case_row_as_plain_values_equal_to_the_orms(
 
 async def test_a_case_read_sends_the_case_as_fastapi_would_its_timeline_serialized_once(stack):
     """``GET /v1/cases/{id}`` sends its own bytes (``case_json``): the same case, field for field, as
-    FastAPI's serialization of ``read_case_now``'s answer, with its ETag; the timeline's JSON is made
-    by the first read of a version and reused by the next (the same bytes)."""
+    the model's own JSON of ``read_case_now``'s answer (what FastAPI sent for it), with its ETag; the
+    timeline's JSON is made by the first read of a version and reused by the next (the same bytes)."""
     import json
 
     import anyio.to_thread
