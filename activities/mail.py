@@ -3,8 +3,9 @@
 
 Each sends only what is still to send (a row's ``email_status``), and records it sent right after the
 server took it: a retry, a repeated start or a replayed workflow sends nothing twice. The only
-window left is a crash between the server's "250 OK" and that record; the message's ``Message-ID``
-is then the same, so a mail client shows one. An address the server refuses for good (5xx) is
+window left is a crash between the message's last bytes written to the server (which it still
+takes from the socket after the sender is gone) and that record; the message's ``Message-ID`` is
+then the same, so a mail client shows one. An address the server refuses for good (5xx) is
 recorded ``failed``, not retried for ever; anything else (server down, busy, a 4xx) is retried by
 the workflow until it goes, so none is lost.
 """

@@ -77,6 +77,11 @@ SUMMARIES: list[str] = []  # one line per fault, printed at the end of the sessi
 # How long after the mail server took an e-mail a killed worker may not have recorded it yet: the
 # record is one commit in the sending thread, which may wait for SQLite's write lock under the load.
 KILLED_WHILE_RECORDING = 5.0
+# How long before the mail server took an e-mail its sender may already have been killed: the whole
+# message was written to the socket, and the kernel still delivers it after the process is gone, but
+# the server (a thread of this process) takes it only when it reads it. Seen: a kill 6.5 ms before the
+# server took the message, which went again when the attempt's heartbeat timed out.
+KILLED_WHILE_IN_FLIGHT = 1.0
 
 
 @dataclass
@@ -782,9 +787,11 @@ async def check(fs: FaultStack, f: Findings) -> None:
 
 
 def second_copies(received: list[Received], kill_times: list[float]) -> tuple[dict[str, float], list[str]]:
-    """The Message-IDs the mail server took more than once: those explained by a worker killed
-    between the two copies, within ``KILLED_WHILE_RECORDING`` seconds after the first (with how long
-    after), and the others: a third copy, or a second one with no kill in between, is a defect."""
+    """The Message-IDs the mail server took more than once: those explained by a worker killed while
+    the first copy was in flight or not yet recorded (from ``KILLED_WHILE_IN_FLIGHT`` seconds before
+    the server took it to ``KILLED_WHILE_RECORDING`` after, and before the second copy), with the
+    kill's time from the first copy (negative: before it), and the others: a third copy, or a second
+    one with no such kill, is a defect."""
     copies: dict[str, list[float]] = {}
     for m in received:
         copies.setdefault(m.message_id, []).append(m.at)
@@ -794,12 +801,30 @@ def second_copies(received: list[Received], kill_times: list[float]) -> tuple[di
         if len(times) < 2:
             continue
         first, second = sorted(times)[:2]
-        lags = [k - first for k in kill_times if first <= k <= second and k - first <= KILLED_WHILE_RECORDING]
+        lags = [
+            k - first
+            for k in kill_times
+            if first - KILLED_WHILE_IN_FLIGHT <= k <= second and k - first <= KILLED_WHILE_RECORDING
+        ]
         if len(times) == 2 and lags:
-            explained[message_id] = min(lags)
+            explained[message_id] = min(lags, key=abs)
         else:
             unexplained.append(message_id)
     return explained, unexplained
+
+
+def copies_told(received: list[Received], kill_times: list[float], message_ids: list[str]) -> str:
+    """For a failure's message: each of these e-mails' copies and the kills, in seconds from its
+    first copy (no Message-ID, no address)."""
+    told = []
+    for message_id in message_ids:
+        times = sorted(m.at for m in received if m.message_id == message_id)
+        kills = ", ".join(f"{k - times[0]:+.3f}" for k in kill_times)
+        told.append(
+            f"copies at {', '.join(f'{t - times[0]:+.3f}' for t in times)} s, "
+            + (f"kills at {kills} s" if kills else "no kill")
+        )
+    return "; ".join(told)
 
 
 async def check_mail(fs: FaultStack, f: Findings) -> None:
@@ -826,14 +851,18 @@ async def check_mail(fs: FaultStack, f: Findings) -> None:
         m for m in mail.received if m.message_id in sent and m.to != f"{sent[m.message_id].user_id}@faults.test"
     ]:
         f.duplicates.append(f"{len(wrong)} e-mails went to someone else than their notification's reader")
-    # SMTP has no idempotency key: a worker killed between the server's 250 and the commit of the
-    # record that the e-mail went sends it again, with the same Message-ID (README, "Not promised").
-    # Such a second copy is allowed only when a worker really was killed in that instant (within
-    # KILLED_WHILE_RECORDING seconds of the first copy: the commit may wait for SQLite's write lock);
-    # any other one is a defect.
+    # SMTP has no idempotency key: a worker killed after it wrote the message and before the commit
+    # of the record that the e-mail went sends it again, with the same Message-ID (README, "Not
+    # promised"). Such a second copy is allowed only when a worker really was killed in that instant
+    # (from KILLED_WHILE_IN_FLIGHT seconds before the server took the first copy, the message still in
+    # the socket, to KILLED_WHILE_RECORDING after, the commit waiting for SQLite's write lock); any
+    # other one is a defect.
     explained, unexplained = second_copies(mail.received, fs.workers.kill_times)
     if unexplained:
-        f.duplicates.append(f"{len(unexplained)} e-mails taken by the mail server more than once")
+        f.duplicates.append(
+            f"{len(unexplained)} e-mails taken by the mail server more than once "
+            f"({copies_told(mail.received, fs.workers.kill_times, unexplained)})"
+        )
     if missing := set(sent) - set(taken):
         f.losses.append(f"{len(missing)} e-mails recorded sent that the mail server never took")
     if unknown := set(taken) - set(sent):
@@ -850,8 +879,8 @@ async def check_mail(fs: FaultStack, f: Findings) -> None:
     delays = [at[k] - aware(r.created_at).timestamp() for k, r in sent.items() if k in at]
     again = (
         f", {len(explained)} of them twice: the worker killed "
-        + ", ".join(f"{lag:.2f} s" for lag in explained.values())
-        + " after the mail server took the first copy, before the record (not promised)"
+        + ", ".join(f"{lag:+.3f} s" for lag in explained.values())
+        + " from the moment the mail server took the first copy, before the record (not promised)"
         if explained
         else ""
     )

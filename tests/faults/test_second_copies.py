@@ -1,10 +1,19 @@
 """The fault suite's rule for an e-mail the mail server took twice (a pure rule, no stack): allowed
-only when a worker was killed in the instant after the server took the first copy, before the
-record that it went (README, "Not promised"); any other second copy is a defect."""
+only when a worker was killed in the instant around the server's taking of the first copy (the
+message written but not yet read by the server, or taken but not yet recorded as sent: README, "Not
+promised"); any other second copy is a defect."""
 
 from __future__ import annotations
 
-from tests.faults.harness import KILLED_WHILE_RECORDING, Received, second_copies
+import pytest
+
+from tests.faults.harness import (
+    KILLED_WHILE_IN_FLIGHT,
+    KILLED_WHILE_RECORDING,
+    Received,
+    copies_told,
+    second_copies,
+)
 
 
 def _took(message_id: str, at: float) -> Received:
@@ -20,6 +29,8 @@ def test_a_second_copy_is_explained_only_by_a_kill_just_after_the_first() -> Non
         _took("<no-kill@faults.test>", 301.0),
         _took("<kill-before@faults.test>", 400.0),
         _took("<kill-before@faults.test>", 410.0),
+        _took("<in-flight@faults.test>", 450.0),  # written, then the kill, then read by the server
+        _took("<in-flight@faults.test>", 460.4),
         _took("<kill-too-late@faults.test>", 500.0),
         _took("<kill-too-late@faults.test>", 520.0),
         _took("<kill-after-both@faults.test>", 600.0),  # two live workers sent it, then a kill
@@ -28,9 +39,12 @@ def test_a_second_copy_is_explained_only_by_a_kill_just_after_the_first() -> Non
         _took("<thrice@faults.test>", 710.0),
         _took("<thrice@faults.test>", 720.0),
     ]
-    kills = [200.3, 399.0, 500.0 + KILLED_WHILE_RECORDING + 1, 601.0, 700.2]
+    kills = [200.3, 400.0 - KILLED_WHILE_IN_FLIGHT - 1, 449.9935, 500.0 + KILLED_WHILE_RECORDING + 1, 601.0, 700.2]
     explained, unexplained = second_copies(received, kills)
-    assert explained == {"<killed@faults.test>": 200.3 - 200.0}
+    assert explained == {
+        "<killed@faults.test>": pytest.approx(200.3 - 200.0),
+        "<in-flight@faults.test>": pytest.approx(449.9935 - 450.0),
+    }
     assert sorted(unexplained) == [
         "<kill-after-both@faults.test>",
         "<kill-before@faults.test>",
@@ -39,3 +53,11 @@ def test_a_second_copy_is_explained_only_by_a_kill_just_after_the_first() -> Non
         "<thrice@faults.test>",
     ]
     assert second_copies(received[:1], kills) == ({}, [])
+
+
+def test_a_failure_tells_the_copies_and_kills_from_the_first_copy_without_the_message_id() -> None:
+    received = [_took("<x@faults.test>", 300.0), _took("<x@faults.test>", 310.5)]
+    told = copies_told(received, [250.0, 320.25], ["<x@faults.test>"])
+    assert told == "copies at +0.000, +10.500 s, kills at -50.000, +20.250 s"
+    assert "faults.test" not in told
+    assert copies_told(received, [], ["<x@faults.test>"]).endswith("+10.500 s, no kill")
