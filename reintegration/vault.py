@@ -17,6 +17,12 @@ The token comes from a file (Vault Agent's sink, say) and is read again when Vau
 renewed token is taken up without a restart. hvac (and requests under it) is loaded only by a
 process that uses Vault.
 
+A Vault that stays silent until the timeout is not asked again for as long as the timeout: each call
+in that pause fails at once (a refused connection fails at once anyway, and is not paused). A
+request that needs a key not in memory waits for Vault in one of the API's few database threads
+(``REINTEGRATION_API_THREADS``); without the pause, a Vault that stopped answering would hold them
+all, one timeout after another, and every request with them, the ones needing no key too.
+
 Errors: ``VaultUnavailable`` when Vault cannot be used now (unreachable, sealed, the token refused);
 ``VaultRefused`` (a ``ValueError``) when Vault refuses a ciphertext, which the keyring reports as
 ``Unreadable``; ``ValueError`` at start for a key that is missing or not suitable.
@@ -25,8 +31,10 @@ Errors: ``VaultUnavailable`` when Vault cannot be used now (unreachable, sealed,
 from __future__ import annotations
 
 import base64
+import math
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -83,6 +91,7 @@ class VaultTransitKeyEncryptionKey:
         self._token_value, self._token_file = token, token_file
         self._verify: str | bool = str(ca_file) if ca_file is not None else True
         self._timeout = timeout
+        self._unreachable_until = 0.0  # (monotonic) Vault stayed silent: not asked again before
         self._token = self._read_token()
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -223,8 +232,13 @@ class VaultTransitKeyEncryptionKey:
         return client
 
     def _call(self, request: Callable[[Any], Any], *, reading: bool = False) -> dict[str, Any]:
-        """One request; a refused token is read again from its file and the request tried once more."""
+        """One request; a refused token is read again from its file and the request tried once more.
+        A Vault that stayed silent is not asked again for as long as the timeout (the module's doc)."""
         errors = self._errors
+        if (pause := self._unreachable_until - time.monotonic()) > 0:
+            raise VaultUnavailable(
+                f"Vault at {self.address} did not answer a moment ago; asked again in {math.ceil(pause)} s"
+            )
         for attempt in (1, 2):
             try:
                 answer = request(self._client())
@@ -242,6 +256,8 @@ class VaultTransitKeyEncryptionKey:
             except errors.VaultError as exc:
                 raise VaultUnavailable(f"Vault answered with an error ({type(exc).__name__})") from None
             except self._requests.exceptions.RequestException as exc:
+                if isinstance(exc, self._requests.exceptions.Timeout):  # silent: left alone a while
+                    self._unreachable_until = time.monotonic() + self._timeout
                 raise VaultUnavailable(f"Vault at {self.address} is not reachable ({type(exc).__name__})") from None
             if not isinstance(answer, dict):
                 raise VaultUnavailable("Vault's answer is not JSON")

@@ -61,6 +61,11 @@ class TransitServer:
         self.keys: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str, dict[str, Any]]] = []  # (method, path, body)
         self.lock = threading.Lock()
+        # Silent: takes each request and never answers (until ``resumed``), as a Vault whose host
+        # went away behind a load balancer; ``unanswered`` counts them.
+        self.silent = False
+        self.unanswered = 0
+        self.resumed = threading.Event()
 
     def create(self, name: str, *, derived: bool = True, type_: str = "aes256-gcm96") -> None:
         self.keys[name] = {
@@ -205,6 +210,10 @@ def serving(engine: TransitServer) -> Iterator[str]:
 
     class Handler(BaseHTTPRequestHandler):
         def _serve(self) -> None:
+            if engine.silent:
+                engine.unanswered += 1
+                engine.resumed.wait(10)
+                return
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             body = json.loads(raw) if raw else {}
@@ -489,6 +498,40 @@ def test_a_renewed_token_is_read_again_from_its_file(transit, tmp_path):
     transit.engine.tokens = set()
     with pytest.raises(VaultUnavailable, match="refused this process's token"):
         kek.unwrap(wrapped, context=b"dk-1")
+
+
+def test_a_silent_vault_is_not_asked_again_for_as_long_as_its_timeout(transit, tmp_path):
+    """A Vault that stops answering costs one timeout, not one per call: for as long as the timeout
+    after it, every call fails at once without asking it (a case read waits for Vault in one of the
+    API's two database threads; a timeout per read would hold them all). Then it is asked again. A
+    refusal, or a refused connection, is an answer: no pause after it."""
+    kek = vault_kek(transit, tmp_path, timeout=0.5)
+    wrapped = kek.wrap(b"k" * 32, context=b"dk-1")
+    transit.engine.silent = True
+    try:
+        with pytest.raises(VaultUnavailable, match="not reachable \\(ReadTimeout\\)"):
+            kek.unwrap(wrapped, context=b"dk-1")
+        assert transit.engine.unanswered == 1
+        with pytest.raises(VaultUnavailable, match="did not answer a moment ago; asked again in 1 s"):
+            kek.unwrap(wrapped, context=b"dk-1")
+        with pytest.raises(VaultUnavailable, match="a moment ago"):
+            kek.wrap(b"n" * 32, context=b"dk-2")
+        assert transit.engine.unanswered == 1  # not asked
+    finally:
+        transit.engine.silent = False
+        transit.engine.resumed.set()
+    time.sleep(0.6)  # the pause (the timeout) is over: Vault is asked again, and answers
+    assert kek.unwrap(wrapped, context=b"dk-1") == b"k" * 32
+
+    with serving(transit.engine) as url:  # a Vault of its own, gone at the end of the block
+        gone = VaultTransitKeyEncryptionKey(address=url, key="reintegration", token=TOKEN, timeout=0.5)
+    for _ in range(2):  # nothing listens there any more: the connection is refused, each time
+        with pytest.raises(VaultUnavailable, match="not reachable \\(ConnectionError\\)"):
+            gone.unwrap(wrapped, context=b"dk-1")
+    transit.engine.tokens = set()
+    for _ in range(2):
+        with pytest.raises(VaultUnavailable, match="refused this process's token"):
+            kek.unwrap(wrapped, context=b"dk-1")
 
 
 def test_a_key_vault_cannot_serve_is_refused_at_start(transit, tmp_path):
