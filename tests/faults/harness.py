@@ -78,10 +78,11 @@ SUMMARIES: list[str] = []  # one line per fault, printed at the end of the sessi
 # record is one commit in the sending thread, which may wait for SQLite's write lock under the load.
 KILLED_WHILE_RECORDING = 5.0
 # How long before the mail server took an e-mail its sender may already have been killed: the whole
-# message was written to the socket, and the kernel still delivers it after the process is gone, but
-# the server (a thread of this process) takes it only when it reads it. Seen: a kill 6.5 ms before the
-# server took the message, which went again when the attempt's heartbeat timed out.
-KILLED_WHILE_IN_FLIGHT = 1.0
+# message was written to the socket, and the server (a thread of this process, which may wait for the
+# interpreter's lock behind the thread sending the kill) reads it only after the sender is gone; and
+# a kill's time is stamped just before the signal. Seen: a kill 6.5 ms before the server took the
+# message, which went again when the attempt's heartbeat timed out.
+KILLED_WHILE_IN_FLIGHT = 0.2
 
 
 @dataclass
