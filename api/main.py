@@ -75,7 +75,8 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         app.state.settings = settings
         app.state.engine = make_engine(settings)
         upgrade_schema(app.state.engine)
-        app.state.keyring = keyring_from_settings(settings)
+        # A Vault that stays silent is left alone a while: its timeouts would hold the database threads.
+        app.state.keyring = keyring_from_settings(settings, pause_silent_vault=True)
         tracing.instrument_engine(app.state.engine, tracer_provider)
         tracing.instrument_engine(app.state.keyring.engine, tracer_provider)
         app.state.blobs = blob_store(settings)

@@ -498,11 +498,12 @@ def _walk(value: Any, keys: frozenset[str], fn: Any, *, under: str | None = None
     return value
 
 
-def kek_from_settings(settings: Any) -> KeyEncryptionKey:
+def kek_from_settings(settings: Any, *, pause_silent_vault: bool = False) -> KeyEncryptionKey:
     """The KEK the settings name: a key file (created on the embedded default only), or a key of
-    Vault's transit engine."""
+    Vault's transit engine (left alone a while after it stayed silent, with ``pause_silent_vault``:
+    the API's processes, ``reintegration.vault``)."""
     if settings.kek_provider == "vault":
-        return VaultTransitKeyEncryptionKey.from_settings(settings)
+        return VaultTransitKeyEncryptionKey.from_settings(settings, pause_when_silent=pause_silent_vault)
     return LocalKeyEncryptionKey.from_file(settings.kek_path, create=settings.environment == "development")
 
 

@@ -559,13 +559,14 @@ class OutdatedSchema(RuntimeError):
     """The database was made by a version older than the first with migrations."""
 
 
-def keyring_from_settings(settings: Any) -> Keyring:
+def keyring_from_settings(settings: Any, *, pause_silent_vault: bool = False) -> Keyring:
     """The keyring, with a connection pool of its own: a request that holds a connection and needs a
     key must never wait for another request's connection to come back. During a rotation it is given
-    the KEKs being replaced too (``kek_previous_files``), so it reads keys not yet re-wrapped."""
+    the KEKs being replaced too (``kek_previous_files``), so it reads keys not yet re-wrapped.
+    ``pause_silent_vault``: the API's (``reintegration.vault``)."""
     return Keyring(
         make_engine(settings),
-        kek_from_settings(settings),
+        kek_from_settings(settings, pause_silent_vault=pause_silent_vault),
         previous=previous_keks_from_settings(settings),
         cache_seconds=settings.key_cache_seconds,
     )

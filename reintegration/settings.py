@@ -272,8 +272,8 @@ class Settings(BaseSettings):
     # every request more (`make bench`, on SQLite and PostgreSQL alike: a case read 1.67 -> 1.41 ms
     # of CPU and its p99 69 -> 35 ms on PostgreSQL, going from 40 to 2). What waits on the network
     # (an identity provider, the documents' store, Temporal) runs in anyio's pool (but a case key's
-    # unwrapping by Vault, on a cache miss, runs in these threads; a Vault that does not answer is
-    # then not asked again for its timeout: ``reintegration.vault``).
+    # unwrapping by Vault, on a cache miss, runs in these threads; a Vault that stayed silent is then
+    # left alone for its timeout and asked by one call at a time: ``reintegration.vault``).
     api_threads: int = Field(default=2, ge=1, le=256)
     # A token bucket per verified subject (per client address without a valid token), for all the
     # API's processes together (see api_processes).

@@ -17,11 +17,14 @@ The token comes from a file (Vault Agent's sink, say) and is read again when Vau
 renewed token is taken up without a restart. hvac (and requests under it) is loaded only by a
 process that uses Vault.
 
-A Vault that stays silent until the timeout is not asked again for as long as the timeout: each call
-in that pause fails at once (a refused connection fails at once anyway, and is not paused). A
-request that needs a key not in memory waits for Vault in one of the API's few database threads
-(``REINTEGRATION_API_THREADS``); without the pause, a Vault that stopped answering would hold them
-all, one timeout after another, and every request with them, the ones needing no key too.
+The API's processes (``pause_when_silent``) leave a Vault that stayed silent until the timeout alone
+for as long as the timeout, then let one call at a time ask it again until it answers: the other
+calls fail at once meanwhile. A request that needs a key not in memory waits for Vault in one of the
+API's few database threads (``REINTEGRATION_API_THREADS``); without the pause, a Vault that stopped
+answering would hold them all, one timeout after another, and every request with them, the ones
+needing no key too. A refused connection fails at once anyway and pauses nothing, nor does a timeout
+when another call got an answer meanwhile (a dropped connection, not a silent Vault). The worker asks
+Vault at every call: a pause would spend its activities' retries without asking it.
 
 Errors: ``VaultUnavailable`` when Vault cannot be used now (unreachable, sealed, the token refused);
 ``VaultRefused`` (a ``ValueError``) when Vault refuses a ciphertext, which the keyring reports as
@@ -47,6 +50,10 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,23}")  # a mount or key name (ke
 class VaultUnavailable(Exception):
     """Vault cannot be used now: unreachable, sealed, or refusing this process's token. Nothing is
     wrong with the stored keys: try again once Vault answers."""
+
+
+class VaultSilent(VaultUnavailable):
+    """Vault did not answer within the timeout (connecting or reading)."""
 
 
 class VaultRefused(ValueError):
@@ -76,6 +83,7 @@ class VaultTransitKeyEncryptionKey:
         token_file: Path | None = None,
         ca_file: Path | None = None,
         timeout: float = 10.0,
+        pause_when_silent: bool = False,
     ) -> None:
         if not (is_vault_name(mount) and is_vault_name(key)):
             raise ValueError("the Vault transit mount and key are names of letters, digits, '_', '.', '-' (24 at most)")
@@ -91,7 +99,11 @@ class VaultTransitKeyEncryptionKey:
         self._token_value, self._token_file = token, token_file
         self._verify: str | bool = str(ca_file) if ca_file is not None else True
         self._timeout = timeout
-        self._unreachable_until = 0.0  # (monotonic) Vault stayed silent: not asked again before
+        # Silence (the module's doc): since when it is left alone until, whether a call is asking it
+        # again, and when it last answered (monotonic seconds).
+        self.pause_when_silent = pause_when_silent
+        self._silent, self._silent_until, self._probing, self._answered_at = False, 0.0, False, 0.0
+        self._silence = threading.Lock()
         self._token = self._read_token()
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -112,8 +124,9 @@ class VaultTransitKeyEncryptionKey:
         self.kek_id = f"{self._family}{self.version}"
 
     @classmethod
-    def from_settings(cls, settings: Any) -> VaultTransitKeyEncryptionKey:
+    def from_settings(cls, settings: Any, *, pause_when_silent: bool = False) -> VaultTransitKeyEncryptionKey:
         return cls(
+            pause_when_silent=pause_when_silent,
             address=settings.vault_address,
             key=settings.vault_transit_key,
             mount=settings.vault_transit_mount,
@@ -232,13 +245,43 @@ class VaultTransitKeyEncryptionKey:
         return client
 
     def _call(self, request: Callable[[Any], Any], *, reading: bool = False) -> dict[str, Any]:
-        """One request; a refused token is read again from its file and the request tried once more.
-        A Vault that stayed silent is not asked again for as long as the timeout (the module's doc)."""
+        """One request (``_ask``); with ``pause_when_silent``, not sent to a Vault that stayed silent
+        a moment ago, and sent by one call at a time until it answers (the module's doc)."""
+        if not self.pause_when_silent:
+            return self._ask(request, reading=reading)
+        started = time.monotonic()
+        probing = False
+        with self._silence:
+            if self._silent:
+                if (pause := self._silent_until - started) > 0 or self._probing:
+                    raise VaultUnavailable(
+                        f"Vault at {self.address} did not answer a moment ago; asked again in "
+                        f"{max(1, math.ceil(pause))} s"
+                    )
+                self._probing = probing = True  # this call asks it; the others fail at once meanwhile
+        try:
+            answer = self._ask(request, reading=reading)
+        except VaultSilent:
+            with self._silence:
+                if self._answered_at <= started:  # no call got an answer since this one was sent
+                    self._silent, self._silent_until = True, time.monotonic() + self._timeout
+            raise
+        except Exception:
+            with self._silence:
+                self._silent = False  # it answered (a refusal), or refused the connection at once
+            raise
+        else:
+            with self._silence:
+                self._silent, self._answered_at = False, time.monotonic()
+            return answer
+        finally:
+            if probing:
+                with self._silence:
+                    self._probing = False
+
+    def _ask(self, request: Callable[[Any], Any], *, reading: bool = False) -> dict[str, Any]:
+        """One request; a refused token is read again from its file and the request tried once more."""
         errors = self._errors
-        if (pause := self._unreachable_until - time.monotonic()) > 0:
-            raise VaultUnavailable(
-                f"Vault at {self.address} did not answer a moment ago; asked again in {math.ceil(pause)} s"
-            )
         for attempt in (1, 2):
             try:
                 answer = request(self._client())
@@ -255,9 +298,9 @@ class VaultTransitKeyEncryptionKey:
                 raise VaultRefused(f"Vault refused the ciphertext ({type(exc).__name__})") from None
             except errors.VaultError as exc:
                 raise VaultUnavailable(f"Vault answered with an error ({type(exc).__name__})") from None
+            except self._requests.exceptions.Timeout as exc:
+                raise VaultSilent(f"Vault at {self.address} is not reachable ({type(exc).__name__})") from None
             except self._requests.exceptions.RequestException as exc:
-                if isinstance(exc, self._requests.exceptions.Timeout):  # silent: left alone a while
-                    self._unreachable_until = time.monotonic() + self._timeout
                 raise VaultUnavailable(f"Vault at {self.address} is not reachable ({type(exc).__name__})") from None
             if not isinstance(answer, dict):
                 raise VaultUnavailable("Vault's answer is not JSON")

@@ -39,7 +39,7 @@ from reintegration.crypto import DataKeyRecord, Keyring, LocalKeyEncryptionKey, 
 from reintegration.db import keyring_from_settings, make_engine
 from reintegration.migrate import upgrade_schema
 from reintegration.settings import Settings, get_settings
-from reintegration.vault import VaultRefused, VaultTransitKeyEncryptionKey, VaultUnavailable
+from reintegration.vault import VaultRefused, VaultSilent, VaultTransitKeyEncryptionKey, VaultUnavailable
 from tests.conftest import free_port
 from tests.test_key_rotation import key_file, rows
 from tests.test_oidc import production  # noqa: F401 - the fixture: settings production accepts
@@ -64,6 +64,7 @@ class TransitServer:
         # Silent: takes each request and never answers (until ``resumed``), as a Vault whose host
         # went away behind a load balancer; ``unanswered`` counts them.
         self.silent = False
+        self.silent_next = 0  # or only the next so many requests
         self.unanswered = 0
         self.resumed = threading.Event()
 
@@ -210,7 +211,8 @@ def serving(engine: TransitServer) -> Iterator[str]:
 
     class Handler(BaseHTTPRequestHandler):
         def _serve(self) -> None:
-            if engine.silent:
+            if engine.silent or engine.silent_next:
+                engine.silent_next = max(0, engine.silent_next - 1)
                 engine.unanswered += 1
                 engine.resumed.wait(10)
                 return
@@ -500,38 +502,96 @@ def test_a_renewed_token_is_read_again_from_its_file(transit, tmp_path):
         kek.unwrap(wrapped, context=b"dk-1")
 
 
-def test_a_silent_vault_is_not_asked_again_for_as_long_as_its_timeout(transit, tmp_path):
-    """A Vault that stops answering costs one timeout, not one per call: for as long as the timeout
-    after it, every call fails at once without asking it (a case read waits for Vault in one of the
-    API's two database threads; a timeout per read would hold them all). Then it is asked again. A
-    refusal, or a refused connection, is an answer: no pause after it."""
-    kek = vault_kek(transit, tmp_path, timeout=0.5)
+def _until(condition: Any, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not in time"
+        time.sleep(0.01)
+
+
+def test_the_api_leaves_a_silent_vault_alone_for_its_timeout_then_asks_it_one_call_at_a_time(transit, tmp_path):
+    """A Vault that stops answering costs the API one timeout, not one per call (a case read waits for
+    Vault in one of the API's two database threads; a timeout per read would hold them all): for as
+    long as the timeout after it, every call fails at once without asking it; then one call at a time
+    asks it (the others fail at once) until it answers."""
+    kek = vault_kek(transit, tmp_path, timeout=0.5, pause_when_silent=True)
     wrapped = kek.wrap(b"k" * 32, context=b"dk-1")
-    transit.engine.silent = True
+    engine = transit.engine
+    engine.silent = True
     try:
-        with pytest.raises(VaultUnavailable, match="not reachable \\(ReadTimeout\\)"):
+        with pytest.raises(VaultSilent, match="not reachable \\(ReadTimeout\\)"):
             kek.unwrap(wrapped, context=b"dk-1")
-        assert transit.engine.unanswered == 1
+        assert engine.unanswered == 1
         with pytest.raises(VaultUnavailable, match="did not answer a moment ago; asked again in 1 s"):
             kek.unwrap(wrapped, context=b"dk-1")
         with pytest.raises(VaultUnavailable, match="a moment ago"):
             kek.wrap(b"n" * 32, context=b"dk-2")
-        assert transit.engine.unanswered == 1  # not asked
+        assert engine.unanswered == 1  # not asked
+        time.sleep(0.55)  # the pause is over: one call asks it again...
+        probe: list[BaseException] = []
+        asking = threading.Thread(target=lambda: _failed(probe, kek.unwrap, wrapped, context=b"dk-1"))
+        asking.start()
+        _until(lambda: engine.unanswered == 2)
+        with pytest.raises(VaultUnavailable, match="a moment ago"):  # ...the others fail meanwhile
+            kek.unwrap(wrapped, context=b"dk-1")
+        asking.join()
+        assert isinstance(probe[0], VaultSilent) and engine.unanswered == 2
     finally:
-        transit.engine.silent = False
-        transit.engine.resumed.set()
-    time.sleep(0.6)  # the pause (the timeout) is over: Vault is asked again, and answers
+        engine.silent = False
+        engine.resumed.set()
+    time.sleep(0.55)  # Vault answers again: asked by the next call, and by every one after it
+    assert kek.unwrap(wrapped, context=b"dk-1") == b"k" * 32
     assert kek.unwrap(wrapped, context=b"dk-1") == b"k" * 32
 
-    with serving(transit.engine) as url:  # a Vault of its own, gone at the end of the block
-        gone = VaultTransitKeyEncryptionKey(address=url, key="reintegration", token=TOKEN, timeout=0.5)
+
+def _failed(into: list[BaseException], call: Any, *args: Any, **kw: Any) -> None:
+    try:
+        call(*args, **kw)
+    except BaseException as exc:  # noqa: BLE001 - what the thread's call raised, for the test to read
+        into.append(exc)
+
+
+def test_no_pause_after_an_answer_a_refused_connection_or_in_the_worker(transit, tmp_path):
+    """A refusal or a refused connection is an answer at once: nothing is paused. A timeout while
+    another call got an answer (a dropped connection, not a silent Vault) pauses nothing either. The
+    worker (without ``pause_when_silent``) asks Vault at every call."""
+    engine = transit.engine
+    worker = vault_kek(transit, tmp_path, timeout=0.3)
+    api = vault_kek(transit, tmp_path, timeout=1.0, pause_when_silent=True)
+    wrapped = worker.wrap(b"k" * 32, context=b"dk-1")
+    engine.silent = True
+    try:
+        for expected in (1, 2):
+            with pytest.raises(VaultSilent):
+                worker.unwrap(wrapped, context=b"dk-1")
+            assert engine.unanswered == expected  # asked each time
+    finally:
+        engine.silent = False
+        engine.resumed.set()
+    # One call's connection left unanswered while another call gets its answer: Vault is answering,
+    # nothing is paused when the first one times out.
+    engine.resumed.clear()
+    engine.silent_next, before = 1, engine.unanswered
+    dropped: list[BaseException] = []
+    waiting = threading.Thread(target=lambda: _failed(dropped, api.unwrap, wrapped, context=b"dk-1"))
+    waiting.start()
+    _until(lambda: engine.unanswered == before + 1)
+    assert api.unwrap(wrapped, context=b"dk-1") == b"k" * 32  # answered meanwhile
+    waiting.join()
+    engine.resumed.set()
+    assert isinstance(dropped[0], VaultSilent)
+    assert api.unwrap(wrapped, context=b"dk-1") == b"k" * 32  # not paused
+    with serving(engine) as url:  # a Vault of its own, gone at the end of the block
+        gone = VaultTransitKeyEncryptionKey(
+            address=url, key="reintegration", token=TOKEN, timeout=0.3, pause_when_silent=True
+        )
     for _ in range(2):  # nothing listens there any more: the connection is refused, each time
         with pytest.raises(VaultUnavailable, match="not reachable \\(ConnectionError\\)"):
             gone.unwrap(wrapped, context=b"dk-1")
-    transit.engine.tokens = set()
+    engine.tokens = set()
     for _ in range(2):
         with pytest.raises(VaultUnavailable, match="refused this process's token"):
-            kek.unwrap(wrapped, context=b"dk-1")
+            api.unwrap(wrapped, context=b"dk-1")
 
 
 def test_a_key_vault_cannot_serve_is_refused_at_start(transit, tmp_path):
@@ -579,3 +639,26 @@ def test_settings_for_vault(tmp_path, production):  # noqa: F811 - the fixture i
             vault_token_file=token,
             kek_previous_files=[development_key],
         )
+
+
+async def test_the_apis_keyring_pauses_a_silent_vault_and_the_workers_does_not(transit, tmp_path):
+    from api.main import create_app
+
+    settings = Settings(
+        data_dir=tmp_path,
+        kek_provider="vault",
+        vault_address=transit.url,
+        vault_transit_key="reintegration",
+        vault_token=TOKEN,
+        temporal_address=f"127.0.0.1:{free_port()}",
+        temporal_connect_wait_seconds=0.1,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        kek = app.state.keyring.kek
+        assert isinstance(kek, VaultTransitKeyEncryptionKey) and kek.pause_when_silent
+    worker = keyring_from_settings(settings)  # as worker.py makes it
+    try:
+        assert isinstance(worker.kek, VaultTransitKeyEncryptionKey) and not worker.kek.pause_when_silent
+    finally:
+        worker.dispose()
