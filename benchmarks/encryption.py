@@ -49,8 +49,8 @@ class PlainKeyring(Keyring):
         return value
 
 
-def plain_keyring(settings: Any) -> Keyring:
-    keyring = keyring_from_settings(settings)
+def plain_keyring(settings: Any, **options: Any) -> Keyring:
+    keyring = keyring_from_settings(settings, **options)
     return PlainKeyring(keyring.engine, keyring.kek)
 
 

@@ -17,16 +17,20 @@ The token comes from a file (Vault Agent's sink, say) and is read again when Vau
 renewed token is taken up without a restart. hvac (and requests under it) is loaded only by a
 process that uses Vault.
 
-The API's processes (``pause_when_silent``) leave a Vault that stayed silent until the timeout alone
-for as long as the timeout, then let one call at a time ask it again until it answers: the other
-calls fail at once meanwhile. A request that needs a key not in memory waits for Vault in one of the
-API's few database threads (``REINTEGRATION_API_THREADS``); without the pause, a Vault that stopped
-answering would hold them all, one timeout after another, and every request with them, the ones
-needing no key too. A refused connection fails at once anyway and pauses nothing, nor does a timeout
-when another call got an answer meanwhile (a dropped connection, not a silent Vault). The worker asks
-Vault at every call: a pause would spend its activities' retries without asking it.
+The API's processes (``pause_when_silent``) leave a Vault that stayed silent alone for as long as the
+timeout, then let one call at a time ask it again until it answers: the other calls fail at once
+meanwhile. A request that needs a key not in memory waits for Vault in one of the API's few database
+threads (``REINTEGRATION_API_THREADS``); without the pause, a Vault that stopped answering would hold
+them all, one timeout after another, and every request with them, the ones needing no key too.
+Silent: a call failed after nearly the whole timeout (``SILENT_AFTER``: a timeout, or a proxy's
+error after its own), and no call got an answer from Vault meanwhile (else it was one dropped
+connection). An answer, even a refusal, ends the pause; a refused connection fails at once and
+pauses nothing. The worker asks Vault at every call: a pause would spend its activities' retries
+without asking it.
 
-Errors: ``VaultUnavailable`` when Vault cannot be used now (unreachable, sealed, the token refused);
+Errors: ``VaultUnavailable`` when Vault cannot be used now (unreachable, sealed, the token refused;
+``VaultSilent`` when it did not answer within the timeout, ``VaultUnreachable`` when the connection
+failed);
 ``VaultRefused`` (a ``ValueError``) when Vault refuses a ciphertext, which the keyring reports as
 ``Unreadable``; ``ValueError`` at start for a key that is missing or not suitable.
 """
@@ -52,8 +56,16 @@ class VaultUnavailable(Exception):
     wrong with the stored keys: try again once Vault answers."""
 
 
-class VaultSilent(VaultUnavailable):
+class VaultUnreachable(VaultUnavailable):
+    """The connection to Vault failed (refused, reset, a name not found): no answer."""
+
+
+class VaultSilent(VaultUnreachable):
     """Vault did not answer within the timeout (connecting or reading)."""
+
+
+# A call that failed after this share of the timeout found Vault silent (``pause_when_silent``).
+SILENT_AFTER = 0.9
 
 
 class VaultRefused(ValueError):
@@ -99,8 +111,8 @@ class VaultTransitKeyEncryptionKey:
         self._token_value, self._token_file = token, token_file
         self._verify: str | bool = str(ca_file) if ca_file is not None else True
         self._timeout = timeout
-        # Silence (the module's doc): since when it is left alone until, whether a call is asking it
-        # again, and when it last answered (monotonic seconds).
+        # Silence (the module's doc): whether Vault stayed silent, until when it is left alone, whether
+        # a call is asking it again, and when it last answered (monotonic seconds).
         self.pause_when_silent = pause_when_silent
         self._silent, self._silent_until, self._probing, self._answered_at = False, 0.0, False, 0.0
         self._silence = threading.Lock()
@@ -253,31 +265,37 @@ class VaultTransitKeyEncryptionKey:
         probing = False
         with self._silence:
             if self._silent:
-                if (pause := self._silent_until - started) > 0 or self._probing:
+                if (pause := self._silent_until - started) > 0:
                     raise VaultUnavailable(
-                        f"Vault at {self.address} did not answer a moment ago; asked again in "
-                        f"{max(1, math.ceil(pause))} s"
+                        f"Vault at {self.address} did not answer a moment ago; asked again in {math.ceil(pause)} s"
                     )
+                if self._probing:
+                    raise VaultUnavailable(f"Vault at {self.address} did not answer a moment ago; being asked again")
                 self._probing = probing = True  # this call asks it; the others fail at once meanwhile
+        failed: BaseException | None = None
         try:
-            answer = self._ask(request, reading=reading)
-        except VaultSilent:
-            with self._silence:
-                if self._answered_at <= started:  # no call got an answer since this one was sent
-                    self._silent, self._silent_until = True, time.monotonic() + self._timeout
+            return self._ask(request, reading=reading)
+        except BaseException as exc:
+            failed = exc
             raise
-        except Exception:
-            with self._silence:
-                self._silent = False  # it answered (a refusal), or refused the connection at once
-            raise
-        else:
-            with self._silence:
-                self._silent, self._answered_at = False, time.monotonic()
-            return answer
         finally:
+            self._after(started, failed, probing)
+
+    def _after(self, started: float, failed: BaseException | None, probing: bool) -> None:
+        """What a call sent at ``started`` tells of Vault's silence (the module's doc)."""
+        now = time.monotonic()
+        with self._silence:
             if probing:
-                with self._silence:
-                    self._probing = False
+                self._probing = False
+            if failed is not None and (
+                isinstance(failed, VaultSilent) or now - started >= SILENT_AFTER * self._timeout
+            ):
+                if self._answered_at <= started:  # no call got an answer since this one was sent
+                    self._silent, self._silent_until = True, now + self._timeout
+            else:
+                self._silent = False
+                if not isinstance(failed, VaultUnreachable):
+                    self._answered_at = now  # an answer, a refusal too
 
     def _ask(self, request: Callable[[Any], Any], *, reading: bool = False) -> dict[str, Any]:
         """One request; a refused token is read again from its file and the request tried once more."""
@@ -301,7 +319,7 @@ class VaultTransitKeyEncryptionKey:
             except self._requests.exceptions.Timeout as exc:
                 raise VaultSilent(f"Vault at {self.address} is not reachable ({type(exc).__name__})") from None
             except self._requests.exceptions.RequestException as exc:
-                raise VaultUnavailable(f"Vault at {self.address} is not reachable ({type(exc).__name__})") from None
+                raise VaultUnreachable(f"Vault at {self.address} is not reachable ({type(exc).__name__})") from None
             if not isinstance(answer, dict):
                 raise VaultUnavailable("Vault's answer is not JSON")
             return answer

@@ -39,7 +39,13 @@ from reintegration.crypto import DataKeyRecord, Keyring, LocalKeyEncryptionKey, 
 from reintegration.db import keyring_from_settings, make_engine
 from reintegration.migrate import upgrade_schema
 from reintegration.settings import Settings, get_settings
-from reintegration.vault import VaultRefused, VaultSilent, VaultTransitKeyEncryptionKey, VaultUnavailable
+from reintegration.vault import (
+    VaultRefused,
+    VaultSilent,
+    VaultTransitKeyEncryptionKey,
+    VaultUnavailable,
+    VaultUnreachable,
+)
 from tests.conftest import free_port
 from tests.test_key_rotation import key_file, rows
 from tests.test_oidc import production  # noqa: F401 - the fixture: settings production accepts
@@ -67,6 +73,8 @@ class TransitServer:
         self.silent_next = 0  # or only the next so many requests
         self.unanswered = 0
         self.resumed = threading.Event()
+        # A proxy in front of it that answers 504 after waiting this long (seconds), when set.
+        self.gateway_timeout: float | None = None
 
     def create(self, name: str, *, derived: bool = True, type_: str = "aes256-gcm96") -> None:
         self.keys[name] = {
@@ -215,6 +223,12 @@ def serving(engine: TransitServer) -> Iterator[str]:
                 engine.silent_next = max(0, engine.silent_next - 1)
                 engine.unanswered += 1
                 engine.resumed.wait(10)
+                return
+            if engine.gateway_timeout is not None:
+                time.sleep(engine.gateway_timeout)
+                self.send_response(504)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
                 return
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
@@ -502,46 +516,11 @@ def test_a_renewed_token_is_read_again_from_its_file(transit, tmp_path):
         kek.unwrap(wrapped, context=b"dk-1")
 
 
-def _until(condition: Any, seconds: float = 5.0) -> None:
+def _until(condition: Any, seconds: float = 10.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline, "not in time"
         time.sleep(0.01)
-
-
-def test_the_api_leaves_a_silent_vault_alone_for_its_timeout_then_asks_it_one_call_at_a_time(transit, tmp_path):
-    """A Vault that stops answering costs the API one timeout, not one per call (a case read waits for
-    Vault in one of the API's two database threads; a timeout per read would hold them all): for as
-    long as the timeout after it, every call fails at once without asking it; then one call at a time
-    asks it (the others fail at once) until it answers."""
-    kek = vault_kek(transit, tmp_path, timeout=0.5, pause_when_silent=True)
-    wrapped = kek.wrap(b"k" * 32, context=b"dk-1")
-    engine = transit.engine
-    engine.silent = True
-    try:
-        with pytest.raises(VaultSilent, match="not reachable \\(ReadTimeout\\)"):
-            kek.unwrap(wrapped, context=b"dk-1")
-        assert engine.unanswered == 1
-        with pytest.raises(VaultUnavailable, match="did not answer a moment ago; asked again in 1 s"):
-            kek.unwrap(wrapped, context=b"dk-1")
-        with pytest.raises(VaultUnavailable, match="a moment ago"):
-            kek.wrap(b"n" * 32, context=b"dk-2")
-        assert engine.unanswered == 1  # not asked
-        time.sleep(0.55)  # the pause is over: one call asks it again...
-        probe: list[BaseException] = []
-        asking = threading.Thread(target=lambda: _failed(probe, kek.unwrap, wrapped, context=b"dk-1"))
-        asking.start()
-        _until(lambda: engine.unanswered == 2)
-        with pytest.raises(VaultUnavailable, match="a moment ago"):  # ...the others fail meanwhile
-            kek.unwrap(wrapped, context=b"dk-1")
-        asking.join()
-        assert isinstance(probe[0], VaultSilent) and engine.unanswered == 2
-    finally:
-        engine.silent = False
-        engine.resumed.set()
-    time.sleep(0.55)  # Vault answers again: asked by the next call, and by every one after it
-    assert kek.unwrap(wrapped, context=b"dk-1") == b"k" * 32
-    assert kek.unwrap(wrapped, context=b"dk-1") == b"k" * 32
 
 
 def _failed(into: list[BaseException], call: Any, *args: Any, **kw: Any) -> None:
@@ -551,26 +530,74 @@ def _failed(into: list[BaseException], call: Any, *args: Any, **kw: Any) -> None
         into.append(exc)
 
 
-def test_no_pause_after_an_answer_a_refused_connection_or_in_the_worker(transit, tmp_path):
-    """A refusal or a refused connection is an answer at once: nothing is paused. A timeout while
-    another call got an answer (a dropped connection, not a silent Vault) pauses nothing either. The
-    worker (without ``pause_when_silent``) asks Vault at every call."""
+def _resume(engine: TransitServer) -> None:
+    """The silent server answers again; what it held is let go."""
+    engine.silent, engine.silent_next = False, 0
+    held, engine.resumed = engine.resumed, threading.Event()
+    held.set()
+
+
+def test_the_api_leaves_a_silent_vault_alone_for_its_timeout_then_asks_it_one_call_at_a_time(transit, tmp_path):
+    """A Vault that stops answering costs the API one timeout, not one per call (a case read waits for
+    Vault in one of the API's two database threads; a timeout per read would hold them all): for as
+    long as the timeout after it, every call fails at once without asking it; then one call at a time
+    asks it (the others fail at once) until it answers; an answer, a refusal too, ends the pause."""
+    timeout = 1.5
+    kek = vault_kek(transit, tmp_path, timeout=timeout, pause_when_silent=True)
+    wrapped = kek.wrap(b"k" * 32, context=b"dk-1")
+    engine = transit.engine
+    engine.silent = True
+    try:
+        with pytest.raises(VaultSilent, match="not reachable \\(ReadTimeout\\)"):
+            kek.unwrap(wrapped, context=b"dk-1")
+        _until(lambda: engine.unanswered == 1)
+        with pytest.raises(VaultUnavailable, match="did not answer a moment ago; asked again in [12] s"):
+            kek.unwrap(wrapped, context=b"dk-1")
+        with pytest.raises(VaultUnavailable, match="a moment ago"):
+            kek.wrap(b"n" * 32, context=b"dk-2")
+        assert engine.unanswered == 1  # not asked
+        time.sleep(timeout + 0.1)  # the pause is over: one call asks it again...
+        probe: list[BaseException] = []
+        asking = threading.Thread(target=lambda: _failed(probe, kek.unwrap, wrapped, context=b"dk-1"))
+        asking.start()
+        _until(lambda: engine.unanswered == 2)
+        with pytest.raises(VaultUnavailable, match="being asked again"):  # ...the others fail meanwhile
+            kek.unwrap(wrapped, context=b"dk-1")
+        asking.join()
+        assert isinstance(probe[0], VaultSilent) and engine.unanswered == 2
+    finally:
+        _resume(engine)
+    time.sleep(timeout + 0.1)
+    engine.tokens = set()  # Vault answers again, with a refusal: the pause ends there
+    asked = len(engine.requests)
+    for _ in range(2):
+        with pytest.raises(VaultUnavailable, match="refused this process's token"):
+            kek.unwrap(wrapped, context=b"dk-1")
+    assert len(engine.requests) > asked + 1  # both asked it
+    engine.tokens = {TOKEN}
+    assert kek.unwrap(wrapped, context=b"dk-1") == b"k" * 32
+    assert kek.unwrap(wrapped, context=b"dk-1") == b"k" * 32
+
+
+def test_what_pauses_a_silent_vault_and_what_does_not(transit, tmp_path):
+    """A proxy's error after its own timeout is silence too (the call took nearly the whole timeout).
+    A refused connection is no silence; nor is a timeout while another call got an answer (a dropped
+    connection, not a silent Vault). The worker (without ``pause_when_silent``) asks Vault at every
+    call."""
     engine = transit.engine
     worker = vault_kek(transit, tmp_path, timeout=0.3)
-    api = vault_kek(transit, tmp_path, timeout=1.0, pause_when_silent=True)
     wrapped = worker.wrap(b"k" * 32, context=b"dk-1")
     engine.silent = True
     try:
         for expected in (1, 2):
             with pytest.raises(VaultSilent):
                 worker.unwrap(wrapped, context=b"dk-1")
-            assert engine.unanswered == expected  # asked each time
+            _until(lambda expected=expected: engine.unanswered == expected)  # asked each time
     finally:
-        engine.silent = False
-        engine.resumed.set()
-    # One call's connection left unanswered while another call gets its answer: Vault is answering,
-    # nothing is paused when the first one times out.
-    engine.resumed.clear()
+        _resume(engine)
+
+    api = vault_kek(transit, tmp_path, timeout=1.0, pause_when_silent=True)
+    # One call's connection left unanswered while another call gets its answer: nothing paused.
     engine.silent_next, before = 1, engine.unanswered
     dropped: list[BaseException] = []
     waiting = threading.Thread(target=lambda: _failed(dropped, api.unwrap, wrapped, context=b"dk-1"))
@@ -578,20 +605,26 @@ def test_no_pause_after_an_answer_a_refused_connection_or_in_the_worker(transit,
     _until(lambda: engine.unanswered == before + 1)
     assert api.unwrap(wrapped, context=b"dk-1") == b"k" * 32  # answered meanwhile
     waiting.join()
-    engine.resumed.set()
+    _resume(engine)
     assert isinstance(dropped[0], VaultSilent)
     assert api.unwrap(wrapped, context=b"dk-1") == b"k" * 32  # not paused
+
+    engine.gateway_timeout = 0.95  # a proxy that gave up waiting for Vault, after nearly our timeout
+    try:
+        with pytest.raises(VaultUnavailable, match="answered with an error"):
+            api.unwrap(wrapped, context=b"dk-1")
+        with pytest.raises(VaultUnavailable, match="a moment ago"):
+            api.unwrap(wrapped, context=b"dk-1")
+    finally:
+        engine.gateway_timeout = None
+
     with serving(engine) as url:  # a Vault of its own, gone at the end of the block
         gone = VaultTransitKeyEncryptionKey(
             address=url, key="reintegration", token=TOKEN, timeout=0.3, pause_when_silent=True
         )
     for _ in range(2):  # nothing listens there any more: the connection is refused, each time
-        with pytest.raises(VaultUnavailable, match="not reachable \\(ConnectionError\\)"):
+        with pytest.raises(VaultUnreachable, match="not reachable \\(ConnectionError\\)"):
             gone.unwrap(wrapped, context=b"dk-1")
-    engine.tokens = set()
-    for _ in range(2):
-        with pytest.raises(VaultUnavailable, match="refused this process's token"):
-            api.unwrap(wrapped, context=b"dk-1")
 
 
 def test_a_key_vault_cannot_serve_is_refused_at_start(transit, tmp_path):
