@@ -793,15 +793,12 @@ def second_copies(received: list[Received], kill_times: list[float]) -> tuple[di
     the server took it to ``KILLED_WHILE_RECORDING`` after, and before the second copy), with the
     kill's time from the first copy (negative: before it), and the others: a third copy, or a second
     one with no such kill, is a defect."""
-    copies: dict[str, list[float]] = {}
-    for m in received:
-        copies.setdefault(m.message_id, []).append(m.at)
     explained: dict[str, float] = {}
     unexplained: list[str] = []
-    for message_id, times in copies.items():
+    for message_id, times in copies_of(received).items():
         if len(times) < 2:
             continue
-        first, second = sorted(times)[:2]
+        first, second = times[:2]
         lags = [
             k - first
             for k in kill_times
@@ -814,12 +811,21 @@ def second_copies(received: list[Received], kill_times: list[float]) -> tuple[di
     return explained, unexplained
 
 
+def copies_of(received: list[Received]) -> dict[str, list[float]]:
+    """When the mail server took each Message-ID, in order."""
+    copies: dict[str, list[float]] = {}
+    for m in received:
+        copies.setdefault(m.message_id, []).append(m.at)
+    return {message_id: sorted(times) for message_id, times in copies.items()}
+
+
 def copies_told(received: list[Received], kill_times: list[float], message_ids: list[str]) -> str:
     """For a failure's message: each of these e-mails' copies and the kills, in seconds from its
     first copy (no Message-ID, no address)."""
+    copies = copies_of(received)
     told = []
     for message_id in message_ids:
-        times = sorted(m.at for m in received if m.message_id == message_id)
+        times = copies[message_id]
         kills = ", ".join(f"{k - times[0]:+.3f}" for k in kill_times)
         told.append(
             f"copies at {', '.join(f'{t - times[0]:+.3f}' for t in times)} s, "
