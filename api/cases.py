@@ -35,7 +35,7 @@ from api.deps import (
     require,
 )
 from api.errors import Conflict, Forbidden, PreconditionFailed, Unavailable, Unprocessable, responses
-from api.journeys import Access, actor_of, case_in_scope, case_readable, utcnow
+from api.journeys import Access, actor_of, case_in_scope, case_readable, case_row, utcnow
 from api.languages import N_
 from api.pagination import Cursor, Keyset, Limit, page
 from api.pipeline import Pipeline, commands_for
@@ -109,8 +109,26 @@ TIMELINE_SHOWN = tuple(
         TimelineRecord.actor_role,
         TimelineRecord.task_id,
         TimelineRecord.facts,
+        TimelineRecord.position,
     )
 )
+
+# A case view's statements, built once: building one (its clauses, then its cache key) cost as much
+# CPU as running it (``make bench``: a command's answer).
+_OPEN_TASKS = (
+    select(TaskRecord)
+    .where(
+        col(TaskRecord.case_id) == sqlalchemy.bindparam("case_id"),
+        col(TaskRecord.status).in_(sorted(OPEN_TASK_STATUS_VALUES)),
+    )
+    .order_by(col(TaskRecord.assigned_at))
+)
+_TIMELINE_ROWS = (
+    sqlalchemy.select(*TIMELINE_SHOWN)
+    .where(col(TimelineRecord.case_id) == sqlalchemy.bindparam("case_id"))
+    .order_by(col(TimelineRecord.position))
+)
+_TIMELINE_AFTER = _TIMELINE_ROWS.where(col(TimelineRecord.position) > sqlalchemy.bindparam("after"))
 
 
 @dataclass(frozen=True)
@@ -123,25 +141,32 @@ class OpenedCase:
     tasks: tuple[OpenedTask, ...]
     facts: dict[str, Any]
     timeline: tuple[TimelineEntry, ...] | None
+    # The timeline's last row's position (its order), if it has one: where a later version's reads on.
+    last_position: int | None = None
     # The timeline as the API sends it, made by the first read that sends it (``case_json``).
     timeline_json: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
-def opened_case(session: Session, keyring: Keyring, case: CaseRecord, *, timeline: bool) -> OpenedCase:
-    tasks = session.exec(
-        select(TaskRecord)
-        .where(col(TaskRecord.case_id) == case.case_id, col(TaskRecord.status).in_(sorted(OPEN_TASK_STATUS_VALUES)))
-        .order_by(col(TaskRecord.assigned_at))
-    ).all()
+def opened_case(
+    session: Session, keyring: Keyring, case: CaseRecord, *, timeline: bool, before: OpenedCase | None = None
+) -> OpenedCase:
+    """The case's view opened for its version; the timeline read whole, or, given the view of an
+    earlier version (``before``, with its timeline), only the rows written after it: its rows are
+    written once and never rewritten while the case is open (the erasure rewrites a closed case's),
+    in the order of their position. A command's answer read the whole timeline again, a hundred rows
+    or more by a journey's end."""
+    tasks = session.execute(_OPEN_TASKS, {"case_id": case.case_id}).scalars().all()
     entries = None
+    last = None
     if timeline:
-        # The columns shown, not ORM objects.
-        rows = session.execute(
-            sqlalchemy.select(*TIMELINE_SHOWN)
-            .where(col(TimelineRecord.case_id) == case.case_id)
-            .order_by(col(TimelineRecord.position))
-        ).all()
-        entries = tuple(
+        earlier: tuple[TimelineEntry, ...] = ()
+        if before is not None and before.timeline and before.last_position is not None:
+            earlier, last = before.timeline, before.last_position
+        if last is None:
+            rows = session.execute(_TIMELINE_ROWS, {"case_id": case.case_id}).all()
+        else:
+            rows = session.execute(_TIMELINE_AFTER, {"case_id": case.case_id, "after": last}).all()
+        entries = earlier + tuple(
             TimelineEntry(
                 at=aware(r.at),
                 kind=r.kind,
@@ -153,13 +178,28 @@ def opened_case(session: Session, keyring: Keyring, case: CaseRecord, *, timelin
             )
             for r in rows
         )
+        if rows:
+            last = rows[-1].position
     return OpenedCase(
         tasks=tuple(opened_task(keyring, t) for t in tasks),
         facts=keyring.open_fields(
             case.case_id, {k: v for k, v in case.facts.items() if k != "consent"}, FREE_TEXT_KEYS
         ),
         timeline=entries,
+        last_position=last,
     )
+
+
+def _view_before(keyring: Keyring, case: CaseRecord) -> OpenedCase | None:
+    """The view this process keeps of an earlier version of the open case, with its timeline: what
+    ``opened_case`` reads on from. None for a closed case: its erasure rewrites the timeline's rows."""
+    if case.status == "closed":
+        return None
+    kept = keyring.latest_opened(case.case_id, "case-view")
+    if kept is None or kept[0] >= case.version:
+        return None
+    before: OpenedCase = kept[1]
+    return before
 
 
 def case_public(
@@ -169,7 +209,8 @@ def case_public(
     keyring = keyring_of(session)
     opened: OpenedCase | None = keyring.opened(case.case_id, "case-view", case.version)
     if opened is None or (timeline and opened.timeline is None):
-        opened = opened_case(session, keyring, case, timeline=timeline)
+        before = _view_before(keyring, case) if timeline else None
+        opened = opened_case(session, keyring, case, timeline=timeline, before=before)
         keyring.keep_opened(case.case_id, "case-view", case.version, opened)
     steps = [
         OpenStep(
@@ -259,8 +300,10 @@ def stall_reason(reason: dict[str, Any], now: datetime) -> StallReasonView:
 
 
 def _respond(response: Response, session: Session, case_id: str, settings: Settings) -> CasePublic:
+    """The case as it is after a change, with its ETag: its row as plain values (``case_row``), its
+    tasks loaded again (``expire_all``: the checks may have loaded them before the change)."""
     session.expire_all()
-    case = session.get(CaseRecord, case_id)
+    case = case_row(session, case_id)
     assert case is not None
     response.headers["ETag"] = etag(case)
     return case_public(session, case, settings)

@@ -394,6 +394,16 @@ class Keyring:
 
     def opened(self, case_id: str, name: str, version: int) -> Any | None:
         """The value kept under ``name`` for this version of the case, if its key is still at hand."""
+        kept = self._kept(case_id, name, version)
+        return kept[1] if kept is not None else None
+
+    def latest_opened(self, case_id: str, name: str) -> tuple[int, Any] | None:
+        """The version of the case a value is kept for under ``name``, and the value, whichever
+        version that is, if its key is still at hand: what a reader of a later version may build on
+        (``api.cases.opened_case``) where nothing the value holds can have been rewritten since."""
+        return self._kept(case_id, name, None)
+
+    def _kept(self, case_id: str, name: str, version: int | None) -> tuple[int, Any] | None:
         with self._lock:
             kept = self._opened.get(case_id, {}).get(name)
             if kept is None:
@@ -401,7 +411,7 @@ class Keyring:
             kept_version, key_id, expiry, value = kept
             key = self._by_id.get(key_id)
             if (
-                kept_version != version
+                (version is not None and kept_version != version)
                 or self._by_case.get(case_id) != key_id
                 or key is None
                 or key[0] != expiry  # the key was unwrapped again since: keep only what that one opens
@@ -409,7 +419,7 @@ class Keyring:
             ):
                 return None
             self._opened.move_to_end(case_id)
-            return value
+            return kept_version, value
 
     # --- values --------------------------------------------------------------------------------
 

@@ -269,6 +269,45 @@ async def test_a_case_read_sends_the_case_as_fastapi_would_its_timeline_serializ
     assert body == await anyio.to_thread.run_sync(reference)
 
 
+async def test_a_commands_answer_reads_only_the_timelines_new_rows_of_an_open_case(stack):
+    """A command's answer builds on the view the API keeps of the version before: it reads only the
+    timeline's rows written since (the statement with the position), and its timeline is the one a
+    whole read gives, entry for entry. The answer that closes the case reads the timeline whole: a
+    closed case's rows are rewritten by its erasure."""
+    j = Journey(stack)
+    await j.open()
+    state = stack.app_state()
+    first = await j.step("risk-assessment", {"level": "low", "threats": [], "assessed_on": "2026-01-02"})
+    before = state.keyring.opened(j.case_id, "case-view", first["version"])
+    assert before is not None and before.last_position is not None
+
+    def timeline_reads(seen: list[str]) -> list[str]:
+        return [s for s in seen if s.startswith("SELECT timeline.at")]  # not the worker's
+
+    with statements(state.engine) as seen:
+        answer = await j.step("security-guarantee", {"confirmed_on": "2026-01-02"})
+    reads = timeline_reads(seen)
+    assert len(reads) == 1 and "timeline.position >" in reads[0], reads
+    after = state.keyring.opened(j.case_id, "case-view", answer["version"])
+    assert after is not None and after.timeline[: len(before.timeline)] == before.timeline
+    assert all(a is b for a, b in zip(before.timeline, after.timeline, strict=False))  # built on, not read again
+    assert len(after.timeline) > len(before.timeline) and after.last_position > before.last_position
+
+    with statements(state.engine) as seen:
+        closed = await j.step("withdraw-consent", {"withdrawn_on": "2026-01-03"})
+    assert closed["status"] == "closed" and state.keyring.opened(j.case_id, "case-view", closed["version"])
+    reads = timeline_reads(seen)
+    assert len(reads) == 1 and "timeline.position >" not in reads[0], reads  # though it had one to build on
+
+    state.keyring.forget(j.case_id)  # the next read opens the case afresh: the whole timeline
+    with statements(state.engine) as seen:
+        whole = await j.get()
+    reads = timeline_reads(seen)
+    assert len(reads) == 1 and "timeline.position >" not in reads[0], reads
+    assert whole["timeline"] == closed["timeline"]
+    assert whole["timeline"][: len(answer["timeline"])] == answer["timeline"]
+
+
 async def test_a_session_that_holds_a_connection_goes_on_outside_the_database_threads(stack):
     """``database_threads``: a request's session takes one of the database's threads while it holds
     no connection; one whose transaction holds a connection already goes on in anyio's pool, so that
