@@ -10,6 +10,8 @@ process), and measures:
 2. bare Temporal: one workflow per journey, with no API, database or codec, executing as many
    updates and trivial activities as the real journeys did (counted in their histories), at the
    same concurrency, its worker in a process of its own (benchmarks/bare_temporal.py);
+   the two in two rounds each, N/2 journeys a round, in the order journeys, bare, bare, journeys,
+   so that a drift of the shared machine's speed through the run falls on both alike;
 3. endpoints: a constant JSON endpoint on a bare FastAPI app (benchmarks/floor.py, the API's
    uvicorn options), then the API's /health, a closed case, the case list, the task list, the
    stalled list and the summary, each from C clients for S seconds;
@@ -24,7 +26,8 @@ limit. Everything it writes is in the temporary folder, removed at the end (also
 all its traffic goes to 127.0.0.1.
 
 Usage: .venv/bin/python -m benchmarks.bench [--journeys N] [--clients C] [--seconds S] [--out FILE]
-       [--profile DIR]  (py-spy's samples of the API and the worker in each phase; slows them a little)
+       [--profile DIR]  (py-spy's samples of the API and the worker in each phase and each round of
+       the journeys; slows them a little)
 """
 
 from __future__ import annotations
@@ -343,7 +346,41 @@ async def run_pool(count: int, clients: int, work: Callable[[int], Awaitable[Any
     return results
 
 
-async def journeys(base_url: str, settings: Settings, count: int, clients: int) -> dict[str, Any]:
+@dataclass
+class Round:
+    """One round of a phase: how many journeys, in how long, and every request's latency by route
+    (the bare baseline's updates under ``UPDATE``)."""
+
+    count: int
+    seconds: float
+    by_route: dict[str, list[float]]
+    cases: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "journeys": self.count,
+            "seconds": round(self.seconds, 2),
+            "journeys_per_second": round(self.count / self.seconds, 3) if self.seconds else 0.0,
+        }
+
+
+UPDATE = "update"  # the bare baseline's only route
+
+
+def rounds_together(rounds: list[Round]) -> tuple[int, float, dict[str, list[float]]]:
+    """The rounds of a phase as one: their journeys, their seconds, their latencies by route."""
+    by_route: dict[str, list[float]] = defaultdict(list)
+    for r in rounds:
+        for name, times in r.by_route.items():
+            by_route[name] += times
+    return sum(r.count for r in rounds), sum(r.seconds for r in rounds), by_route
+
+
+async def journeys(
+    base_url: str, settings: Settings, numbers: range, clients: int, *, label: str, warm_up: bool
+) -> Round:
+    """Whole journeys ``numbers`` (their pathways alternate with the number) from ``clients``
+    concurrent clients, after two untimed ones if ``warm_up``."""
     timings = Timings()
     tokens: dict[tuple[Any, ...], str] = {}  # minted once for every client
 
@@ -357,38 +394,44 @@ async def journeys(base_url: str, settings: Settings, count: int, clients: int) 
             event_hooks={"request": [timings.started], "response": [timings.finished]},
         )
 
-    async with connection() as http:
-        # One journey of each pathway first, untimed: imports, caches, the worker's first tasks.
-        for warm_up in range(2):
-            await one_journey(Caller(settings, http, tokens), -1 - warm_up)
-    timings.by_route.clear()
-    progress = Progress("journeys", count)
-    numbers = iter(range(count))
+    if warm_up:
+        async with connection() as http:
+            # One journey of each pathway first, untimed: imports, caches, the worker's first tasks.
+            for warm in range(2):
+                await one_journey(Caller(settings, http, tokens), -1 - warm)
+        timings.by_route.clear()
+    progress = Progress(label, len(numbers))
+    remaining = iter(numbers)
     done: list[tuple[str, str]] = []
 
     async def client() -> None:
         async with connection() as http:
             caller = Caller(settings, http, tokens)
-            for number in numbers:
+            for number in remaining:
                 done.append(await one_journey(caller, number))
                 progress.step()
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
-    elapsed = time.perf_counter() - started
-    commands = timings.commands
+    return Round(len(numbers), time.perf_counter() - started, dict(timings.by_route), done)
+
+
+def journeys_results(rounds: list[Round], clients: int) -> dict[str, Any]:
+    count, elapsed, by_route = rounds_together(rounds)
+    commands = [t for name, times in by_route.items() if name.startswith("POST ") for t in times]
     return {
         "journeys": count,
         "clients": clients,
         "seconds": round(elapsed, 2),
         "journeys_per_second": round(count / elapsed, 3),
+        "rounds": [r.summary() for r in rounds],
         "commands": len(commands),
         "commands_per_journey": round(len(commands) / count, 2),
         "commands_per_second": round(len(commands) / elapsed, 2),
         "command_latency": latency(commands),
-        "reads": sum(len(t) for name, t in timings.by_route.items() if name.startswith("GET ")),
-        "by_route": {name: {"count": len(times), **latency(times)} for name, times in sorted(timings.by_route.items())},
-        "cases": [{"pathway": pathway, "case_id": case_id} for pathway, case_id in done],
+        "reads": sum(len(t) for name, t in by_route.items() if name.startswith("GET ")),
+        "by_route": {name: {"count": len(times), **latency(times)} for name, times in sorted(by_route.items())},
+        "cases": [{"pathway": pathway, "case_id": case_id} for r in rounds for pathway, case_id in r.cases],
     }
 
 
@@ -453,17 +496,21 @@ async def histories(client: Client, cases: list[dict[str, str]]) -> dict[str, An
 # 2. Bare Temporal: the same number of updates and activities per journey, nothing else.
 
 
-async def bare_temporal(
-    address: str, namespace: str, shapes: dict[str, Any], count: int, clients: int
-) -> dict[str, Any]:
-    client = await Client.connect(address, namespace=namespace)
-    update_times: list[float] = []
+def bare_plans(shapes: dict[str, Any]) -> dict[str, list[int]]:
+    """For each pathway, the activities of each of its updates: as many updates and activities per
+    journey as the real journeys' histories hold, the activities spread as evenly as they go."""
     plans = {}
     for pathway, shape in shapes.items():
         updates = max(1, round(shape.get("updates_completed", 0)))
         activities = round(shape.get("activities", 0))
-        # The activities spread over the updates as evenly as they go.
         plans[pathway] = [activities // updates + (1 if i < activities % updates else 0) for i in range(updates)]
+    return plans
+
+
+async def bare_temporal(
+    client: Client, plans: dict[str, list[int]], numbers: range, clients: int, *, label: str, warm_up: bool
+) -> Round:
+    update_times: list[float] = []
 
     async def one(number: int) -> None:
         plan = plans[PATHWAYS[number % 2]]
@@ -486,22 +533,29 @@ async def bare_temporal(
             update_times.append(time.perf_counter() - began)
         await handle.result()
 
-    for warm_up in range(2):
-        await one(warm_up)
-    update_times.clear()
-    progress = Progress("bare Temporal", count)
+    if warm_up:
+        for warm in range(2):
+            await one(warm)
+        update_times.clear()
+    progress = Progress(label, len(numbers))
     started = time.perf_counter()
-    await run_pool(count, clients, one, progress)
-    elapsed = time.perf_counter() - started
+    await run_pool(len(numbers), clients, lambda i: one(numbers[i]), progress)
+    return Round(len(numbers), time.perf_counter() - started, {UPDATE: update_times})
+
+
+def bare_results(rounds: list[Round], plans: dict[str, list[int]], clients: int) -> dict[str, Any]:
+    count, elapsed, by_route = rounds_together(rounds)
+    updates = by_route[UPDATE]
     return {
         "journeys": count,
         "clients": clients,
         "plans": plans,
         "seconds": round(elapsed, 2),
         "journeys_per_second": round(count / elapsed, 3),
-        "updates": len(update_times),
-        "commands_per_second": round(len(update_times) / elapsed, 2),
-        "update_latency": latency(update_times),
+        "rounds": [r.summary() for r in rounds],
+        "updates": len(updates),
+        "commands_per_second": round(len(updates) / elapsed, 2),
+        "update_latency": latency(updates),
     }
 
 
@@ -687,6 +741,12 @@ def journey_cpu(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def by_round(phase: dict[str, Any]) -> str:
+    """Each round's journeys/s, in the order they ran (journeys, bare, bare, journeys)."""
+    rounds = phase.get("rounds", [])
+    return "   rounds: " + ", ".join(f"{r['journeys_per_second']:.2f}" for r in rounds) if rounds else ""
+
+
 def table(results: dict[str, Any]) -> str:
     j, bare, e = results["journeys"], results["bare_temporal"], results["endpoints"]
     lines = [
@@ -702,13 +762,13 @@ def table(results: dict[str, Any]) -> str:
         f"{j['commands_per_second']:.1f} cmd/s",
         j["command_latency"],
     )
-    lines.append(f"{'':<34} {j['journeys_per_second']:>10.2f} jrn/s")
+    lines.append(f"{'':<34} {j['journeys_per_second']:>10.2f} jrn/s{by_round(j)}")
     row(
         f"bare Temporal ({bare['updates'] / bare['journeys']:g} upd/journey)",
         f"{bare['commands_per_second']:.1f} upd/s",
         bare["update_latency"],
     )
-    lines.append(f"{'':<34} {bare['journeys_per_second']:>10.2f} jrn/s")
+    lines.append(f"{'':<34} {bare['journeys_per_second']:>10.2f} jrn/s{by_round(bare)}")
     names = {
         "floor": "bare FastAPI floor GET /",
         "health": "API GET /health",
@@ -779,28 +839,43 @@ async def measure(
     before, client_before = processes.usage(), time.process_time()
 
     def phase(name: str) -> None:
-        """CPU seconds of each process in the phase, and of this one: the clients, which share the
-        machine's cores with the stack (a deployment's clients run elsewhere)."""
+        """CPU seconds of each process in the phase (added up over its rounds), and of this one: the
+        clients, which share the machine's cores with the stack (a deployment's clients run elsewhere)."""
         nonlocal before, client_before
         now, client_now = processes.usage(), time.process_time()
-        results["cpu_seconds_by_phase"][name] = {
-            **{proc: round(now[proc]["cpu_seconds"] - before.get(proc, {}).get("cpu_seconds", 0), 2) for proc in now},
-            "clients": round(client_now - client_before, 2),
-        }
+        spent = results["cpu_seconds_by_phase"].setdefault(name, {})
+        for proc in now:
+            used = now[proc]["cpu_seconds"] - before.get(proc, {}).get("cpu_seconds", 0)
+            spent[proc] = round(spent.get(proc, 0) + used, 2)
+        spent["clients"] = round(spent.get("clients", 0) + client_now - client_before, 2)
         before, client_before = now, client_now
 
+    # The journeys and the bare baseline in two rounds each, in the order journeys, bare, bare,
+    # journeys: the machine's speed drifts (it is shared), and a drift that goes one way through
+    # the run then falls on both alike. Every round starts and ends with its clients' ramp.
     profiler = Profiler(args.profile, processes)
+    first, second = range(args.journeys // 2), range(args.journeys // 2, args.journeys)
+    bare_client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    real: list[Round] = []
+    bare: list[Round] = []
     profiler.start("journeys")
-    results["journeys"] = await journeys(api_url, settings, args.journeys, args.clients)
+    real.append(await journeys(api_url, settings, first, args.clients, label="journeys 1/2", warm_up=True))
     profiler.stop()
     phase("journeys")
     processes.check()
-    results["histories"] = await histories(raw, results["journeys"]["cases"])
-    results["bare_temporal"] = await bare_temporal(
-        settings.temporal_address, settings.temporal_namespace, results["histories"], args.journeys, args.clients
-    )
-    phase("bare_temporal")
+    results["histories"] = await histories(raw, journeys_results(real, args.clients)["cases"])
+    plans = bare_plans(results["histories"])
+    for numbers, label in ((first, "bare Temporal 1/2"), (second, "bare Temporal 2/2")):
+        bare.append(await bare_temporal(bare_client, plans, numbers, args.clients, label=label, warm_up=not bare))
+        phase("bare_temporal")
+        processes.check()
+    profiler.start("journeys-2")
+    real.append(await journeys(api_url, settings, second, args.clients, label="journeys 2/2", warm_up=False))
+    profiler.stop()
+    phase("journeys")
     processes.check()
+    results["journeys"] = journeys_results(real, args.clients)
+    results["bare_temporal"] = bare_results(bare, plans, args.clients)
     async with httpx.AsyncClient(base_url=api_url) as http:
         caller = Caller(settings, http)
         results["endpoints"] = await endpoints(
@@ -834,8 +909,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("bench.json"), help="where the numbers go (bench.json)")
     args = parser.parse_args(argv)
-    if args.journeys < 2 or args.clients < 1 or args.seconds <= 0:
-        parser.error("--journeys at least 2 (both pathways), --clients at least 1, --seconds above 0")
+    if args.journeys < 4 or args.clients < 1 or args.seconds <= 0:
+        parser.error("--journeys at least 4 (both pathways in each round), --clients at least 1, --seconds above 0")
 
     floor_port = free_port()
     return run_on_temporary_stack(

@@ -76,6 +76,11 @@ def test_the_benchmark_runs_end_to_end_and_writes_every_section(runs: dict[str, 
 
     bare = results["bare_temporal"]
     assert bare["journeys"] == 4 and bare["updates"] > 0 and bare["commands_per_second"] > 0
+    # Two rounds of each, half the journeys each, their seconds adding up to the phase's.
+    for measured in (journeys, bare):
+        assert [r["journeys"] for r in measured["rounds"]] == [2, 2]
+        assert sum(r["seconds"] for r in measured["rounds"]) == pytest.approx(measured["seconds"], abs=0.02)
+    assert "rounds: " in stdout
     assert all(v > 0 for v in bare["update_latency"].values())
 
     assert set(results["endpoints"]) == ENDPOINTS
