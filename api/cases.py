@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -128,6 +129,8 @@ _TIMELINE_ROWS = (
     .where(col(TimelineRecord.case_id) == sqlalchemy.bindparam("case_id"))
     .order_by(col(TimelineRecord.position))
 )
+# A closure, or a reopening (of a case closed, and perhaps erased, since the view built on).
+_CLOSING_OR_REOPENING = frozenset({("stage", "closed"), ("case", "reopened")})
 _TIMELINE_AFTER = _TIMELINE_ROWS.where(col(TimelineRecord.position) > sqlalchemy.bindparam("after"))
 
 
@@ -151,10 +154,11 @@ def opened_case(
     session: Session, keyring: Keyring, case: CaseRecord, *, timeline: bool, before: OpenedCase | None = None
 ) -> OpenedCase:
     """The case's view opened for its version; the timeline read whole, or, given the view of an
-    earlier version (``before``, with its timeline), only the rows written after it: its rows are
-    written once and never rewritten while the case is open (the erasure rewrites a closed case's),
-    in the order of their position. A command's answer read the whole timeline again, a hundred rows
-    or more by a journey's end."""
+    earlier version of the open case (``before``, with its timeline), only the rows written after
+    it: its rows are written once, in the order of their position, and never rewritten while the
+    case is open. The erasure rewrites a closed case's, so a closed case's view is never built on,
+    nor is one across a closure or a reopening: the timeline is then read whole. A command's answer
+    read the whole timeline again, a hundred rows or more by a journey's end."""
     tasks = session.execute(_OPEN_TASKS, {"case_id": case.case_id}).scalars().all()
     entries = None
     last = None
@@ -162,10 +166,13 @@ def opened_case(
         earlier: tuple[TimelineEntry, ...] = ()
         if before is not None and before.timeline and before.last_position is not None:
             earlier, last = before.timeline, before.last_position
+        rows: Sequence[sqlalchemy.Row[Any]] = ()
+        if last is not None:
+            rows = session.execute(_TIMELINE_AFTER, {"case_id": case.case_id, "after": last}).all()
+            if any((r.kind, r.name) in _CLOSING_OR_REOPENING for r in rows):
+                earlier, last = (), None  # what came before may have been erased since: read it whole
         if last is None:
             rows = session.execute(_TIMELINE_ROWS, {"case_id": case.case_id}).all()
-        else:
-            rows = session.execute(_TIMELINE_AFTER, {"case_id": case.case_id, "after": last}).all()
         entries = earlier + tuple(
             TimelineEntry(
                 at=aware(r.at),
@@ -180,6 +187,8 @@ def opened_case(
         )
         if rows:
             last = rows[-1].position
+        if case.status == "closed":
+            last = None  # never built on: a closed case's erasure rewrites its rows
     return OpenedCase(
         tasks=tuple(opened_task(keyring, t) for t in tasks),
         facts=keyring.open_fields(

@@ -308,6 +308,55 @@ async def test_a_commands_answer_reads_only_the_timelines_new_rows_of_an_open_ca
     assert whole["timeline"][: len(answer["timeline"])] == answer["timeline"]
 
 
+async def test_a_view_is_never_built_on_across_a_closure_or_a_reopening(stack):
+    """The erasure rewrites a closed case's timeline: a closed case's view is never built on (the
+    reopening's answer reads the timeline whole), and a view from before the closure (another API
+    process may keep one) is not built on once the rows since hold the closure or the reopening."""
+    import anyio.to_thread
+    from sqlmodel import Session
+
+    from api.cases import opened_case
+    from api.journeys import case_row
+
+    j = Journey(stack)
+    await j.open()
+    await j.to_reintegration_by_residence()
+    state = stack.app_state()
+    kept = state.keyring.latest_opened(j.case_id, "case-view")
+    assert kept is not None and kept[1].last_position is not None
+    open_view = kept[1]
+    await j.through_reintegration_to_closure()
+    assert j.case["status"] == "closed"
+    closed_view = state.keyring.opened(j.case_id, "case-view", j.case["version"])
+    assert closed_view is not None and closed_view.last_position is None
+
+    def timeline_reads(seen: list[str]) -> list[str]:
+        return [s for s in seen if s.startswith("SELECT timeline.at")]
+
+    with statements(state.engine) as seen:
+        r = await stack.http.post(
+            f"/v1/cases/{j.case_id}/reopen",
+            json={"stage": "reintegration", "reason": "A new need."},
+            headers=j.supervisor,
+        )
+    assert r.status_code == 200, r.text
+    reads = timeline_reads(seen)
+    assert len(reads) == 1 and "timeline.position >" not in reads[0], reads
+
+    def built_on_the_open_view() -> tuple:
+        with Session(state.engine, info={"keyring": state.keyring}) as session:
+            case = case_row(session, j.case_id)
+            assert case is not None and case.status != "closed"
+            with statements(state.engine) as seen:
+                view = opened_case(session, state.keyring, case, timeline=True, before=open_view)
+            return view, opened_case(session, state.keyring, case, timeline=True), timeline_reads(seen)
+
+    view, whole, reads = await anyio.to_thread.run_sync(built_on_the_open_view)
+    assert len(reads) == 2 and "timeline.position >" in reads[0] and "timeline.position >" not in reads[1], reads
+    assert view.timeline == whole.timeline and view.timeline[0] is not open_view.timeline[0]  # read again
+    assert view.last_position == whole.last_position is not None
+
+
 async def test_a_session_that_holds_a_connection_goes_on_outside_the_database_threads(stack):
     """``database_threads``: a request's session takes one of the database's threads while it holds
     no connection; one whose transaction holds a connection already goes on in anyio's pool, so that
