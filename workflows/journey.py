@@ -97,9 +97,9 @@ _Checked = TypeVar("_Checked")  # what a rule's check returns (a parsed body, or
 
 def state_copy(state: JourneyState) -> JourneyState:
     """A copy of the state that shares nothing with it (a command's dry run changes it): made again
-    from its plain values, which takes pydantic's own code 2.4 times less CPU than ``deepcopy``'s walk
-    (a monitored case: 232 against 566 µs, in process; ``make bench``: the worker's samples). A state
-    its model would refuse (none should be) is copied by ``deepcopy`` as before."""
+    from its plain values by pydantic's own code, with less CPU than ``deepcopy``'s walk (a monitored
+    case, in process, over several runs: 163–232 against 286–566 µs; ``make bench``: the worker's
+    samples). A state its model would refuse (none should be) is copied by ``deepcopy`` as before."""
     try:  # strict: a value the model would coerce (an int where a float goes) is copied as it is
         return JourneyState.model_validate(state.model_dump(), strict=True)
     except ValidationError:
