@@ -283,7 +283,7 @@ def route(method: str, path: str) -> str:
 
 @dataclass
 class Timings:
-    """Every request's latency by route, and the commands (POSTs) apart."""
+    """Every request's latency by route."""
 
     by_route: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
@@ -294,10 +294,6 @@ class Timings:
         await response.aread()
         took = time.perf_counter() - response.request.extensions["bench_started"]
         self.by_route[route(response.request.method, response.request.url.path)].append(took)
-
-    @property
-    def commands(self) -> list[float]:
-        return [t for name, times in self.by_route.items() if name.startswith("POST ") for t in times]
 
 
 class Progress:
@@ -367,6 +363,11 @@ class Round:
 UPDATE = "update"  # the bare baseline's only route
 
 
+def commands_of(by_route: dict[str, list[float]]) -> list[float]:
+    """The commands' latencies (the POSTs) among every route's."""
+    return [t for name, times in by_route.items() if name.startswith("POST ") for t in times]
+
+
 def rounds_together(rounds: list[Round]) -> tuple[int, float, dict[str, list[float]]]:
     """The rounds of a phase as one: their journeys, their seconds, their latencies by route."""
     by_route: dict[str, list[float]] = defaultdict(list)
@@ -418,7 +419,7 @@ async def journeys(
 
 def journeys_results(rounds: list[Round], clients: int) -> dict[str, Any]:
     count, elapsed, by_route = rounds_together(rounds)
-    commands = [t for name, times in by_route.items() if name.startswith("POST ") for t in times]
+    commands = commands_of(by_route)
     return {
         "journeys": count,
         "clients": clients,

@@ -269,6 +269,11 @@ async def test_a_case_read_sends_the_case_as_fastapi_would_its_timeline_serializ
     assert body == await anyio.to_thread.run_sync(reference)
 
 
+def timeline_reads(seen: list[str]) -> list[str]:
+    """The API's reads of a case's timeline among ``statements`` (not the worker's writes)."""
+    return [s for s in seen if s.startswith("SELECT timeline.at")]
+
+
 async def test_a_commands_answer_reads_only_the_timelines_new_rows_of_an_open_case(stack):
     """A command's answer builds on the view the API keeps of the version before: it reads only the
     timeline's rows written since (the statement with the position), and its timeline is the one a
@@ -280,9 +285,6 @@ async def test_a_commands_answer_reads_only_the_timelines_new_rows_of_an_open_ca
     first = await j.step("risk-assessment", {"level": "low", "threats": [], "assessed_on": "2026-01-02"})
     before = state.keyring.opened(j.case_id, "case-view", first["version"])
     assert before is not None and before.last_position is not None
-
-    def timeline_reads(seen: list[str]) -> list[str]:
-        return [s for s in seen if s.startswith("SELECT timeline.at")]  # not the worker's
 
     with statements(state.engine) as seen:
         answer = await j.step("security-guarantee", {"confirmed_on": "2026-01-02"})
@@ -329,9 +331,6 @@ async def test_a_view_is_never_built_on_across_a_closure_or_a_reopening(stack):
     assert j.case["status"] == "closed"
     closed_view = state.keyring.opened(j.case_id, "case-view", j.case["version"])
     assert closed_view is not None and closed_view.last_position is None
-
-    def timeline_reads(seen: list[str]) -> list[str]:
-        return [s for s in seen if s.startswith("SELECT timeline.at")]
 
     with statements(state.engine) as seen:
         r = await stack.http.post(
