@@ -10,14 +10,20 @@ process), and measures:
 2. bare Temporal: one workflow per journey, with no API, database or codec, executing as many
    updates and trivial activities as the real journeys did (counted in their histories), at the
    same concurrency, its worker in a process of its own (benchmarks/bare_temporal.py);
-   the two in two rounds each, N/2 journeys a round, in the order journeys, bare, bare, journeys,
-   so that a drift of the shared machine's speed through the run falls on both alike;
-3. endpoints: a constant JSON endpoint on a bare FastAPI app (benchmarks/floor.py, the API's
+3. the journeys' shape on bare Temporal: the same updates and activities in the runs the real
+   journeys' histories show (the case's workflow, then a child for each later stage), each with
+   as many patch markers, local activities and timers, the activities' inputs as large as the
+   real payloads: what the engine spends on the journeys' shape, which no code of ours could save;
+   the three in two rounds each, N/2 journeys a round, in the order journeys, bare, shape, shape,
+   bare, journeys, so that a drift of the shared machine's speed through the run falls on all alike
+   (each kind after one untimed journey of each pathway);
+4. endpoints: a constant JSON endpoint on a bare FastAPI app (benchmarks/floor.py, the API's
    uvicorn options), then the API's /health, a closed case, the case list, the task list, the
    stalled list and the summary, each from C clients for S seconds;
-4. histories (events and payload bytes per journey) and the peak RSS and CPU seconds of the
-   Temporal server, the worker and the API;
-5. the API in two processes (uvicorn's workers) on the same database: GET of a case and the case
+5. histories (events and payload bytes per journey), the peak RSS and CPU seconds of the
+   Temporal server, the worker and the API, and the requests Temporal served in each phase (its
+   own metrics);
+6. the API in two processes (uvicorn's workers) on the same database: GET of a case and the case
    list again, for the gain from one process to two;
 
 then prints one table with the ratios of issue 13's targets and writes everything to ``--out``.
@@ -49,7 +55,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -61,11 +67,21 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.supervision import compute_summary
 from benchmarks.bare_temporal import TASK_QUEUE as BARE_TASK_QUEUE
-from benchmarks.bare_temporal import BareCommand, BareJourney, BareJourneyInput
+from benchmarks.bare_temporal import (
+    BareCommand,
+    BareJourney,
+    BareJourneyInput,
+    ShapedJourney,
+    ShapedJourneyInput,
+    ShapedRun,
+    child_id,
+)
 from reintegration import directory
+from reintegration.commands import ROUTING_PAUSES
 from reintegration.db import make_engine
 from reintegration.settings import Settings
 from reintegration.temporal import connect, dev_server_command
@@ -377,11 +393,9 @@ def rounds_together(rounds: list[Round]) -> tuple[int, float, dict[str, list[flo
     return sum(r.count for r in rounds), sum(r.seconds for r in rounds), by_route
 
 
-async def journeys(
-    base_url: str, settings: Settings, numbers: range, clients: int, *, label: str, warm_up: bool
-) -> Round:
+async def journeys(base_url: str, settings: Settings, numbers: range, clients: int, *, label: str) -> Round:
     """Whole journeys ``numbers`` (their pathways alternate with the number) from ``clients``
-    concurrent clients, after two untimed ones if ``warm_up``."""
+    concurrent clients."""
     timings = Timings()
     tokens: dict[tuple[Any, ...], str] = {}  # minted once for every client
 
@@ -395,12 +409,6 @@ async def journeys(
             event_hooks={"request": [timings.started], "response": [timings.finished]},
         )
 
-    if warm_up:
-        async with connection() as http:
-            # One journey of each pathway first, untimed: imports, caches, the worker's first tasks.
-            for warm in range(2):
-                await one_journey(Caller(settings, http, tokens), -1 - warm)
-        timings.by_route.clear()
     progress = Progress(label, len(numbers))
     remaining = iter(numbers)
     done: list[tuple[str, str]] = []
@@ -458,37 +466,57 @@ def payload_bytes(message: Message) -> int:
     return total
 
 
-async def case_history(client: Client, case_id: str) -> dict[str, int]:
-    """Events, updates, activities and bytes over every workflow of one case (children included)."""
-    counts: dict[str, int] = defaultdict(int)
+def count_events(events: Any, counts: dict[str, int]) -> None:
+    """Add a history's events, bytes and what the journey's shape is made of to ``counts``."""
+    for event in events:
+        counts["events"] += 1
+        counts["history_bytes"] += event.ByteSize()
+        counts["payload_bytes"] += payload_bytes(event)
+        kind = COUNTED.get(event.event_type)
+        if kind is not None:
+            counts[kind] += 1
+
+
+COUNTED = {
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED: "updates_accepted",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED: "updates_completed",
+    EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED: "activities",
+    EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED: "children",
+    EventType.EVENT_TYPE_MARKER_RECORDED: "markers",
+    EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES: "search_attribute_upserts",
+    EventType.EVENT_TYPE_TIMER_STARTED: "timers",
+}
+
+
+async def case_history(client: Client, case_id: str) -> dict[str, Any]:
+    """Events, updates, activities and bytes over every workflow of one case (children included),
+    and each run's in the order they started (``runs``: the journey's shape)."""
+    counts: dict[str, Any] = defaultdict(int)
+    runs = []
     async for execution in client.list_workflows(case_workflows_query(case_id)):
         counts["workflows"] += 1
         history = await client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history()
-        for event in history.events:
-            counts["events"] += 1
-            counts["history_bytes"] += event.ByteSize()
-            counts["payload_bytes"] += payload_bytes(event)
-            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
-                counts["updates_accepted"] += 1
-            elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED:
-                counts["updates_completed"] += 1
-            elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-                counts["activities"] += 1
-            elif event.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
-                counts["children"] += 1
+        run: dict[str, int] = defaultdict(int)
+        count_events(history.events, run)
+        for key, value in run.items():
+            counts[key] += value
+        runs.append((execution.start_time, dict(run)))
+    counts["runs"] = [run for _, run in sorted(runs, key=lambda r: r[0])]
     return dict(counts)
 
 
 async def histories(client: Client, cases: list[dict[str, str]]) -> dict[str, Any]:
-    """The mean counts per journey, by pathway, over a few journeys of each."""
+    """The mean counts per journey, by pathway, over a few journeys of each, and the runs of the
+    first of them (every journey of a pathway takes the same steps)."""
     by_pathway: dict[str, Any] = {}
     for pathway in PATHWAYS:
         sample = [c["case_id"] for c in cases if c["pathway"] == pathway][:HISTORIES_PER_PATHWAY]
         counted = [await case_history(client, case_id) for case_id in sample]
-        keys = sorted({k for c in counted for k in c})
+        keys = sorted({k for c in counted for k in c} - {"runs"})
         by_pathway[pathway] = {
             "journeys_counted": len(counted),
             **{k: round(sum(c.get(k, 0) for c in counted) / max(1, len(counted)), 1) for k in keys},
+            "runs": counted[0]["runs"] if counted else [],
         }
     return by_pathway
 
@@ -509,7 +537,7 @@ def bare_plans(shapes: dict[str, Any]) -> dict[str, list[int]]:
 
 
 async def bare_temporal(
-    client: Client, plans: dict[str, list[int]], numbers: range, clients: int, *, label: str, warm_up: bool
+    client: Client, plans: dict[str, list[int]], numbers: range, clients: int, *, label: str
 ) -> Round:
     update_times: list[float] = []
 
@@ -534,17 +562,14 @@ async def bare_temporal(
             update_times.append(time.perf_counter() - began)
         await handle.result()
 
-    if warm_up:
-        for warm in range(2):
-            await one(warm)
-        update_times.clear()
     progress = Progress(label, len(numbers))
     started = time.perf_counter()
     await run_pool(len(numbers), clients, lambda i: one(numbers[i]), progress)
     return Round(len(numbers), time.perf_counter() - started, {UPDATE: update_times})
 
 
-def bare_results(rounds: list[Round], plans: dict[str, list[int]], clients: int) -> dict[str, Any]:
+def bare_results(rounds: list[Round], plans: Any, clients: int) -> dict[str, Any]:
+    """A bare phase's rounds as one, with the plans its journeys followed."""
     count, elapsed, by_route = rounds_together(rounds)
     updates = by_route[UPDATE]
     return {
@@ -561,7 +586,118 @@ def bare_results(rounds: list[Round], plans: dict[str, list[int]], clients: int)
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. Endpoints: C clients for S seconds each.
+# 3. The journeys' shape on bare Temporal: the same updates and activities, in the workflows,
+#    markers, local activities, timers and payload sizes the real journeys' histories show.
+
+
+def shaped_plans(shapes: dict[str, Any]) -> dict[str, ShapedJourneyInput]:
+    """For each pathway, the real journey's runs as a shaped journey's: the same updates and
+    activities in each run; as many patches as the run's search attribute upserts (the SDK upserts
+    one with each patch's marker), its other markers as local activities; its timers; every
+    activity's input the size of the journey's payload bytes over its activities."""
+    plans = {}
+    for pathway, shape in shapes.items():
+        payload = round(shape.get("payload_bytes", 0) / max(1, shape.get("activities", 0)))
+        runs = []
+        for run in shape.get("runs", []):
+            updates, activities = run.get("updates_completed", 0), run.get("activities", 0)
+            commands = [activities // updates + (1 if i < activities % updates else 0) for i in range(updates)]
+            patches = run.get("search_attribute_upserts", 0)
+            runs.append(
+                ShapedRun(
+                    commands=commands,
+                    patches=patches,
+                    local_activities=max(0, run.get("markers", 0) - patches),
+                    timers=run.get("timers", 0),
+                    payload=payload,
+                )
+            )
+        plans[pathway] = ShapedJourneyInput(runs=runs or [ShapedRun(commands=[1])])
+    return plans
+
+
+async def update_when_started(client: Client, workflow_id: str, command: BareCommand) -> None:
+    """An update to a stage's child workflow, which its parent starts once the stage before ends:
+    until then the server knows no such workflow. Tried again after the pauses the API's commands
+    take for it (``reintegration.commands``), so the shape asks the engine no more than they do."""
+    handle = client.get_workflow_handle(workflow_id)
+    for attempt in range(100):
+        if attempt:
+            await asyncio.sleep(ROUTING_PAUSES[min(attempt - 1, len(ROUTING_PAUSES) - 1)])
+        try:
+            await handle.execute_update(ShapedJourney.command, command)
+            return
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+    raise RuntimeError(f"{workflow_id} never started")
+
+
+async def shaped_temporal(
+    client: Client, plans: dict[str, ShapedJourneyInput], numbers: range, clients: int, *, label: str
+) -> tuple[Round, list[str]]:
+    """The shaped journeys ``numbers``; with the ids of their case workflows."""
+    update_times: list[float] = []
+    ids: list[str] = []
+
+    async def one(number: int) -> None:
+        plan = plans[PATHWAYS[number % 2]]
+        workflow_id = f"shaped-{uuid.uuid4()}"
+        ids.append(workflow_id)
+        commands = [
+            (workflow_id if k == 0 else child_id(workflow_id, k), activities)
+            for k, run in enumerate(plan.runs)
+            for activities in run.commands
+        ]
+        start = WithStartWorkflowOperation(
+            ShapedJourney.run,
+            plan,
+            id=workflow_id,
+            task_queue=BARE_TASK_QUEUE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )
+        began = time.perf_counter()
+        await client.execute_update_with_start_workflow(
+            ShapedJourney.command, BareCommand(activities=commands[0][1]), start_workflow_operation=start
+        )
+        update_times.append(time.perf_counter() - began)
+        for target, activities in commands[1:]:
+            began = time.perf_counter()
+            await update_when_started(client, target, BareCommand(activities=activities))
+            update_times.append(time.perf_counter() - began)
+        await client.get_workflow_handle(workflow_id).result()
+
+    progress = Progress(label, len(numbers))
+    started = time.perf_counter()
+    await run_pool(len(numbers), clients, lambda i: one(numbers[i]), progress)
+    return Round(len(numbers), time.perf_counter() - started, {UPDATE: update_times}), ids
+
+
+async def shaped_histories(client: Client, ids: list[str], plans: dict[str, ShapedJourneyInput]) -> dict[str, Any]:
+    """Events and payload bytes per shaped journey, by pathway (the journeys alternate), to set
+    beside the real ones'."""
+    by_pathway: dict[str, Any] = {}
+    for offset, pathway in enumerate(PATHWAYS):
+        sample = ids[offset::2][:HISTORIES_PER_PATHWAY]
+        totals: dict[str, int] = defaultdict(int)
+        for workflow_id in sample:
+            for k in range(len(plans[pathway].runs)):
+                target = workflow_id if k == 0 else child_id(workflow_id, k)
+                count_events((await client.get_workflow_handle(target).fetch_history()).events, totals)
+        by_pathway[pathway] = {k: round(v / max(1, len(sample)), 1) for k, v in sorted(totals.items())}
+    return by_pathway
+
+
+def shaped_results(
+    rounds: list[Round], plans: dict[str, ShapedJourneyInput], shapes: dict[str, Any], clients: int
+) -> dict[str, Any]:
+    """The shaped phase's rounds as one, with its journeys' plans and histories."""
+    plans_as_values = {pathway: asdict(plan) for pathway, plan in plans.items()}
+    return {**bare_results(rounds, plans_as_values, clients), "histories": shapes}
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Endpoints: C clients for S seconds each.
 
 
 async def hammer(base_url: str, path: str, headers: dict[str, str], clients: int, seconds: float) -> dict[str, Any]:
@@ -718,32 +854,74 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     for key, value in informative.items():
         what = f"{key.split('_')[0]} server CPU per request / floor's"
         found[key] = {"what": what, "value": value, "target": "(none)", "met": None}
+    # Not targets either: how far the engine itself goes with the journeys' shape, and how far our
+    # code goes beyond it (the journeys' ratio to bare Temporal is the product of the two).
+    if (shape := results.get("shaped_temporal")) is not None:
+        for key, what, a, b in (
+            ("shape_vs_bare_temporal", "journeys/s of their shape on bare Temporal / of bare", shape, bare),
+            ("journeys_vs_shape", "journeys/s of the real journeys / of their shape", j, shape),
+        ):
+            value = share(a["journeys_per_second"], b["journeys_per_second"])
+            found[key] = {"what": what, "value": value, "target": "(none)", "met": None}
     return found
+
+
+TEMPORAL_COUNTERS = re.compile(r"^(service_requests|persistence_requests)\{([^}]*)\} ([0-9.e+]+)$")
+
+
+def temporal_requests(url: str) -> dict[str, float]:
+    """The requests Temporal's server has served, by service and operation, and its persistence's,
+    from its own metrics (what the journeys ask of the engine, beyond their histories' events)."""
+    counts: dict[str, float] = defaultdict(float)
+    for line in httpx.get(url, timeout=10).text.splitlines():
+        if (found := TEMPORAL_COUNTERS.match(line)) is None:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', found.group(2)))
+        where = labels.get("service_name", "") if found.group(1) == "service_requests" else "persistence"
+        counts[f"{where} {labels.get('operation', '?')}"] += float(found.group(3))
+    return dict(counts)
+
+
+def temporal_requests_table(results: dict[str, Any], top: int = 14) -> list[str]:
+    """Temporal's requests per journey in each phase, the operations the real journeys ask most of."""
+    phases = results.get("temporal_requests_by_phase", {})
+    real = phases.get("journeys")
+    if not real:
+        return []
+    count = results["journeys"]["journeys"]
+    columns = [real, phases.get("shaped_temporal", {}), phases.get("bare_temporal", {})]
+    lines = ["", f"{'Temporal requests per journey':<46} {'via API':>9} {'shape':>9} {'bare':>9}"]
+    for operation in sorted(real, key=lambda o: -real[o])[:top]:
+        lines.append(f"{operation:<46} " + " ".join(f"{c.get(operation, 0) / count:>9.1f}" for c in columns))
+    return lines
 
 
 def journey_cpu(results: dict[str, Any]) -> list[str]:
     """CPU seconds per journey of each process, the real journeys' phase beside the bare baseline's:
     with both cores busy, the ratio of journeys/s is about the inverse ratio of their totals."""
     phases = results.get("cpu_seconds_by_phase", {})
-    real, bare = phases.get("journeys"), phases.get("bare_temporal")
+    real, bare, shape = phases.get("journeys"), phases.get("bare_temporal"), phases.get("shaped_temporal", {})
     if not real or not bare:
         return []
     count = results["journeys"]["journeys"]
-    lines = ["", f"{'CPU s per journey':<34} {'via API':>10} {'bare':>10}"]
+    lines = ["", f"{'CPU s per journey':<34} {'via API':>10} {'shape':>10} {'bare':>10}"]
     rows = [("temporal", "temporal", "temporal"), ("worker", "worker", "bare_worker"), ("api", "api", None)]
     rows.append(("clients (this process)", "clients", "clients"))
-    totals = [0.0, 0.0]
+    totals = [0.0, 0.0, 0.0]
     for label, mine, theirs in rows:
-        a = real.get(mine, 0.0) / count
-        b = bare.get(theirs, 0.0) / count if theirs else 0.0
-        totals[0], totals[1] = totals[0] + a, totals[1] + b
-        lines.append(f"{label:<34} {a:>10.3f} {b:>10.3f}")
-    lines.append(f"{'total':<34} {totals[0]:>10.3f} {totals[1]:>10.3f}")
+        spent = [
+            real.get(mine, 0.0) / count,
+            shape.get(theirs, 0.0) / count if theirs else 0.0,
+            bare.get(theirs, 0.0) / count if theirs else 0.0,
+        ]
+        totals = [t + x for t, x in zip(totals, spent, strict=True)]
+        lines.append(f"{label:<34} " + " ".join(f"{x:>10.3f}" for x in spent))
+    lines.append(f"{'total':<34} " + " ".join(f"{x:>10.3f}" for x in totals))
     return lines
 
 
 def by_round(phase: dict[str, Any]) -> str:
-    """Each round's journeys/s, in the order they ran (journeys, bare, bare, journeys)."""
+    """Each round's journeys/s, in the order they ran (journeys, bare, shape, shape, bare, journeys)."""
     rounds = phase.get("rounds", [])
     return "   rounds: " + ", ".join(f"{r['journeys_per_second']:.2f}" for r in rounds) if rounds else ""
 
@@ -770,6 +948,9 @@ def table(results: dict[str, Any]) -> str:
         bare["update_latency"],
     )
     lines.append(f"{'':<34} {bare['journeys_per_second']:>10.2f} jrn/s{by_round(bare)}")
+    if (shape := results.get("shaped_temporal")) is not None:
+        row("their shape on bare Temporal", f"{shape['commands_per_second']:.1f} upd/s", shape["update_latency"])
+        lines.append(f"{'':<34} {shape['journeys_per_second']:>10.2f} jrn/s{by_round(shape)}")
     names = {
         "floor": "bare FastAPI floor GET /",
         "health": "API GET /health",
@@ -791,12 +972,16 @@ def table(results: dict[str, Any]) -> str:
         "",
         f"{'per journey (histories)':<34} {'events':>8} {'updates':>8} {'activities':>10} {'payload KiB':>12}",
     ]
+    shaped_histories = results.get("shaped_temporal", {}).get("histories", {})
     for pathway, h in results["histories"].items():
-        lines.append(
-            f"{pathway:<34} {h.get('events', 0):>8g} {h.get('updates_completed', 0):>8g} "
-            f"{h.get('activities', 0):>10g} {h.get('payload_bytes', 0) / 1024:>12.1f}"
-        )
+        for label, counted in ((pathway, h), ("  its shape on bare Temporal", shaped_histories.get(pathway))):
+            if counted:
+                lines.append(
+                    f"{label:<34} {counted.get('events', 0):>8g} {counted.get('updates_completed', 0):>8g} "
+                    f"{counted.get('activities', 0):>10g} {counted.get('payload_bytes', 0) / 1024:>12.1f}"
+                )
     lines += journey_cpu(results)
+    lines += temporal_requests_table(results)
     lines += ["", f"{'process':<34} {'peak RSS MiB':>14} {'CPU s':>8}"]
     for name, usage in results["processes"].items():
         lines.append(f"{name:<34} {usage['peak_rss_mib']:>14.1f} {usage['cpu_seconds']:>8.1f}")
@@ -814,7 +999,12 @@ async def measure(
     args: argparse.Namespace, processes: Processes, settings: Settings, floor_port: int
 ) -> dict[str, Any]:
     started = time.monotonic()
-    processes.start("temporal", [*dev_server_command(settings, ui_port=free_port()), "--headless"])
+    metrics_port = free_port()
+    processes.start(
+        "temporal",
+        [*dev_server_command(settings, ui_port=free_port()), "--headless", "--metrics-port", str(metrics_port)],
+    )
+    temporal_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
     raw = await connect(settings, keyring=None, attempts=240, delay=0.5)  # histories as stored
     processes.start("worker", [sys.executable, "-m", "worker"])
     processes.start("api", [sys.executable, "-m", "reintegration.cli", "api"])
@@ -836,47 +1026,77 @@ async def measure(
         "arguments": {"journeys": args.journeys, "clients": args.clients, "seconds": args.seconds},
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "cpu_seconds_by_phase": {},
+        "temporal_requests_by_phase": {},
     }
     before, client_before = processes.usage(), time.process_time()
+    requests_before = temporal_requests(temporal_metrics)
 
-    def phase(name: str) -> None:
+    def phase(name: str | None) -> None:
         """CPU seconds of each process in the phase (added up over its rounds), and of this one: the
-        clients, which share the machine's cores with the stack (a deployment's clients run elsewhere)."""
-        nonlocal before, client_before
-        now, client_now = processes.usage(), time.process_time()
-        spent = results["cpu_seconds_by_phase"].setdefault(name, {})
-        for proc in now:
-            used = now[proc]["cpu_seconds"] - before.get(proc, {}).get("cpu_seconds", 0)
-            spent[proc] = round(spent.get(proc, 0) + used, 2)
-        spent["clients"] = round(spent.get("clients", 0) + client_now - client_before, 2)
-        before, client_before = now, client_now
+        clients, which share the machine's cores with the stack (a deployment's clients run elsewhere);
+        Temporal's requests likewise. ``None``: counted in no phase (a warm-up)."""
+        nonlocal before, client_before, requests_before
+        now, client_now, requests_now = processes.usage(), time.process_time(), temporal_requests(temporal_metrics)
+        if name is not None:
+            spent = results["cpu_seconds_by_phase"].setdefault(name, {})
+            for proc in now:
+                used = now[proc]["cpu_seconds"] - before.get(proc, {}).get("cpu_seconds", 0)
+                spent[proc] = round(spent.get(proc, 0) + used, 2)
+            spent["clients"] = round(spent.get("clients", 0) + client_now - client_before, 2)
+            served = results["temporal_requests_by_phase"].setdefault(name, {})
+            for operation, count in requests_now.items():
+                if count > requests_before.get(operation, 0):
+                    served[operation] = served.get(operation, 0) + count - requests_before.get(operation, 0)
+        before, client_before, requests_before = now, client_now, requests_now
 
-    # The journeys and the bare baseline in two rounds each, in the order journeys, bare, bare,
-    # journeys: the machine's speed drifts (it is shared), and a drift that goes one way through
-    # the run then falls on both alike. Every round starts and ends with its clients' ramp.
+    # The journeys, the bare baseline and the journeys' shape on bare Temporal in two rounds each,
+    # in the order journeys, bare, shape, shape, bare, journeys: the machine's speed drifts (it is
+    # shared), and a drift that goes one way through the run then falls on all three alike. Every
+    # round starts and ends with its clients' ramp. Each kind's first round follows one journey of
+    # each pathway of its kind, untimed and counted in no phase: imports, caches, first tasks.
     profiler = Profiler(args.profile, processes)
     first, second = range(args.journeys // 2), range(args.journeys // 2, args.journeys)
+    warm_up = range(-2, 0)  # both pathways (they alternate with the number)
     bare_client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
     real: list[Round] = []
     bare: list[Round] = []
+    shaped: list[Round] = []
+    await journeys(api_url, settings, warm_up, 1, label="journeys, warm-up")
+    phase(None)
     profiler.start("journeys")
-    real.append(await journeys(api_url, settings, first, args.clients, label="journeys 1/2", warm_up=True))
+    real.append(await journeys(api_url, settings, first, args.clients, label="journeys 1/2"))
     profiler.stop()
     phase("journeys")
     processes.check()
     results["histories"] = await histories(raw, journeys_results(real, args.clients)["cases"])
-    plans = bare_plans(results["histories"])
-    for numbers, label in ((first, "bare Temporal 1/2"), (second, "bare Temporal 2/2")):
-        bare.append(await bare_temporal(bare_client, plans, numbers, args.clients, label=label, warm_up=not bare))
-        phase("bare_temporal")
+    plans, shapes = bare_plans(results["histories"]), shaped_plans(results["histories"])
+    shaped_ids: list[str] = []
+    await bare_temporal(bare_client, plans, warm_up, 1, label="bare Temporal, warm-up")
+    phase(None)
+    bare.append(await bare_temporal(bare_client, plans, first, args.clients, label="bare Temporal 1/2"))
+    phase("bare_temporal")
+    processes.check()
+    await shaped_temporal(bare_client, shapes, warm_up, 1, label="journeys' shape, warm-up")
+    phase(None)
+    for numbers, label in ((first, "journeys' shape 1/2"), (second, "journeys' shape 2/2")):
+        done, ids = await shaped_temporal(bare_client, shapes, numbers, args.clients, label=label)
+        shaped.append(done)
+        shaped_ids += ids
+        phase("shaped_temporal")
         processes.check()
+    bare.append(await bare_temporal(bare_client, plans, second, args.clients, label="bare Temporal 2/2"))
+    phase("bare_temporal")
+    processes.check()
     profiler.start("journeys-2")
-    real.append(await journeys(api_url, settings, second, args.clients, label="journeys 2/2", warm_up=False))
+    real.append(await journeys(api_url, settings, second, args.clients, label="journeys 2/2"))
     profiler.stop()
     phase("journeys")
     processes.check()
     results["journeys"] = journeys_results(real, args.clients)
     results["bare_temporal"] = bare_results(bare, plans, args.clients)
+    results["shaped_temporal"] = shaped_results(
+        shaped, shapes, await shaped_histories(bare_client, shaped_ids, shapes), args.clients
+    )
     async with httpx.AsyncClient(base_url=api_url) as http:
         caller = Caller(settings, http)
         results["endpoints"] = await endpoints(

@@ -83,6 +83,25 @@ def test_the_benchmark_runs_end_to_end_and_writes_every_section(runs: dict[str, 
     assert "rounds: " in stdout
     assert all(v > 0 for v in bare["update_latency"].values())
 
+    # The journeys' shape on bare Temporal: as many runs, updates, activities, children, markers,
+    # search attribute upserts and timers per journey as the real journey whose runs it copies.
+    shape = results["shaped_temporal"]
+    assert shape["journeys"] == 4 and [r["journeys"] for r in shape["rounds"]] == [2, 2]
+    assert shape["updates"] > 0 and all(v > 0 for v in shape["update_latency"].values())
+    for pathway in PATHWAYS:
+        real_runs, shaped = results["histories"][pathway]["runs"], shape["histories"][pathway]
+        assert len(shape["plans"][pathway]["runs"]) == len(real_runs) >= 2
+        for key in ("updates_completed", "activities", "children", "markers", "search_attribute_upserts", "timers"):
+            assert shaped.get(key, 0) == sum(run.get(key, 0) for run in real_runs), (pathway, key)
+        assert shaped["payload_bytes"] > 0.5 * results["histories"][pathway]["payload_bytes"]
+    assert "its shape on bare Temporal" in stdout
+
+    # What the engine served in each phase, from its own metrics.
+    requests = results["temporal_requests_by_phase"]
+    for name in ("journeys", "bare_temporal", "shaped_temporal"):
+        assert requests[name]["frontend RespondWorkflowTaskCompleted"] > 0, name
+    assert "Temporal requests per journey" in stdout
+
     assert set(results["endpoints"]) == ENDPOINTS
     for name, endpoint in results["endpoints"].items():
         assert endpoint["failures"] == {}, name
@@ -103,13 +122,14 @@ def test_the_benchmark_runs_end_to_end_and_writes_every_section(runs: dict[str, 
     assert (
         by_phase["journeys"]["worker"] > 0 and by_phase["journeys"]["api"] > 0 and by_phase["journeys"]["clients"] > 0
     )
-    assert by_phase["bare_temporal"]["bare_worker"] > 0 and by_phase["bare_temporal"]["clients"] > 0
+    for name in ("bare_temporal", "shaped_temporal"):
+        assert by_phase[name]["bare_worker"] > 0 and by_phase[name]["clients"] > 0, name
     assert "CPU s per journey" in stdout
 
     computed = results["summary_computed"]
     assert computed["samples"] == 50 and computed["p50_ms"] > 0 and "summary computed after a write" in stdout
 
-    assert len(results["ratios"]) == 8
+    assert len(results["ratios"]) == 10
     assert all(r["value"] > 0 for r in results["ratios"].values())
 
     assert set(results["two_processes"]) == {"case", "cases"}
@@ -147,3 +167,27 @@ def test_the_scale_benchmark_refuses_bad_steps_before_starting_anything(
             scale.main(["--cases", bad, "--out", str(tmp_path / "x.json")])
         assert exited.value.code == 2 and "--cases" in capsys.readouterr().err, bad
         assert not (tmp_path / "x.json").exists()
+
+
+def test_the_shape_copies_each_run_of_the_real_journey() -> None:
+    """Pure: the real runs' counts become the shaped runs' (patches from the search attribute
+    upserts the SDK makes with them, the other markers as local activities)."""
+    from benchmarks.bench import shaped_plans
+
+    histories = {
+        "voluntary_return": {
+            "activities": 5,
+            "payload_bytes": 5000,
+            "runs": [
+                {"updates_completed": 2, "activities": 3, "markers": 2, "search_attribute_upserts": 2, "timers": 1},
+                {"updates_completed": 3, "activities": 2, "markers": 5, "search_attribute_upserts": 3},
+            ],
+        },
+        "residence": {"activities": 0, "payload_bytes": 0, "runs": []},
+    }
+    plans = shaped_plans(histories)
+    first, second = plans["voluntary_return"].runs
+    assert (first.commands, first.patches, first.local_activities, first.timers) == ([2, 1], 2, 0, 1)
+    assert (second.commands, second.patches, second.local_activities, second.timers) == ([1, 1, 0], 3, 2, 0)
+    assert first.payload == second.payload == 1000
+    assert [r.commands for r in plans["residence"].runs] == [[1]]  # nothing counted: one update
