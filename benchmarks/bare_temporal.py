@@ -5,9 +5,9 @@
 - ``ShapedJourney``: the same updates and activities in the real journey's shape, as its histories
   show it: a workflow for the case and a child workflow for each later stage, started one after
   the other, each run with as many patch markers, local activities and timers (started, replaced,
-  cancelled) as the real one's, and the activities' inputs as large as the real payloads. What the
-  engine spends on that shape is not the application's work: it is the least any code of this
-  design could cost.
+  cancelled) as the real one's, and the activities' inputs of the real ones' mean size, with the
+  projection's heartbeat timeout. What the engine spends on that shape is not the application's
+  work: it is the least any code of this design could cost.
 
 ``python -m benchmarks.bare_temporal`` runs their worker in a process of its own, as the real
 worker runs, until SIGINT or SIGTERM."""
@@ -76,6 +76,7 @@ class ShapedRun:
     local_activities: int = 0  # one in each of its first updates, as the agencies' check runs
     timers: int = 0  # timers over the run: one from its start, replaced at each update until this many
     payload: int = 0  # characters in each activity's input
+    heartbeat_seconds: float = 0  # each activity's heartbeat timeout, as the projection's (0: none)
 
 
 @dataclass
@@ -123,9 +124,13 @@ class _Shaped:
         async with self.lock:  # as the real journey: one command at a time
             if self.done < self.plan.local_activities:
                 await workflow.execute_local_activity(carry, "", start_to_close_timeout=timedelta(seconds=60))
+            heartbeat = timedelta(seconds=self.plan.heartbeat_seconds) if self.plan.heartbeat_seconds else None
             for _ in range(command.activities):
                 await workflow.execute_activity(
-                    carry, "x" * self.plan.payload, start_to_close_timeout=timedelta(seconds=60)
+                    carry,
+                    "x" * self.plan.payload,
+                    start_to_close_timeout=timedelta(seconds=60),
+                    heartbeat_timeout=heartbeat,
                 )
             self.done += 1
             return self.done

@@ -12,8 +12,10 @@ process), and measures:
    same concurrency, its worker in a process of its own (benchmarks/bare_temporal.py);
 3. the journeys' shape on bare Temporal: the same updates and activities in the runs the real
    journeys' histories show (the case's workflow, then a child for each later stage), each with
-   as many patch markers, local activities and timers, the activities' inputs as large as the
-   real payloads: what the engine spends on the journeys' shape, which no code of ours could save;
+   as many patch markers, local activities and timers, the activities' inputs of the real ones'
+   mean size (the update validators' refusals, which leave no event, are not copied): what the
+   engine spends on the journeys' shape, which no code of ours could save short of changing the
+   design;
    the three in two rounds each, N/2 journeys a round, in the order journeys, bare, shape, shape,
    bare, journeys, so that a drift of the shared machine's speed through the run falls on all alike
    (each kind after one untimed journey of each pathway);
@@ -89,6 +91,7 @@ from reintegration.tokens import Claims, mint
 from tests.conftest import Stack
 from tests.journey import Journey
 from workflows.ids import case_workflows_query
+from workflows.journey import PROJECTION_HEARTBEAT
 from workflows.model import Role
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -471,10 +474,13 @@ def count_events(events: Any, counts: dict[str, int]) -> None:
     for event in events:
         counts["events"] += 1
         counts["history_bytes"] += event.ByteSize()
-        counts["payload_bytes"] += payload_bytes(event)
+        payload = payload_bytes(event)
+        counts["payload_bytes"] += payload
         kind = COUNTED.get(event.event_type)
         if kind is not None:
             counts[kind] += 1
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            counts["activity_input_bytes"] += payload
 
 
 COUNTED = {
@@ -488,9 +494,13 @@ COUNTED = {
 }
 
 
+JOURNEY_RUNS = frozenset({"CaseJourney", "ReturnStage", "ResidenceStage", "ReintegrationStage"})
+
+
 async def case_history(client: Client, case_id: str) -> dict[str, Any]:
-    """Events, updates, activities and bytes over every workflow of one case (children included),
-    and each run's in the order they started (``runs``: the journey's shape)."""
+    """Events, updates, activities and bytes over every workflow of one case (children and messages
+    to agencies included), and each run of the journey's own workflows in the order they started
+    (``runs``: the journey's shape)."""
     counts: dict[str, Any] = defaultdict(int)
     runs = []
     async for execution in client.list_workflows(case_workflows_query(case_id)):
@@ -500,7 +510,8 @@ async def case_history(client: Client, case_id: str) -> dict[str, Any]:
         count_events(history.events, run)
         for key, value in run.items():
             counts[key] += value
-        runs.append((execution.start_time, dict(run)))
+        if execution.workflow_type in JOURNEY_RUNS:
+            runs.append((execution.start_time, dict(run)))
     counts["runs"] = [run for _, run in sorted(runs, key=lambda r: r[0])]
     return dict(counts)
 
@@ -593,25 +604,26 @@ def bare_results(rounds: list[Round], plans: Any, clients: int) -> dict[str, Any
 def shaped_plans(shapes: dict[str, Any]) -> dict[str, ShapedJourneyInput]:
     """For each pathway, the real journey's runs as a shaped journey's: the same updates and
     activities in each run; as many patches as the run's search attribute upserts (the SDK upserts
-    one with each patch's marker), its other markers as local activities; its timers; every
-    activity's input the size of the journey's payload bytes over its activities."""
+    one with each patch's marker), its other markers as local activities (one in each of its first
+    updates, as the agencies' check); its timers (at most one per update: the real hold sets one at
+    the start and replaces it at an update, never at the last); every activity's input the mean size
+    of the real activities' inputs, with the projection's heartbeat timeout. A shape it cannot copy
+    (a run that does something without an update, more timers than updates) is refused."""
     plans = {}
+    heartbeat = PROJECTION_HEARTBEAT.total_seconds()
     for pathway, shape in shapes.items():
-        payload = round(shape.get("payload_bytes", 0) / max(1, shape.get("activities", 0)))
+        payload = round(shape.get("activity_input_bytes", 0) / max(1, shape.get("activities", 0)))
         runs = []
         for run in shape.get("runs", []):
             updates, activities = run.get("updates_completed", 0), run.get("activities", 0)
+            patches, timers = run.get("search_attribute_upserts", 0), run.get("timers", 0)
+            local_activities = max(0, run.get("markers", 0) - patches)
+            if (not updates and (activities or timers or local_activities)) or timers > updates:
+                raise ValueError(f"a {pathway} run the shape cannot copy: {run}")
             commands = [activities // updates + (1 if i < activities % updates else 0) for i in range(updates)]
-            patches = run.get("search_attribute_upserts", 0)
-            runs.append(
-                ShapedRun(
-                    commands=commands,
-                    patches=patches,
-                    local_activities=max(0, run.get("markers", 0) - patches),
-                    timers=run.get("timers", 0),
-                    payload=payload,
-                )
-            )
+            runs.append(ShapedRun(commands, patches, local_activities, timers, payload, heartbeat))
+        if runs and not runs[0].commands:
+            raise ValueError(f"the {pathway} journey's first run takes no update: {shape['runs'][0]}")
         plans[pathway] = ShapedJourneyInput(runs=runs or [ShapedRun(commands=[1])])
     return plans
 
@@ -635,15 +647,16 @@ async def update_when_started(client: Client, workflow_id: str, command: BareCom
 
 async def shaped_temporal(
     client: Client, plans: dict[str, ShapedJourneyInput], numbers: range, clients: int, *, label: str
-) -> tuple[Round, list[str]]:
-    """The shaped journeys ``numbers``; with the ids of their case workflows."""
+) -> tuple[Round, list[tuple[str, str]]]:
+    """The shaped journeys ``numbers``; with the pathway and the id of each one's case workflow."""
     update_times: list[float] = []
-    ids: list[str] = []
+    ids: list[tuple[str, str]] = []
 
     async def one(number: int) -> None:
-        plan = plans[PATHWAYS[number % 2]]
+        pathway = PATHWAYS[number % 2]
+        plan = plans[pathway]
         workflow_id = f"shaped-{uuid.uuid4()}"
-        ids.append(workflow_id)
+        ids.append((pathway, workflow_id))
         commands = [
             (workflow_id if k == 0 else child_id(workflow_id, k), activities)
             for k, run in enumerate(plan.runs)
@@ -673,12 +686,13 @@ async def shaped_temporal(
     return Round(len(numbers), time.perf_counter() - started, {UPDATE: update_times}), ids
 
 
-async def shaped_histories(client: Client, ids: list[str], plans: dict[str, ShapedJourneyInput]) -> dict[str, Any]:
-    """Events and payload bytes per shaped journey, by pathway (the journeys alternate), to set
-    beside the real ones'."""
+async def shaped_histories(
+    client: Client, ids: list[tuple[str, str]], plans: dict[str, ShapedJourneyInput]
+) -> dict[str, Any]:
+    """Events and payload bytes per shaped journey, by pathway, to set beside the real ones'."""
     by_pathway: dict[str, Any] = {}
-    for offset, pathway in enumerate(PATHWAYS):
-        sample = ids[offset::2][:HISTORIES_PER_PATHWAY]
+    for pathway in PATHWAYS:
+        sample = [workflow_id for of, workflow_id in ids if of == pathway][:HISTORIES_PER_PATHWAY]
         totals: dict[str, int] = defaultdict(int)
         for workflow_id in sample:
             for k in range(len(plans[pathway].runs)):
@@ -866,14 +880,18 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-TEMPORAL_COUNTERS = re.compile(r"^(service_requests|persistence_requests)\{([^}]*)\} ([0-9.e+]+)$")
+TEMPORAL_COUNTERS = re.compile(r"^(service_requests|persistence_requests)(?:_total)?\{([^}]*)\} ([0-9.e+]+)$")
 
 
 def temporal_requests(url: str) -> dict[str, float]:
     """The requests Temporal's server has served, by service and operation, and its persistence's,
     from its own metrics (what the journeys ask of the engine, beyond their histories' events)."""
     counts: dict[str, float] = defaultdict(float)
-    for line in httpx.get(url, timeout=10).text.splitlines():
+    try:
+        text = httpx.get(url, timeout=10).text
+    except httpx.HTTPError:
+        return {}  # counted as nothing served: the table leaves the phase's requests out
+    for line in text.splitlines():
         if (found := TEMPORAL_COUNTERS.match(line)) is None:
             continue
         labels = dict(re.findall(r'(\w+)="([^"]*)"', found.group(2)))
@@ -897,8 +915,9 @@ def temporal_requests_table(results: dict[str, Any], top: int = 14) -> list[str]
 
 
 def journey_cpu(results: dict[str, Any]) -> list[str]:
-    """CPU seconds per journey of each process, the real journeys' phase beside the bare baseline's:
-    with both cores busy, the ratio of journeys/s is about the inverse ratio of their totals."""
+    """CPU seconds per journey of each process, the real journeys' phase beside their shape's on bare
+    Temporal and the bare baseline's: with both cores busy, the ratio of journeys/s is about the
+    inverse ratio of their totals."""
     phases = results.get("cpu_seconds_by_phase", {})
     real, bare, shape = phases.get("journeys"), phases.get("bare_temporal"), phases.get("shaped_temporal", {})
     if not real or not bare:
@@ -1047,7 +1066,8 @@ async def measure(
             for operation, count in requests_now.items():
                 if count > requests_before.get(operation, 0):
                     served[operation] = served.get(operation, 0) + count - requests_before.get(operation, 0)
-        before, client_before, requests_before = now, client_now, requests_now
+        before, client_before = now, client_now
+        requests_before = requests_now or requests_before  # unread: the next phase counts this one's too
 
     # The journeys, the bare baseline and the journeys' shape on bare Temporal in two rounds each,
     # in the order journeys, bare, shape, shape, bare, journeys: the machine's speed drifts (it is
@@ -1070,7 +1090,7 @@ async def measure(
     processes.check()
     results["histories"] = await histories(raw, journeys_results(real, args.clients)["cases"])
     plans, shapes = bare_plans(results["histories"]), shaped_plans(results["histories"])
-    shaped_ids: list[str] = []
+    shaped_ids: list[tuple[str, str]] = []
     await bare_temporal(bare_client, plans, warm_up, 1, label="bare Temporal, warm-up")
     phase(None)
     bare.append(await bare_temporal(bare_client, plans, first, args.clients, label="bare Temporal 1/2"))
@@ -1097,6 +1117,7 @@ async def measure(
     results["shaped_temporal"] = shaped_results(
         shaped, shapes, await shaped_histories(bare_client, shaped_ids, shapes), args.clients
     )
+    phase(None)  # the histories' reading is no endpoint's
     async with httpx.AsyncClient(base_url=api_url) as http:
         caller = Caller(settings, http)
         results["endpoints"] = await endpoints(

@@ -93,7 +93,9 @@ def test_the_benchmark_runs_end_to_end_and_writes_every_section(runs: dict[str, 
         assert len(shape["plans"][pathway]["runs"]) == len(real_runs) >= 2
         for key in ("updates_completed", "activities", "children", "markers", "search_attribute_upserts", "timers"):
             assert shaped.get(key, 0) == sum(run.get(key, 0) for run in real_runs), (pathway, key)
-        assert shaped["payload_bytes"] > 0.5 * results["histories"][pathway]["payload_bytes"]
+        # Every activity's input the mean size of the real ones' (their payloads' metadata aside).
+        real_inputs = results["histories"][pathway]["activity_input_bytes"]
+        assert 0.95 * real_inputs <= shaped["activity_input_bytes"] <= 1.05 * real_inputs, pathway
     assert "its shape on bare Temporal" in stdout
 
     # What the engine served in each phase, from its own metrics.
@@ -177,7 +179,8 @@ def test_the_shape_copies_each_run_of_the_real_journey() -> None:
     histories = {
         "voluntary_return": {
             "activities": 5,
-            "payload_bytes": 5000,
+            "payload_bytes": 9000,
+            "activity_input_bytes": 5000,
             "runs": [
                 {"updates_completed": 2, "activities": 3, "markers": 2, "search_attribute_upserts": 2, "timers": 1},
                 {"updates_completed": 3, "activities": 2, "markers": 5, "search_attribute_upserts": 3},
@@ -189,5 +192,21 @@ def test_the_shape_copies_each_run_of_the_real_journey() -> None:
     first, second = plans["voluntary_return"].runs
     assert (first.commands, first.patches, first.local_activities, first.timers) == ([2, 1], 2, 0, 1)
     assert (second.commands, second.patches, second.local_activities, second.timers) == ([1, 1, 0], 3, 2, 0)
-    assert first.payload == second.payload == 1000
+    assert first.payload == second.payload == 1000  # the activities' inputs, not every payload
+    assert first.heartbeat_seconds == second.heartbeat_seconds == 5  # the projection's
     assert [r.commands for r in plans["residence"].runs] == [[1]]  # nothing counted: one update
+
+
+@pytest.mark.parametrize(
+    "runs",
+    [
+        [{"updates_completed": 0, "activities": 1}],  # the first run takes no update
+        [{"updates_completed": 1, "activities": 1}, {"updates_completed": 0, "timers": 1}],  # work, no update
+        [{"updates_completed": 1, "activities": 1, "timers": 2}],  # more timers than updates
+    ],
+)
+def test_a_shape_that_cannot_be_copied_is_refused(runs: list[dict[str, int]]) -> None:
+    from benchmarks.bench import shaped_plans
+
+    with pytest.raises(ValueError, match="run"):
+        shaped_plans({"residence": {"activities": 1, "activity_input_bytes": 10, "runs": runs}})
