@@ -2,7 +2,8 @@
 
 On a stack of its own (as ``make bench``: Temporal's dev server on SQLite, the worker and the API in
 their own processes, a temporary folder), it loads open cases in steps (default 10,000 then
-100,000 in all) and at each step measures:
+100,000 in all) and, once the stack is at rest again (the load leaves work behind it: Temporal's
+visibility records, the stalls the clock projects), at each step measures:
 
 - the p95 (and p50, p99, requests/s) of the case list, the stalled list and the summary, from C
   clients for S seconds, as a supervisor of every country sees them; and the summary as computed
@@ -60,6 +61,9 @@ from workflows.case import CaseRun, CaseWorkflow
 from workflows.model import Actor, CaseOpening, ConsentBody, Role
 
 COUNTRIES = ("ES", "IT", "FR", "DE", "PT")
+AT_REST = 0.10  # of a core: a process of the stack below it, over REST_WINDOW, is at rest
+REST_WINDOW = 3.0  # seconds
+REST_WITHIN = 900.0  # seconds: measured anyway after this long (``settled``'s ``at_rest`` says so)
 STALLED_EVERY = 3  # one case in three is identified long ago: its consent is overdue
 
 
@@ -124,6 +128,33 @@ async def load(
         "seconds_until_projected": round(seconds, 1),
         "cases_per_second": round(count / seconds, 1),
     }
+
+
+async def settle(processes: Processes, names: tuple[str, ...] = ("temporal", "worker", "api")) -> dict[str, Any]:
+    """Wait until the stack is at rest: each of ``names`` below ``AT_REST`` of a core over
+    ``REST_WINDOW`` seconds. The load leaves work behind it once the read model has every case
+    (Temporal's visibility records of the runs it started, the stalls the clock projects), which
+    would otherwise share the cores with the lists measured next, more of it the more cases were
+    loaded. How long it waited, and each process's share of a core in the first window."""
+    started = time.monotonic()
+    before, first = processes.usage(), None
+    while True:
+        await asyncio.sleep(REST_WINDOW)
+        now = processes.usage()
+        busy = {
+            name: (now[name]["cpu_seconds"] - before[name]["cpu_seconds"]) / REST_WINDOW
+            for name in names
+            if name in now and name in before
+        }
+        first, before = first or busy, now
+        at_rest = all(share < AT_REST for share in busy.values())
+        waited = time.monotonic() - started
+        if at_rest or waited > REST_WITHIN:
+            return {
+                "seconds": round(waited, 1),
+                "at_rest": at_rest,
+                "busy_at_first": {name: round(share, 2) for name, share in first.items()},
+            }
 
 
 def files_bytes(*paths: Path) -> int:
@@ -221,7 +252,7 @@ async def steps(
             step["load"] = await load(settings, client, engine, loaded, total - loaded, args.load_concurrency)
             loaded = total
             processes.check()
-            await asyncio.sleep(5)  # the worker's last tasks settle
+            step["settled"] = await settle(processes)
             step["endpoints"] = {}
             for name, path in (
                 ("cases", "/v1/cases"),
@@ -264,14 +295,16 @@ def table(results: dict[str, Any]) -> str:
     lines += [
         "",
         f"{'open cases':>10} {'load c/s':>8} {'worker RSS':>10} {'peak':>6} {'Temporal B/case':>15} "
-        f"{'app B/case':>10} {'restart s':>9} {'1st cmd s':>9}",
+        f"{'app B/case':>10} {'restart s':>9} {'1st cmd s':>9} {'settled s':>9}",
     ]
     for step in results["steps"]:
+        settled = step.get("settled", {})
         lines.append(
             f"{step['open_cases']:>10} {step['load']['cases_per_second']:>8.1f} {step['worker']['rss_mib']:>10.1f} "
             f"{step['worker']['peak_rss_mib']:>6.1f} {step['disk_bytes_per_case']['temporal']:>15} "
             f"{step['disk_bytes_per_case']['reintegration']:>10} {step['worker_restart']['to_worker_started_s']:>9} "
-            f"{step['worker_restart']['to_first_command_s']:>9}"
+            f"{step['worker_restart']['to_first_command_s']:>9} {settled.get('seconds', 0):>9}"
+            + ("" if settled.get("at_rest", True) else " (not at rest)")
         )
     for key, value in results.get("ratios", {}).items():
         target = "(target <= 1.3)" if not key.startswith("summary") else ""

@@ -154,6 +154,11 @@ def test_the_scale_benchmark_runs_end_to_end_and_writes_every_step(runs: dict[st
         assert step["worker"]["rss_mib"] > 0 and step["worker_after_restart"]["rss_mib"] > 0
         assert step["disk_bytes_per_case"]["temporal"] > 0 and step["disk_bytes_per_case"]["reintegration"] > 0
         assert 0 < step["worker_restart"]["to_worker_started_s"] <= step["worker_restart"]["to_first_command_s"]
+        assert step["settled"]["seconds"] >= 3 and set(step["settled"]["busy_at_first"]) == {
+            "temporal",
+            "worker",
+            "api",
+        }
     assert set(results["ratios"]) == {f"{n}_p95_24_vs_12" for n in ("cases", "stalled", "summary")}
 
 
