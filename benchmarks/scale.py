@@ -2,7 +2,7 @@
 
 On a stack of its own (as ``make bench``: Temporal's dev server on SQLite, the worker and the API in
 their own processes, a temporary folder), it loads open cases in steps (default 10,000 then
-100,000 in all) and, once the stack is at rest again (the load leaves work behind it: Temporal's
+100,000 in all) and, once the stack is at rest again (the load may leave work behind it: Temporal's
 visibility records, the stalls the clock projects), at each step measures:
 
 - the p95 (and p50, p99, requests/s) of the case list, the stalled list and the summary, from C
@@ -132,10 +132,11 @@ async def load(
 
 async def settle(processes: Processes, names: tuple[str, ...] = ("temporal", "worker", "api")) -> dict[str, Any]:
     """Wait until the stack is at rest: each of ``names`` below ``AT_REST`` of a core over
-    ``REST_WINDOW`` seconds. The load leaves work behind it once the read model has every case
-    (Temporal's visibility records of the runs it started, the stalls the clock projects), which
-    would otherwise share the cores with the lists measured next, more of it the more cases were
-    loaded. How long it waited, and each process's share of a core in the first window."""
+    ``REST_WINDOW`` seconds. Work the load may leave behind it once the read model has every case
+    (Temporal's visibility records of the runs it started, the stalls the clock projects) would
+    otherwise share the cores with the lists measured next, unseen. How long it waited, and each
+    process's share of a core in the first window (in the runs on record the stack was at rest in
+    the first: a guard, and a record of the conditions)."""
     started = time.monotonic()
     before, first = processes.usage(), None
     while True:
