@@ -91,3 +91,24 @@ def test_the_tests_run_on_what_the_dev_lock_installs() -> None:
         if installed != version:
             differ[name] = (installed, version)
     assert differ == {}, "installed vs locked: run make install (or make lock after changing pyproject.toml)"
+
+
+def test_an_http_request_through_httpx_searches_the_import_path_for_nothing() -> None:
+    """httpx's transport asks sniffio which event loop runs at every request; without sniffio
+    installed it tries the import again each time, searching the whole path (a fifth of a request's
+    CPU). Partner deliveries, notifications and the OpenID provider's calls all pay it."""
+    import asyncio
+    import importlib.machinery
+    from unittest import mock
+
+    from httpcore._synchronization import current_async_library
+
+    async def ask(times: int) -> list[str]:
+        return [current_async_library() for _ in range(times)]
+
+    assert asyncio.run(ask(1)) == ["asyncio"]  # what is imported once is imported
+    with mock.patch.object(
+        importlib.machinery.PathFinder, "find_spec", wraps=importlib.machinery.PathFinder.find_spec
+    ) as searched:
+        assert asyncio.run(ask(20)) == ["asyncio"] * 20
+    assert searched.call_count == 0, [c.args[0] for c in searched.call_args_list][:5]
