@@ -29,6 +29,9 @@ process), and measures:
    list again, for the gain from one process to two;
 
 then prints one table with the ratios of issue 13's targets and writes everything to ``--out``.
+Every client of the API is benchmarks/lean_http.py's, on one kept-alive connection each: on these
+shared cores, a client's own CPU per request is taken from the servers (httpx's was four times the
+floor app's, and it, not the server, set the floor's pace).
 Rate limits are raised for the run (the limiter still runs): it measures the pipeline, not the
 limit. Everything it writes is in the temporary folder, removed at the end (also on Ctrl-C), and
 all its traffic goes to 127.0.0.1.
@@ -82,6 +85,7 @@ from benchmarks.bare_temporal import (
     ShapedRun,
     child_id,
 )
+from benchmarks.lean_http import LeanHTTP
 from reintegration import directory
 from reintegration.commands import ROUTING_PAUSES
 from reintegration.db import make_engine
@@ -272,9 +276,7 @@ class Profiler:
 class Caller:
     """What tests/journey.py's ``Journey`` needs of a stack: an HTTP client and development tokens."""
 
-    def __init__(
-        self, settings: Settings, http: httpx.AsyncClient, tokens: dict[tuple[Any, ...], str] | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, http: LeanHTTP, tokens: dict[tuple[Any, ...], str] | None = None) -> None:
         self.settings, self.http = settings, http
         self._tokens = tokens if tokens is not None else {}
         self._engine: Any = None
@@ -306,13 +308,8 @@ class Timings:
 
     by_route: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
-    async def started(self, request: httpx.Request) -> None:
-        request.extensions["bench_started"] = time.perf_counter()
-
-    async def finished(self, response: httpx.Response) -> None:
-        await response.aread()
-        took = time.perf_counter() - response.request.extensions["bench_started"]
-        self.by_route[route(response.request.method, response.request.url.path)].append(took)
+    def record(self, method: str, path: str, seconds: float) -> None:
+        self.by_route[route(method, path)].append(seconds)
 
 
 class Progress:
@@ -402,15 +399,10 @@ async def journeys(base_url: str, settings: Settings, numbers: range, clients: i
     timings = Timings()
     tokens: dict[tuple[Any, ...], str] = {}  # minted once for every client
 
-    def connection() -> httpx.AsyncClient:
-        # An HTTP client per simulated client: one shared pool of many connections slows httpx's
-        # own side down (measured: a third of the floor's requests/s), and that is no cost of ours.
-        return httpx.AsyncClient(
-            base_url=base_url,
-            timeout=120,
-            limits=httpx.Limits(max_connections=1),
-            event_hooks={"request": [timings.started], "response": [timings.finished]},
-        )
+    def connection() -> LeanHTTP:
+        # A connection per simulated client, as a browser keeps one (benchmarks/lean_http.py: what a
+        # client spends per request is taken from the servers on these two cores).
+        return LeanHTTP(base_url, timeout=120, on_response=timings.record)
 
     progress = Progress(label, len(numbers))
     remaining = iter(numbers)
@@ -718,17 +710,18 @@ async def hammer(base_url: str, path: str, headers: dict[str, str], clients: int
     """GET ``path`` from ``clients`` concurrent clients for ``seconds``: requests/s and latency."""
     times: list[float] = []
     failures: dict[int, int] = defaultdict(int)
-    # An HTTP client (one connection) per simulated client, C connections in all: a shared pool of
-    # C connections costs httpx itself so much that it, not the server, would set the floor.
-    https = [
-        httpx.AsyncClient(base_url=base_url, timeout=60, limits=httpx.Limits(max_connections=1), headers=headers)
-        for _ in range(clients)
-    ]
+    # A connection per simulated client, C in all, each with the client of benchmarks/lean_http.py:
+    # httpx's own CPU per request (about four times the floor app's) would set the floor's pace.
+    https = [LeanHTTP(base_url, timeout=60, headers=headers) for _ in range(clients)]
     try:
-        await asyncio.gather(*(http.get(path) for http in https))  # connections open, untimed
+        # The connections open one after the other, untimed: opened all at once, the API's first
+        # process to wake took most of them (11 and 5, 4 and 12 of 16 in two tries against two
+        # processes), and the slower share set the gain from one process to two.
+        for http in https:
+            await http.get(path)
         deadline = time.perf_counter() + seconds
 
-        async def client(http: httpx.AsyncClient) -> None:
+        async def client(http: LeanHTTP) -> None:
             while time.perf_counter() < deadline:
                 began = time.perf_counter()
                 response = await http.get(path)
@@ -818,7 +811,7 @@ async def two_processes(
     url = f"http://127.0.0.1:{port}"
     await wait_ready(f"{url}/ready", processes)
     closed_return = next(c["case_id"] for c in results["journeys"]["cases"] if c["pathway"] == "voluntary_return")
-    async with httpx.AsyncClient(base_url=url) as http:
+    async with LeanHTTP(url) as http:
         caller = Caller(settings, http)
         plan = {
             "case": (f"/v1/cases/{closed_return}", caller.auth("caseworker", "cw-ro-1", countries=["RO"])),
@@ -1118,7 +1111,7 @@ async def measure(
         shaped, shapes, await shaped_histories(bare_client, shaped_ids, shapes), args.clients
     )
     phase(None)  # the histories' reading is no endpoint's
-    async with httpx.AsyncClient(base_url=api_url) as http:
+    async with LeanHTTP(api_url) as http:
         caller = Caller(settings, http)
         results["endpoints"] = await endpoints(
             processes, floor_url, api_url, caller, results["journeys"]["cases"], args.clients, args.seconds, profiler
