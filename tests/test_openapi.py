@@ -64,3 +64,31 @@ async def test_the_examples_work_as_they_stand(stack: Stack):
             headers = stack.auth("supervisor", "sup-docs") if "closure" in path else cw
             r = await stack.http.post(path.replace("{case_id}", case_id), json=example, headers=headers)
             assert r.status_code in (200, 409), (path, r.text)
+
+
+def test_no_route_is_shadowed_by_one_tried_before_it() -> None:
+    """FastAPI tries the routes in the order the routers are included (``api.main``, the most read
+    first): each route's own paths must reach it, whatever order the routers are in."""
+    import re
+
+    from fastapi.routing import APIRoute
+
+    from api.main import app
+
+    def in_order(routes: list[Any]) -> list[APIRoute]:
+        found: list[APIRoute] = []
+        for route in routes:
+            inner = getattr(route, "original_router", None)
+            if inner is not None:  # an included router, tried where it was included
+                found += in_order(inner.routes)
+            elif isinstance(route, APIRoute):
+                found.append(route)
+        return found
+
+    routes = in_order(app.router.routes)
+    assert len(routes) > 50 and any(r.path == "/v1/supervision/summary" for r in routes)
+    for route in routes:
+        path = re.sub(r"\{(\w+)(:\w+)?\}", lambda m: f"a-{m.group(1)}", route.path)
+        for method in route.methods:
+            first = next(r for r in routes if method in r.methods and r.path_regex.match(path))
+            assert first is route, f"{method} {route.path} is reached by {first.path} first"
