@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import math
 import os
@@ -706,19 +707,84 @@ def shaped_results(
 # 4. Endpoints: C clients for S seconds each.
 
 
-async def hammer(base_url: str, path: str, headers: dict[str, str], clients: int, seconds: float) -> dict[str, Any]:
-    """GET ``path`` from ``clients`` concurrent clients for ``seconds``: requests/s and latency."""
+def connections_by_process(parent: int, port: int) -> list[int]:
+    """How many established connections to ``port`` each child process of ``parent`` that listens on
+    it holds (uvicorn's workers, not its resource tracker), from /proc: the sockets by inode."""
+    established: set[str] = set()
+    listening: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                if fields[3] == "01":  # ESTABLISHED
+                    established.add(fields[9])  # the socket's inode
+                elif fields[3] == "0A":  # LISTEN
+                    listening.add(fields[9])
+    counts = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        if _parent_of(stat) != parent:
+            continue
+        inodes = set()
+        for fd in (stat.parent / "fd").glob("*"):
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        if inodes & listening:
+            counts.append(len(inodes & established))
+    return sorted(counts)
+
+
+def _parent_of(stat: Path) -> int | None:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+async def hammer(
+    base_url: str,
+    path: str,
+    headers: dict[str, str],
+    clients: int,
+    seconds: float,
+    *,
+    spread: Callable[[], list[int]] | None = None,
+) -> dict[str, Any]:
+    """GET ``path`` from ``clients`` concurrent clients for ``seconds``: requests/s and latency.
+
+    With ``spread`` (the connections each process of a several-process server holds), the
+    connections are opened again until no process holds more than one more than another, as a load
+    balancer would share them: opened at once, or one after the other, uvicorn's first worker to wake
+    took most of them (11 and 5, 4 and 12, all 16 in some tries against two processes), and the
+    busier one set the pace."""
     times: list[float] = []
     failures: dict[int, int] = defaultdict(int)
     # A connection per simulated client, C in all, each with the client of benchmarks/lean_http.py:
     # httpx's own CPU per request (about four times the floor app's) would set the floor's pace.
     https = [LeanHTTP(base_url, timeout=60, headers=headers) for _ in range(clients)]
+    shares: list[int] = []
     try:
-        # The connections open one after the other, untimed: opened all at once, the API's first
-        # process to wake took most of them (11 and 5, 4 and 12 of 16 in two tries against two
-        # processes), and the slower share set the gain from one process to two.
-        for http in https:
-            await http.get(path)
+        for attempt in range(30):
+            for http in https:  # opened one after the other, untimed
+                await http.get(path)
+                if attempt:
+                    await asyncio.sleep(0.02)  # each accepted before the next knocks
+            if spread is None:
+                break
+            shares = spread()
+            if sum(shares) == clients and shares[-1] - shares[0] <= 1:
+                break
+            for http in https:
+                await http.aclose()
+        else:
+            raise RuntimeError(f"{clients} connections not shared by the processes after 30 tries: {shares}")
         deadline = time.perf_counter() + seconds
 
         async def client(http: LeanHTTP) -> None:
@@ -738,6 +804,7 @@ async def hammer(base_url: str, path: str, headers: dict[str, str], clients: int
             await http.aclose()
     return {
         "path": path,
+        **({"connections_by_process": shares} if spread is not None else {}),
         "requests": len(times),
         "failures": dict(failures),
         "requests_per_second": round(len(times) / elapsed, 1),
@@ -822,7 +889,8 @@ async def two_processes(
             print(
                 f"endpoint {name}, two API processes: {clients} clients for {seconds:g} s", file=sys.stderr, flush=True
             )
-            found[name] = await hammer(url, path, headers, clients, seconds)
+            spread = functools.partial(connections_by_process, processes.running["api_2_processes"].pid, port)
+            found[name] = await hammer(url, path, headers, clients, seconds, spread=spread)
             one = results["endpoints"][name]["requests_per_second"]
             found[name]["gain_vs_one_process"] = round(found[name]["requests_per_second"] / one, 3) if one else 0.0
     return found

@@ -137,6 +137,7 @@ def test_the_benchmark_runs_end_to_end_and_writes_every_section(runs: dict[str, 
     assert set(results["two_processes"]) == {"case", "cases"}
     for name, endpoint in results["two_processes"].items():
         assert endpoint["failures"] == {} and endpoint["requests"] > 0 and endpoint["gain_vs_one_process"] > 0, name
+        assert endpoint["connections_by_process"] == [1, 1], "the two clients' connections, one per process"
 
 
 def test_the_scale_benchmark_runs_end_to_end_and_writes_every_step(runs: dict[str, Run]) -> None:

@@ -177,3 +177,40 @@ def test_a_head_is_read_with_its_names_in_lower_case() -> None:
         201,
         {"etag": '"3"', "x-two": "a: b"},
     )
+
+
+async def test_the_benchmark_shares_its_connections_among_the_servers_processes() -> None:
+    """``hammer`` against uvicorn with two workers: its connections are opened again until each
+    process holds half of them (``connections_by_process`` counts them from /proc)."""
+    from benchmarks.bench import connections_by_process, hammer
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "benchmarks.floor:app", "--port", str(port), "--workers", "2"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:  # both workers up and serving
+            try:
+                async with LeanHTTP(url) as probe:
+                    await probe.get("/")
+                if len(connections_by_process(proc.pid, port)) == 2:
+                    break
+            except LeanHTTPError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "uvicorn's workers did not start"
+            await asyncio.sleep(0.2)
+        async with LeanHTTP(url) as one:
+            assert (await one.get("/")).status_code == 200
+            assert sum(connections_by_process(proc.pid, port)) == 1
+        spread = lambda: connections_by_process(proc.pid, port)  # noqa: E731
+        found = await hammer(url, "/", {}, 8, 0.3, spread=spread)
+        assert found["connections_by_process"] == [4, 4]
+        assert found["requests"] > 0 and found["failures"] == {}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
