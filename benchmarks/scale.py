@@ -36,7 +36,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -53,6 +52,7 @@ from benchmarks.bench import (
     wait_for_line,
     wait_ready,
 )
+from benchmarks.lean_http import LeanHTTP
 from reintegration.db import CaseRecord, keyring_from_settings, make_engine
 from reintegration.settings import Settings
 from reintegration.temporal import connect, dev_server_command
@@ -187,7 +187,7 @@ async def restart_worker(processes: Processes, api_url: str, caller: Caller, cas
     ready = time.perf_counter() - started
     # A command on an open case: the worker must have its workflow back to answer.
     today = datetime.now(UTC).date().isoformat()
-    async with httpx.AsyncClient(base_url=api_url, timeout=120) as http:
+    async with LeanHTTP(api_url, timeout=120) as http:
         headers = caller.auth("supervisor", "sup-scale")
         taker = f"cw-restart-{uuid.uuid4().hex[:8]}"
         caller.auth("caseworker", taker)  # signed in: known to the users' directory
@@ -245,7 +245,7 @@ async def steps(
     temporal_db = settings.data_dir / "temporal.db"
     app_db = settings.data_dir / "reintegration.db"
     loaded = 0
-    async with httpx.AsyncClient(base_url=api_url) as http:
+    async with LeanHTTP(api_url) as http:
         caller = Caller(settings, http)
         supervisor = caller.auth("supervisor", "sup-scale")
         for total in args.cases:
