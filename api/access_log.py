@@ -4,24 +4,27 @@
 ``request.state.request_id`` (the audit trail records it) and binds it, with the method, to
 structlog's context. A client's own well-formed ``X-Request-ID`` is kept beside it
 (``client_request_id``), never instead: a client cannot choose the id the audit trail files its
-actions under, nor give two requests one id. ``bind_route`` (an application dependency) adds the route's path template
-and the case, workflow and task ids of the path. Neither a query string nor a body is ever logged:
+actions under, nor give two requests one id. Each line logged once the router has matched the
+request carries the route's path template and the case, workflow and task ids of its path
+(``route_fields``). Neither a query string nor a body is ever logged:
 both can hold personal data.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import uuid
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
 from starlette.routing import Mount, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import problem
+from reintegration.logs import request_fields
 from reintegration.tokens import Claims
 from workflows import ids
 
@@ -71,12 +74,21 @@ def bind_ids(*, case_id: str | None = None, task_id: str | None = None) -> None:
         structlog.contextvars.bind_contextvars(**bound)
 
 
-async def bind_route(request: Request) -> None:
-    """The route's path template and the ids in its path, for the handler's log lines."""
-    route = request.scope.get("route")
-    if route is not None:
-        structlog.contextvars.bind_contextvars(path=route.path)
-    bind_ids(case_id=request.path_params.get("case_id"), task_id=request.path_params.get("task_id"))
+def route_fields(scope: Scope) -> dict[str, str]:
+    """The route's path template and the case (and its workflow) and task ids in its path, once the
+    router has matched it: what each line logged while the request is served carries
+    (``reintegration.logs.request_fields``, asked for only when a line is logged)."""
+    fields: dict[str, str] = {}
+    template = routed_template(scope)
+    if template is not None:
+        fields["path"] = template
+    params = scope.get("path_params") or {}
+    case_id, task_id = params.get("case_id"), params.get("task_id")
+    if isinstance(case_id, str) and _ID.fullmatch(case_id):
+        fields.update(case_id=case_id, workflow_id=ids.workflow_id(case_id))
+    if isinstance(task_id, str) and _ID.fullmatch(task_id):
+        fields["task_id"] = task_id
+    return fields
 
 
 class RequestContext:
@@ -118,6 +130,9 @@ class RequestContext:
         structlog.contextvars.bind_contextvars(request_id=request_id, method=scope["method"])
         if client_request_id:
             structlog.contextvars.bind_contextvars(client_request_id=client_request_id)
+        # Where the lines logged from here on find the route and the ids of its path, once routed:
+        # an application dependency bound them to the context before, at 35 µs a request (in process).
+        fields = request_fields.set(functools.partial(route_fields, scope))
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
@@ -141,6 +156,7 @@ class RequestContext:
             )
             structlog.contextvars.clear_contextvars()
             structlog.contextvars.bind_contextvars(**outer)
+            request_fields.reset(fields)
 
     def _template(self, scope: Scope) -> str:
         """The route's path template, never the path as sent (nor its query string)."""

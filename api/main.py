@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio
 import structlog
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -42,7 +42,7 @@ from api import (
     users,
     worklist,
 )
-from api.access_log import RequestContext, bind_route
+from api.access_log import RequestContext
 from api.metrics import install as install_metrics
 from api.schemas import Problem
 from api.supervision import KeptSummaries
@@ -109,7 +109,6 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
         version="1.0.0",
         summary="Durable case journeys for the assistance and reintegration of victims of trafficking",
         lifespan=lifespan,
-        dependencies=[Depends(bind_route)],
     )
     app.state.tracer_provider = tracer_provider
     app.state.verified_tokens = deps.VerifiedTokens(ttl_seconds=settings.verified_token_seconds)

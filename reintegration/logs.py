@@ -6,8 +6,9 @@ import io
 import logging
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import ClassVar, TextIO
 
@@ -158,11 +159,26 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+# What the request being served adds to each line logged while it is (the API's route and the ids
+# in its path, ``api.access_log``): asked for only when a line is logged, so that a request that
+# logs nothing but its access line pays for nothing else. Fields bound to the context win.
+request_fields: ContextVar[Callable[[], dict[str, str]] | None] = ContextVar("request_fields", default=None)
+
+
+def _add_request_fields(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    fields = request_fields.get()
+    if fields is not None:
+        for key, value in fields().items():
+            event.setdefault(key, value)
+    return event
+
+
 # Every line the process writes, structlog's own and the standard library's (uvicorn, Temporal's
 # SDK, SQLAlchemy, httpx), goes through these: one JSON object a line, personal keys redacted,
 # exceptions by type.
 _SHARED: list[structlog.typing.Processor] = [
     structlog.contextvars.merge_contextvars,
+    _add_request_fields,
     structlog.processors.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
     _exception_by_type,  # first: the redaction would copy the exception's tuple into a list
