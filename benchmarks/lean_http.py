@@ -8,12 +8,14 @@ about 0.12 ms (measured the same way), so the servers' own costs set what is mea
 Temporal's client is Temporal's own (its core in Rust) in every run.
 
 It does what the benchmark's clients ask of it, nothing more: ``get``/``post`` with a JSON body,
-headers and query parameters, a response with ``status_code``, ``headers``, ``text`` and
-``json()`` (what tests/journey.py's ``Journey`` reads), bodies by Content-Length or chunked. A
-request sent on a kept-alive connection the server had closed while it was idle is sent again once
-on a new one, as long as no byte of an answer came back (the server never read it); any other
-broken connection is an error. Not for use outside the benchmarks: no TLS, no redirects, no
-proxies, no cookies.
+headers and query parameters, a response with ``status_code``, ``headers`` (names in lower case),
+``text`` and ``json()`` (what tests/journey.py's ``Journey`` reads), bodies by Content-Length or
+chunked, interim (1xx) answers skipped. A kept-alive connection the server has closed while it was
+idle (uvicorn does after 5 s) is replaced before a request is sent on it. A request is sent again,
+once, on a new connection only if it is a GET that got no byte of an answer on a reused connection:
+a POST that got none may still have been read and acted on, so it is an error. Any other broken
+connection, a timeout or a cancellation drops the connection (the next request opens another) and
+is an error. Not for use outside the benchmarks: no TLS, no redirects, no proxies, no cookies.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 NO_BODY = (204, 304)  # answers that never have a body
+SAFE_TO_REPEAT = frozenset({"GET", "HEAD"})  # sent again after a reused connection closed unanswered
+OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding"})  # the client writes these itself
 
 
 class LeanHTTPError(Exception):
@@ -66,6 +70,7 @@ class LeanHTTP:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()  # one request at a time on the one connection
+        self._closed = False
 
     async def __aenter__(self) -> LeanHTTP:
         return self
@@ -74,13 +79,25 @@ class LeanHTTP:
         await self.aclose()
 
     async def aclose(self) -> None:
-        writer, self._reader, self._writer = self._writer, None, None
+        """Close the connection; the client takes no request after it."""
+        self._closed = True
+        await self.disconnect()
+
+    async def disconnect(self) -> None:
+        """Close the connection; the next request opens another."""
+        writer = self._writer
+        self._drop()
         if writer is not None:
-            writer.close()
             try:
                 await writer.wait_closed()
             except OSError:
                 pass
+
+    def _drop(self) -> None:
+        """Let the connection go (the next request opens another)."""
+        writer, self._reader, self._writer = self._writer, None, None
+        if writer is not None:
+            writer.close()
 
     async def get(
         self, path: str, *, headers: Mapping[str, str] | None = None, params: Mapping[str, Any] | None = None
@@ -101,8 +118,8 @@ class LeanHTTP:
         self, method: str, path: str, json: Any, headers: Mapping[str, str] | None, params: Mapping[str, Any] | None
     ) -> bytes:
         """The request as it goes on the wire."""
-        if not path.startswith("/"):
-            raise ValueError(f"a path from the root, not {path!r}")
+        if not path.startswith("/") or any(c <= " " or c == "\x7f" for c in path):
+            raise ValueError(f"a path from the root, without spaces or control characters, not {path!r}")
         target = f"{path}?{urlencode(params, doseq=True)}" if params else path
         body = b"" if json is None else jsonlib.dumps(json, separators=(",", ":")).encode()
         lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(body)}"]
@@ -111,6 +128,8 @@ class LeanHTTP:
         for name, value in {**self.headers, **(headers or {})}.items():
             if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
                 raise ValueError(f"a header may not hold a line break: {name!r}")
+            if name.lower() in OWN_HEADERS:
+                raise ValueError(f"{name} is written by the client itself")
             lines.append(f"{name}: {value}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
@@ -125,34 +144,45 @@ class LeanHTTP:
     ) -> Response:
         data = self.encode(method, path, json, headers, params)
         async with self._lock:
+            if self._closed:
+                raise LeanHTTPError("this client is closed")
             began = time.perf_counter()
             try:
                 async with asyncio.timeout(self.timeout):
-                    response = await self._exchange(data)
+                    response = await self._exchange(method, data)
             except TimeoutError:
-                await self.aclose()
+                self._drop()
                 raise LeanHTTPError(f"{method} {path}: no answer within {self.timeout:g} s") from None
+            except BaseException:
+                # Cancelled, or broken: an answer left unread would be taken for the next request's.
+                self._drop()
+                raise
             if self.on_response is not None:
                 self.on_response(method, path, time.perf_counter() - began)
             return response
 
-    async def _exchange(self, data: bytes) -> Response:
+    async def _exchange(self, method: str, data: bytes) -> Response:
+        reader, writer = self._reader, self._writer
+        if reader is not None and writer is not None and (reader.at_eof() or writer.is_closing()):
+            self._drop()  # closed by the server while idle: nothing was sent on it
         reused = self._writer is not None
         if not reused:
             await self._connect()
         try:
             return await self._send(data)
         except _ClosedBeforeAnswer:
-            await self.aclose()
+            self._drop()
             if not reused:
                 raise LeanHTTPError("the server closed a new connection without an answer") from None
-        # The server had closed the idle connection (uvicorn does after a few seconds): it never read
-        # the request. Once more, on a new one.
-        await self._connect()
+            if method not in SAFE_TO_REPEAT:
+                raise LeanHTTPError(
+                    f"the connection closed before any answer; a {method} is not sent again (it may have been read)"
+                ) from None
+        await self._connect()  # a GET, on a connection the server closed as it was sent: once more
         try:
             return await self._send(data)
         except _ClosedBeforeAnswer:
-            await self.aclose()
+            self._drop()
             raise LeanHTTPError("the server closed a new connection without an answer") from None
 
     async def _connect(self) -> None:
@@ -171,21 +201,25 @@ class LeanHTTP:
         except asyncio.IncompleteReadError as exc:
             if not exc.partial:
                 raise _ClosedBeforeAnswer from None
-            await self.aclose()
+            self._drop()
             raise LeanHTTPError("the connection broke in the middle of an answer's head") from None
         except (ConnectionResetError, BrokenPipeError):
             raise _ClosedBeforeAnswer from None
         except (OSError, asyncio.LimitOverrunError) as exc:
-            await self.aclose()
+            self._drop()
             raise LeanHTTPError(f"the connection broke: {exc}") from None
         try:
             status, headers = parse_head(head)
-            content = b"" if status in NO_BODY or 100 <= status < 200 else await self._body(reader, headers)
-        except (asyncio.IncompleteReadError, OSError, ValueError) as exc:
-            await self.aclose()
+            while 100 <= status < 200:  # interim answers (100 Continue, 103 Early Hints): the final one follows
+                if status == 101:
+                    raise ValueError("a switch of protocols")
+                status, headers = parse_head(await reader.readuntil(b"\r\n\r\n"))
+            content = b"" if status in NO_BODY else await self._body(reader, headers)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError, ValueError) as exc:
+            self._drop()
             raise LeanHTTPError(f"a broken answer: {exc}") from None
         if headers.get("connection", "").lower() == "close":
-            await self.aclose()
+            self._drop()
         return Response(status, headers, content)
 
     @staticmethod

@@ -107,6 +107,42 @@ async def test_a_chunked_answer_is_read_whole() -> None:
         assert (await http.get("/")).json() == {"a": 1}
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_reused_connection_closed_unanswered_sends_a_get_again_never_a_post(method: str) -> None:
+    """The server reads the second request on a connection and closes it without a word: it may have
+    acted on it. A GET goes once more, on a new connection; a POST is an error, sent once."""
+    received: list[bytes] = []
+
+    async def second_request_unanswered(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append((await read_request(reader)).split(b" ")[1])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        received.append((await read_request(reader)).split(b" ")[1])
+        writer.close()
+
+    async with raw_server(second_request_unanswered) as url, LeanHTTP(url) as http:
+        assert (await http.request(method, "/1")).text == "ok"
+        if method == "GET":
+            assert (await http.get("/2")).text == "ok"
+            assert received == [b"/1", b"/2", b"/2"]
+        else:
+            with pytest.raises(LeanHTTPError, match="a POST is not sent again"):
+                await http.post("/2", json={})
+            assert received == [b"/1", b"/2"]
+
+
+async def test_interim_answers_are_skipped() -> None:
+    async def early_hints(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone")
+        await writer.drain()
+
+    async with raw_server(early_hints) as url, LeanHTTP(url) as http:
+        answer = await http.post("/", json={})
+        assert (answer.status_code, answer.text) == (201, "done")
+
+
 @pytest.mark.parametrize(
     "answer",
     [
@@ -115,10 +151,15 @@ async def test_a_chunked_answer_is_read_whole() -> None:
         b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",  # broken in the middle of the body
         b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",  # not HTTP/1.1
         b"HTTP/1.1 200 OK\r\n\r\nno length",  # neither Content-Length nor chunks
+        b"HTTP/1.1 101 Switching Protocols\r\n\r\n",  # not what a request of ours asks for
     ],
 )
-async def test_a_broken_answer_is_an_error_and_the_connection_is_dropped(answer: bytes) -> None:
+async def test_a_broken_answer_is_an_error_sent_once_and_the_connection_is_dropped(answer: bytes) -> None:
+    connections = 0
+
     async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
         await read_request(reader)
         writer.write(answer)
         await writer.drain()
@@ -128,6 +169,34 @@ async def test_a_broken_answer_is_an_error_and_the_connection_is_dropped(answer:
         with pytest.raises(LeanHTTPError):
             await http.get("/")
         assert http._writer is None
+    assert connections == 1, "a new connection's request is never sent again"
+
+
+async def test_a_cancelled_request_leaves_no_answer_behind_for_the_next() -> None:
+    async def echo_slowly(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                path = (await read_request(reader)).split(b" ")[1]
+            except asyncio.IncompleteReadError:
+                return
+            if path == b"/slow":
+                await asyncio.sleep(0.3)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(path), path))
+            await writer.drain()
+
+    async with raw_server(echo_slowly) as url, LeanHTTP(url) as http:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(http.get("/slow"), 0.1)
+        await asyncio.sleep(0.4)  # the slow answer has arrived, on the connection given up
+        assert (await http.get("/fast")).text == "/fast"
+
+
+async def test_a_closed_client_takes_no_request(floor_url: str) -> None:
+    http = LeanHTTP(floor_url)
+    assert (await http.get("/")).status_code == 200
+    await http.aclose()
+    with pytest.raises(LeanHTTPError, match="closed"):
+        await http.get("/")
 
 
 async def test_a_server_that_does_not_answer_in_time_is_an_error() -> None:
@@ -157,6 +226,11 @@ def test_a_header_or_a_path_that_would_break_the_request_is_refused() -> None:
         http.encode("GET", "/", None, {"X-A": "b\r\nX-Injected: c"}, None)
     with pytest.raises(ValueError, match="from the root"):
         http.encode("GET", "v1/cases", None, None, None)
+    with pytest.raises(ValueError, match="without spaces or control characters"):
+        http.encode("GET", "/v1/cases HTTP/1.1\r\nX-Injected: c", None, None, None)
+    for own in ("Host", "content-length", "Transfer-Encoding"):
+        with pytest.raises(ValueError, match="written by the client itself"):
+            http.encode("GET", "/", None, {own: "1"}, None)
     assert http.encode("POST", "/x", {"a": [1]}, {"X-A": "b"}, {"n": [1, 2]}) == (
         b"POST /x?n=1&n=2 HTTP/1.1\r\nHost: 127.0.0.1:1\r\nContent-Length: 9\r\n"
         b'Content-Type: application/json\r\nX-A: b\r\n\r\n{"a":[1]}'
@@ -208,7 +282,7 @@ async def test_the_benchmark_shares_its_connections_among_the_servers_processes(
             assert (await one.get("/")).status_code == 200
             assert sum(connections_by_process(proc.pid, port)) == 1
         spread = lambda: connections_by_process(proc.pid, port)  # noqa: E731
-        found = await hammer(url, "/", {}, 8, 0.3, spread=spread)
+        found = await hammer(url, "/", {}, 8, 0.3, spread=spread, processes=2)
         assert found["connections_by_process"] == [4, 4]
         assert found["requests"] > 0 and found["failures"] == {}
     finally:
