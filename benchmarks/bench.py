@@ -53,7 +53,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -93,7 +92,7 @@ from reintegration.db import make_engine
 from reintegration.settings import Settings
 from reintegration.temporal import connect, dev_server_command
 from reintegration.tokens import Claims, mint
-from tests.conftest import Stack
+from tests.conftest import Stack, free_port
 from tests.journey import Journey
 from workflows.ids import case_workflows_query
 from workflows.journey import PROJECTION_HEARTBEAT
@@ -111,13 +110,6 @@ TARGETS = {
     "stalled_p95_vs_floor_p95": ("stalled list p95 / floor p95", "<=", 5.0),
     "summary_p95_vs_floor_p95": ("summary p95 / floor p95", "<=", 5.0),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def percentile(values: list[float], q: float) -> float:

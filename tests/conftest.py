@@ -5,6 +5,7 @@ PostgreSQL for the production path), the worker, and the API served over HTTP on
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import uuid
 import warnings
@@ -43,10 +44,40 @@ NAMESPACE = "reintegration"
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres?connect_timeout=10"
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for ``bind(0)`` (Linux's default when it cannot be read)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now on 127.0.0.1, below the kernel's range of ephemeral ports, and never the same
+    twice in this process. A server started on it binds it only a moment later, and Temporal's
+    development server meanwhile picks its own ports (its HTTP API's, its services') by ``bind(0)``:
+    picked from that same range, ours was taken from under it, twice in one run of the suite
+    ("bind: address already in use" on its HTTP API, the server never answering)."""
+    low, _ = _ephemeral_ports()
+    first = 10000 if low > 12000 else 1024
+    for _ in range(500):
+        port = random.randrange(first, low) if low - first > 1000 else 0
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 @pytest.fixture(scope="session")
