@@ -4,7 +4,6 @@ documents' stream encryption: whole or nothing stored, tampering and truncation 
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,14 +14,9 @@ from moto.server import ThreadedMotoServer
 from reintegration import documents
 from reintegration.blobs import BlobMissing, BlobStore, LocalBlobStore, S3BlobStore
 from reintegration.crypto import DataKey
+from tests.conftest import free_port
 
 BUCKET = "reintegration-documents"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -5,44 +5,28 @@ would not do on demand (closing an idle connection, chunked bodies, broken answe
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from benchmarks.lean_http import LeanHTTP, LeanHTTPError, parse_head
-from tests.conftest import free_port
+from tests.conftest import free_port, served
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def floor_url() -> Iterator[str]:
-    """The floor app (benchmarks/floor.py) under uvicorn, as ``make bench`` serves it."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "benchmarks.floor:app", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the floor app did not start"
-                assert proc.poll() is None, "the floor app exited"
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+@pytest.fixture
+async def floor_url() -> AsyncIterator[str]:
+    """The floor app (benchmarks/floor.py) under uvicorn, with h11 as ``make bench`` serves it."""
+    from benchmarks.floor import app
+
+    async with served(app) as url:
+        yield url
 
 
 async def test_it_speaks_to_uvicorn_on_one_kept_alive_connection(floor_url: str) -> None:
