@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -22,7 +23,7 @@ from activities.mail import MailActivities
 from activities.notifications import LogChannel, NotificationActivities, WebhookChannel
 from activities.read_model import ReadModelActivities
 from activities.reassignment import ReassignmentActivities
-from reintegration import anchor, heap, inbox, metrics, tracing
+from reintegration import affinity, anchor, heap, inbox, metrics, tracing
 from reintegration.crypto import Keyring
 from reintegration.db import keyring_from_settings, make_engine
 from reintegration.logs import configure_logging
@@ -171,6 +172,13 @@ async def main() -> None:
     os.umask(0o077)  # what the worker creates (a SQLite database, say) is its owner's only
     settings = get_settings()
     configure_logging()
+    # On a CPU of its own, before any thread starts (the SDK runs workflow tasks in threads of its
+    # own, the projections in asyncio's): ``reintegration.affinity``.
+    try:
+        affinity.pin_process(settings.cpu_affinity)
+    except affinity.AffinityError as exc:
+        print(f"worker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     # Traces (REINTEGRATION_TRACING): the client's interceptor gives the worker its workflow and
     # activity spans, and the activities' own client calls their place in the same trace.
     tracer_provider = tracing.configure_tracing(settings, service_name=tracing.WORKER_SERVICE)

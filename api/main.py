@@ -48,7 +48,7 @@ from api.schemas import Problem
 from api.supervision import KeptSummaries
 from api.web import app as workspace
 from api.web import sessions as web_sessions
-from reintegration import agencies, heap, person_index, tracing
+from reintegration import affinity, agencies, heap, person_index, tracing
 from reintegration import case_facts as case_facts_store
 from reintegration.blobs import blob_store
 from reintegration.db import keyring_from_settings, make_engine
@@ -221,3 +221,11 @@ async def _connect(app: FastAPI, settings: Settings) -> None:
 # module and log before the lifespan runs, and `log_config=None` leaves them no handler of uvicorn's.
 configure_logging()
 app = create_app()
+
+
+def served() -> FastAPI:
+    """The app as ``reintegration api`` serves it, called by uvicorn in each of its processes: the
+    process first takes a CPU of its own (``reintegration.affinity``), before the lifespan starts
+    any thread (the database's, Temporal's client's), which then run on it too."""
+    affinity.pin_process(get_settings().cpu_affinity)
+    return app

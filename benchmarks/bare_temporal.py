@@ -173,6 +173,11 @@ class ShapedStage(_Shaped):
 
 
 async def main() -> None:
+    # On the CPUs the benchmark gives it (the real worker's), as the real worker runs on its own.
+    # Imported here: the workflows above run in the SDK's sandbox, which re-imports this module.
+    from reintegration import affinity
+
+    affinity.pin_process(os.environ.get("REINTEGRATION_CPU_AFFINITY", affinity.OFF))
     client = await Client.connect(os.environ["BENCH_TEMPORAL_ADDRESS"], namespace=os.environ["BENCH_NAMESPACE"])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -25,13 +25,16 @@ process), and measures:
 5. histories (events and payload bytes per journey), the peak RSS and CPU seconds of the
    Temporal server, the worker and the API, and the requests Temporal served in each phase (its
    own metrics);
-6. the API in two processes (uvicorn's workers) on the same database: GET of a case and the case
-   list again, for the gain from one process to two;
+6. the API in two processes (uvicorn's workers) on the same database, the one API process and the
+   worker stopped first: GET of a case and the case list again, for the gain from one process to two;
 
 then prints one table with the ratios of issue 13's targets and writes everything to ``--out``.
 Every client of the API is benchmarks/lean_http.py's, on one kept-alive connection each: on these
 shared cores, a client's own CPU per request is taken from the servers (httpx's was four times the
 floor app's, and it, not the server, set the floor's pace).
+The API and the worker each take a CPU of their own as they start (``reintegration.affinity``, the
+default); the floor then runs on the API's, the bare worker on the worker's, and so do the two API
+processes of (6), one CPU each (the table's "CPUs" line).
 Rate limits are raised for the run (the limiter still runs): it measures the pipeline, not the
 limit. Everything it writes is in the temporary folder, removed at the end (also on Ctrl-C), and
 all its traffic goes to 127.0.0.1.
@@ -164,6 +167,21 @@ class Processes:
             cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime and stime, fields 14 and 15
             found[name] = {"peak_rss_mib": round(peak_kib / 1024, 1), "cpu_seconds": round(cpu, 2)}
         return found
+
+    def stop(self, name: str) -> None:
+        """Stop one process of the stack (its log stays) and forget it."""
+        proc = self.running.pop(name)
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def cpus(self, name: str) -> str:
+        """The CPUs a running process may run on, as ``taskset -c`` writes them (``0``, ``0-1``):
+        where ``reintegration.affinity`` put it."""
+        return cpus_allowed(Path(f"/proc/{self.running[name].pid}"))
 
     def stop_all(self) -> None:
         for proc in reversed(self.running.values()):
@@ -702,6 +720,17 @@ def shaped_results(
 def connections_by_process(parent: int, port: int) -> list[int]:
     """How many established connections to ``port`` each child process of ``parent`` that listens on
     it holds (uvicorn's workers, not its resource tracker), from /proc: the sockets by inode."""
+    return sorted(count for _, count in _serving_children(parent, port))
+
+
+def cpus_of_serving(parent: int, port: int) -> list[str]:
+    """The CPUs each child process of ``parent`` that listens on ``port`` may run on."""
+    return sorted(cpus_allowed(proc) for proc, _ in _serving_children(parent, port))
+
+
+def _serving_children(parent: int, port: int) -> list[tuple[Path, int]]:
+    """Each child process of ``parent`` that listens on ``port`` (its /proc folder), with the
+    established connections to ``port`` it holds."""
     established: set[str] = set()
     listening: set[str] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -716,7 +745,7 @@ def connections_by_process(parent: int, port: int) -> list[int]:
                     established.add(fields[9])  # the socket's inode
                 elif fields[3] == "0A":  # LISTEN
                     listening.add(fields[9])
-    counts = []
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         if _parent_of(stat) != parent:
             continue
@@ -729,8 +758,14 @@ def connections_by_process(parent: int, port: int) -> list[int]:
             if target.startswith("socket:["):
                 inodes.add(target[8:-1])
         if inodes & listening:
-            counts.append(len(inodes & established))
-    return sorted(counts)
+            found.append((stat.parent, len(inodes & established)))
+    return found
+
+
+def cpus_allowed(proc: Path) -> str:
+    """The CPUs the process of ``/proc/<pid>`` may run on, as ``taskset -c`` writes them."""
+    status = (proc / "status").read_text()
+    return next(line.split(":", 1)[1].strip() for line in status.splitlines() if line.startswith("Cpus_allowed_list"))
 
 
 def _parent_of(stat: Path) -> int | None:
@@ -863,7 +898,11 @@ async def two_processes(
     processes: Processes, settings: Settings, results: dict[str, Any], clients: int, seconds: float
 ) -> dict[str, Any]:
     """The API again, in two processes (``REINTEGRATION_API_PROCESSES=2``) on the same database and
-    Temporal: the reads of the endpoints' phase, for the gain from one process to two."""
+    Temporal: the reads of the endpoints' phase, for the gain from one process to two. The one API
+    process and the worker are stopped first (their phases are over): each of the two then takes
+    a CPU of its own, as the one did."""
+    processes.stop("api")
+    processes.stop("worker")
     port = free_port()
     processes.start(
         "api_2_processes",
@@ -889,6 +928,8 @@ async def two_processes(
             found[name] = await hammer(url, path, headers, clients, seconds, spread=spread, processes=2)
             one = results["endpoints"][name]["requests_per_second"]
             found[name]["gain_vs_one_process"] = round(found[name]["requests_per_second"] / one, 3) if one else 0.0
+    # Read once they have served: each takes its CPU as it loads the app.
+    results["cpus_by_process"]["api_2_processes"] = cpus_of_serving(processes.running["api_2_processes"].pid, port)
     return found
 
 
@@ -1061,6 +1102,11 @@ def table(results: dict[str, Any]) -> str:
     lines += ["", f"{'process':<34} {'peak RSS MiB':>14} {'CPU s':>8}"]
     for name, usage in results["processes"].items():
         lines.append(f"{name:<34} {usage['peak_rss_mib']:>14.1f} {usage['cpu_seconds']:>8.1f}")
+    if cpus := results.get("cpus_by_process"):
+        lines.append(
+            "CPUs: "
+            + ", ".join(f"{name} {cpu if isinstance(cpu, str) else ' and '.join(cpu)}" for name, cpu in cpus.items())
+        )
     lines += ["", f"{'ratio':<52} {'value':>7} {'target':>8}"]
     for r in results["ratios"].values():
         verdict = "" if r["met"] is None else "PASS" if r["met"] else "MISS"
@@ -1084,23 +1130,36 @@ async def measure(
     raw = await connect(settings, keyring=None, attempts=240, delay=0.5)  # histories as stored
     processes.start("worker", [sys.executable, "-m", "worker"])
     processes.start("api", [sys.executable, "-m", "reintegration.cli", "api"])
+    api_url, floor_url = f"http://127.0.0.1:{settings.api_port}", f"http://127.0.0.1:{floor_port}"
+    await wait_ready(f"{api_url}/ready", processes)
+    await wait_for_line(processes.logs / "worker.log", "worker started", processes)
+    # The API and the worker each took a CPU of their own as they started (``reintegration.affinity``,
+    # the default), unless other processes of this machine had them all. The baselines run as they
+    # do: the floor on the API's CPUs, the bare worker on the worker's.
+    cpus = {"api": processes.cpus("api"), "worker": processes.cpus("worker")}
+    everywhere = processes.cpus("temporal")  # left to the kernel
+    cpus["floor"], cpus["bare_worker"] = cpus["api"], cpus["worker"]
     processes.start(
         "bare_worker",
         [sys.executable, "-m", "benchmarks.bare_temporal"],
         BENCH_TEMPORAL_ADDRESS=settings.temporal_address,
         BENCH_NAMESPACE=settings.temporal_namespace,
+        REINTEGRATION_CPU_AFFINITY="off" if cpus["worker"] == everywhere else cpus["worker"],
     )
-    processes.start("floor", [sys.executable, "-m", "benchmarks.floor"], REINTEGRATION_API_PORT=str(floor_port))
-    api_url, floor_url = f"http://127.0.0.1:{settings.api_port}", f"http://127.0.0.1:{floor_port}"
-    await wait_ready(f"{api_url}/ready", processes)
+    processes.start(
+        "floor",
+        [sys.executable, "-m", "benchmarks.floor"],
+        REINTEGRATION_API_PORT=str(floor_port),
+        REINTEGRATION_CPU_AFFINITY="off" if cpus["api"] == everywhere else cpus["api"],
+    )
     await wait_ready(f"{floor_url}/", processes)
-    await wait_for_line(processes.logs / "worker.log", "worker started", processes)
     await wait_for_line(processes.logs / "bare_worker.log", "bare worker started", processes)
     print(f"stack ready in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
 
     results: dict[str, Any] = {
         "arguments": {"journeys": args.journeys, "clients": args.clients, "seconds": args.seconds},
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "cpus_by_process": {**cpus, "temporal": everywhere},
         "cpu_seconds_by_phase": {},
         "temporal_requests_by_phase": {},
     }

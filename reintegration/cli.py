@@ -211,7 +211,7 @@ def _db(what: str) -> int:
 def _i18n(what: str) -> int:
     import importlib
 
-    # Loaded by name, as `reintegration api` serves "api.main:app": the command line does not import
+    # Loaded by name, as `reintegration api` serves "api.main:served": the command line does not import
     # the web layer (tests/test_layers.py), and the other commands start without it.
     catalogues = importlib.import_module("api.web.i18n")
     if what == "update":
@@ -255,6 +255,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 def serve_api() -> int:
     import uvicorn
 
+    from reintegration import affinity
     from reintegration.logs import configure_logging
     from reintegration.metrics import shared_across_processes
     from reintegration.stack import restrict_files
@@ -262,8 +263,14 @@ def serve_api() -> int:
     restrict_files()
     configure_logging()
     settings = get_settings()
+    try:
+        affinity.named_cpus(settings.cpu_affinity)  # each process takes them as it starts
+    except affinity.AffinityError as exc:
+        print(f"reintegration api: {exc}", file=sys.stderr)
+        return 2
     with shared_across_processes(settings.api_processes):  # /metrics answers for every process
-        uvicorn.run("api.main:app", **uvicorn_options(settings))
+        # A factory: each process takes a CPU of its own first (``api.main.served``).
+        uvicorn.run("api.main:served", factory=True, **uvicorn_options(settings))
     return 0
 
 

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from temporalio.envconfig import ClientConfigProfile
 
+from reintegration import affinity
 from reintegration.crypto import is_development_kek_file
 from reintegration.vault import is_vault_name as vault_name
 from workflows.model import JourneyConfig
@@ -275,6 +276,12 @@ class Settings(BaseSettings):
     # unwrapping by Vault, on a cache miss, runs in these threads; a Vault that stayed silent is then
     # left alone for its timeout and asked by one call at a time: ``reintegration.vault``).
     api_threads: int = Field(default=2, ge=1, le=256)
+    # Each Python process of the stack (each API process, the worker) on one CPU of its own: ``auto``
+    # takes one no other process of this machine took, ``off`` leaves it to the kernel, a list
+    # (``0``, ``1-3``) names them. Threads of one process on two CPUs hand work over at several times
+    # the cost (a case read 1.65-1.99 -> 1.02-1.07 ms of the API's CPU, `make bench`). Containers:
+    # ``off`` (docker-compose.yml), each sees only its own claims. See ``reintegration.affinity``.
+    cpu_affinity: str = "auto"
     # A token bucket per verified subject (per client address without a valid token), for all the
     # API's processes together (see api_processes).
     rate_limit_per_minute: int = Field(default=600, ge=1)
@@ -386,6 +393,14 @@ class Settings(BaseSettings):
         # TLS file "." that cannot be read, production counting itself authenticated). Only these
         # optional values: an empty REINTEGRATION_ENVIRONMENT, say, stays an error, never a default.
         return None if value == "" else value
+
+    @field_validator("cpu_affinity")
+    @classmethod
+    def _check_cpu_affinity(cls, value: str) -> str:
+        try:
+            return affinity.check_setting(value)
+        except ValueError as exc:
+            raise ValueError(f"REINTEGRATION_CPU_AFFINITY is auto, off or a CPU list: {exc}") from None
 
     @field_validator("metrics_token_file", "worker_metrics_port", mode="before")
     @classmethod

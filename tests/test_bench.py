@@ -4,6 +4,7 @@ the machines are shared and noisy, and the benchmark's numbers are for people to
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -42,9 +43,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
     started = {}
     for name, arguments in RUNS.items():
         out = folder / f"{name}.json"
+        # Each benchmark's processes claim CPUs apart from the other's (``reintegration.affinity``
+        # notes its claims under the temporary folder), as if each had the machine to itself.
+        claims = folder / f"{name}-tmp"
+        claims.mkdir()
         process = subprocess.Popen(
             [sys.executable, "-m", *arguments, "--out", str(out)],
             cwd=ROOT,
+            env={**os.environ, "TMPDIR": str(claims)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -138,6 +144,15 @@ def test_the_benchmark_runs_end_to_end_and_writes_every_section(runs: dict[str, 
     for name, endpoint in results["two_processes"].items():
         assert endpoint["failures"] == {} and endpoint["requests"] > 0 and endpoint["gain_vs_one_process"] > 0, name
         assert endpoint["connections_by_process"] == [1, 1], "the two clients' connections, one per process"
+
+    # Each Python process on a CPU of its own, the baselines on their counterparts' (reintegration.affinity).
+    cpus = results["cpus_by_process"]
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) >= 2:
+        assert {cpus["api"], cpus["worker"]} == {str(allowed[0]), str(allowed[1])}, cpus
+        assert cpus["floor"] == cpus["api"] and cpus["bare_worker"] == cpus["worker"], cpus
+        assert sorted(cpus["api_2_processes"], key=int) == [str(allowed[0]), str(allowed[1])], cpus
+        assert f"CPUs: api {cpus['api']}, worker {cpus['worker']}" in stdout
 
 
 def test_the_scale_benchmark_runs_end_to_end_and_writes_every_step(runs: dict[str, Run]) -> None:

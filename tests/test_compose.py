@@ -260,6 +260,8 @@ def test_the_file_starts_production_without_editing(tmp_path, monkeypatch, optio
         anchorer_from_settings(settings, None, httpx.AsyncClient())  # type: ignore[arg-type]
         assert settings.audit_anchor_webhook_url == optional.get("REINTEGRATION_AUDIT_ANCHOR_WEBHOOK_URL")
         assert settings.tracing is (optional.get("REINTEGRATION_TRACING") == "true")
+        # Containers do not see each other's claims on CPUs: none pins itself unless told which.
+        assert settings.cpu_affinity == "off"
     assert services["api"]["environment"]["REINTEGRATION_API_REPLICAS"] == values["API_REPLICAS"]
     # The proxy serves (and gets its certificate for) the host the workspace's address names.
     assert services["proxy"]["environment"]["PUBLIC_HOST"] == values["REINTEGRATION_PUBLIC_URL"].split("//")[1]
