@@ -208,6 +208,8 @@ def clean_environment(data_dir: Path, temporal_port: int, api_port: int) -> dict
             "REINTEGRATION_RATE_LIMIT_PER_MINUTE": str(10**8),
             "REINTEGRATION_RATE_LIMIT_BURST": str(10**7),
             "REINTEGRATION_CODEC_SESSION": secrets.token_urlsafe(24),
+            # As `reintegration run` starts them: the worker and the API on a CPU each (reintegration.affinity).
+            "REINTEGRATION_CPU_AFFINITY": "auto",
         }
     )
     return env

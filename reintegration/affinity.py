@@ -6,19 +6,24 @@ and each projection in another. When those threads sit on different CPUs, every 
 sleeping CPU and moves the interpreter's lock and the request's data from one CPU's caches to the
 other's. Measured on a 2-CPU virtual machine (``make bench``, and a hand-over of no work in a
 loop): a hand-over cost 125-155 µs of CPU, 26-46 µs with the process on one CPU, and a case read
-1.65-1.99 ms of the API's CPU, 1.02-1.07 ms pinned. The process loses nothing it used: its Python
-ran on one CPU at a time anyway, and the engine (Temporal, the database) keeps every CPU.
+1.65-1.99 ms of the API's CPU, 1.02-1.07 ms pinned. What a pinned process gives up is the work its
+threads did without the interpreter's lock at the same time on another CPU (SQLite's, the
+encryption's, the Temporal SDK's core in Rust): measured, a net gain in the API and the worker
+alike. Temporal's server and the database are left to the kernel, on every CPU.
 
-- ``auto`` (the default): the process takes the first CPU it may run on that no other process of
-  this user on this machine has taken (a lock file held for the process's life, in
-  ``lock_folder()``; the kernel releases it when the process ends, however it ends). When every
-  CPU is taken, or the process may run on one CPU only, it is left as it is.
-- ``off``: left as it is.
+- ``off`` (the default): left as it is.
+- ``auto`` (what ``reintegration run`` gives the worker and the API it starts): the process takes
+  the first CPU it may run on that no other process sharing its temporary folder (``TMPDIR``;
+  ``lock_folder()``) has taken, by a lock file held for the process's life; the kernel releases it
+  when the process ends, however it ends. When every CPU is taken, when the process may run on one
+  CPU only, or when the folder cannot be used (not this user's alone, not writable), it is left as
+  it is, and says so in its log. A process started while the one it replaces still holds its CPU
+  (uvicorn's restart of its processes on SIGHUP) finds it taken.
 - a list of CPUs as ``taskset -c`` takes it (``0``, ``0,2``, ``1-3``): the process runs on those,
   shared with whatever else is given them. A CPU the process may not run on is an error.
 
-Containers each see a ``/tmp`` of their own, so ``auto`` would put every container's process on the
-same CPU: the compose file turns it off (give containers ``cpuset`` instead).
+Containers each see a temporary folder of their own, so ``auto`` would put every container's
+process on the same CPU: leave them ``off`` (the image's default) and give them a ``cpuset``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 
@@ -77,8 +83,8 @@ def check_setting(value: str) -> str:
 
 
 def lock_folder() -> Path:
-    """Where this machine's processes of this user note the CPUs they took: one folder for every
-    installation of this user (two stacks on one machine share its CPUs too)."""
+    """Where the processes sharing this temporary folder (``TMPDIR``) note the CPUs they took: one
+    folder for every stack of this user there (two stacks on one machine share its CPUs too)."""
     return Path(tempfile.gettempdir()) / f"reintegration-cpus-{os.getuid()}"
 
 
@@ -108,25 +114,45 @@ def pin_process(setting: str, *, folder: Path | None = None) -> frozenset[int] |
         return wanted
     if setting == OFF or not hasattr(os, "sched_getaffinity"):
         return None
-    import fcntl
-
     allowed = sorted(os.sched_getaffinity(0))
     if len(allowed) < 2 or _held:
         return None  # on one CPU already (taskset, a cpuset), or pinned before
-    folder = folder or lock_folder()
-    folder.mkdir(mode=0o700, exist_ok=True)
+    try:
+        cpu = _claim(allowed, folder or lock_folder())
+    except OSError as exc:  # no temporary folder to write in, say: the process runs as it would have
+        log.warning("process not pinned: its CPU could not be claimed", error=type(exc).__name__)
+        return None
+    if cpu is None:
+        log.info("process not pinned: every CPU is taken by another process", cpus=len(allowed))
+        return None
+    _set_for_every_thread(frozenset({cpu}))
+    log.info("process pinned", cpus=[cpu])
+    return frozenset({cpu})
+
+
+def _claim(allowed: list[int], folder: Path) -> int | None:
+    """The first of ``allowed`` whose lock file in ``folder`` no other process holds, now held by
+    this one; None when every one is held. The folder must be this user's alone: another user's
+    could hold the locks (and keep every process from its CPU) or put links in place of them."""
+    import fcntl
+
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    found = folder.lstat()
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+        raise PermissionError(f"{folder} is not a folder of this user's alone")
     for cpu in allowed:
-        descriptor = os.open(folder / f"cpu-{cpu}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        descriptor = os.open(folder / f"cpu-{cpu}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(descriptor)
             continue
+        except BaseException:
+            os.close(descriptor)
+            raise
         _held.append(descriptor)
-        _set_for_every_thread(frozenset({cpu}))
-        log.info("process pinned", cpus=[cpu])
-        return frozenset({cpu})
-    log.info("process not pinned: every CPU is taken by another process", cpus=len(allowed))
+        return cpu
     return None
 
 

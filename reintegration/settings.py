@@ -276,12 +276,13 @@ class Settings(BaseSettings):
     # unwrapping by Vault, on a cache miss, runs in these threads; a Vault that stayed silent is then
     # left alone for its timeout and asked by one call at a time: ``reintegration.vault``).
     api_threads: int = Field(default=2, ge=1, le=256)
-    # Each Python process of the stack (each API process, the worker) on one CPU of its own: ``auto``
-    # takes one no other process of this machine took, ``off`` leaves it to the kernel, a list
-    # (``0``, ``1-3``) names them. Threads of one process on two CPUs hand work over at several times
-    # the cost (a case read 1.65-1.99 -> 1.02-1.07 ms of the API's CPU, `make bench`). Containers:
-    # ``off`` (docker-compose.yml), each sees only its own claims. See ``reintegration.affinity``.
-    cpu_affinity: str = "auto"
+    # Where each Python process of the stack (each API process, the worker) runs: ``auto`` takes a
+    # CPU that no other process sharing this temporary folder took, ``off`` leaves it to the kernel,
+    # a list (``0``, ``1-3``) names the CPUs. Threads of one process on two CPUs hand work over at
+    # several times the cost (a case read 1.65-1.99 -> 1.02-1.07 ms of the API's CPU, `make bench`).
+    # Off unless asked: `reintegration run` (all of the stack on one machine) asks for ``auto``;
+    # containers do not see each other's claims. See ``reintegration.affinity``.
+    cpu_affinity: str = "off"
     # A token bucket per verified subject (per client address without a valid token), for all the
     # API's processes together (see api_processes).
     rate_limit_per_minute: int = Field(default=600, ge=1)

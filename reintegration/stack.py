@@ -38,6 +38,9 @@ def run_stack() -> int:
     # environment (never a command line, which `ps` shows to everyone), and forgets it when it stops.
     codec_session = secrets.token_urlsafe(24)
     environment = {**os.environ, "REINTEGRATION_CODEC_SESSION": codec_session}
+    # The whole stack on this machine: the worker and the API each take a CPU of their own, unless
+    # the operator said otherwise (``reintegration.affinity``; Temporal's server ignores it).
+    environment.setdefault("REINTEGRATION_CPU_AFFINITY", "auto")
 
     def start(name: str, command: list[str]) -> None:
         log_file = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child's life

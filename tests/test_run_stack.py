@@ -57,6 +57,26 @@ def _command_lines() -> list[str]:
     return lines
 
 
+_CHILDREN = {"worker": " -m worker", "api": "reintegration.cli api", "temporal": "server start-dev"}
+
+
+def _child(parent: int, marker: str) -> int:
+    """The process ``parent`` started whose command line holds ``marker``."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    return int(entry.name)
+        except OSError:
+            continue
+    raise AssertionError(f"no process of {parent} runs {marker!r}")
+
+
+def _cpus(pid: int) -> str:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(line.split(":", 1)[1].strip() for line in status.splitlines() if line.startswith("Cpus_allowed_list"))
+
+
 def _private(path: Path) -> bool:
     return stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
 
@@ -71,6 +91,7 @@ async def test_run_serves_a_codec_only_token_bound_to_the_stack_and_keeps_files_
         "REINTEGRATION_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
         "REINTEGRATION_TEMPORAL_UI_PORT": str(ui_port),
         "REINTEGRATION_RATE_LIMIT_BURST": "1000",
+        "TMPDIR": str(tmp_path),  # the CPUs its processes claim, apart from any other stack's
     }
     out = open(tmp_path / "run.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -110,6 +131,13 @@ async def test_run_serves_a_codec_only_token_bound_to_the_stack_and_keeps_files_
             assert (await http.post(f"/codec/t/{api_token}/decode", content=empty)).status_code == 401
             # A supervisor's token is good for the API as before.
             assert (await http.get("/v1/cases", headers={"Authorization": f"Bearer {api_token}"})).status_code == 200
+        # The worker and the API each on a CPU of their own (reintegration.affinity), Temporal's
+        # server on every CPU it may use.
+        allowed = sorted(os.sched_getaffinity(0))
+        if len(allowed) >= 2:
+            cpus = {name: _cpus(_child(proc.pid, marker)) for name, marker in _CHILDREN.items()}
+            assert {cpus["worker"], cpus["api"]} == {str(allowed[0]), str(allowed[1])}, cpus
+            assert cpus["temporal"] == _cpus(os.getpid()), cpus
         # What the stack wrote is its owner's only.
         assert stat.S_IMODE(data.stat().st_mode) == 0o700
         for path in [p for p in data.rglob("*") if p.is_file()]:
