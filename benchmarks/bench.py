@@ -32,9 +32,10 @@ then prints one table with the ratios of issue 13's targets and writes everythin
 Every client of the API is benchmarks/lean_http.py's, on one kept-alive connection each: on these
 shared cores, a client's own CPU per request is taken from the servers (httpx's was four times the
 floor app's, and it, not the server, set the floor's pace).
-The API and the worker each take a CPU of their own as they start (``reintegration.affinity``, the
-default); the floor then runs on the API's, the bare worker on the worker's, and so do the two API
-processes of (6), one CPU each (the table's "CPUs" line).
+The API and the worker each take a CPU of their own as they start (``reintegration.affinity``:
+``clean_environment`` gives them ``auto``, as ``reintegration run`` does); the floor then runs on
+the API's, the bare worker on the worker's, and so do the two API processes of (6), one CPU each
+(the table's "CPUs" line).
 Rate limits are raised for the run (the limiter still runs): it measures the pipeline, not the
 limit. Everything it writes is in the temporary folder, removed at the end (also on Ctrl-C), and
 all its traffic goes to 127.0.0.1.
@@ -1136,8 +1137,8 @@ async def measure(
     await wait_ready(f"{api_url}/ready", processes)
     await wait_for_line(processes.logs / "worker.log", "worker started", processes)
     # The API and the worker each took a CPU of their own as they started (``reintegration.affinity``,
-    # the default), unless other processes of this machine had them all. The baselines run as they
-    # do: the floor on the API's CPUs, the bare worker on the worker's.
+    # ``auto`` from ``clean_environment``), unless other processes of this machine had them all. The
+    # baselines run as they do: the floor on the API's CPUs, the bare worker on the worker's.
     cpus = {"api": processes.cpus("api"), "worker": processes.cpus("worker")}
     everywhere = processes.cpus("temporal")  # left to the kernel
     cpus["floor"], cpus["bare_worker"] = cpus["api"], cpus["worker"]

@@ -120,7 +120,12 @@ def pin_process(setting: str, *, folder: Path | None = None) -> frozenset[int] |
     try:
         cpu = _claim(allowed, folder or lock_folder())
     except OSError as exc:  # no temporary folder to write in, say: the process runs as it would have
-        log.warning("process not pinned: its CPU could not be claimed", error=type(exc).__name__)
+        log.warning(
+            "process not pinned: its CPU could not be claimed",
+            error=type(exc).__name__,
+            folder=str(folder or lock_folder()),
+            reason=exc.strerror or str(exc),
+        )
         return None
     if cpu is None:
         log.info("process not pinned: every CPU is taken by another process", cpus=len(allowed))
