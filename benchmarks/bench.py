@@ -90,7 +90,7 @@ from benchmarks.bare_temporal import (
     child_id,
 )
 from benchmarks.lean_http import LeanHTTP
-from reintegration import directory
+from reintegration import affinity, directory
 from reintegration.commands import ROUTING_PAUSES
 from reintegration.db import make_engine
 from reintegration.settings import Settings
@@ -182,7 +182,7 @@ class Processes:
     def cpus(self, name: str) -> str:
         """The CPUs a running process may run on, as ``taskset -c`` writes them (``0``, ``0-1``):
         where ``reintegration.affinity`` put it."""
-        return cpus_allowed(Path(f"/proc/{self.running[name].pid}"))
+        return affinity.cpus_of(self.running[name].pid)
 
     def stop_all(self) -> None:
         for proc in reversed(self.running.values()):
@@ -728,7 +728,7 @@ def connections_by_process(parent: int, port: int) -> list[int]:
 
 def cpus_of_serving(parent: int, port: int) -> list[str]:
     """The CPUs each child process of ``parent`` that listens on ``port`` may run on."""
-    return sorted(cpus_allowed(proc) for proc, _ in _serving_children(parent, port))
+    return sorted(affinity.cpus_of(proc.name) for proc, _ in _serving_children(parent, port))
 
 
 def _serving_children(parent: int, port: int) -> list[tuple[Path, int]]:
@@ -763,12 +763,6 @@ def _serving_children(parent: int, port: int) -> list[tuple[Path, int]]:
         if inodes & listening:
             found.append((stat.parent, len(inodes & established)))
     return found
-
-
-def cpus_allowed(proc: Path) -> str:
-    """The CPUs the process of ``/proc/<pid>`` may run on, as ``taskset -c`` writes them."""
-    status = (proc / "status").read_text()
-    return next(line.split(":", 1)[1].strip() for line in status.splitlines() if line.startswith("Cpus_allowed_list"))
 
 
 def _parent_of(stat: Path) -> int | None:

@@ -118,12 +118,13 @@ def pin_process(setting: str, *, folder: Path | None = None) -> frozenset[int] |
     if len(allowed) < 2 or _held:
         return None  # on one CPU already (taskset, a cpuset), or pinned before
     try:
-        cpu = _claim(allowed, folder or lock_folder())
-    except OSError as exc:  # no temporary folder to write in, say: the process runs as it would have
+        folder = folder or lock_folder()  # no usable temporary folder raises too
+        cpu = _claim(allowed, folder)
+    except OSError as exc:  # the process runs as it would have
         log.warning(
             "process not pinned: its CPU could not be claimed",
             error=type(exc).__name__,
-            folder=str(folder or lock_folder()),
+            folder=str(folder),
             reason=exc.strerror or str(exc),
         )
         return None
@@ -168,7 +169,8 @@ def _set_for_every_thread(cpus: frozenset[int]) -> None:
             os.sched_setaffinity(int(task.name), cpus)
 
 
-def release() -> None:
-    """Give back the CPU taken (tests; a process's end releases it anyway)."""
-    while _held:
-        os.close(_held.pop())
+def cpus_of(process: int | str) -> str:
+    """The CPUs ``/proc/<process>`` (a pid, ``self``, or ``<pid>/task/<tid>`` for a thread) may run
+    on, as the kernel and ``taskset -c`` write them (``0``, ``0-1``)."""
+    status = Path(f"/proc/{process}/status").read_text()
+    return next(line.split(":", 1)[1].strip() for line in status.splitlines() if line.startswith("Cpus_allowed_list"))

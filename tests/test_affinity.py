@@ -17,17 +17,13 @@ import pytest
 from pydantic import ValidationError
 
 from reintegration import affinity
+from reintegration.affinity import cpus_of
 from reintegration.settings import Settings
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ALLOWED = sorted(os.sched_getaffinity(0))
 several_cpus = pytest.mark.skipif(len(ALLOWED) < 2, reason="this machine gives the tests one CPU")
-
-
-def cpus_of(pid: int | str) -> str:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return next(line.split(":", 1)[1].strip() for line in status.splitlines() if line.startswith("Cpus_allowed_list"))
 
 
 @pytest.mark.parametrize(
@@ -164,10 +160,9 @@ def test_a_list_pins_every_thread_of_the_process_and_every_thread_it_starts_afte
         after = threading.Thread(target=stop.wait); after.start()
         for task in sorted(Path("/proc/self/task").iterdir()):
             try:
-                status = (task / "status").read_text()
+                print(affinity.cpus_of(f"self/task/{task.name}"))
             except OSError:
                 continue  # a thread that ended meanwhile (none of ours does)
-            print(next(l.split(":", 1)[1].strip() for l in status.splitlines() if l.startswith("Cpus_allowed_list")))
         stop.set(); before.join(); after.join()
         """
     )

@@ -21,6 +21,7 @@ import pytest
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
+from reintegration.affinity import cpus_of
 from reintegration.settings import Settings
 from reintegration.tokens import (
     InvalidToken,
@@ -70,11 +71,6 @@ def _child(parent: int, marker: str) -> int:
         except OSError:
             continue
     raise AssertionError(f"no process of {parent} runs {marker!r}")
-
-
-def _cpus(pid: int) -> str:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return next(line.split(":", 1)[1].strip() for line in status.splitlines() if line.startswith("Cpus_allowed_list"))
 
 
 def _private(path: Path) -> bool:
@@ -135,9 +131,9 @@ async def test_run_serves_a_codec_only_token_bound_to_the_stack_and_keeps_files_
         # server on every CPU it may use.
         allowed = sorted(os.sched_getaffinity(0))
         if len(allowed) >= 2:
-            cpus = {name: _cpus(_child(proc.pid, marker)) for name, marker in _CHILDREN.items()}
+            cpus = {name: cpus_of(_child(proc.pid, marker)) for name, marker in _CHILDREN.items()}
             assert {cpus["worker"], cpus["api"]} == {str(allowed[0]), str(allowed[1])}, cpus
-            assert cpus["temporal"] == _cpus(os.getpid()), cpus
+            assert cpus["temporal"] == cpus_of(os.getpid()), cpus
         # What the stack wrote is its owner's only.
         assert stat.S_IMODE(data.stat().st_mode) == 0o700
         for path in [p for p in data.rglob("*") if p.is_file()]:
