@@ -144,9 +144,11 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     app.include_router(privacy.codec_router)
     if settings.workspace:  # the web pages (REINTEGRATION_WORKSPACE=false: the API alone)
         workspace.install(app)
-    # Added innermost first. A request meets them in reverse: its id and access line, CORS (so that
-    # refusals carry it too), the rate limit of callers without a token, then the body limit.
-    # Documents' uploads (and the workspace's form that carries one) are limited to their own size.
+    # Added innermost first. A request meets them in reverse: its id, access line and metrics, CORS
+    # (so that refusals carry it too), the rate limit of callers without a token, the body limit,
+    # then what closes the database sessions it was given. Documents' uploads (and the workspace's
+    # form that carries one) are limited to their own size.
+    app.add_middleware(deps.CloseSessions)
     app.add_middleware(
         limits.BodyLimit,
         max_bytes=settings.max_body_bytes,
@@ -154,14 +156,15 @@ def create_app(settings: Settings | None = None, *, tracer_provider: TracerProvi
     )
     app.add_middleware(limits.AnonymousRateLimit, limits=app.state.rate_limits, page_refusal=workspace.too_many)
     app.add_middleware(privacy.CodecCors, origins=settings.temporal_ui_origins, limits=app.state.rate_limits)
-    app.add_middleware(RequestContext, application=app)
-    install_metrics(app, settings)  # outermost: requests, latency and errors by route template; /metrics
+    # Outermost: the request's id, its access line and its metrics (requests, latency and errors by
+    # route template, and /metrics, unless production has no metrics token).
+    app.add_middleware(RequestContext, application=app, metrics=install_metrics(app, settings))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
             schema["components"]["schemas"]["Problem"] = Problem.model_json_schema()
-            app.openapi_schema = limits.document(errors.document(schema))
+            app.openapi_schema = limits.document(errors.document(deps.document_bearer(schema, app.routes)))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import ClassVar, TextIO
+from typing import Any, ClassVar, TextIO
 
 import structlog
 from structlog.typing import EventDict, WrappedLogger
@@ -159,18 +161,77 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
-# What the request being served adds to each line logged while it is (the API's route and the ids
-# in its path, ``api.access_log``): asked for only when a line is logged, so that a request that
-# logs nothing but its access line pays for nothing else. Fields bound to the context win.
-request_fields: ContextVar[Callable[[], dict[str, str]] | None] = ContextVar("request_fields", default=None)
+class RequestLog:
+    """What the request being served adds to each line logged while it is (``api.access_log``): the
+    fields bound to it as it goes (its id and method, then its caller, the case it concerns) and,
+    once the router has matched it, ``routed``: its route's template and the ids in its path, asked
+    for only when a line is logged, so that a request that logs nothing but its access line pays for
+    nothing else. One object per request in one context variable, where structlog's context would
+    take a variable per field and a walk over the whole context to clear them."""
+
+    __slots__ = ("bound", "routed")
+
+    def __init__(self, bound: dict[str, Any], routed: Callable[[], dict[str, str]] | None = None) -> None:
+        self.bound, self.routed = bound, routed
+
+
+current_request: ContextVar[RequestLog | None] = ContextVar("current_request", default=None)
+
+
+def bind_request(**fields: Any) -> None:
+    """Add ``fields`` to every line logged for the request being served from here on, in whichever
+    thread it is served (outside a request: to structlog's context)."""
+    request = current_request.get()
+    if request is None:
+        structlog.contextvars.bind_contextvars(**fields)
+    else:
+        request.bound.update(fields)
 
 
 def _add_request_fields(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
-    fields = request_fields.get()
-    if fields is not None:
-        for key, value in fields().items():
+    """The request's fields, after the line's own and structlog's context (those win)."""
+    request = current_request.get()
+    if request is not None:
+        for key, value in request.bound.items():
             event.setdefault(key, value)
+        if request.routed is not None:
+            for key, value in request.routed().items():
+                event.setdefault(key, value)
     return event
+
+
+class _TimeStamp:
+    """The time of the line, as ISO 8601 in UTC to the microsecond (``2026-12-08T03:18:05.365768Z``):
+    the date and time of the second made once per second (0.5 µs a line; structlog's ``TimeStamper``,
+    a ``datetime`` made and formatted per line, 1.3 µs; every request writes at least one line)."""
+
+    def __init__(self) -> None:
+        self._second: tuple[int, str] = (-1, "")  # replaced whole: a thread reads one pair or the other
+
+    def __call__(self, _logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+        second, micro = divmod(time.time_ns() // 1000, 1_000_000)
+        kept = self._second
+        if kept[0] != second:
+            kept = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        event["timestamp"] = f"{kept[1]}.{micro:06d}Z"
+        return event
+
+
+def _fallback(value: object) -> object:
+    """What JSON has no form for, as structlog's renderer writes it: its ``__structlog__()`` or repr."""
+    try:
+        return value.__structlog__()  # type: ignore[attr-defined]
+    except AttributeError:
+        return repr(value)
+
+
+# One encoder for every line: ``json.dumps`` with a ``default`` makes an encoder per call (structlog's
+# ``JSONRenderer``: 3.4 µs for an access line, 2.4 µs with this; the same text).
+_encode = json.JSONEncoder(default=_fallback).encode
+
+
+def _render(_logger: WrappedLogger, _method: str, event: EventDict) -> str:
+    return _encode(event)
 
 
 # Every line the process writes, structlog's own and the standard library's (uvicorn, Temporal's
@@ -180,7 +241,7 @@ _SHARED: list[structlog.typing.Processor] = [
     structlog.contextvars.merge_contextvars,
     _add_request_fields,
     structlog.processors.add_log_level,
-    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    _TimeStamp(),
     _exception_by_type,  # first: the redaction would copy the exception's tuple into a list
     _drop_personal_fields,
 ]
@@ -207,7 +268,7 @@ def configure_logging(level: int = logging.INFO) -> None:
             ],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.JSONRenderer(),
+                _render,
             ],
         )
     )
@@ -223,7 +284,7 @@ def configure_logging(level: int = logging.INFO) -> None:
         named.handlers.clear()
         named.propagate = True
     structlog.configure(
-        processors=[*_SHARED, structlog.processors.JSONRenderer()],
+        processors=[*_SHARED, _render],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         # structlog annotates `file` as TextIO but only prints to it (write and flush).
         logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import re
 from collections.abc import AsyncIterator
@@ -437,14 +438,15 @@ def test_a_line_logged_while_a_request_is_served_carries_its_route_and_only_well
     """``route_fields``: each line logged once the router matched the request carries the route's
     template and the case's, its workflow's and the task's ids from the path, asked for only when a
     line is logged; an id that is not one (a name, a sentence) is left out, and what the code bound
-    itself (``bind_ids``) wins."""
+    itself (``bind_ids``, in the request's thread or another) wins."""
     import functools
+    import threading
     from types import SimpleNamespace
 
     import structlog
 
     from api.access_log import bind_ids, route_fields
-    from reintegration.logs import request_fields
+    from reintegration.logs import RequestLog, current_request
 
     log = structlog.get_logger("test.request_fields")
     routed = {"route": SimpleNamespace(path="/v1/tasks/{task_id}/notes"), "path_params": {"task_id": "t-1"}}
@@ -452,23 +454,30 @@ def test_a_line_logged_while_a_request_is_served_carries_its_route_and_only_well
     with tap() as logs:
         log.info("outside any request")
         for scope in (routed, odd, {}):
-            token = request_fields.set(functools.partial(route_fields, scope))
+            token = current_request.set(RequestLog({}, functools.partial(route_fields, scope)))
             try:
                 log.info("inside")
             finally:
-                request_fields.reset(token)
-        token = request_fields.set(functools.partial(route_fields, routed))
+                current_request.reset(token)
+        token = current_request.set(RequestLog({"request_id": "r-1"}, functools.partial(route_fields, routed)))
         try:
-            with structlog.contextvars.bound_contextvars():
-                bind_ids(case_id="c-1")
-                routed["path_params"] = {"task_id": "t-1", "case_id": "c-2"}
-                log.info("bound")
+            # Bound in a thread the request's work went to (as anyio's copy the context): the
+            # request's lines after it carry it too.
+            context = contextvars.copy_context()
+            worker = threading.Thread(target=context.run, args=(functools.partial(bind_ids, case_id="c-1"),))
+            worker.start()
+            worker.join()
+            routed["path_params"] = {"task_id": "t-1", "case_id": "c-2"}
+            log.info("bound")
         finally:
-            request_fields.reset(token)
+            current_request.reset(token)
+        log.info("after the request")
     lines = [json.loads(line) for line in logs.getvalue().splitlines() if line.startswith("{")]
-    outside, inside, unrouted_odd, unrouted, bound = lines
+    outside, inside, unrouted_odd, unrouted, bound, after = lines
     assert "path" not in outside and "task_id" not in outside
     assert (inside["path"], inside["task_id"]) == ("/v1/tasks/{task_id}/notes", "t-1") and "case_id" not in inside
     assert unrouted_odd["path"] == "/v1/cases/{case_id}" and "case_id" not in unrouted_odd
     assert "path" not in unrouted and "Maria" not in logs.getvalue()
     assert (bound["case_id"], bound["workflow_id"], bound["task_id"]) == ("c-1", "case-c-1", "t-1")
+    assert bound["request_id"] == "r-1"
+    assert not {"case_id", "request_id", "path"} & set(after)  # gone with the request

@@ -22,6 +22,11 @@ async def test_every_request_body_has_a_valid_example_and_every_error_is_documen
     document = (await stack.http.get("/openapi.json")).json()
     schemas = document["components"]["schemas"]
     assert "Problem" in schemas
+    assert document["components"]["securitySchemes"]["HTTPBearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A JWT from `reintegration token` (or the OIDC provider)",
+    }
     operations = 0
     for path, item in document["paths"].items():
         for method in METHODS:
@@ -32,6 +37,9 @@ async def test_every_request_body_has_a_valid_example_and_every_error_is_documen
             codes = set(operation["responses"])
             if path.startswith("/v1/"):
                 assert {"401"} <= codes, (method, path)
+            # Every operation but the probes takes the bearer token, and says so (``document_bearer``).
+            expected = None if path in ("/health", "/ready") else [{"HTTPBearer": []}]
+            assert operation.get("security") == expected, (method, path)
             if "requestBody" in operation:
                 content = operation["requestBody"]["content"]
                 if "application/json" in content:
