@@ -1,13 +1,13 @@
 """Request ids, the ids a request concerns in every log line, and one access line per request.
 
-``RequestContext`` makes the request's id, returns it on the response (``X-Request-ID``), keeps it in
-``request.state.request_id`` (the audit trail records it) and binds it, with the method, to
-structlog's context. A client's own well-formed ``X-Request-ID`` is kept beside it
-(``client_request_id``), never instead: a client cannot choose the id the audit trail files its
-actions under, nor give two requests one id. Each line logged once the router has matched the
-request carries the route's path template and the case, workflow and task ids of its path
-(``route_fields``). Neither a query string nor a body is ever logged:
-both can hold personal data.
+``RequestContext`` makes the request's id, returns it on the response (``X-Request-ID``), keeps it
+in ``request.state.request_id`` (the audit trail records it) and puts it, with the method, in every
+line logged while the request is served (``reintegration.logs.RequestLog``). A client's own
+well-formed ``X-Request-ID`` is kept beside it (``client_request_id``), never instead: a client
+cannot choose the id the audit trail files its actions under, nor give two requests one id. Each
+line logged once the router has matched the request carries the route's path template and the
+case, workflow and task ids of its path (``route_fields``). Neither a query string nor a body is
+ever logged: both can hold personal data.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class RequestContext:
             return
         given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None)
         client_request_id = given if given is not None and REQUEST_ID.fullmatch(given) else None
-        request_id = os.urandom(16).hex()  # as uuid4().hex: 32 random hex digits, at a fifth of its CPU
+        request_id = os.urandom(16).hex()  # 32 hex digits as uuid4().hex gave (128 random bits), at a fifth of its CPU
         state = scope.setdefault("state", {})
         state["request_id"], state["client_request_id"] = request_id, client_request_id
         status = 500  # unless a response starts
@@ -130,8 +130,8 @@ class RequestContext:
             await send(message)
 
         # The request's fields in every line logged while it is served (``RequestLog``): its own,
-        # whatever the context it started in held (a keep-alive connection's next request can start
-        # within the previous one), and gone with it.
+        # ahead of whatever the context it started in held (a keep-alive connection's next request
+        # can start within the previous one), and gone with it.
         bound = {"request_id": request_id, "method": scope["method"]}
         if client_request_id:
             bound["client_request_id"] = client_request_id
@@ -149,8 +149,6 @@ class RequestContext:
         finally:
             try:
                 seconds = time.perf_counter() - started
-                if self.metrics is not None:
-                    self.metrics.observe(scope, status, seconds)
                 given_claims = scope["state"].get("claims")  # set by current_user, once the caller is known
                 claims = given_claims if isinstance(given_claims, Claims) else None
                 log.info(
@@ -161,6 +159,8 @@ class RequestContext:
                     sub=claims.sub if claims else None,
                     role=claims.role.value if claims else None,
                 )
+                if self.metrics is not None:
+                    self.metrics.observe(scope, status, seconds)
             finally:
                 current_request.reset(token)
 

@@ -19,7 +19,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
 from api.errors import Forbidden, Unauthorized, Unavailable
@@ -67,9 +67,9 @@ async def get_session(request: Request) -> Session:
     """A session per request; it carries the keyring, so what reads sealed data can open it.
 
     Made on the event loop (a session connects only when first used, in the handler's thread), and
-    closed by ``CloseSessions`` once the request is answered. A dependency that yields the session
-    and closes it after would do the same at about 35 µs more of every request's CPU (in process):
-    FastAPI wraps each such dependency in a context manager, entered and exited on every request."""
+    closed by ``CloseSessions``. A dependency that yields the session and closes it after cost about
+    35 µs more of every request's CPU (in process): FastAPI wraps each such dependency in a context
+    manager, entered and exited on every request."""
     state = request.app.state
     threads = getattr(state, "database_threads", None)  # None: anyio's pool (an app started without its lifespan)
     session = Session(state.engine, info={"keyring": state.keyring, "threads": threads})
@@ -78,21 +78,43 @@ async def get_session(request: Request) -> Session:
 
 
 class CloseSessions:
-    """Close the database sessions a request was given (``get_session``) once it is answered, however
-    it ends: on the event loop when one holds no connection, else in a thread (closing rolls back)."""
+    """Close the database sessions a request was given (``get_session``), however it ends: once it is
+    answered, or, for an error's answer, before it leaves, so that a failed change's locks are let go
+    (rolled back) before the caller can send the next request. On the event loop when a session holds
+    no connection, else in a thread (closing rolls back)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+
+        async def send_after_rollback(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                await _close_sessions(scope)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_after_rollback)
         finally:
-            for session in scope.get("state", {}).pop(_SESSIONS, ()):
-                if session.in_transaction():
-                    await anyio.to_thread.run_sync(session.close)
-                else:
-                    session.close()
+            await _close_sessions(scope)
+
+
+async def _close_sessions(scope: Scope) -> None:
+    """Close the request's sessions (each, even if another's close fails) and forget them."""
+    failed: Exception | None = None
+    for session in scope.get("state", {}).pop(_SESSIONS, ()):
+        try:
+            if session.in_transaction():
+                await anyio.to_thread.run_sync(session.close)
+            else:
+                session.close()
+        except Exception as exc:
+            failed = failed or exc
+    if failed is not None:
+        raise failed
 
 
 class VerifiedTokens:
@@ -290,7 +312,10 @@ def document_bearer(schema: dict[str, Any], routes: Iterable[BaseRoute]) -> dict
                 operation = paths.get(route.path_format, {}).get(method.lower())
                 if operation is not None:
                     operation["security"] = [{name: []} for name in BEARER_SCHEME]
-    schema.setdefault("components", {}).setdefault("securitySchemes", {}).update(BEARER_SCHEME)
+    schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes.update(
+        {name: dict(scheme) for name, scheme in BEARER_SCHEME.items()}
+    )  # copies: the schema is changed later
     return schema
 
 

@@ -179,17 +179,20 @@ current_request: ContextVar[RequestLog | None] = ContextVar("current_request", d
 
 
 def bind_request(**fields: Any) -> None:
-    """Add ``fields`` to every line logged for the request being served from here on, in whichever
-    thread it is served (outside a request: to structlog's context)."""
+    """Add ``fields`` to every line logged for the request being served from here on, also from a
+    thread that serves it in a copy of its context (anyio's, ``asyncio.to_thread``'s); outside a
+    request, to structlog's context. The fields are replaced, never changed in place: a line being
+    logged in another thread reads the ones before or the ones after."""
     request = current_request.get()
     if request is None:
         structlog.contextvars.bind_contextvars(**fields)
     else:
-        request.bound.update(fields)
+        request.bound = {**request.bound, **fields}
 
 
 def _add_request_fields(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
-    """The request's fields, after the line's own and structlog's context (those win)."""
+    """The request's fields after the line's own (those win), before structlog's context: a request's
+    own id is never one its context held before it started."""
     request = current_request.get()
     if request is not None:
         for key, value in request.bound.items():
@@ -238,8 +241,8 @@ def _render(_logger: WrappedLogger, _method: str, event: EventDict) -> str:
 # SDK, SQLAlchemy, httpx), goes through these: one JSON object a line, personal keys redacted,
 # exceptions by type.
 _SHARED: list[structlog.typing.Processor] = [
-    structlog.contextvars.merge_contextvars,
     _add_request_fields,
+    structlog.contextvars.merge_contextvars,
     structlog.processors.add_log_level,
     _TimeStamp(),
     _exception_by_type,  # first: the redaction would copy the exception's tuple into a list

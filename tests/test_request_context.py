@@ -10,12 +10,20 @@ import asyncio
 import json
 import re
 import uuid
+import warnings
 from pathlib import Path
+from typing import Any
 
+import anyio
 import httpx
 from fastapi import Response
+from sqlalchemy import text
+from sqlmodel import Session, select
 
+from api.deps import SessionDep
+from api.errors import NotFound
 from api.main import create_app
+from reintegration.db import AgencyRecord
 from reintegration.logs import tap
 from reintegration.settings import Settings
 from reintegration.tokens import mint
@@ -97,11 +105,56 @@ async def test_the_sessions_a_request_was_given_are_closed_however_it_ends(tmp_p
     app = create_app(settings)
     token = mint(settings, role=Role.caseworker, sub="cw-sessions", countries=["ES"])
     auth = {"Authorization": f"Bearer {token}"}
-    async with served(app, lifespan="on") as url, httpx.AsyncClient(base_url=url) as http:
-        pool = app.state.engine.pool
-        answers = await asyncio.gather(
-            *(http.get("/v1/cases", headers=auth) for _ in range(10)),
-            *(http.get(f"/v1/cases/{uuid.uuid4()}", headers=auth) for _ in range(10)),
-        )
-        assert sorted({r.status_code for r in answers}) == [200, 404]
-        assert pool.checkedout() == 0
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        async with served(app, lifespan="on") as url, httpx.AsyncClient(base_url=url) as http:
+            pool = app.state.engine.pool
+            answers = await asyncio.gather(
+                *(http.get("/v1/cases", headers=auth) for _ in range(10)),
+                *(http.get(f"/v1/cases/{uuid.uuid4()}", headers=auth) for _ in range(10)),
+            )
+            assert sorted({r.status_code for r in answers}) == [200, 404]
+            # An answer may reach the client just before its sessions are closed: a moment after.
+            for _ in range(100):
+                if pool.checkedout() == 0:
+                    break
+                await asyncio.sleep(0.02)
+            assert pool.checkedout() == 0
+    # Closed, not left to the garbage collector (which gives a connection back too, and says so).
+    assert not [w for w in warned if "garbage collector" in str(w.message)]
+
+
+async def test_an_errors_answer_leaves_after_its_sessions_are_closed(tmp_path: Path) -> None:
+    """A change that failed is rolled back before its error's answer leaves: its locks are not held
+    while the caller sends the next request. Its answer's start is where the connections are counted."""
+    settings = Settings(
+        data_dir=tmp_path, temporal_address=f"127.0.0.1:{free_port()}", temporal_connect_wait_seconds=0.1
+    )
+    app = create_app(settings)
+    held_at_start: dict[int, int] = {}
+
+    @app.post("/v1/test-only/failed-change")
+    async def failed_change(session: SessionDep) -> None:
+        def change() -> None:
+            session.execute(text("UPDATE agencies SET name = 'half-changed'"))  # holds the write lock
+            raise NotFound("no such thing")
+
+        await anyio.to_thread.run_sync(change)
+
+    async def counting(scope: Any, receive: Any, send: Any) -> None:
+        async def counted(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                held_at_start[message["status"]] = app.state.engine.pool.checkedout()
+            await send(message)
+
+        await app(scope, receive, counted)
+
+    token = mint(settings, role=Role.admin, sub="admin-sessions")
+    async with served(counting, lifespan="on") as url, httpx.AsyncClient(base_url=url) as http:
+        auth = {"Authorization": f"Bearer {token}"}
+        assert (await http.post("/v1/test-only/failed-change", headers=auth)).status_code == 404
+        assert (await http.get("/v1/agencies", headers=auth)).status_code == 200
+    assert held_at_start[404] == 0  # rolled back, its connection back in the pool, before the 404 left
+    with Session(app.state.engine) as session:
+        names = session.exec(select(AgencyRecord.name)).all()
+    assert names and "half-changed" not in names  # the development seed's agencies, unchanged
