@@ -20,8 +20,9 @@ process), and measures:
    bare, journeys, so that a drift of the shared machine's speed through the run falls on all alike
    (each kind after one untimed journey of each pathway);
 4. endpoints: a constant JSON endpoint on a bare FastAPI app (benchmarks/floor.py, the API's
-   uvicorn options), then the API's /health, a closed case, the case list, the task list, the
-   stalled list and the summary, each from C clients for S seconds;
+   uvicorn options) and the same app's read of the closed case's row (SQLModel's session in a
+   worker thread, nothing of ours), then the API's /health, a closed case, the case list, the task
+   list, the stalled list and the summary, each from C clients for S seconds;
 5. histories (events and payload bytes per journey), the peak RSS and CPU seconds of the
    Temporal server, the worker and the API, and the requests Temporal served in each phase (its
    own metrics);
@@ -853,6 +854,7 @@ async def endpoints(
     closed_return = next(c["case_id"] for c in cases if c["pathway"] == "voluntary_return")
     plan: list[tuple[str, str, str, dict[str, str]]] = [
         ("floor", floor_url, "/", {}),
+        ("floor_row", floor_url, f"/rows/{closed_return}", {}),
         ("health", api_url, "/health", {}),
         # The case's owner (handed over to the country of origin on the way) reads it.
         ("case", api_url, f"/v1/cases/{closed_return}", caller.auth("caseworker", "cw-ro-1", countries=["RO"])),
@@ -972,6 +974,21 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         ):
             value = share(a["journeys_per_second"], b["journeys_per_second"])
             found[key] = {"what": what, "value": value, "target": "(none)", "met": None}
+    # Nor this: a case read against the framework's and the ORM's own simplest read of a row (no token,
+    # no scope, no decryption, no access line), which sets how near the floor any read can come.
+    if (row := e.get("floor_row")) is not None:
+        found["case_vs_floor_row"] = {
+            "what": "GET case requests/s / of a row on bare FastAPI",
+            "value": share(e["case"]["requests_per_second"], row["requests_per_second"]),
+            "target": "(none)",
+            "met": None,
+        }
+        found["floor_row_vs_floor"] = {
+            "what": "requests/s of a row on bare FastAPI / floor's",
+            "value": share(row["requests_per_second"], floor["requests_per_second"]),
+            "target": "(none)",
+            "met": None,
+        }
     return found
 
 
@@ -1067,6 +1084,7 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"{'':<34} {shape['journeys_per_second']:>10.2f} jrn/s{by_round(shape)}")
     names = {
         "floor": "bare FastAPI floor GET /",
+        "floor_row": "bare FastAPI + SQLModel GET a row",
         "health": "API GET /health",
         "case": "API GET /v1/cases/{id} (closed)",
         "cases": "API GET /v1/cases",

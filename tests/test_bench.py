@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ENDPOINTS = {"floor", "health", "case", "cases", "tasks", "stalled", "summary"}
+ENDPOINTS = {"floor", "floor_row", "health", "case", "cases", "tasks", "stalled", "summary"}
 PATHWAYS = {"voluntary_return", "residence"}
 RUNS = {
     "bench": ["benchmarks.bench", "--journeys", "4", "--clients", "2", "--seconds", "1"],
@@ -137,7 +137,7 @@ def test_the_benchmark_runs_end_to_end_and_writes_every_section(runs: dict[str, 
     computed = results["summary_computed"]
     assert computed["samples"] == 50 and computed["p50_ms"] > 0 and "summary computed after a write" in stdout
 
-    assert len(results["ratios"]) == 10
+    assert len(results["ratios"]) == 12
     assert all(r["value"] > 0 for r in results["ratios"].values())
 
     assert set(results["two_processes"]) == {"case", "cases"}
