@@ -312,10 +312,9 @@ def document_bearer(schema: dict[str, Any], routes: Iterable[BaseRoute]) -> dict
                 operation = paths.get(route.path_format, {}).get(method.lower())
                 if operation is not None:
                     operation["security"] = [{name: []} for name in BEARER_SCHEME]
+    # Copies: the schema is changed after (``errors.document``) and must leave the constant alone.
     schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
-    schemes.update(
-        {name: dict(scheme) for name, scheme in BEARER_SCHEME.items()}
-    )  # copies: the schema is changed later
+    schemes.update({name: dict(scheme) for name, scheme in BEARER_SCHEME.items()})
     return schema
 
 
