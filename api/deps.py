@@ -15,7 +15,6 @@ import anyio
 from fastapi import Depends, Header, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
-from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from starlette.routing import BaseRoute
@@ -24,7 +23,7 @@ from temporalio.client import Client
 
 from api.errors import Forbidden, Unauthorized, Unavailable
 from api.languages import N_
-from api.limits import RateLimits, client_key, subject_key
+from api.limits import RateLimits, bearer_token, client_key, subject_key
 from reintegration import directory
 from reintegration.crypto import Keyring
 from reintegration.logs import bind_request
@@ -252,20 +251,13 @@ async def get_client(request: Request) -> Client:
     return temporal_client(request)
 
 
-def bearer_token(request: Request) -> str | None:
-    """The token of the request's ``Authorization: Bearer <token>``, read as FastAPI's ``HTTPBearer``
-    reads it; ``None`` without one."""
-    scheme, credentials = get_authorization_scheme_param(request.headers.get("authorization"))
-    return credentials if scheme.lower() == "bearer" and credentials else None
-
-
 async def current_user(request: Request) -> Claims:
     """The verified caller, whose rate limit is charged: a forged token spends only its sender's address's.
 
     The token is read from the header here, not by a dependency of its own (``HTTPBearer``): FastAPI
     solves each dependency of each request anew, and that one cost about 20 µs of every request's
     CPU in process. The OpenAPI document still says which operations take it (``document_bearer``)."""
-    token = bearer_token(request)
+    token = bearer_token(request.headers.get("authorization"))
     if token is None:
         raise Unauthorized()  # AnonymousRateLimit has charged the client's address
     limits: RateLimits = request.app.state.rate_limits

@@ -22,6 +22,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import PayloadTooLarge, TooManyRequests, problem, responses
@@ -217,10 +218,17 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization`` header's value ``Bearer <token>``, read as FastAPI's
+    ``HTTPBearer`` reads it; ``None`` without one. ``current_user`` verifies it, and the limits here
+    read it the same way to know whether ``current_user`` will charge the request."""
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    return credentials if scheme.lower() == "bearer" and credentials else None
+
+
 def _has_bearer(scope: Scope) -> bool:
-    # As HTTPBearer reads it: without "Bearer <token>", current_user refuses without charging anyone.
-    scheme, _, credentials = (_header(scope, b"authorization") or "").partition(" ")
-    return scheme.lower() == "bearer" and bool(credentials.strip())
+    # Without "Bearer <token>", current_user refuses without charging anyone.
+    return bearer_token(_header(scope, b"authorization")) is not None
 
 
 def document(schema: dict[str, Any]) -> dict[str, Any]:
