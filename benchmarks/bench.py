@@ -974,21 +974,15 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         ):
             value = share(a["journeys_per_second"], b["journeys_per_second"])
             found[key] = {"what": what, "value": value, "target": "(none)", "met": None}
-    # Nor this: a case read against the framework's and the ORM's own simplest read of a row (no token,
-    # no scope, no decryption, no access line), which sets how near the floor any read can come.
+    # Nor these: a case read against the framework's and the ORM's own simplest read of a row (no
+    # token, no scope, no decryption, no access line), which sets how near the floor any read can come.
     if (row := e.get("floor_row")) is not None:
-        found["case_vs_floor_row"] = {
-            "what": "GET case requests/s / of a row on bare FastAPI",
-            "value": share(e["case"]["requests_per_second"], row["requests_per_second"]),
-            "target": "(none)",
-            "met": None,
-        }
-        found["floor_row_vs_floor"] = {
-            "what": "requests/s of a row on bare FastAPI / floor's",
-            "value": share(row["requests_per_second"], floor["requests_per_second"]),
-            "target": "(none)",
-            "met": None,
-        }
+        for key, what, a, b in (
+            ("case_vs_floor_row", "GET case requests/s / of a row on bare FastAPI", e["case"], row),
+            ("floor_row_vs_floor", "requests/s of a row on bare FastAPI / floor's", row, floor),
+        ):
+            value = share(a["requests_per_second"], b["requests_per_second"])
+            found[key] = {"what": what, "value": value, "target": "(none)", "met": None}
     return found
 
 
